@@ -1,0 +1,389 @@
+"""
+Load config.yaml into L{cliproxyd.config.model.Config}.
+
+C{yaml.safe_load} produces plain data; L{parse_config} walks it once, keeping
+the YAML path of every value, so that each error names the exact place that
+is wrong (C{openai-compatibility[1].base-url: required}). Unknown keys are
+returned as warnings, never fatal: a newer or older config file still loads.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from cliproxyd.config.model import (
+    STRATEGIES,
+    APIKeyEntry,
+    Config,
+    ModelEntry,
+    OpenAICompatProvider,
+    RemoteManagement,
+    RoutingConfig,
+    Timeouts,
+)
+
+T = TypeVar("T")
+
+#: CLIProxyAPI keys this version understands but does not act on yet. They
+#: are reported apart from unknown keys, so an operator knows the difference
+#: between a typo and a feature that is still to come.
+NOT_YET_SUPPORTED = frozenset(
+    {
+        "tls",
+        "pprof",
+        "commercial-mode",
+        "logging-to-file",
+        "logs-max-total-size-mb",
+        "error-logs-max-files",
+        "usage-statistics-enabled",
+        "proxy-url",
+        "request-log",
+        "passthrough-headers",
+        "streaming",
+        "nonstream-keepalive-interval",
+        "disable-cooling",
+        "quota-exceeded",
+        "ws-auth",
+        "gemini-api-key",
+        "codex-api-key",
+        "claude-api-key",
+        "vertex-api-key",
+        "codex-header-defaults",
+        "claude-header-defaults",
+        "ampcode",
+        "oauth-excluded-models",
+        "oauth-model-alias",
+        "payload",
+    }
+)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. C{str()} is one line naming the YAML path."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        super().__init__(source, path, problem)
+        self.source = source
+        self.path = path
+        self.problem = problem
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        at = f"{self.path}: " if self.path else ""
+        return f"{where}{at}{self.problem}"
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    float: "a number",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+class _Reader:
+    """Typed access to one mapping of the YAML tree, remembering its path."""
+
+    def __init__(self, data: Any, path: str, source: str, warnings: list[str]) -> None:
+        self.path = path
+        self.source = source
+        self.warnings = warnings
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error("", f"must be a mapping, not {_kind(data)}")
+        self.data = data
+
+    def at(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        if key == "":
+            return self.path
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str | int, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.at(key), problem)
+
+    def check_keys(self, known: Iterable[str], not_yet: frozenset[str] = frozenset()) -> None:
+        known = set(known)
+        for key in self.data:
+            if key in known:
+                continue
+            if key in not_yet:
+                self.warnings.append(
+                    f"{self.at(str(key))}: not supported by this version of cliproxyd; ignored"
+                )
+            else:
+                self.warnings.append(f"{self.at(str(key))}: unknown key; ignored")
+
+    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.error(key, "required")
+            return default
+        value = self.data[key]
+        ok = isinstance(value, kind)
+        if kind is int and isinstance(value, bool):
+            ok = False
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise self.error(key, f"must be {_TYPE_NAMES[kind]}, not {_kind(value)}")
+        return float(value) if kind is float else value
+
+    def string(self, key: str, default: str = "", required: bool = False) -> str:
+        value = self.get(key, str, default, required).strip()
+        if required and not value:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def nonneg_int(self, key: str, default: int = 0) -> int:
+        value = self.get(key, int, default)
+        if value < 0:
+            raise self.error(key, f"must be 0 or more, not {value}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.get(key, float, default)
+        if value <= 0:
+            raise self.error(key, f"must be more than 0, not {value:g}")
+        return value
+
+    def child(self, key: str) -> "_Reader":
+        return _Reader(self.data.get(key), self.at(key), self.source, self.warnings)
+
+    def items(self, key: str, parse: Callable[["_Reader"], T]) -> list[T]:
+        seq = self.get(key, list, [])
+        return [
+            parse(_Reader(item, self.at(key) + f"[{i}]", self.source, self.warnings))
+            for i, item in enumerate(seq)
+        ]
+
+    def strings(self, key: str) -> list[str]:
+        out = []
+        for i, item in enumerate(self.get(key, list, [])):
+            if not isinstance(item, str):
+                raise ConfigError(
+                    self.source, self.at(key) + f"[{i}]", f"must be a string, not {_kind(item)}"
+                )
+            out.append(item)
+        return out
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number")):
+        if isinstance(value, kind):
+            return f"{name} ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})" if len(value) < 40 else "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _no_newlines(r: _Reader, key: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise r.error(key, "must not contain a line break")
+    return value
+
+
+def _http_url(r: _Reader, key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise r.error(key, f"must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
+
+
+def _parse_key_entry(r: _Reader) -> APIKeyEntry:
+    r.check_keys({"api-key", "proxy-url"})
+    key = _no_newlines(r, "api-key", r.string("api-key", required=True))
+    proxy = r.string("proxy-url")
+    if proxy.lower() in ("direct", "none"):
+        proxy = ""
+    if proxy:
+        # Failing closed: an operator who set a proxy must not have requests
+        # silently leave by the direct route.
+        raise r.error("proxy-url", "outbound proxies are not supported yet; remove the key or use 'direct'")
+    return APIKeyEntry(api_key=key, proxy_url=proxy)
+
+
+def _parse_model(r: _Reader) -> ModelEntry:
+    r.check_keys({"name", "alias"}, frozenset({"thinking"}))
+    name = r.string("name", required=True)
+    alias = r.string("alias")
+    return ModelEntry(name=name, alias=alias)
+
+
+def _parse_compat(r: _Reader) -> OpenAICompatProvider:
+    r.check_keys(
+        {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority"},
+    )
+    name = r.string("name", required=True).lower()
+    if "/" in name:
+        raise r.error("name", "must not contain '/'")
+    base_url = _http_url(r, "base-url", r.string("base-url", required=True))
+    prefix = r.string("prefix").strip("/")
+    if "/" in prefix:
+        raise r.error("prefix", f"must be a single path segment, not {prefix!r}")
+    headers = []
+    hr = r.child("headers")
+    for hname, hvalue in hr.data.items():
+        if not isinstance(hname, str) or not hname.strip():
+            raise hr.error(str(hname), "header names must be non-empty strings")
+        if not isinstance(hvalue, (str, int)) or isinstance(hvalue, bool):
+            raise hr.error(hname, f"must be a string, not {_kind(hvalue)}")
+        headers.append((_no_newlines(hr, hname, hname.strip()), _no_newlines(hr, hname, str(hvalue))))
+    entries = r.items("api-key-entries", _parse_key_entry)
+    # The older CLIProxyAPI form: a plain list of keys under api-keys.
+    for i, key in enumerate(r.strings("api-keys")):
+        if key.strip():
+            entries.append(APIKeyEntry(api_key=_no_newlines(r, f"api-keys[{i}]", key.strip())))
+    if not entries:
+        r.warnings.append(f"{r.at('api-key-entries')}: provider {name!r} has no API keys; it serves nothing")
+    models = r.items("models", _parse_model)
+    if not models:
+        r.warnings.append(f"{r.at('models')}: provider {name!r} lists no models; it serves nothing")
+    return OpenAICompatProvider(
+        name=name,
+        base_url=base_url,
+        api_key_entries=tuple(_dedupe(entries, key=lambda e: e.api_key)),
+        models=tuple(models),
+        prefix=prefix,
+        headers=tuple(headers),
+        priority=r.get("priority", int, 0),
+    )
+
+
+def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T]:
+    seen: set[Any] = set()
+    out = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
+
+
+TOP_LEVEL = {
+    "host",
+    "port",
+    "api-keys",
+    "auth-dir",
+    "debug",
+    "request-retry",
+    "max-retry-interval",
+    "max-retry-credentials",
+    "force-model-prefix",
+    "routing",
+    "openai-compatibility",
+    "remote-management",
+    "timeouts",
+}
+
+
+def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
+    """
+    Build a L{Config} from the result of C{yaml.safe_load}.
+
+    @return: the config and a list of warnings (unknown or unsupported keys).
+    @raise ConfigError: naming the YAML path of the first bad value.
+    """
+    warnings: list[str] = []
+    r = _Reader(data, "", source, warnings)
+    r.check_keys(TOP_LEVEL, NOT_YET_SUPPORTED)
+
+    port = r.get("port", int, None)
+    if port is None or port == 0:
+        port = Config().port
+    if not 0 < port < 65536:
+        raise r.error("port", f"must be between 1 and 65535, not {port}")
+
+    api_keys = []
+    for i, key in enumerate(r.strings("api-keys")):
+        key = key.strip()
+        if not key:
+            raise ConfigError(source, f"api-keys[{i}]", "must not be empty")
+        api_keys.append(key)
+
+    routing = r.child("routing")
+    routing.check_keys({"strategy"}, frozenset({"warmup", "session-affinity"}))
+    strategy = routing.string("strategy", "round-robin") or "round-robin"
+    if strategy.lower() not in STRATEGIES:
+        raise routing.error(
+            "strategy", f"unknown strategy {strategy!r}; use round-robin or fill-first"
+        )
+
+    rm = r.child("remote-management")
+    rm.check_keys(
+        {"secret-key", "allow-remote"},
+        frozenset({"disable-control-panel", "disable-auto-update-panel", "panel-github-repository"}),
+    )
+
+    t = r.child("timeouts")
+    t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds"})
+    d = Timeouts()
+
+    providers = r.items("openai-compatibility", _parse_compat)
+    seen: dict[str, int] = {}
+    for i, p in enumerate(providers):
+        if p.name in seen:
+            raise ConfigError(
+                source,
+                f"openai-compatibility[{i}].name",
+                f"{p.name!r} is already used by openai-compatibility[{seen[p.name]}]",
+            )
+        seen[p.name] = i
+
+    auth_dir = r.string("auth-dir")
+    config = Config(
+        host=r.string("host"),
+        port=port,
+        api_keys=tuple(_dedupe(api_keys)),
+        auth_dir=os.path.expanduser(auth_dir) if auth_dir else "",
+        debug=r.get("debug", bool, False),
+        request_retry=r.nonneg_int("request-retry"),
+        max_retry_interval=r.nonneg_int("max-retry-interval"),
+        max_retry_credentials=r.nonneg_int("max-retry-credentials"),
+        force_model_prefix=r.get("force-model-prefix", bool, False),
+        routing=RoutingConfig(strategy=STRATEGIES[strategy.lower()]),
+        openai_compatibility=tuple(providers),
+        remote_management=RemoteManagement(
+            secret_key=rm.string("secret-key"),
+            allow_remote=rm.get("allow-remote", bool, False),
+        ),
+        timeouts=Timeouts(
+            connect=t.positive("connect-seconds", d.connect),
+            response=t.positive("response-seconds", d.response),
+            stream_idle=t.positive("stream-idle-seconds", d.stream_idle),
+            shutdown=t.positive("shutdown-seconds", d.shutdown),
+        ),
+    )
+    return config, warnings
+
+
+def load_config(path: str) -> tuple[Config, list[str]]:
+    """Read and parse the YAML file at C{path}."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read the file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, "", f"YAML syntax error: {where}{problem}") from None
+    return parse_config(data, path)

@@ -1,0 +1,113 @@
+"""
+Frozen attrs models of config.yaml.
+
+Key names follow CLIProxyAPI's config.yaml so an existing file can be reused;
+the YAML spelling of each field is given in its comment. Values are validated
+in L{cliproxyd.config.load}, which is the only place that builds them from
+YAML; everything else treats a L{Config} as an immutable value and derives
+changes with C{attrs.evolve}.
+"""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+
+#: Accepted spellings of routing.strategy, mapped to the canonical name.
+STRATEGIES = {
+    "round-robin": "round-robin",
+    "roundrobin": "round-robin",
+    "rr": "round-robin",
+    "fill-first": "fill-first",
+    "fillfirst": "fill-first",
+    "ff": "fill-first",
+}
+
+DEFAULT_PORT = 8317
+
+
+@frozen
+class ModelEntry:
+    """One C{models[]} item: the upstream C{name} and the client-facing C{alias}."""
+
+    name: str
+    alias: str = ""
+
+    @property
+    def route_name(self) -> str:
+        """The name clients ask for."""
+        return self.alias or self.name
+
+
+@frozen
+class APIKeyEntry:
+    """One C{api-key-entries[]} item."""
+
+    api_key: str  # api-key
+    proxy_url: str = ""  # proxy-url
+
+
+@frozen
+class OpenAICompatProvider:
+    """One C{openai-compatibility[]} item."""
+
+    name: str
+    base_url: str  # base-url
+    api_key_entries: tuple[APIKeyEntry, ...] = ()  # api-key-entries
+    models: tuple[ModelEntry, ...] = ()
+    prefix: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    priority: int = 0
+
+
+@frozen
+class RoutingConfig:
+    strategy: str = "round-robin"
+
+
+@frozen
+class RemoteManagement:
+    """C{remote-management}: the management API is off unless C{secret-key} is set."""
+
+    secret_key: str = ""  # secret-key
+    allow_remote: bool = False  # allow-remote
+
+
+@frozen
+class Timeouts:
+    """
+    C{timeouts}: cliproxyd's own section (CLIProxyAPI has no upstream timeouts).
+
+    A request that times out before its first byte reached the client moves
+    on to the next credential.
+    """
+
+    connect: float = 10.0  # connect-seconds: TCP/TLS connect to an upstream
+    response: float = 300.0  # response-seconds: request sent -> response headers
+    stream_idle: float = 120.0  # stream-idle-seconds: longest gap between body chunks
+    shutdown: float = 15.0  # shutdown-seconds: how long SIGTERM waits for in-flight requests
+
+
+@frozen
+class Config:
+    host: str = ""
+    port: int = DEFAULT_PORT
+    api_keys: tuple[str, ...] = ()  # api-keys
+    auth_dir: str = ""  # auth-dir
+    debug: bool = False
+    request_retry: int = 0  # request-retry
+    max_retry_interval: int = 0  # max-retry-interval
+    max_retry_credentials: int = 0  # max-retry-credentials (0 = no cap)
+    force_model_prefix: bool = False  # force-model-prefix
+    routing: RoutingConfig = field(factory=RoutingConfig)
+    openai_compatibility: tuple[OpenAICompatProvider, ...] = ()  # openai-compatibility
+    remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
+    timeouts: Timeouts = field(factory=Timeouts)
+
+    @property
+    def listen(self) -> str:
+        """The endpoint string that C{host} and C{port} describe."""
+        # An empty host means every interface, as in CLIProxyAPI.
+        host = self.host or "0.0.0.0"
+        if ":" in host:
+            host = host.replace(":", r"\:")
+        return f"tcp:{self.port}:interface={host}"

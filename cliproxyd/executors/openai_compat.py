@@ -1,0 +1,121 @@
+"""The OpenAI-compatible executor: C{POST {base-url}/chat/completions}."""
+
+from __future__ import annotations
+
+import json
+
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from cliproxyd.config.model import Timeouts
+from cliproxyd.credentials import Credential
+from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
+from cliproxyd.executors.stream import MAX_ERROR_BODY, BodyCollector, StreamRelay
+
+
+def parse_retry_after(value: bytes | None) -> float | None:
+    """Seconds from a C{Retry-After} header (delta-seconds form only)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+class OpenAICompatExecutor:
+    log = Logger()
+
+    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self._client = client
+        self._clock = clock
+        self._timeouts = timeouts
+        self._urls: dict[str, str] = {}
+        self._headers: dict[str, dict[bytes, list[bytes]]] = {}
+
+    def prepare(self, creds: tuple[Credential, ...]) -> None:
+        """Precompute each credential's URL and headers (at config load, not per request)."""
+        self._urls = {c.id: c.base_url + "/chat/completions" for c in creds}
+        self._headers = {c.id: c.request_headers() for c in creds}
+
+    async def execute(self, cred: Credential, body: bytes, stream: bool) -> Reply | StreamReply:
+        headers = Headers(self._headers[cred.id])
+        if stream:
+            headers.setRawHeaders(b"accept", [b"text/event-stream"])
+        d = self._client.request(
+            "POST",
+            self._urls[cred.id],
+            data=body,
+            headers=headers,
+            unbuffered=True,
+            allow_redirects=False,
+        )
+        d.addTimeout(self._timeouts.response, self._clock)
+        try:
+            response = await d
+        except CancelledError:
+            raise
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout", f"no response within {self._timeouts.response:g}s"
+            ) from None
+        except Exception as e:
+            raise UpstreamError("connect", _describe(e)) from None
+
+        status = response.code
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
+        if not 200 <= status < 300:
+            try:
+                body = await self._read(response, MAX_ERROR_BODY)
+            except UpstreamError:
+                body = b""
+            retry_after = parse_retry_after(
+                (response.headers.getRawHeaders(b"retry-after") or [None])[0]
+            )
+            # An upstream that echoes the key back must not put it in our
+            # logs or in the client's error.
+            body = body.replace(cred.api_key.encode(), cred.fingerprint.encode())
+            raise UpstreamError(
+                "http",
+                _error_message(body) or f"HTTP {status}",
+                status=status,
+                body=body,
+                retry_after=retry_after,
+            )
+        if stream and content_type.startswith(b"text/event-stream"):
+            relay = StreamRelay(self._clock, self._timeouts.stream_idle)
+            response.deliverBody(relay)
+            await relay.first
+            return StreamReply(status=status, content_type=content_type, relay=relay)
+        return Reply(status=status, content_type=content_type, body=await self._read(response))
+
+    async def _read(self, response, limit: int | None = None) -> bytes:
+        collector = BodyCollector(self._clock, self._timeouts.stream_idle, limit)
+        response.deliverBody(collector)
+        return await collector.done
+
+
+def _describe(e: Exception) -> str:
+    reasons = getattr(e, "reasons", None)  # ResponseFailed and friends wrap failures
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _error_message(body: bytes) -> str:
+    """The message of an OpenAI-shaped error body, for logs; empty if there is none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:500]
+        if isinstance(err, str):
+            return err[:500]
+    return ""

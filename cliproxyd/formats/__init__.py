@@ -1,0 +1,1 @@
+"""Wire formats: decoding client requests and rendering responses and errors."""

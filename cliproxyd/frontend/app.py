@@ -1,0 +1,226 @@
+"""
+The client routes: OpenAI-compatible chat completions and models, health.
+
+Routes are thin: check access, decode, hand the request to the conductor,
+render what comes back. Every error a client can see is rendered here, in
+OpenAI's error shape; no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from klein import Klein
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from cliproxyd.conductor import AllAttemptsFailed, Conductor, UnknownModel
+from cliproxyd.executors.base import StreamReply, UpstreamError
+from cliproxyd.formats import openai_chat
+from cliproxyd.formats.openai_chat import BadRequest
+from cliproxyd.frontend.access import AccessDenied, ClientAccess
+
+JSON = b"application/json"
+
+
+class ClientError(Exception):
+    """An error answer: status, body and extra headers."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def _error_type(status: int) -> tuple[str, str | None]:
+    if status == 429:
+        return "rate_limit_error", "rate_limit_exceeded"
+    if status == 403:
+        return "permission_error", "insufficient_quota"
+    if status == 404:
+        return "invalid_request_error", "model_not_found"
+    if status >= 500:
+        return "server_error", "internal_server_error"
+    return "invalid_request_error", None
+
+
+def upstream_failure(last: UpstreamError) -> ClientError:
+    """What the client sees when no credential could serve its request."""
+    headers = {}
+    if last.retry_after is not None:
+        headers[b"retry-after"] = str(max(1, math.ceil(last.retry_after))).encode()
+    if last.status in (401, 407):
+        # The upstream rejected *our* credential; a 401 would tell the client
+        # its own key is wrong.
+        body = openai_chat.error_body(
+            f"upstream rejected the credential: {last.message}", "server_error", "upstream_auth_failed"
+        )
+        return ClientError(502, body, headers)
+    if last.status:
+        if openai_chat.is_error_body(last.body):
+            return ClientError(last.status, last.body, headers)
+        kind, code = _error_type(last.status)
+        return ClientError(last.status, openai_chat.error_body(last.message, kind, code), headers)
+    status = 504 if last.kind == "timeout" else 502
+    code = "upstream_timeout" if status == 504 else "upstream_unavailable"
+    return ClientError(
+        status, openai_chat.error_body(f"upstream {last.kind}: {last.message}", "server_error", code), headers
+    )
+
+
+class _ClientConsumer:
+    """The client request as a relay sees it: quiet once the client is gone."""
+
+    def __init__(self, request: IRequest) -> None:
+        self._request = request
+        self.gone = False
+        request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self.gone = True
+
+    def write(self, data: bytes) -> None:
+        if not self.gone:
+            self._request.write(data)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        if not self.gone:
+            self._request.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if not self.gone:
+            self._request.unregisterProducer()
+
+
+class Frontend:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        conductor: Conductor,
+        access: ClientAccess,
+        clock: IReactorTime,
+        management: IResource | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.conductor = conductor
+        self.access = access
+        self.clock = clock
+        self.management = management
+        self.debug = debug
+        self._created = int(clock.seconds())
+        self._models_body = openai_chat.models_body(conductor.models(), self._created)
+
+    def resource(self) -> IResource:
+        return self.app.resource()
+
+    # -- routes ---------------------------------------------------------------
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    def healthz(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", JSON)
+        return b'{"status":"ok"}'
+
+    @app.route("/v1/models", methods=["GET"])
+    def models(self, request: IRequest) -> bytes:
+        self._check_access(request)
+        request.setHeader(b"content-type", JSON)
+        return self._models_body
+
+    @app.route("/v1/chat/completions", methods=["POST"])
+    async def chat_completions(self, request: IRequest) -> bytes:
+        self._check_access(request)
+        try:
+            req = openai_chat.decode_request(request.content.read())
+        except BadRequest as e:
+            raise ClientError(
+                400, openai_chat.error_body(f"Invalid request: {e}", "invalid_request_error")
+            ) from None
+        try:
+            result = await self.conductor.execute(req)
+        except UnknownModel as e:
+            raise ClientError(
+                404,
+                openai_chat.error_body(
+                    f"The model {e.model!r} does not exist or no credential serves it",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            ) from None
+        except AllAttemptsFailed as e:
+            self.log.error(
+                "all {attempts} credentials failed for {model}: {error}",
+                attempts=e.attempts,
+                model=e.model,
+                error=str(e.last),
+            )
+            raise upstream_failure(e.last) from None
+        except UpstreamError as e:  # the request itself was invalid
+            raise ClientError(e.status, e.body or openai_chat.error_body(e.message, "invalid_request_error")) from None
+
+        request.setResponseCode(result.status)
+        request.setHeader(b"content-type", result.content_type)
+        if not isinstance(result, StreamReply):
+            return result.body
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        consumer = _ClientConsumer(request)
+        error = await result.relay.attach(consumer)
+        if error is not None:
+            self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
+            consumer.write(openai_chat.stream_error_event(error))
+        return b""
+
+    @app.route("/v0/management", branch=True)
+    def management_api(self, request: IRequest) -> Any:
+        if self.management is None:
+            raise NotFound()
+        return self.management
+
+    # -- errors ---------------------------------------------------------------
+
+    def _check_access(self, request: IRequest) -> None:
+        try:
+            self.access.check(request)
+        except AccessDenied as e:
+            raise ClientError(
+                401, openai_chat.error_body(str(e), "invalid_request_error", "invalid_api_key")
+            ) from None
+
+    @app.handle_errors(ClientError)
+    def _client_error(self, request: IRequest, failure: Failure) -> bytes:
+        e: ClientError = failure.value
+        request.setResponseCode(e.status)
+        request.setHeader(b"content-type", JSON)
+        for name, value in e.headers.items():
+            request.setHeader(name, value)
+        return e.body
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", JSON)
+        path = request.path.decode("utf-8", "replace")
+        return openai_chat.error_body(f"No route for {path}", "invalid_request_error", "not_found")
+
+    @app.handle_errors(MethodNotAllowed)
+    def _bad_method(self, request: IRequest, failure: Failure) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"content-type", JSON)
+        method = request.method.decode("ascii", "replace")
+        return openai_chat.error_body(f"{method} is not allowed here", "invalid_request_error")
+
+    @app.handle_errors(Exception)
+    def _internal(self, request: IRequest, failure: Failure) -> bytes:
+        self.log.failure("unhandled error on {path}", failure, path=request.path)
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", JSON)
+        return openai_chat.error_body("internal error", "server_error", "internal_server_error")
+

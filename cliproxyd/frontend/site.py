@@ -1,0 +1,101 @@
+"""The Site that knows which requests are in flight, and drains them at shutdown."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.web.server import Request, Site
+
+
+class InFlight(Service):
+    """
+    Tracks requests from arrival to finish. Stopping it waits for them to
+    finish, up to C{timeout} seconds, then closes what is left.
+
+    In the service tree it stops after the listener (no new connections)
+    and before the HTTP pool (upstream requests still running need it).
+    """
+
+    name = "in-flight"
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._requests: set[Request] = set()
+        self._drained: Deferred[None] | None = None
+        self._deadline: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request: Request) -> None:
+        self._requests.add(request)
+        request.notifyFinish().addBoth(self._done, request)
+
+    def _done(self, _: object, request: Request) -> None:
+        self._requests.discard(request)
+        if not self._requests and self._drained is not None:
+            self._fire()
+
+    def stopService(self) -> "Deferred[None]":
+        Service.stopService(self)
+        if not self._requests:
+            return succeed(None)
+        self.log.info(
+            "waiting up to {timeout}s for {count} in-flight requests",
+            timeout=self._timeout,
+            count=len(self._requests),
+        )
+        self._drained = Deferred()
+        self._deadline = self._clock.callLater(self._timeout, self._expire)
+        return self._drained
+
+    def _expire(self) -> None:
+        self._deadline = None
+        self.log.warn(
+            "closing {count} requests still running after {timeout}s",
+            count=len(self._requests),
+            timeout=self._timeout,
+        )
+        for request in list(self._requests):
+            transport = request.channel.transport if request.channel else None
+            if transport is not None:
+                abort = getattr(transport, "abortConnection", transport.loseConnection)
+                abort()
+        self._fire()
+
+    def _fire(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.called:
+            drained.callback(None)
+
+
+class QuietSite(Site):
+    """A Site with no access log line per request and no start/stop chatter."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+class TrackingSite(QuietSite):
+    """
+    A Site that registers each request with L{InFlight}. (The frontend logs
+    what matters about a request, with structured fields.)
+    """
+
+    def __init__(self, resource, in_flight: InFlight, **kw) -> None:
+        super().__init__(resource, **kw)
+        self.in_flight = in_flight
+
+    def getResourceFor(self, request: Request):
+        self.in_flight.add(request)
+        return super().getResourceFor(request)

@@ -1,0 +1,129 @@
+"""
+The management API at C{/v0/management}.
+
+Off (every route 404) unless C{remote-management.secret-key} is set. The key
+is required from every client, localhost included, as C{Authorization:
+Bearer} or C{X-Management-Key}; clients not on loopback are refused unless
+C{remote-management.allow-remote} is true.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+
+from cliproxyd._version import __version__
+from cliproxyd.config.model import RemoteManagement
+from cliproxyd.conductor import Conductor
+from cliproxyd.state import StateStore
+
+JSON = b"application/json"
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ManagementAPI:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: RemoteManagement,
+        conductor: Conductor,
+        state: StateStore,
+        clock: IReactorTime,
+        in_flight: Callable[[], int],
+    ) -> None:
+        self._secret = settings.secret_key.encode("utf-8")
+        self._allow_remote = settings.allow_remote
+        self._conductor = conductor
+        self._state = state
+        self._clock = clock
+        self._in_flight = in_flight
+        self._started = clock.seconds()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._secret)
+
+    def _authorize(self, request: IRequest) -> None:
+        if not self._secret:
+            raise _Refused(404, "not found")
+        host = getattr(request.getClientAddress(), "host", "")
+        if not self._allow_remote and not _is_loopback(host):
+            raise _Refused(403, "remote management is disabled; set remote-management.allow-remote")
+        presented = request.getHeader(b"x-management-key")
+        auth = request.getHeader(b"authorization")
+        if presented is None and auth:
+            scheme, _, rest = auth.partition(b" ")
+            presented = rest.strip() if scheme.lower() == b"bearer" else auth.strip()
+        if not presented:
+            raise _Refused(401, "missing management key")
+        if not hmac.compare_digest(presented, self._secret):
+            raise _Refused(401, "invalid management key")
+
+    @app.route("/status", methods=["GET"])
+    def status(self, request: IRequest) -> bytes:
+        """Uptime, in-flight requests and every credential with its counters."""
+        self._authorize(request)
+        creds = []
+        for cred in self._conductor.creds:
+            entry: dict[str, Any] = {
+                "id": cred.id,
+                "provider": cred.provider,
+                "type": cred.kind,
+                "key": cred.fingerprint,
+                "base_url": cred.base_url,
+                "priority": cred.priority,
+                "models": [name for name, _ in cred.models],
+            }
+            entry.update(self._state.stats(cred.id).as_json())
+            creds.append(entry)
+        body = {
+            "version": __version__,
+            "uptime_seconds": round(self._clock.seconds() - self._started, 3),
+            "in_flight": self._in_flight(),
+            "credentials": creds,
+        }
+        request.setHeader(b"content-type", JSON)
+        return json.dumps(body).encode("utf-8")
+
+    @app.handle_errors(_Refused)
+    def _refused(self, request: IRequest, failure: Failure) -> bytes:
+        e: _Refused = failure.value
+        request.setResponseCode(e.status)
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"error": e.message}).encode("utf-8")
+
+    @app.handle_errors(Exception)
+    def _other(self, request: IRequest, failure: Failure) -> bytes:
+        # Unknown routes: 404 whether or not the API is on, without saying more.
+        if failure.check(HTTPException):
+            status = failure.value.code
+        else:
+            status = 500
+            self.log.failure("unhandled management error on {path}", failure, path=request.path)
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"error": "not found" if status == 404 else "error"}).encode("utf-8")

@@ -1,0 +1,186 @@
+"""
+The twistd plugin's Options and makeService: the one composition root.
+
+C{twistd -n cliproxyd --config FILE} or C{twistd -n cliproxyd --demo}.
+makeService reads the config, builds every part and wires the service tree;
+it touches the reactor only through the C{reactor} it is given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from cliproxyd._version import __version__
+from cliproxyd.conductor import Conductor
+from cliproxyd.config import ConfigError, load_config
+from cliproxyd.credentials import credentials_from_config
+from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
+from cliproxyd.executors import HTTPPoolService, OpenAICompatExecutor, make_http_client
+from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.management import ManagementAPI
+from cliproxyd.service import ServiceTree
+from cliproxyd.state import MemoryStateStore
+
+log = Logger(namespace="cliproxyd.tap")
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured; C{str()} says why, in one line."""
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE | --demo] [--listen ENDPOINT]"
+    longdesc = (
+        "Pool upstream LLM credentials behind OpenAI-compatible endpoints. "
+        "See README.rst and etc/cliproxyd.example.yaml."
+    )
+    optParameters = [
+        ["config", "c", None, "Path to config.yaml."],
+        [
+            "listen",
+            "l",
+            None,
+            "Endpoint string to listen on, overriding host and port in the config "
+            "(e.g. tcp:8317:interface=127.0.0.1, unix:/run/cliproxyd.sock).",
+        ],
+    ]
+    optFlags = [
+        ["demo", None, "Serve simulated upstreams started in this process; needs no config."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["demo"] and self["config"]:
+            raise usage.UsageError("--demo runs without a config; drop --config")
+        if not self["demo"] and not self["config"]:
+            raise usage.UsageError("give --config FILE (or --demo to try cliproxyd out)")
+
+
+def _split_endpoint(description: str) -> list[str]:
+    return [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
+
+
+def endpoint_is_local(description: str) -> bool:
+    """
+    Whether a server endpoint string can only be reached from this machine:
+    a unix socket, or TCP/SSL bound to a loopback interface.
+    """
+    kind, *args = _split_endpoint(description)
+    kind = kind.lower()
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if sep and name == "interface":
+            if value == "localhost":
+                return True
+            try:
+                return ipaddress.ip_address(value).is_loopback
+            except ValueError:
+                return False
+    return False  # no interface: every interface
+
+
+class _BoundPort(Service):
+    """A port that was bound while the service tree was built; stopping closes it."""
+
+    def __init__(self, name: str, port) -> None:
+        self.setName(name)
+        self.port = port
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.port.stopListening()
+
+
+def build(options: Options, reactor) -> IService:
+    """makeService without the translation of start-up errors into an exit."""
+    root = ServiceTree()
+    root.setName("cliproxyd")
+    if options["demo"]:
+        upstream = demo_upstream(reactor)
+        port = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
+        base_url = f"http://127.0.0.1:{port.getHost().port}/v1"
+        config = demo_config(base_url)
+        listen = options["listen"] or DEMO_LISTEN
+        demo_service: Service | None = _BoundPort("demo-upstream", port)
+    else:
+        config, warnings = load_config(options["config"])
+        for warning in warnings:
+            log.warn("config: {warning}", warning=warning)
+        listen = options["listen"] or config.listen
+        demo_service = None
+
+    if not config.api_keys and not endpoint_is_local(listen):
+        raise StartupError(
+            f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
+            "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
+        )
+
+    pool, client = make_http_client(reactor, config.timeouts.connect)
+    HTTPPoolService(pool).setServiceParent(root)
+    if demo_service is not None:
+        demo_service.setServiceParent(root)
+
+    creds = credentials_from_config(config)
+    executor = OpenAICompatExecutor(client, reactor, config.timeouts)
+    executor.prepare(creds)
+    state = MemoryStateStore()
+    conductor = Conductor(
+        creds,
+        executor,
+        state,
+        reactor,
+        strategy=config.routing.strategy,
+        max_retry_credentials=config.max_retry_credentials,
+    )
+    in_flight = InFlight(reactor, config.timeouts.shutdown)
+    in_flight.setServiceParent(root)
+
+    management = ManagementAPI(config.remote_management, conductor, state, reactor, in_flight.__len__)
+    frontend = Frontend(
+        conductor,
+        ClientAccess(config.api_keys),
+        reactor,
+        management=management.app.resource() if management.enabled else None,
+        debug=config.debug,
+    )
+    site = TrackingSite(frontend.resource(), in_flight)
+    listener = StreamServerEndpointService(serverFromString(reactor, listen), site)
+    listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
+    listener.setName("frontend")
+    listener.setServiceParent(root)
+
+    log.info(
+        "cliproxyd {version} on {listen}: {creds} credentials, {models} models, "
+        "routing {strategy}, client keys {access}, management {management}",
+        version=__version__,
+        listen=listen,
+        creds=len(creds),
+        models=len(conductor.models()),
+        strategy=config.routing.strategy,
+        access="required" if config.api_keys else "not required (loopback only)",
+        management="on" if management.enabled else "off",
+    )
+    return root
+
+
+def makeService(options: Options, reactor=None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        return build(options, reactor)
+    except (ConfigError, StartupError) as e:
+        # One line on stderr and exit status 1, before twistd daemonizes.
+        raise SystemExit(f"cliproxyd: {e}") from None
+
+
+__all__ = ["Options", "endpoint_is_local", "makeService"]
