@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -13,7 +13,13 @@ from twisted.web.http_headers import Headers
 from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
 from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
-from cliproxyd.executors.stream import MAX_ERROR_BODY, BodyCollector, StreamRelay
+from cliproxyd.executors.stream import (
+    MAX_ERROR_BODY,
+    BodyCollector,
+    StreamRelay,
+    describe,
+    is_cancellation,
+)
 
 
 def parse_retry_after(value: bytes | None) -> float | None:
@@ -54,17 +60,27 @@ class OpenAICompatExecutor:
             unbuffered=True,
             allow_redirects=False,
         )
-        d.addTimeout(self._timeouts.response, self._clock)
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        deadline = self._clock.callLater(self._timeouts.response, expire)
         try:
             response = await d
-        except CancelledError:
-            raise
-        except TimeoutError:
-            raise UpstreamError(
-                "timeout", f"no response within {self._timeouts.response:g}s"
-            ) from None
         except Exception as e:
-            raise UpstreamError("connect", _describe(e)) from None
+            if timed_out:
+                raise UpstreamError(
+                    "timeout", f"no response within {self._timeouts.response:g}s"
+                ) from None
+            if is_cancellation(e):
+                # The client went away: no other credential gets tried.
+                raise CancelledError() from None
+            raise UpstreamError("connect", describe(e)) from None
+        finally:
+            if deadline.active():
+                deadline.cancel()
 
         status = response.code
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
@@ -97,13 +113,6 @@ class OpenAICompatExecutor:
         collector = BodyCollector(self._clock, self._timeouts.stream_idle, limit)
         response.deliverBody(collector)
         return await collector.done
-
-
-def _describe(e: Exception) -> str:
-    reasons = getattr(e, "reasons", None)  # ResponseFailed and friends wrap failures
-    if reasons:
-        return "; ".join(r.getErrorMessage() for r in reasons)
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _error_message(body: bytes) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -54,6 +54,23 @@ class IdleTimer:
         self._call = None
 
 
+def describe(reason: Failure | BaseException) -> str:
+    """A readable one-line reason, unwrapping the lists that C{ResponseFailed} and friends carry."""
+    value = reason.value if isinstance(reason, Failure) else reason
+    inner = getattr(value, "reasons", None)
+    if inner:
+        return "; ".join(describe(r) for r in inner)
+    text = str(value)
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+
+
+def is_cancellation(e: BaseException) -> bool:
+    """Whether C{e} is, or wraps, a C{CancelledError} (the Agent wraps it in C{ResponseNeverReceived})."""
+    if isinstance(e, CancelledError):
+        return True
+    return any(r.check(CancelledError) for r in getattr(e, "reasons", None) or ())
+
+
 def _clean_end(reason: Failure) -> bool:
     # PotentialDataLoss: a body with neither a length nor chunking, ended by
     # the close; that is how such bodies always end.
@@ -64,7 +81,8 @@ class BodyCollector(Protocol):
     """Read a whole body (bounded by C{limit}) into C{done}."""
 
     def __init__(self, clock: IReactorTime, idle_timeout: float, limit: int | None = None) -> None:
-        self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
+        self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
+        self._cancelled = False
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._limit = limit
@@ -91,17 +109,23 @@ class BodyCollector(Protocol):
             self._idle.cancel()
         if self.done.called:
             return
-        if _clean_end(reason) or (self._limit is not None and self._size >= self._limit):
+        if self._cancelled:
+            self.done.errback(CancelledError())
+        elif _clean_end(reason) or (self._limit is not None and self._size >= self._limit):
             self.done.callback(b"".join(self._parts))
         elif self._timed_out:
             self.done.errback(
                 UpstreamError("timeout", f"no body data for {self._idle_timeout:g}s")
             )
         else:
-            self.done.errback(UpstreamError("broken", f"body cut short: {reason.getErrorMessage()}"))
+            self.done.errback(UpstreamError("broken", f"body cut short: {describe(reason)}"))
 
     def _on_idle(self) -> None:
         self._timed_out = True
+        self._abort()
+
+    def _cancel(self) -> None:
+        self._cancelled = True
         self._abort()
 
     def _abort(self) -> None:
@@ -169,7 +193,8 @@ class StreamRelay(Protocol):
     """
 
     def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
-        self.first: Deferred[None] = Deferred(lambda _: self._abort())
+        self.first: Deferred[None] = Deferred(lambda _: self._cancel())
+        self._cancelled = False
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._buffer: list[bytes] = []
@@ -211,14 +236,16 @@ class StreamRelay(Protocol):
         elif self._consumer is not None:
             self._finish()
 
-    def _failure_before_first(self, reason: Failure) -> UpstreamError:
+    def _failure_before_first(self, reason: Failure) -> Exception:
+        if self._cancelled:
+            return CancelledError()
         if self._error is not None:
             return self._error
         if self._timed_out:
             return UpstreamError("timeout", f"no stream data for {self._idle_timeout:g}s")
         if _clean_end(reason):
             return UpstreamError("empty_stream", "the stream ended before any data")
-        return UpstreamError("broken", f"stream cut short: {reason.getErrorMessage()}")
+        return UpstreamError("broken", f"stream cut short: {describe(reason)}")
 
     def attach(self, consumer: StreamConsumer) -> "Deferred[str | None]":
         """
@@ -228,7 +255,7 @@ class StreamRelay(Protocol):
             clean end, or with a message when it broke off or went idle.
             Cancelling it aborts the upstream request.
         """
-        self._done = Deferred(lambda _: self._abort())
+        self._done = Deferred(lambda _: self._cancel())
         self._consumer = consumer
         if self._buffer:
             consumer.write(b"".join(self._buffer))
@@ -247,15 +274,21 @@ class StreamRelay(Protocol):
             self._registered = False
             self._consumer.unregisterProducer()
         reason = self._ended
-        if _clean_end(reason):
+        if self._cancelled:
+            self._done.errback(CancelledError())
+        elif _clean_end(reason):
             self._done.callback(None)
         elif self._timed_out:
             self._done.callback(f"upstream stream idle for {self._idle_timeout:g}s")
         else:
-            self._done.callback(f"upstream stream broke off: {reason.getErrorMessage()}")
+            self._done.callback(f"upstream stream broke off: {describe(reason)}")
 
     def _on_idle(self) -> None:
         self._timed_out = True
+        self._abort()
+
+    def _cancel(self) -> None:
+        self._cancelled = True
         self._abort()
 
     def _abort(self) -> None:

@@ -8,9 +8,9 @@ repeating. A behaviour is one of::
     ok                 answer (JSON, or SSE when the request streams)
     status:CODE[:S]    fail with HTTP CODE and an OpenAI error body; S adds Retry-After: S
     hang               never answer (until the client goes away)
-    cut:N              stream N content chunks, then drop the connection
-                       (without streaming: drop it before answering)
-    stall:N            stream N content chunks, then go silent
+    cut:N              stream N events (the role chunk is the first), then drop
+                       the connection (without streaming: drop it before answering)
+    stall:N            stream N events, then go silent
     slow:S             wait S seconds before each chunk (or before the answer)
     error-event        open a 200 stream whose first event is an error
     bytes:N            stream about N bytes of content as fast as the client
@@ -192,6 +192,7 @@ class SimulatedUpstream:
     ) -> bytes:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
+        request.write(b"")  # send the headers now, whatever follows
         if b.name == "error-event":
             err = {"error": {"message": "simulated in-stream error", "type": "server_error", "code": None}}
             request.write(b"data: " + json.dumps(err).encode() + b"\n\n")
@@ -210,7 +211,7 @@ class SimulatedUpstream:
         ]
         limit = int(b.args[0]) if b.name in ("cut", "stall") else None
         for i, delta in enumerate(deltas):
-            if limit is not None and i >= limit + 1:  # the role chunk is not content
+            if limit is not None and i >= limit:
                 if b.name == "cut":
                     request.channel.transport.abortConnection()
                     return b""

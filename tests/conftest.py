@@ -1,0 +1,135 @@
+"""Shared fixtures: the reactor for loopback tests, and an in-memory harness."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from cliproxyd.conductor import Conductor
+from cliproxyd.config import parse_config
+from cliproxyd.credentials import credentials_from_config
+from cliproxyd.executors import OpenAICompatExecutor
+from cliproxyd.frontend import ClientAccess, Frontend
+from cliproxyd.management import ManagementAPI
+from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.upstream import SimulatedUpstream
+
+UPSTREAM = "http://upstream.test/v1"
+
+
+@pytest.fixture(scope="session")
+def reactor():
+    """The real reactor, for the few loopback tests (pytest-twisted runs it)."""
+    from twisted.internet import reactor as _reactor
+
+    return _reactor
+
+
+def config_data(keys=("sk-up-1", "sk-up-2"), models=None, **top: Any) -> dict:
+    """A config.yaml (as data) with one openai-compatibility provider."""
+    provider = {
+        "name": "sim",
+        "base-url": UPSTREAM,
+        "api-key-entries": [{"api-key": k} for k in keys],
+        "models": models if models is not None else [{"name": "sim-small", "alias": "gpt-4o-mini"}, {"name": "gpt-4o"}],
+    }
+    data = {"openai-compatibility": [provider]}
+    data.update(top)
+    return data
+
+
+class Harness:
+    """
+    The whole request path in memory: a frontend StubTreq in front of the
+    real Frontend, Conductor and executor, whose HTTP client is a StubTreq
+    around the simulated upstream. Time is a Clock.
+    """
+
+    def __init__(self, data: dict | None = None) -> None:
+        self.config, self.warnings = parse_config(data if data is not None else config_data())
+        self.clock = Clock()
+        self.upstream = SimulatedUpstream(self.clock)
+        self.up = StubTreq(self.upstream.resource())
+        self.creds = credentials_from_config(self.config)
+        self.executor = OpenAICompatExecutor(self.up, self.clock, self.config.timeouts)
+        self.executor.prepare(self.creds)
+        self.state = MemoryStateStore()
+        self.conductor = Conductor(
+            self.creds,
+            self.executor,
+            self.state,
+            self.clock,
+            strategy=self.config.routing.strategy,
+            max_retry_credentials=self.config.max_retry_credentials,
+        )
+        self.management = ManagementAPI(
+            self.config.remote_management, self.conductor, self.state, self.clock, lambda: 0
+        )
+        self.frontend = Frontend(
+            self.conductor,
+            ClientAccess(self.config.api_keys),
+            self.clock,
+            management=self.management.app.resource() if self.management.enabled else None,
+        )
+        self.front = StubTreq(self.frontend.resource())
+
+    def flush(self) -> None:
+        for _ in range(5):
+            self.up.flush()
+            self.front.flush()
+
+    def settle(self, d: Deferred, advance: float = 0) -> Any:
+        """Pump both stubs (and the clock, by C{advance} steps) until C{d} fires."""
+        results: list[Any] = []
+        d.addBoth(results.append)
+        self.flush()
+        steps = 0
+        while not results and advance and steps < 1000:
+            self.clock.advance(advance)
+            self.flush()
+            steps += 1
+        assert results, "the request never finished"
+        result = results[0]
+        if hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
+                advance: float = 0) -> tuple[int, dict, bytes]:
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        resp = self.settle(
+            self.front.request(method, "http://proxy.test" + path, data=data, headers=headers or {}),
+            advance,
+        )
+        content = self.settle(self.front.content(resp), advance)
+        return resp.code, resp.headers, content
+
+    def chat(self, model: str = "gpt-4o-mini", stream: bool = False, advance: float = 0,
+             headers: dict | None = None, **extra: Any) -> tuple[int, dict, bytes]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+        if stream:
+            body["stream"] = True
+        return self.request("POST", "/v1/chat/completions", body, headers, advance)
+
+    def keys_seen(self) -> list[str]:
+        return [s.key for s in self.upstream.seen]
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def sse_payloads(body: bytes) -> list[Any]:
+    """The JSON payloads of an SSE body ([DONE] as the string)."""
+    out = []
+    for line in body.split(b"\n"):
+        if line.startswith(b"data: "):
+            payload = line[6:]
+            out.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
+    return out

@@ -1,0 +1,198 @@
+"""Round-robin, fill-first and failover before the first byte, in memory."""
+
+import json
+
+from twisted.logger import capturedLogs
+
+from cliproxyd.conductor.selection import attempt_order, rotate
+from tests.conftest import Harness, config_data, sse_payloads
+
+
+def test_round_robin_alternates_between_keys(harness):
+    for _ in range(4):
+        assert harness.chat()[0] == 200
+    assert harness.keys_seen() == ["sk-up-1", "sk-up-2", "sk-up-1", "sk-up-2"]
+
+
+def test_fill_first_always_starts_with_the_first_key():
+    h = Harness(config_data(routing={"strategy": "fill-first"}))
+    for _ in range(3):
+        h.chat()
+    assert h.keys_seen() == ["sk-up-1"] * 3
+
+
+def test_fill_first_moves_on_when_the_first_key_fails():
+    h = Harness(config_data(routing={"strategy": "ff"}))
+    h.upstream.script("sk-up-1", "status:503")
+    assert h.chat()[0] == 200
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+
+
+def test_higher_priority_provider_is_used_first_and_lower_is_the_fallback():
+    data = config_data(keys=("sk-low",))
+    high = dict(data["openai-compatibility"][0], name="high", priority=10,
+                **{"api-key-entries": [{"api-key": "sk-high"}]})
+    data["openai-compatibility"].append(high)
+    h = Harness(data)
+    for _ in range(3):
+        h.chat()
+    assert h.keys_seen() == ["sk-high"] * 3
+    h.upstream.script("sk-high", "status:500")
+    assert h.chat()[0] == 200
+    assert h.keys_seen()[-2:] == ["sk-high", "sk-low"]
+
+
+def test_each_failure_status_moves_to_the_next_key():
+    for status in (429, 500, 502, 503, 504, 401, 403, 408):
+        h = Harness()
+        h.upstream.script("sk-up-1", f"status:{status}")
+        code, _, body = h.chat()
+        assert code == 200, status
+        assert json.loads(body)["choices"][0]["message"]["content"].endswith("(key ...k-up-2).")
+        assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+
+
+def test_stream_failures_before_the_first_payload_move_on():
+    for behaviour in ("status:429", "cut:0", "error-event"):
+        h = Harness()
+        h.upstream.script("sk-up-1", behaviour)
+        code, _, body = h.chat(stream=True)
+        assert code == 200, behaviour
+        assert sse_payloads(body)[-1] == "[DONE]"
+        assert h.keys_seen() == ["sk-up-1", "sk-up-2"], behaviour
+
+
+def test_timeout_before_the_response_moves_on():
+    h = Harness(config_data(timeouts={"response-seconds": 30}))
+    h.upstream.script("sk-up-1", "hang")
+    code, _, _ = h.chat(advance=5)
+    assert code == 200
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+    assert 30 <= h.clock.seconds() < 40
+
+
+def test_stream_that_stays_silent_before_its_first_payload_moves_on():
+    h = Harness(config_data(timeouts={"stream-idle-seconds": 20}))
+    h.upstream.script("sk-up-1", "stall:0")
+    code, _, body = h.chat(stream=True, advance=5)
+    assert code == 200
+    assert sse_payloads(body)[-1] == "[DONE]"
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+    assert 20 <= h.clock.seconds() < 30
+
+
+def test_when_every_key_fails_the_client_gets_the_last_error_with_retry_after(harness):
+    harness.upstream.script("sk-up-1", "status:500")
+    harness.upstream.script("sk-up-2", "status:429:7")
+    code, headers, body = harness.chat()
+    assert code == 429
+    assert headers.getRawHeaders(b"retry-after") == [b"7"]
+    assert json.loads(body)["error"]["message"] == "simulated failure 429"
+    assert harness.keys_seen() == ["sk-up-1", "sk-up-2"]
+
+
+def test_upstream_auth_failure_is_not_reported_as_the_clients_401(harness):
+    harness.upstream.script("sk-up-1", "status:401")
+    harness.upstream.script("sk-up-2", "status:401")
+    code, _, body = harness.chat()
+    assert code == 502
+    assert json.loads(body)["error"]["code"] == "upstream_auth_failed"
+
+
+def test_timeouts_everywhere_give_a_504():
+    h = Harness(config_data(timeouts={"response-seconds": 10}))
+    h.upstream.script("sk-up-1", "hang")
+    h.upstream.script("sk-up-2", "hang")
+    code, _, body = h.chat(advance=5)
+    assert code == 504
+    assert json.loads(body)["error"]["code"] == "upstream_timeout"
+
+
+def test_an_invalid_request_is_not_retried_on_other_keys(harness):
+    harness.upstream.script("sk-up-1", "status:422")
+    code, _, _ = harness.chat()
+    assert code == 422
+    assert harness.keys_seen() == ["sk-up-1"]
+
+
+def test_max_retry_credentials_caps_distinct_keys_per_request():
+    h = Harness(config_data(keys=("k1", "k2", "k3"), **{"max-retry-credentials": 2}))
+    for key in ("k1", "k2", "k3"):
+        h.upstream.script(key, "status:503")
+    code, _, _ = h.chat()
+    assert code == 503
+    assert h.keys_seen() == ["k1", "k2"]
+
+
+def test_a_key_echoed_in_an_upstream_error_never_reaches_logs_or_client():
+    h = Harness(config_data(keys=("sk-secret-one", "sk-secret-two")))
+    h.upstream.known_keys = frozenset()  # every key is refused, and echoed back
+    original = h.upstream._error
+
+    def echoing(request, status, message, kind, code=None):
+        key = request.getHeader(b"authorization").decode()[7:]
+        return original(request, status, f"{message}: {key}", kind, code)
+
+    h.upstream._error = echoing
+    with capturedLogs() as events:
+        code, _, body = h.chat()
+    assert code == 502
+    assert b"sk-secret" not in body
+    assert events, "the failover was logged"
+    for event in events:
+        assert "sk-secret" not in repr(event)
+    warnings = [e for e in events if e.get("key")]
+    assert {e["key"] for e in warnings} == {c.fingerprint for c in h.creds}
+
+
+def test_failover_is_logged_with_structured_fields(harness):
+    harness.upstream.script("sk-up-1", "status:503")
+    with capturedLogs() as events:
+        harness.chat()
+    [event] = [e for e in events if e.get("status") == 503]
+    assert event["provider"] == "sim"
+    assert event["model"] == "sim-small"
+    assert event["cred"].startswith("openai-compatibility:sim:")
+    assert event["key"].startswith("fp:")
+
+
+def test_attempts_are_counted_per_credential(harness):
+    harness.upstream.script("sk-up-1", "status:503")
+    harness.chat()
+    first, second = harness.creds
+    assert harness.state.stats(first.id).failures == 1
+    assert harness.state.stats(first.id).last_status == 503
+    assert harness.state.stats(second.id).successes == 1
+
+
+def test_rotate_and_attempt_order_are_pure():
+    assert rotate([1, 2, 3], 4) == [2, 3, 1]
+    assert rotate([], 3) == []
+    tiers = [[1, 2], [3, 4]]
+    assert attempt_order(tiers, "round-robin", 1) == [2, 1, 4, 3]
+    assert attempt_order(tiers, "fill-first", 1) == [1, 2, 3, 4]
+
+
+def test_a_cancelled_request_tries_no_other_key():
+    """A client that goes away while the first key hangs must not cost a second upstream request."""
+    from twisted.internet.defer import CancelledError, Deferred
+
+    from cliproxyd.formats.openai_chat import decode_request
+
+    for stream in (False, True):
+        h = Harness()
+        h.upstream.script("sk-up-1", "hang" if not stream else "stall:0")
+        req = decode_request(json.dumps(
+            {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "x"}]}
+        ).encode())
+        d = Deferred.fromCoroutine(h.conductor.execute(req))
+        h.flush()
+        assert not d.called
+        d.cancel()
+        h.flush()
+        failures = []
+        d.addErrback(failures.append)
+        assert failures and failures[0].check(CancelledError), stream
+        assert h.keys_seen() == ["sk-up-1"], stream
+        assert h.upstream.seen[0].disconnected, stream
+        assert h.clock.getDelayedCalls() == [], stream
