@@ -154,7 +154,11 @@ def build(options: Options, reactor) -> IService:
         debug=config.debug,
     )
     site = TrackingSite(frontend.resource(), in_flight)
-    listener = StreamServerEndpointService(serverFromString(reactor, listen), site)
+    try:
+        endpoint = serverFromString(reactor, listen)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
+    listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
     listener.setName("frontend")
     listener.setServiceParent(root)

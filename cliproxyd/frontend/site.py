@@ -61,7 +61,7 @@ class InFlight(Service):
             timeout=self._timeout,
         )
         for request in list(self._requests):
-            transport = request.channel.transport if request.channel else None
+            transport = getattr(request, "transport", None)
             if transport is not None:
                 abort = getattr(transport, "abortConnection", transport.loseConnection)
                 abort()
