@@ -63,7 +63,7 @@ class InFlight(Service):
         for request in list(self._requests):
             transport = getattr(request, "transport", None)
             if transport is not None:
-                abort = getattr(transport, "abortConnection", transport.loseConnection)
+                abort = getattr(transport, "abortConnection", None) or transport.loseConnection
                 abort()
         self._fire()
 
