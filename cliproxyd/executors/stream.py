@@ -169,7 +169,9 @@ class _RelayProducer:
         self._relay.transport.resumeProducing()
 
     def stopProducing(self) -> None:
-        self._relay.transport.stopProducing()
+        # The client connection is going away: end the relay as cancelled,
+        # not as an upstream failure.
+        self._relay._cancel()
 
 
 class StreamConsumer:

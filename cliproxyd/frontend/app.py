@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -219,6 +220,8 @@ class Frontend:
 
     @app.handle_errors(Exception)
     def _internal(self, request: IRequest, failure: Failure) -> bytes:
+        if failure.check(CancelledError):
+            return b""  # the client went away; there is no one to answer
         self.log.failure("unhandled error on {path}", failure, path=request.path)
         request.setResponseCode(500)
         request.setHeader(b"content-type", JSON)

@@ -94,6 +94,7 @@ class _Flood:
         self._total = total
         self._seen = seen
         self._paused = False
+        self.stopped = False
         self.done: Deferred[None] = Deferred()
 
     def pauseProducing(self) -> None:
@@ -109,6 +110,11 @@ class _Flood:
             self.done.callback(None)
 
     def stopProducing(self) -> None:
+        # The connection is closing: unregister now, while the request still
+        # has its channel, and tell the route not to write any more.
+        self.stopped = True
+        self._seen.disconnected = True
+        self._request.unregisterProducer()
         if not self.done.called:
             self.done.callback(None)
 
@@ -203,7 +209,8 @@ class SimulatedUpstream:
             request.registerProducer(flood, True)
             flood.resumeProducing()
             await flood.done
-            request.write(b"data: [DONE]\n\n")
+            if not flood.stopped:
+                request.write(b"data: [DONE]\n\n")
             return b""
         words = text.split(" ")
         deltas = [{"role": "assistant", "content": ""}] + [

@@ -1,0 +1,145 @@
+"""
+End-to-end paths on real sockets, in this process: backpressure, client
+disconnects, connection errors. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs
+
+from cliproxyd.conductor import Conductor
+from cliproxyd.config import parse_config
+from cliproxyd.credentials import credentials_from_config
+from cliproxyd.executors import OpenAICompatExecutor, make_http_client
+from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.upstream import SimulatedUpstream
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Daemon:
+    """The frontend and a simulated upstream on loopback ports, with the real HTTP client."""
+
+    def __init__(self, reactor, base_urls: list[str] | None = None, keys=("sk-a", "sk-b")) -> None:
+        self.reactor = reactor
+        self.upstream = SimulatedUpstream(reactor)
+        self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
+        own = f"http://127.0.0.1:{self.upstream_port.getHost().port}/v1"
+        providers = [
+            {"name": f"p{i}", "base-url": url or own, "api-key-entries": [{"api-key": keys[i]}],
+             "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}]}
+            for i, url in enumerate(base_urls or [own, own])
+        ]
+        config, _ = parse_config({"openai-compatibility": providers, "routing": {"strategy": "fill-first"},
+                                  "timeouts": {"stream-idle-seconds": 30}})
+        self.pool, client = make_http_client(reactor, 5)
+        creds = credentials_from_config(config)
+        executor = OpenAICompatExecutor(client, reactor, config.timeouts)
+        executor.prepare(creds)
+        conductor = Conductor(creds, executor, MemoryStateStore(), reactor, strategy="fill-first")
+        self.in_flight = InFlight(reactor, 5)
+        frontend = Frontend(conductor, ClientAccess(()), reactor)
+        self.port = reactor.listenTCP(0, TrackingSite(frontend.resource(), self.in_flight), interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    async def close(self) -> None:
+        await self.port.stopListening()
+        await self.upstream_port.stopListening()
+        await self.pool.closeCachedConnections()
+
+
+async def wait_for(reactor, condition, timeout: float = 10.0, step: float = 0.05) -> None:
+    for _ in range(int(timeout / step)):
+        if condition():
+            return
+        await deferLater(reactor, step)
+    raise AssertionError("condition not met in time")
+
+
+class SlowReader(Protocol):
+    """Sends one request, then reads only the first chunk of the answer."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = b""
+        self.first: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if not self.first.called:
+            self.transport.pauseProducing()  # stop reading: the socket buffers fill up
+            self.first.callback(None)
+
+
+def chat_request(stream: bool) -> bytes:
+    body = json.dumps({"model": "gpt-4o-mini", "stream": stream,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+
+
+async def connect(reactor, port: int, protocol: Protocol) -> None:
+    factory = ClientFactory.forProtocol(lambda: protocol)
+    reactor.connectTCP("127.0.0.1", port, factory)
+    await protocol.first
+
+
+TOTAL = 64 * 1024 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_slows_the_upstream_and_its_disconnect_aborts_it(reactor):
+    daemon = Daemon(reactor)
+    daemon.upstream.script("sk-a", f"bytes:{TOTAL}")
+    try:
+        client = SlowReader(chat_request(stream=True))
+        await connect(reactor, daemon.port.getHost().port, client)
+        seen = daemon.upstream.seen[0]
+        # Unpaced, loopback moves 64 MB in well under a second. With the
+        # client reading nothing, only socket buffers' worth may leave.
+        await deferLater(reactor, 1.5)
+        assert seen.bytes_sent < TOTAL / 4, "the upstream kept sending to a client that reads nothing"
+        assert len(daemon.in_flight) == 1
+        # The client goes away: the upstream request is aborted, nothing is left behind.
+        with capturedLogs() as events:
+            client.transport.abortConnection()
+            await wait_for(reactor, lambda: seen.disconnected)
+            await wait_for(reactor, lambda: len(daemon.in_flight) == 0)
+        assert seen.bytes_sent < TOTAL
+        assert [e for e in events if "log_failure" in e or e.get("log_level") in (LogLevel.error, LogLevel.warn)] == []
+    finally:
+        await daemon.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_connection_moves_on_to_the_next_provider(reactor):
+    import treq
+
+    daemon = Daemon(reactor, base_urls=[f"http://127.0.0.1:{closed_port()}/v1", None])
+    try:
+        response = await treq.post(daemon.url + "/v1/chat/completions", data=chat_request(False).split(b"\r\n\r\n", 1)[1],
+                                   headers={"content-type": "application/json"}, timeout=10)
+        body = json.loads(await response.content())
+        assert response.code == 200
+        assert body["choices"][0]["message"]["content"].endswith("(key ...sk-b).")
+    finally:
+        await daemon.close()
