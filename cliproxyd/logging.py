@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import sys
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, formatEvent, jsonFileLogObserver
+from zope.interface import provider
 
 
 def fingerprint(secret: str) -> str:
@@ -27,6 +28,15 @@ def json_observer() -> ILogObserver:
 
     Use with C{twistd --logger=cliproxyd.logging.json_observer}. Unlike
     C{twist --log-format=json} there is no RS byte before each record, so
-    C{journalctl -o cat} prints plain JSON lines.
+    C{journalctl -o cat} prints plain JSON lines. Each record carries the
+    rendered message as C{text}.
     """
-    return jsonFileLogObserver(sys.stdout, recordSeparator="")
+    write = jsonFileLogObserver(sys.stdout, recordSeparator="")
+
+    @provider(ILogObserver)
+    def observe(event: dict) -> None:
+        # The rendered message, so `journalctl -o cat` reads well; the
+        # structured fields stay beside it for machines.
+        write({**event, "text": formatEvent(event)})
+
+    return observe

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import signal
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
@@ -101,6 +102,17 @@ class _BoundPort(Service):
         return self.port.stopListening()
 
 
+def _exit_zero_after_sigterm(reactor) -> None:
+    """
+    twistd re-raises the signal that stopped the reactor once it is done, so
+    a SIGTERM would end the process "killed by SIGTERM". A SIGTERM is how
+    systemd and operators ask for the graceful stop that has just finished
+    (requests drained, connections closed), so report it as exit status 0.
+    """
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None
+
+
 def build(options: Options, reactor) -> IService:
     """makeService without the translation of start-up errors into an exit."""
     root = ServiceTree()
@@ -163,6 +175,7 @@ def build(options: Options, reactor) -> IService:
     listener.setName("frontend")
     listener.setServiceParent(root)
 
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
     log.info(
         "cliproxyd {version} on {listen}: {creds} credentials, {models} models, "
         "routing {strategy}, client keys {access}, management {management}",

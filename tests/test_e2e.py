@@ -1,0 +1,187 @@
+"""
+The daemon as users run it: `twistd -n cliproxyd --config ...` in a
+subprocess, the simulated upstream in another, and the official openai SDK
+as the client. Every wait is bounded and every process is cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+CLIENT_KEY = "sk-client-e2e"
+BAD_KEY = "sk-upstream-rate-limited-e2e"
+GOOD_KEY = "sk-upstream-healthy-e2e"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(check, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status, resp.read()
+
+
+class Proc:
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        self._out = open(log, "wb")
+        self.p = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, env=ENV, cwd=log.parent)
+
+    def stop(self) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=10)
+        self._out.close()
+        return self.p.returncode
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon)."""
+    up_port, port = free_port(), free_port()
+    upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port),
+                     "--script", f"{BAD_KEY}=status:429:1"], tmp_path / "upstream.log")
+    upstream_url = f"http://127.0.0.1:{up_port}"
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "api-keys": [CLIENT_KEY],
+        "routing": {"strategy": "round-robin"},
+        "timeouts": {"shutdown-seconds": 20},
+        "openai-compatibility": [{
+            "name": "sim",
+            "base-url": upstream_url + "/v1",
+            "api-key-entries": [{"api-key": BAD_KEY}, {"api-key": GOOD_KEY}],
+            "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
+        }],
+    }))
+    daemon = Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(config),
+                   "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp_path / "daemon.log")
+    procs = [daemon, upstream]
+    try:
+        wait_until(lambda: http_get(upstream_url + "/v1/models")[0] == 200, what="the upstream")
+        wait_until(lambda: daemon.p.poll() is not None or http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200,
+                   what="the daemon")
+        assert daemon.p.poll() is None, daemon.text()
+        yield f"http://127.0.0.1:{port}", upstream_url, daemon
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def upstream_requests(upstream_url: str) -> list[dict]:
+    return json.loads(http_get(upstream_url + "/_sim/requests")[1])
+
+
+def test_openai_sdk_gets_answers_while_one_upstream_key_is_rate_limited(stack):
+    import openai
+
+    url, upstream_url, daemon = stack
+    client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+    models = [m.id for m in client.models.list()]
+    assert models == ["gpt-4o-mini"]
+
+    for _ in range(2):  # round-robin puts the rate-limited key first on one of these
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content.endswith("(key ...hy-e2e).")
+
+    chunks = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the simulated upstream (key ...hy-e2e)."
+
+    seen = upstream_requests(upstream_url)
+    assert BAD_KEY in [s["key"] for s in seen], "the failover path was exercised"
+    assert [s["key"] for s in seen if s["behaviour"] == "ok"] == [GOOD_KEY] * 3
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+    assert daemon.stop() == 0
+    log = daemon.text()
+    assert "failed for sim-small (http 429)" in log
+    for secret in (CLIENT_KEY, BAD_KEY, GOOD_KEY):
+        assert secret not in log
+
+
+def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
+    import openai
+
+    url, upstream_url, daemon = stack
+    req = urllib.request.Request(upstream_url + "/_sim/script", method="POST",
+                                 data=json.dumps({GOOD_KEY: ["slow:0.3"], BAD_KEY: ["slow:0.3"]}).encode())
+    urllib.request.urlopen(req, timeout=5).read()
+    client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    pieces = []
+    first = threading.Event()
+
+    def read():
+        for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+            first.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert first.wait(15), "no first chunk"
+    daemon.p.send_signal(signal.SIGTERM)
+    reader.join(30)
+    assert not reader.is_alive()
+    assert "".join(pieces).startswith("Hello from the simulated upstream")
+    assert daemon.p.wait(timeout=20) == 0
+    assert "waiting up to 20.0s for 1 in-flight requests" in daemon.text()
+    with pytest.raises(OSError):
+        http_get(url + "/healthz")
+
+
+def test_a_bad_config_stops_start_up_with_one_line_and_nonzero_exit(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("openai-compatibility:\n  - name: x\n    api-key-entries: [{api-key: k}]\n")
+    result = subprocess.run([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(config)],
+                            capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"cliproxyd: {config}: openai-compatibility[0].base-url: required"
+    ]
