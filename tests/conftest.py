@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -133,3 +134,12 @@ def sse_payloads(body: bytes) -> list[Any]:
             payload = line[6:]
             out.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
     return out
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (free at the moment of asking)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,20 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unused_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 CLIENT_KEY = "sk-client-e2e"
 BAD_KEY = "sk-upstream-rate-limited-e2e"
 GOOD_KEY = "sk-upstream-healthy-e2e"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_until(check, timeout: float = 20.0, what: str = "condition") -> None:
@@ -77,7 +70,7 @@ class Proc:
 @pytest.fixture
 def stack(tmp_path):
     """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon)."""
-    up_port, port = free_port(), free_port()
+    up_port, port = unused_port(), unused_port()
     upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port),
                      "--script", f"{BAD_KEY}=status:429:1"], tmp_path / "upstream.log")
     upstream_url = f"http://127.0.0.1:{up_port}"

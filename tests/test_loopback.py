@@ -6,7 +6,6 @@ disconnects, connection errors. Every wait is bounded.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import pytest_twisted
@@ -22,15 +21,7 @@ from cliproxyd.executors import OpenAICompatExecutor, make_http_client
 from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.conftest import unused_port
 
 
 class Daemon:
@@ -134,7 +125,7 @@ async def test_a_client_that_stops_reading_slows_the_upstream_and_its_disconnect
 async def test_a_refused_connection_moves_on_to_the_next_provider(reactor):
     import treq
 
-    daemon = Daemon(reactor, base_urls=[f"http://127.0.0.1:{closed_port()}/v1", None])
+    daemon = Daemon(reactor, base_urls=[f"http://127.0.0.1:{unused_port()}/v1", None])
     try:
         response = await treq.post(daemon.url + "/v1/chat/completions", data=chat_request(False).split(b"\r\n\r\n", 1)[1],
                                    headers={"content-type": "application/json"}, timeout=10)

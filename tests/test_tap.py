@@ -193,3 +193,16 @@ def test_in_flight_stops_at_once_when_idle():
     in_flight = InFlight(Clock(), timeout=15)
     in_flight.startService()
     assert in_flight.stopService().called
+
+
+def test_request_bodies_stay_in_memory_whatever_their_size():
+    from io import BytesIO
+
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from cliproxyd.frontend.site import MemoryRequest
+
+    for length in (10, 10**6, None):  # None: a chunked body
+        request = MemoryRequest(DummyChannel())
+        request.gotLength(length)
+        assert isinstance(request.content, BytesIO)

@@ -77,22 +77,49 @@ def _clean_end(reason: Failure) -> bool:
     return reason.check(ResponseDone, PotentialDataLoss) is not None
 
 
-class BodyCollector(Protocol):
-    """Read a whole body (bounded by C{limit}) into C{done}."""
+class _WatchedBody(Protocol):
+    """
+    The part both readers share: an idle timer from connection to end, and
+    the two ways we stop a body early, a timeout or a cancellation (the
+    caller's Deferred was cancelled, usually because the client left).
+    """
 
-    def __init__(self, clock: IReactorTime, idle_timeout: float, limit: int | None = None) -> None:
-        self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
-        self._cancelled = False
+    def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
         self._clock = clock
         self._idle_timeout = idle_timeout
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._timed_out = False
         self._idle: IdleTimer | None = None
+        self._timed_out = False
+        self._cancelled = False
 
     def connectionMade(self) -> None:
         self._idle = IdleTimer(self._clock, self._idle_timeout, self._on_idle)
+
+    def _stop_timer(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+
+    def _on_idle(self) -> None:
+        self._timed_out = True
+        self._abort()
+
+    def _cancel(self) -> None:
+        self._cancelled = True
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+class BodyCollector(_WatchedBody):
+    """Read a whole body (bounded by C{limit}) into C{done}."""
+
+    def __init__(self, clock: IReactorTime, idle_timeout: float, limit: int | None = None) -> None:
+        super().__init__(clock, idle_timeout)
+        self.done: Deferred[bytes] = Deferred(lambda _: self._cancel())
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
 
     def dataReceived(self, data: bytes) -> None:
         self._idle.touch()
@@ -105,8 +132,7 @@ class BodyCollector(Protocol):
         self._size += len(data)
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        self._stop_timer()
         if self.done.called:
             return
         if self._cancelled:
@@ -120,17 +146,6 @@ class BodyCollector(Protocol):
         else:
             self.done.errback(UpstreamError("broken", f"body cut short: {describe(reason)}"))
 
-    def _on_idle(self) -> None:
-        self._timed_out = True
-        self._abort()
-
-    def _cancel(self) -> None:
-        self._cancelled = True
-        self._abort()
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
 
 
 def scan_first_payload(buffer: bytes) -> tuple[bool, bytes | None]:
@@ -182,7 +197,7 @@ class StreamConsumer:
     def unregisterProducer(self) -> None: ...
 
 
-class StreamRelay(Protocol):
+class StreamRelay(_WatchedBody):
     """
     Relay an upstream SSE body to a client, chunk by chunk.
 
@@ -195,21 +210,14 @@ class StreamRelay(Protocol):
     """
 
     def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
+        super().__init__(clock, idle_timeout)
         self.first: Deferred[None] = Deferred(lambda _: self._cancel())
-        self._cancelled = False
-        self._clock = clock
-        self._idle_timeout = idle_timeout
         self._buffer: list[bytes] = []
         self._consumer: StreamConsumer | None = None
         self._done: Deferred[str | None] | None = None
         self._ended: Failure | None = None
-        self._timed_out = False
         self._error: UpstreamError | None = None
-        self._idle: IdleTimer | None = None
         self._registered = False
-
-    def connectionMade(self) -> None:
-        self._idle = IdleTimer(self._clock, self._idle_timeout, self._on_idle)
 
     def dataReceived(self, data: bytes) -> None:
         self._idle.last = self._clock.seconds()
@@ -230,8 +238,7 @@ class StreamRelay(Protocol):
             self.first.callback(None)
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        self._stop_timer()
         self._ended = reason
         if not self.first.called:
             self.first.errback(self._failure_before_first(reason))
@@ -285,14 +292,3 @@ class StreamRelay(Protocol):
         else:
             self._done.callback(f"upstream stream broke off: {describe(reason)}")
 
-    def _on_idle(self) -> None:
-        self._timed_out = True
-        self._abort()
-
-    def _cancel(self) -> None:
-        self._cancelled = True
-        self._abort()
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -76,6 +78,18 @@ class InFlight(Service):
             drained.callback(None)
 
 
+class MemoryRequest(Request):
+    """
+    A request whose body is always held in memory. Twisted spools bodies of
+    100 kB and more (and every chunked body) to a temporary file, which is
+    disk I/O on the reactor thread; LLM requests are JSON we parse whole
+    anyway.
+    """
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = BytesIO()
+
+
 class QuietSite(Site):
     """
     A Site for JSON APIs: no access log line per request, no start/stop
@@ -89,6 +103,7 @@ class QuietSite(Site):
 
     def __init__(self, resource, **kw) -> None:
         kw.setdefault("parsePOSTFormSubmission", False)
+        kw.setdefault("requestFactory", MemoryRequest)
         super().__init__(resource, **kw)
 
     def log(self, request: Request) -> None:
