@@ -153,6 +153,7 @@ def build(options: Options, reactor) -> IService:
         reactor,
         strategy=config.routing.strategy,
         max_retry_credentials=config.max_retry_credentials,
+        debug=config.debug,
     )
     in_flight = InFlight(reactor, config.timeouts.shutdown)
     in_flight.setServiceParent(root)
@@ -163,7 +164,6 @@ def build(options: Options, reactor) -> IService:
         ClientAccess(config.api_keys),
         reactor,
         management=management.app.resource() if management.enabled else None,
-        debug=config.debug,
     )
     site = TrackingSite(frontend.resource(), in_flight)
     try:

@@ -67,6 +67,7 @@ class Harness:
             self.clock,
             strategy=self.config.routing.strategy,
             max_retry_credentials=self.config.max_retry_credentials,
+            debug=self.config.debug,
         )
         self.management = ManagementAPI(
             self.config.remote_management, self.conductor, self.state, self.clock, lambda: 0

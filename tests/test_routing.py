@@ -196,3 +196,17 @@ def test_a_cancelled_request_tries_no_other_key():
         assert h.keys_seen() == ["sk-up-1"], stream
         assert h.upstream.seen[0].disconnected, stream
         assert h.clock.getDelayedCalls() == [], stream
+
+
+def test_debug_logs_which_key_answered_and_is_quiet_otherwise():
+    for debug in (False, True):
+        h = Harness(config_data(debug=debug))
+        h.upstream.script("sk-up-1", "status:503")
+        with capturedLogs() as events:
+            h.chat()
+        answered = [e for e in events if e.get("log_format", "").startswith("{model} answered")]
+        if debug:
+            [event] = answered
+            assert (event["status"], event["attempt"], event["key"]) == (200, 2, h.creds[1].fingerprint)
+        else:
+            assert answered == []

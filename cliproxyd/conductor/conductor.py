@@ -46,6 +46,7 @@ class Conductor:
         clock: IReactorTime,
         strategy: str = "round-robin",
         max_retry_credentials: int = 0,
+        debug: bool = False,
     ) -> None:
         self.creds = creds
         self._executor = executor
@@ -53,6 +54,7 @@ class Conductor:
         self._clock = clock
         self._strategy = strategy
         self._max_creds = max_retry_credentials
+        self._debug = debug
         self._routes = build_routes(creds)
         owners: dict[str, str] = {}
         for cred in creds:
@@ -110,6 +112,16 @@ class Conductor:
                 )
                 continue
             self._state.record(cred.id, self._clock.seconds(), result.status)
+            if self._debug:
+                self.log.debug(
+                    "{model} answered by {provider} key {key} ({status}, attempt {attempt})",
+                    cred=cred.id,
+                    key=cred.fingerprint,
+                    provider=cred.provider,
+                    model=target.upstream_model,
+                    status=result.status,
+                    attempt=len(attempted),
+                )
             return result
         assert last is not None
         raise AllAttemptsFailed(req.model, last, len(attempted))

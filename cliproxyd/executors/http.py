@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 #: Idle keep-alive sockets kept per upstream host (this bounds idle sockets,
 #: not concurrency).
-MAX_IDLE_PER_HOST = 32
+MAX_IDLE_PER_HOST = 128
 #: Below the keep-alive limit of the common providers, so we close first.
 IDLE_CONNECTION_SECONDS = 60
 

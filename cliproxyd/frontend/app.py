@@ -109,13 +109,11 @@ class Frontend:
         access: ClientAccess,
         clock: IReactorTime,
         management: IResource | None = None,
-        debug: bool = False,
     ) -> None:
         self.conductor = conductor
         self.access = access
         self.clock = clock
         self.management = management
-        self.debug = debug
         self._created = int(clock.seconds())
         self._models_body = openai_chat.models_body(conductor.models(), self._created)
 
