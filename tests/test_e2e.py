@@ -178,3 +178,9 @@ def test_a_bad_config_stops_start_up_with_one_line_and_nonzero_exit(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"cliproxyd: {config}: openai-compatibility[0].base-url: required"
     ]
+
+
+def test_twistd_help_lists_the_plugin():
+    result = subprocess.run([*TWISTD, "--help"], capture_output=True, text=True, env=ENV, timeout=60)
+    assert result.returncode == 0
+    assert any(line.split()[:1] == ["cliproxyd"] for line in result.stdout.splitlines())

@@ -3,6 +3,6 @@ from twisted.application.service import ServiceMaker
 cliproxyd = ServiceMaker(
     "cliproxyd",
     "cliproxyd.tap",
-    "Credential-pooling LLM proxy (OpenAI, Claude and Gemini compatible).",
+    "Credential-pooling LLM proxy with an OpenAI-compatible API.",
     "cliproxyd",
 )
