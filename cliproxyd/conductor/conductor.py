@@ -35,6 +35,12 @@ class AllAttemptsFailed(Exception):
         self.attempts = attempts
 
 
+def _who(target: Target) -> dict[str, str]:
+    """The log fields that name an attempt's credential (never its key)."""
+    cred = target.cred
+    return {"cred": cred.id, "key": cred.fingerprint, "provider": cred.provider, "model": target.upstream_model}
+
+
 class Conductor:
     log = Logger()
 
@@ -102,25 +108,19 @@ class Conductor:
                 last = e
                 self.log.warn(
                     "{provider} key {key} failed for {model} ({kind} {status}): {error}; trying the next credential",
-                    cred=cred.id,
-                    key=cred.fingerprint,
-                    provider=cred.provider,
-                    model=target.upstream_model,
                     kind=e.kind,
                     status=e.status,
                     error=e.message,
+                    **_who(target),
                 )
                 continue
             self._state.record(cred.id, self._clock.seconds(), result.status)
             if self._debug:
                 self.log.debug(
                     "{model} answered by {provider} key {key} ({status}, attempt {attempt})",
-                    cred=cred.id,
-                    key=cred.fingerprint,
-                    provider=cred.provider,
-                    model=target.upstream_model,
                     status=result.status,
                     attempt=len(attempted),
+                    **_who(target),
                 )
             return result
         assert last is not None
