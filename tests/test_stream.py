@@ -132,3 +132,18 @@ def test_scan_first_payload():
     assert scan_first_payload(b"data: {}") == (False, None)
     assert scan_first_payload(b"data:\n\ndata:   \n") == (False, None)
     assert scan_first_payload(b'data: {"error":{"message":"x"}}\n') == (True, b'{"error":{"message":"x"}}')
+
+
+def test_relay_gives_up_on_a_stream_that_never_sends_data():
+    from cliproxyd.executors.stream import MAX_BEFORE_FIRST_PAYLOAD
+
+    relay, transport = _relay(Clock())
+    comment = b": padding padding padding\n\n" * 1000
+    while not transport.calls:
+        relay.dataReceived(comment)
+    assert transport.calls == ["stop"]
+    assert sum(map(len, relay._buffer)) <= MAX_BEFORE_FIRST_PAYLOAD + len(comment)
+    relay.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
+    failures = []
+    relay.first.addErrback(failures.append)
+    assert failures[0].value.kind == "stream_error"

@@ -24,6 +24,8 @@ from cliproxyd.executors.base import UpstreamError
 
 #: Error bodies are read for diagnostics and for the client; never more than this.
 MAX_ERROR_BODY = 64 * 1024
+#: A stream that sends this much without a data line is not a stream we can relay.
+MAX_BEFORE_FIRST_PAYLOAD = 1024 * 1024
 
 
 class IdleTimer:
@@ -228,8 +230,15 @@ class StreamRelay(_WatchedBody):
         self._buffer.append(data)
         if self.first.called:
             return
-        found, error = scan_first_payload(b"".join(self._buffer))
-        if error is not None:
+        head = b"".join(self._buffer)
+        self._buffer = [head]
+        found, error = scan_first_payload(head)
+        if not found and len(head) > MAX_BEFORE_FIRST_PAYLOAD:
+            self._error = UpstreamError(
+                "stream_error", f"no data event in the first {len(head)} bytes", status=502
+            )
+            self._abort()
+        elif error is not None:
             self._error = UpstreamError(
                 "stream_error", "the stream opened with an error", status=502, body=error
             )
