@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from cliproxyd._version import __version__
-from cliproxyd.conductor import Conductor
+from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
@@ -28,6 +28,7 @@ from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, Trac
 from cliproxyd.management import ManagementAPI
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.state.persist import StatePersistence
 
 log = Logger(namespace="cliproxyd.tap")
 
@@ -139,13 +140,21 @@ def build(options: Options, reactor) -> IService:
 
     pool, client = make_http_client(reactor, config.timeouts.connect)
     HTTPPoolService(pool).setServiceParent(root)
+    state = MemoryStateStore()
+    if config.state_path:
+        # Loaded now, so restored cooldowns are in place before the first pick;
+        # stopped after the requests drain, so their outcomes are saved too.
+        persistence = StatePersistence(state, config.state_path, reactor)
+        persistence.load()
+        persistence.setServiceParent(root)
+    else:
+        log.info("no auth-dir or state-file: cooldowns are kept in memory only")
     if demo_service is not None:
         demo_service.setServiceParent(root)
 
     creds = credentials_from_config(config)
     executor = OpenAICompatExecutor(client, reactor, config.timeouts)
     executor.prepare(creds)
-    state = MemoryStateStore()
     conductor = Conductor(
         creds,
         executor,
@@ -153,6 +162,9 @@ def build(options: Options, reactor) -> IService:
         reactor,
         strategy=config.routing.strategy,
         max_retry_credentials=config.max_retry_credentials,
+        request_retry=config.request_retry,
+        max_retry_interval=config.max_retry_interval,
+        disable_cooling=config.disable_cooling,
         debug=config.debug,
     )
     in_flight = InFlight(reactor, config.timeouts.shutdown)
@@ -164,6 +176,7 @@ def build(options: Options, reactor) -> IService:
         ClientAccess(config.api_keys),
         reactor,
         management=management.app.resource() if management.enabled else None,
+        session_affinity=config.routing.session_affinity,
     )
     site = TrackingSite(frontend.resource(), in_flight)
     try:

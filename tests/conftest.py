@@ -11,7 +11,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from cliproxyd.conductor import Conductor
+from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.executors import OpenAICompatExecutor
@@ -67,6 +67,9 @@ class Harness:
             self.clock,
             strategy=self.config.routing.strategy,
             max_retry_credentials=self.config.max_retry_credentials,
+            request_retry=self.config.request_retry,
+            max_retry_interval=self.config.max_retry_interval,
+            disable_cooling=self.config.disable_cooling,
             debug=self.config.debug,
         )
         self.management = ManagementAPI(
@@ -77,6 +80,7 @@ class Harness:
             ClientAccess(self.config.api_keys),
             self.clock,
             management=self.management.app.resource() if self.management.enabled else None,
+            session_affinity=self.config.routing.session_affinity,
         )
         self.front = StubTreq(self.frontend.resource())
 

@@ -89,7 +89,7 @@ def test_management_status_shows_credentials_by_fingerprint_with_counters():
     assert first["key"] == h.creds[0].fingerprint
     assert (first["failures"], first["last_status"]) == (1, 503)
     assert (second["successes"], second["last_status"]) == (1, 200)
-    assert first["models"] == ["gpt-4o-mini", "gpt-4o"]
+    assert first["models"] == ["gpt-4o", "gpt-4o-mini"]
 
 
 def test_management_refuses_remote_clients_unless_allowed():

@@ -19,7 +19,10 @@ def test_the_example_config_loads_without_warnings():
     [provider] = config.openai_compatibility
     assert provider.base_url == "https://openrouter.ai/api/v1"
     assert [e.api_key for e in provider.api_key_entries] == ["sk-or-v1-first-key", "sk-or-v1-second-key"]
-    assert [m.route_name for m in provider.models] == ["gpt-4o-mini", "anthropic/claude-3.5-haiku"]
+    assert [m.route_name for m in provider.models] == [
+        "gpt-4o-mini", "anthropic/claude-3.5-haiku", "llama-70b", "llama-70b"]
+    assert config.oauth_model_alias[0][0] == "gemini-cli"
+    assert config.state_path == os.path.expanduser("~/.cli-proxy-api") + "/cliproxyd-state.json"
     assert provider.headers == (("X-Title", "cliproxyd"),)
     assert config.auth_dir == os.path.expanduser("~/.cli-proxy-api")
     assert config.request_retry == 3 and config.max_retry_interval == 30

@@ -132,7 +132,7 @@ def test_openai_sdk_gets_answers_while_one_upstream_key_is_rate_limited(stack):
 
     assert daemon.stop() == 0
     log = daemon.text()
-    assert "failed for sim-small (http 429)" in log
+    assert "next credential: sim key fp:" in log and "gpt-4o-mini -> 429 in" in log
     for secret in (CLIENT_KEY, BAD_KEY, GOOD_KEY):
         assert secret not in log
 

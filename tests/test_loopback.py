@@ -14,7 +14,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
-from cliproxyd.conductor import Conductor
+from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.executors import OpenAICompatExecutor, make_http_client

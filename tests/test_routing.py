@@ -121,7 +121,8 @@ def test_max_retry_credentials_caps_distinct_keys_per_request():
         h.upstream.script(key, "status:503")
     code, _, _ = h.chat()
     assert code == 503
-    assert h.keys_seen() == ["k1", "k2"]
+    seen = h.keys_seen()
+    assert len(seen) == 2 and len(set(seen)) == 2  # two distinct keys, the third never asked
 
 
 def test_a_key_echoed_in_an_upstream_error_never_reaches_logs_or_client():
@@ -151,7 +152,8 @@ def test_failover_is_logged_with_structured_fields(harness):
         harness.chat()
     [event] = [e for e in events if e.get("status") == 503]
     assert event["provider"] == "sim"
-    assert event["model"] == "sim-small"
+    assert (event["model"], event["upstream"]) == ("gpt-4o-mini", "sim-small")
+    assert event["decision"] == "next credential"
     assert event["cred"].startswith("openai-compatibility:sim:")
     assert event["key"].startswith("fp:")
 
@@ -204,9 +206,9 @@ def test_debug_logs_which_key_answered_and_is_quiet_otherwise():
         h.upstream.script("sk-up-1", "status:503")
         with capturedLogs() as events:
             h.chat()
-        answered = [e for e in events if e.get("log_format", "").startswith("{model} answered")]
+        answered = [e for e in events if e.get("decision") == "success"]
         if debug:
             [event] = answered
-            assert (event["status"], event["attempt"], event["key"]) == (200, 2, h.creds[1].fingerprint)
+            assert (event["status"], event["key"]) == (200, h.creds[1].fingerprint)
         else:
             assert answered == []

@@ -39,7 +39,7 @@ def test_options_need_a_config_or_the_demo():
 def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     reactor = MemoryReactorClock()
     service = makeService(options("--config", EXAMPLE), reactor=reactor)
-    assert [s.name for s in service] == ["http-pool", "in-flight", "frontend"]
+    assert [s.name for s in service] == ["http-pool", "state", "in-flight", "frontend"]
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (8317, "127.0.0.1")

@@ -1,21 +1,45 @@
 """
-The Conductor: run one request through the targets of its route.
+The Conductor: run one request through picks, attempts, retries and rounds.
 
-This is the walking skeleton's conductor: round-robin (or fill-first) over
-every credential that serves the model, moving on to the next one when an
-attempt fails before anything reached the client. Cooldowns and retry
-rounds build on this in the conductor issue.
+Policy lives in L{cliproxyd.conductor.policy} (pure), selection in
+L{cliproxyd.conductor.scheduler}, state in the StateStore; this object
+drives them:
+
+    round:  pick a credential the request has not tried (tried += it)
+            -> its execution models (the alias pool rotated, cooling members
+               dropped); none left: skip it, it does not count as attempted
+            -> attempted += it; stop the round at max-retry-credentials
+            -> try each model: success answers; a request-invalid error
+               answers at once; anything else moves on
+    rounds: when a round fails, wait for the nearest cooldown if it ends
+            within max-retry-interval and the credential has request-retry
+            rounds left, then run another round; otherwise answer.
+
+Every attempt's outcome goes through L{Conductor._settle}: the cooldown
+table, the scheduler, counters, usage, observers and one log line.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from typing import Awaitable, Callable
 
-from cliproxyd.conductor.selection import Target, attempt_order, build_routes
-from cliproxyd.credentials import Credential
+from attrs import frozen
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, LogLevel
+
+from cliproxyd.conductor.policy import (
+    apply_failure,
+    apply_success,
+    earliest_retry,
+    retry_wait,
+)
+from cliproxyd.conductor.scheduler import Pick, Scheduler
+from cliproxyd.credentials import Credential, Route
 from cliproxyd.executors.base import Executor, Reply, StreamReply, UpstreamError
 from cliproxyd.formats.openai_chat import ChatRequest
+from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
 
 
@@ -26,7 +50,7 @@ class UnknownModel(Exception):
 
 
 class AllAttemptsFailed(Exception):
-    """Every target of the route failed; C{last} is the last upstream error."""
+    """Every credential of the route failed; C{last} is the last upstream error."""
 
     def __init__(self, model: str, last: UpstreamError, attempts: int) -> None:
         super().__init__(model, last, attempts)
@@ -35,10 +59,69 @@ class AllAttemptsFailed(Exception):
         self.attempts = attempts
 
 
-def _who(target: Target) -> dict[str, str]:
+class AllCooling(Exception):
+    """Every credential that serves the model is cooling down (CLIProxyAPI's model_cooldown)."""
+
+    def __init__(self, model: str, providers: tuple[str, ...], until: float | None, now: float) -> None:
+        super().__init__(model, providers, until)
+        self.model = model
+        self.providers = providers
+        self.reset_seconds = max(0.0, until - now) if until is not None else None
+
+
+class RequestInvalid(Exception):
+    """The upstream said the request itself is wrong; no other credential was tried."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@frozen
+class RequestMeta:
+    """
+    Routing hints that travel with a request.
+
+    @ivar pinned: a credential id the request must use and never leave.
+    @ivar affinity_key: a key (e.g. the client's API key) whose requests
+        prefer, per provider, the credential that last answered one of them.
+    """
+
+    pinned: str | None = None
+    affinity_key: str | None = None
+
+
+NO_META = RequestMeta()
+
+
+@frozen
+class Attempt:
+    """One attempt's outcome, as observers see it."""
+
+    cred_id: str
+    provider: str
+    model: str
+    ok: bool
+    status: int | None
+    error: str
+    latency: float
+    count: bool = False
+
+
+class _RoundFailed(Exception):
+    def __init__(self, last: UpstreamError | None, cooling: AllCooling | None, attempts: int) -> None:
+        super().__init__(last, cooling)
+        self.last = last
+        self.cooling = cooling
+        self.attempts = attempts
+
+
+Call = Callable[[Credential, str], Awaitable[Reply | StreamReply]]
+
+
+def _who(cred: Credential, model: str) -> dict[str, str]:
     """The log fields that name an attempt's credential (never its key)."""
-    cred = target.cred
-    return {"cred": cred.id, "key": cred.fingerprint, "provider": cred.provider, "model": target.upstream_model}
+    return {"cred": cred.id, "key": cred.fingerprint, "provider": cred.provider, "model": model}
 
 
 class Conductor:
@@ -52,76 +135,264 @@ class Conductor:
         clock: IReactorTime,
         strategy: str = "round-robin",
         max_retry_credentials: int = 0,
+        request_retry: int = 0,
+        max_retry_interval: float = 0,
+        disable_cooling: bool = False,
         debug: bool = False,
     ) -> None:
         self.creds = creds
         self._executor = executor
         self._state = state
         self._clock = clock
-        self._strategy = strategy
         self._max_creds = max_retry_credentials
+        self._request_retry = request_retry
+        self._max_retry_interval = max_retry_interval
+        self._disable_cooling = disable_cooling
         self._debug = debug
-        self._routes = build_routes(creds)
+        self._observers: list[Callable[[Attempt], None]] = []
+        self.scheduler = Scheduler(creds, strategy, state.next_cursor)
+        self._providers: dict[str, tuple[str, ...]] = {}
+        self._simple_waits: dict[str, bool] = {}
         owners: dict[str, str] = {}
-        for cred in creds:
-            for route, _ in cred.models:
-                owners.setdefault(route, cred.provider)
+        for name, routes in self.scheduler.routes.items():
+            members = list(self.scheduler.members(name))
+            self._providers[name] = tuple(dict.fromkeys(c.provider for c, _, _ in members))
+            owners[name] = members[0][0].provider
+            # Retry waits can come straight from the scheduler's heaps unless
+            # pools or per-credential request-retry overrides are involved.
+            self._simple_waits[name] = not any(r.pooled or c.request_retry is not None for c, r, _ in members)
         self._models = sorted(owners.items())
+        self._sync_scheduler()
+
+    def _sync_scheduler(self) -> None:
+        """Put restored cooldowns into the scheduler."""
+        now = self._clock.seconds()
+        for cred in self.creds:
+            for key, state in self._state.model_states(cred.id).items():
+                if state.blocked(now):
+                    self.scheduler.set_blocked(cred.id, key, state.next_retry_at)
+
+    def observe(self, observer: Callable[[Attempt], None]) -> None:
+        """Call C{observer} with every attempt's L{Attempt}."""
+        self._observers.append(observer)
 
     def models(self) -> list[tuple[str, str]]:
         """C{(model, owned_by)} for every model a client can ask for."""
         return self._models
 
-    def order(self, model: str) -> list[Target]:
-        tiers = self._routes.get(model)
-        if not tiers:
-            raise UnknownModel(model)
-        cursor = self._state.next_cursor(model) if self._strategy == "round-robin" else 0
-        return attempt_order(tiers, self._strategy, cursor)
+    # -- the three paths ----------------------------------------------------------
 
-    async def execute(self, req: ChatRequest) -> Reply | StreamReply:
+    async def execute(self, req: ChatRequest, meta: RequestMeta = NO_META) -> Reply | StreamReply:
         """
-        Send C{req} to the first target that answers.
+        Send C{req} (streamed or not) to the first credential that answers.
 
         @raise UnknownModel: no credential serves C{req.model}.
-        @raise UpstreamError: the request itself was invalid (not retried).
-        @raise AllAttemptsFailed: every target failed.
+        @raise RequestInvalid: the upstream rejected the request itself.
+        @raise AllCooling: every credential is cooling down.
+        @raise AllAttemptsFailed: every credential failed.
         """
-        last: UpstreamError | None = None
-        attempted: set[str] = set()
-        bodies: dict[str, bytes] = {}
-        for target in self.order(req.model):
-            cred = target.cred
-            if cred.id not in attempted:
-                if self._max_creds and len(attempted) >= self._max_creds:
-                    break
-                attempted.add(cred.id)
-            body = bodies.get(target.upstream_model)
-            if body is None:
-                body = bodies[target.upstream_model] = req.body_for(target.upstream_model)
+
+        def call(cred: Credential, upstream: str) -> Awaitable[Reply | StreamReply]:
+            return self._executor.execute(cred, req.body_for(upstream), req.stream)
+
+        return await self._run(req.model, meta, call, count=False)
+
+    async def count(self, req: ChatRequest, meta: RequestMeta = NO_META) -> Reply:
+        """
+        Count tokens with the same picking. A count the executor made
+        locally (C{Reply.local}) is recorded but never clears a cooldown.
+        """
+
+        def call(cred: Credential, upstream: str) -> Awaitable[Reply]:
+            return self._executor.count_tokens(cred, req.body_for(upstream))
+
+        return await self._run(req.model, meta, call, count=True)
+
+    # -- rounds -------------------------------------------------------------------
+
+    async def _run(self, model: str, meta: RequestMeta, call: Call, count: bool) -> Reply | StreamReply:
+        name = parse_model(model)
+        route = name.base
+        if not self.scheduler.knows(route):
+            raise UnknownModel(model)
+        attempt = 0
+        while True:
             try:
-                result = await self._executor.execute(cred, body, req.stream)
-            except UpstreamError as e:
-                self._state.record(cred.id, self._clock.seconds(), e.status or None, str(e))
-                if e.request_invalid:
-                    raise
-                last = e
-                self.log.warn(
-                    "{provider} key {key} failed for {model} ({kind} {status}): {error}; trying the next credential",
-                    kind=e.kind,
-                    status=e.status,
-                    error=e.message,
-                    **_who(target),
+                return await self._round(route, name.suffix, meta, call, count)
+            except _RoundFailed as failed:
+                now = self._clock.seconds()
+                wait = self._retry_wait(route, attempt, now)
+                if wait is None:
+                    if failed.last is None:
+                        assert failed.cooling is not None
+                        raise failed.cooling from None
+                    raise AllAttemptsFailed(model, failed.last, failed.attempts) from None
+                self.log.info(
+                    "round {round} for {model} failed; next round in {wait:.3f}s",
+                    round=attempt + 1,
+                    model=model,
+                    wait=wait,
+                    decision="next round",
                 )
+                await deferLater(self._clock, wait)
+                attempt += 1
+
+    async def _round(self, route: str, suffix: str, meta: RequestMeta, call: Call, count: bool):
+        tried: set[str] = set()
+        attempted: set[str] = set()
+        last: UpstreamError | None = None
+        while not (self._max_creds and len(attempted) >= self._max_creds):
+            now = self._clock.seconds()
+            pick = self._pick(route, meta, tried, now)
+            if pick is None:
+                break
+            cred = pick.cred
+            tried.add(cred.id)
+            models = self._execution_models(pick, now)
+            if not models:
+                continue  # every pool member is cooling: skipped, not attempted
+            attempted.add(cred.id)
+            for upstream in models:
+                state_key = upstream if pick.route.pooled else pick.route.state_key
+                started = self._clock.seconds()
+                try:
+                    result = await call(cred, f"{upstream}({suffix})" if suffix else upstream)
+                except UpstreamError as e:
+                    invalid = e.request_invalid
+                    self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next")
+                    if invalid:
+                        raise RequestInvalid(e) from None
+                    last = e
+                    continue
+                if isinstance(result, StreamReply):
+                    self._settle_stream_later(cred, state_key, upstream, started, result)
+                else:
+                    self._settle(cred, state_key, upstream, started, None, count and result.local, "success")
+                if meta.affinity_key:
+                    self._state.set_affinity(cred.provider, meta.affinity_key, cred.id)
+                return result
+        cooling = None
+        if last is None:
+            now = self._clock.seconds()
+            cooling = AllCooling(route, self._providers[route], self._earliest(route, now), now)
+        raise _RoundFailed(last, cooling, len(attempted))
+
+    def _pick(self, route: str, meta: RequestMeta, tried: set[str], now: float) -> Pick | None:
+        if meta.pinned:
+            # A pinned request never leaves its credential.
+            return self.scheduler.pick_exactly(route, meta.pinned, tried, now)
+        if meta.affinity_key:
+            # Affinity is a preference, not a pin: a cooling favourite rotates.
+            for provider in self._providers[route]:
+                cred_id = self._state.affinity(provider, meta.affinity_key)
+                if cred_id is not None:
+                    pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
+                    if pick is not None:
+                        return pick
+        return self.scheduler.pick(route, tried, now)
+
+    def _execution_models(self, pick: Pick, now: float) -> list[str]:
+        route = pick.route
+        if not route.pooled:
+            return [route.upstream[0]]
+        size = len(route.upstream)
+        offset = self._state.next_pool_offset(f"{pick.cred.id}|{route.state_key}") % size
+        rotated = route.upstream[offset:] + route.upstream[:offset]
+        return [m for m in rotated if not self._state.model_state(pick.cred.id, m).blocked(now)]
+
+    # -- waits ----------------------------------------------------------------------
+
+    def _cooling_until(self, cred: Credential, route: Route, until: float | None, now: float) -> float | None:
+        if not route.pooled:
+            return until
+        states = [self._state.model_state(cred.id, m) for m in route.upstream]
+        if not all(s.blocked(now) for s in states):
+            return None
+        return earliest_retry(states, now)
+
+    def _earliest(self, route: str, now: float) -> float | None:
+        if self._simple_waits[route]:
+            return self.scheduler.blocked_until(route)
+        times = [
+            t
+            for cred, r, until in self.scheduler.members(route)
+            if (t := self._cooling_until(cred, r, until, now)) is not None
+        ]
+        return min(times, default=None)
+
+    def _retry_wait(self, route: str, attempt: int, now: float) -> float | None:
+        if self._max_retry_interval <= 0:
+            return None
+        if self._simple_waits[route]:
+            if attempt >= self._request_retry:
+                return None
+            until = self.scheduler.blocked_until(route)
+            return retry_wait([] if until is None else [until - now], self._max_retry_interval)
+        waits = []
+        for cred, r, until in self.scheduler.members(route):
+            retries = self._request_retry if cred.request_retry is None else cred.request_retry
+            if attempt >= retries:
                 continue
-            self._state.record(cred.id, self._clock.seconds(), result.status)
-            if self._debug:
-                self.log.debug(
-                    "{model} answered by {provider} key {key} ({status}, attempt {attempt})",
-                    status=result.status,
-                    attempt=len(attempted),
-                    **_who(target),
-                )
-            return result
-        assert last is not None
-        raise AllAttemptsFailed(req.model, last, len(attempted))
+            t = self._cooling_until(cred, r, until, now)
+            if t is not None:
+                waits.append(t - now)
+        return retry_wait(waits, self._max_retry_interval)
+
+    # -- results --------------------------------------------------------------------
+
+    def _settle(
+        self,
+        cred: Credential,
+        state_key: str,
+        upstream: str,
+        started: float,
+        error: UpstreamError | None,
+        keep_cooldowns: bool,
+        decision: str,
+    ) -> None:
+        """The one place an attempt's outcome lands."""
+        now = self._clock.seconds()
+        old = self._state.model_state(cred.id, state_key)
+        if error is None:
+            status, message = 200, ""
+            new = old if keep_cooldowns else apply_success(old, now)
+        else:
+            status, message = error.status, error.detail
+            disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
+            new = apply_failure(old, now, error.status, message, error.retry_after, disable)
+        if new is not old:
+            self._state.set_model_state(cred.id, state_key, new)
+            self.scheduler.set_blocked(cred.id, state_key, new.next_retry_at if new.blocked(now) else None)
+        self._state.record(cred.id, state_key, now, status or None, message)
+        latency = now - started
+        attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)
+        for observer in self._observers:
+            observer(attempt)
+        if error is None and not self._debug:
+            return
+        self.log.emit(
+            LogLevel.debug if error is None else LogLevel.warn,
+            "{decision}: {provider} key {key} {model} -> {status} in {latency_ms} ms{why}",
+            decision={"next": "next credential"}.get(decision, decision),
+            status=status or (error.kind if error else 200),
+            latency_ms=round(latency * 1000, 1),
+            why=f" ({error.message})" if error else "",
+            cooldown_until=new.next_retry_at if new.blocked(now) else None,
+            upstream=upstream,
+            **_who(cred, state_key),
+        )
+
+    def _settle_stream_later(
+        self, cred: Credential, state_key: str, upstream: str, started: float, reply: StreamReply
+    ) -> None:
+        """A stream is judged when it ends: cleanly (success), broken off (failure), or by a client leaving (nothing)."""
+
+        def ended(problem: str | None) -> None:
+            error = None if problem is None else UpstreamError("broken", problem)
+            decision = "success" if problem is None else "stream ended early"
+            self._settle(cred, state_key, upstream, started, error, False, decision)
+
+        def left(failure):
+            failure.trap(CancelledError)
+
+        reply.relay.ended.addCallbacks(ended, left)

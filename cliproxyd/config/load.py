@@ -19,6 +19,7 @@ from cliproxyd.config.model import (
     STRATEGIES,
     APIKeyEntry,
     Config,
+    ModelAlias,
     ModelEntry,
     OpenAICompatProvider,
     RemoteManagement,
@@ -45,7 +46,6 @@ NOT_YET_SUPPORTED = frozenset(
         "passthrough-headers",
         "streaming",
         "nonstream-keepalive-interval",
-        "disable-cooling",
         "quota-exceeded",
         "ws-auth",
         "gemini-api-key",
@@ -56,7 +56,6 @@ NOT_YET_SUPPORTED = frozenset(
         "claude-header-defaults",
         "ampcode",
         "oauth-excluded-models",
-        "oauth-model-alias",
         "payload",
     }
 )
@@ -226,7 +225,8 @@ def _parse_model(r: _Reader) -> ModelEntry:
 
 def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     r.check_keys(
-        {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority"},
+        {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority",
+         "excluded-models"},
     )
     name = r.string("name", required=True).lower()
     if "/" in name:
@@ -261,7 +261,26 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         prefix=prefix,
         headers=tuple(headers),
         priority=r.get("priority", int, 0),
+        excluded_models=tuple(p.strip() for p in r.strings("excluded-models") if p.strip()),
     )
+
+
+def _parse_alias(r: _Reader) -> ModelAlias:
+    r.check_keys({"name", "alias", "fork"})
+    return ModelAlias(
+        name=r.string("name", required=True),
+        alias=r.string("alias", required=True),
+        fork=r.get("fork", bool, False),
+    )
+
+
+def _parse_oauth_aliases(r: _Reader) -> tuple[tuple[str, tuple[ModelAlias, ...]], ...]:
+    channels = []
+    for channel in r.data:
+        if not isinstance(channel, str):
+            raise r.error(str(channel), "channel names must be strings")
+        channels.append((channel.lower(), tuple(r.items(channel, _parse_alias))))
+    return tuple(channels)
 
 
 def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T]:
@@ -285,6 +304,9 @@ TOP_LEVEL = {
     "max-retry-interval",
     "max-retry-credentials",
     "force-model-prefix",
+    "disable-cooling",
+    "state-file",
+    "oauth-model-alias",
     "routing",
     "openai-compatibility",
     "remote-management",
@@ -317,7 +339,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         api_keys.append(key)
 
     routing = r.child("routing")
-    routing.check_keys({"strategy"}, frozenset({"warmup", "session-affinity"}))
+    routing.check_keys({"strategy", "session-affinity"}, frozenset({"warmup"}))
     strategy = routing.string("strategy", "round-robin") or "round-robin"
     if strategy.lower() not in STRATEGIES:
         raise routing.error(
@@ -356,7 +378,13 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         max_retry_interval=r.nonneg_int("max-retry-interval"),
         max_retry_credentials=r.nonneg_int("max-retry-credentials"),
         force_model_prefix=r.get("force-model-prefix", bool, False),
-        routing=RoutingConfig(strategy=STRATEGIES[strategy.lower()]),
+        disable_cooling=r.get("disable-cooling", bool, False),
+        state_file=os.path.expanduser(r.string("state-file")),
+        oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
+        routing=RoutingConfig(
+            strategy=STRATEGIES[strategy.lower()],
+            session_affinity=routing.get("session-affinity", bool, False),
+        ),
         openai_compatibility=tuple(providers),
         remote_management=RemoteManagement(
             secret_key=rm.string("secret-key"),

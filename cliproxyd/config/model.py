@@ -47,6 +47,15 @@ class APIKeyEntry:
 
 
 @frozen
+class ModelAlias:
+    """One C{oauth-model-alias} entry: serve upstream C{name} as C{alias} (also as itself with C{fork})."""
+
+    name: str
+    alias: str
+    fork: bool = False
+
+
+@frozen
 class OpenAICompatProvider:
     """One C{openai-compatibility[]} item."""
 
@@ -57,11 +66,15 @@ class OpenAICompatProvider:
     prefix: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     priority: int = 0
+    excluded_models: tuple[str, ...] = ()  # excluded-models (a cliproxyd extension here)
 
 
 @frozen
 class RoutingConfig:
     strategy: str = "round-robin"
+    #: session-affinity: a client key's next request prefers the credential
+    #: that last answered it (per provider), while that credential is available
+    session_affinity: bool = False
 
 
 @frozen
@@ -98,10 +111,23 @@ class Config:
     max_retry_interval: int = 0  # max-retry-interval
     max_retry_credentials: int = 0  # max-retry-credentials (0 = no cap)
     force_model_prefix: bool = False  # force-model-prefix
+    disable_cooling: bool = False  # disable-cooling
+    #: state-file: where cooldowns survive restarts ("" = <auth-dir>/cliproxyd-state.json, or none)
+    state_file: str = ""
+    oauth_model_alias: tuple[tuple[str, tuple[ModelAlias, ...]], ...] = ()  # oauth-model-alias
     routing: RoutingConfig = field(factory=RoutingConfig)
     openai_compatibility: tuple[OpenAICompatProvider, ...] = ()  # openai-compatibility
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
     timeouts: Timeouts = field(factory=Timeouts)
+
+    @property
+    def state_path(self) -> str:
+        """Where the state snapshot lives, or "" for nowhere."""
+        if self.state_file:
+            return self.state_file
+        if self.auth_dir:
+            return f"{self.auth_dir.rstrip('/')}/cliproxyd-state.json"
+        return ""
 
     @property
     def listen(self) -> str:

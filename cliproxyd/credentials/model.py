@@ -1,22 +1,46 @@
 """
 The upstream credential model.
 
-A L{Credential} is one key at one provider, with everything an executor
-needs precomputed at config load: the endpoint URL, the request headers and
-the models it serves. Requests only read it.
+A L{Credential} is one key at one provider, with everything routing needs
+computed at config load: the routes it serves (with prefixes, aliases,
+alias pools and exclusions already applied), its priority and overrides.
+Requests only read it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
 
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import Config, OpenAICompatProvider
+from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider
 from cliproxyd.logging import fingerprint
+from cliproxyd.modelnames import compile_exclusions, is_excluded
 
 USER_AGENT = f"cliproxyd/{__version__}"
+
+
+@frozen
+class Route:
+    """
+    One model name a credential answers to.
+
+    @ivar name: what clients ask for (with the credential's prefix, if any).
+    @ivar state_key: the model the credential's cooldown state is kept
+        under: the name without the prefix.
+    @ivar upstream: the upstream model names, in config order; more than
+        one makes an alias pool, whose state is kept per member.
+    """
+
+    name: str
+    state_key: str
+    upstream: tuple[str, ...]
+
+    @property
+    def pooled(self) -> bool:
+        return len(self.upstream) > 1
 
 
 @frozen
@@ -31,8 +55,11 @@ class Credential:
     prefix: str = ""
     priority: int = 0
     headers: tuple[tuple[str, str], ...] = ()
-    #: route name (what clients ask for) -> upstream model names, in config order
-    models: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    routes: tuple[Route, ...] = ()
+    disabled: bool = False
+    #: per-credential overrides of request-retry and disable-cooling (None: the global value)
+    request_retry: int | None = None
+    disable_cooling: bool | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -55,38 +82,83 @@ def _stable_id(kind: str, name: str, *parts: str) -> str:
     return f"{kind}:{name}:{digest}"
 
 
-def _route_table(provider: OpenAICompatProvider, force_prefix: bool) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    routes: dict[str, list[str]] = {}
-    for entry in provider.models:
+def build_routes(
+    models: Iterable[tuple[str, str]], prefix: str, force_prefix: bool, excluded: Iterable[str] = ()
+) -> tuple[Route, ...]:
+    """
+    Routes from C{(upstream name, client name)} pairs.
+
+    Pairs sharing a client name form an alias pool, in order. A model is
+    left out when C{excluded} matches its upstream or its client name.
+    With a prefix every name is also served as C{prefix/name}, and only
+    that way when C{force_prefix}.
+    """
+    exclusions = compile_exclusions(excluded)
+    pools: dict[str, list[str]] = {}
+    for upstream, alias in models:
+        if is_excluded(exclusions, upstream) or is_excluded(exclusions, alias):
+            continue
+        members = pools.setdefault(alias, [])
+        if upstream not in members:
+            members.append(upstream)
+    routes = []
+    for alias, upstream in pools.items():
         names = []
-        if provider.prefix:
-            names.append(f"{provider.prefix}/{entry.route_name}")
-        if not provider.prefix or not force_prefix:
-            names.append(entry.route_name)
-        for name in names:
-            upstream = routes.setdefault(name, [])
-            if entry.name not in upstream:
-                upstream.append(entry.name)
-    return tuple((name, tuple(upstream)) for name, upstream in routes.items())
+        if prefix:
+            names.append(f"{prefix}/{alias}")
+        if not prefix or not force_prefix:
+            names.append(alias)
+        routes.extend(Route(name, alias, tuple(upstream)) for name in names)
+    return tuple(routes)
+
+
+def oauth_alias_models(models: Iterable[str], aliases: Iterable[ModelAlias]) -> list[tuple[str, str]]:
+    """
+    C{oauth-model-alias} for one channel: each model an entry names is served
+    under the entry's alias instead of its own name, or beside it with
+    C{fork}. Returns C{(upstream, client name)} pairs for L{build_routes}.
+    """
+    table: dict[str, list[ModelAlias]] = {}
+    for entry in aliases:
+        table.setdefault(entry.name.lower(), []).append(entry)
+    out = []
+    for model in models:
+        entries = table.get(model.lower())
+        if not entries:
+            out.append((model, model))
+            continue
+        if any(e.fork for e in entries):
+            out.append((model, model))
+        out.extend((model, e.alias) for e in entries)
+    return out
+
+
+def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> list[Credential]:
+    routes = build_routes(
+        ((m.name, m.route_name) for m in provider.models),
+        provider.prefix,
+        force_prefix,
+        provider.excluded_models,
+    )
+    return [
+        Credential(
+            id=_stable_id("openai-compatibility", provider.name, entry.api_key, provider.base_url),
+            provider=provider.name,
+            kind="openai-compatibility",
+            api_key=entry.api_key,
+            base_url=provider.base_url,
+            prefix=provider.prefix,
+            priority=provider.priority,
+            headers=provider.headers,
+            routes=routes,
+        )
+        for entry in provider.api_key_entries
+    ]
 
 
 def credentials_from_config(config: Config) -> tuple[Credential, ...]:
     """Every credential the config describes, in config order."""
-    out = []
+    out: list[Credential] = []
     for provider in config.openai_compatibility:
-        models = _route_table(provider, config.force_model_prefix)
-        for entry in provider.api_key_entries:
-            out.append(
-                Credential(
-                    id=_stable_id("openai-compatibility", provider.name, entry.api_key, provider.base_url),
-                    provider=provider.name,
-                    kind="openai-compatibility",
-                    api_key=entry.api_key,
-                    base_url=provider.base_url,
-                    prefix=provider.prefix,
-                    priority=provider.priority,
-                    headers=provider.headers,
-                    models=models,
-                )
-            )
+        out.extend(_compat_credentials(provider, config.force_model_prefix))
     return tuple(out)

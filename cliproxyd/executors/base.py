@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from attrs import frozen
 
+from cliproxyd.conductor.policy import is_request_invalid
+
 if TYPE_CHECKING:
     from cliproxyd.credentials import Credential
     from cliproxyd.executors.stream import StreamRelay
@@ -42,14 +44,20 @@ class UpstreamError(Exception):
         return f"{self.status or self.kind}: {self.message}"
 
     @property
+    def detail(self) -> str:
+        """The message and the upstream body, for the error patterns of the cooldown table."""
+        if not self.body:
+            return self.message
+        return f"{self.message} {self.body[:2000].decode('utf-8', 'replace')}"
+
+    @property
     def request_invalid(self) -> bool:
         """
         The client's request is at fault, so another credential would fail
-        the same way: a 422, or a 400 that says C{invalid_request_error}.
+        the same way: a 422, or a 400 that says C{invalid_request_error} (but
+        not a model-support error: those move on).
         """
-        if self.status == 422:
-            return True
-        return self.status == 400 and b"invalid_request_error" in self.body
+        return is_request_invalid(self.status, self.detail)
 
 
 @frozen
@@ -59,6 +67,8 @@ class Reply:
     status: int
     content_type: bytes
     body: bytes
+    #: a count computed here rather than by the upstream (never clears cooldowns)
+    local: bool = False
 
 
 @frozen
@@ -75,3 +85,6 @@ class Executor(Protocol):
         self, cred: "Credential", body: bytes, stream: bool
     ) -> Reply | StreamReply:
         """Send one request with one credential; raise L{UpstreamError} on failure."""
+
+    async def count_tokens(self, cred: "Credential", body: bytes) -> Reply:
+        """Count the request's input tokens with one credential (locally or upstream)."""

@@ -214,6 +214,8 @@ class StreamRelay(_WatchedBody):
     def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
         super().__init__(clock, idle_timeout)
         self.first: Deferred[None] = Deferred(lambda _: self._cancel())
+        #: fires like attach()'s Deferred, for whoever records the outcome
+        self.ended: Deferred[str | None] = Deferred()
         self._buffer: list[bytes] = []
         self._consumer: StreamConsumer | None = None
         self._done: Deferred[str | None] | None = None
@@ -293,11 +295,15 @@ class StreamRelay(_WatchedBody):
             self._consumer.unregisterProducer()
         reason = self._ended
         if self._cancelled:
+            self.ended.errback(CancelledError())
             self._done.errback(CancelledError())
-        elif _clean_end(reason):
-            self._done.callback(None)
+            return
+        if _clean_end(reason):
+            problem = None
         elif self._timed_out:
-            self._done.callback(f"upstream stream idle for {self._idle_timeout:g}s")
+            problem = f"upstream stream idle for {self._idle_timeout:g}s"
         else:
-            self._done.callback(f"upstream stream broke off: {describe(reason)}")
+            problem = f"upstream stream broke off: {describe(reason)}"
+        self.ended.callback(problem)
+        self._done.callback(problem)
 

@@ -44,18 +44,21 @@ class ClientAccess:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def check(self, request: IRequest) -> None:
+    def check(self, request: IRequest) -> str | None:
         """
+        @return: the client key that matched (C{None} when no keys are configured).
         @raise AccessDenied: when keys are configured and none presented matches.
         """
         if not self._keys:
-            return
+            return None
         presented = presented_keys(request)
         if not presented:
             raise AccessDenied("Missing API key")
-        matched = False
+        matched = None
         for candidate in presented:
             for key in self._keys:
-                matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+                if hmac.compare_digest(candidate, key) and matched is None:
+                    matched = key
+        if matched is None:
             raise AccessDenied("Invalid API key")
+        return matched.decode("utf-8")

@@ -8,6 +8,7 @@ OpenAI's error shape; no traceback ever reaches a client.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -20,11 +21,19 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from cliproxyd.conductor import AllAttemptsFailed, Conductor, UnknownModel
+from cliproxyd.conductor.conductor import (
+    AllAttemptsFailed,
+    AllCooling,
+    Conductor,
+    RequestInvalid,
+    RequestMeta,
+    UnknownModel,
+)
 from cliproxyd.executors.base import StreamReply, UpstreamError
 from cliproxyd.formats import openai_chat
 from cliproxyd.formats.openai_chat import BadRequest
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
+from cliproxyd.logging import fingerprint
 
 JSON = b"application/json"
 
@@ -49,6 +58,24 @@ def _error_type(status: int) -> tuple[str, str | None]:
     if status >= 500:
         return "server_error", "internal_server_error"
     return "invalid_request_error", None
+
+
+def cooling_failure(e: AllCooling) -> ClientError:
+    """CLIProxyAPI's model_cooldown answer: 429, Retry-After, and when the first credential is back."""
+    seconds = math.ceil(e.reset_seconds) if e.reset_seconds is not None else None
+    via = f" via provider {e.providers[0]}" if len(e.providers) == 1 else ""
+    err: dict[str, Any] = {
+        "code": "model_cooldown",
+        "type": "rate_limit_error",
+        "message": f"All credentials for model {e.model} are cooling down{via}",
+        "model": e.model,
+        "reset_seconds": seconds,
+        "reset_time": f"{seconds}s" if seconds is not None else None,
+    }
+    if len(e.providers) == 1:
+        err["provider"] = e.providers[0]
+    headers = {b"retry-after": str(max(1, seconds)).encode()} if seconds is not None else {}
+    return ClientError(429, json.dumps({"error": err}).encode(), headers)
 
 
 def upstream_failure(last: UpstreamError) -> ClientError:
@@ -109,11 +136,13 @@ class Frontend:
         access: ClientAccess,
         clock: IReactorTime,
         management: IResource | None = None,
+        session_affinity: bool = False,
     ) -> None:
         self.conductor = conductor
         self.access = access
         self.clock = clock
         self.management = management
+        self.session_affinity = session_affinity
         self._created = int(clock.seconds())
         self._models_body = openai_chat.models_body(conductor.models(), self._created)
 
@@ -135,15 +164,18 @@ class Frontend:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     async def chat_completions(self, request: IRequest) -> bytes:
-        self._check_access(request)
+        client_key = self._check_access(request)
         try:
             req = openai_chat.decode_request(request.content.read())
         except BadRequest as e:
             raise ClientError(
                 400, openai_chat.error_body(f"Invalid request: {e}", "invalid_request_error")
             ) from None
+        meta = RequestMeta()
+        if self.session_affinity and client_key:
+            meta = RequestMeta(affinity_key=fingerprint(client_key))
         try:
-            result = await self.conductor.execute(req)
+            result = await self.conductor.execute(req, meta)
         except UnknownModel as e:
             raise ClientError(
                 404,
@@ -161,8 +193,12 @@ class Frontend:
                 error=str(e.last),
             )
             raise upstream_failure(e.last) from None
-        except UpstreamError as e:  # the request itself was invalid
-            raise ClientError(e.status, e.body or openai_chat.error_body(e.message, "invalid_request_error")) from None
+        except AllCooling as e:
+            raise cooling_failure(e) from None
+        except RequestInvalid as e:
+            raise ClientError(
+                e.error.status, e.error.body or openai_chat.error_body(e.error.message, "invalid_request_error")
+            ) from None
 
         request.setResponseCode(result.status)
         request.setHeader(b"content-type", result.content_type)
@@ -185,9 +221,9 @@ class Frontend:
 
     # -- errors ---------------------------------------------------------------
 
-    def _check_access(self, request: IRequest) -> None:
+    def _check_access(self, request: IRequest) -> str | None:
         try:
-            self.access.check(request)
+            return self.access.check(request)
         except AccessDenied as e:
             raise ClientError(
                 401, openai_chat.error_body(str(e), "invalid_request_error", "invalid_api_key")

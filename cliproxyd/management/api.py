@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from cliproxyd._version import __version__
 from cliproxyd.config.model import RemoteManagement
-from cliproxyd.conductor import Conductor
+from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.state import StateStore
 
 JSON = b"application/json"
@@ -96,7 +96,7 @@ class ManagementAPI:
                 "key": cred.fingerprint,
                 "base_url": cred.base_url,
                 "priority": cred.priority,
-                "models": [name for name, _ in cred.models],
+                "models": sorted({r.name for r in cred.routes}),
             }
             entry.update(self._state.stats(cred.id).as_json())
             creds.append(entry)
@@ -104,10 +104,56 @@ class ManagementAPI:
             "version": __version__,
             "uptime_seconds": round(self._clock.seconds() - self._started, 3),
             "in_flight": self._in_flight(),
+            "usage": {model: u.as_json() for model, u in sorted(self._state.usage().items())},
             "credentials": creds,
         }
         request.setHeader(b"content-type", JSON)
         return json.dumps(body).encode("utf-8")
+
+    @app.route("/credentials", methods=["GET"])
+    def credentials(self, request: IRequest) -> bytes:
+        """
+        Every credential with its routing state: per-model cooldowns, when
+        it can next be used, its last error and its counters.
+        """
+        self._authorize(request)
+        now = self._clock.seconds()
+        out = []
+        for cred in self._conductor.creds:
+            states = self._state.model_states(cred.id)
+            models = {
+                key: {
+                    "cooling": state.blocked(now),
+                    "next_retry_at": state.next_retry_at,
+                    "retry_in_seconds": round(state.next_retry_at - now, 3) if state.blocked(now) else None,
+                    "reason": state.reason,
+                    "backoff_level": state.backoff_level,
+                    "quota_exceeded": state.quota_exceeded,
+                    "last_status": state.last_status,
+                    "last_error": state.last_error,
+                }
+                for key, state in sorted(states.items())
+            }
+            blocked = [s.next_retry_at for s in states.values() if s.blocked(now)]
+            served = {r.state_key for r in cred.routes}
+            all_cooling = bool(served) and served <= {k for k, s in states.items() if s.blocked(now)}
+            stats = self._state.stats(cred.id)
+            out.append({
+                "id": cred.id,
+                "provider": cred.provider,
+                "type": cred.kind,
+                "key": cred.fingerprint,
+                "priority": cred.priority,
+                "disabled": cred.disabled,
+                "models": sorted({r.name for r in cred.routes}),
+                "unavailable": all_cooling,
+                "next_retry_at": min(blocked) if all_cooling else None,
+                "model_states": models,
+                "last_error": stats.last_error,
+                "counters": stats.as_json(),
+            })
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"now": now, "credentials": out}).encode("utf-8")
 
     @app.handle_errors(_Refused)
     def _refused(self, request: IRequest, failure: Failure) -> bytes:

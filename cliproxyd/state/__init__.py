@@ -1,5 +1,5 @@
-"""Runtime state: cursors and per-credential counters (memory only for now)."""
+"""Runtime state: cooldowns, counters, cursors and affinity, with snapshots to disk."""
 
-from cliproxyd.state.store import CredentialStats, MemoryStateStore, StateStore
+from cliproxyd.state.store import CredentialStats, MemoryStateStore, ModelUsage, StateStore
 
-__all__ = ["CredentialStats", "MemoryStateStore", "StateStore"]
+__all__ = ["CredentialStats", "MemoryStateStore", "ModelUsage", "StateStore"]

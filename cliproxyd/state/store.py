@@ -1,15 +1,31 @@
 """
 The StateStore: the one owner of mutable runtime state.
 
-For now it holds the routing cursors and per-credential counters, in memory.
-The conductor issue adds cooldowns and persistence behind the same seam.
+It holds what the conductor learns while it runs: per (credential, model)
+cooldown state, per-credential counters, per-model usage, routing cursors,
+alias-pool offsets and affinity. Everything is bounded: maps are keyed by
+configured things (credentials, models) or capped.
+
+C{snapshot(now)} and C{restore(data, now)} turn the state worth keeping
+across a restart (unexpired cooldowns, backoff levels, affinity) into plain
+JSON data and back; L{cliproxyd.state.persist} writes it to disk.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import OrderedDict
+from typing import Any, Protocol
 
-from attrs import define
+from attrs import asdict, define
+
+from cliproxyd.conductor.policy import ModelState
+
+#: Version of the snapshot format written by L{MemoryStateStore.snapshot}.
+SNAPSHOT_VERSION = 1
+#: Cursors and pool offsets are kept per route; past this many the map starts over.
+MAX_CURSORS = 4096
+#: Affinity entries (provider, client key) -> credential, least recently used dropped first.
+MAX_AFFINITY = 10_000
 
 
 @define
@@ -23,61 +39,224 @@ class CredentialStats:
     last_failed_at: float | None = None
 
     def as_json(self) -> dict:
-        return {
-            "requests": self.requests,
-            "successes": self.successes,
-            "failures": self.failures,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "last_used_at": self.last_used_at,
-            "last_failed_at": self.last_failed_at,
-        }
+        return asdict(self)
+
+
+@define
+class ModelUsage:
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "unavailable": (bool,),
+    "next_retry_at": (int, float, type(None)),
+    "backoff_level": (int,),
+    "quota_exceeded": (bool,),
+    "reason": (str,),
+    "last_status": (int, type(None)),
+    "last_error": (str,),
+    "updated_at": (int, float, type(None)),
+}
+
+
+def _state_from_json(raw: Any) -> ModelState:
+    """A ModelState from snapshot data, every field type-checked."""
+    if not isinstance(raw, dict):
+        raise TypeError("not a mapping")
+    values = {}
+    for name, kinds in _STATE_TYPES.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        bad_bool = isinstance(value, bool) and bool not in kinds
+        if not isinstance(value, kinds) or bad_bool:
+            raise TypeError(f"{name} has the wrong type ({type(value).__name__})")
+        values[name] = value
+    return ModelState(**values)
 
 
 class StateStore(Protocol):
-    def next_cursor(self, key: str) -> int:
-        """Return the cursor for C{key} and advance it by one."""
+    dirty: bool
 
-    def record(self, cred_id: str, now: float, status: int | None, error: str = "") -> None:
-        """Record one attempt: C{error} empty means success."""
-
-    def stats(self, cred_id: str) -> CredentialStats:
-        """The counters of one credential (a fresh zero record if unseen)."""
-
-
-#: Cursors are kept per route; a config with more distinct routes than this
-#: starts over rather than growing without bound.
-MAX_CURSORS = 4096
+    def next_cursor(self, key: str) -> int: ...
+    def next_pool_offset(self, key: str) -> int: ...
+    def model_state(self, cred_id: str, model: str) -> ModelState: ...
+    def set_model_state(self, cred_id: str, model: str, state: ModelState) -> None: ...
+    def model_states(self, cred_id: str) -> dict[str, ModelState]: ...
+    def record(self, cred_id: str, model: str, now: float, status: int | None, error: str = "") -> None: ...
+    def stats(self, cred_id: str) -> CredentialStats: ...
+    def usage(self) -> dict[str, ModelUsage]: ...
+    def affinity(self, provider: str, key: str) -> str | None: ...
+    def set_affinity(self, provider: str, key: str, cred_id: str) -> None: ...
+    def snapshot(self, now: float) -> dict[str, Any]: ...
+    def restore(self, data: Any, now: float) -> list[str]: ...
 
 
 class MemoryStateStore:
     def __init__(self) -> None:
         self._cursors: dict[str, int] = {}
+        self._pool_offsets: dict[str, int] = {}
+        self._models: dict[str, dict[str, ModelState]] = {}
         self._stats: dict[str, CredentialStats] = {}
+        self._usage: dict[str, ModelUsage] = {}
+        self._affinity: OrderedDict[str, str] = OrderedDict()
+        #: set by every change worth persisting; the persistence service clears it
+        self.dirty = False
 
-    def next_cursor(self, key: str) -> int:
-        cursors = self._cursors
-        value = cursors.get(key)
+    # -- cursors ----------------------------------------------------------------
+
+    @staticmethod
+    def _advance(table: dict[str, int], key: str) -> int:
+        value = table.get(key)
         if value is None:
-            if len(cursors) >= MAX_CURSORS:
-                cursors.clear()
+            if len(table) >= MAX_CURSORS:
+                table.clear()
             value = 0
-        cursors[key] = value + 1
+        table[key] = value + 1
         return value
 
-    def record(self, cred_id: str, now: float, status: int | None, error: str = "") -> None:
+    def next_cursor(self, key: str) -> int:
+        """Return the routing cursor for C{key} and advance it."""
+        return self._advance(self._cursors, key)
+
+    def next_pool_offset(self, key: str) -> int:
+        """Return the alias-pool offset for C{key} (credential and alias) and advance it."""
+        return self._advance(self._pool_offsets, key)
+
+    # -- model state ------------------------------------------------------------
+
+    def model_state(self, cred_id: str, model: str) -> ModelState:
+        states = self._models.get(cred_id)
+        if states is None:
+            return ModelState()
+        return states.get(model) or ModelState()
+
+    def set_model_state(self, cred_id: str, model: str, state: ModelState) -> None:
+        states = self._models.get(cred_id)
+        if not state.unavailable and not state.backoff_level:
+            # Healthy: keep nothing (the common case after a success).
+            if states is not None and states.pop(model, None) is not None:
+                self.dirty = True
+            return
+        if states is None:
+            states = self._models[cred_id] = {}
+        states[model] = state
+        self.dirty = True
+
+    def model_states(self, cred_id: str) -> dict[str, ModelState]:
+        return dict(self._models.get(cred_id, {}))
+
+    def clear_model_states(self, cred_id: str, model: str | None = None) -> int:
+        """Forget cooldowns of one credential (one model, or all); return how many."""
+        states = self._models.get(cred_id, {})
+        keys = [model] if model is not None else list(states)
+        removed = sum(1 for k in keys if states.pop(k, None) is not None)
+        if removed:
+            self.dirty = True
+        return removed
+
+    # -- counters -----------------------------------------------------------------
+
+    def record(self, cred_id: str, model: str, now: float, status: int | None, error: str = "") -> None:
+        """Count one attempt: C{error} empty means success."""
         s = self._stats.get(cred_id)
         if s is None:
             s = self._stats[cred_id] = CredentialStats()
+        u = self._usage.get(model)
+        if u is None:
+            u = self._usage[model] = ModelUsage()
         s.requests += 1
+        u.requests += 1
         s.last_used_at = now
         s.last_status = status
         if error:
             s.failures += 1
-            s.last_error = error
+            u.failures += 1
+            s.last_error = error[:500]
             s.last_failed_at = now
         else:
             s.successes += 1
+            u.successes += 1
 
     def stats(self, cred_id: str) -> CredentialStats:
         return self._stats.get(cred_id) or CredentialStats()
+
+    def usage(self) -> dict[str, ModelUsage]:
+        return dict(self._usage)
+
+    # -- affinity -----------------------------------------------------------------
+
+    def affinity(self, provider: str, key: str) -> str | None:
+        return self._affinity.get(f"{provider}|{key}")
+
+    def set_affinity(self, provider: str, key: str, cred_id: str) -> None:
+        k = f"{provider}|{key}"
+        if self._affinity.get(k) == cred_id:
+            self._affinity.move_to_end(k)
+            return
+        self._affinity[k] = cred_id
+        self._affinity.move_to_end(k)
+        while len(self._affinity) > MAX_AFFINITY:
+            self._affinity.popitem(last=False)
+        self.dirty = True
+
+    # -- snapshot -----------------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The state worth keeping across a restart, as JSON-able data."""
+        models: dict[str, dict[str, Any]] = {}
+        for cred_id, states in self._models.items():
+            kept = {
+                model: asdict(state)
+                for model, state in states.items()
+                if state.blocked(now) or state.backoff_level
+            }
+            if kept:
+                models[cred_id] = kept
+        return {
+            "version": SNAPSHOT_VERSION,
+            "saved_at": now,
+            "model_states": models,
+            "affinity": dict(self._affinity),
+        }
+
+    def restore(self, data: Any, now: float) -> list[str]:
+        """
+        Load a snapshot, dropping cooldowns that ended while we were down.
+
+        @return: problems found (entries skipped); an unusable snapshot as a
+            whole raises C{ValueError}.
+        """
+        if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"not a version {SNAPSHOT_VERSION} state snapshot")
+        problems = []
+        models: dict[str, dict[str, ModelState]] = {}
+        raw_models = data.get("model_states") or {}
+        if not isinstance(raw_models, dict):
+            raise ValueError("model_states is not a mapping")
+        for cred_id, states in raw_models.items():
+            if not isinstance(states, dict):
+                problems.append(f"model_states.{cred_id}: not a mapping")
+                continue
+            for model, raw in states.items():
+                try:
+                    state = _state_from_json(raw)
+                except (TypeError, ValueError) as e:
+                    problems.append(f"model_states.{cred_id}.{model}: {e}")
+                    continue
+                if state.blocked(now) or state.backoff_level:
+                    models.setdefault(cred_id, {})[model] = state
+        affinity = data.get("affinity") or {}
+        if not isinstance(affinity, dict):
+            raise ValueError("affinity is not a mapping")
+        # Nothing is applied until the whole snapshot has been read.
+        self._models.update(models)
+        for key, cred_id in list(affinity.items())[-MAX_AFFINITY:]:
+            if isinstance(key, str) and isinstance(cred_id, str):
+                self._affinity[key] = cred_id
+        return problems

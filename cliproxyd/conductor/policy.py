@@ -1,0 +1,176 @@
+"""
+Pure policy: model names, exclusions, the cooldown table, retry decisions.
+
+Nothing here reads a clock or does I/O: every function takes C{now} (epoch
+seconds) and values, and returns values, so plain tests and Hypothesis can
+drive it. The Conductor and the scheduler apply these decisions.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from attrs import evolve, frozen
+
+# -- errors ----------------------------------------------------------------------
+
+MODEL_SUPPORT_PATTERNS = (
+    "model_not_supported",
+    "requested model is not supported",
+    "requested model is unsupported",
+    "requested model is unavailable",
+    "model is not supported",
+    "model not supported",
+    "unsupported model",
+    "model unavailable",
+    "not available for your plan",
+    "not available for your account",
+)
+
+
+def is_model_support_error(status: int, message: str) -> bool:
+    """A 400 or 422 saying the model is not available to this credential."""
+    if status not in (400, 422):
+        return False
+    lower = message.lower()
+    return any(p in lower for p in MODEL_SUPPORT_PATTERNS)
+
+
+def is_request_invalid(status: int, message: str) -> bool:
+    """
+    The request itself is wrong, so no credential would do better: a 422, or
+    a 400 that says C{invalid_request_error}, unless it is a model-support
+    error (those move on to another credential or pool member).
+    """
+    if is_model_support_error(status, message):
+        return False
+    if status == 422:
+        return True
+    return status == 400 and "invalid_request_error" in message
+
+
+# -- the cooldown table ----------------------------------------------------------
+
+QUOTA_BACKOFF_BASE = 1.0
+QUOTA_BACKOFF_MAX = 30 * 60.0
+AUTH_COOLDOWN = 30 * 60.0  # 401, 402, 403
+NOT_FOUND_COOLDOWN = 12 * 3600.0  # 404, and model-support errors
+TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+@frozen
+class ModelState:
+    """
+    What one credential has learned about one model.
+
+    C{next_retry_at} set and in the future blocks the model; C{unavailable}
+    with no C{next_retry_at} records a failure that does not block.
+    """
+
+    unavailable: bool = False
+    next_retry_at: float | None = None
+    backoff_level: int = 0
+    quota_exceeded: bool = False
+    reason: str = ""
+    last_status: int | None = None
+    last_error: str = ""
+    updated_at: float | None = None
+
+    def blocked(self, now: float) -> bool:
+        return self.unavailable and self.next_retry_at is not None and self.next_retry_at > now
+
+
+CLEAR = ModelState()
+
+
+def next_quota_cooldown(level: int, disable_cooling: bool) -> tuple[float, int]:
+    """The cooldown for a 429 with no hint, and the next backoff level: 1 s doubling, capped at 30 min."""
+    level = max(level, 0)
+    if disable_cooling:
+        return 0.0, level
+    cooldown = QUOTA_BACKOFF_BASE * (2**level)
+    if cooldown >= QUOTA_BACKOFF_MAX:
+        return QUOTA_BACKOFF_MAX, level
+    return cooldown, level + 1
+
+
+def apply_success(state: ModelState, now: float) -> ModelState:
+    """A success clears the model's error, cooldown, quota flag and backoff."""
+    return evolve(CLEAR, updated_at=now)
+
+
+def apply_failure(
+    state: ModelState,
+    now: float,
+    status: int,
+    message: str,
+    retry_after: float | None,
+    disable_cooling: bool,
+) -> ModelState:
+    """
+    CLIProxyAPI's MarkResult table for one (credential, model).
+
+    ====================================  =========================================
+    outcome                               cooldown
+    ====================================  =========================================
+    400/422 model-support message         12 h
+    401, 402, 403                         30 min
+    404                                   12 h
+    429 with a retry hint                 the hint (always; backoff level unchanged)
+    429 without                           1 s * 2^level, max 30 min (level + 1)
+    408, 500, 502, 503, 504               1 min
+    anything else                         none (failure recorded, not blocked)
+    ====================================  =========================================
+
+    C{disable_cooling} removes the hintless 429 and the transient cooldowns,
+    not the others.
+    """
+    base = evolve(
+        state,
+        unavailable=True,
+        last_status=status or None,
+        last_error=message[:500],
+        updated_at=now,
+    )
+    if is_model_support_error(status, message):
+        return evolve(base, next_retry_at=now + NOT_FOUND_COOLDOWN, reason="model_not_supported")
+    if status == 401:
+        return evolve(base, next_retry_at=now + AUTH_COOLDOWN, reason="unauthorized")
+    if status in (402, 403):
+        return evolve(base, next_retry_at=now + AUTH_COOLDOWN, reason="payment_required")
+    if status == 404:
+        return evolve(base, next_retry_at=now + NOT_FOUND_COOLDOWN, reason="not_found")
+    if status == 429:
+        level = state.backoff_level
+        if retry_after is not None:
+            until: float | None = now + retry_after
+        else:
+            cooldown, level = next_quota_cooldown(level, disable_cooling)
+            until = now + cooldown if cooldown > 0 else None
+        return evolve(base, next_retry_at=until, backoff_level=level, quota_exceeded=True, reason="quota")
+    if status in TRANSIENT_STATUSES:
+        until = None if disable_cooling else now + TRANSIENT_COOLDOWN
+        return evolve(base, next_retry_at=until, reason="transient")
+    return evolve(base, next_retry_at=None, reason="error")
+
+
+def earliest_retry(states: Iterable[ModelState], now: float) -> float | None:
+    """When the first of these blocked states ends, or C{None} if none is blocked."""
+    times = [s.next_retry_at for s in states if s.blocked(now)]
+    return min(times) if times else None
+
+
+def retry_wait(waits: Iterable[float], max_retry_interval: float) -> float | None:
+    """
+    Whether another retry round should run, and after how long: the nearest
+    of C{waits} (each the time until a credential that still has retry rounds
+    left recovers), if it is within C{max_retry_interval}. A zero interval
+    turns retry rounds off, as in CLIProxyAPI.
+    """
+    if max_retry_interval <= 0:
+        return None
+    nearest = min((w for w in waits if w >= 0), default=None)
+    if nearest is None or nearest > max_retry_interval:
+        return None
+    return nearest
