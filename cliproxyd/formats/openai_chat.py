@@ -13,6 +13,8 @@ from typing import Any
 
 from attrs import field, frozen
 
+from cliproxyd.modelnames import parse_model, suffix_effort
+
 
 class BadRequest(Exception):
     """A client body we will not send anywhere; C{str()} is the reason."""
@@ -26,11 +28,20 @@ class ChatRequest:
     data: dict[str, Any] = field(repr=False, eq=False)
 
     def body_for(self, upstream_model: str) -> bytes:
-        """The upstream request body: the client's bytes, with the model renamed if it must be."""
-        if upstream_model == self.model:
+        """
+        The upstream request body: the client's bytes, with the model renamed
+        if it must be. A thinking suffix (C{model(high)}, C{model(8192)}) is
+        taken off the name and becomes C{reasoning_effort}, overriding the
+        body's own.
+        """
+        if upstream_model == self.model and not upstream_model.endswith(")"):
             return self.raw
+        name = parse_model(upstream_model)
         data = dict(self.data)
-        data["model"] = upstream_model
+        data["model"] = name.base
+        effort = suffix_effort(name.suffix) if name.suffix else None
+        if effort is not None:
+            data["reasoning_effort"] = effort
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

@@ -1,0 +1,127 @@
+"""The pure policy: cooldown table, error classes, retry waits, model names."""
+
+import pytest
+
+from cliproxyd.conductor.policy import (
+    ModelState,
+    apply_failure,
+    apply_success,
+    is_model_support_error,
+    is_request_invalid,
+    next_quota_cooldown,
+    retry_wait,
+)
+from cliproxyd.modelnames import compile_exclusions, is_excluded, parse_model, suffix_effort
+
+NOW = 1_000_000.0
+
+
+@pytest.mark.parametrize(
+    "status, message, cooldown, reason",
+    [
+        (401, "bad key", 30 * 60, "unauthorized"),
+        (402, "pay up", 30 * 60, "payment_required"),
+        (403, "forbidden", 30 * 60, "payment_required"),
+        (404, "no such model", 12 * 3600, "not_found"),
+        (408, "timeout", 60, "transient"),
+        (500, "oops", 60, "transient"),
+        (502, "bad gateway", 60, "transient"),
+        (503, "overloaded", 60, "transient"),
+        (504, "gateway timeout", 60, "transient"),
+        (400, "The requested model is not supported", 12 * 3600, "model_not_supported"),
+        (422, "model_not_supported", 12 * 3600, "model_not_supported"),
+        (400, "not available for your plan", 12 * 3600, "model_not_supported"),
+    ],
+)
+def test_the_cooldown_table(status, message, cooldown, reason):
+    state = apply_failure(ModelState(), NOW, status, message, None, disable_cooling=False)
+    assert state.next_retry_at == NOW + cooldown
+    assert state.reason == reason
+    assert state.blocked(NOW) and state.blocked(NOW + cooldown - 0.001)
+    assert not state.blocked(NOW + cooldown)
+
+
+@pytest.mark.parametrize("status", [400, 409, 418, 0])
+def test_other_failures_are_recorded_without_blocking(status):
+    state = apply_failure(ModelState(), NOW, status, "nope", None, disable_cooling=False)
+    assert state.unavailable and state.next_retry_at is None
+    assert not state.blocked(NOW)
+
+
+def test_429_with_a_hint_uses_the_hint_and_keeps_the_backoff_level():
+    state = ModelState(backoff_level=3)
+    state = apply_failure(state, NOW, 429, "slow down", 42.0, disable_cooling=True)
+    assert state.next_retry_at == NOW + 42
+    assert state.backoff_level == 3
+    assert state.quota_exceeded and state.reason == "quota"
+
+
+def test_429_without_a_hint_doubles_from_one_second_up_to_thirty_minutes():
+    state, seen = ModelState(), []
+    for _ in range(14):
+        state = apply_failure(state, NOW, 429, "quota", None, disable_cooling=False)
+        seen.append(state.next_retry_at - NOW)
+    assert seen[:5] == [1, 2, 4, 8, 16]
+    assert seen[-1] == 30 * 60 and max(seen) == 30 * 60
+    assert next_quota_cooldown(11, False) == (30 * 60, 11)  # the level stops at the cap
+
+
+def test_success_clears_state_and_backoff():
+    state = apply_failure(ModelState(backoff_level=4), NOW, 429, "quota", None, False)
+    cleared = apply_success(state, NOW + 1)
+    assert cleared == ModelState(updated_at=NOW + 1)
+
+
+def test_disable_cooling_removes_hintless_429_and_transient_cooldowns_only():
+    assert apply_failure(ModelState(), NOW, 503, "x", None, True).next_retry_at is None
+    hintless = apply_failure(ModelState(), NOW, 429, "x", None, True)
+    assert hintless.next_retry_at is None and hintless.backoff_level == 0
+    assert apply_failure(ModelState(), NOW, 429, "x", 5.0, True).next_retry_at == NOW + 5
+    assert apply_failure(ModelState(), NOW, 401, "x", None, True).next_retry_at == NOW + 1800
+    assert apply_failure(ModelState(), NOW, 404, "x", None, True).next_retry_at == NOW + 43200
+
+
+def test_request_invalid_and_model_support():
+    assert is_request_invalid(400, '{"error":{"type":"invalid_request_error"}}')
+    assert is_request_invalid(422, "anything")
+    assert not is_request_invalid(400, "some other 400")
+    assert not is_request_invalid(400, "invalid_request_error: model_not_supported")
+    assert not is_request_invalid(422, "The requested model is unavailable")
+    assert is_model_support_error(422, "Unsupported model")
+    assert not is_model_support_error(404, "model not supported")
+
+
+def test_retry_wait():
+    assert retry_wait([5.0, 3.0], 10) == 3.0
+    assert retry_wait([15.0], 10) is None
+    assert retry_wait([], 10) is None
+    assert retry_wait([1.0], 0) is None  # max-retry-interval 0: no rounds
+
+
+@pytest.mark.parametrize(
+    "name, base, suffix",
+    [("gpt-5(high)", "gpt-5", "high"), ("m(8192)", "m", "8192"), ("plain", "plain", ""),
+     ("a(b)(c)", "a(b)", "c"), ("(x)", "(x)", ""), ("odd(", "odd(", "")],
+)
+def test_thinking_suffix_parsing(name, base, suffix):
+    parsed = parse_model(name)
+    assert (parsed.base, parsed.suffix) == (base, suffix)
+
+
+@pytest.mark.parametrize(
+    "suffix, effort",
+    [("high", "high"), ("HIGH", "high"), ("512", "minimal"), ("1024", "low"), ("8192", "medium"),
+     ("20000", "high"), ("100000", "xhigh"), ("none", "none"), ("0", "none"), ("auto", None), ("-1", None),
+     ("bogus", None)],
+)
+def test_suffix_to_reasoning_effort(suffix, effort):
+    assert suffix_effort(suffix) == effort
+
+
+def test_exclusion_wildcards():
+    ex = compile_exclusions(["gpt-3*", "*-preview", "*mini*", "exact-model"])
+    for model in ("gpt-3.5-turbo", "gemini-2.5-pro-preview", "o4-MINI-high", "Exact-Model"):
+        assert is_excluded(ex, model), model
+    for model in ("gpt-4o", "exact-model-2", "preview-model"):
+        assert not is_excluded(ex, model), model
+    assert not is_excluded(compile_exclusions([]), "anything")
