@@ -125,3 +125,38 @@ def test_exclusion_wildcards():
     for model in ("gpt-4o", "exact-model-2", "preview-model"):
         assert not is_excluded(ex, model), model
     assert not is_excluded(compile_exclusions([]), "anything")
+
+
+def test_retry_hints_from_headers_and_bodies():
+    import json as _json
+
+    from cliproxyd.executors.openai_compat import parse_retry_after, retry_hint_from_body
+
+    assert parse_retry_after(b"7", NOW) == 7
+    assert parse_retry_after(b"Thu, 01 Jan 1970 00:00:10 GMT", 4.0) == 6
+    assert parse_retry_after(b"soon", NOW) is None and parse_retry_after(None, NOW) is None
+    gemini = {"error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                                  "retryDelay": "12.5s"}]}}
+    assert retry_hint_from_body(_json.dumps(gemini).encode(), NOW) == 12.5
+    assert retry_hint_from_body(b'{"error":{"type":"usage_limit_reached","resets_in_seconds":90}}', NOW) == 90
+    assert retry_hint_from_body(b'{"error":{"resets_at":%d}}' % (NOW + 30), NOW) == 30
+    assert retry_hint_from_body(b'{"error":{"message":"no hint"}}', NOW) is None
+    assert retry_hint_from_body(b"not json", NOW) is None
+
+
+def test_a_retry_hint_in_the_body_sets_the_cooldown():
+    from tests.conftest import Harness
+
+    h = Harness()
+    original = h.upstream._error
+
+    def gemini_style(request, status, message, kind, code=None):
+        request.setResponseCode(status)
+        return b'{"error":{"code":429,"message":"quota","details":[{"retryDelay":"40s"}]}}'
+
+    h.upstream._error = gemini_style
+    h.upstream.script("sk-up-1", "status:429")
+    h.chat()
+    state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
+    assert state.next_retry_at == h.clock.seconds() + 40
+    h.upstream._error = original

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from email.utils import parsedate_to_datetime
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
@@ -22,15 +23,58 @@ from cliproxyd.executors.stream import (
 )
 
 
-def parse_retry_after(value: bytes | None) -> float | None:
-    """Seconds from a C{Retry-After} header (delta-seconds form only)."""
+def parse_retry_after(value: bytes | None, now: float) -> float | None:
+    """Seconds from a C{Retry-After} header: delta-seconds or an HTTP date."""
     if not value:
         return None
+    text = value.decode("latin-1").strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
+        try:
+            seconds = parsedate_to_datetime(text).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(seconds, 0.0)
+
+
+def _duration(value: object) -> float | None:
+    """C{"12s"}, C{"1.5s"} (protobuf Duration) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return float(value[:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def retry_hint_from_body(body: bytes, now: float) -> float | None:
+    """
+    A retry hint inside an error body, in the forms providers use: Gemini's
+    C{error.details[].retryDelay} (C{"12s"}), Codex's
+    C{error.resets_in_seconds} or C{error.resets_at} (epoch seconds).
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
         return None
-    return seconds if seconds >= 0 else None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    for detail in err.get("details") or ():
+        if isinstance(detail, dict) and "retryDelay" in detail:
+            seconds = _duration(detail["retryDelay"])
+            if seconds is not None:
+                return max(seconds, 0.0)
+    seconds = _duration(err.get("resets_in_seconds"))
+    if seconds is not None:
+        return max(seconds, 0.0)
+    at = err.get("resets_at")
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        return max(float(at) - now, 0.0)
+    return None
 
 
 class OpenAICompatExecutor:
@@ -89,9 +133,12 @@ class OpenAICompatExecutor:
                 body = await self._read(response, MAX_ERROR_BODY)
             except UpstreamError:
                 body = b""
+            now = self._clock.seconds()
             retry_after = parse_retry_after(
-                (response.headers.getRawHeaders(b"retry-after") or [None])[0]
+                (response.headers.getRawHeaders(b"retry-after") or [None])[0], now
             )
+            if retry_after is None:
+                retry_after = retry_hint_from_body(body, now)
             # An upstream that echoes the key back must not put it in our
             # logs or in the client's error.
             body = body.replace(cred.api_key.encode(), cred.fingerprint.encode())
