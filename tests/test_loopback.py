@@ -134,3 +134,24 @@ async def test_a_refused_connection_moves_on_to_the_next_provider(reactor):
         assert body["choices"][0]["message"]["content"].endswith("(key ...sk-b).")
     finally:
         await daemon.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_that_closes_before_its_first_payload_fails_over_on_real_sockets(reactor):
+    import treq
+
+    daemon = Daemon(reactor)
+    daemon.upstream.script("sk-a", "cut:0")
+    try:
+        body = chat_request(True).split(b"\r\n\r\n", 1)[1]
+        response = await treq.post(daemon.url + "/v1/chat/completions", data=body,
+                                   headers={"content-type": "application/json"}, timeout=10)
+        text = (await response.content()).decode()
+        assert response.code == 200
+        assert text.rstrip().endswith("data: [DONE]")
+        assert "(key ...sk-b)" in "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+            for line in text.splitlines() if line.startswith("data: {"))
+        assert [s.key for s in daemon.upstream.seen] == ["sk-a", "sk-b"]
+    finally:
+        await daemon.close()
