@@ -96,6 +96,7 @@ def test_retry_wait():
     assert retry_wait([15.0], 10) is None
     assert retry_wait([], 10) is None
     assert retry_wait([1.0], 0) is None  # max-retry-interval 0: no rounds
+    assert retry_wait([-0.5, 4.0], 10) == 0.0  # ended since the last pick: go again at once
 
 
 @pytest.mark.parametrize(

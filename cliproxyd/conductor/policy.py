@@ -170,7 +170,8 @@ def retry_wait(waits: Iterable[float], max_retry_interval: float) -> float | Non
     """
     if max_retry_interval <= 0:
         return None
-    nearest = min((w for w in waits if w >= 0), default=None)
+    # A cooldown that ended since the round's last pick means "go again now".
+    nearest = min((max(w, 0.0) for w in waits), default=None)
     if nearest is None or nearest > max_retry_interval:
         return None
     return nearest
