@@ -14,7 +14,7 @@ from cliproxyd.conductor.policy import ModelState
 from cliproxyd.executors.base import Reply, UpstreamError
 from cliproxyd.formats.openai_chat import decode_request
 from cliproxyd.state import MemoryStateStore
-from tests.conftest import Harness, config_data, sse_payloads
+from tests.conftest import Harness, config_data
 
 
 def key_counts(h):
