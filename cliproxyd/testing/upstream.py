@@ -7,6 +7,7 @@ repeating. A behaviour is one of::
 
     ok                 answer (JSON, or SSE when the request streams)
     status:CODE[:S]    fail with HTTP CODE and an OpenAI error body; S adds Retry-After: S
+    unsupported[:CODE] a 400 (or CODE) saying the model is not supported for this key
     hang               never answer (until the client goes away)
     cut:N              stream N events (the role chunk is the first), then drop
                        the connection (without streaming: drop it before answering)
@@ -51,7 +52,8 @@ class Behaviour:
     def parse(cls, spec: str) -> "Behaviour":
         name, *rest = spec.strip().split(":")
         arity = {"ok": (0, 0), "status": (1, 2), "hang": (0, 0), "cut": (1, 1), "stall": (1, 1),
-                 "slow": (1, 1), "error-event": (0, 0), "bytes": (1, 1)}
+                 "slow": (1, 1), "error-event": (0, 0), "bytes": (1, 1),
+                 "unsupported": (0, 1)}
         if name not in arity:
             raise ValueError(f"unknown behaviour {spec!r}; one of: {', '.join(arity)}")
         low, high = arity[name]
@@ -181,6 +183,10 @@ class SimulatedUpstream:
             if len(b.args) > 1:
                 request.setHeader(b"retry-after", b"%d" % int(b.args[1]))
             return self._error(request, code, f"simulated failure {code}", _error_kind(code), None)
+        if b.name == "unsupported":
+            code = int(b.args[0]) if b.args else 400
+            return self._error(request, code, f"The requested model is not supported: {model}",
+                               "invalid_request_error", "model_not_supported")
         if b.name == "hang":
             await Deferred()
         if b.name == "cut" and not stream:
