@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from cliproxyd._version import __version__
 from cliproxyd.conductor.conductor import Conductor
+from cliproxyd.conductor.warmup import Warmups, WarmupSettings
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
@@ -167,6 +168,18 @@ def build(options: Options, reactor) -> IService:
         disable_cooling=config.disable_cooling,
         debug=config.debug,
     )
+    warmup = config.routing.warmup
+    if warmup.enabled:
+        if config.routing.strategy != "fill-first":
+            log.warn("routing.warmup is enabled but routing.strategy is not fill-first: no warmups will be sent")
+        conductor.warmups = Warmups(
+            WarmupSettings(True, frozenset(warmup.providers), warmup.ttl, warmup.timeout),
+            conductor.scheduler,
+            state,
+            executor,
+            reactor,
+        )
+        conductor.warmups.setServiceParent(root)
     in_flight = InFlight(reactor, config.timeouts.shutdown)
     in_flight.setServiceParent(root)
 

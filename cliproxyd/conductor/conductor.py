@@ -36,6 +36,7 @@ from cliproxyd.conductor.policy import (
     retry_wait,
 )
 from cliproxyd.conductor.scheduler import Pick, Scheduler
+from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.credentials import Credential, Route
 from cliproxyd.executors.base import Executor, Reply, StreamReply, UpstreamError
 from cliproxyd.formats.openai_chat import ChatRequest
@@ -149,6 +150,9 @@ class Conductor:
         self._max_retry_interval = max_retry_interval
         self._disable_cooling = disable_cooling
         self._debug = debug
+        self._fill_first = strategy == "fill-first"
+        #: set by the composition root when routing.warmup is enabled
+        self.warmups: Warmups | None = None
         self._observers: list[Callable[[Attempt], None]] = []
         self.scheduler = Scheduler(creds, strategy, state.next_cursor)
         self._providers: dict[str, tuple[str, ...]] = {}
@@ -247,6 +251,8 @@ class Conductor:
             if pick is None:
                 break
             cred = pick.cred
+            if not tried and not count and not meta.pinned:
+                self._maybe_warm(route, pick, now)
             tried.add(cred.id)
             models = self._execution_models(pick, now)
             if not models:
@@ -290,6 +296,15 @@ class Conductor:
                     if pick is not None:
                         return pick
         return self.scheduler.pick(route, tried, now)
+
+    def _maybe_warm(self, route: str, primary: Pick, now: float) -> None:
+        """Fill-first over several providers: warm the others' next credentials (never for counts or pins)."""
+        warmups = self.warmups
+        if warmups is None or not self._fill_first:
+            return
+        providers = self._providers[route]
+        if len(providers) > 1:
+            warmups.after_pick(route, providers, primary, now)
 
     def _execution_models(self, pick: Pick, now: float) -> list[str]:
         route = pick.route

@@ -168,6 +168,23 @@ class Scheduler:
                     return Pick(tier.members[rank], tier.routes[rank])
         return None
 
+    def peek(self, route: str, provider: str, now: float) -> Pick | None:
+        """
+        The credential of C{provider} a fill-first pick would take for
+        C{route}: the first ready member of its highest ready tier. Moves no
+        cursor.
+        """
+        for name, tiers in self._shards.get(route, ()):
+            if name != provider:
+                continue
+            for priority in sorted(tiers, reverse=True):
+                tier = tiers[priority]
+                tier.promote(now)
+                if tier.ready:
+                    rank = tier.ready[0]
+                    return Pick(tier.members[rank], tier.routes[rank])
+        return None
+
     def pick_exactly(self, route: str, cred_id: str, tried: set[str], now: float) -> Pick | None:
         """C{cred_id} if it serves C{route}, is untried and not cooling for it; else C{None}."""
         found = self._where.get((cred_id, route))

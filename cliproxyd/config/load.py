@@ -25,6 +25,7 @@ from cliproxyd.config.model import (
     RemoteManagement,
     RoutingConfig,
     Timeouts,
+    WarmupConfig,
 )
 
 T = TypeVar("T")
@@ -339,7 +340,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         api_keys.append(key)
 
     routing = r.child("routing")
-    routing.check_keys({"strategy", "session-affinity"}, frozenset({"warmup"}))
+    routing.check_keys({"strategy", "session-affinity", "warmup"})
+    wr = routing.child("warmup")
+    wr.check_keys({"enabled", "providers", "ttl-seconds", "timeout-seconds"})
     strategy = routing.string("strategy", "round-robin") or "round-robin"
     if strategy.lower() not in STRATEGIES:
         raise routing.error(
@@ -384,6 +387,12 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         routing=RoutingConfig(
             strategy=STRATEGIES[strategy.lower()],
             session_affinity=routing.get("session-affinity", bool, False),
+            warmup=WarmupConfig(
+                enabled=wr.get("enabled", bool, False),
+                providers=tuple(p.strip().lower() for p in wr.strings("providers") if p.strip()),
+                ttl=wr.positive("ttl-seconds", 60.0),
+                timeout=wr.positive("timeout-seconds", 10.0),
+            ),
         ),
         openai_compatibility=tuple(providers),
         remote_management=RemoteManagement(

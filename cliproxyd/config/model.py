@@ -70,8 +70,19 @@ class OpenAICompatProvider:
 
 
 @frozen
+class WarmupConfig:
+    """C{routing.warmup}: warm secondary providers under fill-first (see L{cliproxyd.conductor.warmup})."""
+
+    enabled: bool = False
+    providers: tuple[str, ...] = ()
+    ttl: float = 60.0  # ttl-seconds
+    timeout: float = 10.0  # timeout-seconds
+
+
+@frozen
 class RoutingConfig:
     strategy: str = "round-robin"
+    warmup: WarmupConfig = field(factory=WarmupConfig)
     #: session-affinity: a client key's next request prefers the credential
     #: that last answered it (per provider), while that credential is available
     session_affinity: bool = False

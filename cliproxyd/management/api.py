@@ -105,6 +105,7 @@ class ManagementAPI:
             "uptime_seconds": round(self._clock.seconds() - self._started, 3),
             "in_flight": self._in_flight(),
             "usage": {model: u.as_json() for model, u in sorted(self._state.usage().items())},
+            "warmups": self._conductor.warmups.status() if self._conductor.warmups else {"enabled": False},
             "credentials": creds,
         }
         request.setHeader(b"content-type", JSON)

@@ -1,0 +1,166 @@
+"""
+Fill-first warmup (CLIProxyAPI PR #2720, in its final reviewed form).
+
+With fill-first routing over several providers, traffic sits on the first
+provider until it fails; the others are cold, and their upstream rate-limit
+windows only start when the failover happens. After the primary credential
+is picked, this sends one tiny request to the next credential of each
+allowlisted secondary provider, in the background, so those windows start
+early. Rules the PR's reviews settled:
+
+- one warmup in flight per provider, and a TTL per (provider, credential),
+  checked before any work is started; TTL entries are pruned periodically;
+- every warmup has its own timeout and is cancelled when the service stops;
+- a non-2xx answer is a failed warmup and releases the TTL reservation;
+- count requests and pinned requests never warm anything;
+- warming never advances an alias-pool or routing cursor, and the thinking
+  suffix is not sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cliproxyd.executors.base import Executor, UpstreamError
+
+if TYPE_CHECKING:
+    from cliproxyd.conductor.scheduler import Pick, Scheduler
+    from cliproxyd.state import StateStore
+
+
+@frozen
+class WarmupSettings:
+    enabled: bool = False
+    providers: frozenset[str] = frozenset()
+    ttl: float = 60.0
+    timeout: float = 10.0
+
+
+class Warmups(Service):
+    """Sends and tracks warmups; its LoopingCall prunes expired TTL entries."""
+
+    name = "warmups"
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: WarmupSettings,
+        scheduler: "Scheduler",
+        state: "StateStore",
+        executor: Executor,
+        clock: IReactorTime,
+    ) -> None:
+        self.settings = settings
+        self._scheduler = scheduler
+        self._state = state
+        self._executor = executor
+        self._clock = clock
+        self._ttl: dict[tuple[str, str], float] = {}
+        self._in_flight: dict[str, Deferred[None]] = {}
+        self._loop: LoopingCall | None = None
+        self.counts = {"sent": 0, "succeeded": 0, "failed": 0, "skipped_ttl": 0, "skipped_in_flight": 0}
+
+    # -- service ------------------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        loop = self._loop = LoopingCall(self.prune)
+        loop.clock = self._clock
+        loop.start(self.settings.ttl, now=False).addErrback(
+            lambda f: self.log.failure("warmup pruning stopped", f)
+        )
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for d in list(self._in_flight.values()):
+            d.cancel()
+
+    def prune(self) -> None:
+        """Drop TTL entries that have expired (the map never outgrows the credentials warmed in one TTL)."""
+        now = self._clock.seconds()
+        for key in [k for k, until in self._ttl.items() if until <= now]:
+            del self._ttl[key]
+
+    def status(self) -> dict:
+        return {
+            "enabled": self.settings.enabled,
+            "providers": sorted(self.settings.providers),
+            "in_flight": sorted(self._in_flight),
+            "reserved": len(self._ttl),
+            **self.counts,
+        }
+
+    # -- the hook -----------------------------------------------------------------
+
+    def after_pick(self, route: str, providers: tuple[str, ...], primary: "Pick", now: float) -> None:
+        """Called by the conductor once the primary credential of an execute or stream request is picked."""
+        for provider in providers:
+            if provider == primary.cred.provider or provider not in self.settings.providers:
+                continue
+            if provider in self._in_flight:
+                self.counts["skipped_in_flight"] += 1
+                continue
+            pick = self._scheduler.peek(route, provider, now)
+            if pick is None:
+                continue
+            key = (provider, pick.cred.id)
+            if self._ttl.get(key, 0.0) > now:
+                self.counts["skipped_ttl"] += 1
+                continue
+            model = self._model(pick, now)
+            if model is None:
+                continue
+            self._ttl[key] = now + self.settings.ttl
+            self._start(provider, pick, model, key)
+
+    def _model(self, pick: "Pick", now: float) -> str | None:
+        """The upstream model to warm, without touching the pool's rotation, and with no suffix."""
+        for member in pick.route.upstream:
+            state_key = member if pick.route.pooled else pick.route.state_key
+            if not self._state.model_state(pick.cred.id, state_key).blocked(now):
+                return member
+        return None
+
+    def _start(self, provider: str, pick: "Pick", model: str, key: tuple[str, str]) -> None:
+        body = json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "stream": False}
+        ).encode()
+        d = Deferred.fromCoroutine(self._executor.execute(pick.cred, body, False))
+        d.addTimeout(self.settings.timeout, self._clock)
+        self._in_flight[provider] = d
+        self.counts["sent"] += 1
+        self.log.info(
+            "warming {provider} key {key_fp} with {model}",
+            provider=provider,
+            key_fp=pick.cred.fingerprint,
+            cred=pick.cred.id,
+            model=model,
+        )
+
+        def done(result: object) -> None:
+            self._in_flight.pop(provider, None)
+            if isinstance(result, Failure):
+                error = result.value
+                self._ttl.pop(key, None)  # a failed warmup may be retried at once
+                self.counts["failed"] += 1
+                if not isinstance(error, CancelledError):
+                    why = "timed out" if isinstance(error, TimeoutError) else str(error)
+                    if not isinstance(error, (UpstreamError, TimeoutError)):
+                        why = f"{type(error).__name__}: {error}"
+                    self.log.warn("warmup of {provider} key {key_fp} failed: {why}",
+                                  provider=provider, key_fp=pick.cred.fingerprint, why=why)
+            else:
+                self.counts["succeeded"] += 1
+
+        d.addBoth(done)
