@@ -19,7 +19,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from cliproxyd._version import __version__
-from cliproxyd.conductor.conductor import Conductor
+from cliproxyd.conductor.conductor import Conductor, QuotaGroupReaper
+from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.credentials import credentials_from_config
@@ -167,7 +168,12 @@ def build(options: Options, reactor) -> IService:
         max_retry_interval=config.max_retry_interval,
         disable_cooling=config.disable_cooling,
         debug=config.debug,
+        quota_groups=compile_groups(
+            DEFAULT_GROUPS if config.oauth_quota_groups is None else config.oauth_quota_groups
+        ),
     )
+    if conductor.uses_quota_groups:
+        QuotaGroupReaper(conductor, reactor).setServiceParent(root)
     warmup = config.routing.warmup
     if warmup.enabled:
         if config.routing.strategy != "fill-first":

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from cliproxyd.conductor.conductor import Conductor
+from cliproxyd.conductor.quota import compile_groups
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.executors import OpenAICompatExecutor
@@ -71,6 +72,7 @@ class Harness:
             max_retry_interval=self.config.max_retry_interval,
             disable_cooling=self.config.disable_cooling,
             debug=self.config.debug,
+            quota_groups=compile_groups(self.config.oauth_quota_groups or ()),
         )
         self.management = ManagementAPI(
             self.config.remote_management, self.conductor, self.state, self.clock, lambda: 0

@@ -21,20 +21,18 @@ table, the scheduler, counters, usage, observers and one log line.
 
 from __future__ import annotations
 
+import math
 from typing import Awaitable, Callable
 
 from attrs import frozen
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger, LogLevel
 
-from cliproxyd.conductor.policy import (
-    apply_failure,
-    apply_success,
-    earliest_retry,
-    retry_wait,
-)
+from cliproxyd.conductor.policy import apply_failure, apply_success, retry_wait
+from cliproxyd.conductor.quota import GroupState, QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.credentials import Credential, Route
@@ -67,7 +65,8 @@ class AllCooling(Exception):
         super().__init__(model, providers, until)
         self.model = model
         self.providers = providers
-        self.reset_seconds = max(0.0, until - now) if until is not None else None
+        # None: unknown, or never by itself (a manual quota-group suspension)
+        self.reset_seconds = max(0.0, until - now) if until is not None and not math.isinf(until) else None
 
 
 class RequestInvalid(Exception):
@@ -140,8 +139,10 @@ class Conductor:
         max_retry_interval: float = 0,
         disable_cooling: bool = False,
         debug: bool = False,
+        quota_groups: tuple[QuotaGroup, ...] = (),
     ) -> None:
         self.creds = creds
+        self.quota_groups = quota_groups
         self._executor = executor
         self._state = state
         self._clock = clock
@@ -166,15 +167,54 @@ class Conductor:
             # pools or per-credential request-retry overrides are involved.
             self._simple_waits[name] = not any(r.pooled or c.request_retry is not None for c, r, _ in members)
         self._models = sorted(owners.items())
+        # Quota groups: which group each (credential, model) belongs to, and
+        # the scheduler slots a group's suspension covers.
+        self._group_of: dict[tuple[str, str], QuotaGroup] = {}
+        self._group_slots: dict[tuple[str, str], set[str]] = {}
+        self._by_id = {c.id: c for c in creds}
+        if quota_groups:
+            for cred in creds:
+                for r in cred.routes:
+                    for key in (r.upstream if r.pooled else (r.state_key,)):
+                        names = (key,) if r.pooled else (key, *r.upstream)
+                        group = next((g for n in names if (g := group_for(quota_groups, cred.provider, n))), None)
+                        if group is None:
+                            continue
+                        self._group_of[(cred.id, key)] = group
+                        if not r.pooled:
+                            self._group_slots.setdefault((cred.id, group.id), set()).add(key)
+                    if r.pooled and any((cred.id, m) in self._group_of for m in r.upstream):
+                        self._simple_waits[r.name] = False
         self._sync_scheduler()
 
     def _sync_scheduler(self) -> None:
-        """Put restored cooldowns into the scheduler."""
+        """Put restored cooldowns and group suspensions into the scheduler."""
         now = self._clock.seconds()
         for cred in self.creds:
-            for key, state in self._state.model_states(cred.id).items():
-                if state.blocked(now):
-                    self.scheduler.set_blocked(cred.id, key, state.next_retry_at)
+            for key in {r.state_key for r in cred.routes if not r.pooled}:
+                self._refresh_slot(cred.id, key, now)
+
+    def _group_until(self, cred_id: str, key: str, now: float) -> float | None:
+        group = self._group_of.get((cred_id, key))
+        if group is None:
+            return None
+        return self._state.group_state(cred_id, group.id).blocked_until(now)
+
+    def _blocked_until(self, cred_id: str, key: str, now: float) -> float | None:
+        """When (credential, model) is usable again: its own cooldown or its quota group's, the later."""
+        state = self._state.model_state(cred_id, key)
+        until = state.next_retry_at if state.blocked(now) else None
+        group = self._group_until(cred_id, key, now)
+        if group is not None and (until is None or group > until):
+            until = group
+        return until
+
+    def _refresh_slot(self, cred_id: str, key: str, now: float) -> None:
+        self.scheduler.set_blocked(cred_id, key, self._blocked_until(cred_id, key, now))
+
+    def _refresh_group(self, cred_id: str, group_id: str, now: float) -> None:
+        for key in self._group_slots.get((cred_id, group_id), ()):
+            self._refresh_slot(cred_id, key, now)
 
     def observe(self, observer: Callable[[Attempt], None]) -> None:
         """Call C{observer} with every attempt's L{Attempt}."""
@@ -265,7 +305,7 @@ class Conductor:
                     result = await call(cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
                     invalid = e.request_invalid
-                    self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next")
+                    self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next", count)
                     if invalid:
                         raise RequestInvalid(e) from None
                     last = e
@@ -313,17 +353,17 @@ class Conductor:
         size = len(route.upstream)
         offset = self._state.next_pool_offset(f"{pick.cred.id}|{route.state_key}") % size
         rotated = route.upstream[offset:] + route.upstream[:offset]
-        return [m for m in rotated if not self._state.model_state(pick.cred.id, m).blocked(now)]
+        return [m for m in rotated if self._blocked_until(pick.cred.id, m, now) is None]
 
     # -- waits ----------------------------------------------------------------------
 
     def _cooling_until(self, cred: Credential, route: Route, until: float | None, now: float) -> float | None:
         if not route.pooled:
             return until
-        states = [self._state.model_state(cred.id, m) for m in route.upstream]
-        if not all(s.blocked(now) for s in states):
+        times = [self._blocked_until(cred.id, m, now) for m in route.upstream]
+        if any(t is None for t in times):
             return None
-        return earliest_retry(states, now)
+        return min(times)
 
     def _earliest(self, route: str, now: float) -> float | None:
         if self._simple_waits[route]:
@@ -364,6 +404,7 @@ class Conductor:
         error: UpstreamError | None,
         keep_cooldowns: bool,
         decision: str,
+        count: bool = False,
     ) -> None:
         """The one place an attempt's outcome lands."""
         now = self._clock.seconds()
@@ -371,13 +412,19 @@ class Conductor:
         if error is None:
             status, message = 200, ""
             new = old if keep_cooldowns else apply_success(old, now)
+        elif count and error.status == 404:
+            # An upstream without a count endpoint says nothing about the model.
+            status, message = 404, error.detail
+            new = old
         else:
             status, message = error.status, error.detail
             disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
             new = apply_failure(old, now, error.status, message, error.retry_after, disable)
         if new is not old:
             self._state.set_model_state(cred.id, state_key, new)
-            self.scheduler.set_blocked(cred.id, state_key, new.next_retry_at if new.blocked(now) else None)
+            self._refresh_slot(cred.id, state_key, now)
+            if status == 429 and new.blocked(now):
+                self._suspend_group(cred, state_key, new.next_retry_at, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
         attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)
@@ -397,6 +444,68 @@ class Conductor:
             **_who(cred, state_key),
         )
 
+    # -- quota groups ---------------------------------------------------------------
+
+    def _suspend_group(self, cred: Credential, key: str, until: float, now: float) -> None:
+        """A 429 on one model of a quota group: the whole group of this credential waits."""
+        group = self._group_of.get((cred.id, key))
+        if group is None:
+            return
+        old = self._state.group_state(cred.id, group.id)
+        if old.auto_until is not None and old.auto_until >= until:
+            return
+        self._state.set_group_state(cred.id, group.id, GroupState(
+            auto_until=until, auto_reason=f"quota exhausted on {key}", manual=old.manual,
+            manual_reason=old.manual_reason, updated_by="cliproxyd", updated_at=now))
+        self._refresh_group(cred.id, group.id, now)
+        self.log.warn(
+            "{provider} key {key_fp}: quota group {group} suspended for {seconds:.0f}s after a 429 on {model}",
+            provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, group=group.id,
+            seconds=until - now, model=key)
+
+    @property
+    def uses_quota_groups(self) -> bool:
+        """Whether any credential has a model in a quota group."""
+        return bool(self._group_of)
+
+    def group(self, group_id: str) -> QuotaGroup | None:
+        return next((g for g in self.quota_groups if g.id == group_id), None)
+
+    def credential(self, cred_id: str) -> Credential | None:
+        return self._by_id.get(cred_id)
+
+    def set_manual(self, cred_id: str, group_id: str, suspended: bool, reason: str, updated_by: str) -> GroupState:
+        now = self._clock.seconds()
+        old = self._state.group_state(cred_id, group_id)
+        new = GroupState(auto_until=old.auto_until, auto_reason=old.auto_reason, manual=suspended,
+                         manual_reason=reason if suspended else "", updated_by=updated_by, updated_at=now)
+        self._state.set_group_state(cred_id, group_id, new)
+        self._refresh_group(cred_id, group_id, now)
+        return new
+
+    def clear_auto(self, cred_id: str, group_ids: list[str] | None = None) -> list[str]:
+        """Clear automatic suspensions (manual ones stay); return the groups cleared."""
+        now = self._clock.seconds()
+        cleared = []
+        for gid in group_ids if group_ids is not None else [g.id for g in self.quota_groups]:
+            old = self._state.group_state(cred_id, gid)
+            if old.auto_until is None:
+                continue
+            self._state.set_group_state(cred_id, gid, old.cleared_auto())
+            self._refresh_group(cred_id, gid, now)
+            cleared.append(gid)
+        return cleared
+
+    def reap_quota_groups(self) -> int:
+        """Forget automatic suspensions that have ended (requests never pay for this)."""
+        now = self._clock.seconds()
+        reaped = 0
+        for cred_id, group_id, state in self._state.group_states():
+            if state.auto_until is not None and not state.auto_active(now):
+                self._state.set_group_state(cred_id, group_id, state.cleared_auto())
+                reaped += 1
+        return reaped
+
     def _settle_stream_later(
         self, cred: Credential, state_key: str, upstream: str, started: float, reply: StreamReply
     ) -> None:
@@ -411,3 +520,35 @@ class Conductor:
             failure.trap(CancelledError)
 
         reply.relay.ended.addCallbacks(ended, left)
+
+
+#: How often expired automatic quota-group suspensions are reaped.
+REAPER_INTERVAL = 30.0
+
+
+class QuotaGroupReaper(Service):
+    """Runs L{Conductor.reap_quota_groups} every L{REAPER_INTERVAL} seconds."""
+
+    name = "quota-reaper"
+    log = Logger()
+
+    def __init__(self, conductor: Conductor, clock: IReactorTime, interval: float = REAPER_INTERVAL) -> None:
+        self._conductor = conductor
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        loop = self._loop = LoopingCall(self._reap)
+        loop.clock = self._clock
+        loop.start(self._interval, now=False).addErrback(lambda f: self.log.failure("quota reaper stopped", f))
+
+    def _reap(self) -> None:
+        with self.log.failuresHandled("while reaping quota-group suspensions"):
+            self._conductor.reap_quota_groups()
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()

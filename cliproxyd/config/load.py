@@ -22,6 +22,7 @@ from cliproxyd.config.model import (
     ModelAlias,
     ModelEntry,
     OpenAICompatProvider,
+    QuotaGroupConfig,
     RemoteManagement,
     RoutingConfig,
     Timeouts,
@@ -275,6 +276,30 @@ def _parse_alias(r: _Reader) -> ModelAlias:
     )
 
 
+def _parse_quota_group(r: _Reader) -> QuotaGroupConfig:
+    r.check_keys({"id", "providers", "models"})
+    providers = tuple(p.strip().lower() for p in r.strings("providers") if p.strip())
+    models = tuple(m.strip() for m in r.strings("models") if m.strip())
+    if not providers:
+        raise r.error("providers", "must list at least one provider")
+    if not models:
+        raise r.error("models", "must list at least one model pattern")
+    return QuotaGroupConfig(id=r.string("id", required=True), providers=providers, models=models)
+
+
+def _parse_quota_groups(r: _Reader) -> tuple[QuotaGroupConfig, ...] | None:
+    if "oauth-quota-groups" not in r.data:
+        return None
+    groups = r.items("oauth-quota-groups", _parse_quota_group)
+    seen: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        if g.id in seen:
+            raise ConfigError(r.source, f"oauth-quota-groups[{i}].id",
+                              f"{g.id!r} is already used by oauth-quota-groups[{seen[g.id]}]")
+        seen[g.id] = i
+    return tuple(groups)
+
+
 def _parse_oauth_aliases(r: _Reader) -> tuple[tuple[str, tuple[ModelAlias, ...]], ...]:
     channels = []
     for channel in r.data:
@@ -308,6 +333,7 @@ TOP_LEVEL = {
     "disable-cooling",
     "state-file",
     "oauth-model-alias",
+    "oauth-quota-groups",
     "routing",
     "openai-compatibility",
     "remote-management",
@@ -384,6 +410,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         disable_cooling=r.get("disable-cooling", bool, False),
         state_file=os.path.expanduser(r.string("state-file")),
         oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
+        oauth_quota_groups=_parse_quota_groups(r),
         routing=RoutingConfig(
             strategy=STRATEGIES[strategy.lower()],
             session_affinity=routing.get("session-affinity", bool, False),

@@ -70,6 +70,15 @@ class OpenAICompatProvider:
 
 
 @frozen
+class QuotaGroupConfig:
+    """One C{oauth-quota-groups} entry: models of these providers that share one quota."""
+
+    id: str
+    providers: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+@frozen
 class WarmupConfig:
     """C{routing.warmup}: warm secondary providers under fill-first (see L{cliproxyd.conductor.warmup})."""
 
@@ -126,6 +135,8 @@ class Config:
     #: state-file: where cooldowns survive restarts ("" = <auth-dir>/cliproxyd-state.json, or none)
     state_file: str = ""
     oauth_model_alias: tuple[tuple[str, tuple[ModelAlias, ...]], ...] = ()  # oauth-model-alias
+    #: oauth-quota-groups; None when the key is absent (the defaults apply)
+    oauth_quota_groups: tuple[QuotaGroupConfig, ...] | None = None
     routing: RoutingConfig = field(factory=RoutingConfig)
     openai_compatibility: tuple[OpenAICompatProvider, ...] = ()  # openai-compatibility
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management

@@ -156,6 +156,94 @@ class ManagementAPI:
         request.setHeader(b"content-type", JSON)
         return json.dumps({"now": now, "credentials": out}).encode("utf-8")
 
+    # -- quota groups ---------------------------------------------------------------
+
+    def _body(self, request: IRequest, fields: dict[str, type]) -> dict[str, Any]:
+        try:
+            data = json.loads(request.content.read() or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise _Refused(400, "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise _Refused(400, "the body must be a JSON object")
+        for name, kind in fields.items():
+            value = data.get(name)
+            if name in ("auth_id", "group_id"):
+                if not isinstance(value, str) or not value:
+                    raise _Refused(400, f"{name!r} is required and must be a non-empty string")
+            elif kind is bool:
+                if not isinstance(value, bool):
+                    raise _Refused(400, f"{name!r} is required and must be true or false")
+            elif value is None:
+                data[name] = ""
+            elif not isinstance(value, str):
+                raise _Refused(400, f"{name!r} must be a string")
+        return data
+
+    def _target(self, data: dict[str, Any], group: bool = True) -> None:
+        if self._conductor.credential(data["auth_id"]) is None:
+            raise _Refused(404, f"no credential {data['auth_id']!r}")
+        if group and self._conductor.group(data["group_id"]) is None:
+            raise _Refused(404, f"no quota group {data['group_id']!r}")
+
+    def _group_entry(self, cred_id: str, group_id: str, now: float) -> dict[str, Any]:
+        st = self._state.group_state(cred_id, group_id)
+        return {
+            "auth_id": cred_id,
+            "group_id": group_id,
+            "suspended": st.blocked_until(now) is not None,
+            "auto_suspended": st.auto_active(now),
+            "auto_suspended_until": st.auto_until if st.auto_active(now) else None,
+            "auto_reason": st.auto_reason if st.auto_active(now) else "",
+            "manual_suspended": st.manual,
+            "manual_reason": st.manual_reason,
+            "updated_by": st.updated_by,
+            "updated_at": st.updated_at,
+        }
+
+    @app.route("/quota-groups", methods=["GET"])
+    def quota_groups(self, request: IRequest) -> bytes:
+        """The groups, and every credential's state in each group that covers its provider."""
+        self._authorize(request)
+        now = self._clock.seconds()
+        groups = self._conductor.quota_groups
+        states = [
+            self._group_entry(cred.id, g.id, now)
+            for cred in self._conductor.creds
+            for g in groups
+            if cred.provider.lower() in g.providers
+        ]
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"groups": [g.as_json() for g in groups], "states": states}).encode("utf-8")
+
+    @app.route("/quota-groups/manual", methods=["PATCH"])
+    def quota_groups_manual(self, request: IRequest) -> bytes:
+        self._authorize(request)
+        data = self._body(request, {"auth_id": str, "group_id": str, "manual_suspended": bool,
+                                    "reason": str, "updated_by": str})
+        self._target(data)
+        self._conductor.set_manual(data["auth_id"], data["group_id"], data["manual_suspended"],
+                                   data["reason"], data["updated_by"] or "management")
+        request.setHeader(b"content-type", JSON)
+        return json.dumps(self._group_entry(data["auth_id"], data["group_id"], self._clock.seconds())).encode()
+
+    @app.route("/quota-groups/auto-clear", methods=["PATCH"])
+    def quota_groups_auto_clear(self, request: IRequest) -> bytes:
+        self._authorize(request)
+        data = self._body(request, {"auth_id": str, "group_id": str})
+        self._target(data)
+        cleared = self._conductor.clear_auto(data["auth_id"], [data["group_id"]])
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"cleared": cleared}).encode()
+
+    @app.route("/quota-groups/auto-clear-all", methods=["POST"])
+    def quota_groups_auto_clear_all(self, request: IRequest) -> bytes:
+        self._authorize(request)
+        data = self._body(request, {"auth_id": str})
+        self._target(data, group=False)
+        cleared = self._conductor.clear_auto(data["auth_id"])
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"cleared": cleared}).encode()
+
     @app.handle_errors(_Refused)
     def _refused(self, request: IRequest, failure: Failure) -> bytes:
         e: _Refused = failure.value

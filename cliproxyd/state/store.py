@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from attrs import asdict, define
 
 from cliproxyd.conductor.policy import ModelState
+from cliproxyd.conductor.quota import GroupState
 
 #: Version of the snapshot format written by L{MemoryStateStore.snapshot}.
 SNAPSHOT_VERSION = 1
@@ -64,12 +65,22 @@ _STATE_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _state_from_json(raw: Any) -> ModelState:
-    """A ModelState from snapshot data, every field type-checked."""
+_GROUP_TYPES: dict[str, tuple[type, ...]] = {
+    "auto_until": (int, float, type(None)),
+    "auto_reason": (str,),
+    "manual": (bool,),
+    "manual_reason": (str,),
+    "updated_by": (str,),
+    "updated_at": (int, float, type(None)),
+}
+
+
+def _checked(cls: type, types: dict[str, tuple[type, ...]], raw: Any) -> Any:
+    """An attrs value from snapshot data, every field type-checked."""
     if not isinstance(raw, dict):
         raise TypeError("not a mapping")
     values = {}
-    for name, kinds in _STATE_TYPES.items():
+    for name, kinds in types.items():
         if name not in raw:
             continue
         value = raw[name]
@@ -77,7 +88,11 @@ def _state_from_json(raw: Any) -> ModelState:
         if not isinstance(value, kinds) or bad_bool:
             raise TypeError(f"{name} has the wrong type ({type(value).__name__})")
         values[name] = value
-    return ModelState(**values)
+    return cls(**values)
+
+
+def _state_from_json(raw: Any) -> ModelState:
+    return _checked(ModelState, _STATE_TYPES, raw)
 
 
 class StateStore(Protocol):
@@ -105,6 +120,7 @@ class MemoryStateStore:
         self._stats: dict[str, CredentialStats] = {}
         self._usage: dict[str, ModelUsage] = {}
         self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._groups: dict[str, dict[str, GroupState]] = {}
         #: set by every change worth persisting; the persistence service clears it
         self.dirty = False
 
@@ -159,6 +175,26 @@ class MemoryStateStore:
         if removed:
             self.dirty = True
         return removed
+
+    # -- quota groups ---------------------------------------------------------------
+
+    def group_state(self, cred_id: str, group_id: str) -> GroupState:
+        return self._groups.get(cred_id, {}).get(group_id) or GroupState()
+
+    def set_group_state(self, cred_id: str, group_id: str, state: GroupState) -> None:
+        groups = self._groups.get(cred_id)
+        if state.empty:
+            if groups is not None and groups.pop(group_id, None) is not None:
+                self.dirty = True
+            return
+        if groups is None:
+            groups = self._groups[cred_id] = {}
+        groups[group_id] = state
+        self.dirty = True
+
+    def group_states(self) -> list[tuple[str, str, GroupState]]:
+        """Every (credential, group) with a state."""
+        return [(c, g, st) for c, groups in self._groups.items() for g, st in groups.items()]
 
     # -- counters -----------------------------------------------------------------
 
@@ -218,10 +254,15 @@ class MemoryStateStore:
             }
             if kept:
                 models[cred_id] = kept
+        groups: dict[str, dict[str, Any]] = {}
+        for cred_id, group_id, state in self.group_states():
+            if state.manual or state.manual_reason or state.auto_active(now):
+                groups.setdefault(cred_id, {})[group_id] = asdict(state)
         return {
             "version": SNAPSHOT_VERSION,
             "saved_at": now,
             "model_states": models,
+            "group_states": groups,
             "affinity": dict(self._affinity),
         }
 
@@ -251,11 +292,28 @@ class MemoryStateStore:
                     continue
                 if state.blocked(now) or state.backoff_level:
                     models.setdefault(cred_id, {})[model] = state
+        groups: dict[str, dict[str, GroupState]] = {}
+        raw_groups = data.get("group_states") or {}
+        if not isinstance(raw_groups, dict):
+            raise ValueError("group_states is not a mapping")
+        for cred_id, states in raw_groups.items():
+            if not isinstance(states, dict):
+                problems.append(f"group_states.{cred_id}: not a mapping")
+                continue
+            for group_id, raw in states.items():
+                try:
+                    state = _checked(GroupState, _GROUP_TYPES, raw)
+                except (TypeError, ValueError) as e:
+                    problems.append(f"group_states.{cred_id}.{group_id}: {e}")
+                    continue
+                if state.manual or state.manual_reason or state.auto_active(now):
+                    groups.setdefault(cred_id, {})[group_id] = state
         affinity = data.get("affinity") or {}
         if not isinstance(affinity, dict):
             raise ValueError("affinity is not a mapping")
         # Nothing is applied until the whole snapshot has been read.
         self._models.update(models)
+        self._groups.update(groups)
         for key, cred_id in list(affinity.items())[-MAX_AFFINITY:]:
             if isinstance(key, str) and isinstance(cred_id, str):
                 self._affinity[key] = cred_id
