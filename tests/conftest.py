@@ -150,3 +150,24 @@ def unused_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class CountingExecutor:
+    """
+    An executor double for the count path (the client count endpoints and
+    the executors' count_tokens come with the wire-formats work). Each call
+    takes the next outcome: an UpstreamError to raise, "local" or "remote".
+    """
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = []
+
+    async def count_tokens(self, cred, body):
+        from cliproxyd.executors.base import Reply, UpstreamError
+
+        self.calls.append(cred.api_key)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, UpstreamError):
+            raise outcome
+        return Reply(200, b"application/json", b'{"total_tokens": 3}', local=outcome == "local")

@@ -11,10 +11,10 @@ from twisted.internet.defer import Deferred
 
 from cliproxyd.conductor.conductor import AllCooling, Conductor, RequestMeta
 from cliproxyd.conductor.policy import ModelState
-from cliproxyd.executors.base import Reply, UpstreamError
+from cliproxyd.executors.base import UpstreamError
 from cliproxyd.formats.openai_chat import decode_request
 from cliproxyd.state import MemoryStateStore
-from tests.conftest import Harness, config_data
+from tests.conftest import CountingExecutor, Harness, config_data
 
 
 def key_counts(h):
@@ -314,19 +314,7 @@ def test_session_affinity_prefers_the_last_credential_and_rotates_when_it_cools(
 # -- count, streams, restarts ---------------------------------------------------------
 
 
-class Counting:
-    """An executor double for the count path (the real count endpoints come with the formats work)."""
-
-    def __init__(self, outcomes):
-        self.outcomes = list(outcomes)
-        self.calls = []
-
-    async def count_tokens(self, cred, body):
-        self.calls.append(cred.api_key)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, UpstreamError):
-            raise outcome
-        return Reply(200, b"application/json", b'{"total_tokens": 3}', local=outcome == "local")
+Counting = CountingExecutor
 
 
 def test_a_local_count_is_recorded_but_never_clears_cooldown_state():

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.executors.base import Reply, UpstreamError
 from cliproxyd.formats.openai_chat import decode_request
-from tests.conftest import Harness, config_data, sse_payloads
+from tests.conftest import CountingExecutor, Harness, config_data, sse_payloads
 
 POOL = [{"name": "up-a", "alias": "pool"}, {"name": "up-b", "alias": "pool"}]
 TWELVE_HOURS = 12 * 3600
@@ -71,17 +71,7 @@ def test_a_fully_blocked_pool_credential_does_not_burn_the_retry_budget():
     assert [s.key for s in h.upstream.seen] == ["second"]
 
 
-class Counting:
-    def __init__(self, outcomes):
-        self.outcomes = list(outcomes)
-        self.calls = []
-
-    async def count_tokens(self, cred, body):
-        self.calls.append(cred.api_key)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, UpstreamError):
-            raise outcome
-        return Reply(200, b"application/json", b'{"total_tokens": 3}', local=outcome == "local")
+Counting = CountingExecutor
 
 
 def _count(conductor, model="gpt-4o-mini"):

@@ -14,12 +14,14 @@ JSON data and back; L{cliproxyd.state.persist} writes it to disk.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from attrs import asdict, define
 
 from cliproxyd.conductor.policy import ModelState
 from cliproxyd.conductor.quota import GroupState
+
+T = TypeVar("T")
 
 #: Version of the snapshot format written by L{MemoryStateStore.snapshot}.
 SNAPSHOT_VERSION = 1
@@ -93,6 +95,28 @@ def _checked(cls: type, types: dict[str, tuple[type, ...]], raw: Any) -> Any:
 
 def _state_from_json(raw: Any) -> ModelState:
     return _checked(ModelState, _STATE_TYPES, raw)
+
+
+def _restore_nested(
+    raw: Any, name: str, build: Callable[[Any], T], keep: Callable[[T], Any], problems: list[str]
+) -> dict[str, dict[str, T]]:
+    """C{{outer: {inner: value}}} from snapshot data; bad entries become problems, not errors."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{name} is not a mapping")
+    out: dict[str, dict[str, T]] = {}
+    for outer, items in raw.items():
+        if not isinstance(items, dict):
+            problems.append(f"{name}.{outer}: not a mapping")
+            continue
+        for inner, item in items.items():
+            try:
+                value = build(item)
+            except (TypeError, ValueError) as e:
+                problems.append(f"{name}.{outer}.{inner}: {e}")
+                continue
+            if keep(value):
+                out.setdefault(outer, {})[inner] = value
+    return out
 
 
 class StateStore(Protocol):
@@ -275,39 +299,16 @@ class MemoryStateStore:
         """
         if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"not a version {SNAPSHOT_VERSION} state snapshot")
-        problems = []
-        models: dict[str, dict[str, ModelState]] = {}
-        raw_models = data.get("model_states") or {}
-        if not isinstance(raw_models, dict):
-            raise ValueError("model_states is not a mapping")
-        for cred_id, states in raw_models.items():
-            if not isinstance(states, dict):
-                problems.append(f"model_states.{cred_id}: not a mapping")
-                continue
-            for model, raw in states.items():
-                try:
-                    state = _state_from_json(raw)
-                except (TypeError, ValueError) as e:
-                    problems.append(f"model_states.{cred_id}.{model}: {e}")
-                    continue
-                if state.blocked(now) or state.backoff_level:
-                    models.setdefault(cred_id, {})[model] = state
-        groups: dict[str, dict[str, GroupState]] = {}
-        raw_groups = data.get("group_states") or {}
-        if not isinstance(raw_groups, dict):
-            raise ValueError("group_states is not a mapping")
-        for cred_id, states in raw_groups.items():
-            if not isinstance(states, dict):
-                problems.append(f"group_states.{cred_id}: not a mapping")
-                continue
-            for group_id, raw in states.items():
-                try:
-                    state = _checked(GroupState, _GROUP_TYPES, raw)
-                except (TypeError, ValueError) as e:
-                    problems.append(f"group_states.{cred_id}.{group_id}: {e}")
-                    continue
-                if state.manual or state.manual_reason or state.auto_active(now):
-                    groups.setdefault(cred_id, {})[group_id] = state
+        problems: list[str] = []
+        models = _restore_nested(
+            data.get("model_states") or {}, "model_states", _state_from_json,
+            lambda st: st.blocked(now) or st.backoff_level, problems,
+        )
+        groups = _restore_nested(
+            data.get("group_states") or {}, "group_states",
+            lambda raw: _checked(GroupState, _GROUP_TYPES, raw),
+            lambda st: st.manual or st.manual_reason or st.auto_active(now), problems,
+        )
         affinity = data.get("affinity") or {}
         if not isinstance(affinity, dict):
             raise ValueError("affinity is not a mapping")
