@@ -26,23 +26,29 @@ from tests.conftest import unused_port
 class Daemon:
     """The frontend and a simulated upstream on loopback ports, with the real HTTP client."""
 
-    def __init__(self, reactor, base_urls: list[str] | None = None, keys=("sk-a", "sk-b")) -> None:
+    def __init__(self, reactor, base_urls: list[str] | None = None, keys=("sk-a", "sk-b"),
+                 providers=None, clock=None, **conductor_kw) -> None:
         self.reactor = reactor
         self.upstream = SimulatedUpstream(reactor)
         self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
-        own = f"http://127.0.0.1:{self.upstream_port.getHost().port}/v1"
-        providers = [
-            {"name": f"p{i}", "base-url": url or own, "api-key-entries": [{"api-key": keys[i]}],
-             "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}]}
-            for i, url in enumerate(base_urls or [own, own])
-        ]
+        own = self.base_url = f"http://127.0.0.1:{self.upstream_port.getHost().port}/v1"
+        if providers is not None:
+            providers = providers(own)  # built from the simulated upstream's URL
+        else:
+            providers = [
+                {"name": f"p{i}", "base-url": url or own, "api-key-entries": [{"api-key": keys[i]}],
+                 "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}]}
+                for i, url in enumerate(base_urls or [own, own])
+            ]
         config, _ = parse_config({"openai-compatibility": providers, "routing": {"strategy": "fill-first"},
                                   "timeouts": {"stream-idle-seconds": 30}})
         self.pool, client = make_http_client(reactor, 5)
-        creds = credentials_from_config(config)
-        executor = OpenAICompatExecutor(client, reactor, config.timeouts)
+        self.creds = creds = credentials_from_config(config)
+        self.executor = executor = OpenAICompatExecutor(client, reactor, config.timeouts)
         executor.prepare(creds)
-        conductor = Conductor(creds, executor, MemoryStateStore(), reactor, strategy="fill-first")
+        self.state = MemoryStateStore()
+        self.conductor = conductor = Conductor(
+            creds, executor, self.state, clock or reactor, strategy="fill-first", **conductor_kw)
         self.in_flight = InFlight(reactor, 5)
         frontend = Frontend(conductor, ClientAccess(()), reactor)
         self.port = reactor.listenTCP(0, TrackingSite(frontend.resource(), self.in_flight), interface="127.0.0.1")
@@ -152,5 +158,75 @@ async def test_a_stream_that_closes_before_its_first_payload_fails_over_on_real_
             json.loads(line[6:])["choices"][0]["delta"].get("content", "")
             for line in text.splitlines() if line.startswith("data: {"))
         assert [s.key for s in daemon.upstream.seen] == ["sk-a", "sk-b"]
+    finally:
+        await daemon.close()
+
+
+async def post_chat(daemon: Daemon, model: str, stream: bool = False) -> tuple[int, bytes]:
+    import treq
+
+    body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    response = await treq.post(daemon.url + "/v1/chat/completions", data=body.encode(),
+                               headers={"content-type": "application/json"}, timeout=10)
+    return response.code, await response.content()
+
+
+def one_provider(url, keys, models, name="sim"):
+    return {"name": name, "base-url": url, "api-key-entries": [{"api-key": k} for k in keys], "models": models}
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_fallback_across_an_alias_pool(reactor):
+    pool = [{"name": "up-a", "alias": "pool"}, {"name": "up-b", "alias": "pool"}]
+    daemon = Daemon(reactor, providers=lambda url: [one_provider(url, ["only"], pool)])
+    daemon.upstream.script("only", "unsupported", "ok")
+    try:
+        for _ in range(3):
+            code, _ = await post_chat(daemon, "pool")
+            assert code == 200
+        assert [s.model for s in daemon.upstream.seen] == ["up-a", "up-b", "up-b", "up-b"]
+    finally:
+        await daemon.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_warmup_reaches_the_secondary_without_delaying_the_user(reactor):
+    from twisted.internet.task import Clock
+
+    from cliproxyd.conductor.warmup import Warmups, WarmupSettings
+
+    clock = Clock()  # the conductor's and the warmups' time: it never moves in this test
+    models = [{"name": "sim-small", "alias": "gpt-4o-mini"}]
+    daemon = Daemon(reactor, clock=clock, providers=lambda url: [one_provider(url, ["a1"], models, "sim"),
+                                                                 one_provider(url, ["w1"], models, "warm")])
+    daemon.conductor.warmups = Warmups(WarmupSettings(True, frozenset({"warm"}), 60, 10),
+                                       daemon.conductor.scheduler, daemon.state, daemon.executor, clock)
+    daemon.upstream.script("w1", "hang")
+    try:
+        code, body = await post_chat(daemon, "gpt-4o-mini")
+        assert code == 200 and b"(key ...a1)" in body
+        await wait_for(reactor, lambda: any(s.key == "w1" for s in daemon.upstream.seen))
+        assert clock.seconds() == 0  # the user's answer did not wait for anything
+        assert daemon.conductor.warmups.status()["in_flight"] == ["warm"]
+    finally:
+        daemon.conductor.warmups.stopService()
+        await daemon.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_a_claude_429_moves_claude_while_gemini_stays(reactor):
+    from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
+
+    models = [{"name": "claude-sonnet-4-5"}, {"name": "claude-opus-4-1"}, {"name": "gemini-2.5-pro"}]
+    daemon = Daemon(reactor, providers=lambda url: [one_provider(url, ["ag-1", "ag-2"], models, "antigravity")],
+                    quota_groups=compile_groups(DEFAULT_GROUPS))
+    daemon.upstream.script("ag-1", "status:429:600", "ok")
+    try:
+        assert (await post_chat(daemon, "claude-sonnet-4-5"))[0] == 200
+        daemon.upstream.seen.clear()
+        assert (await post_chat(daemon, "claude-opus-4-1"))[0] == 200
+        assert (await post_chat(daemon, "gemini-2.5-pro", stream=True))[0] == 200
+        assert [(s.key, s.model) for s in daemon.upstream.seen] == [
+            ("ag-2", "claude-opus-4-1"), ("ag-1", "gemini-2.5-pro")]
     finally:
         await daemon.close()
