@@ -150,6 +150,12 @@ class _Reader:
             raise self.error(key, f"must be 0 or more, not {value}")
         return value
 
+    def nonneg_float(self, key: str, default: float) -> float:
+        value = self.get(key, float, default)
+        if value < 0:
+            raise self.error(key, f"must be 0 or more, not {value:g}")
+        return value
+
     def positive(self, key: str, default: float) -> float:
         value = self.get(key, float, default)
         if value <= 0:
@@ -428,7 +434,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         ),
         timeouts=Timeouts(
             connect=t.positive("connect-seconds", d.connect),
-            response=t.positive("response-seconds", d.response),
+            response=t.nonneg_float("response-seconds", d.response),
             stream_idle=t.positive("stream-idle-seconds", d.stream_idle),
             shutdown=t.positive("shutdown-seconds", d.shutdown),
         ),

@@ -115,7 +115,9 @@ class Timeouts:
     """
 
     connect: float = 10.0  # connect-seconds: TCP/TLS connect to an upstream
-    response: float = 300.0  # response-seconds: request sent -> response headers
+    #: response-seconds: request sent -> response headers; 0 = no limit (the default:
+    #: a slow but healthy answer must not be cut off, as the seed reviews insisted)
+    response: float = 0.0
     stream_idle: float = 120.0  # stream-idle-seconds: longest gap between body chunks
     shutdown: float = 15.0  # shutdown-seconds: how long SIGTERM waits for in-flight requests
 

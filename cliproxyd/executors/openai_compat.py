@@ -110,7 +110,8 @@ class OpenAICompatExecutor:
             timed_out.append(True)
             d.cancel()
 
-        deadline = self._clock.callLater(self._timeouts.response, expire)
+        limit = self._timeouts.response
+        deadline = self._clock.callLater(limit, expire) if limit > 0 else None
         try:
             response = await d
         except Exception as e:
@@ -123,7 +124,7 @@ class OpenAICompatExecutor:
                 raise CancelledError() from None
             raise UpstreamError("connect", describe(e)) from None
         finally:
-            if deadline.active():
+            if deadline is not None and deadline.active():
                 deadline.cancel()
 
         status = response.code
