@@ -20,7 +20,7 @@ def test_stream_is_relayed_as_sse_and_ends_with_done(harness):
     assert headers.getRawHeaders(b"content-type")[0].startswith(b"text/event-stream")
     payloads = sse_payloads(body)
     assert payloads[-1] == "[DONE]"
-    text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads[:-1])
+    text = "".join(p["choices"][0]["delta"].get("content", "") for p in payloads[:-1] if p["choices"])
     assert text.startswith("Hello from the simulated upstream")
 
 

@@ -155,8 +155,9 @@ async def test_a_stream_that_closes_before_its_first_payload_fails_over_on_real_
         assert response.code == 200
         assert text.rstrip().endswith("data: [DONE]")
         assert "(key ...sk-b)" in "".join(
-            json.loads(line[6:])["choices"][0]["delta"].get("content", "")
-            for line in text.splitlines() if line.startswith("data: {"))
+            c["delta"].get("content", "")
+            for line in text.splitlines() if line.startswith("data: {")
+            for c in json.loads(line[6:])["choices"])
         assert [s.key for s in daemon.upstream.seen] == ["sk-a", "sk-b"]
     finally:
         await daemon.close()

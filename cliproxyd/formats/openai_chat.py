@@ -13,11 +13,11 @@ from typing import Any
 
 from attrs import field, frozen
 
+from cliproxyd.formats import canonical as C
 from cliproxyd.modelnames import parse_model, suffix_effort
 
 
-class BadRequest(Exception):
-    """A client body we will not send anywhere; C{str()} is the reason."""
+BadRequest = C.BadRequest
 
 
 @frozen
@@ -91,3 +91,134 @@ def models_body(models: list[tuple[str, str]], created: int) -> bytes:
         for name, owner in models
     ]
     return json.dumps({"object": "list", "data": data}).encode("utf-8")
+
+
+# -- translation: the canonical model <-> OpenAI Chat Completions ---------------------
+
+_FINISH_TO_CANON = {"stop": C.STOP, "length": C.LENGTH, "tool_calls": C.TOOL_CALLS,
+                    "function_call": C.TOOL_CALLS, "content_filter": C.CONTENT_FILTER}
+
+
+def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
+    """An OpenAI Chat Completions request body for C{req}, asking for C{model}."""
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    for m in req.messages:
+        if m.role == "assistant":
+            text = "".join(p.text for p in m.parts if isinstance(p, C.Text))
+            calls = [
+                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments or "{}"}}
+                for p in m.parts
+                if isinstance(p, C.ToolCall)
+            ]
+            out: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                out["tool_calls"] = calls
+            messages.append(out)
+            continue
+        content: list[dict[str, Any]] = []
+        for p in m.parts:
+            if isinstance(p, C.ToolResult):
+                messages.append({"role": "tool", "tool_call_id": p.call_id, "content": p.content})
+            elif isinstance(p, C.Text):
+                content.append({"type": "text", "text": p.text})
+            elif isinstance(p, C.Image):
+                url = p.url or f"data:{p.media_type};base64,{p.data}"
+                content.append({"type": "image_url", "image_url": {"url": url}})
+        if content:
+            if all(c["type"] == "text" for c in content):
+                messages.append({"role": "user", "content": "".join(c["text"] for c in content)})
+            else:
+                messages.append({"role": "user", "content": content})
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if req.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters or {"type": "object", "properties": {}}}}
+            for t in req.tools
+        ]
+    if req.tool_choice in ("auto", "none", "required"):
+        body["tool_choice"] = req.tool_choice
+    elif req.tool_choice:
+        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice}}
+    for key, value in (("max_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p)):
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.reasoning_effort:
+        body["reasoning_effort"] = req.reasoning_effort
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(raw: Any) -> C.Usage:
+    if not isinstance(raw, dict):
+        return C.Usage()
+    cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return C.Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+                   int(cached), int(reasoning))
+
+
+def response_to_canonical(data: dict[str, Any]) -> C.Response:
+    """A whole OpenAI Chat Completions answer as a canonical response."""
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    parts: list[C.Part] = []
+    if message.get("reasoning_content"):
+        parts.append(C.Thinking(str(message["reasoning_content"])))
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    if content:
+        parts.append(C.Text(str(content)))
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        parts.append(C.ToolCall(str(call.get("id", "")), str(fn.get("name", "")), fn.get("arguments") or "{}"))
+    return C.Response(
+        id=str(data.get("id", "")),
+        model=str(data.get("model", "")),
+        parts=tuple(parts),
+        stop_reason=_FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
+        usage=_usage(data.get("usage")),
+    )
+
+
+class StreamDecoder:
+    """OpenAI chat.completion.chunk objects -> canonical stream events."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._calls: set[int] = set()
+
+    def feed(self, chunk: dict[str, Any]) -> list[C.Event]:
+        events: list[C.Event] = []
+        if isinstance(chunk.get("error"), dict):
+            err = chunk["error"]
+            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "server_error"))]
+        if not self._started:
+            self._started = True
+            events.append(C.Start(str(chunk.get("id", "")), str(chunk.get("model", ""))))
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("reasoning_content"):
+                events.append(C.ThinkingDelta(str(delta["reasoning_content"])))
+            if delta.get("content"):
+                events.append(C.TextDelta(str(delta["content"])))
+            for call in delta.get("tool_calls") or ():
+                index = int(call.get("index", 0))
+                fn = call.get("function") or {}
+                if index not in self._calls:
+                    self._calls.add(index)
+                    events.append(C.ToolCallStart(index, str(call.get("id", "")), str(fn.get("name", ""))))
+                if fn.get("arguments"):
+                    events.append(C.ToolCallDelta(index, str(fn["arguments"])))
+            if choice.get("finish_reason"):
+                events.append(C.Finish(_FINISH_TO_CANON.get(choice["finish_reason"], C.STOP)))
+        if chunk.get("usage"):
+            events.append(C.UsageEvent(_usage(chunk["usage"])))
+        return events

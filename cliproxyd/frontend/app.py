@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
+from attrs import field as attrs_field
+from attrs import frozen
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -30,8 +32,9 @@ from cliproxyd.conductor.conductor import (
     UnknownModel,
 )
 from cliproxyd.executors.base import StreamReply, UpstreamError
-from cliproxyd.formats import openai_chat
-from cliproxyd.formats.openai_chat import BadRequest
+from cliproxyd.formats import claude, openai_chat
+from cliproxyd.formats.canonical import BadRequest
+from cliproxyd.formats.translate import TranslatingConsumer, TranslatedRequest
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
 from cliproxyd.logging import fingerprint
 
@@ -60,25 +63,38 @@ def _error_type(status: int) -> tuple[str, str | None]:
     return "invalid_request_error", None
 
 
-def cooling_failure(e: AllCooling) -> ClientError:
+@frozen
+class Problem:
+    """What went wrong, before it is rendered in the client's format."""
+
+    status: int
+    message: str
+    kind: str
+    code: str | None = None
+    headers: dict[bytes, bytes] = attrs_field(factory=dict)
+    #: an upstream OpenAI-shaped error body an OpenAI client may get as it is
+    upstream_body: bytes | None = None
+    #: more fields for the error object (model_cooldown's reset time)
+    extra: dict[str, Any] = attrs_field(factory=dict)
+
+
+def cooling_problem(e: AllCooling) -> Problem:
     """CLIProxyAPI's model_cooldown answer: 429, Retry-After, and when the first credential is back."""
     seconds = math.ceil(e.reset_seconds) if e.reset_seconds is not None else None
     via = f" via provider {e.providers[0]}" if len(e.providers) == 1 else ""
-    err: dict[str, Any] = {
-        "code": "model_cooldown",
-        "type": "rate_limit_error",
-        "message": f"All credentials for model {e.model} are cooling down{via}",
+    extra: dict[str, Any] = {
         "model": e.model,
         "reset_seconds": seconds,
         "reset_time": f"{seconds}s" if seconds is not None else None,
     }
     if len(e.providers) == 1:
-        err["provider"] = e.providers[0]
+        extra["provider"] = e.providers[0]
     headers = {b"retry-after": str(max(1, seconds)).encode()} if seconds is not None else {}
-    return ClientError(429, json.dumps({"error": err}).encode(), headers)
+    return Problem(429, f"All credentials for model {e.model} are cooling down{via}", "rate_limit_error",
+                   "model_cooldown", headers, extra=extra)
 
 
-def upstream_failure(last: UpstreamError) -> ClientError:
+def upstream_problem(last: UpstreamError) -> Problem:
     """What the client sees when no credential could serve its request."""
     headers = {}
     if last.retry_after is not None:
@@ -86,20 +102,33 @@ def upstream_failure(last: UpstreamError) -> ClientError:
     if last.status in (401, 407):
         # The upstream rejected *our* credential; a 401 would tell the client
         # its own key is wrong.
-        body = openai_chat.error_body(
-            f"upstream rejected the credential: {last.message}", "server_error", "upstream_auth_failed"
-        )
-        return ClientError(502, body, headers)
+        return Problem(502, f"upstream rejected the credential: {last.message}", "server_error",
+                       "upstream_auth_failed", headers)
     if last.status:
-        if openai_chat.is_error_body(last.body):
-            return ClientError(last.status, last.body, headers)
         kind, code = _error_type(last.status)
-        return ClientError(last.status, openai_chat.error_body(last.message, kind, code), headers)
+        body = last.body if openai_chat.is_error_body(last.body) else None
+        return Problem(last.status, last.message, kind, code, headers, upstream_body=body)
     status = 504 if last.kind == "timeout" else 502
     code = "upstream_timeout" if status == 504 else "upstream_unavailable"
-    return ClientError(
-        status, openai_chat.error_body(f"upstream {last.kind}: {last.message}", "server_error", code), headers
-    )
+    return Problem(status, f"upstream {last.kind}: {last.message}", "server_error", code, headers)
+
+
+def render_openai(p: Problem) -> ClientError:
+    if p.upstream_body is not None:
+        return ClientError(p.status, p.upstream_body, p.headers)
+    body = openai_chat.error_body(p.message, p.kind, p.code)
+    if p.extra:
+        data = json.loads(body)
+        data["error"].update(p.extra)
+        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return ClientError(p.status, body, p.headers)
+
+
+def render_claude(p: Problem) -> ClientError:
+    extra = dict(p.extra)
+    if p.code:
+        extra["code"] = p.code
+    return ClientError(p.status, claude.error_body(p.status, p.message, extra or None), p.headers)
 
 
 class _ClientConsumer:
@@ -164,27 +193,59 @@ class Frontend:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     async def chat_completions(self, request: IRequest) -> bytes:
-        client_key = self._check_access(request)
+        client_key = self._check_access(request, render_openai)
         try:
             req = openai_chat.decode_request(request.content.read())
         except BadRequest as e:
-            raise ClientError(
-                400, openai_chat.error_body(f"Invalid request: {e}", "invalid_request_error")
-            ) from None
+            raise render_openai(Problem(400, f"Invalid request: {e}", "invalid_request_error")) from None
+        result = await self._conduct(req, client_key, render_openai)
+        request.setResponseCode(result.status)
+        request.setHeader(b"content-type", result.content_type)
+        if not isinstance(result, StreamReply):
+            return result.body
+        consumer = self._stream_headers(request)
+        error = await result.relay.attach(consumer)
+        if error is not None:
+            self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
+            consumer.write(openai_chat.stream_error_event(error))
+        return b""
+
+    @app.route("/v1/messages", methods=["POST"])
+    async def claude_messages(self, request: IRequest) -> bytes:
+        """Anthropic Messages, served by OpenAI-compatible upstreams through the canonical model."""
+        client_key = self._check_access(request, render_claude)
+        try:
+            canonical = claude.decode_request(request.content.read())
+        except BadRequest as e:
+            raise render_claude(Problem(400, f"Invalid request: {e}", "invalid_request_error")) from None
+        result = await self._conduct(TranslatedRequest(canonical), client_key, render_claude)
+        if not isinstance(result, StreamReply):
+            try:
+                answer = openai_chat.response_to_canonical(json.loads(result.body))
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                raise render_claude(Problem(502, "the upstream answer is not valid JSON", "server_error")) from None
+            request.setHeader(b"content-type", JSON)
+            return claude.encode_response(answer, canonical.model)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        consumer = TranslatingConsumer(self._stream_headers(request), claude.StreamEncoder(canonical.model))
+        error = await result.relay.attach(consumer)
+        if error is not None:
+            self.log.warn("stream for {model} ended early: {error}", model=canonical.model, error=error)
+            consumer.fail(error)
+        else:
+            consumer.close()
+        return b""
+
+    async def _conduct(self, req: Any, client_key: str | None, render: Callable[[Problem], ClientError]):
         meta = RequestMeta()
         if self.session_affinity and client_key:
             meta = RequestMeta(affinity_key=fingerprint(client_key))
         try:
-            result = await self.conductor.execute(req, meta)
+            return await self.conductor.execute(req, meta)
         except UnknownModel as e:
-            raise ClientError(
-                404,
-                openai_chat.error_body(
-                    f"The model {e.model!r} does not exist or no credential serves it",
-                    "invalid_request_error",
-                    "model_not_found",
-                ),
-            ) from None
+            raise render(Problem(404, f"The model {e.model!r} does not exist or no credential serves it",
+                                 "invalid_request_error", "model_not_found")) from None
         except AllAttemptsFailed as e:
             self.log.error(
                 "all {attempts} credentials failed for {model}: {error}",
@@ -192,26 +253,18 @@ class Frontend:
                 model=e.model,
                 error=str(e.last),
             )
-            raise upstream_failure(e.last) from None
+            raise render(upstream_problem(e.last)) from None
         except AllCooling as e:
-            raise cooling_failure(e) from None
+            raise render(cooling_problem(e)) from None
         except RequestInvalid as e:
-            raise ClientError(
-                e.error.status, e.error.body or openai_chat.error_body(e.error.message, "invalid_request_error")
-            ) from None
+            err = e.error
+            body = err.body if openai_chat.is_error_body(err.body) else None
+            raise render(Problem(err.status, err.message, "invalid_request_error", upstream_body=body)) from None
 
-        request.setResponseCode(result.status)
-        request.setHeader(b"content-type", result.content_type)
-        if not isinstance(result, StreamReply):
-            return result.body
+    def _stream_headers(self, request: IRequest) -> "_ClientConsumer":
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        consumer = _ClientConsumer(request)
-        error = await result.relay.attach(consumer)
-        if error is not None:
-            self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
-            consumer.write(openai_chat.stream_error_event(error))
-        return b""
+        return _ClientConsumer(request)
 
     @app.route("/v0/management", branch=True)
     def management_api(self, request: IRequest) -> Any:
@@ -221,13 +274,13 @@ class Frontend:
 
     # -- errors ---------------------------------------------------------------
 
-    def _check_access(self, request: IRequest) -> str | None:
+    def _check_access(
+        self, request: IRequest, render: Callable[[Problem], ClientError] = render_openai
+    ) -> str | None:
         try:
             return self.access.check(request)
         except AccessDenied as e:
-            raise ClientError(
-                401, openai_chat.error_body(str(e), "invalid_request_error", "invalid_api_key")
-            ) from None
+            raise render(Problem(401, str(e), "invalid_request_error", "invalid_api_key")) from None
 
     @app.handle_errors(ClientError)
     def _client_error(self, request: IRequest, failure: Failure) -> bytes:

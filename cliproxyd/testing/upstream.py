@@ -177,6 +177,15 @@ class SimulatedUpstream:
         self._counter += 1
         reply_id = f"chatcmpl-sim-{self._counter}"
         text = f"Hello from the simulated upstream (key ...{key[-6:]})."
+        tool_call = None
+        messages = body.get("messages") or []
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        if last.get("role") == "tool":
+            text = f"The tool said: {last.get('content')}"
+        elif body.get("tools"):
+            # Asked with tools: call the first one, as a model would.
+            name = body["tools"][0].get("function", {}).get("name", "tool")
+            tool_call = {"id": f"call_sim_{self._counter}", "name": name, "arguments": '{"city": "Paris"}'}
         b = behaviour
         if b.name == "status":
             code = int(b.args[0])
@@ -196,11 +205,12 @@ class SimulatedUpstream:
             await deferLater(self.clock, b.args[0])
         if not stream:
             request.setHeader(b"content-type", JSON)
-            return json.dumps(_completion(reply_id, model, text)).encode()
-        return await self._stream(request, b, reply_id, model, text, seen)
+            return json.dumps(_completion(reply_id, model, text, tool_call)).encode()
+        return await self._stream(request, b, reply_id, model, text, seen, tool_call)
 
     async def _stream(
-        self, request: IRequest, b: Behaviour, reply_id: str, model: str, text: str, seen: SeenRequest
+        self, request: IRequest, b: Behaviour, reply_id: str, model: str, text: str, seen: SeenRequest,
+        tool_call: dict[str, str] | None = None,
     ) -> bytes:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
@@ -222,6 +232,15 @@ class SimulatedUpstream:
         deltas = [{"role": "assistant", "content": ""}] + [
             {"content": w if i == 0 else " " + w} for i, w in enumerate(words)
         ]
+        finish = "stop"
+        if tool_call is not None:
+            half = len(tool_call["arguments"]) // 2
+            deltas = [{"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": tool_call["id"],
+                       "type": "function", "function": {"name": tool_call["name"], "arguments": ""}}]}] + [
+                {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+                for part in (tool_call["arguments"][:half], tool_call["arguments"][half:])
+            ]
+            finish = "tool_calls"
         limit = int(b.args[0]) if b.name in ("cut", "stall") else None
         for i, delta in enumerate(deltas):
             if limit is not None and i >= limit:
@@ -234,7 +253,10 @@ class SimulatedUpstream:
             data = _event(_chunk(reply_id, model, delta))
             seen.bytes_sent += len(data)
             request.write(data)
-        request.write(_event(_chunk(reply_id, model, {}, finish="stop")))
+        request.write(_event(_chunk(reply_id, model, {}, finish=finish)))
+        usage = {"prompt_tokens": 5, "completion_tokens": len(deltas) - 1, "total_tokens": 4 + len(deltas)}
+        request.write(_event({"id": reply_id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                              "choices": [], "usage": usage}))
         request.write(b"data: [DONE]\n\n")
         return b""
 
@@ -273,15 +295,20 @@ def _error_kind(code: int) -> str:
     return "invalid_request_error"
 
 
-def _completion(reply_id: str, model: str, text: str) -> dict[str, Any]:
+def _completion(reply_id: str, model: str, text: str, tool_call: dict[str, str] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    finish = "stop"
+    if tool_call is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": tool_call["id"], "type": "function",
+             "function": {"name": tool_call["name"], "arguments": tool_call["arguments"]}}]}
+        finish = "tool_calls"
     return {
         "id": reply_id,
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split())},
     }
 
