@@ -165,7 +165,9 @@ def _arguments(text: str) -> Any:
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
+    # str.splitlines does) must still see one data line per event.
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data).encode("ascii") + b"\n\n"
 
 
 class StreamEncoder:
