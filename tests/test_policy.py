@@ -161,3 +161,18 @@ def test_a_retry_hint_in_the_body_sets_the_cooldown():
     state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
     assert state.next_retry_at == h.clock.seconds() + 40
     h.upstream._error = original
+
+
+def test_oauth_model_alias_renames_or_forks_models():
+    from cliproxyd.config.model import ModelAlias
+    from cliproxyd.credentials.model import build_routes, oauth_alias_models
+
+    pairs = oauth_alias_models(
+        ["gemini-2.5-pro", "Gemini-2.5-Flash", "other"],
+        [ModelAlias("gemini-2.5-pro", "g-pro"), ModelAlias("gemini-2.5-flash", "g-flash", fork=True)],
+    )
+    assert pairs == [("gemini-2.5-pro", "g-pro"), ("Gemini-2.5-Flash", "Gemini-2.5-Flash"),
+                     ("Gemini-2.5-Flash", "g-flash"), ("other", "other")]
+    routes = {r.name: r.upstream for r in build_routes(pairs, "", False)}
+    assert routes["g-pro"] == ("gemini-2.5-pro",) and "gemini-2.5-pro" not in routes
+    assert routes["g-flash"] == routes["Gemini-2.5-Flash"] == ("Gemini-2.5-Flash",)

@@ -155,12 +155,6 @@ def apply_failure(
     return evolve(base, next_retry_at=None, reason="error")
 
 
-def earliest_retry(states: Iterable[ModelState], now: float) -> float | None:
-    """When the first of these blocked states ends, or C{None} if none is blocked."""
-    times = [s.next_retry_at for s in states if s.blocked(now)]
-    return min(times) if times else None
-
-
 def retry_wait(waits: Iterable[float], max_retry_interval: float) -> float | None:
     """
     Whether another retry round should run, and after how long: the nearest
