@@ -48,26 +48,78 @@ def parse_model(name: str) -> ModelName:
     return ModelName(name)
 
 
+@frozen
+class Reasoning:
+    """
+    What a request asks of the model's thinking, in whichever form it came:
+    a level (C{minimal} .. C{max}, C{none}, C{auto}) or a token budget
+    (C{0} is off, C{-1} is dynamic). Targets ask for the form they speak:
+    L{effort} for level-style fields, L{tokens} for budget-style ones.
+    """
+
+    level: str | None = None
+    budget: int | None = None
+
+    @property
+    def off(self) -> bool:
+        return self.level == "none" or self.budget == 0
+
+    @property
+    def auto(self) -> bool:
+        return self.level == "auto" or self.budget == -1
+
+    def effort(self) -> str | None:
+        """A level for C{reasoning_effort}-style fields; None means leave the field out."""
+        if self.off:
+            return "none"
+        if self.auto:
+            return None
+        if self.level is not None:
+            return "xhigh" if self.level == "max" else self.level
+        if self.budget is not None:
+            for level in ("minimal", "low", "medium", "high"):
+                if self.budget <= LEVEL_BUDGETS[level]:
+                    return level
+            return "xhigh"
+        return None
+
+    def tokens(self) -> int | None:
+        """A budget for C{budget_tokens}-style fields: 0 off, -1 dynamic, None leave it out."""
+        if self.off:
+            return 0
+        if self.auto:
+            return -1
+        if self.budget is not None:
+            return self.budget
+        if self.level is not None:
+            return LEVEL_BUDGETS.get(self.level)
+        return None
+
+
+def parse_reasoning(text: str) -> Reasoning | None:
+    """
+    A thinking suffix (or a level/budget field) as L{Reasoning}: a level
+    name, C{none}, C{auto}, or an integer budget (C{0} off, C{-1} auto).
+    Anything else is None: nothing asked.
+    """
+    s = text.strip().lower()
+    if not s:
+        return None
+    if s in ("none", "auto") or s in LEVEL_BUDGETS:
+        return Reasoning(level=s)
+    if s.isdigit() or s == "-1":
+        return Reasoning(budget=int(s))
+    return None
+
+
 def suffix_effort(suffix: str) -> str | None:
     """
     The reasoning level a suffix asks for: a level name, or a budget mapped
     to the level whose budget covers it. C{none}/C{0} mean no reasoning
     (C{"none"}); C{auto}/C{-1} and anything unknown mean "leave it" (C{None}).
     """
-    s = suffix.strip().lower()
-    if not s or s in ("auto", "-1"):
-        return None
-    if s in ("none", "0"):
-        return "none"
-    if s in LEVEL_BUDGETS:
-        return s
-    if s.isdigit():
-        budget = int(s)
-        for level in ("minimal", "low", "medium", "high"):
-            if budget <= LEVEL_BUDGETS[level]:
-                return level
-        return "xhigh"
-    return None
+    reasoning = parse_reasoning(suffix)
+    return reasoning.effort() if reasoning is not None else None
 
 
 # -- exclusions ----------------------------------------------------------------

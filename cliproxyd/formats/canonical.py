@@ -16,6 +16,8 @@ from typing import Any, Union
 
 from attrs import field, frozen
 
+from cliproxyd.modelnames import Reasoning
+
 
 @frozen
 class Text:
@@ -80,8 +82,8 @@ class Request:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
-    #: a reasoning level (minimal .. xhigh, "none") or None to leave it
-    reasoning_effort: str | None = None
+    #: what the client asked of thinking (a level or a budget), or None to leave it
+    reasoning: Reasoning | None = None
 
 
 @frozen

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
-from cliproxyd.modelnames import suffix_effort
+from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.claude")
 
@@ -102,13 +102,16 @@ def decode_request(raw: bytes) -> C.Request:
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise C.BadRequest("stream must be true or false")
-    effort = None
+    reasoning = None
     thinking = data.get("thinking")
     if isinstance(thinking, dict):
-        if thinking.get("type") == "enabled":
-            effort = suffix_effort(str(thinking.get("budget_tokens", "")))
+        budget = thinking.get("budget_tokens")
+        if thinking.get("type") == "enabled" and isinstance(budget, int) and not isinstance(budget, bool):
+            reasoning = Reasoning(budget=budget)
+        elif thinking.get("type") == "adaptive":
+            reasoning = Reasoning(level="auto")
         elif thinking.get("type") == "disabled":
-            effort = "none"
+            reasoning = Reasoning(level="none")
     stop = data.get("stop_sequences") or ()
     return C.Request(
         model=model,
@@ -121,7 +124,7 @@ def decode_request(raw: bytes) -> C.Request:
         top_p=data.get("top_p"),
         stop=tuple(str(s) for s in stop) if isinstance(stop, list) else (),
         stream=stream,
-        reasoning_effort=effort,
+        reasoning=reasoning,
     )
 
 

@@ -147,8 +147,9 @@ def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
             body[key] = value
     if req.stop:
         body["stop"] = list(req.stop)
-    if req.reasoning_effort:
-        body["reasoning_effort"] = req.reasoning_effort
+    effort = req.reasoning.effort() if req.reasoning is not None else None
+    if effort:
+        body["reasoning_effort"] = effort
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
