@@ -25,7 +25,7 @@ from cliproxyd.conductor.warmup import Warmups, WarmupSettings
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
-from cliproxyd.executors import HTTPPoolService, OpenAICompatExecutor, make_http_client
+from cliproxyd.executors import HTTPPoolService, Executors, make_http_client
 from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.management import ManagementAPI
 from cliproxyd.service import ServiceTree
@@ -155,7 +155,7 @@ def build(options: Options, reactor) -> IService:
         demo_service.setServiceParent(root)
 
     creds = credentials_from_config(config)
-    executor = OpenAICompatExecutor(client, reactor, config.timeouts)
+    executor = Executors(client, reactor, config.timeouts)
     executor.prepare(creds)
     conductor = Conductor(
         creds,
@@ -189,6 +189,7 @@ def build(options: Options, reactor) -> IService:
     in_flight = InFlight(reactor, config.timeouts.shutdown)
     in_flight.setServiceParent(root)
 
+    max_body = int(config.max_body_mb * (1 << 20))
     management = ManagementAPI(config.remote_management, conductor, state, reactor, in_flight.__len__)
     frontend = Frontend(
         conductor,
@@ -196,8 +197,9 @@ def build(options: Options, reactor) -> IService:
         reactor,
         management=management.app.resource() if management.enabled else None,
         session_affinity=config.routing.session_affinity,
+        max_body=max_body,
     )
-    site = TrackingSite(frontend.resource(), in_flight)
+    site = TrackingSite(frontend.resource(), in_flight, max_body=max_body)
     try:
         endpoint = serverFromString(reactor, listen)
     except (ValueError, TypeError, KeyError) as e:

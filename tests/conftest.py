@@ -15,7 +15,9 @@ from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.conductor.quota import compile_groups
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import OpenAICompatExecutor
+from cliproxyd.executors import Executors
+from cliproxyd.formats import openai_chat
+from cliproxyd.formats.request import ClientRequest
 from cliproxyd.frontend import ClientAccess, Frontend
 from cliproxyd.management import ManagementAPI
 from cliproxyd.state import MemoryStateStore
@@ -30,6 +32,11 @@ def reactor():
     from twisted.internet import reactor as _reactor
 
     return _reactor
+
+
+def decode_request(raw: bytes) -> ClientRequest:
+    """An OpenAI chat request as the frontend hands it to the conductor."""
+    return ClientRequest.decode(openai_chat, raw)
 
 
 def config_data(keys=("sk-up-1", "sk-up-2"), models=None, **top: Any) -> dict:
@@ -58,7 +65,7 @@ class Harness:
         self.upstream = SimulatedUpstream(self.clock)
         self.up = StubTreq(self.upstream.resource())
         self.creds = credentials_from_config(self.config)
-        self.executor = OpenAICompatExecutor(self.up, self.clock, self.config.timeouts)
+        self.executor = Executors(self.up, self.clock, self.config.timeouts)
         self.executor.prepare(self.creds)
         self.state = MemoryStateStore()
         self.conductor = Conductor(
@@ -163,11 +170,11 @@ class CountingExecutor:
         self.outcomes = list(outcomes)
         self.calls = []
 
-    async def count_tokens(self, cred, body):
+    async def count_tokens(self, cred, req, upstream):
         from cliproxyd.executors.base import Reply, UpstreamError
 
         self.calls.append(cred.api_key)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, UpstreamError):
             raise outcome
-        return Reply(200, b"application/json", b'{"total_tokens": 3}', local=outcome == "local")
+        return Reply(200, b"application/json", b"", local=outcome == "local", tokens=3)

@@ -201,7 +201,7 @@ def test_openai_answers_keep_text_and_tool_arguments_through_the_canonical_model
     if calls:
         message["tool_calls"] = calls
     answer = {"id": "x", "model": "m", "choices": [{"message": message, "finish_reason": "tool_calls" if calls else "stop"}]}
-    out = json.loads(claude.encode_response(openai_chat.response_to_canonical(answer), "m"))
+    out = claude.response_from_canonical(openai_chat.response_to_canonical(answer), "m")
     assert "".join(b["text"] for b in out["content"] if b["type"] == "text") == text
     assert [b["input"] for b in out["content"] if b["type"] == "tool_use"] == [
         json.loads(c["function"]["arguments"]) for c in calls]

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from cliproxyd.conductor.conductor import AllCooling, Conductor, RequestMeta
 from cliproxyd.conductor.policy import ModelState
 from cliproxyd.executors.base import UpstreamError
-from cliproxyd.formats.openai_chat import decode_request
+from tests.conftest import decode_request
 from cliproxyd.state import MemoryStateStore
 from tests.conftest import CountingExecutor, Harness, config_data
 

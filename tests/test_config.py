@@ -79,14 +79,14 @@ def test_bad_values_name_their_yaml_path(data, path, problem):
 
 def test_unknown_and_not_yet_supported_keys_are_warnings():
     _, warnings = parse_config(
-        {"colour": "blue", "claude-api-key": [], "routing": {"strategy": "rr", "sticky": True},
+        {"colour": "blue", "vertex-api-key": [], "routing": {"strategy": "rr", "sticky": True},
          "openai-compatibility": [provider(extra=1)]}
     )
     assert sorted(warnings) == [
-        "claude-api-key: not supported by this version of cliproxyd; ignored",
         "colour: unknown key; ignored",
         "openai-compatibility[0].extra: unknown key; ignored",
         "routing.sticky: unknown key; ignored",
+        "vertex-api-key: not supported by this version of cliproxyd; ignored",
     ]
 
 

@@ -16,7 +16,7 @@ from twisted.logger import LogLevel, capturedLogs
 from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import OpenAICompatExecutor, make_http_client
+from cliproxyd.executors import Executors, make_http_client
 from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
@@ -44,7 +44,7 @@ class Daemon:
                                   "timeouts": {"stream-idle-seconds": 30}})
         self.pool, client = make_http_client(reactor, 5)
         self.creds = creds = credentials_from_config(config)
-        self.executor = executor = OpenAICompatExecutor(client, reactor, config.timeouts)
+        self.executor = executor = Executors(client, reactor, config.timeouts)
         executor.prepare(creds)
         self.state = MemoryStateStore()
         self.conductor = conductor = Conductor(

@@ -131,7 +131,7 @@ def test_exclusion_wildcards():
 def test_retry_hints_from_headers_and_bodies():
     import json as _json
 
-    from cliproxyd.executors.openai_compat import parse_retry_after, retry_hint_from_body
+    from cliproxyd.executors.upstreams import parse_retry_after, retry_hint_from_body
 
     assert parse_retry_after(b"7", NOW) == 7
     assert parse_retry_after(b"Thu, 01 Jan 1970 00:00:10 GMT", 4.0) == 6
@@ -151,7 +151,7 @@ def test_a_retry_hint_in_the_body_sets_the_cooldown():
     h = Harness()
     original = h.upstream._error
 
-    def gemini_style(request, status, message, kind, code=None):
+    def gemini_style(request, fmt, status, message, kind, code=None):
         request.setResponseCode(status)
         return b'{"error":{"code":429,"message":"quota","details":[{"retryDelay":"40s"}]}}'
 

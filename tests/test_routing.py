@@ -130,9 +130,9 @@ def test_a_key_echoed_in_an_upstream_error_never_reaches_logs_or_client():
     h.upstream.known_keys = frozenset()  # every key is refused, and echoed back
     original = h.upstream._error
 
-    def echoing(request, status, message, kind, code=None):
+    def echoing(request, fmt, status, message, kind, code=None):
         key = request.getHeader(b"authorization").decode()[7:]
-        return original(request, status, f"{message}: {key}", kind, code)
+        return original(request, fmt, status, f"{message}: {key}", kind, code)
 
     h.upstream._error = echoing
     with capturedLogs() as events:
@@ -179,7 +179,7 @@ def test_a_cancelled_request_tries_no_other_key():
     """A client that goes away while the first key hangs must not cost a second upstream request."""
     from twisted.internet.defer import CancelledError, Deferred
 
-    from cliproxyd.formats.openai_chat import decode_request
+    from tests.conftest import decode_request
 
     for stream in (False, True):
         h = Harness()

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.executors.base import Reply, UpstreamError
-from cliproxyd.formats.openai_chat import decode_request
+from tests.conftest import decode_request
 from tests.conftest import CountingExecutor, Harness, config_data, sse_payloads
 
 POOL = [{"name": "up-a", "alias": "pool"}, {"name": "up-b", "alias": "pool"}]

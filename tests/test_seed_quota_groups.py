@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from cliproxyd.conductor.conductor import Conductor, QuotaGroupReaper
 from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
 from cliproxyd.executors.base import UpstreamError
-from cliproxyd.formats.openai_chat import decode_request
+from tests.conftest import decode_request
 from cliproxyd.state import MemoryStateStore
 from tests.conftest import Harness, config_data
 
@@ -217,7 +217,7 @@ def test_a_count_404_does_not_suspend_the_credential():
     class NoCountEndpoint:
         calls = 0
 
-        async def count_tokens(self, cred, body):
+        async def count_tokens(self, cred, req, upstream):
             NoCountEndpoint.calls += 1
             raise UpstreamError("http", "Not Found", status=404)
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from cliproxyd.conductor.conductor import RequestMeta
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
-from cliproxyd.formats.openai_chat import decode_request
+from tests.conftest import decode_request
 from tests.conftest import Harness, config_data
 
 
@@ -119,7 +119,7 @@ def test_count_requests_send_no_warmups():
     h = mixed()
 
     class Counting:
-        async def count_tokens(self, cred, body):
+        async def count_tokens(self, cred, req, upstream):
             from cliproxyd.executors.base import Reply
             return Reply(200, b"application/json", b"{}", local=True)
 

@@ -36,8 +36,7 @@ from cliproxyd.conductor.quota import GroupState, QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.credentials import Credential, Route
-from cliproxyd.executors.base import Executor, Reply, StreamReply, UpstreamError
-from cliproxyd.formats.openai_chat import ChatRequest
+from cliproxyd.executors.base import Executor, Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
 
@@ -226,7 +225,7 @@ class Conductor:
 
     # -- the three paths ----------------------------------------------------------
 
-    async def execute(self, req: ChatRequest, meta: RequestMeta = NO_META) -> Reply | StreamReply:
+    async def execute(self, req: Outbound, meta: RequestMeta = NO_META) -> Reply | StreamReply:
         """
         Send C{req} (streamed or not) to the first credential that answers.
 
@@ -237,18 +236,18 @@ class Conductor:
         """
 
         def call(cred: Credential, upstream: str) -> Awaitable[Reply | StreamReply]:
-            return self._executor.execute(cred, req.body_for(upstream), req.stream)
+            return self._executor.execute(cred, req, upstream)
 
         return await self._run(req.model, meta, call, count=False)
 
-    async def count(self, req: ChatRequest, meta: RequestMeta = NO_META) -> Reply:
+    async def count(self, req: Outbound, meta: RequestMeta = NO_META) -> Reply:
         """
         Count tokens with the same picking. A count the executor made
         locally (C{Reply.local}) is recorded but never clears a cooldown.
         """
 
         def call(cred: Credential, upstream: str) -> Awaitable[Reply]:
-            return self._executor.count_tokens(cred, req.body_for(upstream))
+            return self._executor.count_tokens(cred, req, upstream)
 
         return await self._run(req.model, meta, call, count=True)
 

@@ -19,7 +19,6 @@ early. Rules the PR's reviews settled:
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -31,6 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cliproxyd.executors.base import Executor, UpstreamError
+from cliproxyd.formats import canonical as C
+from cliproxyd.formats.request import ClientRequest
 
 if TYPE_CHECKING:
     from cliproxyd.conductor.scheduler import Pick, Scheduler
@@ -133,10 +134,8 @@ class Warmups(Service):
         return None
 
     def _start(self, provider: str, pick: "Pick", model: str, key: tuple[str, str]) -> None:
-        body = json.dumps(
-            {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "stream": False}
-        ).encode()
-        d = Deferred.fromCoroutine(self._executor.execute(pick.cred, body, False))
+        req = ClientRequest.of(C.Request(model, (C.Message("user", (C.Text("hi"),)),), max_tokens=1))
+        d = Deferred.fromCoroutine(self._executor.execute(pick.cred, req, model))
         d.addTimeout(self.settings.timeout, self._clock)
         self._in_flight[provider] = d
         self.counts["sent"] += 1

@@ -22,6 +22,7 @@ from cliproxyd.config.model import (
     ModelAlias,
     ModelEntry,
     OpenAICompatProvider,
+    ProviderKey,
     QuotaGroupConfig,
     RemoteManagement,
     RoutingConfig,
@@ -50,9 +51,6 @@ NOT_YET_SUPPORTED = frozenset(
         "nonstream-keepalive-interval",
         "quota-exceeded",
         "ws-auth",
-        "gemini-api-key",
-        "codex-api-key",
-        "claude-api-key",
         "vertex-api-key",
         "codex-header-defaults",
         "claude-header-defaults",
@@ -214,6 +212,10 @@ def _http_url(r: _Reader, key: str, value: str) -> str:
 def _parse_key_entry(r: _Reader) -> APIKeyEntry:
     r.check_keys({"api-key", "proxy-url"})
     key = _no_newlines(r, "api-key", r.string("api-key", required=True))
+    return APIKeyEntry(api_key=key, proxy_url=_proxy(r))
+
+
+def _proxy(r: _Reader) -> str:
     proxy = r.string("proxy-url")
     if proxy.lower() in ("direct", "none"):
         proxy = ""
@@ -221,7 +223,7 @@ def _parse_key_entry(r: _Reader) -> APIKeyEntry:
         # Failing closed: an operator who set a proxy must not have requests
         # silently leave by the direct route.
         raise r.error("proxy-url", "outbound proxies are not supported yet; remove the key or use 'direct'")
-    return APIKeyEntry(api_key=key, proxy_url=proxy)
+    return proxy
 
 
 def _parse_model(r: _Reader) -> ModelEntry:
@@ -229,6 +231,29 @@ def _parse_model(r: _Reader) -> ModelEntry:
     name = r.string("name", required=True)
     alias = r.string("alias")
     return ModelEntry(name=name, alias=alias)
+
+
+def _headers(r: _Reader) -> tuple[tuple[str, str], ...]:
+    headers = []
+    hr = r.child("headers")
+    for hname, hvalue in hr.data.items():
+        if not isinstance(hname, str) or not hname.strip():
+            raise hr.error(str(hname), "header names must be non-empty strings")
+        if not isinstance(hvalue, (str, int)) or isinstance(hvalue, bool):
+            raise hr.error(hname, f"must be a string, not {_kind(hvalue)}")
+        headers.append((_no_newlines(hr, hname, hname.strip()), _no_newlines(hr, hname, str(hvalue))))
+    return tuple(headers)
+
+
+def _prefix(r: _Reader) -> str:
+    prefix = r.string("prefix").strip("/")
+    if "/" in prefix:
+        raise r.error("prefix", f"must be a single path segment, not {prefix!r}")
+    return prefix
+
+
+def _exclusions(r: _Reader) -> tuple[str, ...]:
+    return tuple(p.strip() for p in r.strings("excluded-models") if p.strip())
 
 
 def _parse_compat(r: _Reader) -> OpenAICompatProvider:
@@ -240,17 +265,6 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     if "/" in name:
         raise r.error("name", "must not contain '/'")
     base_url = _http_url(r, "base-url", r.string("base-url", required=True))
-    prefix = r.string("prefix").strip("/")
-    if "/" in prefix:
-        raise r.error("prefix", f"must be a single path segment, not {prefix!r}")
-    headers = []
-    hr = r.child("headers")
-    for hname, hvalue in hr.data.items():
-        if not isinstance(hname, str) or not hname.strip():
-            raise hr.error(str(hname), "header names must be non-empty strings")
-        if not isinstance(hvalue, (str, int)) or isinstance(hvalue, bool):
-            raise hr.error(hname, f"must be a string, not {_kind(hvalue)}")
-        headers.append((_no_newlines(hr, hname, hname.strip()), _no_newlines(hr, hname, str(hvalue))))
     entries = r.items("api-key-entries", _parse_key_entry)
     # The older CLIProxyAPI form: a plain list of keys under api-keys.
     for i, key in enumerate(r.strings("api-keys")):
@@ -266,11 +280,40 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         base_url=base_url,
         api_key_entries=tuple(_dedupe(entries, key=lambda e: e.api_key)),
         models=tuple(models),
-        prefix=prefix,
-        headers=tuple(headers),
+        prefix=_prefix(r),
+        headers=_headers(r),
         priority=r.get("priority", int, 0),
-        excluded_models=tuple(p.strip() for p in r.strings("excluded-models") if p.strip()),
+        excluded_models=_exclusions(r),
     )
+
+
+def _parse_provider_key(r: _Reader) -> ProviderKey:
+    r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
+                  "priority"}, frozenset({"cloak", "websockets"}))
+    base_url = r.string("base-url")
+    _proxy(r)
+    return ProviderKey(
+        api_key=_no_newlines(r, "api-key", r.string("api-key", required=True).strip()),
+        base_url=_http_url(r, "base-url", base_url) if base_url else "",
+        prefix=_prefix(r),
+        headers=_headers(r),
+        models=tuple(r.items("models", _parse_model)),
+        excluded_models=_exclusions(r),
+        priority=r.get("priority", int, 0),
+    )
+
+
+def _parse_provider_keys(r: _Reader, key: str) -> tuple[ProviderKey, ...]:
+    entries = r.items(key, _parse_provider_key)
+    seen: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(entries):
+        if e.api_key == "":
+            raise ConfigError(r.source, f"{key}[{i}].api-key", "must not be empty")
+        if (e.api_key, e.base_url) in seen:
+            raise ConfigError(r.source, f"{key}[{i}].api-key",
+                              f"the same key and base-url are already at {key}[{seen[e.api_key, e.base_url]}]")
+        seen[e.api_key, e.base_url] = i
+    return tuple(entries)
 
 
 def _parse_alias(r: _Reader) -> ModelAlias:
@@ -342,6 +385,10 @@ TOP_LEVEL = {
     "oauth-quota-groups",
     "routing",
     "openai-compatibility",
+    "claude-api-key",
+    "gemini-api-key",
+    "codex-api-key",
+    "max-body-mb",
     "remote-management",
     "timeouts",
 }
@@ -428,6 +475,10 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             ),
         ),
         openai_compatibility=tuple(providers),
+        claude_api_key=_parse_provider_keys(r, "claude-api-key"),
+        gemini_api_key=_parse_provider_keys(r, "gemini-api-key"),
+        codex_api_key=_parse_provider_keys(r, "codex-api-key"),
+        max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
         remote_management=RemoteManagement(
             secret_key=rm.string("secret-key"),
             allow_remote=rm.get("allow-remote", bool, False),

@@ -42,7 +42,7 @@ class ModelEntry:
 class APIKeyEntry:
     """One C{api-key-entries[]} item."""
 
-    api_key: str  # api-key
+    api_key: str = field(repr=False)  # api-key
     proxy_url: str = ""  # proxy-url
 
 
@@ -67,6 +67,20 @@ class OpenAICompatProvider:
     headers: tuple[tuple[str, str], ...] = ()
     priority: int = 0
     excluded_models: tuple[str, ...] = ()  # excluded-models (a cliproxyd extension here)
+
+
+@frozen
+class ProviderKey:
+    """One C{claude-api-key[]}, C{gemini-api-key[]} or C{codex-api-key[]} item."""
+
+    api_key: str = field(repr=False)  # api-key
+    base_url: str = ""  # base-url ("" = the provider's public API)
+    prefix: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    #: models: when given, they replace the built-in catalogue for this key
+    models: tuple[ModelEntry, ...] = ()
+    excluded_models: tuple[str, ...] = ()  # excluded-models
+    priority: int = 0
 
 
 @frozen
@@ -141,6 +155,11 @@ class Config:
     oauth_quota_groups: tuple[QuotaGroupConfig, ...] | None = None
     routing: RoutingConfig = field(factory=RoutingConfig)
     openai_compatibility: tuple[OpenAICompatProvider, ...] = ()  # openai-compatibility
+    claude_api_key: tuple[ProviderKey, ...] = ()  # claude-api-key
+    gemini_api_key: tuple[ProviderKey, ...] = ()  # gemini-api-key
+    codex_api_key: tuple[ProviderKey, ...] = ()  # codex-api-key
+    #: max-body-mb: the largest client request body accepted, in MiB
+    max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
     timeouts: Timeouts = field(factory=Timeouts)
 

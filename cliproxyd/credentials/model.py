@@ -15,7 +15,7 @@ from typing import Iterable
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider
+from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider, ProviderKey
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 
@@ -66,14 +66,13 @@ class Credential:
         return fingerprint(self.api_key)
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
-        """The headers every upstream request of this credential carries."""
+        """The headers every upstream request of this credential carries, but the key (its executor adds that)."""
         headers: dict[bytes, list[bytes]] = {
             b"user-agent": [USER_AGENT.encode()],
             b"content-type": [b"application/json"],
         }
         for name, value in self.headers:
             headers[name.lower().encode("latin-1")] = [value.encode("latin-1")]
-        headers[b"authorization"] = [b"Bearer " + self.api_key.encode("latin-1")]
         return headers
 
 
@@ -156,9 +155,49 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> l
     ]
 
 
+@frozen
+class APIKeyProvider:
+    """What an API-key list of the config stands for: a provider, its public API and its default models."""
+
+    kind: str  # the config key: claude-api-key, ...
+    provider: str
+    base_url: str
+    #: the models a key serves when its entry lists none (an entry's models replace these)
+    models: tuple[str, ...]
+
+
+API_KEY_PROVIDERS = (
+    APIKeyProvider("claude-api-key", "claude", "https://api.anthropic.com",
+                   ("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5")),
+    APIKeyProvider("gemini-api-key", "gemini", "https://generativelanguage.googleapis.com",
+                   ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview")),
+    APIKeyProvider("codex-api-key", "codex", "https://api.openai.com/v1",
+                   ("gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-5.1", "gpt-5.1-codex")),
+)
+
+
+def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: bool) -> Credential:
+    models = [(m.name, m.route_name) for m in entry.models] or [(m, m) for m in spec.models]
+    base_url = entry.base_url or spec.base_url
+    return Credential(
+        id=_stable_id(spec.kind, spec.provider, entry.api_key, base_url),
+        provider=spec.provider,
+        kind=spec.kind,
+        api_key=entry.api_key,
+        base_url=base_url,
+        prefix=entry.prefix,
+        priority=entry.priority,
+        headers=entry.headers,
+        routes=build_routes(models, entry.prefix, force_prefix, entry.excluded_models),
+    )
+
+
 def credentials_from_config(config: Config) -> tuple[Credential, ...]:
     """Every credential the config describes, in config order."""
     out: list[Credential] = []
+    for spec in API_KEY_PROVIDERS:
+        entries = getattr(config, spec.kind.replace("-", "_"))
+        out.extend(_api_key_credential(spec, e, config.force_model_prefix) for e in entries)
     for provider in config.openai_compatibility:
         out.extend(_compat_credentials(provider, config.force_model_prefix))
     return tuple(out)

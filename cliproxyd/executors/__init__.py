@@ -1,10 +1,11 @@
-"""Upstream executors: one module per upstream protocol over one shared HTTP client."""
+"""Upstream executors: one class per upstream protocol over one shared HTTP client."""
 
 from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
 from cliproxyd.executors.http import HTTPPoolService, make_http_client
-from cliproxyd.executors.openai_compat import OpenAICompatExecutor
+from cliproxyd.executors.upstreams import Executors, OpenAICompatExecutor
 
 __all__ = [
+    "Executors",
     "HTTPPoolService",
     "OpenAICompatExecutor",
     "Reply",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from attrs import frozen
@@ -11,6 +12,7 @@ from cliproxyd.conductor.policy import is_request_invalid
 if TYPE_CHECKING:
     from cliproxyd.credentials import Credential
     from cliproxyd.executors.stream import StreamRelay
+    from cliproxyd.formats import canonical as C
 
 
 class UpstreamError(Exception):
@@ -32,6 +34,7 @@ class UpstreamError(Exception):
         status: int = 0,
         body: bytes = b"",
         retry_after: float | None = None,
+        fmt: str = "",
     ) -> None:
         super().__init__(kind, message, status)
         self.kind = kind
@@ -39,6 +42,8 @@ class UpstreamError(Exception):
         self.status = status
         self.body = body
         self.retry_after = retry_after
+        #: the wire format of C{body} (the upstream's), if it came from an upstream
+        self.fmt = fmt
 
     def __str__(self) -> str:
         return f"{self.status or self.kind}: {self.message}"
@@ -69,6 +74,10 @@ class Reply:
     body: bytes
     #: a count computed here rather than by the upstream (never clears cooldowns)
     local: bool = False
+    #: the wire format of C{body}: the upstream's
+    fmt: str = "openai"
+    #: for a count: the input tokens
+    tokens: int | None = None
 
 
 @frozen
@@ -78,13 +87,27 @@ class StreamReply:
     status: int
     content_type: bytes
     relay: "StreamRelay"
+    #: the wire format of the stream's events: the upstream's
+    fmt: str = "openai"
+
+
+class Outbound(Protocol):
+    """A request as executors see it: the body for any upstream format (see L{cliproxyd.formats.request})."""
+
+    model: str
+    stream: bool
+
+    @property
+    def canonical(self) -> "C.Request": ...
+
+    def body_for(self, upstream: str, target: ModuleType) -> bytes: ...
+
+    def count_body_for(self, upstream: str, target: ModuleType) -> bytes: ...
 
 
 class Executor(Protocol):
-    async def execute(
-        self, cred: "Credential", body: bytes, stream: bool
-    ) -> Reply | StreamReply:
-        """Send one request with one credential; raise L{UpstreamError} on failure."""
+    async def execute(self, cred: "Credential", req: Outbound, upstream: str) -> Reply | StreamReply:
+        """Send C{req} for model C{upstream} with one credential; raise L{UpstreamError} on failure."""
 
-    async def count_tokens(self, cred: "Credential", body: bytes) -> Reply:
-        """Count the request's input tokens with one credential (locally or upstream)."""
+    async def count_tokens(self, cred: "Credential", req: Outbound, upstream: str) -> Reply:
+        """Count C{req}'s input tokens with one credential (locally or upstream)."""

@@ -65,3 +65,8 @@ which one it is::
 
 Encoders and decoders are pure and synchronous; they never do I/O.
 """
+
+from cliproxyd.formats import claude, gemini, openai_chat, responses  # noqa: E402
+
+#: The format modules by C{NAME}.
+FORMATS = {m.NAME: m for m in (openai_chat, claude, gemini, responses)}

@@ -1,24 +1,54 @@
 """
-Anthropic Messages: requests in, answers and stream events out, errors.
+Anthropic Messages (C{"claude"}): requests, answers, streams, errors, counts.
 
-Decoding validates the client's body and turns it into the canonical model;
-encoding renders canonical answers and events as Claude's JSON and SSE.
+Decoding validates a client's body and turns it into the canonical model;
+encoding renders canonical requests, answers and events as Claude's JSON and
+SSE (see L{cliproxyd.formats} for the contract).
+
+Usage: Claude counts cache reads and cache writes apart from C{input_tokens};
+the canonical C{input_tokens} counts every prompt token, as OpenAI's
+C{prompt_tokens} does. So decoding adds both cache counts to the input, and
+encoding reports the input less the cached tokens.
+
+Thinking: a level or budget becomes C{{"type": "enabled", "budget_tokens"}}
+with at least Claude's minimum of 1024; "auto" becomes the medium level's
+budget (Claude's "adaptive" mode is accepted only by its newest models);
+"none" becomes C{{"type": "disabled"}}. C{max_tokens} must exceed the budget:
+when it does not, it is raised to the budget plus L{ANSWER_HEADROOM}.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
+from attrs import Factory, define
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
-from cliproxyd.modelnames import Reasoning
+from cliproxyd.modelnames import LEVEL_BUDGETS, Reasoning
 
 log = Logger(namespace="cliproxyd.formats.claude")
 
+NAME = "claude"
+
+#: Claude requires max_tokens; this is asked when the request did not say.
+DEFAULT_MAX_TOKENS = 32000
+#: Claude's smallest thinking budget.
+MIN_BUDGET = 1024
+#: The budget asked for "auto" thinking.
+AUTO_BUDGET = LEVEL_BUDGETS["medium"]
+#: Room left for the answer when max_tokens must be raised above a thinking budget.
+ANSWER_HEADROOM = 4096
+
 _STOP_TO_CLAUDE = {C.STOP: "end_turn", C.LENGTH: "max_tokens", C.TOOL_CALLS: "tool_use", C.CONTENT_FILTER: "refusal"}
+_STOP_TO_CANON = {"end_turn": C.STOP, "stop_sequence": C.STOP, "pause_turn": C.STOP, "max_tokens": C.LENGTH,
+                  "model_context_window_exceeded": C.LENGTH, "tool_use": C.TOOL_CALLS, "refusal": C.CONTENT_FILTER}
+
+
+# -- requests: a client body -> the canonical model ------------------------------------
 
 
 def _text_of(content: Any) -> str:
@@ -46,7 +76,7 @@ def _block(block: Any, where: str) -> C.Part | None:
         raise C.BadRequest(f"{where}.source must be base64 or url")
     if kind == "tool_use":
         return C.ToolCall(str(block.get("id", "")), str(block.get("name", "")),
-                          json.dumps(block.get("input") or {}, separators=(",", ":")))
+                          json.dumps(block.get("input") or {}, ensure_ascii=False, separators=(",", ":")))
     if kind == "tool_result":
         return C.ToolResult(str(block.get("tool_use_id", "")), _text_of(block.get("content", "")),
                             bool(block.get("is_error", False)))
@@ -56,22 +86,34 @@ def _block(block: Any, where: str) -> C.Part | None:
     return None
 
 
-def decode_request(raw: bytes) -> C.Request:
-    """Validate a Messages request body and turn it into the canonical model."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise C.BadRequest(f"the body is not valid JSON: {e}") from None
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise C.BadRequest(f"{key} must be a number")
+    return value
+
+
+def validate(data: Any) -> tuple[str, bool]:
+    """The model and the stream flag of a decoded client body, or BadRequest."""
     if not isinstance(data, dict):
         raise C.BadRequest("the body must be a JSON object")
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise C.BadRequest("model: a non-empty string is required")
-    raw_messages = data.get("messages")
-    if not isinstance(raw_messages, list) or not raw_messages:
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
         raise C.BadRequest("messages: a non-empty array is required")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise C.BadRequest("stream must be true or false")
+    return model, stream
+
+
+def request_to_canonical(data: dict[str, Any]) -> C.Request:
+    """Validate a Messages request body and turn it into the canonical model."""
+    model, stream = validate(data)
     messages = []
-    for i, m in enumerate(raw_messages):
+    for i, m in enumerate(data["messages"]):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             raise C.BadRequest(f"messages[{i}]: an object with role user or assistant is required")
         content = m.get("content")
@@ -99,9 +141,6 @@ def decode_request(raw: bytes) -> C.Request:
     max_tokens = data.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
         raise C.BadRequest("max_tokens must be a positive integer")
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
-        raise C.BadRequest("stream must be true or false")
     reasoning = None
     thinking = data.get("thinking")
     if isinstance(thinking, dict):
@@ -120,20 +159,159 @@ def decode_request(raw: bytes) -> C.Request:
         tools=tuple(tools),
         tool_choice=tool_choice,
         max_tokens=max_tokens,
-        temperature=data.get("temperature"),
-        top_p=data.get("top_p"),
+        temperature=_number(data, "temperature"),
+        top_p=_number(data, "top_p"),
         stop=tuple(str(s) for s in stop) if isinstance(stop, list) else (),
         stream=stream,
         reasoning=reasoning,
     )
 
 
+# -- requests: the canonical model -> an upstream body ---------------------------------
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as Claude's C{input} object; {} when they are not one."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.debug("tool arguments are not a JSON object; sending {{}}: {text!r}", text=text[:200])
+        return {}
+    return value
+
+
+def _content_block(part: C.Part, role: str) -> dict[str, Any] | None:
+    if isinstance(part, C.Text) and part.text:  # Claude rejects empty text blocks
+        return {"type": "text", "text": part.text}
+    if isinstance(part, C.Image) and role == "user":
+        source = ({"type": "url", "url": part.url} if part.url
+                  else {"type": "base64", "media_type": part.media_type, "data": part.data})
+        return {"type": "image", "source": source}
+    if isinstance(part, C.ToolResult) and role == "user":
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id, "content": part.content}
+        if part.is_error:
+            block["is_error"] = True
+        return block
+    if isinstance(part, C.ToolCall) and role == "assistant":
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": _arguments(part.arguments)}
+    if isinstance(part, C.Thinking) and role == "assistant" and part.signature:  # Claude rejects unsigned thinking
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    log.debug("dropping a {kind} part of a {role} message: Claude cannot carry it",
+              kind=type(part).__name__, role=role)
+    return None
+
+
+def _turns(messages: tuple[C.Message, ...]) -> list[dict[str, Any]]:
+    """
+    Claude's alternating turns: messages of the same role in a row become
+    one turn, and tool results open their user turn, as Claude requires.
+    """
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        blocks = [b for p in m.parts if (b := _content_block(p, m.role)) is not None]
+        if not blocks:
+            log.debug("dropping an empty {role} message", role=m.role)
+        elif turns and turns[-1]["role"] == m.role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": m.role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    return turns
+
+
+def _thinking(reasoning: Reasoning) -> dict[str, Any] | None:
+    tokens = reasoning.tokens()
+    if tokens is None:
+        return None
+    if tokens == 0:
+        return {"type": "disabled"}
+    return {"type": "enabled", "budget_tokens": AUTO_BUDGET if tokens < 0 else max(MIN_BUDGET, tokens)}
+
+
+def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
+    """A Messages request body for C{req}, asking for C{model}."""
+    body: dict[str, Any] = {"model": model, "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
+                            "messages": _turns(req.messages)}
+    if req.system:
+        body["system"] = req.system
+    if req.tools:
+        body["tools"] = [{"name": t.name, "input_schema": t.parameters or {"type": "object", "properties": {}},
+                          **({"description": t.description} if t.description else {})} for t in req.tools]
+        if req.tool_choice in ("auto", "none"):
+            body["tool_choice"] = {"type": req.tool_choice}
+        elif req.tool_choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif req.tool_choice:
+            body["tool_choice"] = {"type": "tool", "name": req.tool_choice}
+    elif req.tool_choice:
+        log.debug("dropping tool_choice {choice!r}: the request has no tools", choice=req.tool_choice)
+    for key, value in (("temperature", req.temperature), ("top_p", req.top_p)):
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop_sequences"] = list(req.stop)
+    if req.stream:
+        body["stream"] = True
+    if req.reasoning is not None:
+        apply_reasoning(body, req.reasoning)
+    return body
+
+
+def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
+    return {**data, "model": model}
+
+
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
+    """C{thinking} from C{reasoning} (see the module's rule), raising C{max_tokens} above the budget if it must."""
+    thinking = _thinking(reasoning)
+    if thinking is None:
+        return
+    data["thinking"] = thinking
+    budget = thinking.get("budget_tokens")
+    max_tokens = data.get("max_tokens")
+    if budget is not None and (not isinstance(max_tokens, int) or max_tokens <= budget):
+        data["max_tokens"] = budget + ANSWER_HEADROOM
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def _usage(raw: Any) -> C.Usage:
+    if not isinstance(raw, dict):
+        return C.Usage()
+    cached = int(raw.get("cache_read_input_tokens") or 0)
+    written = int(raw.get("cache_creation_input_tokens") or 0)
+    return C.Usage(int(raw.get("input_tokens") or 0) + written + cached, int(raw.get("output_tokens") or 0), cached)
+
+
+def _usage_body(usage: C.Usage) -> dict[str, int]:
+    return {"input_tokens": max(0, usage.input_tokens - usage.cached_tokens),
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_tokens}
+
+
 def _message_id(upstream_id: str) -> str:
     return upstream_id if upstream_id.startswith("msg_") else "msg_" + (upstream_id or uuid.uuid4().hex)
 
 
-def encode_response(resp: C.Response, model: str) -> bytes:
-    """A whole canonical answer as a Claude Messages response body."""
+def response_to_canonical(data: dict[str, Any]) -> C.Response:
+    """A whole Messages answer as a canonical response."""
+    parts = [p for i, b in enumerate(data.get("content") or ()) if (p := _block(b, f"content[{i}]"))]
+    return C.Response(
+        id=str(data.get("id", "")),
+        model=str(data.get("model", "")),
+        parts=tuple(parts),
+        stop_reason=_STOP_TO_CANON.get(data.get("stop_reason") or "end_turn", C.STOP),
+        usage=_usage(data.get("usage")),
+    )
+
+
+def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
+    """A whole canonical answer as a Messages response, naming C{model}."""
     content: list[dict[str, Any]] = []
     for p in resp.parts:
         if isinstance(p, C.Thinking):
@@ -142,7 +320,9 @@ def encode_response(resp: C.Response, model: str) -> bytes:
             content.append({"type": "text", "text": p.text})
         elif isinstance(p, C.ToolCall):
             content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": _arguments(p.arguments)})
-    body = {
+        else:
+            log.debug("dropping a {kind} part of an answer: Claude cannot carry it", kind=type(p).__name__)
+    return {
         "id": _message_id(resp.id),
         "type": "message",
         "role": "assistant",
@@ -150,21 +330,11 @@ def encode_response(resp: C.Response, model: str) -> bytes:
         "content": content,
         "stop_reason": _STOP_TO_CLAUDE.get(resp.stop_reason, "end_turn"),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": resp.usage.input_tokens,
-            "output_tokens": resp.usage.output_tokens,
-            "cache_read_input_tokens": resp.usage.cached_tokens,
-        },
+        "usage": _usage_body(resp.usage),
     }
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-def _arguments(text: str) -> Any:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+# -- streams ---------------------------------------------------------------------------
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -173,16 +343,49 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + json.dumps(data).encode("ascii") + b"\n\n"
 
 
+def _block_start(kind: str, call_id: str = "", name: str = "") -> dict[str, Any]:
+    if kind == "tool":
+        return {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    return {"type": "text", "text": ""}
+
+
+def _block_delta(kind: str, text: str) -> dict[str, Any]:
+    if kind == "tool":
+        return {"type": "input_json_delta", "partial_json": text}
+    return {"type": f"{kind}_delta", kind: text}
+
+
+@define
+class _Held:
+    """A content block held back until the end of the stream."""
+
+    kind: str  # "text" | "thinking" | "tool"
+    id: str = ""
+    name: str = ""
+    chunks: list[str] = Factory(list)
+
+
 class StreamEncoder:
-    """Canonical stream events -> Claude's SSE events (message_start ... message_stop)."""
+    """
+    Canonical stream events -> Claude's SSE events (message_start ... message_stop).
+
+    Claude streams one content block at a time, and a stopped block takes no
+    more deltas. So once a tool call's block is open it stays open, since
+    more of its arguments may come; whatever arrives meanwhile (other calls,
+    their arguments, text) is held and sent as whole blocks at the end.
+    """
 
     def __init__(self, model: str) -> None:
         self._model = model
         self._started = False
         self._block: int | None = None  # index of the open content block
-        self._kind = ""  # "text" | "thinking" | "tool"
+        self._kind = ""  # "text" | "thinking" | "tool": what the open block holds
         self._next = 0
-        self._tools: dict[int, int] = {}  # canonical tool index -> block index
+        self._live: int | None = None  # canonical index of the tool call in the open block
+        self._held: list[_Held] = []
+        self._held_calls: dict[int, _Held] = {}  # canonical tool index -> its held block
         self._stop = C.STOP
         self._usage = C.Usage()
         self._closed = False
@@ -207,30 +410,44 @@ class StreamEncoder:
         index, self._block = self._block, None
         return _event("content_block_stop", {"type": "content_block_stop", "index": index})
 
-    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+    def _delta(self, kind: str, text: str) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": self._block,
+                                              "delta": _block_delta(kind, text)})
+
+    def _hold(self, kind: str) -> _Held:
+        if not self._held or self._held[-1].kind != kind:
+            self._held.append(_Held(kind))
+        return self._held[-1]
 
     def feed(self, event: C.Event) -> bytes:
         out = b"" if self._started or isinstance(event, C.Start) else self._start()
         if isinstance(event, C.Start):
             return out + (b"" if self._started else self._start(event.id))
-        if isinstance(event, C.TextDelta):
-            if self._block is None or self._kind != "text":
-                out += self._open("text", {"type": "text", "text": ""})
-            return out + self._delta(self._block, {"type": "text_delta", "text": event.text})
-        if isinstance(event, C.ThinkingDelta):
-            if self._block is None or self._kind != "thinking":
-                out += self._open("thinking", {"type": "thinking", "thinking": ""})
-            return out + self._delta(self._block, {"type": "thinking_delta", "thinking": event.text})
-        if isinstance(event, C.ToolCallStart):
-            out += self._open("tool", {"type": "tool_use", "id": event.id, "name": event.name, "input": {}})
-            self._tools[event.index] = self._block
-            return out
-        if isinstance(event, C.ToolCallDelta):
-            index = self._tools.get(event.index)
-            if index is None:
+        if isinstance(event, (C.TextDelta, C.ThinkingDelta)):
+            kind = "text" if isinstance(event, C.TextDelta) else "thinking"
+            if self._kind == "tool":
+                self._hold(kind).chunks.append(event.text)
                 return out
-            return out + self._delta(index, {"type": "input_json_delta", "partial_json": event.arguments})
+            if self._block is None or self._kind != kind:
+                out += self._open(kind, _block_start(kind))
+            return out + self._delta(kind, event.text)
+        if isinstance(event, C.ToolCallStart):
+            if self._kind == "tool":
+                self._held.append(held := _Held("tool", event.id, event.name))
+                self._held_calls[event.index] = held
+                if self._live == event.index:
+                    self._live = None
+                return out
+            self._live = event.index
+            return out + self._open("tool", _block_start("tool", event.id, event.name))
+        if isinstance(event, C.ToolCallDelta):
+            if event.index == self._live:
+                return out + self._delta("tool", event.arguments)
+            if event.index in self._held_calls:
+                self._held_calls[event.index].chunks.append(event.arguments)
+            else:
+                log.debug("dropping arguments for tool call {index}, which never started", index=event.index)
+            return out
         if isinstance(event, C.Finish):
             self._stop = event.stop_reason
         elif isinstance(event, C.UsageEvent):
@@ -241,19 +458,73 @@ class StreamEncoder:
         return out
 
     def close(self) -> bytes:
-        """The closing events, once the upstream stream has ended cleanly."""
+        """The held blocks and the closing events, once the upstream stream has ended cleanly."""
         if self._closed:
             return b""
         self._closed = True
         out = b"" if self._started else self._start()
+        for held in self._held:
+            out += self._open(held.kind, _block_start(held.kind, held.id, held.name))
+            if text := "".join(held.chunks):
+                out += self._delta(held.kind, text)
         out += self._close_block()
         out += _event("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": _STOP_TO_CLAUDE.get(self._stop, "end_turn"),
                                                   "stop_sequence": None},
-                                        "usage": {"output_tokens": self._usage.output_tokens,
-                                                  "input_tokens": self._usage.input_tokens}})
+                                        "usage": _usage_body(self._usage)})
         return out + _event("message_stop", {"type": "message_stop"})
 
+
+class StreamDecoder:
+    """The payloads of Claude's SSE events -> canonical stream events."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] = {}  # message_start's usage, updated by message_delta's
+        self._calls: dict[int, int] = {}  # content block index -> canonical tool index
+
+    def feed(self, data: dict[str, Any]) -> list[C.Event]:
+        kind = data.get("type")
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._usage = dict(message.get("usage") or {})
+            return [C.Start(str(message.get("id", "")), str(message.get("model", "")))]
+        if kind == "content_block_start":
+            return self._block_start(data.get("index"), data.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(data.get("index"), data.get("delta") or {})
+        if kind == "message_delta":
+            self._usage.update((k, v) for k, v in (data.get("usage") or {}).items() if v is not None)
+            reason = (data.get("delta") or {}).get("stop_reason")
+            finish = [C.Finish(_STOP_TO_CANON.get(reason, C.STOP))] if reason else []
+            return [*finish, C.UsageEvent(_usage(self._usage))]
+        if kind == "error":
+            err = data.get("error") or {}
+            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "api_error"))]
+        return []  # ping, content_block_stop, message_stop
+
+    def _block_start(self, index: Any, block: dict[str, Any]) -> list[C.Event]:
+        if block.get("type") == "text" and block.get("text"):
+            return [C.TextDelta(str(block["text"]))]
+        if block.get("type") != "tool_use":
+            return []
+        self._calls[index] = call = len(self._calls)
+        events: list[C.Event] = [C.ToolCallStart(call, str(block.get("id", "")), str(block.get("name", "")))]
+        if block.get("input"):  # some Claude-compatible upstreams send the whole input here
+            events.append(C.ToolCallDelta(call, json.dumps(block["input"], ensure_ascii=False, separators=(",", ":"))))
+        return events
+
+    def _block_delta(self, index: Any, delta: dict[str, Any]) -> list[C.Event]:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [C.TextDelta(str(delta["text"]))]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [C.ThinkingDelta(str(delta["thinking"]))]
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self._calls:
+            return [C.ToolCallDelta(self._calls[index], str(delta["partial_json"]))]
+        return []  # signature_delta, empty deltas
+
+
+# -- errors, counts, listings ----------------------------------------------------------
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
@@ -272,3 +543,30 @@ def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -
 
 def stream_error_event(message: str, status: int = 500) -> bytes:
     return _event("error", {"type": "error", "error": {"type": error_type(status), "message": message}})
+
+
+def count_body(tokens: int) -> dict[str, Any]:
+    """The answer of C{/v1/messages/count_tokens}."""
+    return {"input_tokens": tokens}
+
+
+#: What Claude's count_tokens endpoint accepts of a Messages body (it rejects max_tokens, stream, ...).
+_COUNT_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking")
+
+
+def count_request(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """The body of a C{/v1/messages/count_tokens} call, from a Messages body for this format."""
+    return {"model": model, **{key: data[key] for key in _COUNT_FIELDS if key in data}}
+
+
+def count_from_body(data: dict[str, Any]) -> int:
+    """The count in an upstream's C{count_tokens} answer; KeyError or ValueError when there is none."""
+    return int(data["input_tokens"])
+
+
+def models_body(models: list[tuple[str, str]], created: int) -> bytes:
+    """Claude's C{/v1/models} page: every model, with C{created} as its creation time."""
+    created_at = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = [{"type": "model", "id": name, "display_name": name, "created_at": created_at} for name, _ in models]
+    return json.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                       "last_id": data[-1]["id"] if data else None}).encode("utf-8")

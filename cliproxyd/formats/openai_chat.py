@@ -1,55 +1,33 @@
 """
-OpenAI Chat Completions: request decoding and error rendering.
+OpenAI Chat Completions (C{"openai"}): requests, answers, streams, errors.
 
-Requests are parsed once, to learn the model and whether to stream, and kept
-as raw bytes: when the upstream model is the one the client asked for, those
-bytes go upstream untouched.
+Requests on the passthrough path are parsed once, to learn the model and
+whether to stream, and kept as raw bytes: when the upstream model is the one
+the client asked for, those bytes go upstream untouched. Everything else
+translates through the canonical model (see L{cliproxyd.formats}).
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Any
 
-from attrs import field, frozen
+from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
-from cliproxyd.modelnames import parse_model, suffix_effort
+from cliproxyd.modelnames import Reasoning, parse_reasoning
 
+log = Logger(namespace="cliproxyd.formats.openai_chat")
+
+NAME = "openai"
 
 BadRequest = C.BadRequest
 
 
-@frozen
-class ChatRequest:
-    model: str
-    stream: bool
-    raw: bytes = field(repr=False)
-    data: dict[str, Any] = field(repr=False, eq=False)
-
-    def body_for(self, upstream_model: str) -> bytes:
-        """
-        The upstream request body: the client's bytes, with the model renamed
-        if it must be. A thinking suffix (C{model(high)}, C{model(8192)}) is
-        taken off the name and becomes C{reasoning_effort}, overriding the
-        body's own.
-        """
-        if upstream_model == self.model and not upstream_model.endswith(")"):
-            return self.raw
-        name = parse_model(upstream_model)
-        data = dict(self.data)
-        data["model"] = name.base
-        effort = suffix_effort(name.suffix) if name.suffix else None
-        if effort is not None:
-            data["reasoning_effort"] = effort
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def decode_request(raw: bytes) -> ChatRequest:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+def validate(data: Any) -> tuple[str, bool]:
+    """The model and the stream flag of a decoded client body, or BadRequest."""
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     model = data.get("model")
@@ -63,17 +41,51 @@ def decode_request(raw: bytes) -> ChatRequest:
         stream = False
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false")
-    return ChatRequest(model=model, stream=stream, raw=raw, data=data)
+    return model, stream
 
 
-def error_body(message: str, type: str, code: str | None = None) -> bytes:
-    err: dict[str, Any] = {"message": message, "type": type, "code": code}
+def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
+    return {**data, "model": model}
+
+
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
+    """C{reasoning_effort} from C{reasoning}; a reasoning with no level ("auto") removes the field."""
+    effort = reasoning.effort()
+    if effort is None:
+        data.pop("reasoning_effort", None)
+    else:
+        data["reasoning_effort"] = effort
+
+
+# -- errors and listings -------------------------------------------------------------
+
+
+_PROBLEM_TYPES = {
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "insufficient_quota"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:
+    """
+    An OpenAI error for an HTTP status, its type and code derived from the
+    status; C{extra} joins the error object and may override C{type} and
+    C{code}.
+    """
+    default = ("server_error", "internal_server_error") if status >= 500 else ("invalid_request_error", None)
+    kind, code = _PROBLEM_TYPES.get(status, default)
+    err: dict[str, Any] = {"message": message, "type": kind, "code": code}
+    if extra:
+        err.update(extra)
     return json.dumps({"error": err}, ensure_ascii=False).encode("utf-8")
 
 
 def stream_error_event(message: str, type: str = "server_error", code: str | None = None) -> bytes:
     """An error delivered inside an SSE stream, after the status was already sent."""
-    return b"data: " + error_body(message, type, code) + b"\n\n"
+    return b"data: " + error_body(500, message, {"type": type, "code": code}) + b"\n\n"
 
 
 def is_error_body(body: bytes) -> bool:
@@ -85,6 +97,10 @@ def is_error_body(body: bytes) -> bool:
     return isinstance(data, dict) and isinstance(data.get("error"), dict)
 
 
+def model_body(name: str, created: int, owner: str = "cliproxyd") -> bytes:
+    return json.dumps({"id": name, "object": "model", "created": created, "owned_by": owner}).encode("utf-8")
+
+
 def models_body(models: list[tuple[str, str]], created: int) -> bytes:
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": owner}
@@ -93,14 +109,199 @@ def models_body(models: list[tuple[str, str]], created: int) -> bytes:
     return json.dumps({"object": "list", "data": data}).encode("utf-8")
 
 
-# -- translation: the canonical model <-> OpenAI Chat Completions ---------------------
-
-_FINISH_TO_CANON = {"stop": C.STOP, "length": C.LENGTH, "tool_calls": C.TOOL_CALLS,
-                    "function_call": C.TOOL_CALLS, "content_filter": C.CONTENT_FILTER}
+# -- requests: a client body -> the canonical model ------------------------------------
 
 
-def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
-    """An OpenAI Chat Completions request body for C{req}, asking for C{model}."""
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{path} must be a string")
+    return value
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{path} must be an object")
+    return value
+
+
+def _array(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadRequest(f"{path} must be an array")
+    return value
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise BadRequest(f"{key} must be a number")
+    return value
+
+
+def _max_tokens(data: dict[str, Any]) -> int | None:
+    key = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise BadRequest(f"{key} must be a positive integer")
+    return value
+
+
+def _text_content(content: Any, path: str) -> str:
+    """A string, or an array of text parts (system, assistant and tool messages)."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for j, part in enumerate(_array(content, path)):
+        part = _object(part, f"{path}[{j}]")
+        if part.get("type") == "text":
+            texts.append(_string(part.get("text"), f"{path}[{j}].text"))
+        else:
+            log.debug("dropping a {kind} part the canonical model cannot carry", kind=part.get("type"))
+    return "".join(texts)
+
+
+def _image(value: Any, path: str) -> C.Image:
+    url = _string(value.get("url") if isinstance(value, dict) else None, f"{path}.url")
+    if not url.startswith("data:"):
+        return C.Image(url=url)
+    header, comma, data = url[len("data:"):].partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise BadRequest(f"{path}.url must be an http(s) URL or a base64 data: URL")
+    return C.Image(data=data, media_type=header.removesuffix(";base64"))
+
+
+def _user_parts(content: Any, path: str) -> list[C.Part]:
+    if isinstance(content, str):
+        return [C.Text(content)]
+    parts: list[C.Part] = []
+    for j, part in enumerate(_array(content, path)):
+        part = _object(part, f"{path}[{j}]")
+        if part.get("type") == "text":
+            parts.append(C.Text(_string(part.get("text"), f"{path}[{j}].text")))
+        elif part.get("type") == "image_url":
+            parts.append(_image(part.get("image_url"), f"{path}[{j}].image_url"))
+        else:
+            log.debug("dropping a {kind} part the canonical model cannot carry", kind=part.get("type"))
+    return parts
+
+
+def _assistant_parts(m: dict[str, Any], path: str) -> list[C.Part]:
+    parts: list[C.Part] = []
+    reasoning = m.get("reasoning_content")
+    if reasoning is not None and _string(reasoning, f"{path}.reasoning_content"):
+        parts.append(C.Thinking(reasoning))
+    if m.get("content") is not None and (text := _text_content(m["content"], f"{path}.content")):
+        parts.append(C.Text(text))
+    for k, call in enumerate(_array(m.get("tool_calls") or [], f"{path}.tool_calls")):
+        where = f"{path}.tool_calls[{k}]"
+        call = _object(call, where)
+        fn = _object(call.get("function"), f"{where}.function")
+        parts.append(C.ToolCall(_string(call.get("id"), f"{where}.id"),
+                                _string(fn.get("name"), f"{where}.function.name"),
+                                _string(fn.get("arguments", "{}"), f"{where}.function.arguments")))
+    return parts
+
+
+def _tools(data: dict[str, Any]) -> tuple[C.Tool, ...]:
+    tools = []
+    for i, t in enumerate(_array(data.get("tools") or [], "tools")):
+        t = _object(t, f"tools[{i}]")
+        if t.get("type", "function") != "function":
+            log.debug("dropping a {kind} tool the canonical model cannot carry", kind=t.get("type"))
+            continue
+        fn = _object(t.get("function"), f"tools[{i}].function")
+        tools.append(C.Tool(_string(fn.get("name"), f"tools[{i}].function.name"),
+                            _string(fn.get("description") or "", f"tools[{i}].function.description"),
+                            _object(fn.get("parameters") or {}, f"tools[{i}].function.parameters")))
+    return tuple(tools)
+
+
+def _tool_choice(value: Any) -> str | None:
+    if value is None or value in ("auto", "none", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function":
+        fn = _object(value.get("function"), "tool_choice.function")
+        return _string(fn.get("name"), "tool_choice.function.name")
+    raise BadRequest("tool_choice must be auto, none, required or {type: function, function: {name}}")
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return tuple(value)
+    raise BadRequest("stop must be a string or an array of strings")
+
+
+def _reasoning(value: Any) -> Reasoning | None:
+    if value is None:
+        return None
+    reasoning = parse_reasoning(value) if isinstance(value, str) else None
+    if reasoning is None:
+        raise BadRequest("reasoning_effort must be none, minimal, low, medium, high or xhigh")
+    return reasoning
+
+
+def request_to_canonical(data: dict[str, Any]) -> C.Request:
+    """
+    A Chat Completions body as a canonical request. System and developer
+    messages become the system text; tool messages become a user message of
+    tool results, together with the user message right after them.
+    """
+    model, stream = validate(data)
+    system: list[str] = []
+    messages: list[C.Message] = []
+    after_tool = False
+    for i, m in enumerate(data["messages"]):
+        path = f"messages[{i}]"
+        role = _object(m, path).get("role")
+        if role in ("system", "developer"):
+            system.append(_text_content(m.get("content"), f"{path}.content"))
+            continue
+        if role == "tool":
+            parts: list[C.Part] = [C.ToolResult(_string(m.get("tool_call_id"), f"{path}.tool_call_id"),
+                                                _text_content(m.get("content"), f"{path}.content"))]
+        elif role == "user":
+            parts = _user_parts(m.get("content"), f"{path}.content")
+        elif role == "assistant":
+            parts = _assistant_parts(m, path)
+        else:
+            raise BadRequest(f"{path}.role must be system, developer, user, assistant or tool")
+        if after_tool and role != "assistant":
+            messages[-1] = C.Message("user", messages[-1].parts + tuple(parts))
+        else:
+            messages.append(C.Message("assistant" if role == "assistant" else "user", tuple(parts)))
+        after_tool = role == "tool"
+    return C.Request(
+        model=model,
+        messages=tuple(messages),
+        system="\n\n".join(system),
+        tools=_tools(data),
+        tool_choice=_tool_choice(data.get("tool_choice")),
+        max_tokens=_max_tokens(data),
+        temperature=_number(data, "temperature"),
+        top_p=_number(data, "top_p"),
+        stop=_stop(data.get("stop")),
+        stream=stream,
+        reasoning=_reasoning(data.get("reasoning_effort")),
+    )
+
+
+# -- requests: the canonical model -> an upstream body ---------------------------------
+
+
+def _dropped(part: C.Part, role: str) -> None:
+    log.debug("dropping a {kind} part of a {role} message: Chat Completions cannot carry it",
+              kind=type(part).__name__, role=role)
+
+
+def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
+    """
+    An OpenAI Chat Completions request body for C{req}, asking for C{model}.
+    Thinking in assistant messages, images outside user messages and the
+    error flag of tool results have no place in a chat request and are dropped.
+    """
     messages: list[dict[str, Any]] = []
     if req.system:
         messages.append({"role": "system", "content": req.system})
@@ -112,6 +313,9 @@ def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
                 for p in m.parts
                 if isinstance(p, C.ToolCall)
             ]
+            for p in m.parts:
+                if not isinstance(p, (C.Text, C.ToolCall)):
+                    _dropped(p, m.role)
             out: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
                 out["tool_calls"] = calls
@@ -126,6 +330,8 @@ def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
             elif isinstance(p, C.Image):
                 url = p.url or f"data:{p.media_type};base64,{p.data}"
                 content.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                _dropped(p, m.role)
         if content:
             if all(c["type"] == "text" for c in content):
                 messages.append({"role": "user", "content": "".join(c["text"] for c in content)})
@@ -156,6 +362,24 @@ def from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     return body
 
 
+#: The name the Claude endpoint's translation seam calls it by.
+
+
+# -- answers ---------------------------------------------------------------------------
+
+_FINISH_TO_CANON = {"stop": C.STOP, "length": C.LENGTH, "tool_calls": C.TOOL_CALLS,
+                    "function_call": C.TOOL_CALLS, "content_filter": C.CONTENT_FILTER}
+
+
+def _finish_reason(stop_reason: str) -> str:
+    # The canonical stop reasons are named as OpenAI names them.
+    return stop_reason if stop_reason in (C.STOP, C.LENGTH, C.TOOL_CALLS, C.CONTENT_FILTER) else "stop"
+
+
+def _completion_id(upstream_id: str) -> str:
+    return upstream_id if upstream_id.startswith("chatcmpl-") else "chatcmpl-" + (upstream_id or uuid.uuid4().hex)
+
+
 def _usage(raw: Any) -> C.Usage:
     if not isinstance(raw, dict):
         return C.Usage()
@@ -163,6 +387,16 @@ def _usage(raw: Any) -> C.Usage:
     reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return C.Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
                    int(cached), int(reasoning))
+
+
+def _usage_body(usage: C.Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
 
 
 def response_to_canonical(data: dict[str, Any]) -> C.Response:
@@ -187,6 +421,40 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
         stop_reason=_FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
         usage=_usage(data.get("usage")),
     )
+
+
+def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
+    """A C{chat.completion} object for C{resp}, naming C{model}; thinking becomes C{reasoning_content}."""
+    text = "".join(p.text for p in resp.parts if isinstance(p, C.Text))
+    thinking = "".join(p.text for p in resp.parts if isinstance(p, C.Thinking))
+    calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+             for p in resp.parts if isinstance(p, C.ToolCall)]
+    for p in resp.parts:
+        if not isinstance(p, (C.Text, C.Thinking, C.ToolCall)):
+            _dropped(p, "assistant")
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = thinking
+    return {
+        "id": _completion_id(resp.id),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": _finish_reason(resp.stop_reason)}],
+        "usage": _usage_body(resp.usage),
+    }
+
+
+# -- streams ---------------------------------------------------------------------------
+
+
+def _sse(data: Any) -> bytes:
+    # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
+    # str.splitlines does) must still see one data line per event.
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n\n"
 
 
 class StreamDecoder:
@@ -223,3 +491,60 @@ class StreamDecoder:
         if chunk.get("usage"):
             events.append(C.UsageEvent(_usage(chunk["usage"])))
         return events
+
+
+class StreamEncoder:
+    """
+    Canonical stream events -> C{chat.completion.chunk} SSE frames, ending
+    with C{data: [DONE]}, or with an error frame and nothing after it.
+    """
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._id = ""
+        self._created = int(time.time())
+        self._started = False
+        self._calls: dict[int, int] = {}  # canonical tool index -> index in this stream's tool_calls
+        self._next_call = 0
+        self._failed = False
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return _sse({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                     "model": self._model, "choices": choices, **extra})
+
+    def _delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+
+    def feed(self, event: C.Event) -> bytes:
+        out = b""
+        if not self._started:
+            self._started = True
+            self._id = _completion_id(event.id if isinstance(event, C.Start) else "")
+            out = self._delta({"role": "assistant", "content": ""})
+        if isinstance(event, C.TextDelta):
+            return out + self._delta({"content": event.text})
+        if isinstance(event, C.ThinkingDelta):
+            return out + self._delta({"reasoning_content": event.text})
+        if isinstance(event, C.ToolCallStart):
+            self._calls[event.index] = index = self._next_call
+            self._next_call += 1
+            return out + self._delta({"tool_calls": [{"index": index, "id": event.id, "type": "function",
+                                                      "function": {"name": event.name, "arguments": ""}}]})
+        if isinstance(event, C.ToolCallDelta):
+            index = self._calls.get(event.index)
+            if index is None:
+                log.debug("dropping arguments for tool call {index}, which never started", index=event.index)
+                return out
+            return out + self._delta({"tool_calls": [{"index": index, "function": {"arguments": event.arguments}}]})
+        if isinstance(event, C.Finish):
+            return out + self._delta({}, _finish_reason(event.stop_reason))
+        if isinstance(event, C.UsageEvent):
+            return out + self._chunk([], usage=_usage_body(event.usage))
+        if isinstance(event, C.ErrorEvent):
+            self._failed = True
+            return out + _sse({"error": {"message": event.message, "type": event.type, "code": None}})
+        return out  # a Start after the first event
+
+    def close(self) -> bytes:
+        """C{[DONE]}, unless the stream ended with an error (OpenAI sends none after one)."""
+        return b"" if self._failed else b"data: [DONE]\n\n"

@@ -1,6 +1,6 @@
 """
-Translation seams: a canonical request as the conductor sees it, and a
-consumer that turns an upstream's SSE stream into the client's format.
+Stream translation: a consumer that turns an upstream's SSE stream, of any
+format, into the client's format through canonical events.
 """
 
 from __future__ import annotations
@@ -12,31 +12,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
-from cliproxyd.formats import openai_chat
-from cliproxyd.modelnames import parse_model, suffix_effort
 
 log = Logger(namespace="cliproxyd.formats.translate")
-
-
-class TranslatedRequest:
-    """
-    A request decoded from another format, sent to OpenAI-compatible
-    upstreams. It has what the conductor uses of a request: C{model},
-    C{stream} and C{body_for}.
-    """
-
-    def __init__(self, canonical: C.Request) -> None:
-        self.canonical = canonical
-        self.model = canonical.model
-        self.stream = canonical.stream
-
-    def body_for(self, upstream_model: str) -> bytes:
-        name = parse_model(upstream_model)
-        body = openai_chat.from_canonical(self.canonical, name.base)
-        effort = suffix_effort(name.suffix) if name.suffix else None
-        if effort is not None:
-            body["reasoning_effort"] = effort
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class SSEParser:
@@ -61,6 +38,10 @@ class SSEParser:
         return events
 
 
+class Decoder(Protocol):
+    def feed(self, data: dict[str, Any]) -> list[C.Event]: ...
+
+
 class Encoder(Protocol):
     def feed(self, event: C.Event) -> bytes: ...
     def close(self) -> bytes: ...
@@ -73,13 +54,13 @@ class Consumer(Protocol):
 
 
 class TranslatingConsumer:
-    """Sits between a stream relay and the client: OpenAI chunks in, the client's events out."""
+    """Sits between a stream relay and the client: the upstream's events in, the client's out."""
 
-    def __init__(self, inner: Consumer, encoder: Encoder) -> None:
+    def __init__(self, inner: Consumer, decoder: Decoder, encoder: Encoder) -> None:
         self._inner = inner
         self._encoder = encoder
         self._parser = SSEParser()
-        self._decoder = openai_chat.StreamDecoder()
+        self._decoder = decoder
 
     def write(self, data: bytes) -> None:
         out = []

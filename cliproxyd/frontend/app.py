@@ -1,15 +1,18 @@
 """
-The client routes: OpenAI-compatible chat completions and models, health.
+The client routes: OpenAI chat completions and Responses, Claude messages,
+Gemini generateContent, their model lists and counts; health.
 
 Routes are thin: check access, decode, hand the request to the conductor,
-render what comes back. Every error a client can see is rendered here, in
-OpenAI's error shape; no traceback ever reaches a client.
+render what comes back in the client's format (passed through untouched
+when the upstream spoke it too). Every error a client can see is rendered
+here, in the client's own error shape; no traceback ever reaches a client.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from types import ModuleType
 from typing import Any, Callable
 
 from attrs import field as attrs_field
@@ -31,10 +34,12 @@ from cliproxyd.conductor.conductor import (
     RequestMeta,
     UnknownModel,
 )
-from cliproxyd.executors.base import StreamReply, UpstreamError
-from cliproxyd.formats import claude, openai_chat
+from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
+from cliproxyd.formats import FORMATS, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
-from cliproxyd.formats.translate import TranslatingConsumer, TranslatedRequest
+from cliproxyd.formats.openai_chat import is_error_body
+from cliproxyd.formats.request import ClientRequest, dumps
+from cliproxyd.formats.translate import TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
 from cliproxyd.logging import fingerprint
 
@@ -51,29 +56,18 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-def _error_type(status: int) -> tuple[str, str | None]:
-    if status == 429:
-        return "rate_limit_error", "rate_limit_exceeded"
-    if status == 403:
-        return "permission_error", "insufficient_quota"
-    if status == 404:
-        return "invalid_request_error", "model_not_found"
-    if status >= 500:
-        return "server_error", "internal_server_error"
-    return "invalid_request_error", None
-
-
 @frozen
 class Problem:
     """What went wrong, before it is rendered in the client's format."""
 
     status: int
     message: str
-    kind: str
+    #: a machine-readable code for formats that carry one (the type follows from the status)
     code: str | None = None
     headers: dict[bytes, bytes] = attrs_field(factory=dict)
-    #: an upstream OpenAI-shaped error body an OpenAI client may get as it is
+    #: an upstream error body a client of the same format may get as it is
     upstream_body: bytes | None = None
+    upstream_fmt: str = ""
     #: more fields for the error object (model_cooldown's reset time)
     extra: dict[str, Any] = attrs_field(factory=dict)
 
@@ -90,8 +84,15 @@ def cooling_problem(e: AllCooling) -> Problem:
     if len(e.providers) == 1:
         extra["provider"] = e.providers[0]
     headers = {b"retry-after": str(max(1, seconds)).encode()} if seconds is not None else {}
-    return Problem(429, f"All credentials for model {e.model} are cooling down{via}", "rate_limit_error",
+    return Problem(429, f"All credentials for model {e.model} are cooling down{via}",
                    "model_cooldown", headers, extra=extra)
+
+
+def _upstream_body(e: UpstreamError) -> dict[str, Any]:
+    """The upstream's own error body, when it is a JSON error object a same-format client can be given."""
+    if e.fmt and is_error_body(e.body):
+        return {"upstream_body": e.body, "upstream_fmt": e.fmt}
+    return {}
 
 
 def upstream_problem(last: UpstreamError) -> Problem:
@@ -102,33 +103,35 @@ def upstream_problem(last: UpstreamError) -> Problem:
     if last.status in (401, 407):
         # The upstream rejected *our* credential; a 401 would tell the client
         # its own key is wrong.
-        return Problem(502, f"upstream rejected the credential: {last.message}", "server_error",
+        return Problem(502, f"upstream rejected the credential: {last.message}",
                        "upstream_auth_failed", headers)
     if last.status:
-        kind, code = _error_type(last.status)
-        body = last.body if openai_chat.is_error_body(last.body) else None
-        return Problem(last.status, last.message, kind, code, headers, upstream_body=body)
+        return Problem(last.status, last.message, None, headers, **_upstream_body(last))
     status = 504 if last.kind == "timeout" else 502
     code = "upstream_timeout" if status == 504 else "upstream_unavailable"
-    return Problem(status, f"upstream {last.kind}: {last.message}", "server_error", code, headers)
+    return Problem(status, f"upstream {last.kind}: {last.message}", code, headers)
 
 
-def render_openai(p: Problem) -> ClientError:
-    if p.upstream_body is not None:
-        return ClientError(p.status, p.upstream_body, p.headers)
-    body = openai_chat.error_body(p.message, p.kind, p.code)
-    if p.extra:
-        data = json.loads(body)
-        data["error"].update(p.extra)
-        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
-    return ClientError(p.status, body, p.headers)
+Render = Callable[[Problem], ClientError]
 
 
-def render_claude(p: Problem) -> ClientError:
-    extra = dict(p.extra)
-    if p.code:
-        extra["code"] = p.code
-    return ClientError(p.status, claude.error_body(p.status, p.message, extra or None), p.headers)
+def renderer(fmt: ModuleType) -> Render:
+    """How problems look to a client of format C{fmt}."""
+
+    def render(p: Problem) -> ClientError:
+        if p.upstream_body is not None and p.upstream_fmt == fmt.NAME:
+            return ClientError(p.status, p.upstream_body, p.headers)
+        extra: dict[str, Any] = {"code": p.code} if p.code else {}
+        extra.update(p.extra)
+        return ClientError(p.status, fmt.error_body(p.status, p.message, extra), p.headers)
+
+    return render
+
+
+render_openai = renderer(openai_chat)
+render_claude = renderer(claude)
+render_gemini = renderer(gemini)
+render_responses = renderer(responses)
 
 
 class _ClientConsumer:
@@ -155,6 +158,17 @@ class _ClientConsumer:
             self._request.unregisterProducer()
 
 
+def _wants_claude_list(request: IRequest) -> bool:
+    """Claude's clients get Claude's model list: they send anthropic-version, or are Claude Code."""
+    agent = request.getHeader(b"user-agent") or b""
+    return request.getHeader(b"anthropic-version") is not None or agent.startswith(b"claude-cli")
+
+
+def _wants_gemini_shape(request: IRequest) -> bool:
+    """A Gemini client asking under /v1 (as the google-genai SDK may): it sends its key its own way."""
+    return request.getHeader(b"x-goog-api-key") is not None or b"key" in (request.args or {})
+
+
 class Frontend:
     app = Klein()
     log = Logger()
@@ -166,14 +180,20 @@ class Frontend:
         clock: IReactorTime,
         management: IResource | None = None,
         session_affinity: bool = False,
+        max_body: int = 8 << 20,
     ) -> None:
         self.conductor = conductor
         self.access = access
         self.clock = clock
         self.management = management
         self.session_affinity = session_affinity
-        self._created = int(clock.seconds())
-        self._models_body = openai_chat.models_body(conductor.models(), self._created)
+        self.max_body = max_body
+        created = int(clock.seconds())
+        models = conductor.models()
+        self._model_ids = {name for name, _ in models}
+        self._models_openai = openai_chat.models_body(models, created)
+        self._models_claude = claude.models_body(models, created)
+        self._models_gemini = gemini.models_body(models)
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -187,65 +207,142 @@ class Frontend:
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: IRequest) -> bytes:
-        self._check_access(request)
+        if _wants_claude_list(request):
+            self._check_access(request, render_claude)
+            body = self._models_claude
+        else:
+            self._check_access(request)
+            body = self._models_openai
         request.setHeader(b"content-type", JSON)
-        return self._models_body
+        return body
 
     @app.route("/v1/chat/completions", methods=["POST"])
-    async def chat_completions(self, request: IRequest) -> bytes:
-        client_key = self._check_access(request, render_openai)
+    def chat_completions(self, request: IRequest) -> Any:
+        return self._generate(request, openai_chat)
+
+    @app.route("/v1/responses", methods=["POST"])
+    def openai_responses(self, request: IRequest) -> Any:
+        return self._generate(request, responses)
+
+    @app.route("/v1/messages", methods=["POST"])
+    def claude_messages(self, request: IRequest) -> Any:
+        return self._generate(request, claude)
+
+    @app.route("/v1/messages/count_tokens", methods=["POST"])
+    def claude_count(self, request: IRequest) -> Any:
+        return self._count(request, claude)
+
+    @app.route("/v1beta/models", methods=["GET"])
+    def gemini_models(self, request: IRequest) -> bytes:
+        self._check_access(request, render_gemini)
+        request.setHeader(b"content-type", JSON)
+        return self._models_gemini
+
+    @app.route("/v1beta/models/<path:target>", methods=["GET", "POST"])
+    @app.route("/v1/models/<path:target>", methods=["GET", "POST"])
+    def gemini_model(self, request: IRequest, target: str) -> Any:
+        if request.method == b"GET":
+            return self._model(request, target)
+        model, _, method = target.rpartition(":")
+        model = model.removeprefix("models/")
+        if method == "generateContent":
+            return self._generate(request, gemini, model, stream=False)
+        if method == "streamGenerateContent":
+            sse = request.args.get(b"alt", [b"sse"])[0] == b"sse"
+            return self._generate(request, gemini, model, stream=True, sse=sse)
+        if method == "countTokens":
+            return self._count(request, gemini, model)
+        self._check_access(request, render_gemini)
+        raise render_gemini(Problem(404, f"Method {method!r} is not supported for models/{model}",
+                                    "not_found"))
+
+    def _model(self, request: IRequest, target: str) -> bytes:
+        model = target.removeprefix("models/")
+        gemini_client = request.path.startswith(b"/v1beta/") or _wants_gemini_shape(request)
+        render = render_gemini if gemini_client else render_openai
+        self._check_access(request, render)
+        if model not in self._model_ids:
+            raise render(Problem(404, f"The model {model!r} does not exist",
+                                 "model_not_found"))
+        request.setHeader(b"content-type", JSON)
+        if gemini_client:
+            return gemini.model_body(model)
+        return openai_chat.model_body(model, int(self.clock.seconds()))
+
+    # -- the two paths: generate and count ---------------------------------------
+
+    def _decode(self, request: IRequest, fmt: ModuleType, model: str | None = None,
+                stream: bool | None = None) -> tuple[ClientRequest, str | None, Render]:
+        render = renderer(fmt)
+        client_key = self._check_access(request, render)
+        raw = request.content.read()
+        if getattr(request, "body_too_large", False) or len(raw) > self.max_body:
+            raise render(Problem(413, f"The request body is larger than {self.max_body} bytes (max-body-mb)",
+                                 "request_too_large"))
         try:
-            req = openai_chat.decode_request(request.content.read())
+            return ClientRequest.decode(fmt, raw, model, stream), client_key, render
         except BadRequest as e:
-            raise render_openai(Problem(400, f"Invalid request: {e}", "invalid_request_error")) from None
-        result = await self._conduct(req, client_key, render_openai)
-        request.setResponseCode(result.status)
-        request.setHeader(b"content-type", result.content_type)
+            raise render(Problem(400, f"Invalid request: {e}")) from None
+
+    async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
+                        stream: bool | None = None, sse: bool = True) -> bytes:
+        req, client_key, render = self._decode(request, fmt, model, stream)
+        result = await self._conduct(self.conductor.execute, req, client_key, render)
         if not isinstance(result, StreamReply):
-            return result.body
-        consumer = self._stream_headers(request)
+            return self._answer(request, result, fmt, req, render)
+        request.setResponseCode(result.status)
+        inner = self._stream_headers(request)
+        upstream = FORMATS[result.fmt]
+        if upstream is fmt and sse:
+            request.setHeader(b"content-type", result.content_type)
+            error = await result.relay.attach(inner)
+            if error is not None:
+                self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
+                inner.write(fmt.stream_error_event(error))
+            return b""
+        encoder = fmt.StreamEncoder(req.model) if sse else fmt.StreamEncoder(req.model, sse=False)
+        request.setHeader(b"content-type", b"text/event-stream" if sse else JSON)
+        consumer = TranslatingConsumer(inner, upstream.StreamDecoder(), encoder)
         error = await result.relay.attach(consumer)
         if error is not None:
             self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
-            consumer.write(openai_chat.stream_error_event(error))
-        return b""
-
-    @app.route("/v1/messages", methods=["POST"])
-    async def claude_messages(self, request: IRequest) -> bytes:
-        """Anthropic Messages, served by OpenAI-compatible upstreams through the canonical model."""
-        client_key = self._check_access(request, render_claude)
-        try:
-            canonical = claude.decode_request(request.content.read())
-        except BadRequest as e:
-            raise render_claude(Problem(400, f"Invalid request: {e}", "invalid_request_error")) from None
-        result = await self._conduct(TranslatedRequest(canonical), client_key, render_claude)
-        if not isinstance(result, StreamReply):
-            try:
-                answer = openai_chat.response_to_canonical(json.loads(result.body))
-            except (ValueError, UnicodeDecodeError, AttributeError):
-                raise render_claude(Problem(502, "the upstream answer is not valid JSON", "server_error")) from None
-            request.setHeader(b"content-type", JSON)
-            return claude.encode_response(answer, canonical.model)
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/event-stream")
-        consumer = TranslatingConsumer(self._stream_headers(request), claude.StreamEncoder(canonical.model))
-        error = await result.relay.attach(consumer)
-        if error is not None:
-            self.log.warn("stream for {model} ended early: {error}", model=canonical.model, error=error)
             consumer.fail(error)
         else:
             consumer.close()
         return b""
 
-    async def _conduct(self, req: Any, client_key: str | None, render: Callable[[Problem], ClientError]):
+    def _answer(self, request: IRequest, result: Reply, fmt: ModuleType, req: ClientRequest,
+                render: Render) -> bytes:
+        request.setResponseCode(result.status)
+        if result.fmt == fmt.NAME:
+            request.setHeader(b"content-type", result.content_type)
+            return result.body
+        try:
+            answer = FORMATS[result.fmt].response_to_canonical(json.loads(result.body))
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError, IndexError):
+            raise render(Problem(502, "the upstream answer is not valid JSON",
+                                 "bad_upstream_answer")) from None
+        request.setHeader(b"content-type", JSON)
+        return dumps(fmt.response_from_canonical(answer, req.model))
+
+    async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
+        req, client_key, render = self._decode(request, fmt, model, stream=False)
+        result = await self._conduct(self.conductor.count, req, client_key, render)
+        request.setHeader(b"content-type", JSON)
+        if result.fmt == fmt.NAME and not result.local:
+            return result.body
+        return dumps(fmt.count_body(result.tokens or 0))
+
+    async def _conduct(self, run: Callable[..., Any], req: ClientRequest, client_key: str | None,
+                       render: Render) -> Any:
         meta = RequestMeta()
         if self.session_affinity and client_key:
             meta = RequestMeta(affinity_key=fingerprint(client_key))
         try:
-            return await self.conductor.execute(req, meta)
+            return await run(req, meta)
         except UnknownModel as e:
             raise render(Problem(404, f"The model {e.model!r} does not exist or no credential serves it",
-                                 "invalid_request_error", "model_not_found")) from None
+                                 "model_not_found")) from None
         except AllAttemptsFailed as e:
             self.log.error(
                 "all {attempts} credentials failed for {model}: {error}",
@@ -258,8 +355,7 @@ class Frontend:
             raise render(cooling_problem(e)) from None
         except RequestInvalid as e:
             err = e.error
-            body = err.body if openai_chat.is_error_body(err.body) else None
-            raise render(Problem(err.status, err.message, "invalid_request_error", upstream_body=body)) from None
+            raise render(Problem(err.status, err.message, **_upstream_body(err))) from None
 
     def _stream_headers(self, request: IRequest) -> "_ClientConsumer":
         request.setHeader(b"cache-control", b"no-cache")
@@ -274,36 +370,27 @@ class Frontend:
 
     # -- errors ---------------------------------------------------------------
 
-    def _check_access(
-        self, request: IRequest, render: Callable[[Problem], ClientError] = render_openai
-    ) -> str | None:
+    def _check_access(self, request: IRequest, render: Render = render_openai) -> str | None:
         try:
             return self.access.check(request)
         except AccessDenied as e:
-            raise render(Problem(401, str(e), "invalid_request_error", "invalid_api_key")) from None
+            raise render(Problem(401, str(e), "invalid_api_key")) from None
 
     @app.handle_errors(ClientError)
     def _client_error(self, request: IRequest, failure: Failure) -> bytes:
-        e: ClientError = failure.value
-        request.setResponseCode(e.status)
-        request.setHeader(b"content-type", JSON)
-        for name, value in e.headers.items():
-            request.setHeader(name, value)
-        return e.body
+        return _write(request, failure.value)
 
     @app.handle_errors(NotFound)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", JSON)
         path = request.path.decode("utf-8", "replace")
-        return openai_chat.error_body(f"No route for {path}", "invalid_request_error", "not_found")
+        problem = Problem(404, f"No route for {path}", "not_found")
+        return _write(request, _path_renderer(request)(problem))
 
     @app.handle_errors(MethodNotAllowed)
     def _bad_method(self, request: IRequest, failure: Failure) -> bytes:
-        request.setResponseCode(405)
-        request.setHeader(b"content-type", JSON)
         method = request.method.decode("ascii", "replace")
-        return openai_chat.error_body(f"{method} is not allowed here", "invalid_request_error")
+        problem = Problem(405, f"{method} is not allowed here")
+        return _write(request, _path_renderer(request)(problem))
 
     @app.handle_errors(Exception)
     def _internal(self, request: IRequest, failure: Failure) -> bytes:
@@ -312,5 +399,24 @@ class Frontend:
         self.log.failure("unhandled error on {path}", failure, path=request.path)
         request.setResponseCode(500)
         request.setHeader(b"content-type", JSON)
-        return openai_chat.error_body("internal error", "server_error", "internal_server_error")
+        return openai_chat.error_body(500, "internal error", {"code": "internal_server_error"})
 
+
+def _write(request: IRequest, e: ClientError) -> bytes:
+    request.setResponseCode(e.status)
+    request.setHeader(b"content-type", JSON)
+    for name, value in e.headers.items():
+        request.setHeader(name, value)
+    return e.body
+
+
+def _path_renderer(request: IRequest) -> Render:
+    """The error shape a path's clients expect, for answers no route made."""
+    path = request.path
+    if path.startswith(b"/v1beta/"):
+        return render_gemini
+    if path.startswith(b"/v1/messages"):
+        return render_claude
+    if path.startswith(b"/v1/responses"):
+        return render_responses
+    return render_openai

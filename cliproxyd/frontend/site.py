@@ -84,10 +84,29 @@ class MemoryRequest(Request):
     100 kB and more (and every chunked body) to a temporary file, which is
     disk I/O on the reactor thread; LLM requests are JSON we parse whole
     anyway.
+
+    A body larger than the site's C{max_body} is not kept: the request
+    arrives with an empty body and C{body_too_large} set, for the route
+    to answer 413 in its client's format.
     """
+
+    body_too_large = False
+    _limit: int | None = None
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
+        self._limit = getattr(self.channel.site, "max_body", None) if self.channel else None
+        if length is not None and self._limit is not None and length > self._limit:
+            self.body_too_large = True
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        if self._limit is not None and self.content.tell() + len(data) > self._limit:
+            self.body_too_large = True
+            self.content = BytesIO()
+            return
+        self.content.write(data)
 
 
 class QuietSite(Site):
@@ -101,10 +120,12 @@ class QuietSite(Site):
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource, **kw) -> None:
+    def __init__(self, resource, max_body: int | None = None, **kw) -> None:
         kw.setdefault("parsePOSTFormSubmission", False)
         kw.setdefault("requestFactory", MemoryRequest)
         super().__init__(resource, **kw)
+        #: the largest request body kept, in bytes (None: no limit)
+        self.max_body = max_body
 
     def log(self, request: Request) -> None:
         pass

@@ -1,15 +1,20 @@
 """
-A simulated OpenAI-compatible upstream with scriptable faults per API key.
+A simulated upstream with scriptable faults per API key, speaking all four
+wire formats: OpenAI chat completions (C{/v1/chat/completions}), OpenAI
+Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
+count) and Gemini (C{/v1beta/models/M:generateContent},
+C{:streamGenerateContent?alt=sse}, C{:countTokens}), each with its own key
+header, stream framing and error bodies.
 
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
 repeating. A behaviour is one of::
 
     ok                 answer (JSON, or SSE when the request streams)
-    status:CODE[:S]    fail with HTTP CODE and an OpenAI error body; S adds Retry-After: S
+    status:CODE[:S]    fail with HTTP CODE and an error body of the format; S adds Retry-After: S
     unsupported[:CODE] a 400 (or CODE) saying the model is not supported for this key
     hang               never answer (until the client goes away)
-    cut:N              stream N events (the role chunk is the first), then drop
+    cut:N              stream N events (the opening one is the first), then drop
                        the connection (without streaming: drop it before answering)
     stall:N            stream N events, then go silent
     slow:S             wait S seconds before each chunk (or before the answer)
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import deque
+from types import ModuleType
 from typing import Any
 
 from attrs import define, field, frozen
@@ -37,6 +43,9 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
+
+from cliproxyd.formats import canonical as C
+from cliproxyd.formats import claude, gemini, openai_chat, responses
 
 JSON = b"application/json"
 
@@ -74,6 +83,9 @@ class SeenRequest:
     behaviour: str
     disconnected: bool = False
     bytes_sent: int = 0
+    #: the wire format asked in, and the body as it arrived
+    format: str = "openai"
+    body: Any = field(default=None, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +95,7 @@ class SeenRequest:
             "behaviour": self.behaviour,
             "disconnected": self.disconnected,
             "bytes_sent": self.bytes_sent,
+            "format": self.format,
         }
 
 
@@ -150,7 +163,7 @@ class SimulatedUpstream:
             return Behaviour("ok")
         return script.pop(0) if len(script) > 1 else script[0]
 
-    # -- the OpenAI-compatible surface ----------------------------------------
+    # -- the four wire formats ------------------------------------------------
 
     @app.route("/v1/models", methods=["GET"])
     def list_models(self, request: IRequest) -> bytes:
@@ -159,42 +172,63 @@ class SimulatedUpstream:
         return json.dumps({"object": "list", "data": data}).encode()
 
     @app.route("/v1/chat/completions", methods=["POST"])
-    async def chat(self, request: IRequest) -> bytes:
-        auth = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        key = auth[7:] if auth.lower().startswith("bearer ") else auth
+    def chat(self, request: IRequest) -> Any:
+        return self._serve(request, openai_chat, _bearer(request))
+
+    @app.route("/v1/responses", methods=["POST"])
+    def responses_api(self, request: IRequest) -> Any:
+        return self._serve(request, responses, _bearer(request))
+
+    @app.route("/v1/messages", methods=["POST"])
+    def claude_api(self, request: IRequest) -> Any:
+        return self._serve(request, claude, _header(request, b"x-api-key"))
+
+    @app.route("/v1/messages/count_tokens", methods=["POST"])
+    def messages_count(self, request: IRequest) -> Any:
+        return self._serve(request, claude, _header(request, b"x-api-key"), count=True)
+
+    @app.route("/v1beta/models/<path:target>", methods=["POST"])
+    def gemini_api(self, request: IRequest, target: str) -> Any:
+        model, _, method = target.rpartition(":")
+        key = _header(request, b"x-goog-api-key")
+        if method == "countTokens":
+            return self._serve(request, gemini, key, model, count=True)
+        if method in ("generateContent", "streamGenerateContent"):
+            return self._serve(request, gemini, key, model, stream=method == "streamGenerateContent")
+        request.setResponseCode(404)
+        return gemini.error_body(404, f"unknown method {method}")
+
+    async def _serve(self, request: IRequest, fmt: ModuleType, key: str, model: str | None = None,
+                     stream: bool | None = None, count: bool = False) -> bytes:
+        request.setHeader(b"content-type", JSON)
         try:
-            body = json.loads(request.content.read())
-            model = str(body["model"])
-            stream = bool(body.get("stream", False))
-        except (ValueError, KeyError, TypeError):
-            return self._error(request, 400, "invalid JSON body or no model", "invalid_request_error")
+            data = json.loads(request.content.read())
+            if count and fmt is gemini:
+                data = data.get("generateContentRequest") or data
+            body_model, body_stream = fmt.validate(data)
+            req = fmt.request_to_canonical(data)
+        except (ValueError, C.BadRequest, AttributeError) as e:
+            return self._error(request, fmt, 400, f"invalid request: {e}", "invalid_request_error")
+        model = body_model if model is None else model
+        stream = body_stream if stream is None else stream
         if self.known_keys is not None and key not in self.known_keys:
-            return self._error(request, 401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+            return self._error(request, fmt, 401, "Incorrect API key provided", "authentication_error",
+                               "invalid_api_key")
         behaviour = self._next(key)
-        seen = SeenRequest(key=key, model=model, stream=stream, behaviour=behaviour.name)
+        seen = SeenRequest(key=key, model=model, stream=stream, behaviour=behaviour.name, format=fmt.NAME,
+                           body=data)
         self.seen.append(seen)
         request.notifyFinish().addErrback(lambda _: setattr(seen, "disconnected", True))
         self._counter += 1
-        reply_id = f"chatcmpl-sim-{self._counter}"
-        text = f"Hello from the simulated upstream (key ...{key[-6:]})."
-        tool_call = None
-        messages = body.get("messages") or []
-        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-        if last.get("role") == "tool":
-            text = f"The tool said: {last.get('content')}"
-        elif body.get("tools"):
-            # Asked with tools: call the first one, as a model would.
-            name = body["tools"][0].get("function", {}).get("name", "tool")
-            tool_call = {"id": f"call_sim_{self._counter}", "name": name, "arguments": '{"city": "Paris"}'}
         b = behaviour
         if b.name == "status":
             code = int(b.args[0])
             if len(b.args) > 1:
                 request.setHeader(b"retry-after", b"%d" % int(b.args[1]))
-            return self._error(request, code, f"simulated failure {code}", _error_kind(code), None)
+            return self._error(request, fmt, code, f"simulated failure {code}", _error_kind(code))
         if b.name == "unsupported":
             code = int(b.args[0]) if b.args else 400
-            return self._error(request, code, f"The requested model is not supported: {model}",
+            return self._error(request, fmt, code, f"The requested model is not supported: {model}",
                                "invalid_request_error", "model_not_supported")
         if b.name == "hang":
             await Deferred()
@@ -203,67 +237,69 @@ class SimulatedUpstream:
             return b""
         if b.name == "slow" and not stream:
             await deferLater(self.clock, b.args[0])
+        if count:
+            return json.dumps(fmt.count_body(5 + len(json.dumps(data)) // 40)).encode()
+        answer = self._answer(req, model, key)
         if not stream:
-            request.setHeader(b"content-type", JSON)
-            return json.dumps(_completion(reply_id, model, text, tool_call)).encode()
-        return await self._stream(request, b, reply_id, model, text, seen, tool_call)
+            return json.dumps(fmt.response_from_canonical(answer, model)).encode()
+        return await self._stream(request, fmt, b, answer, seen)
 
-    async def _stream(
-        self, request: IRequest, b: Behaviour, reply_id: str, model: str, text: str, seen: SeenRequest,
-        tool_call: dict[str, str] | None = None,
-    ) -> bytes:
+    def _answer(self, req: C.Request, model: str, key: str) -> C.Response:
+        """What the simulated model says: a greeting, a call of the first tool, or what a tool said."""
+        reply_id = f"sim-{self._counter}"
+        last = req.messages[-1].parts if req.messages else ()
+        results = [p for p in last if isinstance(p, C.ToolResult)]
+        if results:
+            return _response(reply_id, model, f"The tool said: {results[-1].content}")
+        if req.tools and req.tool_choice != "none":
+            call = C.ToolCall(f"call_sim_{self._counter}", req.tools[0].name, '{"city": "Paris"}')
+            return C.Response(reply_id, model, (call,), C.TOOL_CALLS, C.Usage(5, 3))
+        return _response(reply_id, model, f"Hello from the simulated upstream (key ...{key[-6:]}).")
+
+    async def _stream(self, request: IRequest, fmt: ModuleType, b: Behaviour, answer: C.Response,
+                      seen: SeenRequest) -> bytes:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         request.write(b"")  # send the headers now, whatever follows
         if b.name == "error-event":
-            err = {"error": {"message": "simulated in-stream error", "type": "server_error", "code": None}}
-            request.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+            request.write(fmt.stream_error_event("simulated in-stream error"))
             return b""
+        encoder = fmt.StreamEncoder(answer.model)
         if b.name == "bytes":
-            request.write(_event(_chunk(reply_id, model, {"role": "assistant", "content": ""})))
-            flood = _Flood(request, _event(_chunk(reply_id, model, {"content": "x" * 4000})), int(b.args[0]), seen)
+            request.write(encoder.feed(C.Start(answer.id, answer.model)) + encoder.feed(C.TextDelta("")))
+            flood = _Flood(request, encoder.feed(C.TextDelta("x" * 4000)), int(b.args[0]), seen)
             request.registerProducer(flood, True)
             flood.resumeProducing()
             await flood.done
             if not flood.stopped:
-                request.write(b"data: [DONE]\n\n")
+                request.write(encoder.feed(C.Finish(C.STOP)) + encoder.close())
             return b""
-        words = text.split(" ")
-        deltas = [{"role": "assistant", "content": ""}] + [
-            {"content": w if i == 0 else " " + w} for i, w in enumerate(words)
-        ]
-        finish = "stop"
-        if tool_call is not None:
-            half = len(tool_call["arguments"]) // 2
-            deltas = [{"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": tool_call["id"],
-                       "type": "function", "function": {"name": tool_call["name"], "arguments": ""}}]}] + [
-                {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
-                for part in (tool_call["arguments"][:half], tool_call["arguments"][half:])
-            ]
-            finish = "tool_calls"
         limit = int(b.args[0]) if b.name in ("cut", "stall") else None
-        for i, delta in enumerate(deltas):
-            if limit is not None and i >= limit:
+        written = 0
+        for event in _events(answer):
+            data = encoder.feed(event)
+            if not data:
+                continue
+            if limit is not None and written >= limit:
                 if b.name == "cut":
                     request.channel.transport.abortConnection()
                     return b""
                 await Deferred()  # stall: silent until the client goes away
             if b.name == "slow":
                 await deferLater(self.clock, b.args[0])
-            data = _event(_chunk(reply_id, model, delta))
             seen.bytes_sent += len(data)
             request.write(data)
-        request.write(_event(_chunk(reply_id, model, {}, finish=finish)))
-        usage = {"prompt_tokens": 5, "completion_tokens": len(deltas) - 1, "total_tokens": 4 + len(deltas)}
-        request.write(_event({"id": reply_id, "object": "chat.completion.chunk", "created": 0, "model": model,
-                              "choices": [], "usage": usage}))
-        request.write(b"data: [DONE]\n\n")
+            written += 1
+        request.write(encoder.close())
         return b""
 
-    def _error(self, request: IRequest, status: int, message: str, kind: str, code: str | None = None) -> bytes:
+    def _error(self, request: IRequest, fmt: ModuleType, status: int, message: str, kind: str,
+               code: str | None = None) -> bytes:
         request.setResponseCode(status)
-        request.setHeader(b"content-type", JSON)
-        return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
+        extra: dict[str, Any] = {"type": kind}
+        if code:
+            extra["code"] = code
+        return fmt.error_body(status, message, extra)
 
     # -- control routes -------------------------------------------------------
 
@@ -295,36 +331,34 @@ def _error_kind(code: int) -> str:
     return "invalid_request_error"
 
 
-def _completion(reply_id: str, model: str, text: str, tool_call: dict[str, str] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    finish = "stop"
-    if tool_call is not None:
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": tool_call["id"], "type": "function",
-             "function": {"name": tool_call["name"], "arguments": tool_call["arguments"]}}]}
-        finish = "tool_calls"
-    return {
-        "id": reply_id,
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split())},
-    }
+def _response(reply_id: str, model: str, text: str) -> C.Response:
+    return C.Response(reply_id, model, (C.Text(text),), C.STOP, C.Usage(5, len(text.split())))
 
 
-def _chunk(reply_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": reply_id,
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
+def _events(answer: C.Response) -> list[C.Event]:
+    """An answer as the stream a model would send: word by word, a tool call's arguments in halves."""
+    events: list[C.Event] = [C.Start(answer.id, answer.model)]
+    for part in answer.parts:
+        if isinstance(part, C.Text):
+            words = part.text.split(" ")
+            events.extend(C.TextDelta(w if i == 0 else " " + w) for i, w in enumerate(words))
+        elif isinstance(part, C.ToolCall):
+            half = len(part.arguments) // 2
+            events.append(C.ToolCallStart(0, part.id, part.name))
+            events.extend(C.ToolCallDelta(0, a) for a in (part.arguments[:half], part.arguments[half:]))
+    words = sum(1 for e in events if isinstance(e, C.TextDelta))
+    events.append(C.Finish(answer.stop_reason))
+    events.append(C.UsageEvent(C.Usage(5, words or answer.usage.output_tokens)))
+    return events
 
 
-def _event(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+def _header(request: IRequest, name: bytes) -> str:
+    return (request.getHeader(name) or b"").decode("latin-1")
+
+
+def _bearer(request: IRequest) -> str:
+    auth = _header(request, b"authorization")
+    return auth[7:] if auth.lower().startswith("bearer ") else auth
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,300 @@
+"""
+The API-key executors, one per upstream wire protocol, over the shared HTTP
+client: OpenAI-compatible chat completions, Anthropic Messages, Gemini
+generateContent and OpenAI Responses (Codex).
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import parsedate_to_datetime
+from types import ModuleType
+from typing import Any, Awaitable, Iterable
+from urllib.parse import quote
+
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from cliproxyd.config.model import Timeouts
+from cliproxyd.credentials import Credential
+from cliproxyd.executors.base import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.executors.stream import (
+    MAX_ERROR_BODY,
+    BodyCollector,
+    StreamRelay,
+    describe,
+    is_cancellation,
+)
+from cliproxyd.formats import canonical as C
+from cliproxyd.formats import claude, gemini, openai_chat, responses
+from cliproxyd.modelnames import parse_model
+
+ANTHROPIC_VERSION = b"2023-06-01"
+
+
+def parse_retry_after(value: bytes | None, now: float) -> float | None:
+    """Seconds from a C{Retry-After} header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    text = value.decode("latin-1").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(text).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(seconds, 0.0)
+
+
+def _duration(value: object) -> float | None:
+    """C{"12s"}, C{"1.5s"} (protobuf Duration) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return float(value[:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def retry_hint_from_body(body: bytes, now: float) -> float | None:
+    """
+    A retry hint inside an error body, in the forms providers use: Gemini's
+    C{error.details[].retryDelay} (C{"12s"}), Codex's
+    C{error.resets_in_seconds} or C{error.resets_at} (epoch seconds).
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    for detail in err.get("details") or ():
+        if isinstance(detail, dict) and "retryDelay" in detail:
+            seconds = _duration(detail["retryDelay"])
+            if seconds is not None:
+                return max(seconds, 0.0)
+    seconds = _duration(err.get("resets_in_seconds"))
+    if seconds is not None:
+        return max(seconds, 0.0)
+    at = err.get("resets_at")
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        return max(float(at) - now, 0.0)
+    return None
+
+
+class HTTPExecutor:
+    """
+    One upstream wire protocol over the shared HTTP client: what every
+    API-key executor shares (timeouts, error bodies and their retry hints,
+    streams handed to a L{StreamRelay} at their first payload). A subclass
+    says where requests go and how the key is sent.
+    """
+
+    log = Logger()
+    #: the format module of the upstream's wire format
+    format: ModuleType = openai_chat
+
+    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self._client = client
+        self._clock = clock
+        self._timeouts = timeouts
+        self._headers: dict[str, dict[bytes, list[bytes]]] = {}
+
+    def prepare(self, creds: Iterable[Credential]) -> None:
+        """Precompute each credential's headers (at config load, not per request)."""
+        self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c)} for c in creds}
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {b"authorization": [b"Bearer " + cred.api_key.encode("latin-1")]}
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        raise NotImplementedError
+
+    def count_url(self, cred: Credential, model: str) -> str | None:
+        """Where the upstream counts tokens, or None to estimate them here."""
+        return None
+
+    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
+        body = req.body_for(upstream, self.format)
+        url = self.url(cred, parse_model(upstream).base, req.stream)
+        response = await self._send(cred, url, body, req.stream)
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
+        if req.stream and content_type.startswith(b"text/event-stream"):
+            relay = StreamRelay(self._clock, self._timeouts.stream_idle)
+            response.deliverBody(relay)
+            await relay.first
+            return StreamReply(response.code, content_type, relay, self.format.NAME)
+        return Reply(response.code, content_type, await self._read(response), fmt=self.format.NAME)
+
+    async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        model = parse_model(upstream).base
+        url = self.count_url(cred, model)
+        if url is None:
+            return Reply(200, b"application/json", b"", local=True, tokens=estimate_tokens(req.canonical))
+        response = await self._send(cred, url, req.count_body_for(upstream, self.format), False)
+        body = await self._read(response)
+        try:
+            tokens = self.format.count_from_body(json.loads(body))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UpstreamError("broken", "the upstream count is not a count", status=502) from None
+        return Reply(response.code, b"application/json", body, fmt=self.format.NAME, tokens=tokens)
+
+    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool) -> Any:
+        """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
+        headers = Headers(self._headers[cred.id])
+        if stream:
+            headers.setRawHeaders(b"accept", [b"text/event-stream"])
+        d = self._client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        limit = self._timeouts.response
+        deadline = self._clock.callLater(limit, expire) if limit > 0 else None
+        try:
+            response = await d
+        except Exception as e:
+            if timed_out:
+                raise UpstreamError("timeout", f"no response within {limit:g}s") from None
+            if is_cancellation(e):
+                # The client went away: no other credential gets tried.
+                raise CancelledError() from None
+            raise UpstreamError("connect", describe(e)) from None
+        finally:
+            if deadline is not None and deadline.active():
+                deadline.cancel()
+        if 200 <= response.code < 300:
+            return response
+        try:
+            error = await self._read(response, MAX_ERROR_BODY)
+        except UpstreamError:
+            error = b""
+        now = self._clock.seconds()
+        retry_after = parse_retry_after((response.headers.getRawHeaders(b"retry-after") or [None])[0], now)
+        if retry_after is None:
+            retry_after = retry_hint_from_body(error, now)
+        # An upstream that echoes the key back must not put it in our
+        # logs or in the client's error.
+        error = error.replace(cred.api_key.encode(), cred.fingerprint.encode())
+        raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
+                            body=error, retry_after=retry_after, fmt=self.format.NAME)
+
+    async def _read(self, response: Any, limit: int | None = None) -> bytes:
+        collector = BodyCollector(self._clock, self._timeouts.stream_idle, limit)
+        response.deliverBody(collector)
+        return await collector.done
+
+
+class OpenAICompatExecutor(HTTPExecutor):
+    """C{POST {base-url}/chat/completions} with a bearer key."""
+
+    format = openai_chat
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        return cred.base_url + "/chat/completions"
+
+
+class ClaudeExecutor(HTTPExecutor):
+    """Anthropic Messages: C{POST {base-url}/v1/messages} with C{x-api-key}."""
+
+    format = claude
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {b"x-api-key": [cred.api_key.encode("latin-1")], b"anthropic-version": [ANTHROPIC_VERSION]}
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        return cred.base_url + "/v1/messages"
+
+    def count_url(self, cred: Credential, model: str) -> str:
+        return cred.base_url + "/v1/messages/count_tokens"
+
+
+class GeminiExecutor(HTTPExecutor):
+    """Gemini: C{POST {base-url}/v1beta/models/{model}:generateContent} with C{x-goog-api-key}."""
+
+    format = gemini
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {b"x-goog-api-key": [cred.api_key.encode("latin-1")]}
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{cred.base_url}/v1beta/models/{quote(model, safe='')}:{method}"
+
+    def count_url(self, cred: Credential, model: str) -> str:
+        return f"{cred.base_url}/v1beta/models/{quote(model, safe='')}:countTokens"
+
+
+class CodexExecutor(HTTPExecutor):
+    """OpenAI Responses (what Codex speaks): C{POST {base-url}/responses} with a bearer key."""
+
+    format = responses
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        return cred.base_url + "/responses"
+
+
+#: The executor class of each credential kind.
+EXECUTORS: dict[str, type[HTTPExecutor]] = {
+    "openai-compatibility": OpenAICompatExecutor,
+    "claude-api-key": ClaudeExecutor,
+    "gemini-api-key": GeminiExecutor,
+    "codex-api-key": CodexExecutor,
+}
+
+
+class Executors:
+    """The conductor's one executor: each credential's request goes to the executor of its kind."""
+
+    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
+
+    def prepare(self, creds: Iterable[Credential]) -> None:
+        creds = tuple(creds)
+        for kind, executor in self._by_kind.items():
+            executor.prepare(c for c in creds if c.kind == kind)
+
+    def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        return self._by_kind[cred.kind].execute(cred, req, upstream)
+
+    def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
+        return self._by_kind[cred.kind].count_tokens(cred, req, upstream)
+
+
+def estimate_tokens(req: C.Request) -> int:
+    """
+    A local input-token estimate for upstreams with no count endpoint: about
+    four characters a token over the text the model reads. An estimate, as
+    CLIProxyAPI's local tokenizer count is for these upstreams.
+    """
+    chars = len(req.system)
+    for m in req.messages:
+        for p in m.parts:
+            chars += len(getattr(p, "text", "") or getattr(p, "arguments", "") or getattr(p, "content", ""))
+    for t in req.tools:
+        chars += len(t.name) + len(t.description) + len(json.dumps(t.parameters))
+    return max(1, (chars + 3) // 4)
+
+
+def _error_message(body: bytes) -> str:
+    """The message of an OpenAI-shaped error body, for logs; empty if there is none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:500]
+        if isinstance(err, str):
+            return err[:500]
+    return ""
