@@ -34,10 +34,11 @@ which one it is::
         Passthrough: a shallow copy of a client body with the model renamed
         (Gemini: the body unchanged, the model lives in the URL).
 
-    apply_reasoning(data: dict, reasoning: Reasoning) -> None
+    apply_reasoning(data: dict, reasoning: Reasoning, model: str = "") -> None
         Passthrough: set this format's thinking fields in a body (a copy
-        made by set_model), overriding what was there. Used for the thinking
-        suffix of a model name.
+        made by set_model), overriding what was there, for the upstream
+        C{model} (whose generation may decide the field's form). Used for
+        the thinking suffix of a model name.
 
     response_to_canonical(data: dict) -> canonical.Response
         A whole upstream answer.

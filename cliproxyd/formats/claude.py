@@ -265,7 +265,7 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return {**data, "model": model}
 
 
-def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """C{thinking} from C{reasoning} (see the module's rule), raising C{max_tokens} above the budget if it must."""
     thinking = _thinking(reasoning)
     if thinking is None:

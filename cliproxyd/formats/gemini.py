@@ -408,9 +408,9 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return data
 
 
-def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
-    """Set the thinking config (keeping the client's includeThoughts); the model is unknown here, so a level stays a level."""
-    thinking = _thinking_out(reasoning)
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
+    """Set the thinking config (keeping the client's includeThoughts); a level for 1.x/2.x models goes as its budget."""
+    thinking = _thinking_out(reasoning, levels=_LEGACY.search(model) is None)
     if thinking is None:
         return
     config = data.pop("generation_config", None) or data.get("generationConfig")

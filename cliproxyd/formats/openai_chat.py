@@ -48,7 +48,7 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return {**data, "model": model}
 
 
-def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """C{reasoning_effort} from C{reasoning}; a reasoning with no level ("auto") removes the field."""
     effort = reasoning.effort()
     if effort is None:

@@ -1,11 +1,14 @@
 """
 A client's request on its way to whichever upstream the conductor picks.
 
-The request is parsed once at the frontend, only as far as the model and the
-stream flag. An upstream of the client's own format gets the client's bytes
-untouched (renamed, or with thinking fields, only when it must be); another
-format gets the request translated through the canonical model, decoded
-the first time one is needed and kept for the next attempt.
+The request is parsed once at the frontend and checked as far as its format's
+C{validate} goes (the model, the stream flag, the shape of the top level). An
+upstream of the client's own format gets the client's bytes untouched
+(renamed, or with thinking fields, only when it must be) and is the judge of
+the rest: a field we do not know is not ours to refuse. Another format gets
+the request translated through the canonical model, decoded the first time
+one is needed (a body that does not decode is the client's 400, raised
+before anything is sent) and kept for the next attempt.
 """
 
 from __future__ import annotations
@@ -58,11 +61,7 @@ class ClientRequest:
         model = body_model if model is None else model
         if not model.strip():
             raise C.BadRequest("model: a non-empty model name is required")
-        req = cls(fmt, data, raw, model, body_stream if stream is None else stream)
-        # Decoded whole now, even when it will pass through untouched: a
-        # malformed body is the client's 400 and must never reach an upstream.
-        req.canonical
-        return req
+        return cls(fmt, data, raw, model, body_stream if stream is None else stream)
 
     @classmethod
     def of(cls, canonical: C.Request) -> "ClientRequest":
@@ -97,7 +96,7 @@ class ClientRequest:
                 return self.raw
             data = dict(target.set_model(self.data, name.base))
             if reasoning is not None:
-                target.apply_reasoning(data, reasoning)
+                target.apply_reasoning(data, reasoning, name.base)
             return dumps(data)
         canonical = self.canonical
         if reasoning is not None:

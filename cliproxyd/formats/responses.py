@@ -274,7 +274,7 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return {**data, "model": model}
 
 
-def apply_reasoning(data: dict[str, Any], reasoning: Reasoning) -> None:
+def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """Set (or, for "auto", remove) reasoning.effort, keeping the rest of C{reasoning}."""
     old = data.get("reasoning")
     new = {k: v for k, v in old.items() if k != "effort"} if isinstance(old, dict) else {}

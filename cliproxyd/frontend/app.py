@@ -248,7 +248,7 @@ class Frontend:
         if method == "generateContent":
             return self._generate(request, gemini, model, stream=False)
         if method == "streamGenerateContent":
-            sse = request.args.get(b"alt", [b"sse"])[0] == b"sse"
+            sse = request.args.get(b"alt", [b""])[0] == b"sse"
             return self._generate(request, gemini, model, stream=True, sse=sse)
         if method == "countTokens":
             return self._count(request, gemini, model)
@@ -353,6 +353,9 @@ class Frontend:
             raise render(upstream_problem(e.last)) from None
         except AllCooling as e:
             raise render(cooling_problem(e)) from None
+        except BadRequest as e:
+            # Found while translating for the picked upstream; nothing was sent.
+            raise render(Problem(400, f"Invalid request: {e}")) from None
         except RequestInvalid as e:
             err = e.error
             raise render(Problem(err.status, err.message, **_upstream_body(err))) from None

@@ -203,8 +203,6 @@ class SimulatedUpstream:
         request.setHeader(b"content-type", JSON)
         try:
             data = json.loads(request.content.read())
-            if count and fmt is gemini:
-                data = data.get("generateContentRequest") or data
             body_model, body_stream = fmt.validate(data)
             req = fmt.request_to_canonical(data)
         except (ValueError, C.BadRequest, AttributeError) as e:
