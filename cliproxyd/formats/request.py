@@ -18,13 +18,30 @@ from types import ModuleType
 from typing import Any
 
 import attrs
+import orjson
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.modelnames import parse_model, parse_reasoning
 
 
+def loads(raw: bytes) -> Any:
+    """
+    Parse JSON with orjson (several times faster than the standard library
+    on large bodies); what it refuses (integers beyond 64 bits) goes to the
+    standard library, whose verdict and message stand.
+    """
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
+
+
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON, with orjson, or the standard library for what orjson cannot write."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class ClientRequest:
@@ -54,7 +71,7 @@ class ClientRequest:
         when the URL carries them (Gemini). Raises L{C.BadRequest}.
         """
         try:
-            data = json.loads(raw)
+            data = loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise C.BadRequest(f"the body is not valid JSON: {e}") from None
         body_model, body_stream = fmt.validate(data)
@@ -105,5 +122,5 @@ class ClientRequest:
 
     def count_body_for(self, upstream: str, target: ModuleType) -> bytes:
         """The body of a token count at an upstream of format C{target}."""
-        data = json.loads(self.body_for(upstream, target))
+        data = loads(self.body_for(upstream, target))
         return dumps(target.count_request(data, parse_model(upstream).base))

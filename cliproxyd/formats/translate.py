@@ -5,13 +5,13 @@ format, into the client's format through canonical events.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats.request import loads
 
 log = Logger(namespace="cliproxyd.formats.translate")
 
@@ -68,7 +68,7 @@ class TranslatingConsumer:
             if payload == b"[DONE]":
                 continue
             try:
-                chunk: Any = json.loads(payload)
+                chunk: Any = loads(payload)
             except (ValueError, UnicodeDecodeError):
                 log.debug("skipping an upstream event that is not JSON")
                 continue

@@ -10,7 +10,6 @@ here, in the client's own error shape; no traceback ever reaches a client.
 
 from __future__ import annotations
 
-import json
 import math
 from types import ModuleType
 from typing import Any, Callable
@@ -38,7 +37,7 @@ from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
 from cliproxyd.formats import FORMATS, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
-from cliproxyd.formats.request import ClientRequest, dumps
+from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
 from cliproxyd.logging import fingerprint
@@ -318,7 +317,7 @@ class Frontend:
             request.setHeader(b"content-type", result.content_type)
             return result.body
         try:
-            answer = FORMATS[result.fmt].response_to_canonical(json.loads(result.body))
+            answer = FORMATS[result.fmt].response_to_canonical(loads(result.body))
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError, IndexError):
             raise render(Problem(502, "the upstream answer is not valid JSON",
                                  "bad_upstream_answer")) from None
