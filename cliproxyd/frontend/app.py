@@ -127,10 +127,10 @@ def renderer(fmt: ModuleType) -> Render:
     return render
 
 
-render_openai = renderer(openai_chat)
-render_claude = renderer(claude)
-render_gemini = renderer(gemini)
-render_responses = renderer(responses)
+#: Each format's renderer, made once.
+RENDER = {name: renderer(fmt) for name, fmt in FORMATS.items()}
+render_openai, render_claude, render_gemini, render_responses = (
+    RENDER[f.NAME] for f in (openai_chat, claude, gemini, responses))
 
 
 class _ClientConsumer:
@@ -272,7 +272,7 @@ class Frontend:
 
     def _decode(self, request: IRequest, fmt: ModuleType, model: str | None = None,
                 stream: bool | None = None) -> tuple[ClientRequest, str | None, Render]:
-        render = renderer(fmt)
+        render = RENDER[fmt.NAME]
         client_key = self._check_access(request, render)
         raw = request.content.read()
         if getattr(request, "body_too_large", False) or len(raw) > self.max_body:
