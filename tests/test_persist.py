@@ -14,7 +14,8 @@ from twisted.logger import LogLevel, capturedLogs
 from cliproxyd.conductor.policy import ModelState
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.state import persist
-from cliproxyd.state.persist import StatePersistence, atomic_write
+from cliproxyd.fileio import atomic_write
+from cliproxyd.state.persist import StatePersistence
 
 START = 1_700_000_000.0
 INTERVAL = 5.0

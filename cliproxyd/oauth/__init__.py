@@ -1,0 +1,1 @@
+"""OAuth accounts of the CLI tools: provider constants, login and token refresh."""
