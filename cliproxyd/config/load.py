@@ -55,7 +55,6 @@ NOT_YET_SUPPORTED = frozenset(
         "codex-header-defaults",
         "claude-header-defaults",
         "ampcode",
-        "oauth-excluded-models",
         "payload",
     }
 )
@@ -358,6 +357,16 @@ def _parse_oauth_aliases(r: _Reader) -> tuple[tuple[str, tuple[ModelAlias, ...]]
     return tuple(channels)
 
 
+def _parse_oauth_exclusions(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for provider in r.data:
+        if not isinstance(provider, str):
+            raise r.error(str(provider), "provider names must be strings")
+        patterns = tuple(m.strip() for m in r.strings(provider) if m.strip())
+        out.append((provider.strip().lower(), patterns))
+    return tuple(out)
+
+
 def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T]:
     seen: set[Any] = set()
     out = []
@@ -382,6 +391,7 @@ TOP_LEVEL = {
     "disable-cooling",
     "state-file",
     "oauth-model-alias",
+    "oauth-excluded-models",
     "oauth-quota-groups",
     "routing",
     "openai-compatibility",
@@ -463,6 +473,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         disable_cooling=r.get("disable-cooling", bool, False),
         state_file=os.path.expanduser(r.string("state-file")),
         oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
+        oauth_excluded_models=_parse_oauth_exclusions(r.child("oauth-excluded-models")),
         oauth_quota_groups=_parse_quota_groups(r),
         routing=RoutingConfig(
             strategy=STRATEGIES[strategy.lower()],

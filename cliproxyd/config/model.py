@@ -151,6 +151,8 @@ class Config:
     #: state-file: where cooldowns survive restarts ("" = <auth-dir>/cliproxyd-state.json, or none)
     state_file: str = ""
     oauth_model_alias: tuple[tuple[str, tuple[ModelAlias, ...]], ...] = ()  # oauth-model-alias
+    #: oauth-excluded-models: provider -> model patterns its OAuth credentials never serve
+    oauth_excluded_models: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: oauth-quota-groups; None when the key is absent (the defaults apply)
     oauth_quota_groups: tuple[QuotaGroupConfig, ...] | None = None
     routing: RoutingConfig = field(factory=RoutingConfig)

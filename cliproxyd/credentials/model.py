@@ -10,7 +10,7 @@ Requests only read it.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from attrs import field, frozen
 
@@ -18,6 +18,9 @@ from cliproxyd._version import __version__
 from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider, ProviderKey
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
+
+if TYPE_CHECKING:
+    from cliproxyd.credentials.authfiles import OAuthAccount
 
 USER_AGENT = f"cliproxyd/{__version__}"
 
@@ -45,7 +48,10 @@ class Route:
 
 @frozen
 class Credential:
-    """One upstream key. C{api_key} is kept out of C{repr} so it never reaches a log."""
+    """
+    One upstream key, or one OAuth account (C{account}, whose tokens the
+    refresher replaces). Secrets are kept out of C{repr} so they never reach a log.
+    """
 
     id: str
     provider: str
@@ -60,10 +66,19 @@ class Credential:
     #: per-credential overrides of request-retry and disable-cooling (None: the global value)
     request_retry: int | None = None
     disable_cooling: bool | None = None
+    account: OAuthAccount | None = field(default=None, repr=False, eq=False)
 
     @property
     def fingerprint(self) -> str:
+        """How logs and the management API name this credential: its file, or a hash of its key."""
+        if self.account is not None:
+            return self.account.name
         return fingerprint(self.api_key)
+
+    @property
+    def secret(self) -> str:
+        """What this credential authenticates with right now (the current access token of an account)."""
+        return self.account.access_token if self.account is not None else self.api_key
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
         """The headers every upstream request of this credential carries, but the key (its executor adds that)."""

@@ -2,7 +2,8 @@
 
 from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
 from cliproxyd.executors.http import HTTPPoolService, make_http_client
-from cliproxyd.executors.upstreams import Executors, OpenAICompatExecutor
+from cliproxyd.executors.oauth import Executors
+from cliproxyd.executors.upstreams import OpenAICompatExecutor
 
 __all__ = [
     "Executors",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from email.utils import parsedate_to_datetime
 from types import ModuleType
-from typing import Any, Awaitable, Iterable
+from typing import Any, Iterable
 from urllib.parse import quote
 
 from treq.client import HTTPClient
@@ -127,11 +127,16 @@ class HTTPExecutor:
         response = await self._send(cred, url, body, req.stream)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
         if req.stream and content_type.startswith(b"text/event-stream"):
-            relay = StreamRelay(self._clock, self._timeouts.stream_idle)
-            response.deliverBody(relay)
-            await relay.first
-            return StreamReply(response.code, content_type, relay, self.format.NAME)
+            return await self._relay(response)
         return Reply(response.code, content_type, await self._read(response), fmt=self.format.NAME)
+
+    async def _relay(self, response: Any, relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:
+        """A stream reply once the upstream's first payload is in (an error before it raises)."""
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/event-stream"])[0]
+        relay = relay_class(self._clock, self._timeouts.stream_idle)
+        response.deliverBody(relay)
+        await relay.first
+        return StreamReply(response.code, content_type, relay, self.format.NAME)
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base
@@ -146,9 +151,13 @@ class HTTPExecutor:
             raise UpstreamError("broken", "the upstream count is not a count", status=502) from None
         return Reply(response.code, b"application/json", body, fmt=self.format.NAME, tokens=tokens)
 
+    def request_headers(self, cred: Credential) -> Headers:
+        """The headers of one request (a fresh object: the caller may add to it)."""
+        return Headers(self._headers[cred.id])
+
     async def _send(self, cred: Credential, url: str, body: bytes, stream: bool) -> Any:
         """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
-        headers = Headers(self._headers[cred.id])
+        headers = self.request_headers(cred)
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
         d = self._client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
@@ -184,7 +193,9 @@ class HTTPExecutor:
             retry_after = retry_hint_from_body(error, now)
         # An upstream that echoes the key back must not put it in our
         # logs or in the client's error.
-        error = error.replace(cred.api_key.encode(), cred.fingerprint.encode())
+        secret = cred.secret
+        if secret:
+            error = error.replace(secret.encode(), cred.fingerprint.encode())
         raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
                             body=error, retry_after=retry_after, fmt=self.format.NAME)
 
@@ -241,33 +252,6 @@ class CodexExecutor(HTTPExecutor):
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/responses"
-
-
-#: The executor class of each credential kind.
-EXECUTORS: dict[str, type[HTTPExecutor]] = {
-    "openai-compatibility": OpenAICompatExecutor,
-    "claude-api-key": ClaudeExecutor,
-    "gemini-api-key": GeminiExecutor,
-    "codex-api-key": CodexExecutor,
-}
-
-
-class Executors:
-    """The conductor's one executor: each credential's request goes to the executor of its kind."""
-
-    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
-        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
-
-    def prepare(self, creds: Iterable[Credential]) -> None:
-        creds = tuple(creds)
-        for kind, executor in self._by_kind.items():
-            executor.prepare(c for c in creds if c.kind == kind)
-
-    def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
-        return self._by_kind[cred.kind].execute(cred, req, upstream)
-
-    def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
-        return self._by_kind[cred.kind].count_tokens(cred, req, upstream)
 
 
 def estimate_tokens(req: C.Request) -> int:

@@ -86,6 +86,10 @@ class SeenRequest:
     #: the wire format asked in, and the body as it arrived
     format: str = "openai"
     body: Any = field(default=None, repr=False)
+    #: the request's headers (lower-case names, first values) and, for v1internal, its envelope
+    headers: dict[str, str] = field(factory=dict, repr=False)
+    envelope: dict[str, Any] = field(factory=dict, repr=False)
+    path: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -181,11 +185,27 @@ class SimulatedUpstream:
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_api(self, request: IRequest) -> Any:
-        return self._serve(request, claude, _header(request, b"x-api-key"))
+        return self._serve(request, claude, _claude_key(request))
 
     @app.route("/v1/messages/count_tokens", methods=["POST"])
     def messages_count(self, request: IRequest) -> Any:
-        return self._serve(request, claude, _header(request, b"x-api-key"), count=True)
+        return self._serve(request, claude, _claude_key(request), count=True)
+
+    @app.route("/backend-api/codex/responses", methods=["POST"])
+    def codex_backend(self, request: IRequest) -> Any:
+        """The ChatGPT Codex backend: Responses, but only as a stream."""
+        return self._serve(request, responses, _bearer(request), stream_only=True)
+
+    @app.route("/v1internal:<method>", methods=["POST"])
+    def code_assist(self, request: IRequest, method: str) -> Any:
+        """Google Code Assist (Gemini CLI, Antigravity): Gemini bodies inside a C{model}/C{project} envelope."""
+        key = _bearer(request)
+        if method == "countTokens":
+            return self._serve(request, gemini, key, count=True, envelope=True)
+        if method in ("generateContent", "streamGenerateContent"):
+            return self._serve(request, gemini, key, stream=method == "streamGenerateContent", envelope=True)
+        request.setResponseCode(404)
+        return gemini.error_body(404, f"unknown method {method}")
 
     @app.route("/v1beta/models/<path:target>", methods=["POST"])
     def gemini_api(self, request: IRequest, target: str) -> Any:
@@ -199,22 +219,37 @@ class SimulatedUpstream:
         return gemini.error_body(404, f"unknown method {method}")
 
     async def _serve(self, request: IRequest, fmt: ModuleType, key: str, model: str | None = None,
-                     stream: bool | None = None, count: bool = False) -> bytes:
+                     stream: bool | None = None, count: bool = False, envelope: bool = False,
+                     stream_only: bool = False) -> bytes:
         request.setHeader(b"content-type", JSON)
+        outer: dict[str, Any] = {}
         try:
             data = json.loads(request.content.read())
-            body_model, body_stream = fmt.validate(data)
+            if envelope:
+                outer, data = data, data["request"]
+                if count:
+                    data = {"contents": data.get("contents", [])}
+                model = str(outer.get("model") or data.get("model") or "").removeprefix("models/")
+            if not count:
+                body_model, body_stream = fmt.validate(data)
+            else:
+                body_model, body_stream = model or str(data.get("model", "")), False
             req = fmt.request_to_canonical(data)
-        except (ValueError, C.BadRequest, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, C.BadRequest, AttributeError) as e:
             return self._error(request, fmt, 400, f"invalid request: {e}", "invalid_request_error")
         model = body_model if model is None else model
         stream = body_stream if stream is None else stream
+        if stream_only and not stream:
+            return self._error(request, fmt, 400, "Stream must be set to true", "invalid_request_error")
         if self.known_keys is not None and key not in self.known_keys:
             return self._error(request, fmt, 401, "Incorrect API key provided", "authentication_error",
                                "invalid_api_key")
         behaviour = self._next(key)
         seen = SeenRequest(key=key, model=model, stream=stream, behaviour=behaviour.name, format=fmt.NAME,
-                           body=data)
+                           body=data, envelope={k: v for k, v in outer.items() if k != "request"},
+                           headers={k.decode().lower(): v[0].decode("latin-1")
+                                    for k, v in request.requestHeaders.getAllRawHeaders()},
+                           path=request.path.decode("latin-1"))
         self.seen.append(seen)
         request.notifyFinish().addErrback(lambda _: setattr(seen, "disconnected", True))
         self._counter += 1
@@ -239,8 +274,9 @@ class SimulatedUpstream:
             return json.dumps(fmt.count_body(5 + len(json.dumps(data)) // 40)).encode()
         answer = self._answer(req, model, key)
         if not stream:
-            return json.dumps(fmt.response_from_canonical(answer, model)).encode()
-        return await self._stream(request, fmt, b, answer, seen)
+            body = fmt.response_from_canonical(answer, model)
+            return json.dumps({"response": body, "traceId": "sim"} if envelope else body).encode()
+        return await self._stream(request, fmt, b, answer, seen, envelope)
 
     def _answer(self, req: C.Request, model: str, key: str) -> C.Response:
         """What the simulated model says: a greeting, a call of the first tool, or what a tool said."""
@@ -255,7 +291,7 @@ class SimulatedUpstream:
         return _response(reply_id, model, f"Hello from the simulated upstream (key ...{key[-6:]}).")
 
     async def _stream(self, request: IRequest, fmt: ModuleType, b: Behaviour, answer: C.Response,
-                      seen: SeenRequest) -> bytes:
+                      seen: SeenRequest, envelope: bool = False) -> bytes:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         request.write(b"")  # send the headers now, whatever follows
@@ -278,6 +314,8 @@ class SimulatedUpstream:
             data = encoder.feed(event)
             if not data:
                 continue
+            if envelope:
+                data = _enveloped(data)
             if limit is not None and written >= limit:
                 if b.name == "cut":
                     request.channel.transport.abortConnection()
@@ -288,7 +326,8 @@ class SimulatedUpstream:
             seen.bytes_sent += len(data)
             request.write(data)
             written += 1
-        request.write(encoder.close())
+        tail = encoder.close()
+        request.write(_enveloped(tail) if envelope else tail)
         return b""
 
     def _error(self, request: IRequest, fmt: ModuleType, status: int, message: str, kind: str,
@@ -348,6 +387,17 @@ def _events(answer: C.Response) -> list[C.Event]:
     events.append(C.Finish(answer.stop_reason))
     events.append(C.UsageEvent(C.Usage(5, words or answer.usage.output_tokens)))
     return events
+
+
+def _enveloped(sse: bytes) -> bytes:
+    """Gemini SSE as Code Assist sends it: every event inside C{{"response": ...}}."""
+    return b"\n".join(b'data: {"response": ' + line[5:].strip() + b"}" if line.startswith(b"data:") else line
+                      for line in sse.split(b"\n"))
+
+
+def _claude_key(request: IRequest) -> str:
+    """An API key (C{x-api-key}) or an OAuth access token (a bearer)."""
+    return _header(request, b"x-api-key") or _bearer(request)
 
 
 def _header(request: IRequest, name: bytes) -> str:

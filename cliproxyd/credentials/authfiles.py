@@ -1,0 +1,334 @@
+"""
+OAuth credentials: one JSON file per account in C{auth-dir}, with
+CLIProxyAPI's field names, so an existing CLIProxyAPI auth directory works
+unchanged and both can read each other's files.
+
+An L{OAuthAccount} is the mutable part of such a credential (its tokens,
+which the refresher replaces) plus the file's whole JSON, so that writing a
+refreshed token back keeps every field we do not know. Everything routing
+needs is computed once per file load into an immutable L{Credential}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from attrs import define, field
+
+from cliproxyd.config.model import Config
+from cliproxyd.credentials.model import Credential, build_routes, oauth_alias_models
+
+#: The credential kind (and provider) of each file C{type}; C{gemini} files are Gemini CLI accounts.
+OAUTH_TYPES = {
+    "claude": "claude",
+    "codex": "codex",
+    "gemini": "gemini-cli",
+    "gemini-cli": "gemini-cli",
+    "antigravity": "antigravity",
+}
+
+#: The models an OAuth account serves (before C{oauth-model-alias} and exclusions).
+OAUTH_MODELS: dict[str, tuple[str, ...]] = {
+    "claude": ("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5"),
+    "codex": ("gpt-5", "gpt-5-codex", "gpt-5-codex-mini", "gpt-5.1", "gpt-5.1-codex", "gpt-5.1-codex-max"),
+    "gemini-cli": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview"),
+    "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
+                    "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
+}
+
+#: Where each OAuth upstream is, unless a file's C{base_url} says otherwise.
+OAUTH_BASE_URLS: dict[str, tuple[str, ...]] = {
+    "claude": ("https://api.anthropic.com",),
+    "codex": ("https://chatgpt.com/backend-api/codex",),
+    "gemini-cli": ("https://cloudcode-pa.googleapis.com",),
+    # Antigravity's daily endpoint first, then its sandbox twin when that fails.
+    "antigravity": ("https://daily-cloudcode-pa.googleapis.com", "https://daily-cloudcode-pa.sandbox.googleapis.com"),
+}
+
+_EXPIRY_KEYS = ("expired", "expire", "expires_at", "expiresAt", "expiry", "expires")
+_LAST_REFRESH_KEYS = ("last_refresh", "lastRefresh", "last_refreshed_at")
+
+
+class AuthFileError(Exception):
+    """A credential file that cannot be used; C{str()} says why."""
+
+
+def parse_time(value: Any) -> float | None:
+    """An instant in any form CLIProxyAPI writes: RFC 3339, C{YYYY-MM-DD HH:MM:SS} (UTC), unix s or ms."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return value / 1000.0 if value > 1e11 else float(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return parse_time(int(text))
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def format_time(seconds: float) -> str:
+    """RFC 3339 in UTC, as CLIProxyAPI writes C{expired} and C{last_refresh}."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _first(data: dict[str, Any], keys: Iterable[str]) -> Any:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+@define(eq=False)
+class OAuthAccount:
+    """
+    One account's tokens and its file. Mutable: the refresher replaces the
+    tokens; executors read C{access_token} on every request.
+    """
+
+    path: str
+    type: str  # claude | codex | gemini-cli | antigravity
+    data: dict[str, Any] = field(repr=False)
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: float | None = None
+    last_refresh: float | None = None
+    #: the SHA-256 of the file as last read or written, to tell our own writes from an operator's edits
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def email(self) -> str:
+        return str(self.data.get("email") or "")
+
+    @property
+    def project_id(self) -> str:
+        return str(self.data.get("project_id") or "")
+
+    @property
+    def account_id(self) -> str:
+        return str(self.data.get("account_id") or "")
+
+    @property
+    def _token_holder(self) -> dict[str, Any]:
+        """Where the file keeps its tokens: a nested C{token} object (Gemini CLI files) or the top level."""
+        nested = self.data.get("token")
+        if isinstance(nested, dict) and "access_token" not in self.data:
+            return nested
+        return self.data
+
+    def apply_grant(self, access_token: str, refresh_token: str, expires_in: float | None,
+                    now: float, id_token: str = "") -> None:
+        """Take a refreshed token, in memory and in the JSON that will be written back."""
+        self.access_token = access_token
+        self.refresh_token = refresh_token or self.refresh_token
+        self.expires_at = now + expires_in if expires_in else None
+        self.last_refresh = now
+        holder = self._token_holder
+        holder["access_token"] = self.access_token
+        holder["refresh_token"] = self.refresh_token
+        if id_token:
+            self.data["id_token"] = id_token
+        if self.expires_at is not None:
+            expiry = format_time(self.expires_at)
+            if holder is self.data:
+                self.data["expired"] = expiry
+            else:
+                holder["expiry"] = expiry
+        if "expires_in" in self.data and expires_in:
+            self.data["expires_in"] = int(expires_in)
+        if "timestamp" in self.data:
+            self.data["timestamp"] = int(now * 1000)
+        self.data["last_refresh"] = format_time(now)
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _bool(data: dict[str, Any], *keys: str) -> bool | None:
+    value = _first(data, keys)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise AuthFileError(f"{keys[0]} must be true or false, not {value!r}")
+
+
+def _int(data: dict[str, Any], *keys: str) -> int | None:
+    value = _first(data, keys)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise AuthFileError(f"{keys[0]} must be a number, not {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise AuthFileError(f"{keys[0]} must be a number, not {value!r}") from None
+
+
+def parse_account(path: str, raw: bytes) -> OAuthAccount | None:
+    """
+    The account in one credential file, or None for a file that is not an
+    OAuth credential we serve (no C{type}, or another provider's).
+
+    @raise AuthFileError: the file is meant for us but cannot be used.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AuthFileError(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise AuthFileError("not a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str) or not kind.strip():
+        return None
+    provider = OAUTH_TYPES.get(kind.strip().lower())
+    if provider is None:
+        return None
+    nested = data.get("token") if isinstance(data.get("token"), dict) else {}
+    access = data.get("access_token") or nested.get("access_token") or ""
+    refresh = data.get("refresh_token") or nested.get("refresh_token") or ""
+    if not isinstance(access, str) or not isinstance(refresh, str):
+        raise AuthFileError("access_token and refresh_token must be strings")
+    if not access and not refresh:
+        raise AuthFileError("has neither access_token nor refresh_token")
+    expires = parse_time(_first(data, _EXPIRY_KEYS))
+    if expires is None:
+        expires = parse_time(_first(nested, _EXPIRY_KEYS))
+    if expires is None and "timestamp" in data and "expires_in" in data:
+        started, lifetime = parse_time(data["timestamp"]), _int(data, "expires_in")
+        if started is not None and lifetime:
+            expires = started + lifetime
+    return OAuthAccount(
+        path=path,
+        type=provider,
+        data=data,
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=expires,
+        last_refresh=parse_time(_first(data, _LAST_REFRESH_KEYS)),
+        digest=digest(raw),
+    )
+
+
+def _strings(data: dict[str, Any], *keys: str) -> tuple[str, ...]:
+    value = _first(data, keys)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthFileError(f"{keys[0]} must be a list of strings")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def credential_for(account: OAuthAccount, config: Config) -> Credential:
+    """The immutable routing view of an account, under the running config."""
+    data = account.data
+    prefix = str(data.get("prefix") or "").strip().strip("/")
+    if "/" in prefix:
+        raise AuthFileError(f"prefix must be one path segment, not {prefix!r}")
+    base_url = data.get("base_url")
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
+        raise AuthFileError(f"base_url must be an http(s) URL, not {base_url!r}")
+    proxy = str(data.get("proxy_url") or "").strip().lower()
+    if proxy not in ("", "direct", "none"):
+        raise AuthFileError("proxy_url: only direct is supported (outbound proxies are not yet)")
+    channel = account.type
+    aliases = dict(config.oauth_model_alias).get(channel, ())
+    excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
+    models = oauth_alias_models(OAUTH_MODELS[channel], aliases)
+    return Credential(
+        id=f"{channel}:{account.name}",
+        provider=channel,
+        kind=channel,
+        api_key="",
+        base_url=(base_url.rstrip("/") if base_url else OAUTH_BASE_URLS[channel][0]),
+        prefix=prefix,
+        priority=_int(data, "priority") or 0,
+        routes=build_routes(models, prefix, config.force_model_prefix, excluded),
+        disabled=bool(_bool(data, "disabled")),
+        request_retry=_int(data, "request_retry", "request-retry"),
+        disable_cooling=_bool(data, "disable_cooling", "disable-cooling"),
+        account=account,
+    )
+
+
+@define
+class AuthDirScan:
+    """What one read of the auth directory found."""
+
+    accounts: dict[str, OAuthAccount] = field(factory=dict)  # by file name
+    #: file name -> why it was skipped
+    problems: dict[str, str] = field(factory=dict)
+
+
+def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = None) -> AuthDirScan:
+    """
+    Read every C{*.json} file at the top of C{directory} (blocking: run it
+    off the reactor thread). A file whose bytes are unchanged keeps its
+    previous L{OAuthAccount}, tokens and all.
+    """
+    scan = AuthDirScan()
+    previous = previous or {}
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return scan
+    except OSError as e:
+        scan.problems[directory] = f"cannot list the directory: {e.strerror}"
+        return scan
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except IsADirectoryError:
+            continue
+        except OSError as e:
+            scan.problems[name] = f"cannot read: {e.strerror}"
+            continue
+        old = previous.get(name)
+        if old is not None and old.digest == digest(raw):
+            scan.accounts[name] = old
+            continue
+        try:
+            account = parse_account(path, raw)
+        except AuthFileError as e:
+            scan.problems[name] = str(e)
+            continue
+        if account is not None:
+            scan.accounts[name] = account
+    return scan
+
+
+def oauth_credentials(accounts: dict[str, OAuthAccount], config: Config) -> tuple[tuple[Credential, ...], dict[str, str]]:
+    """Credentials for the accounts (in file-name order) and the files whose settings are unusable."""
+    creds, problems = [], {}
+    for name in sorted(accounts):
+        try:
+            creds.append(credential_for(accounts[name], config))
+        except AuthFileError as e:
+            problems[name] = str(e)
+    return tuple(creds), problems

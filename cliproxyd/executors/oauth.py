@@ -1,0 +1,299 @@
+"""
+The OAuth executors, for the CLI tools' accounts in C{auth-dir}, and the
+dispatcher that sends each credential's requests to the executor of its
+kind.
+
+Each OAuth executor speaks the same wire format as an API-key executor and
+differs in where it sends the request and how it authenticates: the
+account's current access token as a bearer, read per request because the
+refresher replaces it. A credential file's C{base_url} overrides where the
+requests go.
+
+- C{claude}: Anthropic Messages with the OAuth beta header.
+- C{codex}: the ChatGPT Codex Responses endpoint, which only streams; an
+  answer the client wants whole is collected from the stream's
+  C{response.completed} event.
+- C{gemini-cli}, C{antigravity}: Google's Code Assist C{v1internal} API,
+  whose bodies wrap a Gemini request (C{{"model", "project", "request"}})
+  and whose answers wrap a Gemini answer (C{{"response"}}); Antigravity
+  falls back to its second endpoint when the first fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Awaitable, Iterable
+
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.web.http_headers import Headers
+
+from cliproxyd.config.model import Timeouts
+from cliproxyd.credentials import Credential
+from cliproxyd.credentials.authfiles import OAUTH_BASE_URLS
+from cliproxyd.executors.base import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.executors.stream import StreamConsumer, StreamRelay
+from cliproxyd.executors.upstreams import (
+    ANTHROPIC_VERSION,
+    ClaudeExecutor,
+    CodexExecutor,
+    GeminiExecutor,
+    HTTPExecutor,
+    OpenAICompatExecutor,
+)
+from cliproxyd.formats.request import dumps, loads
+from cliproxyd.modelnames import parse_model
+
+CLAUDE_OAUTH_BETAS = b"claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14"
+CODEX_USER_AGENT = b"codex_cli_rs/0.63.0"
+GEMINI_CLI_USER_AGENT = b"GeminiCLI/0.17.1"
+ANTIGRAVITY_USER_AGENT = b"antigravity/1.11.9 linux/amd64"
+
+
+class _Bearer:
+    """The account's current access token as a bearer, looked up per request."""
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {}
+
+    def request_headers(self, cred: Credential) -> Headers:
+        headers = Headers(self._headers[cred.id])  # type: ignore[attr-defined]
+        assert cred.account is not None
+        headers.setRawHeaders(b"authorization", [b"Bearer " + cred.account.access_token.encode("latin-1")])
+        return headers
+
+
+class ClaudeOAuthExecutor(_Bearer, ClaudeExecutor):
+    """Anthropic Messages for a Claude Code account."""
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {b"anthropic-version": [ANTHROPIC_VERSION], b"anthropic-beta": [CLAUDE_OAUTH_BETAS]}
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        return cred.base_url + "/v1/messages?beta=true"
+
+    def count_url(self, cred: Credential, model: str) -> str:
+        return cred.base_url + "/v1/messages/count_tokens?beta=true"
+
+
+def completed_response(body: bytes) -> bytes | None:
+    """The answer inside a Responses stream: the C{response} of its C{response.completed} event."""
+    for line in body.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if b'"response.completed"' not in payload:
+            continue
+        try:
+            event = loads(payload)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("type") == "response.completed":
+            response = event.get("response")
+            if isinstance(response, dict):
+                return dumps(response)
+    return None
+
+
+class CodexOAuthExecutor(_Bearer, CodexExecutor):
+    """The ChatGPT Codex backend for a Codex account: always a stream upstream, with the account id header."""
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        headers = {b"originator": [b"codex_cli_rs"], b"user-agent": [CODEX_USER_AGENT]}
+        assert cred.account is not None
+        if cred.account.account_id:
+            headers[b"chatgpt-account-id"] = [cred.account.account_id.encode("latin-1")]
+        return headers
+
+    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
+        data = dict(loads(req.body_for(upstream, self.format)))
+        # The backend answers only streams, keeps nothing and wants instructions.
+        data["stream"] = True
+        data["store"] = False
+        data.setdefault("instructions", "")
+        data.pop("previous_response_id", None)
+        data.pop("max_output_tokens", None)
+        body = dumps(data)
+        url = self.url(cred, parse_model(upstream).base, True)
+        response = await self._send(cred, url, body, True)
+        if req.stream:
+            return await self._relay(response)
+        whole = await self._read(response)
+        answer = completed_response(whole)
+        if answer is None:
+            raise UpstreamError("broken", "the Codex stream ended without response.completed", status=502)
+        return Reply(response.code, b"application/json", answer, fmt=self.format.NAME)
+
+
+class _Unwrap:
+    """A stream consumer that hands on C{v1internal} SSE events with their C{response} envelope removed."""
+
+    def __init__(self, inner: StreamConsumer) -> None:
+        self._inner = inner
+        self._pending = b""
+
+    def write(self, data: bytes) -> None:
+        data = self._pending + data
+        complete, sep, self._pending = data.rpartition(b"\n")
+        if not sep:
+            self._pending = data
+            return
+        self._inner.write(b"\n".join(_unwrap_line(line) for line in complete.split(b"\n")) + b"\n")
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._inner.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if self._pending:
+            self._inner.write(_unwrap_line(self._pending))
+            self._pending = b""
+        self._inner.unregisterProducer()
+
+
+def _unwrap_line(line: bytes) -> bytes:
+    if not line.startswith(b"data:") or b'"response"' not in line:
+        return line
+    try:
+        event = loads(line[5:].strip())
+    except ValueError:
+        return line
+    if isinstance(event, dict) and isinstance(event.get("response"), dict):
+        return b"data: " + dumps(event["response"])
+    return line
+
+
+class UnwrappingRelay(StreamRelay):
+    def attach(self, consumer: StreamConsumer):
+        return super().attach(_Unwrap(consumer))
+
+
+def unwrap_response(body: bytes) -> bytes:
+    """A C{v1internal} answer as the Gemini answer inside it."""
+    try:
+        data = loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and isinstance(data.get("response"), dict):
+        return dumps(data["response"])
+    return body
+
+
+class GeminiCLIExecutor(_Bearer, GeminiExecutor):
+    """Code Assist C{v1internal} for a Gemini CLI account, with the account's project."""
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        return {b"user-agent": [GEMINI_CLI_USER_AGENT],
+                b"x-goog-api-client": [b"google-genai-sdk/1.30.0 gl-node/v22.19.0"]}
+
+    def base_urls(self, cred: Credential) -> tuple[str, ...]:
+        return (cred.base_url,)
+
+    @staticmethod
+    def _url(base: str, method: str) -> str:
+        return f"{base}/v1internal:{method}"
+
+    def url(self, cred: Credential, model: str, stream: bool) -> str:
+        return self._url(cred.base_url, "streamGenerateContent?alt=sse" if stream else "generateContent")
+
+    def count_url(self, cred: Credential, model: str) -> str:
+        return self._url(cred.base_url, "countTokens")
+
+    def project(self, cred: Credential) -> str:
+        assert cred.account is not None
+        # "p1,p2": CLIProxyAPI splits such a file into one credential per
+        # project; here the first project is used.
+        return cred.account.project_id.split(",")[0].strip()
+
+    def envelope(self, cred: Credential, model: str, body: bytes) -> bytes:
+        return b'{"model":' + dumps(model) + b',"project":' + dumps(self.project(cred)) + b',"request":' + body + b"}"
+
+    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
+        model = parse_model(upstream).base
+        body = self.envelope(cred, model, req.body_for(upstream, self.format))
+        method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
+        bases = self.base_urls(cred)
+        for i, base in enumerate(bases):
+            try:
+                response = await self._send(cred, self._url(base, method), body, req.stream)
+                break
+            except UpstreamError as e:
+                if i + 1 == len(bases) or not (e.status == 429 or e.status >= 500 or e.status == 0):
+                    raise
+        return await self._answer(response, req.stream)
+
+    async def _answer(self, response: Any, stream: bool) -> Reply | StreamReply:
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
+        if stream and content_type.startswith(b"text/event-stream"):
+            return await self._relay(response, UnwrappingRelay)
+        return Reply(response.code, content_type, unwrap_response(await self._read(response)), fmt=self.format.NAME)
+
+    async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        model = parse_model(upstream).base
+        inner = loads(req.count_body_for(upstream, self.format)).get("generateContentRequest", {})
+        body = dumps({"request": {"model": f"models/{model}", "contents": inner.get("contents", [])}})
+        response = await self._send(cred, self.count_url(cred, model), body, False)
+        raw = await self._read(response)
+        try:
+            tokens = self.format.count_from_body(loads(raw))
+        except (ValueError, TypeError, AttributeError):
+            raise UpstreamError("broken", "the upstream count is not a count", status=502) from None
+        return Reply(response.code, b"application/json", raw, fmt=self.format.NAME, tokens=tokens)
+
+
+class AntigravityExecutor(GeminiCLIExecutor):
+    """Antigravity's C{v1internal}: its own envelope and user agent, two endpoints tried in turn."""
+
+    def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        assert cred.account is not None
+        agent = cred.account.data.get("user_agent")
+        return {b"user-agent": [agent.encode("latin-1") if isinstance(agent, str) and agent
+                                else ANTIGRAVITY_USER_AGENT]}
+
+    def base_urls(self, cred: Credential) -> tuple[str, ...]:
+        assert cred.account is not None
+        if cred.account.data.get("base_url"):
+            return (cred.base_url,)
+        return OAUTH_BASE_URLS["antigravity"]
+
+    def envelope(self, cred: Credential, model: str, body: bytes) -> bytes:
+        request = loads(body)
+        request["sessionId"] = f"-{uuid.uuid4().int % 10**18}"
+        return dumps({
+            "model": model,
+            "userAgent": "antigravity",
+            "requestType": "agent",
+            "project": self.project(cred),
+            "requestId": f"agent-{uuid.uuid4()}",
+            "request": request,
+        })
+
+
+#: The executor class of each credential kind.
+EXECUTORS: dict[str, type[HTTPExecutor]] = {
+    "openai-compatibility": OpenAICompatExecutor,
+    "claude-api-key": ClaudeExecutor,
+    "gemini-api-key": GeminiExecutor,
+    "codex-api-key": CodexExecutor,
+    "claude": ClaudeOAuthExecutor,
+    "codex": CodexOAuthExecutor,
+    "gemini-cli": GeminiCLIExecutor,
+    "antigravity": AntigravityExecutor,
+}
+
+
+class Executors:
+    """The conductor's one executor: each credential's request goes to the executor of its kind."""
+
+    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
+
+    def prepare(self, creds: Iterable[Credential]) -> None:
+        creds = tuple(creds)
+        for kind, executor in self._by_kind.items():
+            executor.prepare(c for c in creds if c.kind == kind)
+
+    def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        return self._by_kind[cred.kind].execute(cred, req, upstream)
+
+    def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
+        return self._by_kind[cred.kind].count_tokens(cred, req, upstream)
