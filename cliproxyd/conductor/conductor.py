@@ -153,6 +153,8 @@ class Conductor:
         self._fill_first = strategy == "fill-first"
         #: set by the composition root when routing.warmup is enabled
         self.warmups: Warmups | None = None
+        #: refreshes an OAuth account's token after a 401; fires with whether it did
+        self.on_unauthorized: Callable[[Credential], Awaitable[bool]] | None = None
         self._observers: list[Callable[[Attempt], None]] = []
         self.scheduler = Scheduler(creds, strategy, state.next_cursor)
         self._providers: dict[str, tuple[str, ...]] = {}
@@ -301,7 +303,7 @@ class Conductor:
                 state_key = upstream if pick.route.pooled else pick.route.state_key
                 started = self._clock.seconds()
                 try:
-                    result = await call(cred, f"{upstream}({suffix})" if suffix else upstream)
+                    result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
                     invalid = e.request_invalid
                     self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next", count)
@@ -321,6 +323,20 @@ class Conductor:
             now = self._clock.seconds()
             cooling = AllCooling(route, self._providers[route], self._earliest(route, now), now)
         raise _RoundFailed(last, cooling, len(attempted))
+
+    async def _attempt(self, call: Call, cred: Credential, model: str) -> Reply | StreamReply:
+        """One call; an OAuth account refused with a 401 gets its token refreshed and one more try."""
+        try:
+            return await call(cred, model)
+        except UpstreamError as e:
+            refresh = self.on_unauthorized
+            if e.status != 401 or cred.account is None or refresh is None:
+                raise
+            if not await refresh(cred):
+                raise
+        self.log.info("{provider} account {key}: token refreshed after a 401; trying {model} again",
+                      **_who(cred, model))
+        return await call(cred, model)
 
     def _pick(self, route: str, meta: RequestMeta, tried: set[str], now: float) -> Pick | None:
         if meta.pinned:

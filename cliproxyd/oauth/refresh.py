@@ -1,0 +1,262 @@
+"""
+Keeping OAuth access tokens fresh, in the background.
+
+A L{Refresher} looks at every account once a minute (a LoopingCall on the
+injected clock). An account is due when its access token expires within its
+provider's lead time (or half the token's life, if that is shorter) (or, with no expiry known, when the lead time has passed
+since its last refresh). A due account is marked pending for a minute, so the
+next ticks leave it alone, and refreshed under a semaphore of 16; a failure
+holds it off for five minutes. The new tokens are written back to the
+account's file atomically, keeping its mode, and used by the very next
+request.
+
+A 401 from upstream asks for a refresh now (L{Refresher.refresh_now}):
+requests that meet the same expired token share one refresh, and an account
+whose refresh just failed is not asked again until its back-off ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from cliproxyd.credentials import Credential
+from cliproxyd.credentials.authfiles import OAuthAccount
+from cliproxyd.oauth.providers import PROVIDERS
+
+#: How often accounts are looked at.
+TICK = 60.0
+#: Refreshes running at once.
+CONCURRENCY = 16
+#: An account being refreshed is left alone this long by the loop.
+PENDING_BACKOFF = 60.0
+#: After a failed refresh, the account waits this long before the next try.
+FAILURE_BACKOFF = 300.0
+#: A token endpoint that has not answered by then has failed.
+REFRESH_TIMEOUT = 30.0
+
+#: Refresh an account's tokens: fires with an object with C{access_token},
+#: C{refresh_token}, C{expires_in} and C{id_token} (L{cliproxyd.oauth.tokens.TokenGrant}).
+RefreshFn = Callable[[OAuthAccount], "Deferred[Any]"]
+#: Write an account's file back; fires when it is durable.
+SaveFn = Callable[[OAuthAccount], "Deferred[None]"]
+
+
+@define
+class RefreshStatus:
+    """What the management API shows about an account's refreshes."""
+
+    last_refresh: float | None = None
+    last_error: str = ""
+    next_after: float = 0.0
+    refreshing: bool = False
+
+
+def lead_time(account: OAuthAccount) -> float:
+    return PROVIDERS[account.type].lead
+
+
+def is_due(account: OAuthAccount, now: float) -> bool:
+    """Whether the account's token is close enough to expiry (or old enough) to refresh now."""
+    lead = lead_time(account)
+    if account.expires_at is not None:
+        if account.last_refresh is not None and account.expires_at > account.last_refresh:
+            # A token that lives shorter than the lead is refreshed at half
+            # its life, not on every tick.
+            lead = min(lead, (account.expires_at - account.last_refresh) / 2)
+        return account.expires_at - now <= lead
+    if account.last_refresh is None:
+        return True
+    return now - account.last_refresh >= lead
+
+
+class Refresher(Service):
+    name = "token-refresh"
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        refresh: RefreshFn,
+        save: SaveFn,
+        *,
+        tick: float = TICK,
+        concurrency: int = CONCURRENCY,
+        pending_backoff: float = PENDING_BACKOFF,
+        failure_backoff: float = FAILURE_BACKOFF,
+        timeout: float = REFRESH_TIMEOUT,
+    ) -> None:
+        self._clock = clock
+        self._refresh = refresh
+        self._save = save
+        self._tick = tick
+        self._pending_backoff = pending_backoff
+        self._failure_backoff = failure_backoff
+        self._timeout = timeout
+        self._semaphore = DeferredSemaphore(concurrency)
+        self._accounts: dict[str, OAuthAccount] = {}
+        self._status: dict[str, RefreshStatus] = {}
+        self._in_flight: dict[str, Deferred[bool]] = {}
+        self._loop: LoopingCall | None = None
+
+    # -- which accounts ---------------------------------------------------------------
+
+    def set_accounts(self, accounts: Iterable[OAuthAccount]) -> None:
+        """The accounts to keep fresh (the runtime calls this whenever the auth directory changes)."""
+        self._accounts = {a.path: a for a in accounts}
+        for path in list(self._status):
+            if path not in self._accounts:
+                del self._status[path]
+
+    def status(self, account: OAuthAccount) -> RefreshStatus:
+        return self._status.get(account.path) or RefreshStatus(last_refresh=account.last_refresh)
+
+    @property
+    def running_refreshes(self) -> int:
+        return len(self._in_flight)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        loop = self._loop = LoopingCall(self.check)
+        loop.clock = self._clock
+        loop.start(self._tick, now=True).addErrback(lambda f: self.log.failure("token refresh loop stopped", f))
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def check(self) -> int:
+        """Start a refresh for every due account; returns how many were started."""
+        now = self._clock.seconds()
+        started = 0
+        for account in list(self._accounts.values()):
+            if account.path in self._in_flight or not account.refresh_token:
+                continue
+            if now < self._status.get(account.path, RefreshStatus()).next_after:
+                continue
+            if is_due(account, now):
+                self._start(account, now)
+                started += 1
+        return started
+
+    # -- on demand --------------------------------------------------------------------
+
+    def refresh_now(self, cred: Credential) -> "Deferred[bool]":
+        """
+        Refresh after the upstream refused the account's token: fires with
+        whether a new token is in place. Shares a refresh already running.
+        """
+        account = cred.account
+        if account is None or not account.refresh_token:
+            return succeed(False)
+        running = self._in_flight.get(account.path)
+        if running is not None:
+            return _share(running)
+        now = self._clock.seconds()
+        status = self._status.get(account.path)
+        if status is not None and status.last_error and now < status.next_after:
+            return succeed(False)  # it just failed: wait out the back-off
+        return _share(self._start(account, now))
+
+    # -- one refresh ------------------------------------------------------------------
+
+    def _start(self, account: OAuthAccount, now: float) -> "Deferred[bool]":
+        status = self._status.setdefault(account.path, RefreshStatus(last_refresh=account.last_refresh))
+        status.next_after = now + self._pending_backoff
+        status.refreshing = True
+        d = self._semaphore.run(self._run, account)
+        self._in_flight[account.path] = d
+
+        def done(result: bool) -> bool:
+            self._in_flight.pop(account.path, None)
+            status.refreshing = False
+            return result
+
+        d.addBoth(done)
+        return d
+
+    async def _run(self, account: OAuthAccount) -> bool:
+        status = self._status[account.path]
+        try:
+            d = self._refresh(account)
+            d.addTimeout(self._timeout, self._clock)
+            grant = await d
+        except Exception as e:
+            now = self._clock.seconds()
+            status.last_error = _describe(e, self._timeout)
+            status.next_after = now + self._failure_backoff
+            self.log.warn("token refresh of {account} failed: {why}; next try in {backoff:.0f}s",
+                          account=account.name, why=status.last_error, backoff=self._failure_backoff)
+            return False
+        now = self._clock.seconds()
+        if self._accounts.get(account.path) is not account:
+            # The file was edited or removed while we waited: it wins.
+            self.log.info("token refresh of {account} dropped: its file changed meanwhile", account=account.name)
+            return False
+        account.apply_grant(grant.access_token, grant.refresh_token, grant.expires_in, now,
+                            getattr(grant, "id_token", ""))
+        status.last_refresh = now
+        status.last_error = ""
+        status.next_after = 0.0
+        try:
+            await self._save(account)
+        except Exception as e:
+            # The new token is in use; only the copy on disk is stale.
+            status.last_error = f"refreshed, but the file could not be written: {e}"
+            self.log.error("token refresh of {account}: writing {path} failed: {error}",
+                           account=account.name, path=account.path, error=e)
+        else:
+            self.log.info("refreshed the token of {account}; it expires in {expires}",
+                          account=account.name,
+                          expires=f"{grant.expires_in:.0f}s" if grant.expires_in else "an unknown time")
+        return True
+
+
+def _share(d: "Deferred[bool]") -> "Deferred[bool]":
+    """A Deferred that fires with C{d}'s result without taking it from C{d}'s other waiters."""
+    shared: Deferred[bool] = Deferred()
+
+    def fire(result: Any) -> Any:
+        shared.callback(result is True)
+        return result
+
+    d.addBoth(fire)
+    return shared
+
+
+def _describe(e: BaseException, timeout: float) -> str:
+    from twisted.internet.defer import CancelledError, TimeoutError
+
+    if isinstance(e, (TimeoutError, CancelledError)):
+        return f"the token endpoint did not answer within {timeout:g}s"
+    return str(e) or type(e).__name__
+
+
+def file_saver(run_in_thread: Callable[..., "Deferred[Any]"] | None = None) -> SaveFn:
+    """Write an account's file atomically (temp file, fsync, rename, mode kept), off the reactor thread."""
+    from twisted.internet.threads import deferToThread
+
+    from cliproxyd.credentials.authfiles import digest
+    from cliproxyd.fileio import atomic_write
+
+    run = run_in_thread or deferToThread
+
+    def save(account: OAuthAccount) -> "Deferred[None]":
+        data = account.to_bytes()
+
+        def written(_: object) -> None:
+            # Our own write: the auth-directory watcher must not take it for an edit.
+            account.digest = digest(data)
+
+        return run(atomic_write, account.path, data).addCallback(written)
+
+    return save
