@@ -20,14 +20,14 @@ from twisted.python import usage
 
 from cliproxyd._version import __version__
 from cliproxyd.conductor.conductor import Conductor, QuotaGroupReaper
-from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
 from cliproxyd.config import ConfigError, load_config
-from cliproxyd.credentials import credentials_from_config
 from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
-from cliproxyd.executors import HTTPPoolService, Executors, make_http_client
+from cliproxyd.executors import HTTPPoolService, make_http_client
 from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.management import ManagementAPI
+from cliproxyd.oauth.refresh import Refresher, account_refresher, file_saver
+from cliproxyd.runtime import Generation, Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.state.persist import StatePersistence
@@ -53,6 +53,14 @@ class Options(usage.Options):
             None,
             "Endpoint string to listen on, overriding host and port in the config "
             "(e.g. tcp:8317:interface=127.0.0.1, unix:/run/cliproxyd.sock).",
+        ],
+        [
+            "watch-interval",
+            None,
+            2.0,
+            "Seconds between looks at config.yaml and the auth directory for changes "
+            "(0: only reload on SIGHUP or a management API write).",
+            float,
         ],
     ]
     optFlags = [
@@ -116,6 +124,14 @@ def _exit_zero_after_sigterm(reactor) -> None:
         reactor._exitSignal = None
 
 
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def build(options: Options, reactor) -> IService:
     """makeService without the translation of start-up errors into an exit."""
     root = ServiceTree()
@@ -127,8 +143,11 @@ def build(options: Options, reactor) -> IService:
         config = demo_config(base_url)
         listen = options["listen"] or DEMO_LISTEN
         demo_service: Service | None = _BoundPort("demo-upstream", port)
+        config_path, config_bytes = None, None
     else:
-        config, warnings = load_config(options["config"])
+        config_path = options["config"]
+        config, warnings = load_config(config_path)
+        config_bytes = _read_bytes(config_path)
         for warning in warnings:
             log.warn("config: {warning}", warning=warning)
         listen = options["listen"] or config.listen
@@ -154,48 +173,43 @@ def build(options: Options, reactor) -> IService:
     if demo_service is not None:
         demo_service.setServiceParent(root)
 
-    creds = credentials_from_config(config)
-    executor = Executors(client, reactor, config.timeouts)
-    executor.prepare(creds)
-    conductor = Conductor(
-        creds,
-        executor,
-        state,
-        reactor,
-        strategy=config.routing.strategy,
-        max_retry_credentials=config.max_retry_credentials,
-        request_retry=config.request_retry,
-        max_retry_interval=config.max_retry_interval,
-        disable_cooling=config.disable_cooling,
-        debug=config.debug,
-        quota_groups=compile_groups(
-            DEFAULT_GROUPS if config.oauth_quota_groups is None else config.oauth_quota_groups
-        ),
-    )
-    if conductor.uses_quota_groups:
-        QuotaGroupReaper(conductor, reactor).setServiceParent(root)
+    refresher = Refresher(reactor, account_refresher(client, reactor), file_saver())
+    refresher.setServiceParent(root)
     warmup = config.routing.warmup
+    warmups: Warmups | None = None
+
+    def hook(conductor: Conductor) -> None:
+        conductor.on_unauthorized = refresher.refresh_now
+        if warmups is not None:
+            warmups.rebind(conductor.scheduler, conductor._executor)
+            conductor.warmups = warmups
+
+    runtime = Runtime(reactor, client, state, config, config_path, conductor_hook=hook,
+                      poll=max(0.0, options["watch-interval"]))
+    gen = runtime.start(config_bytes)
     if warmup.enabled:
         if config.routing.strategy != "fill-first":
             log.warn("routing.warmup is enabled but routing.strategy is not fill-first: no warmups will be sent")
-        conductor.warmups = Warmups(
+        warmups = Warmups(
             WarmupSettings(True, frozenset(warmup.providers), warmup.ttl, warmup.timeout),
-            conductor.scheduler,
+            gen.conductor.scheduler,
             state,
-            executor,
+            gen.conductor._executor,
             reactor,
         )
-        conductor.warmups.setServiceParent(root)
+        gen.conductor.warmups = warmups
+        warmups.setServiceParent(root)
+    QuotaGroupReaper(lambda: runtime.current.conductor, reactor).setServiceParent(root)
     in_flight = InFlight(reactor, config.timeouts.shutdown)
     in_flight.setServiceParent(root)
 
     max_body = int(config.max_body_mb * (1 << 20))
-    management = ManagementAPI(config.remote_management, conductor, state, reactor, in_flight.__len__)
+    management = ManagementAPI(config.remote_management, gen.conductor, state, reactor, in_flight.__len__)
     frontend = Frontend(
-        conductor,
+        gen.conductor,
         ClientAccess(config.api_keys),
         reactor,
-        management=management.app.resource() if management.enabled else None,
+        management=management.app.resource(),
         session_affinity=config.routing.session_affinity,
         max_body=max_body,
     )
@@ -209,14 +223,26 @@ def build(options: Options, reactor) -> IService:
     listener.setName("frontend")
     listener.setServiceParent(root)
 
+    def swap(gen: Generation) -> None:
+        c = gen.config
+        body_limit = int(c.max_body_mb * (1 << 20))
+        frontend.use(gen.conductor, ClientAccess(c.api_keys), c.routing.session_affinity, body_limit)
+        site.max_body = body_limit
+        management.use(c.remote_management, gen.conductor)
+        refresher.set_accounts(gen.accounts.values())
+
+    runtime.subscribe(swap)
+    # Started last, so a reload never runs before everything it swaps is built.
+    runtime.setServiceParent(root)
+
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
     log.info(
         "cliproxyd {version} on {listen}: {creds} credentials, {models} models, "
         "routing {strategy}, client keys {access}, management {management}",
         version=__version__,
         listen=listen,
-        creds=len(creds),
-        models=len(conductor.models()),
+        creds=len(gen.creds),
+        models=len(gen.conductor.models()),
         strategy=config.routing.strategy,
         access="required" if config.api_keys else "not required (loopback only)",
         management="on" if management.enabled else "off",

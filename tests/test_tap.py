@@ -39,7 +39,8 @@ def test_options_need_a_config_or_the_demo():
 def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     reactor = MemoryReactorClock()
     service = makeService(options("--config", EXAMPLE), reactor=reactor)
-    assert [s.name for s in service] == ["http-pool", "state", "in-flight", "frontend"]
+    assert [s.name for s in service] == [
+        "http-pool", "state", "token-refresh", "quota-reaper", "in-flight", "frontend", "runtime"]
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (8317, "127.0.0.1")
@@ -65,7 +66,8 @@ def test_a_bad_listen_endpoint_is_one_clear_line():
 def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
     reactor = MemoryReactorClock()
     service = makeService(options("--demo"), reactor=reactor)
-    assert [s.name for s in service] == ["http-pool", "demo-upstream", "in-flight", "frontend"]
+    assert [s.name for s in service] == [
+        "http-pool", "demo-upstream", "token-refresh", "quota-reaper", "in-flight", "frontend", "runtime"]
     service.startService()
     servers = [(p, i) for p, _, _, i in reactor.tcpServers]
     assert servers == [(0, "127.0.0.1"), (8317, "127.0.0.1")]

@@ -547,8 +547,10 @@ class QuotaGroupReaper(Service):
     name = "quota-reaper"
     log = Logger()
 
-    def __init__(self, conductor: Conductor, clock: IReactorTime, interval: float = REAPER_INTERVAL) -> None:
-        self._conductor = conductor
+    def __init__(self, conductor: Conductor | Callable[[], Conductor], clock: IReactorTime,
+                 interval: float = REAPER_INTERVAL) -> None:
+        #: the conductor, or a callable giving the current one (it changes on reload)
+        self._conductor = conductor if callable(conductor) else (lambda: conductor)
         self._clock = clock
         self._interval = interval
         self._loop: LoopingCall | None = None
@@ -561,7 +563,7 @@ class QuotaGroupReaper(Service):
 
     def _reap(self) -> None:
         with self.log.failuresHandled("while reaping quota-group suspensions"):
-            self._conductor.reap_quota_groups()
+            self._conductor().reap_quota_groups()
 
     def stopService(self):
         Service.stopService(self)

@@ -70,6 +70,11 @@ class Warmups(Service):
         self._loop: LoopingCall | None = None
         self.counts = {"sent": 0, "succeeded": 0, "failed": 0, "skipped_ttl": 0, "skipped_in_flight": 0}
 
+    def rebind(self, scheduler: "Scheduler", executor: Executor) -> None:
+        """Warm through a reloaded conductor's scheduler and executors."""
+        self._scheduler = scheduler
+        self._executor = executor
+
     # -- service ------------------------------------------------------------------
 
     def startService(self) -> None:

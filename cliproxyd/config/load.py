@@ -511,11 +511,16 @@ def load_config(path: str) -> tuple[Config, list[str]]:
             text = f.read()
     except OSError as e:
         raise ConfigError(path, "", f"cannot read the file: {e.strerror}") from None
+    return parse_config_bytes(text, path)
+
+
+def parse_config_bytes(text: bytes, source: str = "") -> tuple[Config, list[str]]:
+    """Parse the YAML text of a config file; a syntax error is a L{ConfigError} with its line."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, "", f"YAML syntax error: {where}{problem}") from None
-    return parse_config(data, path)
+        raise ConfigError(source, "", f"YAML syntax error: {where}{problem}") from None
+    return parse_config(data, source)

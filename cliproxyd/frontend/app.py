@@ -181,18 +181,25 @@ class Frontend:
         session_affinity: bool = False,
         max_body: int = 8 << 20,
     ) -> None:
-        self.conductor = conductor
-        self.access = access
         self.clock = clock
         self.management = management
-        self.session_affinity = session_affinity
-        self.max_body = max_body
-        created = int(clock.seconds())
+        self.use(conductor, access, session_affinity, max_body)
+
+    def use(self, conductor: Conductor, access: ClientAccess, session_affinity: bool, max_body: int) -> None:
+        """
+        Serve new requests with C{conductor} (a reload); requests already
+        running finish with the conductor they started with.
+        """
+        created = int(self.clock.seconds())
         models = conductor.models()
         self._model_ids = {name for name, _ in models}
         self._models_openai = openai_chat.models_body(models, created)
         self._models_claude = claude.models_body(models, created)
         self._models_gemini = gemini.models_body(models)
+        self.conductor = conductor
+        self.access = access
+        self.session_affinity = session_affinity
+        self.max_body = max_body
 
     def resource(self) -> IResource:
         return self.app.resource()

@@ -55,13 +55,17 @@ class ManagementAPI:
         clock: IReactorTime,
         in_flight: Callable[[], int],
     ) -> None:
-        self._secret = settings.secret_key.encode("utf-8")
-        self._allow_remote = settings.allow_remote
-        self._conductor = conductor
+        self.use(settings, conductor)
         self._state = state
         self._clock = clock
         self._in_flight = in_flight
         self._started = clock.seconds()
+
+    def use(self, settings: RemoteManagement, conductor: Conductor) -> None:
+        """Apply a reloaded config's settings and conductor."""
+        self._secret = settings.secret_key.encode("utf-8")
+        self._allow_remote = settings.allow_remote
+        self._conductor = conductor
 
     @property
     def enabled(self) -> bool:

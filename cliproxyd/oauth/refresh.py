@@ -260,3 +260,25 @@ def file_saver(run_in_thread: Callable[..., "Deferred[Any]"] | None = None) -> S
         return run(atomic_write, account.path, data).addCallback(written)
 
     return save
+
+
+def account_refresher(client: Any, clock: IReactorTime) -> RefreshFn:
+    """
+    The real refresh: the account's provider's token endpoint, with the
+    client the file names (Gemini CLI files carry theirs) or the CLI tool's.
+    A file's C{token_uri} overrides the endpoint.
+    """
+    def refresh(account: OAuthAccount) -> "Deferred[Any]":
+        from cliproxyd.oauth import tokens
+
+        provider = PROVIDERS[account.type]
+        nested = account.data.get("token") if isinstance(account.data.get("token"), dict) else {}
+        token_url = nested.get("token_uri") or account.data.get("token_uri") or None
+        return Deferred.fromCoroutine(tokens.refresh(
+            client, provider, account.refresh_token,
+            client_id=nested.get("client_id") or None,
+            client_secret=nested.get("client_secret") or None,
+            token_url=token_url,
+        ))
+
+    return refresh

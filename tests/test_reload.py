@@ -1,0 +1,243 @@
+"""
+Hot reload on loopback: the auth directory and config.yaml change under a
+running frontend; new, edited and removed files and config edits apply
+without a restart, a bad config is rejected with its reason while the
+running one stays, and a request in flight finishes on the generation it
+started on. File reads run synchronously here and the poll is driven by
+hand (or by a Clock), so nothing waits on the wall clock but the sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest_twisted
+import treq
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from cliproxyd.config import load_config
+from cliproxyd.executors import make_http_client
+from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.runtime import Runtime
+from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.upstream import SimulatedUpstream
+
+
+def sync(f, *args):
+    return succeed(f(*args))
+
+
+class Live:
+    """A frontend whose runtime watches a config file and an auth directory in tmp_path."""
+
+    def __init__(self, reactor, tmp_path, config: dict, sim_clock=None) -> None:
+        self.reactor = reactor
+        self.tmp = tmp_path
+        self.auth_dir = tmp_path / "auth"
+        self.auth_dir.mkdir()
+        self.upstream = SimulatedUpstream(sim_clock or reactor)
+        self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.upstream_port.getHost().port}"
+        self.config_path = tmp_path / "config.yaml"
+        self.write_config(config)
+        loaded, _ = load_config(str(self.config_path))
+        self.pool, client = make_http_client(reactor, 5)
+        self.runtime = Runtime(reactor, client, MemoryStateStore(), loaded, str(self.config_path), poll=0,
+                               run_in_thread=sync)
+        gen = self.runtime.start(self.config_path.read_bytes())
+        self.frontend = Frontend(gen.conductor, ClientAccess(loaded.api_keys), reactor)
+        self.runtime.subscribe(lambda g: self.frontend.use(
+            g.conductor, ClientAccess(g.config.api_keys), False, 8 << 20))
+        self.port = reactor.listenTCP(0, TrackingSite(self.frontend.resource(), InFlight(reactor, 5)),
+                                      interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def write_config(self, data: dict | str) -> None:
+        text = data if isinstance(data, str) else json.dumps({"auth-dir": str(self.tmp / "auth"), **data})
+        self.config_path.write_text(text)
+
+    def account(self, name: str, **fields) -> None:
+        data = {"type": "claude", "access_token": f"tok-{name}", "refresh_token": "r",
+                "base_url": self.base, "expired": "2099-01-01T00:00:00Z", **fields}
+        (self.auth_dir / name).write_text(json.dumps(data))
+
+    async def chat(self, model: str, key: str | None = None, stream: bool = False):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+        response = await treq.post(self.url + "/v1/chat/completions", json=body, headers=headers)
+        return response.code, await response.content()
+
+    async def models(self) -> set[str]:
+        response = await treq.get(self.url + "/v1/models")
+        return {m["id"] for m in (await response.json())["data"]}
+
+    async def close(self) -> None:
+        await self.port.stopListening()
+        await self.upstream_port.stopListening()
+        await self.pool.closeCachedConnections()
+
+
+@pytest_twisted.async_yield_fixture
+async def live(tmp_path):
+    from twisted.internet import reactor
+
+    s = Live(reactor, tmp_path, {})
+    yield s
+    await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_auth_file_is_served_after_the_next_look(live):
+    assert await live.models() == set()
+    live.account("claude-a.json")
+    assert await live.runtime._check() is True
+    assert "claude-sonnet-4-5" in await live.models()
+    code, _ = await live.chat("claude-sonnet-4-5")
+    assert code == 200
+    assert live.upstream.seen[-1].headers["authorization"] == "Bearer tok-claude-a.json"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unchanged_directory_does_not_rebuild(live):
+    live.account("claude-a.json")
+    await live.runtime._check()
+    conductor = live.frontend.conductor
+    assert await live.runtime._check() is None
+    assert live.frontend.conductor is conductor
+
+
+@pytest_twisted.ensureDeferred
+async def test_edited_and_removed_files_apply(live):
+    live.account("claude-a.json")
+    await live.runtime._check()
+    live.account("claude-a.json", disabled=True, note="x")
+    await live.runtime.reload()
+    code, body = await live.chat("claude-sonnet-4-5")
+    assert code != 200
+    live.account("claude-a.json", prefix="team")
+    await live.runtime.reload()
+    assert "team/claude-sonnet-4-5" in await live.models()
+    os.unlink(live.auth_dir / "claude-a.json")
+    await live.runtime.reload()
+    assert await live.models() == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broken_file_is_reported_and_a_good_one_that_breaks_keeps_its_last_good_version(live):
+    (live.auth_dir / "junk.json").write_text("{nope")
+    live.account("claude-a.json")
+    await live.runtime.reload()
+    gen = live.runtime.current
+    assert "not JSON" in gen.problems["junk.json"]
+    assert [c.id for c in gen.creds] == ["claude:claude-a.json"]
+    (live.auth_dir / "claude-a.json").write_text('{"type": "claude", "access_tok')  # half written
+    await live.runtime.reload()
+    assert [c.id for c in live.runtime.current.creds] == ["claude:claude-a.json"]
+    assert "not JSON" in live.runtime.current.problems["claude-a.json"]
+    code, _ = await live.chat("claude-sonnet-4-5")
+    assert code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_config_edit_applies_and_a_bad_one_is_rejected_keeping_the_running_one(live):
+    live.account("claude-a.json")
+    live.write_config({"api-keys": ["sk-client"]})
+    assert await live.runtime.reload("test") is True
+    assert (await live.chat("claude-sonnet-4-5"))[0] == 401
+    assert (await live.chat("claude-sonnet-4-5", key="sk-client"))[0] == 200
+    live.write_config({"api-keys": ["sk-client"], "routing": {"strategy": "sideways"}})
+    assert await live.runtime.reload("test") is False
+    assert "routing.strategy" in live.runtime.last_error and live.runtime.reloads["rejected"] == 1
+    assert (await live.chat("claude-sonnet-4-5", key="sk-client"))[0] == 200
+    live.write_config("api-keys: [unclosed")
+    await live.runtime.reload("test")
+    assert "YAML syntax error: line 1" in live.runtime.last_error
+    assert (await live.chat("claude-sonnet-4-5", key="sk-client"))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_in_flight_finishes_on_the_generation_it_started_on(tmp_path):
+    from twisted.internet import reactor
+
+    sim_clock = Clock()
+    live = Live(reactor, tmp_path, {}, sim_clock=sim_clock)
+    try:
+        live.account("claude-a.json")
+        await live.runtime.reload()
+        live.upstream.script("tok-claude-a.json", "slow:5")
+        pending = Deferred.fromCoroutine(live.chat("claude-sonnet-4-5", stream=True))
+        while not live.upstream.seen:
+            await treq.get(live.url + "/healthz")  # let the request reach the upstream
+        os.unlink(live.auth_dir / "claude-a.json")
+        await live.runtime.reload()
+        assert await live.models() == set()
+        for _ in range(20):
+            sim_clock.advance(5)
+            await treq.get(live.url + "/healthz")
+            if pending.called:
+                break
+        code, body = await pending
+        assert code == 200 and body.rstrip().endswith(b"data: [DONE]")
+    finally:
+        await live.close()
+
+
+def test_the_poll_reloads_when_a_file_changes_and_sighup_asks_for_a_reload(tmp_path):
+    config = tmp_path / "config.yaml"
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    config.write_text(json.dumps({"auth-dir": str(auth)}))
+    loaded, _ = load_config(str(config))
+
+    class Reactor(Clock):
+        def callFromThread(self, f, *args):
+            f(*args)
+
+    reactor = Reactor()
+    runtime = Runtime(reactor, None, MemoryStateStore(), loaded, str(config), poll=2.0, run_in_thread=sync)
+    runtime.start(config.read_bytes())
+    reloads = []
+    runtime.subscribe(lambda g: reloads.append(g))
+    previous = signal.getsignal(signal.SIGHUP)
+    runtime.startService()
+    try:
+        reactor.advance(2)
+        assert len(reloads) == 1  # only the current generation, given on subscribe
+        (auth / "a.json").write_text(json.dumps({"type": "codex", "access_token": "t"}))
+        reactor.advance(2)
+        assert len(reloads) == 2 and [c.id for c in reloads[-1].creds] == ["codex:a.json"]
+        config.write_text(json.dumps({"auth-dir": str(auth), "api-keys": ["k"]}))
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert reloads[-1].config.api_keys == ("k",)
+    finally:
+        runtime.stopService()
+        signal.signal(signal.SIGHUP, previous)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("{}")
+    loaded, _ = load_config(str(config))
+    pending: list[Deferred] = []
+
+    def deferred(f, *args):
+        d = Deferred()
+        pending.append(d)
+        d.addCallback(lambda _: f(*args))
+        return d
+
+    runtime = Runtime(Clock(), None, MemoryStateStore(), loaded, str(config), poll=0, run_in_thread=deferred)
+    runtime.start(config.read_bytes())
+    config.write_text(json.dumps({"api-keys": ["first"]}))
+    first = runtime.reload()
+    pending.pop(0).callback(None)  # the first reload has read the file...
+    config.write_text(json.dumps({"api-keys": ["k"]}))
+    second = runtime.reload()  # ...when it changes again
+    assert not first.called and not second.called
+    while pending:
+        pending.pop(0).callback(None)
+    assert second.called and runtime.current.config.api_keys == ("k",)
