@@ -38,7 +38,6 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 from ruamel.yaml.tokens import CommentToken
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
 
 from cliproxyd.config.load import ConfigError, load_yaml, parse_config, yaml_syntax_error
 from cliproxyd.config.model import Config
@@ -80,8 +79,6 @@ class ConfigFile:
     C{run_in_thread(f, *args)} runs C{f} in a thread and returns a Deferred
     of its result (L{deferToThread} by default; tests pass a synchronous one).
     """
-
-    log = Logger()
 
     def __init__(self, path: str, run_in_thread: RunInThread = deferToThread) -> None:
         self.path = path
