@@ -132,3 +132,12 @@ def test_top_level_must_be_a_mapping():
     with pytest.raises(ConfigError) as info:
         parse_config(yaml.safe_load("- a\n- b\n"), "c.yaml")
     assert str(info.value) == "c.yaml: must be a mapping, not a list"
+
+
+def test_a_secret_key_that_starts_like_a_bcrypt_hash_must_be_one():
+    good = "$2a$10$" + "a" * 53
+    assert parse_config({"remote-management": {"secret-key": good}})[0].remote_management.secret_key == good
+    assert parse_config({"remote-management": {"secret-key": "$2"}})[0].remote_management.secret_key == "$2"
+    with pytest.raises(ConfigError) as info:
+        parse_config({"remote-management": {"secret-key": "$2b$10$short"}}, "c.yaml")
+    assert str(info.value).startswith("c.yaml: remote-management.secret-key: starts like a bcrypt hash")

@@ -10,6 +10,7 @@ returned as warnings, never fatal: a newer or older config file still loads.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
 
@@ -58,6 +59,18 @@ NOT_YET_SUPPORTED = frozenset(
         "payload",
     }
 )
+
+
+#: The prefixes that mark C{remote-management.secret-key} as a bcrypt hash
+#: rather than plaintext. CLIProxyAPI writes C{$2a$}, the C{bcrypt} library
+#: C{$2b$}, PHP C{$2y$}; all three are the same algorithm.
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+def is_bcrypt_hash(secret: str) -> bool:
+    """Whether C{secret} is a well-formed bcrypt hash (cost 4 to 31)."""
+    return _BCRYPT_HASH.fullmatch(secret) is not None
 
 
 class ConfigError(Exception):
@@ -367,6 +380,15 @@ def _parse_oauth_exclusions(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ..
     return tuple(out)
 
 
+def _secret_key(r: _Reader) -> str:
+    secret = r.string("secret-key")
+    if secret.startswith(BCRYPT_PREFIXES) and not is_bcrypt_hash(secret):
+        # Taken for plaintext it would be hashed over; taken for a hash no
+        # key could ever match it. Either way the operator meant something else.
+        raise r.error("secret-key", "starts like a bcrypt hash ($2a$, $2b$ or $2y$) but is not a valid one")
+    return secret
+
+
 def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T]:
     seen: set[Any] = set()
     out = []
@@ -491,7 +513,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
         remote_management=RemoteManagement(
-            secret_key=rm.string("secret-key"),
+            secret_key=_secret_key(rm),
             allow_remote=rm.get("allow-remote", bool, False),
         ),
         timeouts=Timeouts(
@@ -502,6 +524,29 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         ),
     )
     return config, warnings
+
+
+def load_yaml(text: bytes | str, source: str = "") -> Any:
+    """
+    C{yaml.safe_load} of C{text}, with a syntax error turned into a
+    L{ConfigError} naming the line and column.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise yaml_syntax_error(e, source) from None
+
+
+def yaml_syntax_error(error: Exception, source: str) -> ConfigError:
+    """
+    A L{ConfigError} for a YAML parser's error: C{line L column C: problem}
+    when the error carries a position (PyYAML's and ruamel.yaml's marked
+    errors both do), the parser's own message otherwise.
+    """
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+    return ConfigError(source, "", f"YAML syntax error: {where}{problem}")
 
 
 def load_config(path: str) -> tuple[Config, list[str]]:
@@ -516,11 +561,4 @@ def load_config(path: str) -> tuple[Config, list[str]]:
 
 def parse_config_bytes(text: bytes, source: str = "") -> tuple[Config, list[str]]:
     """Parse the YAML text of a config file; a syntax error is a L{ConfigError} with its line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, "", f"YAML syntax error: {where}{problem}") from None
-    return parse_config(data, source)
+    return parse_config(load_yaml(text, source), source)
