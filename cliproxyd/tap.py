@@ -13,7 +13,10 @@ import re
 import signal
 
 from twisted.application.internet import StreamServerEndpointService
+from attrs import evolve
 from twisted.application.service import IService, Service
+from twisted.internet.defer import maybeDeferred
+from twisted.python.failure import Failure
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,7 +28,11 @@ from cliproxyd.config import ConfigError, load_config
 from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
 from cliproxyd.executors import HTTPPoolService, make_http_client
 from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.config.edit import ConfigFile
+from cliproxyd.config.model import Config
 from cliproxyd.management import ManagementAPI
+from cliproxyd.management.access import ensure_hashed
+from cliproxyd.management.usage import Usage
 from cliproxyd.oauth.refresh import Refresher, account_refresher, file_saver
 from cliproxyd.runtime import Generation, Runtime
 from cliproxyd.service import ServiceTree
@@ -132,6 +139,25 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
+def _hash_management_key(path: str, config: Config) -> Config:
+    """A plaintext management key in the file is replaced by its bcrypt hash (comments kept)."""
+    secret = config.remote_management.secret_key
+    if not secret:
+        return config
+    results: list = []
+    now = ConfigFile(path, run_in_thread=lambda f, *args: maybeDeferred(f, *args))
+    ensure_hashed(now, secret).addBoth(results.append)
+    result = results[0]
+    if isinstance(result, Failure):
+        if result.check(ConfigError):
+            raise result.value
+        raise StartupError(f"cannot store the hash of remote-management.secret-key in {path}: "
+                           f"{result.getErrorMessage()}")
+    if result != secret:
+        log.info("remote-management.secret-key was plaintext; {path} now holds its bcrypt hash", path=path)
+    return evolve(config, remote_management=evolve(config.remote_management, secret_key=result))
+
+
 def build(options: Options, reactor) -> IService:
     """makeService without the translation of start-up errors into an exit."""
     root = ServiceTree()
@@ -147,6 +173,7 @@ def build(options: Options, reactor) -> IService:
     else:
         config_path = options["config"]
         config, warnings = load_config(config_path)
+        config = _hash_management_key(config_path, config)
         config_bytes = _read_bytes(config_path)
         for warning in warnings:
             log.warn("config: {warning}", warning=warning)
@@ -178,8 +205,11 @@ def build(options: Options, reactor) -> IService:
     warmup = config.routing.warmup
     warmups: Warmups | None = None
 
+    usage = Usage(reactor)
+
     def hook(conductor: Conductor) -> None:
         conductor.on_unauthorized = refresher.refresh_now
+        conductor.observe(usage.record)
         if warmups is not None:
             warmups.rebind(conductor.scheduler, conductor._executor)
             conductor.warmups = warmups
@@ -204,7 +234,17 @@ def build(options: Options, reactor) -> IService:
     in_flight.setServiceParent(root)
 
     max_body = int(config.max_body_mb * (1 << 20))
-    management = ManagementAPI(config.remote_management, gen.conductor, state, reactor, in_flight.__len__)
+    management = ManagementAPI(
+        config.remote_management,
+        lambda: runtime.current.conductor,
+        state,
+        reactor,
+        in_flight.__len__,
+        config_file=ConfigFile(config_path) if config_path else None,
+        runtime=runtime,
+        refresher=refresher,
+        usage=usage,
+    )
     frontend = Frontend(
         gen.conductor,
         ClientAccess(config.api_keys),
@@ -228,7 +268,7 @@ def build(options: Options, reactor) -> IService:
         body_limit = int(c.max_body_mb * (1 << 20))
         frontend.use(gen.conductor, ClientAccess(c.api_keys), c.routing.session_affinity, body_limit)
         site.max_body = body_limit
-        management.use(c.remote_management, gen.conductor)
+        management.use(c.remote_management)
         refresher.set_accounts(gen.accounts.values())
 
     runtime.subscribe(swap)

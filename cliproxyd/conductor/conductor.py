@@ -31,7 +31,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger, LogLevel
 
-from cliproxyd.conductor.policy import apply_failure, apply_success, retry_wait
+from cliproxyd.conductor.policy import ModelState, apply_failure, apply_success, retry_wait
 from cliproxyd.conductor.quota import GroupState, QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups
@@ -510,6 +510,22 @@ class Conductor:
             self._refresh_group(cred_id, gid, now)
             cleared.append(gid)
         return cleared
+
+    def reset_cooldowns(self, cred_id: str, model: str | None = None) -> list[str]:
+        """Forget a credential's cooldowns (of one model, or all); returns the models that were cooling."""
+        now = self._clock.seconds()
+        states = self._state.model_states(cred_id)
+        keys = [model] if model is not None else list(states)
+        reset = []
+        for key in keys:
+            old = states.get(key)
+            if old is None:
+                continue
+            if old.blocked(now):
+                reset.append(key)
+            self._state.set_model_state(cred_id, key, ModelState())
+            self._refresh_slot(cred_id, key, now)
+        return sorted(reset)
 
     def reap_quota_groups(self) -> int:
         """Forget automatic suspensions that have ended (requests never pay for this)."""
