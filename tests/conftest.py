@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -178,3 +179,40 @@ class CountingExecutor:
         if isinstance(outcome, UpstreamError):
             raise outcome
         return Reply(200, b"application/json", b"", local=outcome == "local", tokens=3)
+
+
+class LoopbackAuthServer:
+    """
+    A L{SimulatedAuthServer} of one provider on a loopback port, the
+    provider pointed at it, and a real HTTP client (the tests' browser).
+    """
+
+    def __init__(self, reactor, provider_type: str, **kw: Any) -> None:
+        from cliproxyd.executors import make_http_client
+        from cliproxyd.frontend import QuietSite
+        from cliproxyd.oauth.providers import PROVIDERS
+        from cliproxyd.testing.authserver import SimulatedAuthServer
+
+        self.sim = SimulatedAuthServer(PROVIDERS[provider_type], reactor, **kw)
+        self.port = reactor.listenTCP(0, QuietSite(self.sim.resource()), interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.provider = self.sim.provider_at(self.base)
+        self.pool, self.client = make_http_client(reactor, 5)
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+        await self.port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def auth_server(reactor):
+    """Makes L{LoopbackAuthServer}s (C{auth_server("claude", **kw)}), closed after the test."""
+    made: list[LoopbackAuthServer] = []
+
+    def make(provider_type: str, **kw: Any) -> LoopbackAuthServer:
+        made.append(LoopbackAuthServer(reactor, provider_type, **kw))
+        return made[-1]
+
+    yield make
+    for server in made:
+        await server.close()
