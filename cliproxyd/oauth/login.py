@@ -130,7 +130,7 @@ def parse_pasted(text: str, state: str) -> str:
     if not text:
         raise LoginError("nothing was pasted")
     if "://" in text or text.startswith("?") or re.search(r"(^|[?&#])(code|error)=", text):
-        parts = urlsplit(text if "://" in text else "x://x/" + text.lstrip("?"))
+        parts = urlsplit(text if "://" in text else "x://x/?" + text.lstrip("?"))
         params = {k: v[0] for k, v in parse_qs(parts.fragment).items()}
         params.update({k: v[0] for k, v in parse_qs(parts.query).items()})
         return read_callback(params, state)
