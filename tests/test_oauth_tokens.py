@@ -181,6 +181,7 @@ async def test_a_token_endpoint_that_never_answers_is_a_transient_failure_after_
     clock.advance(29)
     assert not d.called
     clock.advance(1)
+    assert d.called, "the timeout did not end the request"
     error = await failure_of(d)
 
     assert (error.status, error.permanent) == (0, False)
