@@ -16,12 +16,14 @@ from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.conductor.quota import compile_groups
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import Executors
+from cliproxyd.executors import Executors, make_http_client
 from cliproxyd.formats import openai_chat
 from cliproxyd.formats.request import ClientRequest
-from cliproxyd.frontend import ClientAccess, Frontend
+from cliproxyd.frontend import ClientAccess, Frontend, QuietSite
 from cliproxyd.management import ManagementAPI
+from cliproxyd.oauth.providers import PROVIDERS
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
 
 UPSTREAM = "http://upstream.test/v1"
@@ -188,11 +190,6 @@ class LoopbackAuthServer:
     """
 
     def __init__(self, reactor, provider_type: str, **kw: Any) -> None:
-        from cliproxyd.executors import make_http_client
-        from cliproxyd.frontend import QuietSite
-        from cliproxyd.oauth.providers import PROVIDERS
-        from cliproxyd.testing.authserver import SimulatedAuthServer
-
         self.sim = SimulatedAuthServer(PROVIDERS[provider_type], reactor, **kw)
         self.port = reactor.listenTCP(0, QuietSite(self.sim.resource()), interface="127.0.0.1")
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"
