@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -15,12 +16,14 @@ from cliproxyd.conductor.conductor import Conductor
 from cliproxyd.conductor.quota import compile_groups
 from cliproxyd.config import parse_config
 from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import Executors
+from cliproxyd.executors import Executors, make_http_client
 from cliproxyd.formats import openai_chat
 from cliproxyd.formats.request import ClientRequest
-from cliproxyd.frontend import ClientAccess, Frontend
+from cliproxyd.frontend import ClientAccess, Frontend, QuietSite
 from cliproxyd.management import ManagementAPI
+from cliproxyd.oauth.providers import PROVIDERS
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
 
 UPSTREAM = "http://upstream.test/v1"
@@ -178,3 +181,35 @@ class CountingExecutor:
         if isinstance(outcome, UpstreamError):
             raise outcome
         return Reply(200, b"application/json", b"", local=outcome == "local", tokens=3)
+
+
+class LoopbackAuthServer:
+    """
+    A L{SimulatedAuthServer} of one provider on a loopback port, the
+    provider pointed at it, and a real HTTP client (the tests' browser).
+    """
+
+    def __init__(self, reactor, provider_type: str, **kw: Any) -> None:
+        self.sim = SimulatedAuthServer(PROVIDERS[provider_type], reactor, **kw)
+        self.port = reactor.listenTCP(0, QuietSite(self.sim.resource()), interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.provider = self.sim.provider_at(self.base)
+        self.pool, self.client = make_http_client(reactor, 5)
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+        await self.port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def auth_server(reactor):
+    """Makes L{LoopbackAuthServer}s (C{auth_server("claude", **kw)}), closed after the test."""
+    made: list[LoopbackAuthServer] = []
+
+    def make(provider_type: str, **kw: Any) -> LoopbackAuthServer:
+        made.append(LoopbackAuthServer(reactor, provider_type, **kw))
+        return made[-1]
+
+    yield make
+    for server in made:
+        await server.close()

@@ -10,7 +10,7 @@ only be used with the client that obtained it, so these must match.
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -29,6 +29,8 @@ class OAuthProvider:
         (or, with no expiry known, this long after the last refresh).
     @ivar callback_port, callback_path: where the local login callback listens.
     @ivar authorize_params: extra query parameters of the authorization URL.
+    @ivar userinfo_url: where login reads the account's email with the new
+        access token; empty when the token response itself names the account.
     """
 
     type: str
@@ -42,6 +44,7 @@ class OAuthProvider:
     callback_port: int
     callback_path: str
     authorize_params: tuple[tuple[str, str], ...] = ()
+    userinfo_url: str = ""
 
 
 CLAUDE = OAuthProvider(
@@ -89,6 +92,7 @@ GEMINI_CLI = OAuthProvider(
     callback_port=8085,
     callback_path="/oauth2callback",
     authorize_params=(("access_type", "offline"), ("prompt", "consent")),
+    userinfo_url=GOOGLE_USERINFO,
 )
 
 ANTIGRAVITY = OAuthProvider(
@@ -107,6 +111,7 @@ ANTIGRAVITY = OAuthProvider(
     callback_port=51121,
     callback_path="/oauth-callback",
     authorize_params=(("access_type", "offline"), ("prompt", "consent")),
+    userinfo_url=GOOGLE_USERINFO,
 )
 
 #: by credential-file C{type}; C{gemini} files are Gemini CLI accounts
@@ -114,3 +119,20 @@ PROVIDERS: dict[str, OAuthProvider] = {
     p.type: p for p in (CLAUDE, CODEX, GEMINI_CLI, ANTIGRAVITY)
 }
 PROVIDERS["gemini"] = GEMINI_CLI
+
+
+def at_base(provider: OAuthProvider, base: str) -> OAuthProvider:
+    """
+    C{provider} with every endpoint on one origin: C{BASE/authorize},
+    C{BASE/token} and (when it has one) C{BASE/userinfo}. This is how tests
+    and C{CLIPROXYD_OAUTH_BASE} point a login at L{SimulatedAuthServer}.
+
+    @see: L{cliproxyd.testing.authserver.SimulatedAuthServer}
+    """
+    base = base.rstrip("/")
+    return evolve(
+        provider,
+        authorize_url=f"{base}/authorize",
+        token_url=f"{base}/token",
+        userinfo_url=f"{base}/userinfo" if provider.userinfo_url else "",
+    )

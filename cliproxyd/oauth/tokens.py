@@ -1,0 +1,281 @@
+"""
+The OAuth token endpoint: refreshing an access token, and exchanging a
+login's authorization code for the first one.
+
+Both speak to C{provider.token_url} (or an override) in the body encoding
+the provider wants (C{provider.token_body}: JSON for Claude, a form for
+Codex and Google) and answer a L{TokenGrant}, or raise L{TokenError}.
+
+No token ever reaches an error message: the refresh token, the
+authorization code, the PKCE verifier and the client secret sent are
+replaced by their fingerprints wherever the server's error text echoes
+them, and only the error fields of an error answer are quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from attrs import field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from cliproxyd.logging import fingerprint
+from cliproxyd.oauth.providers import OAuthProvider
+
+#: Seconds a token request may take, connection to last body byte.
+TOKEN_TIMEOUT = 30.0
+
+#: OAuth error codes that mean the grant (the refresh token, the code) is
+#: dead for good: asking again cannot help, the account must log in again.
+PERMANENT_ERRORS = frozenset({
+    "invalid_grant",
+    "invalid_client",
+    "unauthorized_client",
+    "refresh_token_expired",
+    "refresh_token_reused",
+    "refresh_token_invalidated",
+})
+
+#: HTTP statuses that, whatever the body says, mean the same.
+PERMANENT_STATUSES = frozenset({400, 401})
+
+#: How much of a server's error text an error message quotes.
+DETAIL_LIMIT = 300
+
+
+@frozen
+class TokenGrant:
+    """
+    What the token endpoint granted.
+
+    @ivar refresh_token: the new refresh token, or the one sent when the
+        server returned none (Google does not rotate them).
+    @ivar expires_in: the access token's lifetime in seconds, from the
+        response; C{None} when it did not say.
+    @ivar raw: the whole decoded response (account details, scope, ...).
+    """
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: float | None
+    id_token: str = field(default="", repr=False)
+    raw: dict = field(factory=dict, repr=False)
+
+
+class TokenError(Exception):
+    """
+    The token endpoint did not grant a token.
+
+    @ivar status: the HTTP status, or 0 when there was no answer (refused
+        connection, timeout, TLS failure).
+    @ivar message: one line for a log or a terminal; never holds a token.
+    @ivar permanent: the grant is dead (C{invalid_grant}, a 400 or a 401):
+        retrying cannot help, the account must log in again. Transient
+        failures (no answer, 429, 5xx, an unreadable 200) are worth retrying.
+    """
+
+    def __init__(self, status: int, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.permanent = permanent
+
+    def __repr__(self) -> str:
+        return f"TokenError(status={self.status}, message={self.message!r}, permanent={self.permanent})"
+
+
+async def refresh(
+    client: Any,
+    provider: OAuthProvider,
+    refresh_token: str,
+    *,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    token_url: str | None = None,
+    clock: IReactorTime | None = None,
+    timeout: float = TOKEN_TIMEOUT,
+) -> TokenGrant:
+    """
+    Trade C{refresh_token} for a new access token.
+
+    @param client: a treq C{HTTPClient} (or C{StubTreq}).
+    @param client_id, client_secret, token_url: override the provider's
+        (a credential file may name its own client, as Gemini CLI files do).
+    @param clock: runs the C{timeout} (the global reactor when C{None}).
+    @raise TokenError: on any failure, C{permanent} when the refresh token
+        is dead.
+    """
+    if not refresh_token:
+        raise TokenError(0, "no refresh token to refresh with", permanent=True)
+    fields = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": client_id if client_id is not None else provider.client_id,
+    }
+    secret = client_secret if client_secret is not None else provider.client_secret
+    if secret:
+        fields["client_secret"] = secret
+    raw = await _post(client, provider, token_url or provider.token_url, fields,
+                      (refresh_token, secret), clock, timeout)
+    return _grant(raw, refresh_token)
+
+
+async def exchange_code(
+    client: Any,
+    provider: OAuthProvider,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    state: str = "",
+    *,
+    token_url: str | None = None,
+    clock: IReactorTime | None = None,
+    timeout: float = TOKEN_TIMEOUT,
+) -> TokenGrant:
+    """
+    Trade a login's authorization C{code} (with its PKCE C{verifier} and the
+    C{redirect_uri} the authorization used) for the first tokens. Claude
+    (a JSON token endpoint) also gets the C{state}.
+
+    @raise TokenError: on any failure.
+    """
+    fields = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "client_id": provider.client_id,
+        "code_verifier": verifier,
+    }
+    if provider.client_secret:
+        fields["client_secret"] = provider.client_secret
+    if provider.token_body == "json" and state:
+        fields["state"] = state
+    raw = await _post(client, provider, token_url or provider.token_url, fields,
+                      (code, verifier, provider.client_secret), clock, timeout)
+    return _grant(raw, "")
+
+
+# -- the request --------------------------------------------------------------------
+
+
+async def _post(
+    client: Any,
+    provider: OAuthProvider,
+    url: str,
+    fields: dict[str, str],
+    secrets: tuple[str, ...],
+    clock: IReactorTime | None,
+    timeout: float,
+) -> dict:
+    if provider.token_body == "json":
+        body = json.dumps(fields).encode()
+        content_type = "application/json"
+    else:
+        body = urlencode(fields).encode()
+        content_type = "application/x-www-form-urlencoded"
+    headers = {"content-type": content_type, "accept": "application/json"}
+
+    async def call() -> tuple[int, bytes]:
+        response = await client.post(url, data=body, headers=headers)
+        return response.code, await response.content()
+
+    def timed_out(result: object, seconds: float) -> None:
+        # Whatever the cancelled request failed with (CancelledError,
+        # ResponseNeverReceived, ...), the reason is the timeout.
+        raise TokenError(0, f"the token endpoint did not answer within {seconds:g} s")
+
+    if clock is None:
+        from twisted.internet import reactor as clock  # the CLI's and the daemon's reactor
+    d = Deferred.fromCoroutine(call())
+    d.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
+    try:
+        status, content = await d
+    except TokenError:
+        raise
+    except Exception as e:
+        reason = _scrub(f"{type(e).__name__}: {e}", secrets)
+        raise TokenError(0, f"cannot reach the token endpoint: {_one_line(reason)}") from None
+    if not 200 <= status < 300:
+        raise _error(status, content, secrets)
+    try:
+        raw = json.loads(content)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise TokenError(status, f"the token endpoint answered {status} with something that is not a JSON object")
+    if not isinstance(raw.get("access_token"), str) or not raw["access_token"]:
+        raise TokenError(status, f"the token endpoint answered {status} without an access_token")
+    return raw
+
+
+def _grant(raw: dict, sent_refresh_token: str) -> TokenGrant:
+    refresh_token = raw.get("refresh_token")
+    id_token = raw.get("id_token")
+    return TokenGrant(
+        access_token=raw["access_token"],
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else sent_refresh_token,
+        expires_in=_seconds(raw.get("expires_in")),
+        id_token=id_token if isinstance(id_token, str) else "",
+        raw=raw,
+    )
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def _error(status: int, content: bytes, secrets: tuple[str, ...]) -> TokenError:
+    """A TokenError for a non-2xx answer, quoting only its error fields."""
+    code, detail = _error_fields(content)
+    permanent = status in PERMANENT_STATUSES or (code in PERMANENT_ERRORS and status != 429 and status < 500)
+    text = ": ".join(part for part in (code, detail) if part) or "no error message"
+    text = _one_line(_scrub(text, secrets))
+    return TokenError(status, f"the token endpoint answered {status}: {text}", permanent)
+
+
+def _error_fields(content: bytes) -> tuple[str, str]:
+    """
+    (error code, description) of an error body. OAuth's C{{error,
+    error_description}}, OpenAI's and Anthropic's C{{error: {type|code,
+    message}}}; plain text is quoted; other JSON is not (it might hold
+    anything).
+    """
+    text = content.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "", text
+    if not isinstance(data, dict):
+        return "", ""
+    error = data.get("error")
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type") or ""
+        message = error.get("message") or ""
+    else:
+        code = error or ""
+        message = data.get("error_description") or data.get("message") or ""
+    return (code if isinstance(code, str) else str(code)), (message if isinstance(message, str) else "")
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, fingerprint(secret))
+    return text
+
+
+def _one_line(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
