@@ -151,8 +151,10 @@ def _hash_management_key(path: str, config: Config) -> Config:
     if isinstance(result, Failure):
         if result.check(ConfigError):
             raise result.value
-        raise StartupError(f"cannot store the hash of remote-management.secret-key in {path}: "
-                           f"{result.getErrorMessage()}")
+        # The daemon still works with the plaintext key; the file just keeps it.
+        log.warn("could not store the hash of remote-management.secret-key in {path}: {error}; "
+                 "the key stays plaintext in the file", path=path, error=result.getErrorMessage())
+        return config
     if result != secret:
         log.info("remote-management.secret-key was plaintext; {path} now holds its bcrypt hash", path=path)
     return evolve(config, remote_management=evolve(config.remote_management, secret_key=result))
