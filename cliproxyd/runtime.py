@@ -40,7 +40,13 @@ from cliproxyd.config import ConfigError
 from cliproxyd.config.load import parse_config_bytes
 from cliproxyd.config.model import Config
 from cliproxyd.credentials import Credential, credentials_from_config
-from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_credentials, scan_auth_dir
+from cliproxyd.credentials.authfiles import (
+    AuthDirScan,
+    OAuthAccount,
+    auth_file_names,
+    oauth_credentials,
+    scan_auth_dir,
+)
 from cliproxyd.executors import Executors
 from cliproxyd.state import StateStore
 
@@ -79,7 +85,7 @@ def _stat_signature(path: str) -> tuple[int, int, int] | None:
 
 def _dir_signature(directory: str) -> tuple[Any, ...]:
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
+        names = auth_file_names(directory)
     except OSError:
         return ()
     return tuple((n, _stat_signature(os.path.join(directory, n))) for n in names)

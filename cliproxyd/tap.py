@@ -213,7 +213,7 @@ def build(options: Options, reactor) -> IService:
         conductor.on_unauthorized = refresher.refresh_now
         conductor.observe(usage.record)
         if warmups is not None:
-            warmups.rebind(conductor.scheduler, conductor._executor)
+            warmups.rebind(conductor.scheduler, conductor.executor)
             conductor.warmups = warmups
 
     runtime = Runtime(reactor, client, state, config, config_path, conductor_hook=hook,
@@ -226,7 +226,7 @@ def build(options: Options, reactor) -> IService:
             WarmupSettings(True, frozenset(warmup.providers), warmup.ttl, warmup.timeout),
             gen.conductor.scheduler,
             state,
-            gen.conductor._executor,
+            gen.conductor.executor,
             reactor,
         )
         gen.conductor.warmups = warmups

@@ -217,6 +217,11 @@ class Conductor:
         for key in self._group_slots.get((cred_id, group_id), ()):
             self._refresh_slot(cred_id, key, now)
 
+    @property
+    def executor(self) -> Executor:
+        """What sends this conductor's requests (warmups send theirs through it too)."""
+        return self._executor
+
     def observe(self, observer: Callable[[Attempt], None]) -> None:
         """Call C{observer} with every attempt's L{Attempt}."""
         self._observers.append(observer)

@@ -282,6 +282,11 @@ class AuthDirScan:
     problems: dict[str, str] = field(factory=dict)
 
 
+def auth_file_names(directory: str) -> list[str]:
+    """The credential files of C{directory}: C{*.json} at its top, not hidden, sorted (OSError if unlistable)."""
+    return sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
+
+
 def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = None) -> AuthDirScan:
     """
     Read every C{*.json} file at the top of C{directory} (blocking: run it
@@ -291,15 +296,13 @@ def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = Non
     scan = AuthDirScan()
     previous = previous or {}
     try:
-        names = sorted(os.listdir(directory))
+        names = auth_file_names(directory)
     except FileNotFoundError:
         return scan
     except OSError as e:
         scan.problems[directory] = f"cannot list the directory: {e.strerror}"
         return scan
     for name in names:
-        if not name.endswith(".json") or name.startswith("."):
-            continue
         path = os.path.join(directory, name)
         try:
             with open(path, "rb") as f:

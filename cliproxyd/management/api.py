@@ -39,17 +39,13 @@ from cliproxyd.config import ConfigError
 from cliproxyd.config.edit import ConfigFile, delete_path, set_path
 from cliproxyd.config.model import STRATEGIES, RemoteManagement
 from cliproxyd.conductor.conductor import Conductor
-from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, parse_account
+from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, auth_file_names, parse_account
 from cliproxyd.fileio import atomic_write
 from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.usage import Usage
 from cliproxyd.state import StateStore
 
 JSON = b"application/json"
-
-#: Backwards-compatible name.
-_Refused = Refused
-
 
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
@@ -720,16 +716,15 @@ def _find(seq: Any, patch: dict[str, Any], ident: str | None) -> int:
 def _json_files(directory: str) -> list[tuple[str, int, float]]:
     out = []
     try:
-        names = sorted(os.listdir(directory))
+        names = auth_file_names(directory)
     except FileNotFoundError:
         return []
     for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            try:
-                st = os.stat(os.path.join(directory, name))
-            except OSError:
-                continue
-            out.append((name, st.st_size, st.st_mtime))
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except OSError:
+            continue
+        out.append((name, st.st_size, st.st_mtime))
     return out
 
 
