@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cliproxyd.oauth import login
+from cliproxyd.credentials import login
 
 
 def main(argv: list[str] | None = None) -> None:

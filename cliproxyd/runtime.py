@@ -1,10 +1,12 @@
 """
-The running configuration and credentials, and how they change without a
-restart.
+The running generation, the one source every consumer reads it from, and
+how it changes without a restart.
 
-A L{Generation} is everything a config and the auth directory's accounts
-make: the credentials, their executors and a L{Conductor}. A reload builds a
-whole new generation beside the running one and only then swaps it in, so:
+L{Runtime.current} is the L{Generation} in service: the frontend, the
+management API, the refresher and the warmups all read it there, per
+request or per tick, and nothing is pushed to them. A reload builds a whole
+new generation with the L{Assembly} beside the running one and only then
+swaps it in, so:
 
 - a config that fails validation (or anything else that goes wrong while
   building) leaves the running generation as it was, with the reason logged;
@@ -13,11 +15,14 @@ whole new generation beside the running one and only then swaps it in, so:
 - cooldowns, cursors and quota-group state live in the shared StateStore and
   so carry over to credentials whose id is unchanged.
 
+The first generation is built when the service starts (reading the config
+file and the auth directory then, not while the service tree is built).
 Reloads are asked for by a SIGHUP, by the management API after it writes,
-and by a poll (a LoopingCall, every C{poll} seconds) that notices the config
-file or a C{*.json} file of the auth directory changed. File reads happen off
-the reactor thread; an auth file whose bytes did not change keeps its
-account object, tokens and all.
+and by the C{reload-poll} job (every C{poll} seconds), which notices the
+config file or a C{*.json} file of the auth directory changed. File reads
+happen off the reactor thread, and touch no account object: an auth file
+whose bytes did not change keeps its account, tokens and all, and accounts
+are only ever changed on the reactor thread (by the refresher).
 """
 
 from __future__ import annotations
@@ -28,43 +33,22 @@ import signal
 from typing import Any, Callable
 
 from attrs import frozen
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from cliproxyd.conductor.conductor import Conductor
-from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
+from cliproxyd.assembly import Assembly, Generation, GenerationSource
 from cliproxyd.config import ConfigError
 from cliproxyd.config.load import parse_config_bytes
 from cliproxyd.config.model import Config
-from cliproxyd.credentials import Credential, credentials_from_config
-from cliproxyd.credentials.authfiles import (
-    AuthDirScan,
-    OAuthAccount,
-    auth_file_names,
-    oauth_credentials,
-    scan_auth_dir,
-)
-from cliproxyd.executors import Executors
-from cliproxyd.state import StateStore
+from cliproxyd.credentials.authfiles import AuthDirScan, auth_file_names, merge_scan, read_auth_dir
+from cliproxyd.service import Periodic, ServiceTree
 
 #: How often the config file and the auth directory are looked at.
 POLL_SECONDS = 2.0
 
 #: Settings a running daemon cannot change; a reload that changes them says so.
 RESTART_ONLY = (("listen", "host and port"), ("state_path", "state-file"))
-
-
-@frozen
-class Generation:
-    config: Config
-    accounts: dict[str, OAuthAccount]
-    creds: tuple[Credential, ...]
-    conductor: Conductor
-    #: auth file name -> why it is not in use
-    problems: dict[str, str]
 
 
 @frozen
@@ -91,77 +75,99 @@ def _dir_signature(directory: str) -> tuple[Any, ...]:
     return tuple((n, _stat_signature(os.path.join(directory, n))) for n in names)
 
 
-class Runtime(Service):
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Runtime(ServiceTree):
+    """
+    The source of the running generation.
+
+    @param config_path: the config file, read at start and watched; or
+    @param config: with no file (C{--demo}, tests), the config to run: a
+        L{Config}, or a callable giving it at start (the demo knows its
+        upstream's port only once it listens).
+    """
+
     name = "runtime"
     log = Logger()
 
     def __init__(
         self,
-        reactor: Any,
-        client: Any,
-        state: StateStore,
-        config: Config,
-        config_path: str | None = None,
+        assembly: Assembly,
+        source: GenerationSource | None = None,
         *,
+        config_path: str | None = None,
+        config: Config | Callable[[], Config] | None = None,
         poll: float = POLL_SECONDS,
         run_in_thread: Callable[..., Deferred[Any]] = deferToThread,
-        conductor_hook: Callable[[Conductor], None] | None = None,
     ) -> None:
-        self._reactor = reactor
-        self._client = client
-        self._state = state
+        super().__init__()
+        if (config_path is None) == (config is None):
+            raise ValueError("give the runtime a config_path or a config")
+        self.assembly = assembly
+        self._reactor = assembly.clock
         self._config_path = config_path
-        self._poll = poll
+        self._initial = config
         self._run = run_in_thread
-        #: called with every new conductor before it serves (the refresher's 401 hook, warmups)
-        self.conductor_hook = conductor_hook
-        self._listeners: list[Callable[[Generation], None]] = []
-        self._loop: LoopingCall | None = None
         self._signature: tuple[Any, ...] | None = None
         self._config_digest = ""
         self._reloading: Deferred[bool] | None = None
         self._again = False
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_error = ""
-        self._initial = config
-        self.current: Generation | None = None
+        #: where consumers read the generation in service; this runtime writes it
+        self.source = source if source is not None else GenerationSource()
+        if poll > 0:
+            Periodic("reload-poll", poll, self._check, self._reactor).setServiceParent(self)
+
+    @property
+    def current(self) -> Generation | None:
+        """The generation in service (None until the service starts)."""
+        return self.source.current
 
     # -- start-up -----------------------------------------------------------------
 
-    def start(self, config_bytes: bytes | None = None) -> Generation:
-        """Build the first generation, reading the auth directory here (before the reactor runs)."""
-        config = self._initial
-        scan = scan_auth_dir(config.auth_dir) if config.auth_dir else AuthDirScan()
-        if config_bytes is not None:
-            self._config_digest = hashlib.sha256(config_bytes).hexdigest()
-        gen = self._build(config, scan)
+    def start(self) -> Generation:
+        """
+        Build the first generation, reading the config file and the auth
+        directory here (start-up, before the reactor serves anything).
+        Called by L{startService}; calling it again does nothing.
+
+        @raise ConfigError: the config file no longer loads.
+        """
+        if self.current is not None:
+            return self.current
+        if self._config_path is not None:
+            raw = _read_bytes(self._config_path)
+            config, warnings = parse_config_bytes(raw, self._config_path)
+            for warning in warnings:
+                self.log.warn("config: {warning}", warning=warning)
+            self._config_digest = hashlib.sha256(raw).hexdigest()
+        else:
+            initial = self._initial
+            config = initial() if callable(initial) else initial
+            assert isinstance(config, Config)
+        scan = merge_scan(read_auth_dir(config.auth_dir), {}) if config.auth_dir else AuthDirScan()
+        gen = self.assembly.build(config, scan)
         self._report_problems({}, gen.problems)
-        self._install(gen)
+        self.source.current = gen
         self._signature = self._read_signature()
+        self.log.info(
+            "serving {creds} credentials, {models} models, routing {strategy}",
+            creds=len(gen.creds), models=len(gen.conductor.models()), strategy=config.routing.strategy,
+        )
         return gen
 
-    def subscribe(self, listener: Callable[[Generation], None]) -> None:
-        """Call C{listener} with every generation that is swapped in (and the current one now)."""
-        self._listeners.append(listener)
-        if self.current is not None:
-            listener(self.current)
-
     def startService(self) -> None:
-        Service.startService(self)
-        if self._poll > 0:
-            loop = self._loop = LoopingCall(self._check)
-            loop.clock = self._reactor
-            loop.start(self._poll, now=False).addErrback(lambda f: self.log.failure("reload poll stopped", f))
+        self.start()
+        super().startService()
         if self._config_path and hasattr(self._reactor, "callFromThread"):
             try:
                 signal.signal(signal.SIGHUP, self._sighup)
             except ValueError:
                 pass  # not the main thread (tests)
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
 
     def _sighup(self, signum: int, frame: Any) -> None:
         self._reactor.callFromThread(self.reload, "SIGHUP")
@@ -215,8 +221,10 @@ class Runtime(Service):
     async def _reload(self, reason: str) -> bool:
         assert self.current is not None
         running = self.current
+        # The thread gets plain values (file names and digests), never the accounts.
+        known = {name: account.digest for name, account in running.accounts.items()}
         try:
-            snapshot = await self._run(self._read, running)
+            snapshot = await self._run(self._read, running.config.auth_dir, known)
             self._signature = await self._run(self._read_signature)
         except Exception as e:
             self.log.error("reload ({reason}) failed: {error}", reason=reason, error=e)
@@ -238,21 +246,22 @@ class Runtime(Service):
                     self._config_digest = digest
                     self.last_error = ""
                     self._warn_restart_only(running.config, config)
-        scan = snapshot.scan
+        scan = merge_scan(snapshot.scan, running.accounts)
         if config.auth_dir != running.config.auth_dir:
-            scan = await self._run(scan_auth_dir, config.auth_dir) if config.auth_dir else AuthDirScan()
+            scan = merge_scan(await self._run(read_auth_dir, config.auth_dir), {}) if config.auth_dir \
+                else AuthDirScan()
         if config is running.config and scan.accounts == running.accounts and \
                 scan.problems.keys() == running.problems.keys():
             return False
         try:
-            gen = self._build(config, scan)
+            gen = self.assembly.build(config, scan)
         except Exception as e:
             self.reloads["rejected"] += 1
             self.last_error = str(e)
             self.log.failure("reload ({reason}) failed; nothing changed", reason=reason)
             return False
         self._report_problems(running.problems, gen.problems)
-        self._install(gen)
+        self.source.current = gen
         self.reloads["applied"] += 1
         before, after = {c.id for c in running.creds}, {c.id for c in gen.creds}
         self.log.info(
@@ -262,23 +271,16 @@ class Runtime(Service):
         )
         return True
 
-    def _read(self, running: Generation) -> _Snapshot:
+    def _read(self, auth_dir: str, known: dict[str, str]) -> _Snapshot:
         """Blocking: runs in a thread."""
         config_bytes = None
         if self._config_path:
             try:
-                with open(self._config_path, "rb") as f:
-                    config_bytes = f.read()
+                config_bytes = _read_bytes(self._config_path)
             except OSError as e:
                 self.log.error("cannot read {path}: {error}; the running config stays",
                                path=self._config_path, error=e.strerror)
-        auth_dir = running.config.auth_dir
-        scan = scan_auth_dir(auth_dir, running.accounts) if auth_dir else AuthDirScan()
-        # A file that was good and is now broken (say, half written by an
-        # editor) keeps its last good account until it is good again.
-        for name in scan.problems.keys() & running.accounts.keys():
-            if os.path.exists(running.accounts[name].path):
-                scan.accounts[name] = running.accounts[name]
+        scan = read_auth_dir(auth_dir, known) if auth_dir else AuthDirScan()
         return _Snapshot(config_bytes, scan)
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:
@@ -291,35 +293,3 @@ class Runtime(Service):
             if old.get(name) != why:
                 self.log.warn("auth file {name} skipped: {why}", name=name, why=why)
 
-    # -- building -----------------------------------------------------------------
-
-    def _build(self, config: Config, scan: AuthDirScan) -> Generation:
-        oauth, unusable = oauth_credentials(scan.accounts, config)
-        creds = credentials_from_config(config) + oauth
-        executor = Executors(self._client, self._reactor, config.timeouts)
-        executor.prepare(creds)
-        conductor = Conductor(
-            creds,
-            executor,
-            self._state,
-            self._reactor,
-            strategy=config.routing.strategy,
-            max_retry_credentials=config.max_retry_credentials,
-            request_retry=config.request_retry,
-            max_retry_interval=config.max_retry_interval,
-            disable_cooling=config.disable_cooling,
-            debug=config.debug,
-            quota_groups=compile_groups(
-                DEFAULT_GROUPS if config.oauth_quota_groups is None else config.oauth_quota_groups
-            ),
-        )
-        if self.conductor_hook is not None:
-            self.conductor_hook(conductor)
-        problems = {**scan.problems, **unusable}
-        accounts = {name: a for name, a in scan.accounts.items() if name not in unusable}
-        return Generation(config, accounts, creds, conductor, problems)
-
-    def _install(self, gen: Generation) -> None:
-        self.current = gen
-        for listener in self._listeners:
-            listener(gen)

@@ -2,8 +2,11 @@
 The twistd plugin's Options and makeService: the one composition root.
 
 C{twistd -n cliproxyd --config FILE} or C{twistd -n cliproxyd --demo}.
-makeService reads the config, builds every part and wires the service tree;
-it touches the reactor only through the C{reactor} it is given.
+makeService checks the config, builds the parts that outlive a config
+(HTTP pool, StateStore, warmup tracker, refresher, usage), the
+L{Assembly} that makes generations from configs, and wires the service
+tree; it touches the reactor only through the C{reactor} it is given, and
+does no other I/O than reading the config (see L{build}).
 """
 
 from __future__ import annotations
@@ -13,28 +16,28 @@ import re
 import signal
 
 from twisted.application.internet import StreamServerEndpointService
-from attrs import evolve
 from twisted.application.service import IService, Service
 from twisted.internet.defer import maybeDeferred
-from twisted.python.failure import Failure
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from cliproxyd._version import __version__
-from cliproxyd.conductor.conductor import Conductor, QuotaGroupReaper
-from cliproxyd.conductor.warmup import Warmups, WarmupSettings
+from cliproxyd.assembly import Assembly, GenerationSource
+from cliproxyd.conductor.quota import reaper
+from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config import ConfigError, load_config
-from cliproxyd.demo import DEMO_LISTEN, demo_config, demo_upstream
-from cliproxyd.executors import HTTPPoolService, make_http_client
-from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.config.edit import ConfigFile
-from cliproxyd.config.model import Config
+from cliproxyd.config.model import RemoteManagement, Timeouts
+from cliproxyd.credentials.refresh import Refresher, account_refresher, file_saver, refresh_job
+from cliproxyd.demo import DEMO_LISTEN, DEMO_MANAGEMENT_KEY, DemoUpstream
+from cliproxyd.frontend import Frontend, InFlight, TrackingSite
 from cliproxyd.management import ManagementAPI
-from cliproxyd.management.access import ensure_hashed
+from cliproxyd.management.access import check_hashable, ensure_hashed
 from cliproxyd.management.usage import Usage
-from cliproxyd.oauth.refresh import Refresher, account_refresher, file_saver
-from cliproxyd.runtime import Generation, Runtime
+from cliproxyd.outbound import HTTPPoolService, make_http_client
+from cliproxyd.runtime import Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.state.persist import StatePersistence
@@ -108,18 +111,6 @@ def endpoint_is_local(description: str) -> bool:
     return False  # no interface: every interface
 
 
-class _BoundPort(Service):
-    """A port that was bound while the service tree was built; stopping closes it."""
-
-    def __init__(self, name: str, port) -> None:
-        self.setName(name)
-        self.port = port
-
-    def stopService(self):
-        Service.stopService(self)
-        return self.port.stopListening()
-
-
 def _exit_zero_after_sigterm(reactor) -> None:
     """
     twistd re-raises the signal that stopped the reactor once it is done, so
@@ -131,114 +122,116 @@ def _exit_zero_after_sigterm(reactor) -> None:
         reactor._exitSignal = None
 
 
-def _read_bytes(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
+class _HashManagementKey(Service):
+    """
+    Start-up work: a plaintext C{remote-management.secret-key} in the file
+    is replaced by its bcrypt hash (comments kept) before the runtime reads
+    the config, so the running config holds the hash.
+    """
 
+    name = "management-key"
 
-def _hash_management_key(path: str, config: Config) -> Config:
-    """A plaintext management key in the file is replaced by its bcrypt hash (comments kept)."""
-    secret = config.remote_management.secret_key
-    if not secret:
-        return config
-    results: list = []
-    now = ConfigFile(path, run_in_thread=lambda f, *args: maybeDeferred(f, *args))
-    ensure_hashed(now, secret).addBoth(results.append)
-    result = results[0]
-    if isinstance(result, Failure):
-        if result.check(ConfigError):
-            raise result.value
-        # The daemon still works with the plaintext key; the file just keeps it.
-        log.warn("could not store the hash of remote-management.secret-key in {path}: {error}; "
-                 "the key stays plaintext in the file", path=path, error=result.getErrorMessage())
-        return config
-    if result != secret:
-        log.info("remote-management.secret-key was plaintext; {path} now holds its bcrypt hash", path=path)
-    return evolve(config, remote_management=evolve(config.remote_management, secret_key=result))
+    def __init__(self, path: str, secret: str) -> None:
+        self._path = path
+        self._secret = secret
+
+    def startService(self) -> None:
+        Service.startService(self)
+        results: list = []
+        now = ConfigFile(self._path, run_in_thread=lambda f, *args: maybeDeferred(f, *args))
+        ensure_hashed(now, self._secret).addBoth(results.append)
+        if isinstance(results[0], Failure):
+            # The daemon still works with the plaintext key; the file just keeps it.
+            log.warn("could not store the hash of remote-management.secret-key in {path}: {error}; "
+                     "the key stays plaintext in the file", path=self._path, error=results[0].getErrorMessage())
+        elif results[0] != self._secret:
+            log.info("remote-management.secret-key was plaintext; {path} now holds its bcrypt hash", path=self._path)
 
 
 def build(options: Options, reactor) -> IService:
-    """makeService without the translation of start-up errors into an exit."""
-    root = ServiceTree()
-    root.setName("cliproxyd")
+    """
+    makeService without the translation of start-up errors into an exit.
+
+    This only builds: the config is read and checked here (so a bad one
+    stops twistd before it daemonizes), but every part that does I/O does
+    it when its service starts, in tree order: the state file is loaded,
+    the management key hashed, the demo upstream bound, the first
+    generation built (config file and auth directory read), then the
+    listener serves.
+    """
     if options["demo"]:
-        upstream = demo_upstream(reactor)
-        port = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
-        base_url = f"http://127.0.0.1:{port.getHost().port}/v1"
-        config = demo_config(base_url)
+        config, config_path = None, None
         listen = options["listen"] or DEMO_LISTEN
-        demo_service: Service | None = _BoundPort("demo-upstream", port)
-        config_path, config_bytes = None, None
+        api_keys: tuple[str, ...] = ()
+        state_path = ""
+        secret = ""
     else:
         config_path = options["config"]
-        config, warnings = load_config(config_path)
-        config = _hash_management_key(config_path, config)
-        config_bytes = _read_bytes(config_path)
-        for warning in warnings:
-            log.warn("config: {warning}", warning=warning)
+        config, _ = load_config(config_path)
+        check_hashable(config_path, config.remote_management.secret_key)
         listen = options["listen"] or config.listen
-        demo_service = None
+        api_keys, state_path, secret = config.api_keys, config.state_path, config.remote_management.secret_key
 
-    if not config.api_keys and not endpoint_is_local(listen):
+    if not api_keys and not endpoint_is_local(listen):
         raise StartupError(
             f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
             "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
         )
+    try:
+        endpoint = serverFromString(reactor, listen)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
 
-    pool, client = make_http_client(reactor, config.timeouts.connect)
+    root = ServiceTree()
+    root.setName("cliproxyd")
+    connect_timeout = config.timeouts.connect if config is not None else Timeouts().connect
+    pool, client = make_http_client(reactor, connect_timeout)
     HTTPPoolService(pool).setServiceParent(root)
+
     state = MemoryStateStore()
-    if config.state_path:
-        # Loaded now, so restored cooldowns are in place before the first pick;
-        # stopped after the requests drain, so their outcomes are saved too.
-        persistence = StatePersistence(state, config.state_path, reactor)
-        persistence.load()
-        persistence.setServiceParent(root)
+    if state_path:
+        # Loaded when it starts, before the first generation is built, so
+        # restored cooldowns are in place before the first pick; stopped
+        # after the requests drain, so their outcomes are saved too.
+        StatePersistence(state, state_path, reactor).setServiceParent(root)
     else:
         log.info("no auth-dir or state-file: cooldowns are kept in memory only")
-    if demo_service is not None:
-        demo_service.setServiceParent(root)
 
-    refresher = Refresher(reactor, account_refresher(client, reactor), file_saver())
-    refresher.setServiceParent(root)
-    warmup = config.routing.warmup
-    warmups: Warmups | None = None
+    demo: DemoUpstream | None = None
+    if options["demo"]:
+        demo = DemoUpstream(reactor)
+        demo.setServiceParent(root)
+    elif secret:
+        _HashManagementKey(config_path, secret).setServiceParent(root)
 
+    # The parts that outlive generations, then the factory of generations.
+    source = GenerationSource()
     usage = Usage(reactor)
+    warm = config.routing.warmup.ttl if config is not None else PRUNE_INTERVAL
+    warmups = Warmups(state, reactor, prune_interval=warm)
+    refresher = Refresher(reactor, account_refresher(client, reactor), file_saver(), source)
+    assembly = Assembly(client, reactor, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
+                        observers=(usage.record,))
+    poll = max(0.0, options["watch-interval"])
+    if demo is not None:
+        runtime = Runtime(assembly, source, config=demo.config, poll=0)
+    else:
+        runtime = Runtime(assembly, source, config_path=config_path, poll=poll)
+    runtime.setServiceParent(root)
 
-    def hook(conductor: Conductor) -> None:
-        conductor.on_unauthorized = refresher.refresh_now
-        conductor.observe(usage.record)
-        if warmups is not None:
-            warmups.rebind(conductor.scheduler, conductor.executor)
-            conductor.warmups = warmups
+    # The conductor's periodic work, under one node.
+    conducting = ServiceTree()
+    conducting.setName("conductor")
+    conducting.setServiceParent(root)
+    reaper(state, reactor).setServiceParent(conducting)
+    warmups.setServiceParent(conducting)
+    refresh_job(refresher, reactor).setServiceParent(conducting)
 
-    runtime = Runtime(reactor, client, state, config, config_path, conductor_hook=hook,
-                      poll=max(0.0, options["watch-interval"]))
-    gen = runtime.start(config_bytes)
-    if warmup.enabled:
-        if config.routing.strategy != "fill-first":
-            log.warn("routing.warmup is enabled but routing.strategy is not fill-first: no warmups will be sent")
-        warmups = Warmups(
-            WarmupSettings(True, frozenset(warmup.providers), warmup.ttl, warmup.timeout),
-            gen.conductor.scheduler,
-            state,
-            gen.conductor.executor,
-            reactor,
-        )
-        gen.conductor.warmups = warmups
-        warmups.setServiceParent(root)
-    QuotaGroupReaper(lambda: runtime.current.conductor, reactor).setServiceParent(root)
-    in_flight = InFlight(reactor, config.timeouts.shutdown)
+    in_flight = InFlight(reactor, config.timeouts.shutdown if config is not None else Timeouts().shutdown)
     in_flight.setServiceParent(root)
-
-    max_body = int(config.max_body_mb * (1 << 20))
     management = ManagementAPI(
-        config.remote_management,
-        lambda: runtime.current.conductor,
+        config.remote_management if config is not None else RemoteManagement(secret_key=DEMO_MANAGEMENT_KEY),
+        lambda: source.current.conductor,
         state,
         reactor,
         in_flight.__len__,
@@ -246,48 +239,21 @@ def build(options: Options, reactor) -> IService:
         runtime=runtime,
         refresher=refresher,
         usage=usage,
+        warmups=warmups,
     )
-    frontend = Frontend(
-        gen.conductor,
-        ClientAccess(config.api_keys),
-        reactor,
-        management=management.app.resource(),
-        session_affinity=config.routing.session_affinity,
-        max_body=max_body,
-    )
-    site = TrackingSite(frontend.resource(), in_flight, max_body=max_body)
-    try:
-        endpoint = serverFromString(reactor, listen)
-    except (ValueError, TypeError, KeyError) as e:
-        raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
-    listener = StreamServerEndpointService(endpoint, site)
+    frontend = Frontend(source, reactor, management=management.app.resource())
+    listener = StreamServerEndpointService(endpoint, TrackingSite(frontend.resource(), in_flight, source))
     listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
     listener.setName("frontend")
     listener.setServiceParent(root)
 
-    def swap(gen: Generation) -> None:
-        c = gen.config
-        body_limit = int(c.max_body_mb * (1 << 20))
-        frontend.use(gen.conductor, ClientAccess(c.api_keys), c.routing.session_affinity, body_limit)
-        site.max_body = body_limit
-        management.use(c.remote_management)
-        refresher.set_accounts(gen.accounts.values())
-
-    runtime.subscribe(swap)
-    # Started last, so a reload never runs before everything it swaps is built.
-    runtime.setServiceParent(root)
-
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
     log.info(
-        "cliproxyd {version} on {listen}: {creds} credentials, {models} models, "
-        "routing {strategy}, client keys {access}, management {management}",
+        "cliproxyd {version} on {listen}: client keys {access}, management {management}",
         version=__version__,
         listen=listen,
-        creds=len(gen.creds),
-        models=len(gen.conductor.models()),
-        strategy=config.routing.strategy,
-        access="required" if config.api_keys else "not required (loopback only)",
-        management="on" if management.enabled else "off",
+        access="required" if api_keys else "not required (loopback only)",
+        management="on" if (secret or demo is not None) else "off",
     )
     return root
 

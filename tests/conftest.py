@@ -12,16 +12,18 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from cliproxyd.assembly import Assembly
 from cliproxyd.conductor.conductor import Conductor
-from cliproxyd.conductor.quota import compile_groups
+from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.config import parse_config
-from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import Executors, make_http_client
+from cliproxyd.credentials.providers import PROVIDERS
 from cliproxyd.formats import openai_chat
 from cliproxyd.formats.request import ClientRequest
-from cliproxyd.frontend import ClientAccess, Frontend, QuietSite
+from cliproxyd.frontend import Frontend, QuietSite
 from cliproxyd.management import ManagementAPI
-from cliproxyd.oauth.providers import PROVIDERS
+from cliproxyd.management.usage import Usage
+from cliproxyd.outbound import make_http_client
+from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
@@ -57,44 +59,54 @@ def config_data(keys=("sk-up-1", "sk-up-2"), models=None, **top: Any) -> dict:
 
 class Harness:
     """
-    The whole request path in memory: a frontend StubTreq in front of the
-    real Frontend, Conductor and executor, whose HTTP client is a StubTreq
-    around the simulated upstream. Time is a Clock.
+    The whole request path in memory, wired as production wires it: the
+    generation comes from the L{Assembly} through a L{Runtime} (no config
+    file), the frontend and the management API read it from the source.
+    A frontend StubTreq is in front; the executors' HTTP client is a
+    StubTreq around the simulated upstream. Time is a Clock.
     """
 
-    def __init__(self, data: dict | None = None) -> None:
+    def __init__(self, data: dict | None = None, *, warmups: bool = False, wrap_executor=None) -> None:
         self.config, self.warnings = parse_config(data if data is not None else config_data())
         self.clock = Clock()
         self.upstream = SimulatedUpstream(self.clock)
         self.up = StubTreq(self.upstream.resource())
-        self.creds = credentials_from_config(self.config)
-        self.executor = Executors(self.up, self.clock, self.config.timeouts)
-        self.executor.prepare(self.creds)
         self.state = MemoryStateStore()
-        self.conductor = Conductor(
-            self.creds,
-            self.executor,
-            self.state,
-            self.clock,
-            strategy=self.config.routing.strategy,
-            max_retry_credentials=self.config.max_retry_credentials,
-            request_retry=self.config.request_retry,
-            max_retry_interval=self.config.max_retry_interval,
-            disable_cooling=self.config.disable_cooling,
-            debug=self.config.debug,
-            quota_groups=compile_groups(self.config.oauth_quota_groups or ()),
-        )
+        self.usage = Usage(self.clock)
+        self.warmups = Warmups(self.state, self.clock, prune_interval=self.config.routing.warmup.ttl) \
+            if warmups else None
+        self.assembly = Assembly(self.up, self.clock, self.state, warmups=self.warmups,
+                                 observers=(self.usage.record,), wrap_executor=wrap_executor)
+        self.runtime = Runtime(self.assembly, config=self.config, poll=0)
+        self.runtime.start()
         self.management = ManagementAPI(
-            self.config.remote_management, self.conductor, self.state, self.clock, lambda: 0
+            self.config.remote_management, lambda: self.conductor, self.state, self.clock, lambda: 0,
+            runtime=self.runtime, usage=self.usage, warmups=self.warmups,
         )
         self.frontend = Frontend(
-            self.conductor,
-            ClientAccess(self.config.api_keys),
+            self.runtime.source,
             self.clock,
             management=self.management.app.resource() if self.management.enabled else None,
-            session_affinity=self.config.routing.session_affinity,
         )
         self.front = StubTreq(self.frontend.resource())
+        if self.warmups is not None:
+            self.warmups.startService()
+
+    @property
+    def generation(self):
+        return self.runtime.current
+
+    @property
+    def conductor(self) -> Conductor:
+        return self.runtime.current.conductor
+
+    @property
+    def creds(self):
+        return self.runtime.current.creds
+
+    @property
+    def executor(self):
+        return self.conductor.executor
 
     def flush(self) -> None:
         for _ in range(5):
@@ -174,7 +186,7 @@ class CountingExecutor:
         self.calls = []
 
     async def count_tokens(self, cred, req, upstream):
-        from cliproxyd.executors.base import Reply, UpstreamError
+        from cliproxyd.replies import Reply, UpstreamError
 
         self.calls.append(cred.api_key)
         outcome = self.outcomes.pop(0)

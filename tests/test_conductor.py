@@ -9,9 +9,10 @@ import json
 import attr
 from twisted.internet.defer import Deferred
 
-from cliproxyd.conductor.conductor import AllCooling, Conductor, RequestMeta
+from cliproxyd.assembly import Assembly
+from cliproxyd.conductor.conductor import AllCooling, Conductor, ConductorSettings, RequestMeta
 from cliproxyd.conductor.policy import ModelState
-from cliproxyd.executors.base import UpstreamError
+from cliproxyd.replies import UpstreamError
 from tests.conftest import decode_request
 from cliproxyd.state import MemoryStateStore
 from tests.conftest import CountingExecutor, Harness, config_data
@@ -146,7 +147,8 @@ def test_max_retry_interval_zero_means_no_rounds():
 def test_a_credential_request_retry_override_is_honoured():
     h = retrying()
     creds = tuple(attr.evolve(c, request_retry=0) for c in h.creds)
-    conductor = Conductor(creds, h.executor, MemoryStateStore(), h.clock, request_retry=1, max_retry_interval=10)
+    conductor = Conductor(creds, h.executor, MemoryStateStore(), h.clock,
+                          ConductorSettings(request_retry=1, max_retry_interval=10))
     h.upstream.script("sk-up-1", "status:429:2", "ok")
     h.upstream.script("sk-up-2", "status:429:2", "ok")
     d = Deferred.fromCoroutine(conductor.execute(decode_request(
@@ -360,7 +362,7 @@ def test_cooldowns_survive_a_restart_of_the_conductor():
     restored = MemoryStateStore()
     restored.restore(snapshot, h.clock.seconds() + 10)
     h.clock.advance(10)
-    conductor = Conductor(h.creds, h.executor, restored, h.clock)
+    conductor = Assembly(h.up, h.clock, restored).build(h.config).conductor  # a restarted daemon
     h.upstream.seen.clear()
     for _ in range(3):
         d = Deferred.fromCoroutine(conductor.execute(decode_request(

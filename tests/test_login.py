@@ -23,7 +23,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from cliproxyd.oauth.login import (
+from cliproxyd.credentials.login import (
     LOGIN_TIMEOUT,
     LoginError,
     authorization_url,
@@ -218,7 +218,7 @@ async def test_no_browser_takes_each_form_of_the_pasted_answer(auth_server, tmp_
 
 
 def test_the_authorization_url_asks_for_the_provider_scopes_with_s256_pkce():
-    from cliproxyd.oauth.providers import PROVIDERS
+    from cliproxyd.credentials.providers import PROVIDERS
 
     provider = PROVIDERS["gemini-cli"]
     verifier, challenge = make_pkce()

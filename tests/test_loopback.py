@@ -13,11 +13,12 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
-from cliproxyd.conductor.conductor import Conductor
+from cliproxyd.assembly import Assembly
+from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.config import parse_config
-from cliproxyd.credentials import credentials_from_config
-from cliproxyd.executors import Executors, make_http_client
-from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.outbound import make_http_client
+from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
 from tests.conftest import unused_port
@@ -27,7 +28,7 @@ class Daemon:
     """The frontend and a simulated upstream on loopback ports, with the real HTTP client."""
 
     def __init__(self, reactor, base_urls: list[str] | None = None, keys=("sk-a", "sk-b"),
-                 providers=None, clock=None, **conductor_kw) -> None:
+                 providers=None, clock=None, warm: bool = False) -> None:
         self.reactor = reactor
         self.upstream = SimulatedUpstream(reactor)
         self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
@@ -40,18 +41,21 @@ class Daemon:
                  "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}]}
                 for i, url in enumerate(base_urls or [own, own])
             ]
-        config, _ = parse_config({"openai-compatibility": providers, "routing": {"strategy": "fill-first"},
+        routing = {"strategy": "fill-first",
+                   "warmup": {"enabled": warm, "providers": ["warm"], "ttl-seconds": 60, "timeout-seconds": 10}}
+        config, _ = parse_config({"openai-compatibility": providers, "routing": routing,
                                   "timeouts": {"stream-idle-seconds": 30}})
         self.pool, client = make_http_client(reactor, 5)
-        self.creds = creds = credentials_from_config(config)
-        self.executor = executor = Executors(client, reactor, config.timeouts)
-        executor.prepare(creds)
         self.state = MemoryStateStore()
-        self.conductor = conductor = Conductor(
-            creds, executor, self.state, clock or reactor, strategy="fill-first", **conductor_kw)
+        time = clock or reactor
+        self.warmups = Warmups(self.state, time)
+        runtime = Runtime(Assembly(client, time, self.state, warmups=self.warmups), config=config, poll=0)
+        runtime.start()
+        self.conductor = runtime.current.conductor
         self.in_flight = InFlight(reactor, 5)
-        frontend = Frontend(conductor, ClientAccess(()), reactor)
-        self.port = reactor.listenTCP(0, TrackingSite(frontend.resource(), self.in_flight), interface="127.0.0.1")
+        frontend = Frontend(runtime.source, reactor)
+        site = TrackingSite(frontend.resource(), self.in_flight, runtime.source)
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
     async def close(self) -> None:
@@ -194,33 +198,28 @@ async def test_loopback_fallback_across_an_alias_pool(reactor):
 async def test_loopback_warmup_reaches_the_secondary_without_delaying_the_user(reactor):
     from twisted.internet.task import Clock
 
-    from cliproxyd.conductor.warmup import Warmups, WarmupSettings
-
     clock = Clock()  # the conductor's and the warmups' time: it never moves in this test
     models = [{"name": "sim-small", "alias": "gpt-4o-mini"}]
-    daemon = Daemon(reactor, clock=clock, providers=lambda url: [one_provider(url, ["a1"], models, "sim"),
-                                                                 one_provider(url, ["w1"], models, "warm")])
-    daemon.conductor.warmups = Warmups(WarmupSettings(True, frozenset({"warm"}), 60, 10),
-                                       daemon.conductor.scheduler, daemon.state, daemon.executor, clock)
+    daemon = Daemon(reactor, clock=clock, warm=True,
+                    providers=lambda url: [one_provider(url, ["a1"], models, "sim"),
+                                           one_provider(url, ["w1"], models, "warm")])
     daemon.upstream.script("w1", "hang")
     try:
         code, body = await post_chat(daemon, "gpt-4o-mini")
         assert code == 200 and b"(key ...a1)" in body
         await wait_for(reactor, lambda: any(s.key == "w1" for s in daemon.upstream.seen))
         assert clock.seconds() == 0  # the user's answer did not wait for anything
-        assert daemon.conductor.warmups.status()["in_flight"] == ["warm"]
+        assert daemon.warmups.status(daemon.conductor.settings.warmup)["in_flight"] == ["warm"]
     finally:
-        daemon.conductor.warmups.stopService()
+        daemon.warmups.stopService()
         await daemon.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_loopback_a_claude_429_moves_claude_while_gemini_stays(reactor):
-    from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
-
     models = [{"name": "claude-sonnet-4-5"}, {"name": "claude-opus-4-1"}, {"name": "gemini-2.5-pro"}]
-    daemon = Daemon(reactor, providers=lambda url: [one_provider(url, ["ag-1", "ag-2"], models, "antigravity")],
-                    quota_groups=compile_groups(DEFAULT_GROUPS))
+    # The default quota groups apply to a provider named antigravity.
+    daemon = Daemon(reactor, providers=lambda url: [one_provider(url, ["ag-1", "ag-2"], models, "antigravity")])
     daemon.upstream.script("ag-1", "status:429:600", "ok")
     try:
         assert (await post_chat(daemon, "claude-sonnet-4-5"))[0] == 200

@@ -344,8 +344,7 @@ async def test_an_expired_token_is_refreshed_in_the_background_and_written_back(
     os.chmod(path, 0o640)
     runtime = daemon.service.getServiceNamed("runtime")
     await runtime.reload("test")
-    refresher = daemon.service.getServiceNamed("token-refresh")
-    refresher.check()
+    await daemon.service.getServiceNamed("conductor").getServiceNamed("token-refresh").run_now()
     await _until(lambda: json.loads(path.read_text())["access_token"] != "expired-token")
     data = json.loads(path.read_text())
     assert data["access_token"] in server.sim.access_tokens and data["email"] == "a@x.com"

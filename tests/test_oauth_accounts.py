@@ -15,7 +15,9 @@ import pytest
 import pytest_twisted
 import treq
 
-from cliproxyd.conductor.conductor import Conductor
+from attrs import evolve
+
+from cliproxyd.assembly import Assembly
 from cliproxyd.config import parse_config
 from cliproxyd.credentials.authfiles import (
     AuthFileError,
@@ -25,8 +27,9 @@ from cliproxyd.credentials.authfiles import (
     parse_time,
     scan_auth_dir,
 )
-from cliproxyd.executors import Executors, make_http_client
-from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.outbound import make_http_client
+from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
 
@@ -164,15 +167,15 @@ class OAuthStack:
         for name, data in accounts.items():
             suffix = "/backend-api/codex" if data["type"] == "codex" else ""
             write(auth_dir, name, {"base_url": base + suffix, **data})
-        creds, problems = oauth_credentials(scan_auth_dir(str(auth_dir)).accounts, CONFIG)
-        assert problems == {}
         self.pool, client = make_http_client(reactor, 5)
-        executor = Executors(client, reactor, CONFIG.timeouts)
-        executor.prepare(creds)
-        self.conductor = Conductor(creds, executor, MemoryStateStore(), reactor)
-        frontend = Frontend(self.conductor, ClientAccess(()), reactor)
-        self.port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5)),
-                                      interface="127.0.0.1")
+        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=evolve(CONFIG, auth_dir=str(auth_dir)),
+                          poll=0)
+        runtime.start()
+        assert runtime.current.problems == {}
+        self.conductor = runtime.current.conductor
+        frontend = Frontend(runtime.source, reactor)
+        site = TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source)
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
     async def chat(self, model: str, stream: bool = False):
@@ -296,10 +299,8 @@ async def test_antigravity_falls_back_to_its_second_endpoint(tmp_path):
     pool, client = make_http_client(reactor, 5)
     try:
         write(tmp_path, "ag.json", {"type": "antigravity", "access_token": "ya29-ag", "project_id": "p"})
-        creds, _ = oauth_credentials(scan_auth_dir(str(tmp_path)).accounts, CONFIG)
-        executor = Executors(client, reactor, CONFIG.timeouts)
-        executor.prepare(creds)
-        conductor = Conductor(creds, executor, MemoryStateStore(), reactor)
+        gen = Assembly(client, reactor, MemoryStateStore()).build(CONFIG, scan_auth_dir(str(tmp_path)))
+        conductor = gen.conductor
         from cliproxyd.formats.request import ClientRequest
         from cliproxyd.formats import openai_chat
 

@@ -14,10 +14,26 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from cliproxyd.logging import fingerprint
-from cliproxyd.oauth.login import authorization_url, make_pkce, redirect_uri
-from cliproxyd.oauth.tokens import TokenError, TokenGrant, exchange_code, refresh
+from cliproxyd.credentials.login import authorization_url, make_pkce, redirect_uri
+from cliproxyd.credentials import tokens
+from cliproxyd.credentials.tokens import TokenError, TokenGrant
 from cliproxyd.testing.authserver import s256
 from tests.conftest import unused_port
+
+
+def refresh(*args, **kw):
+    """The token refresh, timed on the reactor that runs these loopback tests unless a test names a clock."""
+    from twisted.internet import reactor
+
+    kw.setdefault("clock", reactor)
+    return tokens.refresh(*args, **kw)
+
+
+def exchange_code(*args, **kw):
+    from twisted.internet import reactor
+
+    kw.setdefault("clock", reactor)
+    return tokens.exchange_code(*args, **kw)
 
 
 async def failure_of(coro) -> TokenError:

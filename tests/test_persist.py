@@ -207,7 +207,7 @@ def test_write_failure_logged_and_retried(tmp_path):
     assert failures[0]["log_level"] == LogLevel.critical
     assert store.dirty is True
     assert not path.exists()
-    assert service._loop is not None and service._loop.running
+    assert service.getServiceNamed("state-flush").running  # the loop goes on
     assert clock.getDelayedCalls()
 
     clock.advance(INTERVAL)

@@ -10,16 +10,20 @@ import json
 import os
 import stat
 
+from types import SimpleNamespace
+
 import pytest
 from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from cliproxyd.conductor.conductor import AllAttemptsFailed, Conductor
+from cliproxyd.assembly import Assembly, GenerationSource
+from cliproxyd.conductor.conductor import AllAttemptsFailed
 from cliproxyd.config import parse_config
-from cliproxyd.credentials.authfiles import oauth_credentials, parse_account, scan_auth_dir
-from cliproxyd.executors.base import Reply, UpstreamError
-from cliproxyd.oauth.refresh import Refresher, file_saver, is_due
+from cliproxyd.credentials.authfiles import parse_account, scan_auth_dir
+from cliproxyd.credentials.refresh import Refresher, file_saver, is_due, refresh_job
+from cliproxyd.replies import Reply, UpstreamError
+from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from tests.conftest import decode_request
 
@@ -62,6 +66,17 @@ def account(tmp_path, name: str, type_: str = "claude", expires_in: float | None
     return parse_account(str(path), path.read_bytes())
 
 
+class Accounts:
+    """A generation source holding just accounts, as the refresher reads them."""
+
+    def __init__(self, accounts) -> None:
+        self.set(accounts)
+
+    def set(self, accounts) -> None:
+        """What a reload does: a new generation with these accounts."""
+        self.current = SimpleNamespace(accounts={a.name: a for a in accounts})
+
+
 def make(tmp_path, accounts, saved=None, **kw):
     clock = Clock()
     clock.advance(NOW)
@@ -72,8 +87,10 @@ def make(tmp_path, accounts, saved=None, **kw):
         saves.append(a.name)
         return succeed(None)
 
-    refresher = Refresher(clock, endpoint, save, **kw)
-    refresher.set_accounts(accounts)
+    source = Accounts(accounts)
+    refresher = Refresher(clock, endpoint, save, source, **kw)
+    refresher.source = source
+    refresher.job = refresh_job(refresher, clock)
     return clock, endpoint, refresher, saves
 
 
@@ -82,13 +99,13 @@ def make(tmp_path, accounts, saved=None, **kw):
 def test_an_account_is_refreshed_its_providers_lead_time_before_expiry(tmp_path, type_, lead):
     a = account(tmp_path, "a.json", type_, expires_in=lead + 120)
     clock, endpoint, refresher, _ = make(tmp_path, [a])
-    refresher.startService()
+    refresher.job.startService()
     assert endpoint.calls == []
     clock.advance(60)
     assert endpoint.calls == []  # still 60 s more than the lead
     clock.advance(60)
     assert [name for name, _ in endpoint.calls] == ["a.json"]
-    refresher.stopService()
+    refresher.job.stopService()
 
 
 def test_without_an_expiry_the_last_refresh_decides():
@@ -132,7 +149,7 @@ def test_at_most_16_refreshes_run_at_once(tmp_path):
 def test_a_pending_refresh_is_left_alone_and_a_failure_waits_five_minutes(tmp_path):
     a = account(tmp_path, "a.json", expires_in=0)
     clock, endpoint, refresher, saves = make(tmp_path, [a], timeout=1000)
-    refresher.startService()
+    refresher.job.startService()
     assert len(endpoint.calls) == 1
     clock.advance(60)
     clock.advance(60)
@@ -145,7 +162,7 @@ def test_a_pending_refresh_is_left_alone_and_a_failure_waits_five_minutes(tmp_pa
     assert len(endpoint.calls) == 1  # 4 minutes after the failure
     clock.advance(60)
     assert len(endpoint.calls) == 2
-    refresher.stopService()
+    refresher.job.stopService()
 
 
 def test_a_token_endpoint_that_never_answers_is_a_failure_after_the_timeout(tmp_path):
@@ -162,7 +179,7 @@ def test_a_file_edited_during_the_refresh_wins(tmp_path):
     clock, endpoint, refresher, saves = make(tmp_path, [a])
     refresher.check()
     edited = account(tmp_path, "a.json", expires_in=9 * HOUR)
-    refresher.set_accounts([edited])
+    refresher.source.set([edited])
     endpoint.answer(0)
     assert saves == [] and edited.access_token == "old-token"
 
@@ -173,8 +190,7 @@ def test_refreshed_tokens_are_written_atomically_keeping_the_files_mode(tmp_path
     clock = Clock()
     clock.advance(NOW)
     endpoint = TokenEndpoint()
-    refresher = Refresher(clock, endpoint, file_saver(lambda f, *args: succeed(f(*args))))
-    refresher.set_accounts([a])
+    refresher = Refresher(clock, endpoint, file_saver(lambda f, *args: succeed(f(*args))), Accounts([a]))
     refresher.check()
     endpoint.answer(0, "fresh")
     data = json.loads(open(a.path).read())
@@ -210,17 +226,20 @@ def conductor_for(tmp_path, names, valid, **kw):
     for name in names:
         (tmp_path / name).write_text(json.dumps({"type": "claude", "access_token": "old-token",
                                                  "refresh_token": "r", "expired": NOW + 9 * HOUR}))
-    config, _ = parse_config({})
-    creds, _ = oauth_credentials(scan_auth_dir(str(tmp_path)).accounts, config)
+    config, _ = parse_config({"auth-dir": str(tmp_path), "routing": {"strategy": "fill-first"}})
     clock = Clock()
     clock.advance(NOW)
     endpoint = TokenEndpoint()
-    refresher = Refresher(clock, endpoint, lambda a: succeed(None), **kw)
-    refresher.set_accounts(c.account for c in creds)
+    # Wired as the composition root wires it: the source first, the
+    # refresher reading it, the factory handing the refresher to conductors.
+    source = GenerationSource()
+    refresher = Refresher(clock, endpoint, lambda a: succeed(None), source, **kw)
     upstream = Upstream(valid)
-    conductor = Conductor(creds, upstream, MemoryStateStore(), clock, strategy="fill-first")
-    conductor.on_unauthorized = refresher.refresh_now
-    return conductor, upstream, endpoint, refresher, clock
+    assembly = Assembly(None, clock, MemoryStateStore(), on_unauthorized=refresher.refresh_now,
+                        wrap_executor=lambda real: upstream)
+    runtime = Runtime(assembly, source, config=config, poll=0)
+    runtime.start()
+    return runtime.current.conductor, upstream, endpoint, refresher, clock
 
 
 def request(model="claude-sonnet-4-5"):

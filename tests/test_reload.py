@@ -18,9 +18,9 @@ import treq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from cliproxyd.config import load_config
-from cliproxyd.executors import make_http_client
-from cliproxyd.frontend import ClientAccess, Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.assembly import Assembly
+from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
@@ -43,16 +43,13 @@ class Live:
         self.base = f"http://127.0.0.1:{self.upstream_port.getHost().port}"
         self.config_path = tmp_path / "config.yaml"
         self.write_config(config)
-        loaded, _ = load_config(str(self.config_path))
         self.pool, client = make_http_client(reactor, 5)
-        self.runtime = Runtime(reactor, client, MemoryStateStore(), loaded, str(self.config_path), poll=0,
-                               run_in_thread=sync)
-        gen = self.runtime.start(self.config_path.read_bytes())
-        self.frontend = Frontend(gen.conductor, ClientAccess(loaded.api_keys), reactor)
-        self.runtime.subscribe(lambda g: self.frontend.use(
-            g.conductor, ClientAccess(g.config.api_keys), False, 8 << 20))
-        self.port = reactor.listenTCP(0, TrackingSite(self.frontend.resource(), InFlight(reactor, 5)),
-                                      interface="127.0.0.1")
+        self.runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config_path=str(self.config_path),
+                               poll=0, run_in_thread=sync)
+        self.runtime.start()
+        self.frontend = Frontend(self.runtime.source, reactor)
+        site = TrackingSite(self.frontend.resource(), InFlight(reactor, 5), self.runtime.source)
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
     def write_config(self, data: dict | str) -> None:
@@ -190,28 +187,27 @@ def test_the_poll_reloads_when_a_file_changes_and_sighup_asks_for_a_reload(tmp_p
     auth = tmp_path / "auth"
     auth.mkdir()
     config.write_text(json.dumps({"auth-dir": str(auth)}))
-    loaded, _ = load_config(str(config))
 
     class Reactor(Clock):
         def callFromThread(self, f, *args):
             f(*args)
 
     reactor = Reactor()
-    runtime = Runtime(reactor, None, MemoryStateStore(), loaded, str(config), poll=2.0, run_in_thread=sync)
-    runtime.start(config.read_bytes())
-    reloads = []
-    runtime.subscribe(lambda g: reloads.append(g))
+    runtime = Runtime(Assembly(None, reactor, MemoryStateStore()), config_path=str(config), poll=2.0,
+                      run_in_thread=sync)
+    assert [s.name for s in runtime] == ["reload-poll"]
     previous = signal.getsignal(signal.SIGHUP)
     runtime.startService()
     try:
+        first = runtime.current
         reactor.advance(2)
-        assert len(reloads) == 1  # only the current generation, given on subscribe
+        assert runtime.current is first  # nothing changed: the same generation
         (auth / "a.json").write_text(json.dumps({"type": "codex", "access_token": "t"}))
         reactor.advance(2)
-        assert len(reloads) == 2 and [c.id for c in reloads[-1].creds] == ["codex:a.json"]
+        assert runtime.current is not first and [c.id for c in runtime.current.creds] == ["codex:a.json"]
         config.write_text(json.dumps({"auth-dir": str(auth), "api-keys": ["k"]}))
         signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
-        assert reloads[-1].config.api_keys == ("k",)
+        assert runtime.current.config.api_keys == ("k",)
     finally:
         runtime.stopService()
         signal.signal(signal.SIGHUP, previous)
@@ -221,7 +217,6 @@ def test_the_poll_reloads_when_a_file_changes_and_sighup_asks_for_a_reload(tmp_p
 def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("{}")
-    loaded, _ = load_config(str(config))
     pending: list[Deferred] = []
 
     def deferred(f, *args):
@@ -230,8 +225,9 @@ def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
         d.addCallback(lambda _: f(*args))
         return d
 
-    runtime = Runtime(Clock(), None, MemoryStateStore(), loaded, str(config), poll=0, run_in_thread=deferred)
-    runtime.start(config.read_bytes())
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=deferred)
+    runtime.start()
     config.write_text(json.dumps({"api-keys": ["first"]}))
     first = runtime.reload()
     pending.pop(0).callback(None)  # the first reload has read the file...

@@ -4,7 +4,6 @@ import json
 
 from twisted.logger import capturedLogs
 
-from cliproxyd.conductor.selection import attempt_order, rotate
 from tests.conftest import Harness, config_data, sse_payloads
 
 
@@ -165,14 +164,6 @@ def test_attempts_are_counted_per_credential(harness):
     assert harness.state.stats(first.id).failures == 1
     assert harness.state.stats(first.id).last_status == 503
     assert harness.state.stats(second.id).successes == 1
-
-
-def test_rotate_and_attempt_order_are_pure():
-    assert rotate([1, 2, 3], 4) == [2, 3, 1]
-    assert rotate([], 3) == []
-    tiers = [[1, 2], [3, 4]]
-    assert attempt_order(tiers, "round-robin", 1) == [2, 1, 4, 3]
-    assert attempt_order(tiers, "fill-first", 1) == [1, 2, 3, 4]
 
 
 def test_a_cancelled_request_tries_no_other_key():

@@ -8,8 +8,8 @@ that (credential, upstream model) is suspended for 12 hours.
 
 from twisted.internet.defer import Deferred
 
-from cliproxyd.conductor.conductor import Conductor
-from cliproxyd.executors.base import Reply, UpstreamError
+from cliproxyd.conductor.conductor import Conductor, ConductorSettings
+from cliproxyd.replies import Reply, UpstreamError
 from tests.conftest import decode_request
 from tests.conftest import CountingExecutor, Harness, config_data, sse_payloads
 
@@ -86,7 +86,7 @@ def test_the_count_path_records_model_support_failures():
     h = Harness()
     unsupported = UpstreamError("http", "The requested model is not supported", status=400)
     counting = Counting([unsupported, "remote", "remote", "remote"])
-    conductor = Conductor(h.creds, counting, h.state, h.clock, strategy="fill-first")
+    conductor = Conductor(h.creds, counting, h.state, h.clock, ConductorSettings(strategy="fill-first"))
     for _ in range(3):
         assert isinstance(_count(conductor), Reply)
     assert counting.calls == ["sk-up-1", "sk-up-2", "sk-up-2", "sk-up-2"]

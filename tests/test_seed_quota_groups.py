@@ -9,9 +9,10 @@ import json
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from cliproxyd.conductor.conductor import Conductor, QuotaGroupReaper
-from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups
-from cliproxyd.executors.base import UpstreamError
+from cliproxyd.assembly import Assembly
+from cliproxyd.conductor.conductor import Conductor
+from cliproxyd.conductor.quota import DEFAULT_GROUPS, compile_groups, reaper
+from cliproxyd.replies import UpstreamError
 from tests.conftest import decode_request
 from cliproxyd.state import MemoryStateStore
 from tests.conftest import Harness, config_data
@@ -24,17 +25,7 @@ def antigravity(**top):
     data = config_data(keys=("ag-1", "ag-2"), models=MODELS, routing={"strategy": "fill-first"},
                        **{"remote-management": {"secret-key": "m"}}, **top)
     data["openai-compatibility"][0]["name"] = "antigravity"
-    h = Harness(data)
-    groups = compile_groups(DEFAULT_GROUPS if h.config.oauth_quota_groups is None else h.config.oauth_quota_groups)
-    h.conductor = Conductor(h.creds, h.executor, h.state, h.clock, strategy="fill-first", quota_groups=groups)
-    from cliproxyd.management import ManagementAPI
-    from cliproxyd.frontend import ClientAccess, Frontend
-    from treq.testing import StubTreq
-
-    h.management = ManagementAPI(h.config.remote_management, h.conductor, h.state, h.clock, lambda: 0)
-    h.frontend = Frontend(h.conductor, ClientAccess(()), h.clock, management=h.management.app.resource())
-    h.front = StubTreq(h.frontend.resource())
-    return h
+    return Harness(data)  # the default quota groups apply, as in production
 
 
 def mgmt(h, method, path, body=None):
@@ -76,11 +67,11 @@ def test_group_suspension_lasts_until_the_upstream_reset_then_the_reaper_forgets
     assert [s.key for s in h.upstream.seen] == ["ag-1"]  # the suspension ended by itself
     # The reaper, not a request, removes the expired record.
     assert len(h.state.group_states()) == 1
-    reaper = QuotaGroupReaper(h.conductor, h.clock)
-    reaper.startService()
+    job = reaper(h.state, h.clock)
+    job.startService()
     h.clock.advance(30)
     assert h.state.group_states() == []
-    reaper.stopService()
+    job.stopService()
     assert h.clock.getDelayedCalls() == []
 
 
@@ -148,7 +139,8 @@ def test_routes_work_when_no_group_applies():
     """Review: handlers dereferenced pieces that were not wired."""
     h = Harness(config_data(**{"remote-management": {"secret-key": "m"}}))
     code, out = mgmt(h, "GET", "/quota-groups")
-    assert code == 200 and out == {"groups": [], "states": []}
+    # The default groups are configured, as in production, but cover no credential here.
+    assert code == 200 and out == {"groups": [g.as_json() for g in compile_groups(DEFAULT_GROUPS)], "states": []}
     assert mgmt(h, "POST", "/quota-groups/auto-clear-all", {"auth_id": h.creds[0].id})[1] == {"cleared": []}
 
 
@@ -176,8 +168,7 @@ def test_state_survives_a_restart_and_lives_in_the_state_store_not_config():
     store = MemoryStateStore()
     store.restore(snapshot, h.clock.seconds() + 10)
     h.clock.advance(10)
-    conductor = Conductor(h.creds, h.executor, store, h.clock, strategy="fill-first",
-                          quota_groups=compile_groups(DEFAULT_GROUPS))
+    conductor = Assembly(h.up, h.clock, store).build(h.config).conductor  # a restarted daemon
     h.upstream.seen.clear()
     for model in ("claude-opus-4-1", "gemini-2.5-pro"):
         h.settle(Deferred.fromCoroutine(conductor.execute(decode_request(json.dumps(
@@ -243,13 +234,14 @@ def test_no_hard_coded_attempt_timeout():
 def test_the_reaper_loop_survives_an_error():
     clock = Clock()
 
-    class Broken:
-        def reap_quota_groups(self):
+    class Broken(MemoryStateStore):
+        def group_states(self):
             raise RuntimeError("boom")
 
-    reaper = QuotaGroupReaper(Broken(), clock, interval=30)
-    reaper.startService()
+    job = reaper(Broken(), clock, interval=30)
+    job.startService()
     clock.advance(30)
     clock.advance(30)
-    assert reaper._loop.running
-    reaper.stopService()
+    assert job.failures == 2 and job.running
+    assert len(clock.getDelayedCalls()) == 1  # the next run is scheduled
+    job.stopService()

@@ -9,28 +9,27 @@ import json
 from twisted.internet.defer import Deferred
 
 from cliproxyd.conductor.conductor import RequestMeta
-from cliproxyd.conductor.warmup import Warmups, WarmupSettings
 from tests.conftest import decode_request
 from tests.conftest import Harness, config_data
 
 
 def mixed(secondary_keys=("b1",), secondary_models=None, warm=True, strategy="fill-first",
-          primary_keys=("a1",), **settings):
+          primary_keys=("a1",), wrap_executor=None, **settings):
     # Providers are ordered by credential count, then name: "sim" comes before "warm".
-    data = config_data(keys=primary_keys, routing={"strategy": strategy})
+    warmup = {"enabled": warm, "providers": ["warm"], "ttl-seconds": settings.get("ttl", 60),
+              "timeout-seconds": settings.get("timeout", 10)}
+    data = config_data(keys=primary_keys, routing={"strategy": strategy, "warmup": warmup})
     second = dict(data["openai-compatibility"][0], name="warm",
                   **{"api-key-entries": [{"api-key": k} for k in secondary_keys]})
     if secondary_models is not None:
         second["models"] = secondary_models
     data["openai-compatibility"].append(second)
-    h = Harness(data)
-    if warm:
-        h.warmups = Warmups(WarmupSettings(True, frozenset({"warm"}), settings.get("ttl", 60.0),
-                                           settings.get("timeout", 10.0)),
-                            h.conductor.scheduler, h.state, h.executor, h.clock)
-        h.conductor.warmups = h.warmups
-        h.warmups.startService()
-    return h
+    return Harness(data, warmups=True, wrap_executor=wrap_executor)
+
+
+def warm_status(h):
+    """The warmup counters under the running generation's settings, as the management API shows them."""
+    return h.warmups.status(h.conductor.settings.warmup)
 
 
 def warm_requests(h):
@@ -45,13 +44,13 @@ def test_a_warmup_reaches_the_secondary_provider_without_delaying_the_users_answ
     assert h.clock.seconds() == 0  # answered at once, the warmup still hanging
     [warm] = warm_requests(h)
     assert warm.model == "sim-small" and not warm.stream
-    assert h.warmups.status()["in_flight"] == ["warm"]
+    assert warm_status(h)["in_flight"] == ["warm"]
 
 
 def test_a_successful_warmup_is_counted_and_its_ttl_holds():
     h = mixed(ttl=60)
     h.chat()
-    assert h.warmups.status()["succeeded"] == 1
+    assert warm_status(h)["succeeded"] == 1
     for _ in range(3):
         h.chat()
     assert len(warm_requests(h)) == 1  # within the TTL
@@ -64,9 +63,9 @@ def test_ttl_entries_are_pruned():
     """Review: the TTL map had no clean-up and grew without bound."""
     h = mixed(ttl=30)
     h.chat()
-    assert h.warmups.status()["reserved"] == 1
+    assert warm_status(h)["reserved"] == 1
     h.clock.advance(30)
-    assert h.warmups.status()["reserved"] == 0
+    assert warm_status(h)["reserved"] == 0
 
 
 def test_one_warmup_in_flight_per_provider():
@@ -76,7 +75,7 @@ def test_one_warmup_in_flight_per_provider():
     for _ in range(5):
         h.chat()
     assert len(warm_requests(h)) == 1
-    assert h.warmups.status()["skipped_in_flight"] == 4
+    assert warm_status(h)["skipped_in_flight"] == 4
 
 
 def test_a_warmup_has_its_own_timeout_and_a_timeout_releases_the_reservation():
@@ -86,7 +85,7 @@ def test_a_warmup_has_its_own_timeout_and_a_timeout_releases_the_reservation():
     h.chat()
     h.clock.advance(10)
     h.flush()
-    status = h.warmups.status()
+    status = warm_status(h)
     assert status["in_flight"] == [] and status["failed"] == 1
     assert warm_requests(h)[0].disconnected  # the hanging request was aborted
     h.chat()
@@ -98,10 +97,10 @@ def test_a_non_2xx_warmup_fails_and_releases_its_reservation():
     h = mixed()
     h.upstream.script("b1", "status:429", "ok")
     h.chat()
-    assert h.warmups.status()["failed"] == 1
+    assert warm_status(h)["failed"] == 1
     h.chat()
     assert len(warm_requests(h)) == 2
-    assert h.warmups.status()["succeeded"] == 1
+    assert warm_status(h)["succeeded"] == 1
 
 
 def test_the_ttl_is_per_credential_not_per_provider():
@@ -116,20 +115,19 @@ def test_the_ttl_is_per_credential_not_per_provider():
 
 def test_count_requests_send_no_warmups():
     """Review: the count path shares picking and sent billable warmups."""
-    h = mixed()
-
     class Counting:
+        def __init__(self, real):
+            self.execute = real.execute
+
         async def count_tokens(self, cred, req, upstream):
-            from cliproxyd.executors.base import Reply
+            from cliproxyd.replies import Reply
             return Reply(200, b"application/json", b"{}", local=True)
 
-        execute = h.executor.execute
-
-    h.conductor._executor = Counting()
+    h = mixed(wrap_executor=Counting)
     d = Deferred.fromCoroutine(h.conductor.count(decode_request(
         b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}')))
     h.settle(d)
-    assert warm_requests(h) == [] and h.warmups.status()["sent"] == 0
+    assert warm_requests(h) == [] and warm_status(h)["sent"] == 0
 
 
 def test_pinned_requests_warm_nothing():
@@ -166,7 +164,7 @@ def test_stopping_cancels_warmups_in_flight():
     h.chat()
     h.warmups.stopService()
     h.flush()
-    assert h.warmups.status()["in_flight"] == []
+    assert warm_status(h)["in_flight"] == []
     assert h.clock.getDelayedCalls() == []
 
 
@@ -176,7 +174,7 @@ def test_no_warmups_unless_enabled_or_with_round_robin():
     assert [s.key for s in h.upstream.seen] == ["a1", "a1"]
     rr = mixed(strategy="round-robin")
     rr.chat(), rr.chat()
-    assert rr.warmups.status()["sent"] == 0
+    assert warm_status(rr)["sent"] == 0
 
 
 def test_warmup_config_and_status_route():

@@ -5,7 +5,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.internet.error import ConnectionLost
 
-from cliproxyd.executors.base import UpstreamError
+from cliproxyd.replies import UpstreamError
 from cliproxyd.executors.stream import StreamRelay, scan_first_payload
 from tests.conftest import Harness, config_data, sse_payloads
 

@@ -10,7 +10,7 @@ from twisted.python import usage
 from twisted.web.test.requesthelper import DummyRequest
 
 from cliproxyd.frontend.site import InFlight
-from cliproxyd.service import ServiceTree
+from cliproxyd.service import Periodic, ServiceTree
 from cliproxyd.tap import Options, endpoint_is_local, makeService
 from tests.test_config import EXAMPLE
 
@@ -19,6 +19,15 @@ def options(*argv):
     o = Options()
     o.parseOptions(list(argv))
     return o
+
+
+def tree(service):
+    """The service tree as names: a parent is (name, [children])."""
+    out = []
+    for child in service:
+        kids = list(child) if hasattr(child, "namedServices") else []
+        out.append((child.name, tree(child)) if kids else child.name)
+    return out
 
 
 def test_twistd_finds_the_plugin():
@@ -39,14 +48,73 @@ def test_options_need_a_config_or_the_demo():
 def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     reactor = MemoryReactorClock()
     service = makeService(options("--config", EXAMPLE), reactor=reactor)
-    assert [s.name for s in service] == [
-        "http-pool", "state", "token-refresh", "quota-reaper", "in-flight", "frontend", "runtime"]
+    assert tree(service) == [
+        "http-pool", ("state", ["state-flush"]), ("runtime", ["reload-poll"]),
+        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
+        "in-flight", "frontend"]
+    assert reactor.tcpServers == []  # building binds nothing
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (8317, "127.0.0.1")
     d = service.stopService()
     assert d.called
     assert reactor.getDelayedCalls() == []
+
+
+def test_building_does_no_start_up_work_and_starting_does_it_in_order(tmp_path):
+    """makeService only builds: the key is hashed, the state loaded and the first generation built at start."""
+    path = tmp_path / "config.yaml"
+    text = ("# keep me\nhost: 127.0.0.1\nremote-management:\n  secret-key: plain-key   # hashed at start\n"
+            f"state-file: {tmp_path / 'state.json'}\n")
+    path.write_text(text)
+    (tmp_path / "state.json").write_text("not json")
+    reactor = MemoryReactorClock()
+    service = makeService(options("--config", str(path)), reactor=reactor)
+    runtime = service.getServiceNamed("runtime")
+    assert path.read_text() == text and (tmp_path / "state.json").exists()  # nothing touched yet
+    assert runtime.current is None and reactor.tcpServers == []
+    assert [s.name for s in service][:4] == ["http-pool", "state", "management-key", "runtime"]
+    service.startService()
+    after = path.read_text()
+    assert "plain-key" not in after and "$2b$" in after and "# keep me" in after
+    assert runtime.current.config.remote_management.secret_key.startswith("$2b$")  # read after the hash
+    assert not (tmp_path / "state.json").exists()  # the unusable state file was set aside at start
+    service.stopService()
+
+
+def test_a_periodic_job_survives_its_failures_and_can_run_now():
+    clock = Clock()
+    runs = []
+
+    def work():
+        runs.append(clock.seconds())
+        if len(runs) % 2:
+            raise RuntimeError("every other run breaks")
+
+    stopped = []
+    job = Periodic("job", 10, work, clock, on_stop=lambda: stopped.append(True))
+    job.startService()
+    for _ in range(4):
+        clock.advance(10)
+    assert runs == [10, 20, 30, 40] and job.failures == 2 and job.running
+    job.run_now()
+    assert runs[-1] == 40 and job.failures == 3
+    job.stopService()
+    assert stopped == [True] and clock.getDelayedCalls() == []
+
+
+def test_a_periodic_job_waits_for_a_run_that_is_still_going():
+    clock = Clock()
+    pending = []
+    job = Periodic("job", 5, lambda: pending.append(Deferred()) or pending[-1], clock, now=True)
+    job.startService()
+    clock.advance(5)
+    clock.advance(5)
+    assert len(pending) == 1  # the first run has not finished: no overlap
+    pending[0].errback(RuntimeError("late failure"))
+    clock.advance(5)
+    assert len(pending) == 2 and job.failures == 1
+    job.stopService()
 
 
 def test_listen_overrides_host_and_port():
@@ -66,8 +134,11 @@ def test_a_bad_listen_endpoint_is_one_clear_line():
 def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
     reactor = MemoryReactorClock()
     service = makeService(options("--demo"), reactor=reactor)
-    assert [s.name for s in service] == [
-        "http-pool", "demo-upstream", "token-refresh", "quota-reaper", "in-flight", "frontend", "runtime"]
+    assert tree(service) == [
+        "http-pool", "demo-upstream", "runtime",
+        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
+        "in-flight", "frontend"]
+    assert reactor.tcpServers == []  # building binds nothing, not even the demo's upstream
     service.startService()
     servers = [(p, i) for p, _, _, i in reactor.tcpServers]
     assert servers == [(0, "127.0.0.1"), (8317, "127.0.0.1")]

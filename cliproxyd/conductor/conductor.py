@@ -22,23 +22,24 @@ table, the scheduler, counters, usage, observers and one log line.
 from __future__ import annotations
 
 import math
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from attrs import frozen
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
-from twisted.application.service import Service
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
-from cliproxyd.conductor.policy import ModelState, apply_failure, apply_success, retry_wait
-from cliproxyd.conductor.quota import GroupState, QuotaGroup, group_for
+from cliproxyd.conductor.policy import apply_failure, apply_success, is_request_invalid, retry_wait
+from cliproxyd.conductor.quota import QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
-from cliproxyd.conductor.warmup import Warmups
+from cliproxyd.conductor.warmup import Warmups, WarmupSettings
+from cliproxyd.config.model import Config
 from cliproxyd.credentials import Credential, Route
-from cliproxyd.executors.base import Executor, Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.replies import Executor, Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
+from cliproxyd.state.records import GroupState, ModelState
 
 
 class UnknownModel(Exception):
@@ -123,7 +124,51 @@ def _who(cred: Credential, model: str) -> dict[str, str]:
     return {"cred": cred.id, "key": cred.fingerprint, "provider": cred.provider, "model": model}
 
 
+@frozen
+class ConductorSettings:
+    """
+    The config values a conductor routes by. L{from_config} is the one
+    place a config key reaches the conductor.
+    """
+
+    strategy: str = "round-robin"
+    max_retry_credentials: int = 0
+    request_retry: int = 0
+    max_retry_interval: float = 0
+    disable_cooling: bool = False
+    debug: bool = False
+    warmup: WarmupSettings = WarmupSettings()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "ConductorSettings":
+        w = config.routing.warmup
+        return cls(
+            strategy=config.routing.strategy,
+            max_retry_credentials=config.max_retry_credentials,
+            request_retry=config.request_retry,
+            max_retry_interval=config.max_retry_interval,
+            disable_cooling=config.disable_cooling,
+            debug=config.debug,
+            warmup=WarmupSettings(w.enabled, frozenset(w.providers), w.ttl, w.timeout),
+        )
+
+
+#: Refreshes an OAuth account's token after a 401; fires with whether it did.
+Unauthorized = Callable[[Credential], Awaitable[bool]]
+
+
 class Conductor:
+    """
+    Runs requests for one generation of the config: its credentials, its
+    executor, its settings. Everything it learns goes to the StateStore,
+    which outlives generations.
+
+    @param warmups: the process's warmup tracker, used when the settings
+        enable warmups and the strategy is fill-first.
+    @param on_unauthorized: asked to refresh an OAuth account after a 401.
+    @param observers: called with every attempt's L{Attempt}.
+    """
+
     log = Logger()
 
     def __init__(
@@ -132,31 +177,29 @@ class Conductor:
         executor: Executor,
         state: StateStore,
         clock: IReactorTime,
-        strategy: str = "round-robin",
-        max_retry_credentials: int = 0,
-        request_retry: int = 0,
-        max_retry_interval: float = 0,
-        disable_cooling: bool = False,
-        debug: bool = False,
+        settings: ConductorSettings = ConductorSettings(),
+        *,
         quota_groups: tuple[QuotaGroup, ...] = (),
+        warmups: Warmups | None = None,
+        on_unauthorized: Unauthorized | None = None,
+        observers: Iterable[Callable[[Attempt], None]] = (),
     ) -> None:
         self.creds = creds
+        self.settings = settings
         self.quota_groups = quota_groups
         self._executor = executor
         self._state = state
         self._clock = clock
-        self._max_creds = max_retry_credentials
-        self._request_retry = request_retry
-        self._max_retry_interval = max_retry_interval
-        self._disable_cooling = disable_cooling
-        self._debug = debug
-        self._fill_first = strategy == "fill-first"
-        #: set by the composition root when routing.warmup is enabled
-        self.warmups: Warmups | None = None
-        #: refreshes an OAuth account's token after a 401; fires with whether it did
-        self.on_unauthorized: Callable[[Credential], Awaitable[bool]] | None = None
-        self._observers: list[Callable[[Attempt], None]] = []
-        self.scheduler = Scheduler(creds, strategy, state.next_cursor)
+        self._max_creds = settings.max_retry_credentials
+        self._request_retry = settings.request_retry
+        self._max_retry_interval = settings.max_retry_interval
+        self._disable_cooling = settings.disable_cooling
+        self._debug = settings.debug
+        fill_first = settings.strategy == "fill-first"
+        self._warmups = warmups if warmups is not None and settings.warmup.enabled and fill_first else None
+        self._on_unauthorized = on_unauthorized
+        self._observers = tuple(observers)
+        self.scheduler = Scheduler(creds, settings.strategy, state.next_cursor)
         self._providers: dict[str, tuple[str, ...]] = {}
         self._simple_waits: dict[str, bool] = {}
         owners: dict[str, str] = {}
@@ -221,10 +264,6 @@ class Conductor:
     def executor(self) -> Executor:
         """What sends this conductor's requests (warmups send theirs through it too)."""
         return self._executor
-
-    def observe(self, observer: Callable[[Attempt], None]) -> None:
-        """Call C{observer} with every attempt's L{Attempt}."""
-        self._observers.append(observer)
 
     def models(self) -> list[tuple[str, str]]:
         """C{(model, owned_by)} for every model a client can ask for."""
@@ -310,7 +349,7 @@ class Conductor:
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
-                    invalid = e.request_invalid
+                    invalid = is_request_invalid(e.status, e.detail)
                     self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next", count)
                     if invalid:
                         raise RequestInvalid(e) from None
@@ -334,7 +373,7 @@ class Conductor:
         try:
             return await call(cred, model)
         except UpstreamError as e:
-            refresh = self.on_unauthorized
+            refresh = self._on_unauthorized
             if e.status != 401 or cred.account is None or refresh is None:
                 raise
             if not await refresh(cred):
@@ -359,12 +398,12 @@ class Conductor:
 
     def _maybe_warm(self, route: str, primary: Pick, now: float) -> None:
         """Fill-first over several providers: warm the others' next credentials (never for counts or pins)."""
-        warmups = self.warmups
-        if warmups is None or not self._fill_first:
+        warmups = self._warmups
+        if warmups is None:
             return
         providers = self._providers[route]
         if len(providers) > 1:
-            warmups.after_pick(route, providers, primary, now)
+            warmups.after_pick(self.settings.warmup, self.scheduler, self._executor, route, providers, primary, now)
 
     def _execution_models(self, pick: Pick, now: float) -> list[str]:
         route = pick.route
@@ -532,16 +571,6 @@ class Conductor:
             self._refresh_slot(cred_id, key, now)
         return sorted(reset)
 
-    def reap_quota_groups(self) -> int:
-        """Forget automatic suspensions that have ended (requests never pay for this)."""
-        now = self._clock.seconds()
-        reaped = 0
-        for cred_id, group_id, state in self._state.group_states():
-            if state.auto_until is not None and not state.auto_active(now):
-                self._state.set_group_state(cred_id, group_id, state.cleared_auto())
-                reaped += 1
-        return reaped
-
     def _settle_stream_later(
         self, cred: Credential, state_key: str, upstream: str, started: float, reply: StreamReply
     ) -> None:
@@ -556,37 +585,3 @@ class Conductor:
             failure.trap(CancelledError)
 
         reply.relay.ended.addCallbacks(ended, left)
-
-
-#: How often expired automatic quota-group suspensions are reaped.
-REAPER_INTERVAL = 30.0
-
-
-class QuotaGroupReaper(Service):
-    """Runs L{Conductor.reap_quota_groups} every L{REAPER_INTERVAL} seconds."""
-
-    name = "quota-reaper"
-    log = Logger()
-
-    def __init__(self, conductor: Conductor | Callable[[], Conductor], clock: IReactorTime,
-                 interval: float = REAPER_INTERVAL) -> None:
-        #: the conductor, or a callable giving the current one (it changes on reload)
-        self._conductor = conductor if callable(conductor) else (lambda: conductor)
-        self._clock = clock
-        self._interval = interval
-        self._loop: LoopingCall | None = None
-
-    def startService(self) -> None:
-        Service.startService(self)
-        loop = self._loop = LoopingCall(self._reap)
-        loop.clock = self._clock
-        loop.start(self._interval, now=False).addErrback(lambda f: self.log.failure("quota reaper stopped", f))
-
-    def _reap(self) -> None:
-        with self.log.failuresHandled("while reaping quota-group suspensions"):
-            self._conductor().reap_quota_groups()
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()

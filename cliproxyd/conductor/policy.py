@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from attrs import evolve, frozen
+from attrs import evolve
+
+from cliproxyd.state.records import ModelState
 
 # -- errors ----------------------------------------------------------------------
 
@@ -57,28 +59,6 @@ AUTH_COOLDOWN = 30 * 60.0  # 401, 402, 403
 NOT_FOUND_COOLDOWN = 12 * 3600.0  # 404, and model-support errors
 TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
-
-
-@frozen
-class ModelState:
-    """
-    What one credential has learned about one model.
-
-    C{next_retry_at} set and in the future blocks the model; C{unavailable}
-    with no C{next_retry_at} records a failure that does not block.
-    """
-
-    unavailable: bool = False
-    next_retry_at: float | None = None
-    backoff_level: int = 0
-    quota_exceeded: bool = False
-    reason: str = ""
-    last_status: int | None = None
-    last_error: str = ""
-    updated_at: float | None = None
-
-    def blocked(self, now: float) -> bool:
-        return self.unavailable and self.next_retry_at is not None and self.next_retry_at > now
 
 
 CLEAR = ModelState()

@@ -16,14 +16,20 @@ and the state record.
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from cliproxyd.config.model import QuotaGroupConfig
 from cliproxyd.modelnames import compile_exclusions, is_excluded
+
+from cliproxyd.service import Periodic
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from cliproxyd.state import StateStore
 
 #: The groups used when config.yaml has no C{oauth-quota-groups} key.
 DEFAULT_GROUPS = (
@@ -62,29 +68,24 @@ def group_for(groups: Iterable[QuotaGroup], provider: str, model: str) -> QuotaG
     return None
 
 
-@frozen
-class GroupState:
-    """One credential's state for one quota group."""
+#: How often expired automatic quota-group suspensions are reaped.
+REAPER_INTERVAL = 30.0
 
-    auto_until: float | None = None
-    auto_reason: str = ""
-    manual: bool = False
-    manual_reason: str = ""
-    updated_by: str = ""
-    updated_at: float | None = None
 
-    def auto_active(self, now: float) -> bool:
-        return self.auto_until is not None and self.auto_until > now
+def reap_expired(state: "StateStore", now: float) -> int:
+    """
+    Forget automatic suspensions that have ended, so the store does not
+    keep them (requests never pay for this: an ended suspension blocks
+    nothing). Manual suspensions stay. Returns how many were reaped.
+    """
+    reaped = 0
+    for cred_id, group_id, group in state.group_states():
+        if group.auto_until is not None and not group.auto_active(now):
+            state.set_group_state(cred_id, group_id, group.cleared_auto())
+            reaped += 1
+    return reaped
 
-    def blocked_until(self, now: float) -> float | None:
-        """Until when the group is out of selection: C{inf} while manually suspended."""
-        if self.manual:
-            return math.inf
-        return self.auto_until if self.auto_active(now) else None
 
-    @property
-    def empty(self) -> bool:
-        return not self.manual and self.auto_until is None and not self.manual_reason
-
-    def cleared_auto(self) -> "GroupState":
-        return evolve(self, auto_until=None, auto_reason="")
+def reaper(state: "StateStore", clock: "IReactorTime", interval: float = REAPER_INTERVAL) -> Periodic:
+    """The C{quota-reaper} job: L{reap_expired} every C{interval} seconds."""
+    return Periodic("quota-reaper", interval, lambda: reap_expired(state, clock.seconds()), clock)

@@ -22,75 +22,63 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from attrs import frozen
-from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cliproxyd.executors.base import Executor, UpstreamError
+from cliproxyd.replies import Executor, UpstreamError
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats.request import ClientRequest
+from cliproxyd.service import Periodic, ServiceTree
 
 if TYPE_CHECKING:
     from cliproxyd.conductor.scheduler import Pick, Scheduler
     from cliproxyd.state import StateStore
 
 
+#: How often expired TTL entries are dropped (the composition root uses the configured TTL).
+PRUNE_INTERVAL = 60.0
+
+
 @frozen
 class WarmupSettings:
+    """A generation's C{routing.warmup}: on or off, for which providers, how long a warmup holds."""
+
     enabled: bool = False
     providers: frozenset[str] = frozenset()
     ttl: float = 60.0
     timeout: float = 10.0
 
 
-class Warmups(Service):
-    """Sends and tracks warmups; its LoopingCall prunes expired TTL entries."""
+class Warmups(ServiceTree):
+    """
+    Sends and tracks warmups for every generation of the running config:
+    one warmup in flight per provider, the TTL reservations, the counters.
+    Each conductor hands over its own settings, scheduler and executor with
+    every pick, so a warmup always goes through the generation that picked.
+    Its child job prunes expired TTL entries; stopping cancels what is in
+    flight.
+    """
 
     name = "warmups"
     log = Logger()
 
-    def __init__(
-        self,
-        settings: WarmupSettings,
-        scheduler: "Scheduler",
-        state: "StateStore",
-        executor: Executor,
-        clock: IReactorTime,
-    ) -> None:
-        self.settings = settings
-        self._scheduler = scheduler
+    def __init__(self, state: "StateStore", clock: IReactorTime, prune_interval: float = PRUNE_INTERVAL) -> None:
+        super().__init__()
         self._state = state
-        self._executor = executor
         self._clock = clock
         self._ttl: dict[tuple[str, str], float] = {}
         self._in_flight: dict[str, Deferred[None]] = {}
-        self._loop: LoopingCall | None = None
         self.counts = {"sent": 0, "succeeded": 0, "failed": 0, "skipped_ttl": 0, "skipped_in_flight": 0}
-
-    def rebind(self, scheduler: "Scheduler", executor: Executor) -> None:
-        """Warm through a reloaded conductor's scheduler and executors."""
-        self._scheduler = scheduler
-        self._executor = executor
+        Periodic("warmup-prune", prune_interval, self.prune, clock).setServiceParent(self)
 
     # -- service ------------------------------------------------------------------
 
-    def startService(self) -> None:
-        Service.startService(self)
-        loop = self._loop = LoopingCall(self.prune)
-        loop.clock = self._clock
-        loop.start(self.settings.ttl, now=False).addErrback(
-            lambda f: self.log.failure("warmup pruning stopped", f)
-        )
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+    def stopService(self) -> "Deferred[None]":
         for d in list(self._in_flight.values()):
             d.cancel()
+        return super().stopService()
 
     def prune(self) -> None:
         """Drop TTL entries that have expired (the map never outgrows the credentials warmed in one TTL)."""
@@ -98,10 +86,11 @@ class Warmups(Service):
         for key in [k for k, until in self._ttl.items() if until <= now]:
             del self._ttl[key]
 
-    def status(self) -> dict:
+    def status(self, settings: WarmupSettings) -> dict:
+        """What the management API shows, under the running generation's C{settings}."""
         return {
-            "enabled": self.settings.enabled,
-            "providers": sorted(self.settings.providers),
+            "enabled": settings.enabled,
+            "providers": sorted(settings.providers),
             "in_flight": sorted(self._in_flight),
             "reserved": len(self._ttl),
             **self.counts,
@@ -109,15 +98,20 @@ class Warmups(Service):
 
     # -- the hook -----------------------------------------------------------------
 
-    def after_pick(self, route: str, providers: tuple[str, ...], primary: "Pick", now: float) -> None:
-        """Called by the conductor once the primary credential of an execute or stream request is picked."""
+    def after_pick(self, settings: WarmupSettings, scheduler: "Scheduler", executor: Executor, route: str,
+                   providers: tuple[str, ...], primary: "Pick", now: float) -> None:
+        """
+        Called by a conductor once the primary credential of an execute or
+        stream request is picked, with its generation's settings, scheduler
+        and executor.
+        """
         for provider in providers:
-            if provider == primary.cred.provider or provider not in self.settings.providers:
+            if provider == primary.cred.provider or provider not in settings.providers:
                 continue
             if provider in self._in_flight:
                 self.counts["skipped_in_flight"] += 1
                 continue
-            pick = self._scheduler.peek(route, provider, now)
+            pick = scheduler.peek(route, provider, now)
             if pick is None:
                 continue
             key = (provider, pick.cred.id)
@@ -127,8 +121,8 @@ class Warmups(Service):
             model = self._model(pick, now)
             if model is None:
                 continue
-            self._ttl[key] = now + self.settings.ttl
-            self._start(provider, pick, model, key)
+            self._ttl[key] = now + settings.ttl
+            self._start(executor, settings.timeout, provider, pick, model, key)
 
     def _model(self, pick: "Pick", now: float) -> str | None:
         """The upstream model to warm, without touching the pool's rotation, and with no suffix."""
@@ -138,10 +132,11 @@ class Warmups(Service):
                 return member
         return None
 
-    def _start(self, provider: str, pick: "Pick", model: str, key: tuple[str, str]) -> None:
+    def _start(self, executor: Executor, timeout: float, provider: str, pick: "Pick", model: str,
+               key: tuple[str, str]) -> None:
         req = ClientRequest.of(C.Request(model, (C.Message("user", (C.Text("hi"),)),), max_tokens=1))
-        d = Deferred.fromCoroutine(self._executor.execute(pick.cred, req, model))
-        d.addTimeout(self.settings.timeout, self._clock)
+        d = Deferred.fromCoroutine(executor.execute(pick.cred, req, model))
+        d.addTimeout(timeout, self._clock)
         self._in_flight[provider] = d
         self.counts["sent"] += 1
         self.log.info(

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from attrs import define, field
 
@@ -280,6 +280,8 @@ class AuthDirScan:
     accounts: dict[str, OAuthAccount] = field(factory=dict)  # by file name
     #: file name -> why it was skipped
     problems: dict[str, str] = field(factory=dict)
+    #: files whose bytes match an account already loaded (L{read_auth_dir})
+    unchanged: set[str] = field(factory=set)
 
 
 def auth_file_names(directory: str) -> list[str]:
@@ -287,14 +289,16 @@ def auth_file_names(directory: str) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
 
 
-def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = None) -> AuthDirScan:
+def read_auth_dir(directory: str, known: Mapping[str, str] | None = None) -> AuthDirScan:
     """
     Read every C{*.json} file at the top of C{directory} (blocking: run it
-    off the reactor thread). A file whose bytes are unchanged keeps its
-    previous L{OAuthAccount}, tokens and all.
+    off the reactor thread). C{known} maps file names to the digests of the
+    accounts already loaded: a file whose bytes still have that digest is
+    listed in C{unchanged} and not parsed again. This touches no account
+    object, so it is safe in a thread while the refresher updates tokens.
     """
     scan = AuthDirScan()
-    previous = previous or {}
+    known = known or {}
     try:
         names = auth_file_names(directory)
     except FileNotFoundError:
@@ -312,9 +316,8 @@ def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = Non
         except OSError as e:
             scan.problems[name] = f"cannot read: {e.strerror}"
             continue
-        old = previous.get(name)
-        if old is not None and old.digest == digest(raw):
-            scan.accounts[name] = old
+        if name in known and known[name] == digest(raw):
+            scan.unchanged.add(name)
             continue
         try:
             account = parse_account(path, raw)
@@ -324,6 +327,26 @@ def scan_auth_dir(directory: str, previous: dict[str, OAuthAccount] | None = Non
         if account is not None:
             scan.accounts[name] = account
     return scan
+
+
+def merge_scan(scan: AuthDirScan, previous: Mapping[str, OAuthAccount]) -> AuthDirScan:
+    """
+    C{scan} with its unchanged files given back their C{previous} accounts
+    (tokens and all), and a file that was good and is now broken (say, half
+    written by an editor) keeping its last good account until it is good
+    again. Runs on the reactor thread, where accounts are owned.
+    """
+    accounts = dict(scan.accounts)
+    for name in scan.unchanged | (scan.problems.keys() & previous.keys()):
+        if name in previous:
+            accounts[name] = previous[name]
+    return AuthDirScan(dict(sorted(accounts.items())), dict(scan.problems))
+
+
+def scan_auth_dir(directory: str, previous: Mapping[str, OAuthAccount] | None = None) -> AuthDirScan:
+    """L{read_auth_dir} and L{merge_scan} in one, where no refresh can run meanwhile (start-up, tests)."""
+    previous = previous or {}
+    return merge_scan(read_auth_dir(directory, {n: a.digest for n, a in previous.items()}), previous)
 
 
 def oauth_credentials(accounts: dict[str, OAuthAccount], config: Config) -> tuple[tuple[Credential, ...], dict[str, str]]:

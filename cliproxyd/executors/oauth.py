@@ -1,7 +1,5 @@
 """
-The OAuth executors, for the CLI tools' accounts in C{auth-dir}, and the
-dispatcher that sends each credential's requests to the executor of its
-kind.
+The OAuth executors, for the CLI tools' accounts in C{auth-dir}.
 
 Each OAuth executor speaks the same wire format as an API-key executor and
 differs in where it sends the request and how it authenticates: the
@@ -22,24 +20,20 @@ requests go.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable, Iterable
+from typing import Any
 
-from treq.client import HTTPClient
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.http_headers import Headers
 
-from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAUTH_BASE_URLS
-from cliproxyd.executors.base import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.executors.stream import StreamConsumer, StreamRelay
 from cliproxyd.executors.upstreams import (
     ANTHROPIC_VERSION,
     ClaudeExecutor,
     CodexExecutor,
     GeminiExecutor,
-    HTTPExecutor,
-    OpenAICompatExecutor,
 )
 from cliproxyd.formats.request import dumps, loads
 from cliproxyd.modelnames import parse_model
@@ -266,34 +260,3 @@ class AntigravityExecutor(GeminiCLIExecutor):
             "requestId": f"agent-{uuid.uuid4()}",
             "request": request,
         })
-
-
-#: The executor class of each credential kind.
-EXECUTORS: dict[str, type[HTTPExecutor]] = {
-    "openai-compatibility": OpenAICompatExecutor,
-    "claude-api-key": ClaudeExecutor,
-    "gemini-api-key": GeminiExecutor,
-    "codex-api-key": CodexExecutor,
-    "claude": ClaudeOAuthExecutor,
-    "codex": CodexOAuthExecutor,
-    "gemini-cli": GeminiCLIExecutor,
-    "antigravity": AntigravityExecutor,
-}
-
-
-class Executors:
-    """The conductor's one executor: each credential's request goes to the executor of its kind."""
-
-    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
-        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
-
-    def prepare(self, creds: Iterable[Credential]) -> None:
-        creds = tuple(creds)
-        for kind, executor in self._by_kind.items():
-            executor.prepare(c for c in creds if c.kind == kind)
-
-    def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
-        return self._by_kind[cred.kind].execute(cred, req, upstream)
-
-    def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
-        return self._by_kind[cred.kind].count_tokens(cred, req, upstream)

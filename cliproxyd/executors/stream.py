@@ -20,7 +20,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from cliproxyd.executors.base import UpstreamError
+from cliproxyd.replies import UpstreamError
 
 #: Error bodies are read for diagnostics and for the client; never more than this.
 MAX_ERROR_BODY = 64 * 1024

@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 
 from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
-from cliproxyd.executors.base import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.executors.stream import (
     MAX_ERROR_BODY,
     BodyCollector,

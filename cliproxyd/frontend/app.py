@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from attrs import field as attrs_field
 from attrs import frozen
@@ -33,7 +33,7 @@ from cliproxyd.conductor.conductor import (
     RequestMeta,
     UnknownModel,
 )
-from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
+from cliproxyd.replies import Reply, StreamReply, UpstreamError
 from cliproxyd.formats import FORMATS, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
@@ -168,38 +168,55 @@ def _wants_gemini_shape(request: IRequest) -> bool:
     return request.getHeader(b"x-goog-api-key") is not None or b"key" in (request.args or {})
 
 
+class _Served:
+    """What the frontend serves from one generation, worked out once when it comes into service."""
+
+    def __init__(self, gen: Any, created: int) -> None:
+        self.gen = gen
+        self.conductor: Conductor = gen.conductor
+        self.access = ClientAccess(gen.config.api_keys)
+        self.session_affinity: bool = gen.config.routing.session_affinity
+        self.max_body: int = gen.max_body
+        models = gen.conductor.models()
+        self.model_ids = {name for name, _ in models}
+        self.models_openai = openai_chat.models_body(models, created)
+        self.models_claude = claude.models_body(models, created)
+        self.models_gemini = gemini.models_body(models)
+
+
+class GenerationView(Protocol):
+    """The running generation as the frontend reads it (L{cliproxyd.assembly.GenerationSource})."""
+
+    current: Any
+
+
 class Frontend:
+    """
+    The client routes. Each request is served by the generation current
+    when it arrives (read from C{source}); one that is running when a
+    reload swaps generations finishes on the one it started with.
+    """
+
     app = Klein()
     log = Logger()
 
-    def __init__(
-        self,
-        conductor: Conductor,
-        access: ClientAccess,
-        clock: IReactorTime,
-        management: IResource | None = None,
-        session_affinity: bool = False,
-        max_body: int = 8 << 20,
-    ) -> None:
+    def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None) -> None:
         self.clock = clock
         self.management = management
-        self.use(conductor, access, session_affinity, max_body)
+        self._source = source
+        self._last: _Served | None = None
 
-    def use(self, conductor: Conductor, access: ClientAccess, session_affinity: bool, max_body: int) -> None:
-        """
-        Serve new requests with C{conductor} (a reload); requests already
-        running finish with the conductor they started with.
-        """
-        created = int(self.clock.seconds())
-        models = conductor.models()
-        self._model_ids = {name for name, _ in models}
-        self._models_openai = openai_chat.models_body(models, created)
-        self._models_claude = claude.models_body(models, created)
-        self._models_gemini = gemini.models_body(models)
-        self.conductor = conductor
-        self.access = access
-        self.session_affinity = session_affinity
-        self.max_body = max_body
+    def served(self) -> _Served:
+        """The current generation's view, made once per generation."""
+        gen = self._source.current
+        last = self._last
+        if last is None or last.gen is not gen:
+            last = self._last = _Served(gen, int(self.clock.seconds()))
+        return last
+
+    @property
+    def conductor(self) -> Conductor:
+        return self.served().conductor
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -213,12 +230,13 @@ class Frontend:
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: IRequest) -> bytes:
+        served = self.served()
         if _wants_claude_list(request):
-            self._check_access(request, render_claude)
-            body = self._models_claude
+            self._check_access(served, request, render_claude)
+            body = served.models_claude
         else:
-            self._check_access(request)
-            body = self._models_openai
+            self._check_access(served, request)
+            body = served.models_openai
         request.setHeader(b"content-type", JSON)
         return body
 
@@ -240,9 +258,10 @@ class Frontend:
 
     @app.route("/v1beta/models", methods=["GET"])
     def gemini_models(self, request: IRequest) -> bytes:
-        self._check_access(request, render_gemini)
+        served = self.served()
+        self._check_access(served, request, render_gemini)
         request.setHeader(b"content-type", JSON)
-        return self._models_gemini
+        return served.models_gemini
 
     @app.route("/v1beta/models/<path:target>", methods=["GET", "POST"])
     @app.route("/v1/models/<path:target>", methods=["GET", "POST"])
@@ -258,7 +277,7 @@ class Frontend:
             return self._generate(request, gemini, model, stream=True, sse=sse)
         if method == "countTokens":
             return self._count(request, gemini, model)
-        self._check_access(request, render_gemini)
+        self._check_access(self.served(), request, render_gemini)
         raise render_gemini(Problem(404, f"Method {method!r} is not supported for models/{model}",
                                     "not_found"))
 
@@ -266,8 +285,9 @@ class Frontend:
         model = target.removeprefix("models/")
         gemini_client = request.path.startswith(b"/v1beta/") or _wants_gemini_shape(request)
         render = render_gemini if gemini_client else render_openai
-        self._check_access(request, render)
-        if model not in self._model_ids:
+        served = self.served()
+        self._check_access(served, request, render)
+        if model not in served.model_ids:
             raise render(Problem(404, f"The model {model!r} does not exist",
                                  "model_not_found"))
         request.setHeader(b"content-type", JSON)
@@ -277,13 +297,13 @@ class Frontend:
 
     # -- the two paths: generate and count ---------------------------------------
 
-    def _decode(self, request: IRequest, fmt: ModuleType, model: str | None = None,
+    def _decode(self, served: _Served, request: IRequest, fmt: ModuleType, model: str | None = None,
                 stream: bool | None = None) -> tuple[ClientRequest, str | None, Render]:
         render = RENDER[fmt.NAME]
-        client_key = self._check_access(request, render)
+        client_key = self._check_access(served, request, render)
         raw = request.content.read()
-        if getattr(request, "body_too_large", False) or len(raw) > self.max_body:
-            raise render(Problem(413, f"The request body is larger than {self.max_body} bytes (max-body-mb)",
+        if getattr(request, "body_too_large", False) or len(raw) > served.max_body:
+            raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
             return ClientRequest.decode(fmt, raw, model, stream), client_key, render
@@ -292,8 +312,9 @@ class Frontend:
 
     async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
                         stream: bool | None = None, sse: bool = True) -> bytes:
-        req, client_key, render = self._decode(request, fmt, model, stream)
-        result = await self._conduct(self.conductor.execute, req, client_key, render)
+        served = self.served()
+        req, client_key, render = self._decode(served, request, fmt, model, stream)
+        result = await self._conduct(served, served.conductor.execute, req, client_key, render)
         if not isinstance(result, StreamReply):
             return self._answer(request, result, fmt, req, render)
         request.setResponseCode(result.status)
@@ -332,17 +353,18 @@ class Frontend:
         return dumps(fmt.response_from_canonical(answer, req.model))
 
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
-        req, client_key, render = self._decode(request, fmt, model, stream=False)
-        result = await self._conduct(self.conductor.count, req, client_key, render)
+        served = self.served()
+        req, client_key, render = self._decode(served, request, fmt, model, stream=False)
+        result = await self._conduct(served, served.conductor.count, req, client_key, render)
         request.setHeader(b"content-type", JSON)
         if result.fmt == fmt.NAME and not result.local:
             return result.body
         return dumps(fmt.count_body(result.tokens or 0))
 
-    async def _conduct(self, run: Callable[..., Any], req: ClientRequest, client_key: str | None,
-                       render: Render) -> Any:
+    async def _conduct(self, served: _Served, run: Callable[..., Any], req: ClientRequest,
+                       client_key: str | None, render: Render) -> Any:
         meta = RequestMeta()
-        if self.session_affinity and client_key:
+        if served.session_affinity and client_key:
             meta = RequestMeta(affinity_key=fingerprint(client_key))
         try:
             return await run(req, meta)
@@ -379,9 +401,9 @@ class Frontend:
 
     # -- errors ---------------------------------------------------------------
 
-    def _check_access(self, request: IRequest, render: Render = render_openai) -> str | None:
+    def _check_access(self, served: _Served, request: IRequest, render: Render = render_openai) -> str | None:
         try:
-            return self.access.check(request)
+            return served.access.check(request)
         except AccessDenied as e:
             raise render(Problem(401, str(e), "invalid_api_key")) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -124,8 +125,12 @@ class QuietSite(Site):
         kw.setdefault("parsePOSTFormSubmission", False)
         kw.setdefault("requestFactory", MemoryRequest)
         super().__init__(resource, **kw)
-        #: the largest request body kept, in bytes (None: no limit)
-        self.max_body = max_body
+        self._max_body = max_body
+
+    @property
+    def max_body(self) -> int | None:
+        """The largest request body kept, in bytes (None: no limit)."""
+        return self._max_body
 
     def log(self, request: Request) -> None:
         pass
@@ -133,13 +138,21 @@ class QuietSite(Site):
 
 class TrackingSite(QuietSite):
     """
-    A Site that registers each request with L{InFlight}. (The frontend logs
-    what matters about a request, with structured fields.)
+    A Site that registers each request with L{InFlight}, and keeps bodies
+    to the running generation's C{max-body-mb} (read from C{source}, so a
+    reload changes it). (The frontend logs what matters about a request,
+    with structured fields.)
     """
 
-    def __init__(self, resource, in_flight: InFlight, **kw) -> None:
+    def __init__(self, resource, in_flight: InFlight, source: Any, **kw) -> None:
         super().__init__(resource, **kw)
         self.in_flight = in_flight
+        self._source = source
+
+    @property
+    def max_body(self) -> int | None:
+        gen = self._source.current
+        return gen.max_body if gen is not None else None
 
     def getResourceFor(self, request: Request):
         self.in_flight.add(request)

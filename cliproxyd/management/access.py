@@ -396,13 +396,22 @@ def ensure_hashed(config_file: ConfigFile, secret: str) -> "Deferred[str]":
     return Deferred.fromCoroutine(_ensure_hashed(config_file, secret))
 
 
+def check_hashable(path: str, secret: str) -> None:
+    """
+    @raise ConfigError: C{secret} is a plaintext key longer than the 72
+        bytes bcrypt can hash (a pure check: start-up runs it before anything else).
+    """
+    secret = secret.strip()
+    if secret and not secret.startswith(BCRYPT_PREFIXES) and len(secret.encode("utf-8")) > BCRYPT_MAX_BYTES:
+        raise ConfigError(path, "remote-management.secret-key",
+                          f"is longer than the {BCRYPT_MAX_BYTES} bytes bcrypt can hash; use a shorter key")
+
+
 async def _ensure_hashed(config_file: ConfigFile, secret: str) -> str:
     secret = secret.strip()
+    check_hashable(config_file.path, secret)
     if not secret or secret.startswith(BCRYPT_PREFIXES):
         return secret
-    if len(secret.encode("utf-8")) > BCRYPT_MAX_BYTES:
-        raise ConfigError(config_file.path, "remote-management.secret-key",
-                          f"is longer than the {BCRYPT_MAX_BYTES} bytes bcrypt can hash; use a shorter key")
     hashed: str = await maybeDeferred(config_file.run_in_thread, hash_secret, secret)
 
     def mutate(doc: Any) -> None:

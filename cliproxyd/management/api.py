@@ -119,6 +119,7 @@ class ManagementAPI:
         runtime: Any = None,
         refresher: Any = None,
         usage: Usage | None = None,
+        warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
     ) -> None:
         self._state = state
@@ -129,6 +130,8 @@ class ManagementAPI:
         self._runtime = runtime
         self._refresher = refresher
         self.usage = usage
+        self._warmups = warmups
+        self._settings = settings
         self._run = run_in_thread
         self._auth_lock = DeferredLock()
         self.access = ManagementAccess(settings.secret_key, settings.allow_remote, clock,
@@ -137,6 +140,7 @@ class ManagementAPI:
 
     def use(self, settings: RemoteManagement) -> None:
         """Apply a reloaded config's settings (bans and verified keys survive)."""
+        self._settings = settings
         try:
             self.access.reconfigure(settings.secret_key, settings.allow_remote)
         except ValueError as e:
@@ -147,6 +151,9 @@ class ManagementAPI:
         return self.access.enabled
 
     def _authorize(self, request: IRequest):
+        gen = self._runtime.current if self._runtime is not None else None
+        if gen is not None and gen.config.remote_management is not self._settings:
+            self.use(gen.config.remote_management)  # a reload changed them
         return maybeDeferred(self.access.check, request)
 
     # -- helpers ------------------------------------------------------------------------
@@ -219,11 +226,17 @@ class ManagementAPI:
             "uptime_seconds": round(self._clock.seconds() - self._started, 3),
             "in_flight": self._in_flight(),
             "usage": {model: u.as_json() for model, u in sorted(self._state.usage().items())},
-            "warmups": self._conductor().warmups.status() if self._conductor().warmups else {"enabled": False},
+            "warmups": self._warmup_status(),
             "credentials": creds,
         }
         request.setHeader(b"content-type", JSON)
         return json.dumps(body).encode("utf-8")
+
+    def _warmup_status(self) -> dict[str, Any]:
+        settings = self._conductor().settings.warmup
+        if self._warmups is None or not settings.enabled:
+            return {"enabled": False}
+        return self._warmups.status(settings)
 
     @app.route("/credentials", methods=["GET"])
     async def credentials(self, request: IRequest) -> bytes:

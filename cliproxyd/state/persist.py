@@ -2,7 +2,8 @@
 Keeping the L{StateStore}'s snapshot on disk across restarts.
 
 L{StatePersistence} loads the state file once at start-up, writes a new
-snapshot every C{interval} seconds while the store is dirty (in a thread,
+snapshot every C{interval} seconds while the store is dirty (its
+C{state-flush} job) (in a thread,
 never on the request path) and once more at shutdown. Writes are atomic
 (L{atomic_write}): a crash leaves the old file or the new one, never half
 of one. A state file that cannot be used is set aside, never fatal.
@@ -14,21 +15,20 @@ import json
 import os
 from typing import Any, Callable
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cliproxyd.fileio import atomic_write
+from cliproxyd.service import Periodic, ServiceTree
 from cliproxyd.state.store import StateStore
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
 
-class StatePersistence(Service):
+class StatePersistence(ServiceTree):
     """
     Loads the store from C{path} at start, flushes it there every
     C{interval} seconds while C{store.dirty}, and once more at stop.
@@ -50,16 +50,16 @@ class StatePersistence(Service):
         interval: float = 5.0,
         run_in_thread: RunInThread | None = None,
     ) -> None:
+        super().__init__()
         self.store = store
         self.path = path
         self._clock = clock
-        self._interval = interval
         self._run_in_thread: RunInThread = run_in_thread or deferToThread
-        self._loop: LoopingCall | None = None
         self._writing: Deferred[None] | None = None
         self._after_write: list[Deferred[None]] = []
-        #: load() has run (the composition root loads before the conductor is built)
+        #: load() has run (at start, before the first generation is built)
         self.loaded = False
+        Periodic("state-flush", interval, self.flush, clock).setServiceParent(self)
 
     # -- loading --------------------------------------------------------------------
 
@@ -122,22 +122,13 @@ class StatePersistence(Service):
     # -- service ----------------------------------------------------------------------
 
     def startService(self) -> None:
-        Service.startService(self)
         if not self.loaded:
             self.load()
-        loop = self._loop = LoopingCall(self.flush)
-        loop.clock = self._clock
-        loop.start(self._interval, now=False).addErrback(self._loop_died)
-
-    def _loop_died(self, failure: Failure) -> None:
-        self.log.failure("state flush loop for {path} stopped", failure, path=self.path)
+        super().startService()
 
     def stopService(self) -> "Deferred[None]":
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        return self.flush()
+        # The flush job stops first, then the last snapshot is written.
+        return super().stopService().addCallback(lambda _: self.flush())
 
     # -- flushing ---------------------------------------------------------------------
 

@@ -18,8 +18,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from attrs import asdict, define
 
-from cliproxyd.conductor.policy import ModelState
-from cliproxyd.conductor.quota import GroupState
+from cliproxyd.state.records import GroupState, ModelState
 
 T = TypeVar("T")
 

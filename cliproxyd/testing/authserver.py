@@ -63,7 +63,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from cliproxyd.oauth.providers import OAuthProvider, at_base
+from cliproxyd.credentials.providers import OAuthProvider, at_base
 
 JSON = b"application/json"
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     from cliproxyd.frontend.site import QuietSite
-    from cliproxyd.oauth.providers import PROVIDERS
+    from cliproxyd.credentials.providers import PROVIDERS
 
     parser = argparse.ArgumentParser(
         prog="python -m cliproxyd.testing.authserver",

@@ -43,8 +43,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from cliproxyd.fileio import atomic_write
-from cliproxyd.oauth.providers import PROVIDERS, OAuthProvider, at_base
-from cliproxyd.oauth.tokens import TokenError, TokenGrant, exchange_code
+from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
+from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
 
 #: Seconds to wait for the browser's callback, or for the pasted address.
 LOGIN_TIMEOUT = 600.0
@@ -232,7 +232,7 @@ async def login(
     port = provider.callback_port if callback_port is None else callback_port
     pool = None
     if client is None:
-        from cliproxyd.executors.http import make_http_client
+        from cliproxyd.outbound import make_http_client
 
         pool, client = make_http_client(reactor, CONNECT_TIMEOUT)
     try:

@@ -1,17 +1,24 @@
-"""What executors return and raise."""
+"""
+The seam between the conductor and the executors: what a request looks like
+to an executor (L{Outbound}), what an executor is (L{Executor}), and what it
+gives back (L{Reply}, L{StreamReply}) or raises (L{UpstreamError}).
+
+Everyone on the request path shares these values, so they live below all of
+them: the executors make them, the conductor judges them, the frontend
+renders them. This module imports nothing of cliproxyd's at run time.
+"""
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import frozen
 
-from cliproxyd.conductor.policy import is_request_invalid
-
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from cliproxyd.credentials import Credential
-    from cliproxyd.executors.stream import StreamRelay
     from cliproxyd.formats import canonical as C
 
 
@@ -55,15 +62,6 @@ class UpstreamError(Exception):
             return self.message
         return f"{self.message} {self.body[:2000].decode('utf-8', 'replace')}"
 
-    @property
-    def request_invalid(self) -> bool:
-        """
-        The client's request is at fault, so another credential would fail
-        the same way: a 422, or a 400 that says C{invalid_request_error} (but
-        not a model-support error: those move on).
-        """
-        return is_request_invalid(self.status, self.detail)
-
 
 @frozen
 class Reply:
@@ -80,13 +78,23 @@ class Reply:
     tokens: int | None = None
 
 
+class Relay(Protocol):
+    """The rest of an upstream stream, relayed to one consumer (L{cliproxyd.executors.stream.StreamRelay})."""
+
+    #: fires with None when the stream ended cleanly, or the reason it broke off
+    ended: "Deferred[str | None]"
+
+    def attach(self, consumer: Any) -> "Deferred[str | None]":
+        """Relay the stream into C{consumer} (write, registerProducer, unregisterProducer)."""
+
+
 @frozen
 class StreamReply:
     """A streamed response whose first payload has arrived; relay the rest with C{relay.attach}."""
 
     status: int
     content_type: bytes
-    relay: "StreamRelay"
+    relay: "Relay"
     #: the wire format of the stream's events: the upstream's
     fmt: str = "openai"
 

@@ -1,8 +1,9 @@
 """
 Keeping OAuth access tokens fresh, in the background.
 
-A L{Refresher} looks at every account once a minute (a LoopingCall on the
-injected clock). An account is due when its access token expires within its
+A L{Refresher} looks at every account of the running generation once a
+minute (its L{check}, run by the C{token-refresh} job on the injected
+clock). An account is due when its access token expires within its
 provider's lead time (or half the token's life, if that is shorter) (or, with no expiry known, when the lead time has passed
 since its last refresh). A due account is marked pending for a minute, so the
 next ticks leave it alone, and refreshed under a semaphore of 16; a failure
@@ -17,18 +18,17 @@ whose refresh just failed is not asked again until its back-off ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Protocol
 
 from attrs import define
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAuthAccount
-from cliproxyd.oauth.providers import PROVIDERS
+from cliproxyd.credentials.providers import PROVIDERS
+from cliproxyd.service import Periodic
 
 #: How often accounts are looked at.
 TICK = 60.0
@@ -42,7 +42,7 @@ FAILURE_BACKOFF = 300.0
 REFRESH_TIMEOUT = 30.0
 
 #: Refresh an account's tokens: fires with an object with C{access_token},
-#: C{refresh_token}, C{expires_in} and C{id_token} (L{cliproxyd.oauth.tokens.TokenGrant}).
+#: C{refresh_token}, C{expires_in} and C{id_token} (L{cliproxyd.credentials.tokens.TokenGrant}).
 RefreshFn = Callable[[OAuthAccount], "Deferred[Any]"]
 #: Write an account's file back; fires when it is durable.
 SaveFn = Callable[[OAuthAccount], "Deferred[None]"]
@@ -76,8 +76,23 @@ def is_due(account: OAuthAccount, now: float) -> bool:
     return now - account.last_refresh >= lead
 
 
-class Refresher(Service):
-    name = "token-refresh"
+class AccountsSource(Protocol):
+    """
+    Where the accounts to keep fresh are: C{current.accounts} (file name ->
+    account) of the running generation, or C{current} None before the first
+    (L{cliproxyd.assembly.GenerationSource}).
+    """
+
+    current: Any
+
+
+class Refresher:
+    """
+    Owns the token state of OAuth accounts: it is the only writer of an
+    account's tokens, on the reactor thread (reloads read files in threads
+    but never touch account objects).
+    """
+
     log = Logger()
 
     def __init__(
@@ -85,8 +100,8 @@ class Refresher(Service):
         clock: IReactorTime,
         refresh: RefreshFn,
         save: SaveFn,
+        source: AccountsSource,
         *,
-        tick: float = TICK,
         concurrency: int = CONCURRENCY,
         pending_backoff: float = PENDING_BACKOFF,
         failure_backoff: float = FAILURE_BACKOFF,
@@ -95,24 +110,20 @@ class Refresher(Service):
         self._clock = clock
         self._refresh = refresh
         self._save = save
-        self._tick = tick
+        self._source = source
         self._pending_backoff = pending_backoff
         self._failure_backoff = failure_backoff
         self._timeout = timeout
         self._semaphore = DeferredSemaphore(concurrency)
-        self._accounts: dict[str, OAuthAccount] = {}
         self._status: dict[str, RefreshStatus] = {}
         self._in_flight: dict[str, Deferred[bool]] = {}
-        self._loop: LoopingCall | None = None
 
     # -- which accounts ---------------------------------------------------------------
 
-    def set_accounts(self, accounts: Iterable[OAuthAccount]) -> None:
-        """The accounts to keep fresh (the runtime calls this whenever the auth directory changes)."""
-        self._accounts = {a.path: a for a in accounts}
-        for path in list(self._status):
-            if path not in self._accounts:
-                del self._status[path]
+    def _accounts(self) -> dict[str, OAuthAccount]:
+        """The running generation's accounts, by path."""
+        gen = self._source.current
+        return {a.path: a for a in gen.accounts.values()} if gen is not None else {}
 
     def status(self, account: OAuthAccount) -> RefreshStatus:
         return self._status.get(account.path) or RefreshStatus(last_refresh=account.last_refresh)
@@ -123,22 +134,14 @@ class Refresher(Service):
 
     # -- the loop ---------------------------------------------------------------------
 
-    def startService(self) -> None:
-        Service.startService(self)
-        loop = self._loop = LoopingCall(self.check)
-        loop.clock = self._clock
-        loop.start(self._tick, now=True).addErrback(lambda f: self.log.failure("token refresh loop stopped", f))
-
-    def stopService(self):
-        Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-
     def check(self) -> int:
         """Start a refresh for every due account; returns how many were started."""
         now = self._clock.seconds()
+        accounts = self._accounts()
+        for path in [p for p in self._status if p not in accounts and p not in self._in_flight]:
+            del self._status[path]  # its file is gone
         started = 0
-        for account in list(self._accounts.values()):
+        for account in accounts.values():
             if account.path in self._in_flight or not account.refresh_token:
                 continue
             if now < self._status.get(account.path, RefreshStatus()).next_after:
@@ -198,7 +201,7 @@ class Refresher(Service):
                           account=account.name, why=status.last_error, backoff=self._failure_backoff)
             return False
         now = self._clock.seconds()
-        if self._accounts.get(account.path) is not account:
+        if self._accounts().get(account.path) is not account:
             # The file was edited or removed while we waited: it wins.
             self.log.info("token refresh of {account} dropped: its file changed meanwhile", account=account.name)
             return False
@@ -219,6 +222,11 @@ class Refresher(Service):
                           account=account.name,
                           expires=f"{grant.expires_in:.0f}s" if grant.expires_in else "an unknown time")
         return True
+
+
+def refresh_job(refresher: Refresher, clock: IReactorTime, tick: float = TICK) -> Periodic:
+    """The C{token-refresh} job: L{Refresher.check} now and every C{tick} seconds."""
+    return Periodic("token-refresh", tick, refresher.check, clock, now=True)
 
 
 def _share(d: "Deferred[bool]") -> "Deferred[bool]":
@@ -269,7 +277,7 @@ def account_refresher(client: Any, clock: IReactorTime) -> RefreshFn:
     A file's C{token_uri} overrides the endpoint.
     """
     def refresh(account: OAuthAccount) -> "Deferred[Any]":
-        from cliproxyd.oauth import tokens
+        from cliproxyd.credentials import tokens
 
         provider = PROVIDERS[account.type]
         nested = account.data.get("token") if isinstance(account.data.get("token"), dict) else {}
@@ -279,6 +287,7 @@ def account_refresher(client: Any, clock: IReactorTime) -> RefreshFn:
             client_id=nested.get("client_id") or None,
             client_secret=nested.get("client_secret") or None,
             token_url=token_url,
+            clock=clock,
         ))
 
     return refresh

@@ -1,4 +1,4 @@
-"""The process's one outbound connection pool and treq client."""
+"""The process's one outbound connection pool and treq client, for executors and token calls alike."""
 
 from __future__ import annotations
 

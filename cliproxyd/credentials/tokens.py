@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from cliproxyd.logging import fingerprint
-from cliproxyd.oauth.providers import OAuthProvider
+from cliproxyd.credentials.providers import OAuthProvider
 
 #: Seconds a token request may take, connection to last body byte.
 TOKEN_TIMEOUT = 30.0
@@ -96,7 +96,7 @@ async def refresh(
     client_id: str | None = None,
     client_secret: str | None = None,
     token_url: str | None = None,
-    clock: IReactorTime | None = None,
+    clock: IReactorTime,
     timeout: float = TOKEN_TIMEOUT,
 ) -> TokenGrant:
     """
@@ -105,7 +105,7 @@ async def refresh(
     @param client: a treq C{HTTPClient} (or C{StubTreq}).
     @param client_id, client_secret, token_url: override the provider's
         (a credential file may name its own client, as Gemini CLI files do).
-    @param clock: runs the C{timeout} (the global reactor when C{None}).
+    @param clock: runs the C{timeout}.
     @raise TokenError: on any failure, C{permanent} when the refresh token
         is dead.
     """
@@ -133,7 +133,7 @@ async def exchange_code(
     state: str = "",
     *,
     token_url: str | None = None,
-    clock: IReactorTime | None = None,
+    clock: IReactorTime,
     timeout: float = TOKEN_TIMEOUT,
 ) -> TokenGrant:
     """
@@ -168,7 +168,7 @@ async def _post(
     url: str,
     fields: dict[str, str],
     secrets: tuple[str, ...],
-    clock: IReactorTime | None,
+    clock: IReactorTime,
     timeout: float,
 ) -> dict:
     if provider.token_body == "json":
@@ -188,8 +188,6 @@ async def _post(
         # ResponseNeverReceived, ...), the reason is the timeout.
         raise TokenError(0, f"the token endpoint did not answer within {seconds:g} s")
 
-    if clock is None:
-        from twisted.internet import reactor as clock  # the CLI's and the daemon's reactor
     d = Deferred.fromCoroutine(call())
     d.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
     try:

@@ -1,0 +1,58 @@
+"""
+The conductor's one executor: it sends each credential's requests to the
+executor of the credential's kind (API key or OAuth account, per provider).
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Iterable
+
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IReactorTime
+
+from cliproxyd.config.model import Timeouts
+from cliproxyd.credentials import Credential
+from cliproxyd.executors.oauth import (
+    AntigravityExecutor,
+    ClaudeOAuthExecutor,
+    CodexOAuthExecutor,
+    GeminiCLIExecutor,
+)
+from cliproxyd.executors.upstreams import (
+    ClaudeExecutor,
+    CodexExecutor,
+    GeminiExecutor,
+    HTTPExecutor,
+    OpenAICompatExecutor,
+)
+from cliproxyd.replies import Outbound, Reply, StreamReply
+
+#: The executor class of each credential kind.
+EXECUTORS: dict[str, type[HTTPExecutor]] = {
+    "openai-compatibility": OpenAICompatExecutor,
+    "claude-api-key": ClaudeExecutor,
+    "gemini-api-key": GeminiExecutor,
+    "codex-api-key": CodexExecutor,
+    "claude": ClaudeOAuthExecutor,
+    "codex": CodexOAuthExecutor,
+    "gemini-cli": GeminiCLIExecutor,
+    "antigravity": AntigravityExecutor,
+}
+
+
+class Executors:
+    """The conductor's one executor: each credential's request goes to the executor of its kind."""
+
+    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts,
+                 creds: Iterable[Credential] = ()) -> None:
+        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
+        creds = tuple(creds)
+        # Headers and URLs are worked out once per credential, here, not per request.
+        for kind, executor in self._by_kind.items():
+            executor.prepare(c for c in creds if c.kind == kind)
+
+    def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        return self._by_kind[cred.kind].execute(cred, req, upstream)
+
+    def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
+        return self._by_kind[cred.kind].count_tokens(cred, req, upstream)

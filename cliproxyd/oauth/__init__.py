@@ -1,1 +1,0 @@
-"""OAuth accounts of the CLI tools: provider constants, login and token refresh."""
