@@ -39,13 +39,13 @@ UPSTREAM = "http://upstream.test"
 
 CONFIG_TEXT = """\
 # cliproxyd test config
-port: 8317
+port: {port}
 host: 127.0.0.1
 auth-dir: {auth_dir}
 # retry settings
 request-retry: 0   # no extra rounds
 remote-management:
-  secret-key: {secret}   # the key's hash
+  secret-key: {secret}   # hashed at start-up
 openai-compatibility:
   # the simulated upstream
   - name: sim
@@ -83,10 +83,11 @@ class ManagementRig:
     The management API of a daemon built from L{CONFIG_TEXT} (mode 0640) in
     C{tmp_path}, wired as the twistd plugin wires it: reloads swap the
     frontend's conductor and the management settings, every conductor
-    reports to the usage counters and its 401s to the refresher.
+    reports to the usage counters and its 401s to the refresher. Without
+    C{config_file} the API is given none, as with C{--demo}.
     """
 
-    def __init__(self, tmp_path: Any, secret: str = SECRET_HASH) -> None:
+    def __init__(self, tmp_path: Any, secret: str = SECRET_HASH, config_file: bool = True) -> None:
         self.clock = Clock()
         self.threads = Threads()
         self.upstream = SimulatedUpstream(self.clock)
@@ -95,7 +96,7 @@ class ManagementRig:
         self.auth_dir = tmp_path / "auth"
         self.auth_dir.mkdir()
         self.config = tmp_path / "config.yaml"
-        self.config.write_text(CONFIG_TEXT.format(auth_dir=self.auth_dir, secret=secret, base=self.base))
+        self.config.write_text(CONFIG_TEXT.format(port=8317, auth_dir=self.auth_dir, secret=secret, base=self.base))
         os.chmod(self.config, 0o640)
         config, _ = load_config(str(self.config))
         self.state = MemoryStateStore()
@@ -115,7 +116,7 @@ class ManagementRig:
             self.state,
             self.clock,
             lambda: 0,
-            config_file=ConfigFile(str(self.config), run_in_thread=self.threads),
+            config_file=ConfigFile(str(self.config), run_in_thread=self.threads) if config_file else None,
             runtime=self.runtime,
             refresher=self.refresher,
             usage=self.usage,
