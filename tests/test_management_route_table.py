@@ -12,6 +12,8 @@ from typing import Any
 
 from twisted.logger import capturedLogs
 
+from cliproxyd.management.api import RESOURCES
+from cliproxyd.management.http import routes
 from tests.management_support import AUTH, ManagementRig
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -395,3 +397,10 @@ def test_an_unexpected_error_is_a_500_and_logged(tmp_path, monkeypatch):
     [event] = [e for e in events if e.get("log_failure") is not None]
     assert event["log_format"] == "unhandled management error on {path}" and event["path"] == b"/status"
     assert event["log_failure"].check(RuntimeError)
+
+
+def test_the_table_has_every_route_the_resources_declare():
+    declared = {r.path for kind in RESOURCES for _, r in routes(kind)}
+    declared |= {f"/{name}" for kind in RESOURCES for name in kind.names}
+    assert declared <= set(PATHS)
+    assert len(declared) == PATHS.index("/")  # the routes come first, then what is no route
