@@ -24,23 +24,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from cliproxyd._version import __version__
-from cliproxyd.assembly import Assembly, GenerationSource
-from cliproxyd.conductor.quota import reaper
-from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.config.edit import ConfigFile
-from cliproxyd.config.model import RemoteManagement, Timeouts
-from cliproxyd.credentials.refresh import Refresher, account_refresher, file_saver, refresh_job
-from cliproxyd.demo import DEMO_LISTEN, DEMO_MANAGEMENT_KEY, DemoUpstream
-from cliproxyd.frontend import Frontend, InFlight, TrackingSite
-from cliproxyd.management import ManagementAPI
+from cliproxyd.config.model import Timeouts
+from cliproxyd.daemon import build_daemon
+from cliproxyd.demo import DEMO_LISTEN, DemoUpstream
+from cliproxyd.frontend import TrackingSite
 from cliproxyd.management.access import check_hashable, ensure_hashed
-from cliproxyd.management.usage import Usage
 from cliproxyd.outbound import HTTPPoolService, make_http_client
-from cliproxyd.runtime import Runtime
 from cliproxyd.service import ServiceTree
-from cliproxyd.state import MemoryStateStore
-from cliproxyd.state.persist import StatePersistence
 
 log = Logger(namespace="cliproxyd.tap")
 
@@ -154,10 +146,10 @@ def build(options: Options, reactor) -> IService:
 
     This only builds: the config is read and checked here (so a bad one
     stops twistd before it daemonizes), but every part that does I/O does
-    it when its service starts, in tree order: the state file is loaded,
-    the management key hashed, the demo upstream bound, the first
+    it when its service starts, in tree order: the management key is
+    hashed (or the demo upstream bound), the state file loaded, the first
     generation built (config file and auth directory read), then the
-    listener serves.
+    listener serves. The parts themselves come from L{build_daemon}.
     """
     if options["demo"]:
         config, config_path = None, None
@@ -188,15 +180,8 @@ def build(options: Options, reactor) -> IService:
     pool, client = make_http_client(reactor, connect_timeout)
     HTTPPoolService(pool).setServiceParent(root)
 
-    state = MemoryStateStore()
-    if state_path:
-        # Loaded when it starts, before the first generation is built, so
-        # restored cooldowns are in place before the first pick; stopped
-        # after the requests drain, so their outcomes are saved too.
-        StatePersistence(state, state_path, reactor).setServiceParent(root)
-    else:
+    if config is not None and not state_path:
         log.info("no auth-dir or state-file: cooldowns are kept in memory only")
-
     demo: DemoUpstream | None = None
     if options["demo"]:
         demo = DemoUpstream(reactor)
@@ -204,45 +189,18 @@ def build(options: Options, reactor) -> IService:
     elif secret:
         _HashManagementKey(config_path, secret).setServiceParent(root)
 
-    # The parts that outlive generations, then the factory of generations.
-    source = GenerationSource()
-    usage = Usage(reactor)
-    warm = config.routing.warmup.ttl if config is not None else PRUNE_INTERVAL
-    warmups = Warmups(state, reactor, prune_interval=warm)
-    refresher = Refresher(reactor, account_refresher(client, reactor), file_saver(), source)
-    assembly = Assembly(client, reactor, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record,))
-    poll = max(0.0, options["watch-interval"])
-    if demo is not None:
-        runtime = Runtime(assembly, source, config=demo.config, poll=0)
+    if config is not None:
+        daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
+                              state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
+                              poll=max(0.0, options["watch-interval"]))
     else:
-        runtime = Runtime(assembly, source, config_path=config_path, poll=poll)
-    runtime.setServiceParent(root)
+        assert demo is not None
+        daemon = build_daemon(reactor, client, config=demo.config, poll=0)
+    for service in daemon.services:
+        service.setServiceParent(root)
 
-    # The conductor's periodic work, under one node.
-    conducting = ServiceTree()
-    conducting.setName("conductor")
-    conducting.setServiceParent(root)
-    reaper(state, reactor).setServiceParent(conducting)
-    warmups.setServiceParent(conducting)
-    refresh_job(refresher, reactor).setServiceParent(conducting)
-
-    in_flight = InFlight(reactor, config.timeouts.shutdown if config is not None else Timeouts().shutdown)
-    in_flight.setServiceParent(root)
-    management = ManagementAPI(
-        config.remote_management if config is not None else RemoteManagement(secret_key=DEMO_MANAGEMENT_KEY),
-        lambda: source.current.conductor,
-        state,
-        reactor,
-        in_flight.__len__,
-        config_file=ConfigFile(config_path) if config_path else None,
-        runtime=runtime,
-        refresher=refresher,
-        usage=usage,
-        warmups=warmups,
-    )
-    frontend = Frontend(source, reactor, management=management.app.resource())
-    listener = StreamServerEndpointService(endpoint, TrackingSite(frontend.resource(), in_flight, source))
+    site = TrackingSite(daemon.resource(), daemon.in_flight, daemon.source)
+    listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
     listener.setName("frontend")
     listener.setServiceParent(root)

@@ -9,22 +9,17 @@ from typing import Any
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
-from cliproxyd.assembly import Assembly
 from cliproxyd.conductor.conductor import Conductor
-from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.config import parse_config
 from cliproxyd.credentials.providers import PROVIDERS
 from cliproxyd.formats import openai_chat
 from cliproxyd.formats.request import ClientRequest
-from cliproxyd.frontend import Frontend, QuietSite
-from cliproxyd.management import ManagementAPI
-from cliproxyd.management.usage import Usage
+from cliproxyd.daemon import build_daemon
+from cliproxyd.frontend import QuietSite
 from cliproxyd.outbound import make_http_client
-from cliproxyd.runtime import Runtime
-from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
 
@@ -57,11 +52,17 @@ def config_data(keys=("sk-up-1", "sk-up-2"), models=None, **top: Any) -> dict:
     return data
 
 
+def _now(f, *args):
+    """run_in_thread for the in-memory harness: at once, on this thread."""
+    return maybeDeferred(f, *args)
+
+
 class Harness:
     """
-    The whole request path in memory, wired as production wires it: the
-    generation comes from the L{Assembly} through a L{Runtime} (no config
-    file), the frontend and the management API read it from the source.
+    The whole request path in memory, wired as production wires it (by
+    L{build_daemon}, with no config file): the generation comes from the
+    Assembly through the Runtime, the frontend and the management API read
+    it from the source.
     A frontend StubTreq is in front; the executors' HTTP client is a
     StubTreq around the simulated upstream. Time is a Clock.
     """
@@ -71,26 +72,16 @@ class Harness:
         self.clock = Clock()
         self.upstream = SimulatedUpstream(self.clock)
         self.up = StubTreq(self.upstream.resource())
-        self.state = MemoryStateStore()
-        self.usage = Usage(self.clock)
-        self.warmups = Warmups(self.state, self.clock, prune_interval=self.config.routing.warmup.ttl) \
-            if warmups else None
-        self.assembly = Assembly(self.up, self.clock, self.state, warmups=self.warmups,
-                                 observers=(self.usage.record,), wrap_executor=wrap_executor)
-        self.runtime = Runtime(self.assembly, config=self.config, poll=0)
+        self.daemon = build_daemon(self.clock, self.up, config=self.config, poll=0,
+                                   warmup_ttl=self.config.routing.warmup.ttl, run_in_thread=_now,
+                                   wrap_executor=wrap_executor)
+        self.state, self.usage, self.runtime = self.daemon.state, self.daemon.usage, self.daemon.runtime
+        self.management = self.daemon.management
         self.runtime.start()
-        self.management = ManagementAPI(
-            self.config.remote_management, lambda: self.conductor, self.state, self.clock, lambda: 0,
-            runtime=self.runtime, usage=self.usage, warmups=self.warmups,
-        )
-        self.frontend = Frontend(
-            self.runtime.source,
-            self.clock,
-            management=self.management.app.resource() if self.management.enabled else None,
-        )
-        self.front = StubTreq(self.frontend.resource())
-        if self.warmups is not None:
-            self.warmups.startService()
+        self.warmups = self.daemon.warmups
+        if warmups:
+            self.warmups.startService()  # its pruning job runs on the clock
+        self.front = StubTreq(self.daemon.resource())
 
     @property
     def generation(self):

@@ -95,14 +95,12 @@ def test_management_status_shows_credentials_by_fingerprint_with_counters():
 def test_management_refuses_remote_clients_unless_allowed():
     from twisted.python.failure import Failure
 
-    from cliproxyd.management.api import ManagementAPI
     from twisted.web.test.requesthelper import DummyRequest
     from twisted.internet.address import IPv4Address
-    from cliproxyd.config.model import RemoteManagement
 
     def attempt(allow_remote, host):
-        h = Harness(config_data(**MGMT))
-        api = ManagementAPI(RemoteManagement("mgmt-secret", allow_remote), h.conductor, h.state, h.clock, lambda: 0)
+        h = Harness(config_data(**{"remote-management": {"secret-key": "mgmt-secret", "allow-remote": allow_remote}}))
+        api = h.management
         request = DummyRequest([b"status"])
         request.client = IPv4Address("TCP", host, 5555)
         request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer mgmt-secret"])

@@ -27,12 +27,14 @@ ALLOWED: dict[str, set[str]] = {
     "replies": {"formats", "credentials"},
     "executors": {"replies", "formats", "credentials", "config"},
     "conductor": {"executors", "replies", "state", "credentials", "formats", "config"},
-    "frontend": {"formats", "conductor", "replies", "config"},
-    "management": {"conductor", "state", "config", "credentials"},
-    # The composition root and its helpers build everything.
-    "assembly": {"config", "credentials", "executors", "conductor", "state", "frontend", "management", "replies",
-                 "formats"},
+    # A generation: what one config makes (below the surfaces that serve it).
+    "assembly": {"config", "credentials", "executors", "conductor", "state", "replies", "formats"},
+    "frontend": {"formats", "conductor", "replies", "config", "assembly"},
+    "management": {"conductor", "state", "config", "credentials", "assembly"},
     "runtime": {"config", "credentials", "assembly", "state"},
+    # The composition: every part wired (daemon), and the twistd plugin around it (tap).
+    "daemon": {"assembly", "conductor", "config", "credentials", "frontend", "management", "replies", "runtime",
+               "state"},
     "tap": {"*"},
     "demo": {"config", "testing", "frontend"},
     "__main__": {"credentials"},

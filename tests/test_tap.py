@@ -73,7 +73,7 @@ def test_building_does_no_start_up_work_and_starting_does_it_in_order(tmp_path):
     runtime = service.getServiceNamed("runtime")
     assert path.read_text() == text and (tmp_path / "state.json").exists()  # nothing touched yet
     assert runtime.current is None and reactor.tcpServers == []
-    assert [s.name for s in service][:4] == ["http-pool", "state", "management-key", "runtime"]
+    assert [s.name for s in service][:4] == ["http-pool", "management-key", "state", "runtime"]
     service.startService()
     after = path.read_text()
     assert "plain-key" not in after and "$2b$" in after and "# keep me" in after

@@ -1,0 +1,138 @@
+"""
+The credential files of an C{auth-dir} as the management API changes them:
+listed, read, written, deleted and edited one at a time, off the reactor
+thread.
+
+Every change (a write, a delete, an edit's read-change-write) runs under one
+L{DeferredLock}, so two requests never interleave on the directory and an
+edit never works on a stale copy. Writes are atomic (L{atomic_write}: a
+temporary file, fsync, rename) and keep the file's mode, C{0600} for a new
+file. Names are checked first: a file name ending in C{.json}, not hidden,
+with no path (L{valid_name}).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from cliproxyd.credentials.authfiles import AuthFileError, auth_file_names, parse_account
+from cliproxyd.fileio import atomic_write
+
+RunInThread = Callable[..., "Deferred[Any]"]
+
+_NAME = re.compile(r"^[^/\\\x00]+\.json$")
+
+
+class InvalidName(ValueError):
+    """Not a name a credential file may have; C{str()} says what one is."""
+
+    def __init__(self) -> None:
+        super().__init__("name must be a file name ending in .json, with no path")
+
+
+def valid_name(name: str | None) -> str:
+    """
+    C{name}, if it may name a credential file of the directory.
+
+    @raise InvalidName: C{name} is missing, hidden, has a path or does not end in C{.json}.
+    """
+    if not name or not _NAME.match(name) or name.startswith("."):
+        raise InvalidName()
+    return name
+
+
+@frozen
+class AuthFileInfo:
+    """One credential file as a listing shows it."""
+
+    name: str
+    size: int
+    #: the modification time, in seconds since the epoch
+    mtime: float
+
+
+class AuthDir:
+    """
+    The credential files of C{directory}; blocking work goes to
+    C{run_in_thread(f, *args)} (L{deferToThread} by default, tests pass a
+    synchronous one). Every method that takes a name raises L{InvalidName}
+    for a bad one before touching the disk; a file that is not there fails
+    the Deferred with L{FileNotFoundError}.
+    """
+
+    log = Logger()
+
+    def __init__(self, directory: str, run_in_thread: RunInThread = deferToThread) -> None:
+        self.directory = directory
+        self._run = run_in_thread
+        self._lock = DeferredLock()
+
+    def path(self, name: str | None) -> str:
+        """The file C{name} names (checked by L{valid_name})."""
+        return os.path.join(self.directory, valid_name(name))
+
+    def files(self) -> "Deferred[list[AuthFileInfo]]":
+        """The credential files (see L{auth_file_names}), sorted by name; none for a missing directory."""
+        return self._run(self._files)
+
+    def read(self, name: str) -> "Deferred[bytes]":
+        """The bytes of the file C{name}."""
+        return self._run(_read, self.path(name))
+
+    def write(self, name: str, data: bytes) -> "Deferred[None]":
+        """Replace (or create, mode C{0600}) the file C{name} with C{data}, atomically."""
+        return self._lock.run(self._run, atomic_write, self.path(name), data)
+
+    def delete(self, name: str) -> "Deferred[None]":
+        """Remove the file C{name}."""
+        return self._lock.run(self._run, os.unlink, self.path(name))
+
+    def edit(self, name: str, change: Callable[[dict[str, Any]], None]) -> "Deferred[None]":
+        """
+        Read the OAuth credential in the file C{name}, let C{change} alter its
+        JSON object in place (in the thread: it must not touch the reactor),
+        check that the result still parses and write it, all under the lock.
+
+        @return: a Deferred failing with L{AuthFileError} when the file is
+            not a credential we serve or the change makes it unusable
+            (nothing is written), or with L{FileNotFoundError}.
+        """
+        return self._lock.run(self._run, _edit, self.path(name), change)
+
+    # -- in the thread ------------------------------------------------------------------
+
+    def _files(self) -> list[AuthFileInfo]:
+        try:
+            names = auth_file_names(self.directory)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                st = os.stat(os.path.join(self.directory, name))
+            except OSError:
+                continue  # removed meanwhile
+            out.append(AuthFileInfo(name, st.st_size, st.st_mtime))
+        return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _edit(path: str, change: Callable[[dict[str, Any]], None]) -> None:
+    account = parse_account(path, _read(path))
+    if account is None:
+        raise AuthFileError("not an OAuth credential cliproxyd serves")
+    change(account.data)
+    data = account.to_bytes()
+    parse_account(path, data)  # raises for a change that breaks the file
+    atomic_write(path, data)

@@ -1,0 +1,125 @@
+"""
+The daemon's parts and how they are wired: one function, L{build_daemon},
+used by the twistd plugin (L{cliproxyd.tap}) and by the tests, so what the
+tests drive is what runs.
+
+The order of construction is the order of dependency, and everything is
+handed over through constructors:
+
+    source      where the running generation is read (written by the runtime)
+    state       the StateStore, which outlives generations
+    usage, warmups, refresher
+                per-process parts every generation's conductor reports to
+    assembly    the factory of generations, wired to the parts above
+    runtime     builds the first generation at start, swaps in new ones
+    management, frontend
+                the HTTP surfaces, reading the source per request
+
+tap adds what only a real process has: the HTTP pool, the listener, the
+demo upstream, the start-up hashing of the management key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attrs import frozen
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.web.resource import IResource
+
+from cliproxyd.assembly import Assembly, GenerationSource
+from cliproxyd.conductor.quota import reaper
+from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
+from cliproxyd.config.edit import ConfigFile
+from cliproxyd.config.model import Config
+from cliproxyd.credentials.refresh import Refresher, RefreshFn, account_refresher, file_saver, refresh_job
+from cliproxyd.frontend import Frontend, InFlight
+from cliproxyd.management import ManagementAPI
+from cliproxyd.management.usage import Usage
+from cliproxyd.replies import Executor
+from cliproxyd.runtime import POLL_SECONDS, Runtime
+from cliproxyd.service import ServiceTree
+from cliproxyd.state import MemoryStateStore
+from cliproxyd.state.persist import StatePersistence
+
+
+@frozen
+class Daemon:
+    """Every long-lived part, and the services to put in the tree, in start order."""
+
+    source: GenerationSource
+    state: MemoryStateStore
+    usage: Usage
+    warmups: Warmups
+    refresher: Refresher
+    assembly: Assembly
+    runtime: Runtime
+    in_flight: InFlight
+    management: ManagementAPI
+    frontend: Frontend
+    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}
+    services: tuple[IService, ...]
+
+    def resource(self) -> IResource:
+        """The client routes, with the management API under C{/v0/management}."""
+        return self.frontend.resource()
+
+
+def build_daemon(
+    clock: IReactorTime,
+    client: Any,
+    *,
+    config_path: str | None = None,
+    config: Config | Callable[[], Config] | None = None,
+    warmup_ttl: float = PRUNE_INTERVAL,
+    state_path: str = "",
+    shutdown_timeout: float = 30.0,
+    poll: float = POLL_SECONDS,
+    run_in_thread: Callable[..., Any] = deferToThread,
+    refresh: RefreshFn | None = None,
+    wrap_executor: Callable[[Executor], Executor] | None = None,
+) -> Daemon:
+    """
+    Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
+
+    @param config_path: the config file (read when the runtime starts); or
+    @param config: the config with no file (C{--demo}, tests), or a callable giving it at start.
+    @param warmup_ttl: how often warmup reservations are pruned (the configured TTL).
+    @param state_path: where cooldowns are kept across restarts ("" for memory only).
+    @param refresh: how an account's tokens are refreshed (its provider's
+        token endpoint over C{client} by default).
+    @param wrap_executor: for tests, see L{Assembly}.
+    """
+    source = GenerationSource()
+    state = MemoryStateStore()
+    usage = Usage(clock)
+    warmups = Warmups(state, clock, prune_interval=warmup_ttl)
+    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
+    assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
+                        observers=(usage.record,), wrap_executor=wrap_executor)
+    runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
+                      run_in_thread=run_in_thread)
+    in_flight = InFlight(clock, shutdown_timeout)
+    management = ManagementAPI(
+        runtime, state, clock, in_flight.__len__,
+        config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
+        refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
+    )
+    frontend = Frontend(source, clock, management=management.app.resource())
+
+    services: list[IService] = []
+    if state_path:
+        # Loaded when it starts, before the first generation is built, so
+        # restored cooldowns are in place before the first pick; stopped
+        # after the requests drain, so their outcomes are saved too.
+        services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
+    services.append(runtime)
+    conducting = ServiceTree()
+    conducting.setName("conductor")
+    for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
+        job.setServiceParent(conducting)
+    services += [conducting, in_flight]
+    return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
+                  frontend, tuple(services))

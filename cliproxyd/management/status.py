@@ -1,0 +1,113 @@
+"""
+The daemon's state: uptime and counters (C{/status}), every credential's
+routing state (C{/credentials}), clearing a credential's cooldowns
+(C{/credentials/reset}) and the usage counters (C{/usage}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from cliproxyd._version import __version__
+from cliproxyd.management.access import Refused
+from cliproxyd.management.http import Resource, arg, read_json, respond, route
+
+
+class Status(Resource):
+    """C{/status}, C{/credentials}, C{/credentials/reset} and C{/usage}."""
+
+    @route("/status", "GET")
+    async def status(self, request: IRequest) -> bytes:
+        """Uptime, in-flight requests and every credential with its counters."""
+        ctx = self.context
+        conductor = ctx.conductor()
+        creds = []
+        for cred in conductor.creds:
+            entry: dict[str, Any] = {
+                "id": cred.id,
+                "provider": cred.provider,
+                "type": cred.kind,
+                "key": cred.fingerprint,
+                "base_url": cred.base_url,
+                "priority": cred.priority,
+                "models": sorted({r.name for r in cred.routes}),
+            }
+            entry.update(ctx.state.stats(cred.id).as_json())
+            creds.append(entry)
+        return respond(request, {
+            "version": __version__,
+            "uptime_seconds": round(ctx.clock.seconds() - ctx.started, 3),
+            "in_flight": ctx.in_flight(),
+            "usage": {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
+            "warmups": ctx.warmup_status(),
+            "credentials": creds,
+        })
+
+    @route("/credentials", "GET")
+    async def credentials(self, request: IRequest) -> bytes:
+        """
+        Every credential with its routing state: per-model cooldowns, when
+        it can next be used, its last error and its counters.
+        """
+        state = self.context.state
+        now = self.context.clock.seconds()
+        out = []
+        for cred in self.context.conductor().creds:
+            states = state.model_states(cred.id)
+            models = {
+                key: {
+                    "cooling": s.blocked(now),
+                    "next_retry_at": s.next_retry_at,
+                    "retry_in_seconds": round(s.next_retry_at - now, 3) if s.blocked(now) else None,
+                    "reason": s.reason,
+                    "backoff_level": s.backoff_level,
+                    "quota_exceeded": s.quota_exceeded,
+                    "last_status": s.last_status,
+                    "last_error": s.last_error,
+                }
+                for key, s in sorted(states.items())
+            }
+            blocked = [s.next_retry_at for s in states.values() if s.blocked(now)]
+            served = {r.state_key for r in cred.routes}
+            all_cooling = bool(served) and served <= {k for k, s in states.items() if s.blocked(now)}
+            stats = state.stats(cred.id)
+            out.append({
+                "id": cred.id,
+                "provider": cred.provider,
+                "type": cred.kind,
+                "key": cred.fingerprint,
+                "priority": cred.priority,
+                "disabled": cred.disabled,
+                "models": sorted({r.name for r in cred.routes}),
+                "unavailable": all_cooling,
+                "next_retry_at": min(blocked) if all_cooling else None,
+                "model_states": models,
+                "last_error": stats.last_error,
+                "counters": stats.as_json(),
+            })
+        return respond(request, {"now": now, "credentials": out})
+
+    @route("/credentials/reset", "POST")
+    async def reset(self, request: IRequest) -> bytes:
+        """Clear a credential's cooldowns: C{{"id": ..., "model": optional}}."""
+        data = read_json(request)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise Refused(400, 'the body must be {"id": "<credential id>", "model": optional}')
+        model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise Refused(400, "model must be a string")
+        conductor = self.context.conductor()
+        if conductor.credential(data["id"]) is None:
+            raise Refused(404, f"no credential {data['id']!r}")
+        return respond(request, {"status": "ok", "reset": conductor.reset_cooldowns(data["id"], model)})
+
+    @route("/usage", "GET")
+    async def usage(self, request: IRequest) -> bytes:
+        """The usage counters since start-up and the C{?limit=} most recent attempts."""
+        limit = arg(request, "limit")
+        if limit is not None and not limit.isdigit():
+            raise Refused(400, "limit must be a whole number")
+        usage = self.context.usage
+        return respond(request, {"usage": usage.as_json(int(limit) if limit else None) if usage else {}})
