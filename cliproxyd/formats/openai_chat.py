@@ -464,15 +464,15 @@ class StreamDecoder:
         self._started = False
         self._calls: set[int] = set()
 
-    def feed(self, chunk: dict[str, Any]) -> list[C.Event]:
+    def feed(self, data: dict[str, Any]) -> list[C.Event]:
         events: list[C.Event] = []
-        if isinstance(chunk.get("error"), dict):
-            err = chunk["error"]
+        if isinstance(data.get("error"), dict):
+            err = data["error"]
             return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "server_error"))]
         if not self._started:
             self._started = True
-            events.append(C.Start(str(chunk.get("id", "")), str(chunk.get("model", ""))))
-        for choice in chunk.get("choices") or ():
+            events.append(C.Start(str(data.get("id", "")), str(data.get("model", ""))))
+        for choice in data.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("reasoning_content"):
                 events.append(C.ThinkingDelta(str(delta["reasoning_content"])))
@@ -488,8 +488,8 @@ class StreamDecoder:
                     events.append(C.ToolCallDelta(index, str(fn["arguments"])))
             if choice.get("finish_reason"):
                 events.append(C.Finish(_FINISH_TO_CANON.get(choice["finish_reason"], C.STOP)))
-        if chunk.get("usage"):
-            events.append(C.UsageEvent(_usage(chunk["usage"])))
+        if data.get("usage"):
+            events.append(C.UsageEvent(_usage(data["usage"])))
         return events
 
 
