@@ -41,6 +41,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
 from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.gemini")
@@ -92,10 +93,6 @@ def _string(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 # -- requests in -----------------------------------------------------------------
 
 
@@ -133,7 +130,7 @@ def _result_in(response: dict[str, Any]) -> tuple[str, bool]:
     for key, is_error in (("output", False), ("content", False), ("error", True)):
         if isinstance(response.get(key), str):
             return response[key], is_error
-    return _json(response), False
+    return common.compact_json(response), False
 
 
 def _part_in(p: dict[str, Any], where: str, ids: _CallIds) -> C.Part | None:
@@ -152,7 +149,7 @@ def _part_in(p: dict[str, Any], where: str, ids: _CallIds) -> C.Part | None:
         where += ".functionCall"
         call = _object(call, where)
         name, args = _string(call, "name", where), _object(call.get("args"), f"{where}.args")
-        return C.ToolCall(ids.call(name, str(call.get("id") or "")), name, _json(args))
+        return C.ToolCall(ids.call(name, str(call.get("id") or "")), name, common.compact_json(args))
     if (resp := _get(p, "functionResponse")) is not None:
         where += ".functionResponse"
         resp = _object(resp, where)
@@ -180,11 +177,7 @@ def _parts_in(raw: Any, where: str, ids: _CallIds) -> list[C.Part]:
 
 
 def _contents(data: Any) -> list[dict[str, Any]]:
-    if not isinstance(data, dict):
-        raise C.BadRequest("the body must be a JSON object")
-    contents = data.get("contents")
-    if not isinstance(contents, list) or not contents:
-        raise C.BadRequest("contents: a non-empty array is required")
+    contents = common.non_empty_array(common.body_object(data), "contents")
     for i, c in enumerate(contents):
         if not isinstance(c, dict):
             raise C.BadRequest(f"contents[{i}] must be an object")
@@ -303,17 +296,6 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
 # -- requests out ----------------------------------------------------------------
 
 
-def _args(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        log.debug("tool call arguments are not a JSON object; sending {{}}")
-        return {}
-    return value
-
-
 def _image_out(p: C.Image) -> dict[str, Any]:
     if p.data:
         return {"inlineData": {"mimeType": p.media_type or "application/octet-stream", "data": p.data}}
@@ -335,7 +317,7 @@ def _part_out(p: C.Part, names: dict[str, str]) -> dict[str, Any]:
     if isinstance(p, C.Image):
         return _image_out(p)
     if isinstance(p, C.ToolCall):
-        call = {"name": p.name, "args": _args(p.arguments)}
+        call = {"name": p.name, "args": common.arguments_object(p.arguments)}
         return {"functionCall": call | ({"id": p.id} if p.id else {})}
     response = {"error" if p.is_error else "output": p.content}
     result = {"name": names.get(p.call_id, p.call_id), "response": response}
@@ -392,9 +374,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     elif req.tool_choice:
         body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [req.tool_choice]}}
     config: dict[str, Any] = {}
-    for key, value in (("maxOutputTokens", req.max_tokens), ("temperature", req.temperature), ("topP", req.top_p)):
-        if value is not None:
-            config[key] = value
+    common.set_present(config, maxOutputTokens=req.max_tokens, temperature=req.temperature, topP=req.top_p)
     if req.stop:
         config["stopSequences"] = list(req.stop)
     if req.reasoning is not None and (thinking := _thinking_out(req.reasoning, levels=not legacy)):
@@ -531,7 +511,7 @@ class StreamDecoder:
             elif isinstance(call, dict):
                 name = str(call.get("name") or "")
                 events.append(C.ToolCallStart(self._calls, str(call.get("id") or _unique_id()), name))
-                events.append(C.ToolCallDelta(self._calls, _json(call.get("args") or {})))
+                events.append(C.ToolCallDelta(self._calls, common.compact_json(call.get("args") or {})))
                 self._calls += 1
         if _get(data, "usageMetadata"):
             self._usage = _usage_in(_get(data, "usageMetadata"))
@@ -565,7 +545,7 @@ class StreamEncoder:
         self._closed = False
 
     def _frame(self, body: dict[str, Any]) -> bytes:
-        data = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        data = common.sse_json(body)
         if self._sse:
             return b"data: " + data + b"\r\n\r\n"
         lead = b",\r\n" if self._sent else b"["
@@ -573,7 +553,8 @@ class StreamEncoder:
         return lead + data
 
     def _call_parts(self) -> list[dict[str, Any]]:
-        parts = [{"functionCall": {"name": name, "args": _args(arguments)} | ({"id": call_id} if call_id else {})}
+        parts = [{"functionCall": {"name": name, "args": common.arguments_object(arguments)}
+                  | ({"id": call_id} if call_id else {})}
                  for call_id, name, arguments in self._calls.values()]
         self._calls = {}
         return parts
@@ -636,7 +617,7 @@ def _error(status: int, message: str, extra: dict[str, Any] | None = None) -> di
 
 
 def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:
-    return json.dumps(_error(status, message, extra), ensure_ascii=False).encode("utf-8")
+    return common.json_body(_error(status, message, extra))
 
 
 def stream_error_event(message: str, status: int = 500) -> bytes:
@@ -676,8 +657,8 @@ def _model(name: str) -> dict[str, Any]:
 
 
 def models_body(models: list[tuple[str, str]]) -> bytes:
-    return json.dumps({"models": [_model(name) for name, _owner in models]}, ensure_ascii=False).encode("utf-8")
+    return common.json_body({"models": [_model(name) for name, _owner in models]})
 
 
 def model_body(name: str) -> bytes:
-    return json.dumps(_model(name), ensure_ascii=False).encode("utf-8")
+    return common.json_body(_model(name))

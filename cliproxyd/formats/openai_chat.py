@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
 from cliproxyd.modelnames import Reasoning, parse_reasoning
 
 log = Logger(namespace="cliproxyd.formats.openai_chat")
@@ -28,24 +28,13 @@ BadRequest = C.BadRequest
 
 def validate(data: Any) -> tuple[str, bool]:
     """The model and the stream flag of a decoded client body, or BadRequest."""
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest("'model' is required and must be a non-empty string")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array")
-    stream = data.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be true or false")
-    return model, stream
+    data = common.body_object(data)
+    model = common.model_field(data, "'model' is required and must be a non-empty string")
+    common.non_empty_array(data, "messages", "'messages' is required and must be a non-empty array")
+    return model, common.stream_flag(data, "'stream' must be true or false")
 
 
-def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**data, "model": model}
+set_model = common.set_model
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -77,10 +66,7 @@ def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -
     """
     default = ("server_error", "internal_server_error") if status >= 500 else ("invalid_request_error", None)
     kind, code = _PROBLEM_TYPES.get(status, default)
-    err: dict[str, Any] = {"message": message, "type": kind, "code": code}
-    if extra:
-        err.update(extra)
-    return json.dumps({"error": err}, ensure_ascii=False).encode("utf-8")
+    return common.error_json({"message": message, "type": kind, "code": code}, extra)
 
 
 def stream_error_event(message: str, type: str = "server_error", code: str | None = None) -> bytes:
@@ -130,19 +116,9 @@ def _array(value: Any, path: str) -> list[Any]:
     return value
 
 
-def _number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise BadRequest(f"{key} must be a number")
-    return value
-
-
 def _max_tokens(data: dict[str, Any]) -> int | None:
     key = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise BadRequest(f"{key} must be a positive integer")
-    return value
+    return common.positive_int(data, key)
 
 
 def _text_content(content: Any, path: str) -> str:
@@ -163,10 +139,10 @@ def _image(value: Any, path: str) -> C.Image:
     url = _string(value.get("url") if isinstance(value, dict) else None, f"{path}.url")
     if not url.startswith("data:"):
         return C.Image(url=url)
-    header, comma, data = url[len("data:"):].partition(",")
-    if not comma or not header.endswith(";base64"):
+    image = common.base64_image(url)
+    if image is None:
         raise BadRequest(f"{path}.url must be an http(s) URL or a base64 data: URL")
-    return C.Image(data=data, media_type=header.removesuffix(";base64"))
+    return image
 
 
 def _user_parts(content: Any, path: str) -> list[C.Part]:
@@ -280,8 +256,8 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         tools=_tools(data),
         tool_choice=_tool_choice(data.get("tool_choice")),
         max_tokens=_max_tokens(data),
-        temperature=_number(data, "temperature"),
-        top_p=_number(data, "top_p"),
+        temperature=common.number(data, "temperature"),
+        top_p=common.number(data, "top_p"),
         stop=_stop(data.get("stop")),
         stream=stream,
         reasoning=_reasoning(data.get("reasoning_effort")),
@@ -307,7 +283,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
         messages.append({"role": "system", "content": req.system})
     for m in req.messages:
         if m.role == "assistant":
-            text = "".join(p.text for p in m.parts if isinstance(p, C.Text))
+            text = common.joined_text(m.parts)
             calls = [
                 {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments or "{}"}}
                 for p in m.parts
@@ -328,8 +304,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
             elif isinstance(p, C.Text):
                 content.append({"type": "text", "text": p.text})
             elif isinstance(p, C.Image):
-                url = p.url or f"data:{p.media_type};base64,{p.data}"
-                content.append({"type": "image_url", "image_url": {"url": url}})
+                content.append({"type": "image_url", "image_url": {"url": common.image_url(p)}})
             else:
                 _dropped(p, m.role)
         if content:
@@ -341,16 +316,14 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     if req.tools:
         body["tools"] = [
             {"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters or {"type": "object", "properties": {}}}}
+                                              "parameters": common.tool_schema(t)}}
             for t in req.tools
         ]
     if req.tool_choice in ("auto", "none", "required"):
         body["tool_choice"] = req.tool_choice
     elif req.tool_choice:
         body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice}}
-    for key, value in (("max_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p)):
-        if value is not None:
-            body[key] = value
+    common.set_present(body, max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p)
     if req.stop:
         body["stop"] = list(req.stop)
     effort = req.reasoning.effort() if req.reasoning is not None else None
@@ -360,9 +333,6 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
-
-
-#: The name the Claude endpoint's translation seam calls it by.
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -377,16 +347,11 @@ def _finish_reason(stop_reason: str) -> str:
 
 
 def _completion_id(upstream_id: str) -> str:
-    return upstream_id if upstream_id.startswith("chatcmpl-") else "chatcmpl-" + (upstream_id or uuid.uuid4().hex)
+    return common.prefixed_id("chatcmpl-", upstream_id)
 
 
 def _usage(raw: Any) -> C.Usage:
-    if not isinstance(raw, dict):
-        return C.Usage()
-    cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return C.Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
-                   int(cached), int(reasoning))
+    return common.openai_usage(raw, "prompt_tokens", "completion_tokens")
 
 
 def _usage_body(usage: C.Usage) -> dict[str, Any]:
@@ -414,18 +379,13 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         parts.append(C.ToolCall(str(call.get("id", "")), str(fn.get("name", "")), fn.get("arguments") or "{}"))
-    return C.Response(
-        id=str(data.get("id", "")),
-        model=str(data.get("model", "")),
-        parts=tuple(parts),
-        stop_reason=_FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
-        usage=_usage(data.get("usage")),
-    )
+    return common.answer(data, parts, _FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
+                         _usage(data.get("usage")))
 
 
 def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
     """A C{chat.completion} object for C{resp}, naming C{model}; thinking becomes C{reasoning_content}."""
-    text = "".join(p.text for p in resp.parts if isinstance(p, C.Text))
+    text = common.joined_text(resp.parts)
     thinking = "".join(p.text for p in resp.parts if isinstance(p, C.Thinking))
     calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
              for p in resp.parts if isinstance(p, C.ToolCall)]
@@ -452,9 +412,7 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
 
 
 def _sse(data: Any) -> bytes:
-    # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
-    # str.splitlines does) must still see one data line per event.
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n\n"
+    return b"data: " + common.sse_json(data) + b"\n\n"
 
 
 class StreamDecoder:
