@@ -152,4 +152,18 @@ def test_a_class_that_drifts_fails_the_check():
 
 
 def test_more_than_the_contract_asks_is_allowed_when_it_has_a_default():
-    assert check(_drifted(StreamEncoder=lambda model, sse=True, *, limit=0: None), Format, drop_self=True) == []
+    def encoder(model: str, sse: bool = True, *, origin: Any = None, limit: int = 0) -> None:
+        pass
+
+    assert check(_drifted(StreamEncoder=encoder), Format, drop_self=True) == []
+
+
+def test_an_encoder_without_the_origin_keyword_fails_the_check():
+    def encoder(model: str, sse: bool = True) -> None:
+        pass
+
+    assert check(_drifted(StreamEncoder=encoder), Format, drop_self=True) == [
+        "StreamEncoder: 'origin' should be a keyword-only parameter"]
+    assert check(_drifted(response_from_canonical=lambda resp, model, origin: {}), Format, drop_self=True) == [
+        "response_from_canonical: 'origin' should be a keyword-only parameter",
+        "response_from_canonical: 'origin' should have a default"]

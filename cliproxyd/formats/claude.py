@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import LEVEL_BUDGETS, Reasoning
 
 log = Logger(namespace="cliproxyd.formats.claude")
@@ -262,8 +263,8 @@ def _usage_body(usage: C.Usage) -> dict[str, int]:
             "cache_read_input_tokens": usage.cached_tokens}
 
 
-def _message_id(upstream_id: str) -> str:
-    return common.prefixed_id("msg_", upstream_id)
+def _message_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("msg_", upstream_id, origin)
 
 
 def response_to_canonical(data: dict[str, Any]) -> C.Response:
@@ -273,8 +274,11 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
                          _usage(data.get("usage")))
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A whole canonical answer as a Messages response, naming C{model}."""
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A whole canonical answer as a Messages response, naming C{model}; its id
+    comes from C{origin} when the upstream gave none.
+    """
     content: list[dict[str, Any]] = []
     for p in resp.parts:
         if isinstance(p, C.Thinking):
@@ -287,7 +291,7 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
         else:
             log.debug("dropping a {kind} part of an answer: Claude cannot carry it", kind=type(p).__name__)
     return {
-        "id": _message_id(resp.id),
+        "id": _message_id(resp.id, origin),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -339,10 +343,13 @@ class StreamEncoder:
     more deltas. So once a tool call's block is open it stays open, since
     more of its arguments may come; whatever arrives meanwhile (other calls,
     their arguments, text) is held and sent as whole blocks at the end.
+
+    The message's id is the upstream's, or one from C{origin}.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._started = False
         self._block: int | None = None  # index of the open content block
         self._kind = ""  # "text" | "thinking" | "tool": what the open block holds
@@ -357,7 +364,7 @@ class StreamEncoder:
     def _start(self, msg_id: str = "") -> bytes:
         self._started = True
         return _event("message_start", {"type": "message_start", "message": {
-            "id": _message_id(msg_id), "type": "message", "role": "assistant", "model": self._model,
+            "id": _message_id(msg_id, self._origin), "type": "message", "role": "assistant", "model": self._model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0}}})
 

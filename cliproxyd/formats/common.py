@@ -1,7 +1,8 @@
 """
 What the format modules share: the checks their C{validate}s start with,
 tool arguments between JSON text and objects, images as C{data:} URLs, the
-top of an upstream answer, error bodies, SSE payloads and answer ids.
+top of an upstream answer, error bodies, SSE payloads, answer ids, and the
+L{Origin} of the times and ids an answer is given.
 
 Helpers for the format modules, not part of their contract (see
 L{cliproxyd.formats.contract}). An error message here is the one a client
@@ -11,14 +12,48 @@ sees, word for word; a module whose wording differs passes its own.
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from attrs import frozen
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 
 log = Logger(namespace="cliproxyd.formats.common")
+
+
+# -- where times and ids come from -------------------------------------------------------
+
+
+def _uuid_hex() -> str:
+    return uuid.uuid4().hex
+
+
+@frozen
+class Origin:
+    """
+    Where the encoders take the time an answer was created and the ids they
+    make up, so that a caller (the frontend, with its reactor's clock; a
+    test, with a fixed clock and a counter) decides them.
+
+    An encoder reads L{now} once, when it is built or called, never per
+    event; it asks L{new_id} only for an id the upstream did not give.
+
+    @ivar now: the time, in seconds since the epoch (C{time.time}, or an
+        C{IReactorTime}'s C{seconds}).
+    @ivar new_id: a fresh id, of ASCII letters and digits, unique among the
+        answers of a process (C{uuid4().hex}, 32 hex digits, by default; a
+        format may use a prefix of it).
+    """
+
+    now: Callable[[], float] = time.time
+    new_id: Callable[[], str] = _uuid_hex
+
+
+#: The wall clock and random ids: what an encoder uses when it is given no origin.
+DEFAULT_ORIGIN = Origin()
 
 
 # -- checks of a client body -----------------------------------------------------------
@@ -163,9 +198,12 @@ def openai_usage(raw: Any, input_key: str, output_key: str) -> C.Usage:
     return C.Usage(int(raw.get(input_key) or 0), int(raw.get(output_key) or 0), int(cached), int(reasoning))
 
 
-def prefixed_id(prefix: str, given: str) -> str:
-    """An answer's id: C{given} if it has C{prefix}, else C{prefix} before it (or before a fresh id, if it is empty)."""
-    return given if given.startswith(prefix) else prefix + (given or uuid.uuid4().hex)
+def prefixed_id(prefix: str, given: str, origin: Origin) -> str:
+    """
+    An answer's id: C{given} if it has C{prefix}, else C{prefix} before it,
+    or before a fresh id from C{origin} if it is empty.
+    """
+    return given if given.startswith(prefix) else prefix + (given or origin.new_id())
 
 
 # -- bodies and frames -------------------------------------------------------------------

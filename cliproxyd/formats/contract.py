@@ -14,7 +14,11 @@ not ask more of its callers. Names one format has and another lacks, or
 spells differently (C{models_body}, C{model_body}, C{is_error_body},
 C{error_type}), are not part of the contract.
 
-Encoders and decoders are pure and synchronous; they never do I/O.
+Encoders and decoders are pure and synchronous; they never do I/O. What
+an encoder writes depends on its input alone, and on the L{Origin} it is
+given: the time an answer was created and the ids the upstream did not give
+come from there (L{DEFAULT_ORIGIN}, the wall clock and random ids, when the
+caller gives none).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning
 
 
@@ -107,14 +112,23 @@ class Format(Protocol):
     def response_to_canonical(self, data: dict[str, Any]) -> C.Response:
         """A whole upstream answer of this format."""
 
-    def response_from_canonical(self, resp: C.Response, model: str) -> dict[str, Any]:
-        """A whole answer for a client of this format, naming C{model}."""
+    def response_from_canonical(self, resp: C.Response, model: str, *,
+                                origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+        """
+        A whole answer for a client of this format, naming C{model}; its
+        creation time (where the format has one) and any id the upstream did
+        not give come from C{origin}.
+        """
 
     def StreamDecoder(self) -> Decoder:
         """A decoder for one upstream stream of this format."""
 
-    def StreamEncoder(self, model: str) -> Encoder:
-        """An encoder for one client stream of this format, naming C{model}."""
+    def StreamEncoder(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> Encoder:
+        """
+        An encoder for one client stream of this format, naming C{model}.
+        It reads C{origin}'s time once, when built, and asks it for an id only
+        when the upstream's stream gave none.
+        """
 
     # -- errors
 

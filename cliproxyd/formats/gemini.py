@@ -34,7 +34,6 @@ import functools
 import json
 import mimetypes
 import re
-import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -42,6 +41,7 @@ from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.gemini")
@@ -96,23 +96,24 @@ def _string(obj: dict[str, Any], key: str, where: str) -> str:
 # -- requests in -----------------------------------------------------------------
 
 
-def _unique_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+def _unique_id(origin: Origin) -> str:
+    return f"call_{origin.new_id()[:24]}"
 
 
 class _CallIds:
     """
     Ids for calls that come without (Gemini pairs responses with calls by
-    name and order): stable ones in a request, unique ones in an answer.
+    name and order): stable ones in a request (no C{origin}), unique ones
+    from C{origin} in an answer.
     """
 
-    def __init__(self, unique: bool) -> None:
-        self._unique = unique
+    def __init__(self, origin: Origin | None) -> None:
+        self._origin = origin
         self._count = 0
         self._pending: dict[str, list[str]] = {}
 
     def call(self, name: str, given: str) -> str:
-        call_id = given or (_unique_id() if self._unique else f"call_{name}_{self._count}")
+        call_id = given or (f"call_{name}_{self._count}" if self._origin is None else _unique_id(self._origin))
         self._count += 1
         self._pending.setdefault(name, []).append(call_id)
         return call_id
@@ -257,7 +258,7 @@ def _reasoning_in(config: dict[str, Any]) -> Reasoning | None:
 
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
     data = _unwrap(data)
-    ids = _CallIds(unique=False)
+    ids = _CallIds(None)
     messages = []
     for i, c in enumerate(_contents(data)):
         role = c.get("role") or "user"
@@ -445,11 +446,15 @@ def _candidate(data: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return candidate, parts if isinstance(parts, list) else []
 
 
-def response_to_canonical(data: dict[str, Any]) -> C.Response:
-    """A whole Gemini answer; ValueError if its parts are malformed (the upstream's fault, not the client's)."""
+def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
+    """
+    A whole Gemini answer; ValueError if its parts are malformed (the
+    upstream's fault, not the client's). A function call without an id gets
+    one from C{origin}.
+    """
     candidate, raw_parts = _candidate(data)
     try:
-        parts = _parts_in(raw_parts, "candidates[0].content.parts", _CallIds(unique=True))
+        parts = _parts_in(raw_parts, "candidates[0].content.parts", _CallIds(origin))
     except C.BadRequest as e:
         raise ValueError(f"a malformed Gemini answer: {e}") from None
     calls = any(isinstance(p, C.ToolCall) for p in parts)
@@ -476,17 +481,23 @@ def _chunk(model: str, response_id: str, parts: list[dict[str, Any]], finish: st
     return body
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    return _chunk(model, resp.id or uuid.uuid4().hex, _parts_out(resp.parts, {}), resp.stop_reason, resp.usage)
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """A whole answer as one GenerateContentResponse; its C{responseId} from C{origin} if the upstream gave none."""
+    return _chunk(model, resp.id or origin.new_id(), _parts_out(resp.parts, {}), resp.stop_reason, resp.usage)
 
 
 # -- streams ---------------------------------------------------------------------
 
 
 class StreamDecoder:
-    """GenerateContentResponse chunks -> canonical stream events; one UsageEvent, at or after the finish."""
+    """
+    GenerateContentResponse chunks -> canonical stream events; one
+    UsageEvent, at or after the finish. A function call without an id gets
+    one from C{origin}.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, *, origin: Origin = DEFAULT_ORIGIN) -> None:
+        self._origin = origin
         self._started = False
         self._calls = 0
         self._usage: C.Usage | None = None
@@ -510,7 +521,7 @@ class StreamDecoder:
                 events.append(C.ThinkingDelta(text) if p.get("thought") else C.TextDelta(text))
             elif isinstance(call, dict):
                 name = str(call.get("name") or "")
-                events.append(C.ToolCallStart(self._calls, str(call.get("id") or _unique_id()), name))
+                events.append(C.ToolCallStart(self._calls, str(call.get("id") or _unique_id(self._origin)), name))
                 events.append(C.ToolCallDelta(self._calls, common.compact_json(call.get("args") or {})))
                 self._calls += 1
         if _get(data, "usageMetadata"):
@@ -532,9 +543,12 @@ class StreamEncoder:
     call goes out whole, once its arguments are complete. The finish reason
     and the usage go out together in the last chunk, written by L{close}:
     Gemini ends with them, and usage may come after the finish.
+
+    C{origin} is taken for the contract's sake: Gemini's chunks carry no
+    time, and no id but the upstream's.
     """
 
-    def __init__(self, model: str, sse: bool = True) -> None:
+    def __init__(self, model: str, sse: bool = True, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
         self._sse = sse
         self._id = ""

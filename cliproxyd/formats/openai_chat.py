@@ -10,13 +10,13 @@ translates through the canonical model (see L{cliproxyd.formats}).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning, parse_reasoning
 
 log = Logger(namespace="cliproxyd.formats.openai_chat")
@@ -346,8 +346,8 @@ def _finish_reason(stop_reason: str) -> str:
     return stop_reason if stop_reason in (C.STOP, C.LENGTH, C.TOOL_CALLS, C.CONTENT_FILTER) else "stop"
 
 
-def _completion_id(upstream_id: str) -> str:
-    return common.prefixed_id("chatcmpl-", upstream_id)
+def _completion_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("chatcmpl-", upstream_id, origin)
 
 
 def _usage(raw: Any) -> C.Usage:
@@ -383,8 +383,12 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
                          _usage(data.get("usage")))
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A C{chat.completion} object for C{resp}, naming C{model}; thinking becomes C{reasoning_content}."""
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A C{chat.completion} object for C{resp}, naming C{model}; thinking
+    becomes C{reasoning_content}. C{created} is C{origin}'s time, and the id
+    comes from C{origin} when the upstream gave none.
+    """
     text = common.joined_text(resp.parts)
     thinking = "".join(p.text for p in resp.parts if isinstance(p, C.Thinking))
     calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
@@ -398,9 +402,9 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
     if thinking:
         message["reasoning_content"] = thinking
     return {
-        "id": _completion_id(resp.id),
+        "id": _completion_id(resp.id, origin),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": int(origin.now()),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": _finish_reason(resp.stop_reason)}],
@@ -454,13 +458,16 @@ class StreamDecoder:
 class StreamEncoder:
     """
     Canonical stream events -> C{chat.completion.chunk} SSE frames, ending
-    with C{data: [DONE]}, or with an error frame and nothing after it.
+    with C{data: [DONE]}, or with an error frame and nothing after it. Every
+    chunk carries C{origin}'s time when the encoder was built, and the
+    upstream's id or, lacking one, an id from C{origin}.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._id = ""
-        self._created = int(time.time())
+        self._created = int(origin.now())
         self._started = False
         self._calls: dict[int, int] = {}  # canonical tool index -> index in this stream's tool_calls
         self._next_call = 0
@@ -477,7 +484,7 @@ class StreamEncoder:
         out = b""
         if not self._started:
             self._started = True
-            self._id = _completion_id(event.id if isinstance(event, C.Start) else "")
+            self._id = _completion_id(event.id if isinstance(event, C.Start) else "", self._origin)
             out = self._delta({"role": "assistant", "content": ""})
         if isinstance(event, C.TextDelta):
             return out + self._delta({"content": event.text})

@@ -22,13 +22,13 @@ Choices where the canonical model and Responses do not line up:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.responses")
@@ -307,8 +307,8 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
                          _usage(data.get("usage")))
 
 
-def _response_id(upstream_id: str) -> str:
-    return common.prefixed_id("resp_", upstream_id)
+def _response_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("resp_", upstream_id, origin)
 
 
 def _item_id(prefix: str, response_id: str, index: int) -> str:
@@ -359,9 +359,13 @@ def _response(rid: str, model: str, created: int, output: list[dict[str, Any]],
     return body
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A whole canonical answer as a Response object: consecutive texts share a message item."""
-    rid = _response_id(resp.id)
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A whole canonical answer as a Response object: consecutive texts share a
+    message item. C{created_at} is C{origin}'s time, and the id (which the
+    items' ids derive from) comes from C{origin} when the upstream gave none.
+    """
+    rid = _response_id(resp.id, origin)
     output: list[dict[str, Any]] = []
     for p in resp.parts:
         n = len(output)
@@ -375,7 +379,7 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
             output.append(_reasoning_item(_item_id("rs", rid, n), [p.text] if p.text else [], p.signature))
         else:
             log.debug("dropping a {kind} part of an answer", kind=type(p).__name__)
-    return _response(rid, model, int(time.time()), output, resp.stop_reason, resp.usage)
+    return _response(rid, model, int(origin.now()), output, resp.stop_reason, resp.usage)
 
 
 # -- streams ------------------------------------------------------------------------
@@ -455,12 +459,18 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 class StreamEncoder:
-    """Canonical stream events -> Responses SSE events, as the SDK's stream helper expects them."""
+    """
+    Canonical stream events -> Responses SSE events, as the SDK's stream
+    helper expects them. C{created_at} is C{origin}'s time when the encoder
+    was built; the response's id is the upstream's or, lacking one, from
+    C{origin}.
+    """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._id = ""
-        self._created = int(time.time())
+        self._created = int(origin.now())
         self._seq = 0
         self._items: list[dict[str, Any]] = []  # the output so far, by output index
         self._open: int | None = None  # the open message or reasoning item
@@ -476,7 +486,7 @@ class StreamEncoder:
 
     def _start(self, upstream_id: str = "") -> bytes:
         self._started = True
-        self._id = _response_id(upstream_id)
+        self._id = _response_id(upstream_id, self._origin)
         return b"".join(
             self._event({"type": kind, "response": _response(self._id, self._model, self._created, [], None, None)})
             for kind in ("response.created", "response.in_progress")
