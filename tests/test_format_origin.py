@@ -17,7 +17,7 @@ from cliproxyd.formats import DEFAULT_ORIGIN, FORMATS, Origin
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import gemini
 from cliproxyd.formats.translate import SSEParser
-from tests.test_formats_frontend import payloads
+from tests.test_formats_frontend import ask, matrix, payloads
 
 T = 1_700_000_000
 
@@ -166,3 +166,26 @@ def test_gemini_calls_without_ids_take_them_from_the_origin():
 def test_a_gemini_call_id_keeps_only_the_first_24_characters_of_a_made_one():
     origin = Origin(now=lambda: T, new_id=lambda: "a" * 32)
     assert gemini.response_to_canonical(GEMINI_CALL, origin=origin).parts[0].id == "call_" + "a" * 24
+
+
+# -- the frontend gives its encoders its own clock ---------------------------------------
+
+
+@pytest.mark.parametrize("client, model, key", [("openai", "via-claude", "created"),
+                                                 ("responses", "via-openai", "created_at")])
+def test_a_translated_answer_is_created_at_the_frontend_s_clock(client, model, key):
+    h = matrix()
+    h.clock.advance(T)
+    code, _, raw = ask(h, client, model)
+    assert code == 200, raw
+    assert json.loads(raw)[key] == T
+
+
+@pytest.mark.parametrize("client, model", [("openai", "via-claude"), ("responses", "via-gemini")])
+def test_a_translated_stream_is_created_at_the_frontend_s_clock(client, model):
+    h = matrix()
+    h.clock.advance(T)
+    code, _, raw = ask(h, client, model, stream=True)
+    assert code == 200, raw
+    created = {c.get("created", c.get("response", {}).get("created_at")) for c in payloads(raw)} - {None}
+    assert created == {T}

@@ -34,7 +34,7 @@ from cliproxyd.conductor.conductor import (
     UnknownModel,
 )
 from cliproxyd.executors.base import Reply, StreamReply, UpstreamError
-from cliproxyd.formats import FORMATS, claude, gemini, openai_chat, responses
+from cliproxyd.formats import FORMATS, Origin, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
@@ -182,6 +182,7 @@ class Frontend:
         max_body: int = 8 << 20,
     ) -> None:
         self.clock = clock
+        self._origin = Origin(now=clock.seconds)  # translated answers are created at the reactor's time
         self.management = management
         self.use(conductor, access, session_affinity, max_body)
 
@@ -306,7 +307,8 @@ class Frontend:
                 self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
                 inner.write(fmt.stream_error_event(error))
             return b""
-        encoder = fmt.StreamEncoder(req.model) if sse else fmt.StreamEncoder(req.model, sse=False)
+        encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
+                   else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
         request.setHeader(b"content-type", b"text/event-stream" if sse else JSON)
         consumer = TranslatingConsumer(inner, upstream.StreamDecoder(), encoder)
         error = await result.relay.attach(consumer)
@@ -329,7 +331,7 @@ class Frontend:
             raise render(Problem(502, "the upstream answer is not valid JSON",
                                  "bad_upstream_answer")) from None
         request.setHeader(b"content-type", JSON)
-        return dumps(fmt.response_from_canonical(answer, req.model))
+        return dumps(fmt.response_from_canonical(answer, req.model, origin=self._origin))
 
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
         req, client_key, render = self._decode(request, fmt, model, stream=False)
