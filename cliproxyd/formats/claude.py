@@ -20,7 +20,6 @@ when it does not, it is raised to the budget plus L{ANSWER_HEADROOM}.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,6 +27,8 @@ from attrs import Factory, define
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import LEVEL_BUDGETS, Reasoning
 
 log = Logger(namespace="cliproxyd.formats.claude")
@@ -76,7 +77,7 @@ def _block(block: Any, where: str) -> C.Part | None:
         raise C.BadRequest(f"{where}.source must be base64 or url")
     if kind == "tool_use":
         return C.ToolCall(str(block.get("id", "")), str(block.get("name", "")),
-                          json.dumps(block.get("input") or {}, ensure_ascii=False, separators=(",", ":")))
+                          common.compact_json(block.get("input") or {}))
     if kind == "tool_result":
         return C.ToolResult(str(block.get("tool_use_id", "")), _text_of(block.get("content", "")),
                             bool(block.get("is_error", False)))
@@ -86,27 +87,12 @@ def _block(block: Any, where: str) -> C.Part | None:
     return None
 
 
-def _number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise C.BadRequest(f"{key} must be a number")
-    return value
-
-
 def validate(data: Any) -> tuple[str, bool]:
     """The model and the stream flag of a decoded client body, or BadRequest."""
-    if not isinstance(data, dict):
-        raise C.BadRequest("the body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise C.BadRequest("model: a non-empty string is required")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise C.BadRequest("messages: a non-empty array is required")
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
-        raise C.BadRequest("stream must be true or false")
-    return model, stream
+    data = common.body_object(data)
+    model = common.model_field(data)
+    common.non_empty_array(data, "messages")
+    return model, common.stream_flag(data, null=False)
 
 
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
@@ -138,9 +124,7 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         tool_choice = {"auto": "auto", "any": "required", "none": "none"}.get(choice.get("type"))
         if choice.get("type") == "tool":
             tool_choice = str(choice.get("name", ""))
-    max_tokens = data.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise C.BadRequest("max_tokens must be a positive integer")
+    max_tokens = common.positive_int(data, "max_tokens")
     reasoning = None
     thinking = data.get("thinking")
     if isinstance(thinking, dict):
@@ -159,8 +143,8 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         tools=tuple(tools),
         tool_choice=tool_choice,
         max_tokens=max_tokens,
-        temperature=_number(data, "temperature"),
-        top_p=_number(data, "top_p"),
+        temperature=common.number(data, "temperature"),
+        top_p=common.number(data, "top_p"),
         stop=tuple(str(s) for s in stop) if isinstance(stop, list) else (),
         stream=stream,
         reasoning=reasoning,
@@ -168,18 +152,6 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
 
 
 # -- requests: the canonical model -> an upstream body ---------------------------------
-
-
-def _arguments(text: str) -> dict[str, Any]:
-    """A tool call's JSON arguments as Claude's C{input} object; {} when they are not one."""
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        log.debug("tool arguments are not a JSON object; sending {{}}: {text!r}", text=text[:200])
-        return {}
-    return value
 
 
 def _content_block(part: C.Part, role: str) -> dict[str, Any] | None:
@@ -195,7 +167,7 @@ def _content_block(part: C.Part, role: str) -> dict[str, Any] | None:
             block["is_error"] = True
         return block
     if isinstance(part, C.ToolCall) and role == "assistant":
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": _arguments(part.arguments)}
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": common.arguments_object(part.arguments)}
     if isinstance(part, C.Thinking) and role == "assistant" and part.signature:  # Claude rejects unsigned thinking
         return {"type": "thinking", "thinking": part.text, "signature": part.signature}
     log.debug("dropping a {kind} part of a {role} message: Claude cannot carry it",
@@ -239,7 +211,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     if req.system:
         body["system"] = req.system
     if req.tools:
-        body["tools"] = [{"name": t.name, "input_schema": t.parameters or {"type": "object", "properties": {}},
+        body["tools"] = [{"name": t.name, "input_schema": common.tool_schema(t),
                           **({"description": t.description} if t.description else {})} for t in req.tools]
         if req.tool_choice in ("auto", "none"):
             body["tool_choice"] = {"type": req.tool_choice}
@@ -249,9 +221,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
             body["tool_choice"] = {"type": "tool", "name": req.tool_choice}
     elif req.tool_choice:
         log.debug("dropping tool_choice {choice!r}: the request has no tools", choice=req.tool_choice)
-    for key, value in (("temperature", req.temperature), ("top_p", req.top_p)):
-        if value is not None:
-            body[key] = value
+    common.set_present(body, temperature=req.temperature, top_p=req.top_p)
     if req.stop:
         body["stop_sequences"] = list(req.stop)
     if req.stream:
@@ -261,8 +231,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     return body
 
 
-def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**data, "model": model}
+set_model = common.set_model
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -294,24 +263,22 @@ def _usage_body(usage: C.Usage) -> dict[str, int]:
             "cache_read_input_tokens": usage.cached_tokens}
 
 
-def _message_id(upstream_id: str) -> str:
-    return upstream_id if upstream_id.startswith("msg_") else "msg_" + (upstream_id or uuid.uuid4().hex)
+def _message_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("msg_", upstream_id, origin)
 
 
-def response_to_canonical(data: dict[str, Any]) -> C.Response:
+def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
     """A whole Messages answer as a canonical response."""
     parts = [p for i, b in enumerate(data.get("content") or ()) if (p := _block(b, f"content[{i}]"))]
-    return C.Response(
-        id=str(data.get("id", "")),
-        model=str(data.get("model", "")),
-        parts=tuple(parts),
-        stop_reason=_STOP_TO_CANON.get(data.get("stop_reason") or "end_turn", C.STOP),
-        usage=_usage(data.get("usage")),
-    )
+    return common.answer(data, parts, _STOP_TO_CANON.get(data.get("stop_reason") or "end_turn", C.STOP),
+                         _usage(data.get("usage")))
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A whole canonical answer as a Messages response, naming C{model}."""
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A whole canonical answer as a Messages response, naming C{model}; its id
+    comes from C{origin} when the upstream gave none.
+    """
     content: list[dict[str, Any]] = []
     for p in resp.parts:
         if isinstance(p, C.Thinking):
@@ -319,11 +286,12 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
         elif isinstance(p, C.Text):
             content.append({"type": "text", "text": p.text})
         elif isinstance(p, C.ToolCall):
-            content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": _arguments(p.arguments)})
+            content.append({"type": "tool_use", "id": p.id, "name": p.name,
+                            "input": common.arguments_object(p.arguments)})
         else:
             log.debug("dropping a {kind} part of an answer: Claude cannot carry it", kind=type(p).__name__)
     return {
-        "id": _message_id(resp.id),
+        "id": _message_id(resp.id, origin),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -375,10 +343,13 @@ class StreamEncoder:
     more deltas. So once a tool call's block is open it stays open, since
     more of its arguments may come; whatever arrives meanwhile (other calls,
     their arguments, text) is held and sent as whole blocks at the end.
+
+    The message's id is the upstream's, or one from C{origin}.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._started = False
         self._block: int | None = None  # index of the open content block
         self._kind = ""  # "text" | "thinking" | "tool": what the open block holds
@@ -393,7 +364,7 @@ class StreamEncoder:
     def _start(self, msg_id: str = "") -> bytes:
         self._started = True
         return _event("message_start", {"type": "message_start", "message": {
-            "id": _message_id(msg_id), "type": "message", "role": "assistant", "model": self._model,
+            "id": _message_id(msg_id, self._origin), "type": "message", "role": "assistant", "model": self._model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
@@ -478,7 +449,7 @@ class StreamEncoder:
 class StreamDecoder:
     """The payloads of Claude's SSE events -> canonical stream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._usage: dict[str, Any] = {}  # message_start's usage, updated by message_delta's
         self._calls: dict[int, int] = {}  # content block index -> canonical tool index
 
@@ -510,7 +481,7 @@ class StreamDecoder:
         self._calls[index] = call = len(self._calls)
         events: list[C.Event] = [C.ToolCallStart(call, str(block.get("id", "")), str(block.get("name", "")))]
         if block.get("input"):  # some Claude-compatible upstreams send the whole input here
-            events.append(C.ToolCallDelta(call, json.dumps(block["input"], ensure_ascii=False, separators=(",", ":"))))
+            events.append(C.ToolCallDelta(call, common.compact_json(block["input"])))
         return events
 
     def _block_delta(self, index: Any, delta: dict[str, Any]) -> list[C.Event]:
@@ -535,10 +506,7 @@ def error_type(status: int) -> str:
 
 
 def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:
-    err: dict[str, Any] = {"type": error_type(status), "message": message}
-    if extra:
-        err.update(extra)
-    return json.dumps({"type": "error", "error": err}, ensure_ascii=False).encode("utf-8")
+    return common.error_json({"type": error_type(status), "message": message}, extra, type="error")
 
 
 def stream_error_event(message: str, status: int = 500) -> bytes:

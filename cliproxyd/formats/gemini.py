@@ -34,13 +34,14 @@ import functools
 import json
 import mimetypes
 import re
-import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.gemini")
@@ -92,30 +93,27 @@ def _string(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 # -- requests in -----------------------------------------------------------------
 
 
-def _unique_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+def _unique_id(origin: Origin) -> str:
+    return f"call_{origin.new_id()[:24]}"
 
 
 class _CallIds:
     """
     Ids for calls that come without (Gemini pairs responses with calls by
-    name and order): stable ones in a request, unique ones in an answer.
+    name and order): stable ones in a request (no C{origin}), unique ones
+    from C{origin} in an answer.
     """
 
-    def __init__(self, unique: bool) -> None:
-        self._unique = unique
+    def __init__(self, origin: Origin | None) -> None:
+        self._origin = origin
         self._count = 0
         self._pending: dict[str, list[str]] = {}
 
     def call(self, name: str, given: str) -> str:
-        call_id = given or (_unique_id() if self._unique else f"call_{name}_{self._count}")
+        call_id = given or (f"call_{name}_{self._count}" if self._origin is None else _unique_id(self._origin))
         self._count += 1
         self._pending.setdefault(name, []).append(call_id)
         return call_id
@@ -133,7 +131,7 @@ def _result_in(response: dict[str, Any]) -> tuple[str, bool]:
     for key, is_error in (("output", False), ("content", False), ("error", True)):
         if isinstance(response.get(key), str):
             return response[key], is_error
-    return _json(response), False
+    return common.compact_json(response), False
 
 
 def _part_in(p: dict[str, Any], where: str, ids: _CallIds) -> C.Part | None:
@@ -152,7 +150,7 @@ def _part_in(p: dict[str, Any], where: str, ids: _CallIds) -> C.Part | None:
         where += ".functionCall"
         call = _object(call, where)
         name, args = _string(call, "name", where), _object(call.get("args"), f"{where}.args")
-        return C.ToolCall(ids.call(name, str(call.get("id") or "")), name, _json(args))
+        return C.ToolCall(ids.call(name, str(call.get("id") or "")), name, common.compact_json(args))
     if (resp := _get(p, "functionResponse")) is not None:
         where += ".functionResponse"
         resp = _object(resp, where)
@@ -180,11 +178,7 @@ def _parts_in(raw: Any, where: str, ids: _CallIds) -> list[C.Part]:
 
 
 def _contents(data: Any) -> list[dict[str, Any]]:
-    if not isinstance(data, dict):
-        raise C.BadRequest("the body must be a JSON object")
-    contents = data.get("contents")
-    if not isinstance(contents, list) or not contents:
-        raise C.BadRequest("contents: a non-empty array is required")
+    contents = common.non_empty_array(common.body_object(data), "contents")
     for i, c in enumerate(contents):
         if not isinstance(c, dict):
             raise C.BadRequest(f"contents[{i}] must be an object")
@@ -264,7 +258,7 @@ def _reasoning_in(config: dict[str, Any]) -> Reasoning | None:
 
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
     data = _unwrap(data)
-    ids = _CallIds(unique=False)
+    ids = _CallIds(None)
     messages = []
     for i, c in enumerate(_contents(data)):
         role = c.get("role") or "user"
@@ -303,17 +297,6 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
 # -- requests out ----------------------------------------------------------------
 
 
-def _args(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        log.debug("tool call arguments are not a JSON object; sending {{}}")
-        return {}
-    return value
-
-
 def _image_out(p: C.Image) -> dict[str, Any]:
     if p.data:
         return {"inlineData": {"mimeType": p.media_type or "application/octet-stream", "data": p.data}}
@@ -335,7 +318,7 @@ def _part_out(p: C.Part, names: dict[str, str]) -> dict[str, Any]:
     if isinstance(p, C.Image):
         return _image_out(p)
     if isinstance(p, C.ToolCall):
-        call = {"name": p.name, "args": _args(p.arguments)}
+        call = {"name": p.name, "args": common.arguments_object(p.arguments)}
         return {"functionCall": call | ({"id": p.id} if p.id else {})}
     response = {"error" if p.is_error else "output": p.content}
     result = {"name": names.get(p.call_id, p.call_id), "response": response}
@@ -392,9 +375,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     elif req.tool_choice:
         body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [req.tool_choice]}}
     config: dict[str, Any] = {}
-    for key, value in (("maxOutputTokens", req.max_tokens), ("temperature", req.temperature), ("topP", req.top_p)):
-        if value is not None:
-            config[key] = value
+    common.set_present(config, maxOutputTokens=req.max_tokens, temperature=req.temperature, topP=req.top_p)
     if req.stop:
         config["stopSequences"] = list(req.stop)
     if req.reasoning is not None and (thinking := _thinking_out(req.reasoning, levels=not legacy)):
@@ -465,11 +446,15 @@ def _candidate(data: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return candidate, parts if isinstance(parts, list) else []
 
 
-def response_to_canonical(data: dict[str, Any]) -> C.Response:
-    """A whole Gemini answer; ValueError if its parts are malformed (the upstream's fault, not the client's)."""
+def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
+    """
+    A whole Gemini answer; ValueError if its parts are malformed (the
+    upstream's fault, not the client's). A function call without an id gets
+    one from C{origin}.
+    """
     candidate, raw_parts = _candidate(data)
     try:
-        parts = _parts_in(raw_parts, "candidates[0].content.parts", _CallIds(unique=True))
+        parts = _parts_in(raw_parts, "candidates[0].content.parts", _CallIds(origin))
     except C.BadRequest as e:
         raise ValueError(f"a malformed Gemini answer: {e}") from None
     calls = any(isinstance(p, C.ToolCall) for p in parts)
@@ -496,17 +481,23 @@ def _chunk(model: str, response_id: str, parts: list[dict[str, Any]], finish: st
     return body
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    return _chunk(model, resp.id or uuid.uuid4().hex, _parts_out(resp.parts, {}), resp.stop_reason, resp.usage)
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """A whole answer as one GenerateContentResponse; its C{responseId} from C{origin} if the upstream gave none."""
+    return _chunk(model, resp.id or origin.new_id(), _parts_out(resp.parts, {}), resp.stop_reason, resp.usage)
 
 
 # -- streams ---------------------------------------------------------------------
 
 
 class StreamDecoder:
-    """GenerateContentResponse chunks -> canonical stream events; one UsageEvent, at or after the finish."""
+    """
+    GenerateContentResponse chunks -> canonical stream events; one
+    UsageEvent, at or after the finish. A function call without an id gets
+    one from C{origin}.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, *, origin: Origin = DEFAULT_ORIGIN) -> None:
+        self._origin = origin
         self._started = False
         self._calls = 0
         self._usage: C.Usage | None = None
@@ -530,8 +521,8 @@ class StreamDecoder:
                 events.append(C.ThinkingDelta(text) if p.get("thought") else C.TextDelta(text))
             elif isinstance(call, dict):
                 name = str(call.get("name") or "")
-                events.append(C.ToolCallStart(self._calls, str(call.get("id") or _unique_id()), name))
-                events.append(C.ToolCallDelta(self._calls, _json(call.get("args") or {})))
+                events.append(C.ToolCallStart(self._calls, str(call.get("id") or _unique_id(self._origin)), name))
+                events.append(C.ToolCallDelta(self._calls, common.compact_json(call.get("args") or {})))
                 self._calls += 1
         if _get(data, "usageMetadata"):
             self._usage = _usage_in(_get(data, "usageMetadata"))
@@ -552,9 +543,12 @@ class StreamEncoder:
     call goes out whole, once its arguments are complete. The finish reason
     and the usage go out together in the last chunk, written by L{close}:
     Gemini ends with them, and usage may come after the finish.
+
+    C{origin} is taken for the contract's sake: Gemini's chunks carry no
+    time, and no id but the upstream's.
     """
 
-    def __init__(self, model: str, sse: bool = True) -> None:
+    def __init__(self, model: str, sse: bool = True, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
         self._sse = sse
         self._id = ""
@@ -565,7 +559,7 @@ class StreamEncoder:
         self._closed = False
 
     def _frame(self, body: dict[str, Any]) -> bytes:
-        data = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        data = common.sse_json(body)
         if self._sse:
             return b"data: " + data + b"\r\n\r\n"
         lead = b",\r\n" if self._sent else b"["
@@ -573,7 +567,8 @@ class StreamEncoder:
         return lead + data
 
     def _call_parts(self) -> list[dict[str, Any]]:
-        parts = [{"functionCall": {"name": name, "args": _args(arguments)} | ({"id": call_id} if call_id else {})}
+        parts = [{"functionCall": {"name": name, "args": common.arguments_object(arguments)}
+                  | ({"id": call_id} if call_id else {})}
                  for call_id, name, arguments in self._calls.values()]
         self._calls = {}
         return parts
@@ -636,7 +631,7 @@ def _error(status: int, message: str, extra: dict[str, Any] | None = None) -> di
 
 
 def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:
-    return json.dumps(_error(status, message, extra), ensure_ascii=False).encode("utf-8")
+    return common.json_body(_error(status, message, extra))
 
 
 def stream_error_event(message: str, status: int = 500) -> bytes:
@@ -676,8 +671,8 @@ def _model(name: str) -> dict[str, Any]:
 
 
 def models_body(models: list[tuple[str, str]]) -> bytes:
-    return json.dumps({"models": [_model(name) for name, _owner in models]}, ensure_ascii=False).encode("utf-8")
+    return common.json_body({"models": [_model(name) for name, _owner in models]})
 
 
 def model_body(name: str) -> bytes:
-    return json.dumps(_model(name), ensure_ascii=False).encode("utf-8")
+    return common.json_body(_model(name))

@@ -10,13 +10,13 @@ translates through the canonical model (see L{cliproxyd.formats}).
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning, parse_reasoning
 
 log = Logger(namespace="cliproxyd.formats.openai_chat")
@@ -28,24 +28,13 @@ BadRequest = C.BadRequest
 
 def validate(data: Any) -> tuple[str, bool]:
     """The model and the stream flag of a decoded client body, or BadRequest."""
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest("'model' is required and must be a non-empty string")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array")
-    stream = data.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be true or false")
-    return model, stream
+    data = common.body_object(data)
+    model = common.model_field(data, "'model' is required and must be a non-empty string")
+    common.non_empty_array(data, "messages", "'messages' is required and must be a non-empty array")
+    return model, common.stream_flag(data, "'stream' must be true or false")
 
 
-def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**data, "model": model}
+set_model = common.set_model
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -77,10 +66,7 @@ def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -
     """
     default = ("server_error", "internal_server_error") if status >= 500 else ("invalid_request_error", None)
     kind, code = _PROBLEM_TYPES.get(status, default)
-    err: dict[str, Any] = {"message": message, "type": kind, "code": code}
-    if extra:
-        err.update(extra)
-    return json.dumps({"error": err}, ensure_ascii=False).encode("utf-8")
+    return common.error_json({"message": message, "type": kind, "code": code}, extra)
 
 
 def stream_error_event(message: str, type: str = "server_error", code: str | None = None) -> bytes:
@@ -130,19 +116,9 @@ def _array(value: Any, path: str) -> list[Any]:
     return value
 
 
-def _number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise BadRequest(f"{key} must be a number")
-    return value
-
-
 def _max_tokens(data: dict[str, Any]) -> int | None:
     key = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise BadRequest(f"{key} must be a positive integer")
-    return value
+    return common.positive_int(data, key)
 
 
 def _text_content(content: Any, path: str) -> str:
@@ -163,10 +139,10 @@ def _image(value: Any, path: str) -> C.Image:
     url = _string(value.get("url") if isinstance(value, dict) else None, f"{path}.url")
     if not url.startswith("data:"):
         return C.Image(url=url)
-    header, comma, data = url[len("data:"):].partition(",")
-    if not comma or not header.endswith(";base64"):
+    image = common.base64_image(url)
+    if image is None:
         raise BadRequest(f"{path}.url must be an http(s) URL or a base64 data: URL")
-    return C.Image(data=data, media_type=header.removesuffix(";base64"))
+    return image
 
 
 def _user_parts(content: Any, path: str) -> list[C.Part]:
@@ -280,8 +256,8 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         tools=_tools(data),
         tool_choice=_tool_choice(data.get("tool_choice")),
         max_tokens=_max_tokens(data),
-        temperature=_number(data, "temperature"),
-        top_p=_number(data, "top_p"),
+        temperature=common.number(data, "temperature"),
+        top_p=common.number(data, "top_p"),
         stop=_stop(data.get("stop")),
         stream=stream,
         reasoning=_reasoning(data.get("reasoning_effort")),
@@ -307,7 +283,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
         messages.append({"role": "system", "content": req.system})
     for m in req.messages:
         if m.role == "assistant":
-            text = "".join(p.text for p in m.parts if isinstance(p, C.Text))
+            text = common.joined_text(m.parts)
             calls = [
                 {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments or "{}"}}
                 for p in m.parts
@@ -328,8 +304,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
             elif isinstance(p, C.Text):
                 content.append({"type": "text", "text": p.text})
             elif isinstance(p, C.Image):
-                url = p.url or f"data:{p.media_type};base64,{p.data}"
-                content.append({"type": "image_url", "image_url": {"url": url}})
+                content.append({"type": "image_url", "image_url": {"url": common.image_url(p)}})
             else:
                 _dropped(p, m.role)
         if content:
@@ -341,16 +316,14 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     if req.tools:
         body["tools"] = [
             {"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters or {"type": "object", "properties": {}}}}
+                                              "parameters": common.tool_schema(t)}}
             for t in req.tools
         ]
     if req.tool_choice in ("auto", "none", "required"):
         body["tool_choice"] = req.tool_choice
     elif req.tool_choice:
         body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice}}
-    for key, value in (("max_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p)):
-        if value is not None:
-            body[key] = value
+    common.set_present(body, max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p)
     if req.stop:
         body["stop"] = list(req.stop)
     effort = req.reasoning.effort() if req.reasoning is not None else None
@@ -360,9 +333,6 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
-
-
-#: The name the Claude endpoint's translation seam calls it by.
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -376,17 +346,12 @@ def _finish_reason(stop_reason: str) -> str:
     return stop_reason if stop_reason in (C.STOP, C.LENGTH, C.TOOL_CALLS, C.CONTENT_FILTER) else "stop"
 
 
-def _completion_id(upstream_id: str) -> str:
-    return upstream_id if upstream_id.startswith("chatcmpl-") else "chatcmpl-" + (upstream_id or uuid.uuid4().hex)
+def _completion_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("chatcmpl-", upstream_id, origin)
 
 
 def _usage(raw: Any) -> C.Usage:
-    if not isinstance(raw, dict):
-        return C.Usage()
-    cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return C.Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
-                   int(cached), int(reasoning))
+    return common.openai_usage(raw, "prompt_tokens", "completion_tokens")
 
 
 def _usage_body(usage: C.Usage) -> dict[str, Any]:
@@ -399,7 +364,7 @@ def _usage_body(usage: C.Usage) -> dict[str, Any]:
     }
 
 
-def response_to_canonical(data: dict[str, Any]) -> C.Response:
+def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
     """A whole OpenAI Chat Completions answer as a canonical response."""
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -414,18 +379,17 @@ def response_to_canonical(data: dict[str, Any]) -> C.Response:
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         parts.append(C.ToolCall(str(call.get("id", "")), str(fn.get("name", "")), fn.get("arguments") or "{}"))
-    return C.Response(
-        id=str(data.get("id", "")),
-        model=str(data.get("model", "")),
-        parts=tuple(parts),
-        stop_reason=_FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
-        usage=_usage(data.get("usage")),
-    )
+    return common.answer(data, parts, _FINISH_TO_CANON.get(choice.get("finish_reason") or "stop", C.STOP),
+                         _usage(data.get("usage")))
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A C{chat.completion} object for C{resp}, naming C{model}; thinking becomes C{reasoning_content}."""
-    text = "".join(p.text for p in resp.parts if isinstance(p, C.Text))
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A C{chat.completion} object for C{resp}, naming C{model}; thinking
+    becomes C{reasoning_content}. C{created} is C{origin}'s time, and the id
+    comes from C{origin} when the upstream gave none.
+    """
+    text = common.joined_text(resp.parts)
     thinking = "".join(p.text for p in resp.parts if isinstance(p, C.Thinking))
     calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
              for p in resp.parts if isinstance(p, C.ToolCall)]
@@ -438,9 +402,9 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
     if thinking:
         message["reasoning_content"] = thinking
     return {
-        "id": _completion_id(resp.id),
+        "id": _completion_id(resp.id, origin),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": int(origin.now()),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": _finish_reason(resp.stop_reason)}],
@@ -452,27 +416,25 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
 
 
 def _sse(data: Any) -> bytes:
-    # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
-    # str.splitlines does) must still see one data line per event.
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n\n"
+    return b"data: " + common.sse_json(data) + b"\n\n"
 
 
 class StreamDecoder:
     """OpenAI chat.completion.chunk objects -> canonical stream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._started = False
         self._calls: set[int] = set()
 
-    def feed(self, chunk: dict[str, Any]) -> list[C.Event]:
+    def feed(self, data: dict[str, Any]) -> list[C.Event]:
         events: list[C.Event] = []
-        if isinstance(chunk.get("error"), dict):
-            err = chunk["error"]
+        if isinstance(data.get("error"), dict):
+            err = data["error"]
             return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "server_error"))]
         if not self._started:
             self._started = True
-            events.append(C.Start(str(chunk.get("id", "")), str(chunk.get("model", ""))))
-        for choice in chunk.get("choices") or ():
+            events.append(C.Start(str(data.get("id", "")), str(data.get("model", ""))))
+        for choice in data.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("reasoning_content"):
                 events.append(C.ThinkingDelta(str(delta["reasoning_content"])))
@@ -488,21 +450,24 @@ class StreamDecoder:
                     events.append(C.ToolCallDelta(index, str(fn["arguments"])))
             if choice.get("finish_reason"):
                 events.append(C.Finish(_FINISH_TO_CANON.get(choice["finish_reason"], C.STOP)))
-        if chunk.get("usage"):
-            events.append(C.UsageEvent(_usage(chunk["usage"])))
+        if data.get("usage"):
+            events.append(C.UsageEvent(_usage(data["usage"])))
         return events
 
 
 class StreamEncoder:
     """
     Canonical stream events -> C{chat.completion.chunk} SSE frames, ending
-    with C{data: [DONE]}, or with an error frame and nothing after it.
+    with C{data: [DONE]}, or with an error frame and nothing after it. Every
+    chunk carries C{origin}'s time when the encoder was built, and the
+    upstream's id or, lacking one, an id from C{origin}.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._id = ""
-        self._created = int(time.time())
+        self._created = int(origin.now())
         self._started = False
         self._calls: dict[int, int] = {}  # canonical tool index -> index in this stream's tool_calls
         self._next_call = 0
@@ -519,7 +484,7 @@ class StreamEncoder:
         out = b""
         if not self._started:
             self._started = True
-            self._id = _completion_id(event.id if isinstance(event, C.Start) else "")
+            self._id = _completion_id(event.id if isinstance(event, C.Start) else "", self._origin)
             out = self._delta({"role": "assistant", "content": ""})
         if isinstance(event, C.TextDelta):
             return out + self._delta({"content": event.text})

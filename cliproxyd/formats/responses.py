@@ -22,14 +22,13 @@ Choices where the canonical model and Responses do not line up:
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from typing import Any
 
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
+from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
 from cliproxyd.modelnames import Reasoning
 
 log = Logger(namespace="cliproxyd.formats.responses")
@@ -47,24 +46,16 @@ _ROLES = ("user", "assistant", "system", "developer")
 
 def validate(data: Any) -> tuple[str, bool]:
     """The model and stream flag of a client body, or BadRequest naming the field."""
-    if not isinstance(data, dict):
-        raise C.BadRequest("the body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise C.BadRequest("model: a non-empty string is required")
+    data = common.body_object(data)
+    model = common.model_field(data)
     if not isinstance(data.get("input"), (str, list)):
         raise C.BadRequest("input: a string or an array of items is required")
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise C.BadRequest("stream must be true or false")
-    return model, bool(stream)
+    return model, common.stream_flag(data)
 
 
 def _image(url: str) -> C.Image:
-    head, sep, data = url.partition(",")
-    if url.startswith("data:") and sep and head.endswith(";base64"):
-        return C.Image(data=data, media_type=head[5:-7])
-    return C.Image(url=url)
+    image = common.base64_image(url)
+    return C.Image(url=url) if image is None else image
 
 
 def _content(content: Any, where: str) -> list[C.Part]:
@@ -122,7 +113,7 @@ def _input(items: list[Any], system: list[str]) -> list[C.Message]:
                 raise C.BadRequest(f"{at}.role must be one of {', '.join(_ROLES)}")
             parts = _content(item.get("content"), f"{at}.content")
             if role in ("system", "developer"):
-                system.append("".join(p.text for p in parts if isinstance(p, C.Text)))
+                system.append(common.joined_text(parts))
             else:
                 _add(messages, role, parts)
         elif kind == "function_call":
@@ -135,7 +126,7 @@ def _input(items: list[Any], system: list[str]) -> list[C.Message]:
                 raise C.BadRequest(f"{at}.call_id must be a string")
             output = item.get("output")
             if isinstance(output, list):
-                output = "".join(p.text for p in _content(output, f"{at}.output") if isinstance(p, C.Text))
+                output = common.joined_text(_content(output, f"{at}.output"))
             if not isinstance(output, str):
                 raise C.BadRequest(f"{at}.output must be a string or an array")
             _add(messages, "user", [C.ToolResult(item["call_id"], output)])
@@ -176,22 +167,13 @@ def _tool_choice(raw: Any) -> str | None:
     return None
 
 
-def _number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise C.BadRequest(f"{key} must be a number")
-    return value
-
-
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
     """Validate a Responses request body and turn it into the canonical model."""
     model, stream = validate(data)
     system = [data["instructions"]] if isinstance(data.get("instructions"), str) and data["instructions"] else []
     raw_input = data["input"]
     messages = [C.Message("user", (C.Text(raw_input),))] if isinstance(raw_input, str) else _input(raw_input, system)
-    max_tokens = data.get("max_output_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise C.BadRequest("max_output_tokens must be a positive integer")
+    max_tokens = common.positive_int(data, "max_output_tokens")
     reasoning = data.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
         raise C.BadRequest("reasoning must be an object")
@@ -205,8 +187,8 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         tools=_tools(data.get("tools")),
         tool_choice=_tool_choice(data.get("tool_choice")),
         max_tokens=max_tokens,
-        temperature=_number(data, "temperature"),
-        top_p=_number(data, "top_p"),
+        temperature=common.number(data, "temperature"),
+        top_p=common.number(data, "top_p"),
         stream=stream,
         reasoning=Reasoning(level=effort) if effort else None,
     )
@@ -221,8 +203,7 @@ def _message_items(m: C.Message) -> list[dict[str, Any]]:
         if isinstance(p, C.Text):
             content.append({"type": "output_text" if m.role == "assistant" else "input_text", "text": p.text})
         elif isinstance(p, C.Image) and m.role == "user":
-            url = p.url or f"data:{p.media_type};base64,{p.data}"
-            content.append({"type": "input_image", "image_url": url, "detail": "auto"})
+            content.append({"type": "input_image", "image_url": common.image_url(p), "detail": "auto"})
         elif isinstance(p, C.ToolCall) and m.role == "assistant":
             item = {"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments or "{}"}
         elif isinstance(p, C.ToolResult) and m.role == "user":
@@ -249,16 +230,14 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     if req.tools:
         body["tools"] = [
             {"type": "function", "name": t.name, "description": t.description,
-             "parameters": t.parameters or {"type": "object", "properties": {}}, "strict": False}
+             "parameters": common.tool_schema(t), "strict": False}
             for t in req.tools
         ]
     if req.tool_choice in _TOOL_CHOICES:
         body["tool_choice"] = req.tool_choice
     elif req.tool_choice:
         body["tool_choice"] = {"type": "function", "name": req.tool_choice}
-    for key, value in (("max_output_tokens", req.max_tokens), ("temperature", req.temperature), ("top_p", req.top_p)):
-        if value is not None:
-            body[key] = value
+    common.set_present(body, max_output_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p)
     if req.stop:
         log.debug("dropping stop sequences: Responses has none")
     effort = req.reasoning.effort() if req.reasoning is not None else None
@@ -270,8 +249,7 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
     return body
 
 
-def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**data, "model": model}
+set_model = common.set_model
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -291,11 +269,7 @@ def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "")
 
 
 def _usage(raw: Any) -> C.Usage:
-    if not isinstance(raw, dict):
-        return C.Usage()
-    cached = (raw.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (raw.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
-    return C.Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0), int(cached), int(reasoning))
+    return common.openai_usage(raw, "input_tokens", "output_tokens")
 
 
 def _stop(response: dict[str, Any], has_calls: bool) -> str:
@@ -326,20 +300,15 @@ def _output_parts(output: Any) -> list[C.Part]:
     return parts
 
 
-def response_to_canonical(data: dict[str, Any]) -> C.Response:
+def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
     """A whole Response object as a canonical response."""
     parts = _output_parts(data.get("output"))
-    return C.Response(
-        id=str(data.get("id", "")),
-        model=str(data.get("model", "")),
-        parts=tuple(parts),
-        stop_reason=_stop(data, any(isinstance(p, C.ToolCall) for p in parts)),
-        usage=_usage(data.get("usage")),
-    )
+    return common.answer(data, parts, _stop(data, any(isinstance(p, C.ToolCall) for p in parts)),
+                         _usage(data.get("usage")))
 
 
-def _response_id(upstream_id: str) -> str:
-    return upstream_id if upstream_id.startswith("resp_") else "resp_" + (upstream_id or uuid.uuid4().hex)
+def _response_id(upstream_id: str, origin: Origin) -> str:
+    return common.prefixed_id("resp_", upstream_id, origin)
 
 
 def _item_id(prefix: str, response_id: str, index: int) -> str:
@@ -390,9 +359,13 @@ def _response(rid: str, model: str, created: int, output: list[dict[str, Any]],
     return body
 
 
-def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
-    """A whole canonical answer as a Response object: consecutive texts share a message item."""
-    rid = _response_id(resp.id)
+def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> dict[str, Any]:
+    """
+    A whole canonical answer as a Response object: consecutive texts share a
+    message item. C{created_at} is C{origin}'s time, and the id (which the
+    items' ids derive from) comes from C{origin} when the upstream gave none.
+    """
+    rid = _response_id(resp.id, origin)
     output: list[dict[str, Any]] = []
     for p in resp.parts:
         n = len(output)
@@ -406,7 +379,7 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
             output.append(_reasoning_item(_item_id("rs", rid, n), [p.text] if p.text else [], p.signature))
         else:
             log.debug("dropping a {kind} part of an answer", kind=type(p).__name__)
-    return _response(rid, model, int(time.time()), output, resp.stop_reason, resp.usage)
+    return _response(rid, model, int(origin.now()), output, resp.stop_reason, resp.usage)
 
 
 # -- streams ------------------------------------------------------------------------
@@ -415,7 +388,7 @@ def response_from_canonical(resp: C.Response, model: str) -> dict[str, Any]:
 class StreamDecoder:
     """Responses stream events -> canonical stream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._calls: dict[Any, int] = {}  # item id and output index -> canonical tool index
         self._count = 0
         self._argued: set[int] = set()  # calls whose arguments were passed on
@@ -482,19 +455,22 @@ class StreamDecoder:
 
 
 def _sse(data: dict[str, Any]) -> bytes:
-    # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
-    # str.splitlines does) must still see one data line per event.
-    body = json.dumps(data, separators=(",", ":")).encode("ascii")
-    return b"event: " + data["type"].encode("ascii") + b"\ndata: " + body + b"\n\n"
+    return b"event: " + data["type"].encode("ascii") + b"\ndata: " + common.sse_json(data) + b"\n\n"
 
 
 class StreamEncoder:
-    """Canonical stream events -> Responses SSE events, as the SDK's stream helper expects them."""
+    """
+    Canonical stream events -> Responses SSE events, as the SDK's stream
+    helper expects them. C{created_at} is C{origin}'s time when the encoder
+    was built; the response's id is the upstream's or, lacking one, from
+    C{origin}.
+    """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, origin: Origin = DEFAULT_ORIGIN) -> None:
         self._model = model
+        self._origin = origin
         self._id = ""
-        self._created = int(time.time())
+        self._created = int(origin.now())
         self._seq = 0
         self._items: list[dict[str, Any]] = []  # the output so far, by output index
         self._open: int | None = None  # the open message or reasoning item
@@ -510,7 +486,7 @@ class StreamEncoder:
 
     def _start(self, upstream_id: str = "") -> bytes:
         self._started = True
-        self._id = _response_id(upstream_id)
+        self._id = _response_id(upstream_id, self._origin)
         return b"".join(
             self._event({"type": kind, "response": _response(self._id, self._model, self._created, [], None, None)})
             for kind in ("response.created", "response.in_progress")
@@ -628,8 +604,7 @@ def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -
     """An OpenAI-shaped error: C{{"error": {message, type, code, param}}}, C{extra} merged in."""
     kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
     code = _ERROR_CODES.get(status, "server_error" if status >= 500 else None)
-    err: dict[str, Any] = {"message": message, "type": kind, "code": code, "param": None, **(extra or {})}
-    return json.dumps({"error": err}, ensure_ascii=False).encode("utf-8")
+    return common.error_json({"message": message, "type": kind, "code": code, "param": None}, extra)
 
 
 def stream_error_event(message: str, code: str = "server_error") -> bytes:

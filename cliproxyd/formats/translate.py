@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats.contract import Decoder, Encoder
 from cliproxyd.formats.request import loads
 
 log = Logger(namespace="cliproxyd.formats.translate")
@@ -36,15 +37,6 @@ class SSEParser:
             elif line.startswith(b"data:"):
                 self._data.append(line[5:].lstrip(b" "))
         return events
-
-
-class Decoder(Protocol):
-    def feed(self, data: dict[str, Any]) -> list[C.Event]: ...
-
-
-class Encoder(Protocol):
-    def feed(self, event: C.Event) -> bytes: ...
-    def close(self) -> bytes: ...
 
 
 class Consumer(Protocol):

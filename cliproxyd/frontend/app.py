@@ -33,14 +33,14 @@ from cliproxyd.conductor.conductor import (
     RequestMeta,
     UnknownModel,
 )
-from cliproxyd.replies import Reply, StreamReply, UpstreamError
-from cliproxyd.formats import FORMATS, claude, gemini, openai_chat, responses
+from cliproxyd.formats import FORMATS, Origin, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
 from cliproxyd.logging import fingerprint
+from cliproxyd.replies import Reply, StreamReply, UpstreamError
 
 JSON = b"application/json"
 
@@ -202,6 +202,7 @@ class Frontend:
 
     def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None) -> None:
         self.clock = clock
+        self._origin = Origin(now=clock.seconds)  # translated answers are created at the reactor's time
         self.management = management
         self._source = source
         self._last: _Served | None = None
@@ -327,9 +328,10 @@ class Frontend:
                 self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
                 inner.write(fmt.stream_error_event(error))
             return b""
-        encoder = fmt.StreamEncoder(req.model) if sse else fmt.StreamEncoder(req.model, sse=False)
+        encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
+                   else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
         request.setHeader(b"content-type", b"text/event-stream" if sse else JSON)
-        consumer = TranslatingConsumer(inner, upstream.StreamDecoder(), encoder)
+        consumer = TranslatingConsumer(inner, upstream.StreamDecoder(origin=self._origin), encoder)
         error = await result.relay.attach(consumer)
         if error is not None:
             self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
@@ -345,12 +347,12 @@ class Frontend:
             request.setHeader(b"content-type", result.content_type)
             return result.body
         try:
-            answer = FORMATS[result.fmt].response_to_canonical(loads(result.body))
+            answer = FORMATS[result.fmt].response_to_canonical(loads(result.body), origin=self._origin)
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError, IndexError):
             raise render(Problem(502, "the upstream answer is not valid JSON",
                                  "bad_upstream_answer")) from None
         request.setHeader(b"content-type", JSON)
-        return dumps(fmt.response_from_canonical(answer, req.model))
+        return dumps(fmt.response_from_canonical(answer, req.model, origin=self._origin))
 
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
         served = self.served()
