@@ -80,6 +80,7 @@ def build_daemon(
     run_in_thread: Callable[..., Any] = deferToThread,
     refresh: RefreshFn | None = None,
     wrap_executor: Callable[[Executor], Executor] | None = None,
+    require_client_keys: bool = False,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -91,6 +92,8 @@ def build_daemon(
     @param refresh: how an account's tokens are refreshed (its provider's
         token endpoint over C{client} by default).
     @param wrap_executor: for tests, see L{Assembly}.
+    @param require_client_keys: refuse configs without C{api-keys} (the
+        listener is not loopback-only); see L{Runtime}.
     """
     source = GenerationSource()
     state = MemoryStateStore()
@@ -100,7 +103,7 @@ def build_daemon(
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record,), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
-                      run_in_thread=run_in_thread)
+                      run_in_thread=run_in_thread, require_client_keys=require_client_keys)
     in_flight = InFlight(clock, shutdown_timeout)
     management = ManagementAPI(
         runtime, state, clock, in_flight.__len__,

@@ -48,7 +48,19 @@ from cliproxyd.service import Periodic, ServiceTree
 POLL_SECONDS = 2.0
 
 #: Settings a running daemon cannot change; a reload that changes them says so.
-RESTART_ONLY = (("listen", "host and port"), ("state_path", "state-file"))
+RESTART_ONLY = (
+    (("listen",), "host and port"),
+    (("state_path",), "state-file"),
+    (("timeouts", "connect"), "timeouts.connect-seconds"),
+    (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),
+)
+
+
+def _value(config: Config, path: tuple[str, ...]) -> Any:
+    node: Any = config
+    for attr in path:
+        node = getattr(node, attr)
+    return node
 
 
 @frozen
@@ -88,6 +100,9 @@ class Runtime(ServiceTree):
     @param config: with no file (C{--demo}, tests), the config to run: a
         L{Config}, or a callable giving it at start (the demo knows its
         upstream's port only once it listens).
+    @param require_client_keys: the daemon listens beyond loopback, so a
+        config without C{api-keys} is refused (at start, and by every
+        reload: removing the last key must not open the pool to anyone).
     """
 
     name = "runtime"
@@ -102,8 +117,10 @@ class Runtime(ServiceTree):
         config: Config | Callable[[], Config] | None = None,
         poll: float = POLL_SECONDS,
         run_in_thread: Callable[..., Deferred[Any]] = deferToThread,
+        require_client_keys: bool = False,
     ) -> None:
         super().__init__()
+        self._require_client_keys = require_client_keys
         if (config_path is None) == (config is None):
             raise ValueError("give the runtime a config_path or a config")
         self.assembly = assembly
@@ -114,7 +131,8 @@ class Runtime(ServiceTree):
         self._signature: tuple[Any, ...] | None = None
         self._config_digest = ""
         self._reloading: Deferred[bool] | None = None
-        self._again = False
+        #: callers of reload() while one ran: fired by the reload after it
+        self._waiting: list[Deferred[bool]] = []
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_error = ""
         #: where consumers read the generation in service; this runtime writes it
@@ -141,7 +159,7 @@ class Runtime(ServiceTree):
             return self.current
         if self._config_path is not None:
             raw = _read_bytes(self._config_path)
-            config, warnings = parse_config_bytes(raw, self._config_path)
+            config, warnings = self._parse(raw)
             for warning in warnings:
                 self.log.warn("config: {warning}", warning=warning)
             self._config_digest = hashlib.sha256(raw).hexdigest()
@@ -199,20 +217,29 @@ class Runtime(ServiceTree):
         """
         Re-read the config file and the auth directory and swap in what they
         make. Fires with whether a new generation was installed; never fails.
-        Reloads do not overlap: one asked for during another runs after it.
+
+        Reloads do not overlap. Those asked for while one runs share one
+        more reload after it, and fire when that one is over: the running
+        one may have read the files before the caller changed them, so only
+        then is the caller's change (a management write) sure to be in
+        effect.
         """
         if self._reloading is not None:
-            self._again = True
             waiting: Deferred[bool] = Deferred()
-            self._reloading.addBoth(lambda r: (waiting.callback(r is True), r)[1])
+            self._waiting.append(waiting)
             return waiting
         d = self._reloading = Deferred.fromCoroutine(self._reload(reason))
 
         def done(result: Any) -> Any:
             self._reloading = None
-            if self._again:
-                self._again = False
-                self.reload("changes made during the last reload")
+            waiters, self._waiting = self._waiting, []
+            if waiters:
+                def fire(installed: Any) -> Any:
+                    for waiter in waiters:
+                        waiter.callback(installed is True)
+                    return installed
+
+                self.reload("changes made during the last reload").addBoth(fire)
             return result
 
         d.addBoth(done)
@@ -224,8 +251,10 @@ class Runtime(ServiceTree):
         # The thread gets plain values (file names and digests), never the accounts.
         known = {name: account.digest for name, account in running.accounts.items()}
         try:
-            snapshot = await self._run(self._read, running.config.auth_dir, known)
+            # The signature first: a change made while the files are read
+            # then differs from it, and the next poll reloads again.
             self._signature = await self._run(self._read_signature)
+            snapshot = await self._run(self._read, running.config.auth_dir, known)
         except Exception as e:
             self.log.error("reload ({reason}) failed: {error}", reason=reason, error=e)
             return False
@@ -234,7 +263,7 @@ class Runtime(ServiceTree):
             digest = hashlib.sha256(snapshot.config_bytes).hexdigest()
             if digest != self._config_digest:
                 try:
-                    config, warnings = parse_config_bytes(snapshot.config_bytes, self._config_path or "")
+                    config, warnings = self._parse(snapshot.config_bytes)
                 except ConfigError as e:
                     self.reloads["rejected"] += 1
                     self.last_error = str(e)
@@ -271,6 +300,15 @@ class Runtime(ServiceTree):
         )
         return True
 
+    def _parse(self, raw: bytes) -> tuple[Config, list[str]]:
+        """The config file's text as a config this daemon can run; ConfigError otherwise."""
+        path = self._config_path or ""
+        config, warnings = parse_config_bytes(raw, path)
+        if self._require_client_keys and not config.api_keys:
+            raise ConfigError(path, "api-keys", "is empty, but the daemon listens beyond loopback: anyone who "
+                                                "can reach it could use your credentials; keep a key")
+        return config, warnings
+
     def _read(self, auth_dir: str, known: dict[str, str]) -> _Snapshot:
         """Blocking: runs in a thread."""
         config_bytes = None
@@ -284,8 +322,8 @@ class Runtime(ServiceTree):
         return _Snapshot(config_bytes, scan)
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:
-        for attr, label in RESTART_ONLY:
-            if getattr(old, attr) != getattr(new, attr):
+        for path, label in RESTART_ONLY:
+            if _value(old, path) != _value(new, path):
                 self.log.warn("{label} changed in the config: it takes effect at the next restart", label=label)
 
     def _report_problems(self, old: dict[str, str], new: dict[str, str]) -> None:

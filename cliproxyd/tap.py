@@ -192,7 +192,8 @@ def build(options: Options, reactor) -> IService:
     if config is not None:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
                               state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
-                              poll=max(0.0, options["watch-interval"]))
+                              poll=max(0.0, options["watch-interval"]),
+                              require_client_keys=not endpoint_is_local(listen))
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)

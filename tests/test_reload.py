@@ -237,3 +237,85 @@ def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
     while pending:
         pending.pop(0).callback(None)
     assert second.called and runtime.current.config.api_keys == ("k",)
+
+
+def test_a_reload_asked_for_during_another_fires_only_once_its_change_is_in_effect(tmp_path):
+    """A management write that lands while a poll reload runs must not be answered before it applies."""
+    config = tmp_path / "config.yaml"
+    config.write_text("{}")
+    pending: list[Deferred] = []
+
+    def deferred(f, *args):
+        d = Deferred()
+        pending.append(d)
+        d.addCallback(lambda _: f(*args))
+        return d
+
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=deferred)
+    runtime.start()
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    config.write_text(json.dumps({"auth-dir": str(auth)}))  # a new auth-dir: the reload reads it too
+    first = runtime.reload("poll")
+    pending.pop(0).callback(None)  # the poll's reload has read the signature...
+    pending.pop(0).callback(None)  # ...and config.yaml, and is reading the new auth-dir
+    config.write_text(json.dumps({"auth-dir": str(auth), "api-keys": ["written"]}))
+    write = runtime.reload("management API")
+    pending.pop(0).callback(None)
+    assert first.called and runtime.current.config.api_keys == ()  # it had read the file before the write
+    assert not write.called  # so the write is not answered yet
+    while pending:
+        pending.pop(0).callback(None)
+    assert write.called and write.result is True
+    assert runtime.current.config.api_keys == ("written",)
+
+
+def test_a_change_made_while_a_reload_reads_is_seen_by_the_next_poll(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("{}")
+    writes = iter([json.dumps({"api-keys": ["during"]})])
+
+    def thread(f, *args):
+        result = f(*args)
+        if f.__name__ == "_read":
+            config.write_text(next(writes, config.read_text()))  # changed right after the read
+            os.utime(config, ns=(1, 1))
+        return succeed(result)
+
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=thread)
+    runtime.start()
+    config.write_text(json.dumps({"api-keys": ["first"]}))
+    runtime.reload("test")
+    assert runtime.current.config.api_keys == ("first",)
+    runtime._check()  # the poll: the file is not what the last reload read
+    assert runtime.current.config.api_keys == ("during",)
+
+
+def test_a_reload_may_not_remove_the_last_client_key_of_a_public_listener(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"api-keys": ["k"]}))
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=sync, require_client_keys=True)
+    runtime.start()
+    config.write_text(json.dumps({"api-keys": []}))
+    assert runtime.reload("test").result is False
+    assert runtime.current.config.api_keys == ("k",)
+    assert "api-keys: is empty, but the daemon listens beyond loopback" in runtime.last_error
+    assert runtime.reloads["rejected"] == 1
+
+
+def test_restart_only_settings_say_so_when_a_reload_changes_them(tmp_path):
+    from twisted.logger import capturedLogs
+
+    config = tmp_path / "config.yaml"
+    config.write_text("{}")
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=sync)
+    runtime.start()
+    config.write_text(json.dumps({"port": 9000, "timeouts": {"connect-seconds": 3, "shutdown-seconds": 4}}))
+    with capturedLogs() as events:
+        runtime.reload("test")
+    said = sorted(e["label"] for e in events if "label" in e)
+    assert said == ["host and port", "timeouts.connect-seconds", "timeouts.shutdown-seconds"]
