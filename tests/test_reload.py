@@ -214,9 +214,16 @@ def test_the_poll_reloads_when_a_file_changes_and_sighup_asks_for_a_reload(tmp_p
     assert reactor.getDelayedCalls() == []
 
 
-def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text("{}")
+def file_runtime(config, run_in_thread=sync, **kw) -> Runtime:
+    """A started runtime over the config file C{config}, with no poll."""
+    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
+                      run_in_thread=run_in_thread, **kw)
+    runtime.start()
+    return runtime
+
+
+def queued_runtime(config) -> tuple[Runtime, list[Deferred]]:
+    """A runtime whose thread jobs wait in C{pending} until a test fires them, one by one."""
     pending: list[Deferred] = []
 
     def deferred(f, *args):
@@ -225,9 +232,13 @@ def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
         d.addCallback(lambda _: f(*args))
         return d
 
-    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
-                      run_in_thread=deferred)
-    runtime.start()
+    return file_runtime(config, deferred), pending
+
+
+def test_reloads_asked_for_during_a_reload_run_after_it(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("{}")
+    runtime, pending = queued_runtime(config)
     config.write_text(json.dumps({"api-keys": ["first"]}))
     first = runtime.reload()
     pending.pop(0).callback(None)  # the first reload has read the file...
@@ -243,17 +254,7 @@ def test_a_reload_asked_for_during_another_fires_only_once_its_change_is_in_effe
     """A management write that lands while a poll reload runs must not be answered before it applies."""
     config = tmp_path / "config.yaml"
     config.write_text("{}")
-    pending: list[Deferred] = []
-
-    def deferred(f, *args):
-        d = Deferred()
-        pending.append(d)
-        d.addCallback(lambda _: f(*args))
-        return d
-
-    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
-                      run_in_thread=deferred)
-    runtime.start()
+    runtime, pending = queued_runtime(config)
     auth = tmp_path / "auth"
     auth.mkdir()
     config.write_text(json.dumps({"auth-dir": str(auth)}))  # a new auth-dir: the reload reads it too
@@ -283,9 +284,7 @@ def test_a_change_made_while_a_reload_reads_is_seen_by_the_next_poll(tmp_path):
             os.utime(config, ns=(1, 1))
         return succeed(result)
 
-    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
-                      run_in_thread=thread)
-    runtime.start()
+    runtime = file_runtime(config, thread)
     config.write_text(json.dumps({"api-keys": ["first"]}))
     runtime.reload("test")
     assert runtime.current.config.api_keys == ("first",)
@@ -296,9 +295,7 @@ def test_a_change_made_while_a_reload_reads_is_seen_by_the_next_poll(tmp_path):
 def test_a_reload_may_not_remove_the_last_client_key_of_a_public_listener(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"api-keys": ["k"]}))
-    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
-                      run_in_thread=sync, require_client_keys=True)
-    runtime.start()
+    runtime = file_runtime(config, require_client_keys=True)
     config.write_text(json.dumps({"api-keys": []}))
     assert runtime.reload("test").result is False
     assert runtime.current.config.api_keys == ("k",)
@@ -311,9 +308,7 @@ def test_restart_only_settings_say_so_when_a_reload_changes_them(tmp_path):
 
     config = tmp_path / "config.yaml"
     config.write_text("{}")
-    runtime = Runtime(Assembly(None, Clock(), MemoryStateStore()), config_path=str(config), poll=0,
-                      run_in_thread=sync)
-    runtime.start()
+    runtime = file_runtime(config)
     config.write_text(json.dumps({"port": 9000, "timeouts": {"connect-seconds": 3, "shutdown-seconds": 4}}))
     with capturedLogs() as events:
         runtime.reload("test")
