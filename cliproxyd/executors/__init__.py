@@ -1,13 +1,5 @@
-"""Upstream executors: one class per upstream protocol over one shared HTTP client."""
+"""Upstream executors: one class per upstream protocol over one shared HTTP client; L{Executors} picks among them."""
 
-from cliproxyd.replies import Reply, StreamReply, UpstreamError
 from cliproxyd.executors.dispatch import Executors
-from cliproxyd.executors.upstreams import OpenAICompatExecutor
 
-__all__ = [
-    "Executors",
-    "OpenAICompatExecutor",
-    "Reply",
-    "StreamReply",
-    "UpstreamError",
-]
+__all__ = ["Executors"]
