@@ -141,6 +141,15 @@ async def test_a_refused_connection_moves_on_to_the_next_provider(reactor):
         body = json.loads(await response.content())
         assert response.code == 200
         assert body["choices"][0]["message"]["content"].endswith("(key ...sk-b).")
+        # The unreachable key cools, so the next requests do not try it first.
+        refused = daemon.conductor.creds[0]
+        state = daemon.state.model_state(refused.id, "gpt-4o-mini")
+        assert state.reason == "connect" and state.blocked(reactor.seconds())
+        assert state.next_retry_at - reactor.seconds() <= 30
+        response = await treq.post(daemon.url + "/v1/chat/completions", data=chat_request(False).split(b"\r\n\r\n", 1)[1],
+                                   headers={"content-type": "application/json"}, timeout=10)
+        assert response.code == 200 and b"(key ...sk-b)" in await response.content()
+        assert daemon.state.stats(refused.id).failures == 1
     finally:
         await daemon.close()
 

@@ -48,6 +48,28 @@ def test_other_failures_are_recorded_without_blocking(status):
     assert not state.blocked(NOW)
 
 
+@pytest.mark.parametrize(
+    "kind, cooldown",
+    [("timeout", 60), ("connect", 30), ("broken", None), ("empty_stream", None), ("http", None)],
+)
+def test_failures_without_a_status_cool_when_the_upstream_hung_or_was_unreachable(kind, cooldown):
+    state = apply_failure(ModelState(), NOW, 0, "no answer", None, False, kind)
+    assert state.unavailable and state.last_status is None
+    if cooldown is None:
+        assert state.next_retry_at is None and state.reason == "error"
+    else:
+        assert state.next_retry_at == NOW + cooldown and state.reason == kind
+        assert state.blocked(NOW + cooldown - 0.001) and not state.blocked(NOW + cooldown)
+    # disable-cooling removes them, as it does the transient cooldown
+    assert apply_failure(ModelState(), NOW, 0, "no answer", None, True, kind).next_retry_at is None
+
+
+def test_the_kind_does_not_change_an_answer_with_a_status():
+    for kind in ("timeout", "connect"):
+        assert apply_failure(ModelState(), NOW, 401, "x", None, False, kind).next_retry_at == NOW + 1800
+        assert apply_failure(ModelState(), NOW, 409, "x", None, False, kind).next_retry_at is None
+
+
 def test_429_with_a_hint_uses_the_hint_and_keeps_the_backoff_level():
     state = ModelState(backoff_level=3)
     state = apply_failure(state, NOW, 429, "slow down", 42.0, disable_cooling=True)

@@ -70,6 +70,27 @@ def test_timeout_before_the_response_moves_on():
     assert 30 <= h.clock.seconds() < 40
 
 
+def test_a_key_that_hangs_is_cooled_so_the_next_requests_do_not_wait_for_it():
+    h = Harness(config_data(timeouts={"response-seconds": 30}))
+    h.upstream.script("sk-up-1", "hang")
+    assert h.chat(advance=5)[0] == 200
+    state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
+    assert (state.reason, state.next_retry_at) == ("timeout", 30 + 60)
+    started = h.clock.seconds()
+    for _ in range(3):  # round-robin would put the hanging key first on one of these
+        assert h.chat(advance=5)[0] == 200
+    assert h.clock.seconds() == started, "no request waited for the hanging key"
+    assert h.keys_seen() == ["sk-up-1"] + ["sk-up-2"] * 4
+
+
+def test_a_stream_silent_before_its_first_payload_cools_its_key():
+    h = Harness(config_data(timeouts={"stream-idle-seconds": 20}))
+    h.upstream.script("sk-up-1", "stall:0")
+    assert h.chat(stream=True, advance=5)[0] == 200
+    state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
+    assert state.reason == "timeout" and state.blocked(h.clock.seconds())
+
+
 def test_stream_that_stays_silent_before_its_first_payload_moves_on():
     h = Harness(config_data(timeouts={"stream-idle-seconds": 20}))
     h.upstream.script("sk-up-1", "stall:0")
@@ -189,6 +210,27 @@ def test_a_cancelled_request_tries_no_other_key():
         assert h.keys_seen() == ["sk-up-1"], stream
         assert h.upstream.seen[0].disconnected, stream
         assert h.clock.getDelayedCalls() == [], stream
+        # The client left: nothing is held against the key, no timeout, no cooldown.
+        cred = h.creds[0]
+        assert h.state.model_states(cred.id) == {}, stream
+        assert h.state.stats(cred.id).failures == 0, stream
+
+
+def test_a_client_that_leaves_while_its_key_hangs_does_not_cool_the_key():
+    """Through the frontend: the client's connection goes before response-seconds is up."""
+    h = Harness(config_data(timeouts={"response-seconds": 30}))
+    h.upstream.script("sk-up-1", "hang")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}).encode()
+    d = h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body)
+    h.flush()
+    h.clock.advance(10)
+    d.cancel()  # the client gives up and closes its connection
+    h.flush()
+    h.clock.advance(60)
+    h.flush()
+    assert h.keys_seen() == ["sk-up-1"]
+    assert h.state.model_states(h.creds[0].id) == {}
+    assert h.state.stats(h.creds[0].id).failures == 0
 
 
 def test_debug_logs_which_key_answered_and_is_quiet_otherwise():

@@ -57,8 +57,14 @@ QUOTA_BACKOFF_BASE = 1.0
 QUOTA_BACKOFF_MAX = 30 * 60.0
 AUTH_COOLDOWN = 30 * 60.0  # 401, 402, 403
 NOT_FOUND_COOLDOWN = 12 * 3600.0  # 404, and model-support errors
-TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504
+TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504, and an upstream that timed out
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+#: A connection refused, reset or not made in connect-seconds: shorter than a
+#: timeout's, because finding out again costs a request little (milliseconds,
+#: at most connect-seconds) and such an upstream is often back in seconds.
+CONNECT_COOLDOWN = 30.0
+#: The failures with no status that cool, by kind.
+NO_ANSWER_COOLDOWNS = {"timeout": TRANSIENT_COOLDOWN, "connect": CONNECT_COOLDOWN}
 
 
 CLEAR = ModelState()
@@ -87,9 +93,11 @@ def apply_failure(
     message: str,
     retry_after: float | None,
     disable_cooling: bool,
+    kind: str = "http",
 ) -> ModelState:
     """
-    CLIProxyAPI's MarkResult table for one (credential, model).
+    CLIProxyAPI's MarkResult table for one (credential, model), with its
+    transient cooldown also for the failures that have no status.
 
     ====================================  =========================================
     outcome                               cooldown
@@ -100,11 +108,20 @@ def apply_failure(
     429 with a retry hint                 the hint (always; backoff level unchanged)
     429 without                           1 s * 2^level, max 30 min (level + 1)
     408, 500, 502, 503, 504               1 min
+    no answer in time (C{kind} timeout)   1 min
+    no connection (C{kind} connect)       30 s
     anything else                         none (failure recorded, not blocked)
     ====================================  =========================================
 
-    C{disable_cooling} removes the hintless 429 and the transient cooldowns,
-    not the others.
+    CLIProxyAPI cools none of the failures without a status, so an upstream
+    that hangs or refuses stays in rotation and every request that picks it
+    pays for finding out again (a hang: the whole response-seconds).
+
+    C{disable_cooling} removes the hintless 429, the transient, timeout and
+    connect cooldowns, not the others.
+
+    @param kind: the L{cliproxyd.replies.UpstreamError} kind; it matters
+        only when C{status} is 0.
     """
     base = evolve(
         state,
@@ -132,6 +149,9 @@ def apply_failure(
     if status in TRANSIENT_STATUSES:
         until = None if disable_cooling else now + TRANSIENT_COOLDOWN
         return evolve(base, next_retry_at=until, reason="transient")
+    if not status and kind in NO_ANSWER_COOLDOWNS:
+        until = None if disable_cooling else now + NO_ANSWER_COOLDOWNS[kind]
+        return evolve(base, next_retry_at=until, reason=kind)
     return evolve(base, next_retry_at=None, reason="error")
 
 
