@@ -32,6 +32,14 @@ def test_an_empty_file_is_the_default_config():
     assert parse_config(None) == (Config(), [])
 
 
+def test_upstreams_get_nine_minutes_for_their_response_headers_unless_told_otherwise():
+    assert parse_config(None)[0].timeouts.response == 540
+    assert parse_config({"timeouts": {"response-seconds": 0}})[0].timeouts.response == 0  # no limit
+    assert parse_config({"timeouts": {"response-seconds": 900}})[0].timeouts.response == 900
+    with pytest.raises(ConfigError, match=r"^timeouts.response-seconds: must be 0 or more, not -1$"):
+        parse_config({"timeouts": {"response-seconds": -1}})
+
+
 def provider(**over):
     p = {"name": "p", "base-url": "http://u.test/v1", "api-key-entries": [{"api-key": "k"}],
          "models": [{"name": "m"}]}

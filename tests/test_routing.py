@@ -70,6 +70,27 @@ def test_timeout_before_the_response_moves_on():
     assert 30 <= h.clock.seconds() < 40
 
 
+def test_by_default_a_key_that_hangs_fails_over_after_nine_minutes():
+    h = Harness()
+    h.upstream.script("sk-up-1", "hang")
+    code, _, _ = h.chat(advance=10)
+    assert code == 200
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+    assert 540 <= h.clock.seconds() < 550
+
+
+def test_response_seconds_zero_waits_for_a_hanging_key_without_limit():
+    h = Harness(config_data(timeouts={"response-seconds": 0}))
+    h.upstream.script("sk-up-1", "hang")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}).encode()
+    answers = []
+    h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body).addBoth(answers.append)
+    for _ in range(48):
+        h.clock.advance(3600)
+        h.flush()
+    assert answers == [] and h.keys_seen() == ["sk-up-1"]
+
+
 def test_a_key_that_hangs_is_cooled_so_the_next_requests_do_not_wait_for_it():
     h = Harness(config_data(timeouts={"response-seconds": 30}))
     h.upstream.script("sk-up-1", "hang")

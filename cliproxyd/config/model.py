@@ -129,9 +129,13 @@ class Timeouts:
     """
 
     connect: float = 10.0  # connect-seconds: TCP/TLS connect to an upstream
-    #: response-seconds: request sent -> response headers; 0 = no limit (the default:
-    #: a slow but healthy answer must not be cut off, as the seed reviews insisted)
-    response: float = 0.0
+    #: response-seconds: request sent -> response headers (for an answer that does not
+    #: stream, the whole answer); 0 = no limit. The default, 9 min, is a minute under
+    #: the 10 min the official OpenAI and Anthropic SDKs wait by default: a hung
+    #: upstream is given up (and its key cooled) before such a client gives up, while
+    #: a slow but healthy non-streamed reasoning answer keeps nearly all the time its
+    #: client waits anyway. Streams send their headers at once; then only stream-idle counts.
+    response: float = 540.0
     stream_idle: float = 120.0  # stream-idle-seconds: longest gap between body chunks
     shutdown: float = 15.0  # shutdown-seconds: how long SIGTERM waits for in-flight requests
 
