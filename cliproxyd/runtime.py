@@ -53,6 +53,7 @@ RESTART_ONLY = (
     (("state_path",), "state-file"),
     (("timeouts", "connect"), "timeouts.connect-seconds"),
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),
+    (("timeouts", "client_idle"), "timeouts.client-idle-seconds"),
 )
 
 

@@ -176,8 +176,8 @@ def build(options: Options, reactor) -> IService:
 
     root = ServiceTree()
     root.setName("cliproxyd")
-    connect_timeout = config.timeouts.connect if config is not None else Timeouts().connect
-    pool, client = make_http_client(reactor, connect_timeout)
+    timeouts = config.timeouts if config is not None else Timeouts()
+    pool, client = make_http_client(reactor, timeouts.connect)
     HTTPPoolService(pool).setServiceParent(root)
 
     if config is not None and not state_path:
@@ -200,7 +200,10 @@ def build(options: Options, reactor) -> IService:
     for service in daemon.services:
         service.setServiceParent(root)
 
-    site = TrackingSite(daemon.resource(), daemon.in_flight, daemon.source)
+    # twisted.web's idle timeout: it runs while a request's line, headers and
+    # body are due and between requests, never while an answer is sent.
+    site = TrackingSite(daemon.resource(), daemon.in_flight, daemon.source,
+                        timeout=timeouts.client_idle or None, reactor=reactor)
     listener = StreamServerEndpointService(endpoint, site)
     listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
     listener.setName("frontend")

@@ -32,6 +32,15 @@ def test_an_empty_file_is_the_default_config():
     assert parse_config(None) == (Config(), [])
 
 
+def test_client_connections_may_be_idle_for_a_minute_unless_told_otherwise():
+    assert parse_config(None)[0].timeouts.client_idle == 60
+    assert parse_config({"timeouts": {"client-idle-seconds": 0}})[0].timeouts.client_idle == 0  # no limit
+    with pytest.raises(ConfigError, match=r"^timeouts.client-idle-seconds: must be a number, not a string"):
+        parse_config({"timeouts": {"client-idle-seconds": "1m"}})
+    with pytest.raises(ConfigError, match=r"^timeouts.client-idle-seconds: must be 0 or more, not -5$"):
+        parse_config({"timeouts": {"client-idle-seconds": -5}})
+
+
 def test_upstreams_get_nine_minutes_for_their_response_headers_unless_told_otherwise():
     assert parse_config(None)[0].timeouts.response == 540
     assert parse_config({"timeouts": {"response-seconds": 0}})[0].timeouts.response == 0  # no limit

@@ -309,8 +309,10 @@ def test_restart_only_settings_say_so_when_a_reload_changes_them(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("{}")
     runtime = file_runtime(config)
-    config.write_text(json.dumps({"port": 9000, "timeouts": {"connect-seconds": 3, "shutdown-seconds": 4}}))
+    config.write_text(json.dumps({"port": 9000, "timeouts": {"connect-seconds": 3, "shutdown-seconds": 4,
+                                                             "client-idle-seconds": 5}}))
     with capturedLogs() as events:
         runtime.reload("test")
     said = sorted(e["label"] for e in events if "label" in e)
-    assert said == ["host and port", "timeouts.connect-seconds", "timeouts.shutdown-seconds"]
+    assert said == ["host and port", "timeouts.client-idle-seconds", "timeouts.connect-seconds",
+                    "timeouts.shutdown-seconds"]

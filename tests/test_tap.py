@@ -61,6 +61,29 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     assert reactor.getDelayedCalls() == []
 
 
+def test_the_listener_closes_client_connections_idle_for_client_idle_seconds(tmp_path):
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    for idle, expected in ((None, 60), (5, 5), (0, None)):
+        path = tmp_path / "config.yaml"
+        path.write_text("host: 127.0.0.1\n" + (f"timeouts: {{client-idle-seconds: {idle}}}\n" if idle is not None else ""))
+        reactor = MemoryReactorClock()
+        service = makeService(options("--config", str(path)), reactor=reactor)
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert factory.timeOut == expected
+        channel = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        reactor.advance(3600 if expected is None else expected - 0.5)
+        assert not transport.disconnecting
+        reactor.advance(0.5)
+        assert transport.disconnecting is (expected is not None), idle
+        service.stopService()
+
+
 def test_building_does_no_start_up_work_and_starting_does_it_in_order(tmp_path):
     """makeService only builds: the key is hashed, the state loaded and the first generation built at start."""
     path = tmp_path / "config.yaml"

@@ -467,7 +467,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
     )
 
     t = r.child("timeouts")
-    t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds"})
+    t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
+                  "client-idle-seconds"})
     d = Timeouts()
 
     providers = r.items("openai-compatibility", _parse_compat)
@@ -521,6 +522,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             response=t.nonneg_float("response-seconds", d.response),
             stream_idle=t.positive("stream-idle-seconds", d.stream_idle),
             shutdown=t.positive("shutdown-seconds", d.shutdown),
+            client_idle=t.nonneg_float("client-idle-seconds", d.client_idle),
         ),
     )
     return config, warnings

@@ -124,8 +124,8 @@ class Timeouts:
     """
     C{timeouts}: cliproxyd's own section (CLIProxyAPI has no upstream timeouts).
 
-    A request that times out before its first byte reached the client moves
-    on to the next credential.
+    A request whose upstream times out before its first byte reached the
+    client moves on to the next credential.
     """
 
     connect: float = 10.0  # connect-seconds: TCP/TLS connect to an upstream
@@ -138,6 +138,10 @@ class Timeouts:
     response: float = 540.0
     stream_idle: float = 120.0  # stream-idle-seconds: longest gap between body chunks
     shutdown: float = 15.0  # shutdown-seconds: how long SIGTERM waits for in-flight requests
+    #: client-idle-seconds: the longest a client connection may send nothing while a
+    #: request's line, headers or body are due, or between two requests; 0 = no limit.
+    #: It never runs while an answer is being sent (a long stream is not idle).
+    client_idle: float = 60.0
 
 
 @frozen
