@@ -68,8 +68,8 @@ class Proc:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon)."""
+def stack(tmp_path, request):
+    """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon). Its param: shutdown-seconds."""
     up_port, port = unused_port(), unused_port()
     upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port),
                      "--script", f"{BAD_KEY}=status:429:1"], tmp_path / "upstream.log")
@@ -78,7 +78,7 @@ def stack(tmp_path):
     config.write_text(json.dumps({  # JSON is YAML
         "api-keys": [CLIENT_KEY],
         "routing": {"strategy": "round-robin"},
-        "timeouts": {"shutdown-seconds": 20},
+        "timeouts": {"shutdown-seconds": getattr(request, "param", 20)},
         "openai-compatibility": [{
             "name": "sim",
             "base-url": upstream_url + "/v1",
@@ -167,6 +167,42 @@ def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
     assert "waiting up to 20.0s for 1 in-flight requests" in daemon.text()
     with pytest.raises(OSError):
         http_get(url + "/healthz")
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_sigterm_ends_a_stream_that_outlives_shutdown_seconds_with_its_error_event(stack):
+    import openai
+
+    url, upstream_url, daemon = stack
+    req = urllib.request.Request(upstream_url + "/_sim/script", method="POST",
+                                 data=json.dumps({GOOD_KEY: ["slow:2"], BAD_KEY: ["slow:2"]}).encode())
+    urllib.request.urlopen(req, timeout=5).read()
+    client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+    pieces, errors = [], []
+    first = threading.Event()
+
+    def read():
+        try:
+            for chunk in stream:
+                if chunk.choices:
+                    pieces.append(chunk.choices[0].delta.content or "")
+                first.set()
+        except Exception as e:  # what the SDK makes of the stream's last event
+            errors.append(e)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert first.wait(15), "no first chunk"
+    daemon.p.send_signal(signal.SIGTERM)
+    reader.join(15)
+    assert not reader.is_alive()
+    [error] = errors
+    assert isinstance(error, openai.APIError) and "cliproxyd is shutting down" in error.message, repr(error)
+    assert not "".join(pieces).endswith("e2e).")  # cut short, and told so
+    assert daemon.p.wait(timeout=20) == 0
+    assert "(1 streams ended with an error event)" in daemon.text()
 
 
 def test_a_bad_config_stops_start_up_with_one_line_and_nonzero_exit(tmp_path):

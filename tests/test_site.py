@@ -7,19 +7,25 @@ the simulated upstream behind them.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
+import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from cliproxyd.frontend import TrackingSite
+from cliproxyd.frontend.app import SHUTDOWN_MESSAGE
+from cliproxyd.frontend.site import CLOSE_GRACE
 from tests.conftest import Harness, config_data
 
 
 class Client:
     """One client connection to C{site}: what it sent, and what came back."""
 
-    def __init__(self, site: TrackingSite) -> None:
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    def __init__(self, site: TrackingSite, transport: Callable[..., StringTransport] = StringTransport) -> None:
+        self.transport = transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel.makeConnection(self.transport)
 
@@ -122,3 +128,178 @@ def test_client_idle_seconds_zero_keeps_a_connection_as_long_as_the_client_likes
     client.send(post("/v1/chat/completions", CHAT, length=1000)[:-20])
     h.clock.advance(7 * 24 * 3600)
     assert not client.closing
+
+
+# -- streams still running when shutdown-seconds is up ----------------------------------
+
+
+class ClientEnd(StringTransport):
+    """
+    A client's end of the connection that, like a socket, tells the channel
+    when it is gone (on the clock's next turn): an abort at once, a close
+    once the data is out, which for a client that reads nothing is never.
+    """
+
+    def __init__(self, clock, reads: bool = True) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self._clock = clock
+        self._reads = reads
+        self.protocol = None
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        if self._reads:
+            self._gone(ConnectionDone())
+
+    def abortConnection(self) -> None:
+        super().abortConnection()
+        self._gone(ConnectionAborted())
+
+    def _gone(self, why: Exception) -> None:
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            self.disconnected = True
+            self._clock.callLater(0, protocol.connectionLost, Failure(why))
+
+
+def connect(h: Harness, reads: bool = True) -> Client:
+    conn = Client(site_for(h, 60), lambda peerAddress: ClientEnd(h.clock, reads))
+    conn.transport.protocol = conn.channel
+    return conn
+
+
+def http_body(raw: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 answer; AssertionError unless its last chunk came."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    body = b""
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            assert rest == b"\r\n", "the body did not end cleanly"
+            return body
+        body, rest = body + rest[:n], rest[n + 2:]
+
+
+def payloads_of(body: bytes) -> list:
+    from tests.test_formats_frontend import payloads
+
+    return payloads(body)
+
+
+def stream_request(client: str, model: str) -> bytes:
+    from tests.test_formats_frontend import ASK
+
+    path, build = ASK[client]
+    body = build(model)
+    if client == "gemini":
+        path = f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
+    else:
+        body["stream"] = True
+    return post(path, body)
+
+
+def stopping(h: Harness):
+    """SIGTERM's part for the in-flight requests: their service stops (30 s, build_daemon's default)."""
+    in_flight = h.daemon.in_flight
+    in_flight.startService()
+    stopped = []
+    in_flight.stopService().addCallback(stopped.append)
+    return stopped
+
+
+@pytest.mark.parametrize("client", ["openai", "claude", "gemini", "responses"])
+@pytest.mark.parametrize("model", ["via-openai", "via-claude"])  # relayed as it is, or translated
+def test_a_stream_still_running_at_the_deadline_ends_with_its_clients_error_event(client, model):
+    from tests.test_formats_frontend import matrix, payloads
+
+    h = matrix()  # one credential per upstream format
+    key = {"via-openai": "sk-o", "via-claude": "sk-c"}[model]
+    h.upstream.script(key, "slow:20")  # a chunk every 20 s: still going long after the deadline
+    conn = connect(h)
+    conn.send(stream_request(client, model))
+    pump(h, 25)
+    assert conn.received.startswith(b"HTTP/1.1 200 ") and len(h.daemon.in_flight) == 1
+    stopped = stopping(h)
+    pump(h, 25)
+    assert not stopped and not conn.closing
+    pump(h, 5)  # 30 s: the deadline
+    h.clock.advance(0.1)  # the connection is looked at: it has closed
+    assert stopped == [None] and len(h.daemon.in_flight) == 0
+    assert conn.transport.disconnected
+    events = payloads(http_body(conn.received))  # a complete body, not a cut one
+    assert len(events) >= 2, "the stream had started"
+    last = events[-1]
+    if client == "openai":
+        assert last["error"]["message"] == SHUTDOWN_MESSAGE and last["error"]["type"] == "server_error"
+        assert b"[DONE]" not in conn.received
+    elif client == "claude":
+        assert last["type"] == "error" and last["error"]["message"] == SHUTDOWN_MESSAGE
+        assert b"event: error\n" in conn.received
+    elif client == "responses":
+        assert last["type"] == "error" and last["message"] == SHUTDOWN_MESSAGE
+    else:
+        assert last["error"]["message"] == SHUTDOWN_MESSAGE
+    # The upstream request was stopped as when a client leaves: nothing is held against the key.
+    [seen] = h.upstream.seen
+    assert seen.disconnected
+    cred = next(c for c in h.creds if c.api_key == key)
+    assert h.state.stats(cred.id).failures == 0 and h.state.model_states(cred.id) == {}
+
+
+def test_an_ended_stream_whose_client_reads_nothing_is_dropped_after_the_grace():
+    h = Harness()
+    h.upstream.script("sk-up-1", "slow:20")
+    conn = connect(h, reads=False)
+    conn.send(post("/v1/chat/completions", {**CHAT, "stream": True}))
+    pump(h, 25)
+    stopped = stopping(h)
+    pump(h, 30)
+    assert SHUTDOWN_MESSAGE in json.dumps(payloads_of(http_body(conn.received)))
+    assert conn.transport.disconnecting and not conn.transport.disconnected and not stopped
+    h.clock.advance(CLOSE_GRACE)
+    assert conn.transport.disconnected and stopped == [None]
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_a_request_still_waiting_for_its_upstream_at_the_deadline_is_dropped():
+    h = Harness()
+    h.upstream.script("sk-up-1", "hang")
+    conn = connect(h)
+    conn.send(post("/v1/chat/completions", {**CHAT, "stream": True}))
+    pump(h, 5)
+    stopped = stopping(h)
+    pump(h, 30)
+    assert stopped == [None] and conn.transport.disconnected and conn.received == b""
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_a_gemini_stream_without_alt_sse_is_json_and_is_dropped_not_given_an_sse_event():
+    from tests.test_formats_frontend import ASK, matrix
+
+    h = matrix()
+    h.upstream.script("sk-o", "slow:20")
+    conn = connect(h)
+    conn.send(post("/v1beta/models/via-openai:streamGenerateContent", ASK["gemini"][1]("via-openai")))
+    pump(h, 25)
+    assert b"application/json" in conn.received
+    stopped = stopping(h)
+    pump(h, 30)
+    assert stopped == [None] and conn.transport.disconnected
+    assert SHUTDOWN_MESSAGE.encode() not in conn.received
+
+
+@pytest.mark.parametrize("path, name", [
+    (b"/v1/chat/completions", "openai"), (b"/v1/responses", "responses"), (b"/v1/messages", "claude"),
+    (b"/v1beta/models/gemini-2.5-pro:streamGenerateContent", "gemini"),
+    (b"/v1/models/models/gemini-2.5-pro:streamGenerateContent", "gemini"),
+    (b"/v1beta/models/gemini-2.5-pro%3AstreamGenerateContent", "gemini"),
+    (b"/v1beta/models/gemini-2.5-pro:generateContent", None), (b"/v1/messages/count_tokens", None),
+    (b"/v1/models", None), (b"/healthz", None),
+])
+def test_the_client_format_of_a_stream_follows_from_its_route(path, name):
+    from cliproxyd.frontend.app import stream_format
+
+    fmt = stream_format(path)
+    assert (fmt.NAME if fmt else None) == name

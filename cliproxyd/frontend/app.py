@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from types import ModuleType
 from typing import Any, Callable, Protocol
+from urllib.parse import unquote_to_bytes
 
 from attrs import field as attrs_field
 from attrs import frozen
@@ -441,6 +442,48 @@ def _write(request: IRequest, e: ClientError) -> bytes:
     for name, value in e.headers.items():
         request.setHeader(name, value)
     return e.body
+
+
+#: The error event a stream still running when shutdown-seconds is up ends with.
+SHUTDOWN_MESSAGE = "cliproxyd is shutting down: the answer was cut short (timeouts.shutdown-seconds)"
+
+#: The streaming routes that have one path, and their client formats.
+_STREAM_PATHS = {b"/v1/chat/completions": openai_chat, b"/v1/responses": responses, b"/v1/messages": claude}
+
+
+def stream_format(path: bytes) -> ModuleType | None:
+    """The client format of the streams served at C{path} (Gemini's C{:streamGenerateContent} too), if any."""
+    path = unquote_to_bytes(path)
+    fmt = _STREAM_PATHS.get(path)
+    if fmt is None and path.startswith((b"/v1beta/models/", b"/v1/models/")) and \
+            path.endswith(b":streamGenerateContent"):
+        fmt = gemini
+    return fmt
+
+
+def end_stream(request: IRequest, message: str = SHUTDOWN_MESSAGE) -> bool:
+    """
+    End a stream that is still being relayed to its client, now: the client
+    format's in-stream error event goes out, and the upstream relay is
+    stopped as when a client leaves (nothing is held against the
+    credential), so the route finishes the body as a complete one and the
+    connection closes after it.
+
+    @return: whether C{request} is such a stream (an SSE answer under way on
+        a streaming route); if not, nothing was done.
+    """
+    producer = getattr(request, "producer", None)
+    channel = getattr(request, "channel", None)  # None once the connection is gone
+    if producer is None or channel is None or request.finished:
+        return False
+    content_type = (request.responseHeaders.getRawHeaders(b"content-type") or [b""])[0]
+    fmt = stream_format(request.path)
+    if fmt is None or not content_type.startswith(b"text/event-stream"):
+        return False
+    channel.persistent = False  # no next request on it: closed once the body is complete
+    request.write(fmt.stream_error_event(message))
+    producer.stopProducing()
+    return True
 
 
 def _path_renderer(request: IRequest) -> Render:

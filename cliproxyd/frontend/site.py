@@ -1,9 +1,9 @@
-"""The Site that knows which requests are in flight, and drains them at shutdown."""
+"""The Site that knows which requests are in flight, and drains them at shutdown (streams left end with their error event)."""
 
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -11,25 +11,62 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
 
+#: How long the streams ended at the deadline have to get their last event
+#: out and close before their connections are dropped.
+CLOSE_GRACE = 2.0
+#: How often, meanwhile, their connections are looked at.
+_CLOSE_POLL = 0.05
+
+
+def _never(request: Request) -> bool:
+    return False
+
+
+def _closed(transport: Any) -> bool:
+    """Whether a connection is gone (TLS: the connection under it)."""
+    if getattr(transport, "disconnected", False):
+        return True
+    inner = getattr(transport, "transport", None)
+    return inner is not None and _closed(inner)
+
+
+def _abort(transport: Any) -> None:
+    abort = getattr(transport, "abortConnection", None) or transport.loseConnection
+    abort()
+
 
 class InFlight(Service):
     """
     Tracks requests from arrival to finish. Stopping it waits for them to
-    finish, up to C{timeout} seconds, then closes what is left.
+    finish, up to C{timeout} seconds; then each stream still running is
+    asked to end (C{end_stream(request)}: the frontend ends it with its
+    client format's error event and closes its connection once the body is
+    complete), those get L{CLOSE_GRACE} more seconds to close, and every
+    other connection left is dropped.
 
     In the service tree it stops after the listener (no new connections)
     and before the HTTP pool (upstream requests still running need it).
+
+    @param end_stream: asks a request to end now, if it is a stream;
+        returns whether it did (by default none is).
     """
 
     name = "in-flight"
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, clock: IReactorTime, timeout: float,
+                 end_stream: Callable[[Request], bool] = _never) -> None:
         self._clock = clock
         self._timeout = timeout
+        self._end_stream = end_stream
         self._requests: set[Request] = set()
         self._drained: Deferred[None] | None = None
         self._deadline: IDelayedCall | None = None
+        #: the deadline has passed: what is left is being ended, not waited for
+        self._ending = False
+        #: the connections of the streams asked to end, until they close
+        self._closing: list[Any] = []
+        self._grace_until = 0.0
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -40,7 +77,7 @@ class InFlight(Service):
 
     def _done(self, _: object, request: Request) -> None:
         self._requests.discard(request)
-        if not self._requests and self._drained is not None:
+        if not self._requests and self._drained is not None and not self._ending:
             self._fire()
 
     def stopService(self) -> "Deferred[None]":
@@ -58,16 +95,39 @@ class InFlight(Service):
 
     def _expire(self) -> None:
         self._deadline = None
-        self.log.warn(
-            "closing {count} requests still running after {timeout}s",
-            count=len(self._requests),
-            timeout=self._timeout,
-        )
-        for request in list(self._requests):
+        self._ending = True
+        running, cut = list(self._requests), []
+        for request in running:
             transport = getattr(request, "transport", None)
-            if transport is not None:
-                abort = getattr(transport, "abortConnection", None) or transport.loseConnection
-                abort()
+            if self._end_stream(request):
+                if transport is not None:
+                    self._closing.append(transport)
+            elif transport is not None:
+                cut.append(transport)
+        self.log.warn(
+            "closing {count} requests still running after {timeout}s ({streams} streams ended with an error event)",
+            count=len(running),
+            timeout=self._timeout,
+            streams=len(self._closing),
+        )
+        for transport in cut:
+            _abort(transport)
+        if not self._closing:
+            self._fire()
+            return
+        self._grace_until = self._clock.seconds() + CLOSE_GRACE
+        self._deadline = self._clock.callLater(_CLOSE_POLL, self._watch_closing)
+
+    def _watch_closing(self) -> None:
+        """Fire once the ended streams' connections are closed, dropping those still open after the grace."""
+        self._deadline = None
+        self._closing = [t for t in self._closing if not _closed(t)]
+        if self._closing and self._clock.seconds() < self._grace_until:
+            self._deadline = self._clock.callLater(_CLOSE_POLL, self._watch_closing)
+            return
+        closing, self._closing = self._closing, []
+        for transport in closing:
+            _abort(transport)
         self._fire()
 
     def _fire(self) -> None:
