@@ -1,15 +1,28 @@
 """
 Durable file replacement, shared by everything that rewrites a file the
-operator owns: the state file, credential files and config.yaml.
+operator owns: the state file, credential files and config.yaml; and the
+removal, at start-up, of the temporary files a killed write left behind.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
+import time
 from contextlib import suppress
+from typing import Callable
+
+from twisted.logger import Logger
+
+log = Logger(namespace="cliproxyd.fileio")
+
+#: The temporary file of an atomic write of C{name}: C{.<name>.<8 characters>.tmp}
+#: (the random part is C{tempfile.mkstemp}'s: lower-case letters, digits, C{_}).
+_TEMP = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+_TEMP_SUFFIX = ".tmp"
 
 
 def _fsync_directory(directory: str) -> None:
@@ -44,7 +57,7 @@ def atomic_write(path: str, data: bytes, default_mode: int = 0o600) -> None:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = default_mode
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -57,3 +70,46 @@ def atomic_write(path: str, data: bytes, default_mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def temp_target(name: str) -> str | None:
+    """The file name an L{atomic_write} temporary file called C{name} was to replace; None if it is not one."""
+    match = _TEMP.fullmatch(name)
+    return match.group("target") if match else None
+
+
+def remove_stale_temps(directory: str, ours: Callable[[str], bool], min_age: float = 0.0) -> list[str]:
+    """
+    Remove the temporary files L{atomic_write} left in C{directory} when it
+    was killed mid-write: files named as it names them, for a file name
+    C{ours(target)} accepts, at least C{min_age} seconds old (file times
+    are wall-clock time; a writer in another process, such as a login, may
+    be using a young one). Anything else is left alone, and a file that
+    cannot be removed is logged, never raised. Blocking; for start-up.
+
+    @return: the names removed.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    now = time.time()
+    for name in sorted(names):
+        target = temp_target(name)
+        if target is None or not ours(target):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warn("could not remove {path}, left by an unfinished write: {error}", path=path, error=e.strerror)
+            continue
+        log.info("removed {path}, left by a write that never finished", path=path)
+        removed.append(name)
+    return removed

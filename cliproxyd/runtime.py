@@ -41,11 +41,21 @@ from cliproxyd.assembly import Assembly, Generation, GenerationSource
 from cliproxyd.config import ConfigError
 from cliproxyd.config.load import parse_config_bytes
 from cliproxyd.config.model import Config
-from cliproxyd.credentials.authfiles import AuthDirScan, auth_file_names, merge_scan, read_auth_dir
+from cliproxyd.credentials.authfiles import (
+    AuthDirScan,
+    auth_file_names,
+    is_auth_file_name,
+    merge_scan,
+    read_auth_dir,
+)
+from cliproxyd.fileio import remove_stale_temps
 from cliproxyd.service import Periodic, ServiceTree
 
 #: How often the config file and the auth directory are looked at.
 POLL_SECONDS = 2.0
+#: An auth file's temporary file younger than this may be a login's write
+#: under way in another process: start-up leaves it.
+LIVE_WRITE_SECONDS = 60.0
 
 #: Settings a running daemon cannot change; a reload that changes them says so.
 RESTART_ONLY = (
@@ -151,7 +161,9 @@ class Runtime(ServiceTree):
     def start(self) -> Generation:
         """
         Build the first generation, reading the config file and the auth
-        directory here (start-up, before the reactor serves anything).
+        directory here (start-up, before the reactor serves anything), after
+        removing the temporary files that killed writes of either left (an
+        auth file's only once it is L{LIVE_WRITE_SECONDS} old).
         Called by L{startService}; calling it again does nothing.
 
         @raise ConfigError: the config file no longer loads.
@@ -159,6 +171,8 @@ class Runtime(ServiceTree):
         if self.current is not None:
             return self.current
         if self._config_path is not None:
+            config_path = os.path.abspath(self._config_path)
+            remove_stale_temps(os.path.dirname(config_path), os.path.basename(config_path).__eq__)
             raw = _read_bytes(self._config_path)
             config, warnings = self._parse(raw)
             for warning in warnings:
@@ -168,6 +182,8 @@ class Runtime(ServiceTree):
             initial = self._initial
             config = initial() if callable(initial) else initial
             assert isinstance(config, Config)
+        if config.auth_dir:
+            remove_stale_temps(config.auth_dir, is_auth_file_name, min_age=LIVE_WRITE_SECONDS)
         scan = merge_scan(read_auth_dir(config.auth_dir), {}) if config.auth_dir else AuthDirScan()
         gen = self.assembly.build(config, scan)
         self._report_problems({}, gen.problems)

@@ -284,9 +284,14 @@ class AuthDirScan:
     unchanged: set[str] = field(factory=set)
 
 
+def is_auth_file_name(name: str) -> bool:
+    """Whether a file of an auth directory called C{name} is taken for a credential file: C{*.json}, not hidden."""
+    return name.endswith(".json") and not name.startswith(".")
+
+
 def auth_file_names(directory: str) -> list[str]:
     """The credential files of C{directory}: C{*.json} at its top, not hidden, sorted (OSError if unlistable)."""
-    return sorted(n for n in os.listdir(directory) if n.endswith(".json") and not n.startswith("."))
+    return sorted(n for n in os.listdir(directory) if is_auth_file_name(n))
 
 
 def read_auth_dir(directory: str, known: Mapping[str, str] | None = None) -> AuthDirScan:

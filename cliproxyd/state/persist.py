@@ -1,7 +1,8 @@
 """
 Keeping the L{StateStore}'s snapshot on disk across restarts.
 
-L{StatePersistence} loads the state file once at start-up, writes a new
+L{StatePersistence} loads the state file once at start-up (removing the
+temporary files of writes that were killed), writes a new
 snapshot every C{interval} seconds while the store is dirty (its
 C{state-flush} job) (in a thread,
 never on the request path) and once more at shutdown. Writes are atomic
@@ -21,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cliproxyd.fileio import atomic_write
+from cliproxyd.fileio import atomic_write, remove_stale_temps
 from cliproxyd.service import Periodic, ServiceTree
 from cliproxyd.state.store import StateStore
 
@@ -69,8 +70,14 @@ class StatePersistence(ServiceTree):
         cannot be read, decoded or restored is renamed to
         C{<path>.corrupt-<epoch seconds>} and the store starts empty; this
         never raises.
+
+        First the temporary files of state writes that were killed (kill -9
+        during a flush) are removed: only this daemon writes its state file,
+        and it has not started writing yet.
         """
         now = self._clock.seconds()
+        path = os.path.abspath(self.path)
+        remove_stale_temps(os.path.dirname(path), os.path.basename(path).__eq__)
         try:
             self.loaded = True
             with open(self.path, "rb") as f:
