@@ -44,6 +44,7 @@ from cliproxyd.config.model import Config
 from cliproxyd.credentials.authfiles import (
     AuthDirScan,
     auth_file_names,
+    daemon_files,
     is_auth_file_name,
     merge_scan,
     read_auth_dir,
@@ -90,9 +91,9 @@ def _stat_signature(path: str) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _dir_signature(directory: str) -> tuple[Any, ...]:
+def _dir_signature(directory: str, skip: frozenset[str]) -> tuple[Any, ...]:
     try:
-        names = auth_file_names(directory)
+        names = auth_file_names(directory, skip)
     except OSError:
         return ()
     return tuple((n, _stat_signature(os.path.join(directory, n))) for n in names)
@@ -184,7 +185,8 @@ class Runtime(ServiceTree):
             assert isinstance(config, Config)
         if config.auth_dir:
             remove_stale_temps(config.auth_dir, is_auth_file_name, min_age=LIVE_WRITE_SECONDS)
-        scan = merge_scan(read_auth_dir(config.auth_dir), {}) if config.auth_dir else AuthDirScan()
+        scan = merge_scan(read_auth_dir(config.auth_dir, skip=daemon_files(config)), {}) if config.auth_dir \
+            else AuthDirScan()
         gen = self.assembly.build(config, scan)
         self._report_problems({}, gen.problems)
         self.source.current = gen
@@ -211,10 +213,10 @@ class Runtime(ServiceTree):
 
     def _read_signature(self) -> tuple[Any, ...]:
         assert self.current is not None
-        auth_dir = self.current.config.auth_dir
+        config = self.current.config
         return (
             _stat_signature(self._config_path) if self._config_path else None,
-            _dir_signature(auth_dir) if auth_dir else (),
+            _dir_signature(config.auth_dir, daemon_files(config)) if config.auth_dir else (),
         )
 
     def _check(self) -> Deferred[Any]:
@@ -271,7 +273,7 @@ class Runtime(ServiceTree):
             # The signature first: a change made while the files are read
             # then differs from it, and the next poll reloads again.
             self._signature = await self._run(self._read_signature)
-            snapshot = await self._run(self._read, running.config.auth_dir, known)
+            snapshot = await self._run(self._read, running.config.auth_dir, known, daemon_files(running.config))
         except Exception as e:
             self.log.error("reload ({reason}) failed: {error}", reason=reason, error=e)
             return False
@@ -294,8 +296,8 @@ class Runtime(ServiceTree):
                     self._warn_restart_only(running.config, config)
         scan = merge_scan(snapshot.scan, running.accounts)
         if config.auth_dir != running.config.auth_dir:
-            scan = merge_scan(await self._run(read_auth_dir, config.auth_dir), {}) if config.auth_dir \
-                else AuthDirScan()
+            scan = merge_scan(await self._run(read_auth_dir, config.auth_dir, None, daemon_files(config)), {}) \
+                if config.auth_dir else AuthDirScan()
         if config is running.config and scan.accounts == running.accounts and \
                 scan.problems.keys() == running.problems.keys():
             return False
@@ -326,7 +328,7 @@ class Runtime(ServiceTree):
                                                 "can reach it could use your credentials; keep a key")
         return config, warnings
 
-    def _read(self, auth_dir: str, known: dict[str, str]) -> _Snapshot:
+    def _read(self, auth_dir: str, known: dict[str, str], skip: frozenset[str]) -> _Snapshot:
         """Blocking: runs in a thread."""
         config_bytes = None
         if self._config_path:
@@ -335,7 +337,7 @@ class Runtime(ServiceTree):
             except OSError as e:
                 self.log.error("cannot read {path}: {error}; the running config stays",
                                path=self._config_path, error=e.strerror)
-        scan = read_auth_dir(auth_dir, known) if auth_dir else AuthDirScan()
+        scan = read_auth_dir(auth_dir, known, skip) if auth_dir else AuthDirScan()
         return _Snapshot(config_bytes, scan)
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:

@@ -13,9 +13,10 @@ with no path (L{valid_name}).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from typing import Any, Callable
+from typing import AbstractSet, Any, Callable
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredLock
@@ -48,6 +49,13 @@ def valid_name(name: str | None) -> str:
     return name
 
 
+class ReservedName(InvalidName):
+    """The name of one of the daemon's own files in the directory (its state file): never written as a credential."""
+
+    def __init__(self, name: str) -> None:
+        ValueError.__init__(self, f"{name} is cliproxyd's own file (state-file), not a credential file")
+
+
 @frozen
 class AuthFileInfo:
     """One credential file as a listing shows it."""
@@ -65,18 +73,28 @@ class AuthDir:
     synchronous one). Every method that takes a name raises L{InvalidName}
     for a bad one before touching the disk; a file that is not there fails
     the Deferred with L{FileNotFoundError}.
+
+    The names in C{skip} (L{cliproxyd.credentials.authfiles.daemon_files}:
+    the state file) are the daemon's own files: never listed, and as
+    credential files they do not exist (L{FileNotFoundError}); writing one
+    raises L{ReservedName}.
     """
 
     log = Logger()
 
-    def __init__(self, directory: str, run_in_thread: RunInThread = deferToThread) -> None:
+    def __init__(self, directory: str, run_in_thread: RunInThread = deferToThread,
+                 skip: AbstractSet[str] = frozenset()) -> None:
         self.directory = directory
+        self.skip = skip
         self._run = run_in_thread
         self._lock = DeferredLock()
 
     def path(self, name: str | None) -> str:
-        """The file C{name} names (checked by L{valid_name})."""
-        return os.path.join(self.directory, valid_name(name))
+        """The file C{name} names (checked by L{valid_name}; one of C{skip} raises L{FileNotFoundError})."""
+        path = os.path.join(self.directory, valid_name(name))
+        if name in self.skip:
+            raise FileNotFoundError(errno.ENOENT, "not a credential file", path)
+        return path
 
     def files(self) -> "Deferred[list[AuthFileInfo]]":
         """The credential files (see L{auth_file_names}), sorted by name; none for a missing directory."""
@@ -88,6 +106,8 @@ class AuthDir:
 
     def write(self, name: str, data: bytes) -> "Deferred[None]":
         """Replace (or create, mode C{0600}) the file C{name} with C{data}, atomically."""
+        if name in self.skip:
+            raise ReservedName(name)
         return self._lock.run(self._run, atomic_write, self.path(name), data)
 
     def delete(self, name: str) -> "Deferred[None]":
@@ -110,7 +130,7 @@ class AuthDir:
 
     def _files(self) -> list[AuthFileInfo]:
         try:
-            names = auth_file_names(self.directory)
+            names = auth_file_names(self.directory, self.skip)
         except FileNotFoundError:
             return []
         out = []

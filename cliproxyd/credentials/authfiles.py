@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import AbstractSet, Any, Iterable, Mapping
 
 from attrs import define, field
 
@@ -289,14 +289,32 @@ def is_auth_file_name(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".")
 
 
-def auth_file_names(directory: str) -> list[str]:
-    """The credential files of C{directory}: C{*.json} at its top, not hidden, sorted (OSError if unlistable)."""
-    return sorted(n for n in os.listdir(directory) if is_auth_file_name(n))
-
-
-def read_auth_dir(directory: str, known: Mapping[str, str] | None = None) -> AuthDirScan:
+def daemon_files(config: Config) -> frozenset[str]:
     """
-    Read every C{*.json} file at the top of C{directory} (blocking: run it
+    The names in C{config}'s auth-dir that are the daemon's own files and
+    never credentials: its state file, when it is there (as it is by
+    default). Scans, the reload poll and the management API leave them out.
+    """
+    if not config.auth_dir or not config.state_path:
+        return frozenset()
+    state = os.path.abspath(config.state_path)
+    if os.path.dirname(state) != os.path.abspath(config.auth_dir):
+        return frozenset()
+    return frozenset({os.path.basename(state)})
+
+
+def auth_file_names(directory: str, skip: AbstractSet[str] = frozenset()) -> list[str]:
+    """
+    The credential files of C{directory}: C{*.json} at its top, not hidden,
+    not in C{skip} (L{daemon_files}), sorted (OSError if unlistable).
+    """
+    return sorted(n for n in os.listdir(directory) if is_auth_file_name(n) and n not in skip)
+
+
+def read_auth_dir(directory: str, known: Mapping[str, str] | None = None,
+                  skip: AbstractSet[str] = frozenset()) -> AuthDirScan:
+    """
+    Read every credential file of C{directory} (L{auth_file_names}; blocking: run it
     off the reactor thread). C{known} maps file names to the digests of the
     accounts already loaded: a file whose bytes still have that digest is
     listed in C{unchanged} and not parsed again. This touches no account
@@ -305,7 +323,7 @@ def read_auth_dir(directory: str, known: Mapping[str, str] | None = None) -> Aut
     scan = AuthDirScan()
     known = known or {}
     try:
-        names = auth_file_names(directory)
+        names = auth_file_names(directory, skip)
     except FileNotFoundError:
         return scan
     except OSError as e:

@@ -46,6 +46,7 @@ from werkzeug.exceptions import HTTPException
 
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import RemoteManagement
+from cliproxyd.credentials.authdir import InvalidName
 from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
@@ -152,6 +153,11 @@ class ManagementAPI:
         if getattr(e, "retry_after", None):
             request.setHeader(b"retry-after", str(e.retry_after).encode())
         return respond(request, {"error": e.message}, e.status)
+
+    @app.handle_errors(InvalidName)
+    def _invalid_name(self, request: IRequest, failure: Failure) -> bytes:
+        # A name the auth directory refused once a route had taken it (the state file's).
+        return respond(request, {"error": str(failure.value)}, 400)
 
     @app.handle_errors(Exception)
     def _other(self, request: IRequest, failure: Failure) -> bytes:

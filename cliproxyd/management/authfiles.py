@@ -13,7 +13,7 @@ from typing import Any, Callable
 from twisted.web.iweb import IRequest
 
 from cliproxyd.credentials.authdir import AuthDir, InvalidName, valid_name
-from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, parse_account
+from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, daemon_files, parse_account
 from cliproxyd.management.access import Refused
 from cliproxyd.management.http import JSON, Resource, arg, read_json, respond, route
 
@@ -34,12 +34,13 @@ class AuthFiles(Resource):
     _dir: AuthDir | None = None
 
     def _store(self) -> AuthDir:
-        """The running config's auth-dir (a 409 when it has none)."""
+        """The running config's auth-dir (a 409 when it has none), without the daemon's own files."""
         gen = self.context.generation()
         if gen is None or not gen.config.auth_dir:
             raise Refused(409, "auth-dir is not set in the config")
-        if self._dir is None or self._dir.directory != gen.config.auth_dir:
-            self._dir = AuthDir(gen.config.auth_dir, self.context.run_in_thread)
+        skip = daemon_files(gen.config)
+        if self._dir is None or self._dir.directory != gen.config.auth_dir or self._dir.skip != skip:
+            self._dir = AuthDir(gen.config.auth_dir, self.context.run_in_thread, skip)
         return self._dir
 
     @route("/auth-files", "GET")
