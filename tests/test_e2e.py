@@ -137,24 +137,33 @@ def test_openai_sdk_gets_answers_while_one_upstream_key_is_rate_limited(stack):
         assert secret not in log
 
 
-def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
+def stream_through_sigterm(stack, slow: float) -> tuple[list[str], list[Exception]]:
+    """
+    Start a stream whose chunks come C{slow} seconds apart, SIGTERM the
+    daemon once the first is in, and read on: the text pieces the openai
+    SDK gave, and what it raised.
+    """
     import openai
 
     url, upstream_url, daemon = stack
     req = urllib.request.Request(upstream_url + "/_sim/script", method="POST",
-                                 data=json.dumps({GOOD_KEY: ["slow:0.3"], BAD_KEY: ["slow:0.3"]}).encode())
+                                 data=json.dumps({GOOD_KEY: [f"slow:{slow}"], BAD_KEY: [f"slow:{slow}"]}).encode())
     urllib.request.urlopen(req, timeout=5).read()
     client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
-    pieces = []
+    pieces: list[str] = []
+    errors: list[Exception] = []
     first = threading.Event()
 
     def read():
-        for chunk in stream:
-            if chunk.choices:
-                pieces.append(chunk.choices[0].delta.content or "")
-            first.set()
+        try:
+            for chunk in stream:
+                if chunk.choices:
+                    pieces.append(chunk.choices[0].delta.content or "")
+                first.set()
+        except Exception as e:  # what the SDK makes of the stream's end
+            errors.append(e)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -162,6 +171,13 @@ def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
     daemon.p.send_signal(signal.SIGTERM)
     reader.join(30)
     assert not reader.is_alive()
+    return pieces, errors
+
+
+def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
+    url, _, daemon = stack
+    pieces, errors = stream_through_sigterm(stack, 0.3)
+    assert errors == []
     assert "".join(pieces).startswith("Hello from the simulated upstream")
     assert daemon.p.wait(timeout=20) == 0
     assert "waiting up to 20.0s for 1 in-flight requests" in daemon.text()
@@ -173,31 +189,8 @@ def test_sigterm_lets_an_inflight_stream_finish_then_exits_zero(stack):
 def test_sigterm_ends_a_stream_that_outlives_shutdown_seconds_with_its_error_event(stack):
     import openai
 
-    url, upstream_url, daemon = stack
-    req = urllib.request.Request(upstream_url + "/_sim/script", method="POST",
-                                 data=json.dumps({GOOD_KEY: ["slow:2"], BAD_KEY: ["slow:2"]}).encode())
-    urllib.request.urlopen(req, timeout=5).read()
-    client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
-    stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
-    pieces, errors = [], []
-    first = threading.Event()
-
-    def read():
-        try:
-            for chunk in stream:
-                if chunk.choices:
-                    pieces.append(chunk.choices[0].delta.content or "")
-                first.set()
-        except Exception as e:  # what the SDK makes of the stream's last event
-            errors.append(e)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert first.wait(15), "no first chunk"
-    daemon.p.send_signal(signal.SIGTERM)
-    reader.join(15)
-    assert not reader.is_alive()
+    _, _, daemon = stack
+    pieces, errors = stream_through_sigterm(stack, 2)
     [error] = errors
     assert isinstance(error, openai.APIError) and "cliproxyd is shutting down" in error.message, repr(error)
     assert not "".join(pieces).endswith("e2e).")  # cut short, and told so

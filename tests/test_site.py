@@ -16,9 +16,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from cliproxyd.frontend import TrackingSite
-from cliproxyd.frontend.app import SHUTDOWN_MESSAGE
+from cliproxyd.frontend.app import SHUTDOWN_MESSAGE, stream_format
 from cliproxyd.frontend.site import CLOSE_GRACE
 from tests.conftest import Harness, config_data
+from tests.test_formats_frontend import ASK, matrix, payloads
 
 
 class Client:
@@ -182,15 +183,7 @@ def http_body(raw: bytes) -> bytes:
         body, rest = body + rest[:n], rest[n + 2:]
 
 
-def payloads_of(body: bytes) -> list:
-    from tests.test_formats_frontend import payloads
-
-    return payloads(body)
-
-
 def stream_request(client: str, model: str) -> bytes:
-    from tests.test_formats_frontend import ASK
-
     path, build = ASK[client]
     body = build(model)
     if client == "gemini":
@@ -212,8 +205,6 @@ def stopping(h: Harness):
 @pytest.mark.parametrize("client", ["openai", "claude", "gemini", "responses"])
 @pytest.mark.parametrize("model", ["via-openai", "via-claude"])  # relayed as it is, or translated
 def test_a_stream_still_running_at_the_deadline_ends_with_its_clients_error_event(client, model):
-    from tests.test_formats_frontend import matrix, payloads
-
     h = matrix()  # one credential per upstream format
     key = {"via-openai": "sk-o", "via-claude": "sk-c"}[model]
     h.upstream.script(key, "slow:20")  # a chunk every 20 s: still going long after the deadline
@@ -256,7 +247,7 @@ def test_an_ended_stream_whose_client_reads_nothing_is_dropped_after_the_grace()
     pump(h, 25)
     stopped = stopping(h)
     pump(h, 30)
-    assert SHUTDOWN_MESSAGE in json.dumps(payloads_of(http_body(conn.received)))
+    assert SHUTDOWN_MESSAGE in json.dumps(payloads(http_body(conn.received)))
     assert conn.transport.disconnecting and not conn.transport.disconnected and not stopped
     h.clock.advance(CLOSE_GRACE)
     assert conn.transport.disconnected and stopped == [None]
@@ -276,8 +267,6 @@ def test_a_request_still_waiting_for_its_upstream_at_the_deadline_is_dropped():
 
 
 def test_a_gemini_stream_without_alt_sse_is_json_and_is_dropped_not_given_an_sse_event():
-    from tests.test_formats_frontend import ASK, matrix
-
     h = matrix()
     h.upstream.script("sk-o", "slow:20")
     conn = connect(h)
@@ -299,7 +288,5 @@ def test_a_gemini_stream_without_alt_sse_is_json_and_is_dropped_not_given_an_sse
     (b"/v1/models", None), (b"/healthz", None),
 ])
 def test_the_client_format_of_a_stream_follows_from_its_route(path, name):
-    from cliproxyd.frontend.app import stream_format
-
     fmt = stream_format(path)
     assert (fmt.NAME if fmt else None) == name
