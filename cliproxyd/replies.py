@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from cliproxyd.formats import canonical as C
 
 
+#: The kinds of L{UpstreamError} that are protocol faults: an answer whose
+#: form is broken (cut short, not JSON, a stream without content or without
+#: its final event), not a refusal.
+PROTOCOL_FAULTS = frozenset({"broken", "empty_stream"})
+
+
 class UpstreamError(Exception):
     """
     An attempt that failed before anything reached the client.
@@ -51,6 +57,11 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         #: the wire format of C{body} (the upstream's), if it came from an upstream
         self.fmt = fmt
+
+    @property
+    def protocol_fault(self) -> bool:
+        """Whether this is a protocol fault of one answer (L{PROTOCOL_FAULTS}), cooled briefly."""
+        return self.kind in PROTOCOL_FAULTS
 
     def __str__(self) -> str:
         return f"{self.status or self.kind}: {self.message}"

@@ -478,7 +478,7 @@ class Conductor:
         else:
             status, message = error.status, error.detail
             disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
-            new = apply_failure(old, now, error.status, message, error.retry_after, disable)
+            new = apply_failure(old, now, error.status, message, error.retry_after, disable, error.protocol_fault)
         if new is not old:
             self._state.set_model_state(cred.id, state_key, new)
             self._refresh_slot(cred.id, state_key, now)
