@@ -30,14 +30,20 @@ PROTOCOL_FAULTS = frozenset({"broken", "empty_stream"})
 
 class UpstreamError(Exception):
     """
-    An attempt that failed before anything reached the client.
+    An attempt that failed: before anything reached the client (raised), or
+    a stream that went wrong after it had started (what its relay's
+    C{ended} fires with).
 
     @ivar status: the upstream HTTP status, or 0 when there was no response
-        (connection refused, reset, timed out).
+        (connection refused, reset, timed out). For an error inside a 200
+        (an error event, an error object), the status its type stands for.
     @ivar kind: C{"http"}, C{"connect"}, C{"timeout"}, C{"empty_stream"},
-        C{"stream_error"} or C{"broken"}.
+        C{"stream_error"} (the upstream's own error event) or C{"broken"}.
     @ivar body: the upstream error body (bounded), if any.
     @ivar retry_after: seconds the upstream asked us to wait, if it said.
+    @ivar relayed: the upstream's own error event ended a stream, and the
+        client has had it (relayed as it was, or translated): nothing is to
+        be added.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class UpstreamError(Exception):
         body: bytes = b"",
         retry_after: float | None = None,
         fmt: str = "",
+        relayed: bool = False,
     ) -> None:
         super().__init__(kind, message, status)
         self.kind = kind
@@ -57,6 +64,7 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         #: the wire format of C{body} (the upstream's), if it came from an upstream
         self.fmt = fmt
+        self.relayed = relayed
 
     @property
     def protocol_fault(self) -> bool:
@@ -92,10 +100,10 @@ class Reply:
 class Relay(Protocol):
     """The rest of an upstream stream, relayed to one consumer (L{cliproxyd.executors.stream.StreamRelay})."""
 
-    #: fires with None when the stream ended cleanly, or the reason it broke off
-    ended: "Deferred[str | None]"
+    #: fires with None when the stream ended complete, or with what went wrong
+    ended: "Deferred[UpstreamError | None]"
 
-    def attach(self, consumer: Any) -> "Deferred[str | None]":
+    def attach(self, consumer: Any) -> "Deferred[UpstreamError | None]":
         """Relay the stream into C{consumer} (write, registerProducer, unregisterProducer)."""
 
 

@@ -574,11 +574,15 @@ class Conductor:
     def _settle_stream_later(
         self, cred: Credential, state_key: str, upstream: str, started: float, reply: StreamReply
     ) -> None:
-        """A stream is judged when it ends: cleanly (success), broken off (failure), or by a client leaving (nothing)."""
+        """
+        A stream is judged when it ends: complete (success); broken off,
+        ended before its final event, idle or ended by the upstream's error
+        event (a failure of this credential); or by a client leaving
+        (nothing).
+        """
 
-        def ended(problem: str | None) -> None:
-            error = None if problem is None else UpstreamError("broken", problem)
-            decision = "success" if problem is None else "stream ended early"
+        def ended(error: UpstreamError | None) -> None:
+            decision = "success" if error is None else "stream failed after it started"
             self._settle(cred, state_key, upstream, started, error, False, decision)
 
         def left(failure):

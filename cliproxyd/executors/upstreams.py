@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from email.utils import parsedate_to_datetime
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from treq.client import HTTPClient
@@ -27,6 +27,7 @@ from cliproxyd.executors.stream import (
     StreamRelay,
     describe,
     is_cancellation,
+    retry_hint_from_body,
 )
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
@@ -48,45 +49,6 @@ def parse_retry_after(value: bytes | None, now: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
     return max(seconds, 0.0)
-
-
-def _duration(value: object) -> float | None:
-    """C{"12s"}, C{"1.5s"} (protobuf Duration) or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and value.endswith("s"):
-        try:
-            return float(value[:-1])
-        except ValueError:
-            return None
-    return None
-
-
-def retry_hint_from_body(body: bytes, now: float) -> float | None:
-    """
-    A retry hint inside an error body, in the forms providers use: Gemini's
-    C{error.details[].retryDelay} (C{"12s"}), Codex's
-    C{error.resets_in_seconds} or C{error.resets_at} (epoch seconds).
-    """
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict):
-        return None
-    for detail in err.get("details") or ():
-        if isinstance(detail, dict) and "retryDelay" in detail:
-            seconds = _duration(detail["retryDelay"])
-            if seconds is not None:
-                return max(seconds, 0.0)
-    seconds = _duration(err.get("resets_in_seconds"))
-    if seconds is not None:
-        return max(seconds, 0.0)
-    at = err.get("resets_at")
-    if isinstance(at, (int, float)) and not isinstance(at, bool):
-        return max(float(at) - now, 0.0)
-    return None
 
 
 class HTTPExecutor:
@@ -127,16 +89,31 @@ class HTTPExecutor:
         response = await self._send(cred, url, body, req.stream)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
         if req.stream and content_type.startswith(b"text/event-stream"):
-            return await self._relay(response)
+            return await self._relay(cred, response)
         return Reply(response.code, content_type, await self._read(response), fmt=self.format.NAME)
 
-    async def _relay(self, response: Any, relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:
-        """A stream reply once the upstream's first payload is in (an error before it raises)."""
+    async def _relay(self, cred: Credential, response: Any,
+                     relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:
+        """A stream reply once the upstream's first generated event is in (a failure before it raises)."""
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/event-stream"])[0]
-        relay = relay_class(self._clock, self._timeouts.stream_idle)
+        relay = relay_class(self._clock, self._timeouts.stream_idle, self.format, self.redact(cred))
         response.deliverBody(relay)
         await relay.first
         return StreamReply(response.code, content_type, relay, self.format.NAME)
+
+    @staticmethod
+    def redact(cred: Credential) -> Callable[[bytes], bytes]:
+        """
+        What keeps the credential's secret out of upstream bytes we log or
+        pass on (an upstream that echoes the key back): its fingerprint
+        instead.
+        """
+        secret = cred.secret.encode() if cred.secret else b""
+
+        def redact(data: bytes) -> bytes:
+            return data.replace(secret, cred.fingerprint.encode()) if secret and secret in data else data
+
+        return redact
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base
@@ -193,9 +170,7 @@ class HTTPExecutor:
             retry_after = retry_hint_from_body(error, now)
         # An upstream that echoes the key back must not put it in our
         # logs or in the client's error.
-        secret = cred.secret
-        if secret:
-            error = error.replace(secret.encode(), cred.fingerprint.encode())
+        error = self.redact(cred)(error)
         raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
                             body=error, retry_after=retry_after, fmt=self.format.NAME)
 
