@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -95,6 +95,8 @@ class Reply:
     fmt: str = "openai"
     #: for a count: the input tokens
     tokens: int | None = None
+    #: C{body} decoded (the executor checked it is a JSON object), for whoever translates it
+    data: Any = field(default=None, eq=False, repr=False)
 
 
 class Relay(Protocol):

@@ -5,8 +5,9 @@ One daemon (twistd) and one simulated upstream (both subprocesses), two keys
 for each upstream wire format, fill-first, so that the first key is always
 tried first and its script decides. A stream that ends before its final
 event after content reached the client must make every SDK raise, never
-hand back the partial text as an answer; a stream that opens with an error
-must never reach the client while the second key can answer.
+hand back the partial text as an answer; a stream that opens with an error,
+and a whole answer that is no JSON object, must never reach the client while
+the second key can answer.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def answers(daemon, clients, model: str, stream: bool) -> str:
 
 @pytest.mark.parametrize("behaviour, stream", [
     ("error-first", True), ("preamble-error", True), ("overloaded", True), ("end-early:1", True),
-    ("overloaded", False)])
+    ("garbage:truncated", False), ("garbage:html", False), ("overloaded", False)])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_fault_before_any_content_is_never_seen_while_another_key_answers(
         daemon, openai_client, anthropic_client, genai_client, model, behaviour, stream):

@@ -2,7 +2,7 @@
 Upstream faults inside a 200, in memory, for every upstream format and the
 clients of every format: a stream that opens with an error (or with an error
 after its opening events, or with nothing but keep-alives), a stream that
-ends before its final event.
+ends before its final event, a whole answer whose body is no JSON object.
 
 Two keys serve each model, the first one tried first (fill-first): a fault
 before anything reached the client moves on to the second key, and the
@@ -127,7 +127,7 @@ def assert_second_key_answered(h: Harness, client: str, model: str, raw: bytes) 
 
 
 BEFORE_CONTENT = [(model, behaviour) for model in MODELS for behaviour in (
-    "error-first", "preamble-error", "overloaded", "end-early:0",
+    "error-first", "preamble-error", "overloaded", "end-early:0", "garbage:html",
     # a stream of its opening events only (Gemini's first event is content)
     *(("end-early:1", "end-early:1:close") if model != "via-gemini" else ()))]
 
@@ -137,7 +137,7 @@ BEFORE_CONTENT = [(model, behaviour) for model in MODELS for behaviour in (
 def test_a_stream_that_fails_before_any_content_moves_on_unseen(model, client, behaviour):
     """
     Error events (first, or after the opening events), an empty stream, a
-    stream of its opening events only.
+    stream of its opening events only, an HTML answer.
     """
     h = faults()
     h.upstream.script(MODELS[model][1], behaviour)
@@ -287,3 +287,39 @@ def test_a_complete_stream_is_a_success():
         assert code == 200 and not any(is_error(fmt, d) for _, d in events(raw))
         stats = h.state.stats(cred(h, first).id)
         assert (stats.failures, stats.successes) == (0, 1), model
+
+
+# -- a whole answer whose body is unusable ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "html"])
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_200_whose_body_is_no_json_object_moves_on(model, client, kind):
+    h = faults()
+    first, second = MODELS[model][1:]
+    h.upstream.script(first, f"garbage:{kind}")
+    code, _, raw = ask(h, client, model, stream=False)
+    assert code == 200, raw
+    assert [s.key for s in h.upstream.seen] == [first, second]
+    assert f"(key ...{second[-6:]}).".encode() in raw
+    cooled = state(h, first, model)
+    assert cooled.reason == "protocol" and cooled.last_status == 502
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_when_every_key_answers_garbage_the_client_gets_a_502_in_its_format(client):
+    code, _, raw = every_key_fails("via-openai", "garbage:truncated", client, stream=False)
+    assert code == 502
+    body = json.loads(raw)
+    assert "not a JSON object" in json.dumps(body)
+    if client == "claude":
+        assert body["type"] == "error"
+
+
+def test_an_error_object_inside_a_200_moves_on_with_its_status():
+    h = faults()
+    h.upstream.script("sk-g1", "error-first:gemini-array", "ok")  # streamed or not: the array is the body
+    code, _, raw = ask(h, "openai", "via-gemini", stream=False)
+    assert code == 200 and b"(key ...sk-g2)." in raw
+    assert state(h, "sk-g1", "via-gemini").next_retry_at == h.clock.seconds() + 7

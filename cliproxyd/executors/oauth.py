@@ -170,17 +170,6 @@ class UnwrappingRelay(StreamRelay):
         return super().attach(_Unwrap(consumer))
 
 
-def unwrap_response(body: bytes) -> bytes:
-    """A C{v1internal} answer as the Gemini answer inside it."""
-    try:
-        data = loads(body)
-    except ValueError:
-        return body
-    if isinstance(data, dict) and isinstance(data.get("response"), dict):
-        return dumps(data["response"])
-    return body
-
-
 class GeminiCLIExecutor(_Bearer, GeminiExecutor):
     """Code Assist C{v1internal} for a Gemini CLI account, with the account's project."""
 
@@ -222,13 +211,19 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
             except UpstreamError as e:
                 if i + 1 == len(bases) or not (e.status == 429 or e.status >= 500 or e.status == 0):
                     raise
-        return await self._answer(cred, response, req.stream)
-
-    async def _answer(self, cred: Credential, response: Any, stream: bool) -> Reply | StreamReply:
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
-        if stream and content_type.startswith(b"text/event-stream"):
+        if req.stream and content_type.startswith(b"text/event-stream"):
             return await self._relay(cred, response, UnwrappingRelay)
-        return Reply(response.code, content_type, unwrap_response(await self._read(response)), fmt=self.format.NAME)
+        return await self._whole(cred, response, content_type)
+
+    async def _whole(self, cred: Credential, response: Any, content_type: bytes) -> Reply:
+        """A C{v1internal} answer as the Gemini answer inside it (checked as an API key's is)."""
+        body = await self._read(response)
+        data = self._answer_object(cred, body)
+        inner = data.get("response")
+        if isinstance(inner, dict):
+            data, body = inner, dumps(inner)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from cliproxyd.formats import FORMATS
 from cliproxyd.formats import canonical as C
+from cliproxyd.formats.common import error_status
 from cliproxyd.formats.request import dumps, loads
 from cliproxyd.formats.translate import SSEParser
 from cliproxyd.replies import UpstreamError
@@ -205,6 +206,29 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def json_answer(body: bytes, fmt: str, now: float) -> dict[str, Any]:
+    """
+    The JSON object of a whole 2xx answer, decoded once.
+
+    @raise UpstreamError: kind C{"broken"}, status 502, when the body is no
+        JSON object (cut short, empty, an HTML page): a protocol fault, and
+        another credential may answer. Kind C{"http"} when it is an error
+        object all the same, with the status its code or type stands for
+        (502 when it says none) and its retry hint.
+    """
+    data = _json_object(body)
+    if data is None:
+        raise UpstreamError("broken", "the upstream answer is not a JSON object", status=502)
+    err = data.get("error")
+    if isinstance(err, dict):
+        status = error_status(err.get("code"), err.get("status"), err.get("type")) or 502
+        message = err.get("message")
+        raise UpstreamError("http", str(message) if message else "the upstream answered with an error object",
+                            status=status, body=body[:MAX_ERROR_BODY], retry_after=retry_hint_from_body(body, now),
+                            fmt=fmt)
+    return data
 
 
 #: What a held event is before the first generated one.

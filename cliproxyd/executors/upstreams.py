@@ -27,6 +27,7 @@ from cliproxyd.executors.stream import (
     StreamRelay,
     describe,
     is_cancellation,
+    json_answer,
     retry_hint_from_body,
 )
 from cliproxyd.formats import canonical as C
@@ -90,7 +91,23 @@ class HTTPExecutor:
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
         if req.stream and content_type.startswith(b"text/event-stream"):
             return await self._relay(cred, response)
-        return Reply(response.code, content_type, await self._read(response), fmt=self.format.NAME)
+        return await self._whole(cred, response, content_type)
+
+    async def _whole(self, cred: Credential, response: Any, content_type: bytes) -> Reply:
+        """A whole answer, once its body is known to be a JSON object (else L{UpstreamError}, see L{json_answer})."""
+        body = await self._read(response)
+        data = self._answer_object(cred, body)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
+
+    def _answer_object(self, cred: Credential, body: bytes) -> dict[str, Any]:
+        """L{json_answer} of C{body}; an error it raises names the credential by its fingerprint, never its key."""
+        try:
+            return json_answer(body, self.format.NAME, self._clock.seconds())
+        except UpstreamError as e:
+            redact = self.redact(cred)
+            e.body = redact(e.body)
+            e.message = redact(e.message.encode()).decode("utf-8", "replace")
+            raise
 
     async def _relay(self, cred: Credential, response: Any,
                      relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:

@@ -352,7 +352,8 @@ class Frontend:
             request.setHeader(b"content-type", result.content_type)
             return result.body
         try:
-            answer = FORMATS[result.fmt].response_to_canonical(loads(result.body), origin=self._origin)
+            data = result.data if result.data is not None else loads(result.body)
+            answer = FORMATS[result.fmt].response_to_canonical(data, origin=self._origin)
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError, IndexError):
             raise render(Problem(502, "the upstream answer is not valid JSON",
                                  "bad_upstream_answer")) from None
