@@ -1,5 +1,9 @@
-"""Streams after the first payload: in-stream errors, idle timeouts, the relay's producer."""
+"""
+Upstream bodies: a stream's hold before its first content and its end, in-stream
+errors, idle timeouts, the relay's producer; a whole answer's JSON object.
+"""
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
@@ -220,3 +224,28 @@ def test_an_error_after_the_opening_events_fails_the_held_stream_with_its_status
     relay.first.addErrback(failures.append)
     error = failures[0].value
     assert (error.kind, error.status, error.message, error.fmt) == ("stream_error", 529, "Overloaded", "claude")
+
+
+def test_a_whole_answer_must_be_a_json_object():
+    from cliproxyd.executors.stream import json_answer
+
+    assert json_answer(b' {"id": "x"}', "openai", 0) == {"id": "x"}
+    for body in (b'{"id": "x"', b"", b"<html></html>", b'[{"candidates": []}]', b'"text"'):
+        with pytest.raises(UpstreamError) as raised:
+            json_answer(body, "gemini", 0)
+        assert (raised.value.kind, raised.value.status, raised.value.protocol_fault) == ("broken", 502, True), body
+    quota = b'[{"error": {"code": 429, "message": "out", "details": [{"retryDelay": "3s"}]}}]'
+    with pytest.raises(UpstreamError) as raised:
+        json_answer(quota, "gemini", 0)
+    assert (raised.value.kind, raised.value.status, raised.value.retry_after, raised.value.fmt) == (
+        "http", 429, 3.0, "gemini")
+
+
+def test_a_held_event_its_format_cannot_read_fails_the_stream_instead_of_the_relay():
+    relay, transport = _relay(Clock())
+    relay.dataReceived(b'data: {"choices": "not a list"}\n\n')
+    assert transport.calls == ["stop"]
+    relay.connectionLost(Failure(ResponseDone()))
+    failures = []
+    relay.first.addErrback(failures.append)
+    assert (failures[0].value.kind, failures[0].value.message) == ("broken", "the stream's events are not openai events")

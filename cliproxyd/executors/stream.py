@@ -213,21 +213,22 @@ def json_answer(body: bytes, fmt: str, now: float) -> dict[str, Any]:
     The JSON object of a whole 2xx answer, decoded once.
 
     @raise UpstreamError: kind C{"broken"}, status 502, when the body is no
-        JSON object (cut short, empty, an HTML page): a protocol fault, and
-        another credential may answer. Kind C{"http"} when it is an error
-        object all the same, with the status its code or type stands for
-        (502 when it says none) and its retry hint.
+        JSON object (cut short, empty, an HTML page, an array): a protocol
+        fault, and another credential may answer. Kind C{"http"} when it is
+        an error object all the same (or an array that starts with one, as
+        Gemini sends them), with the status its code or type stands for (502
+        when it says none) and its retry hint.
     """
     data = _json_object(body)
-    if data is None:
-        raise UpstreamError("broken", "the upstream answer is not a JSON object", status=502)
-    err = data.get("error")
+    err = data.get("error") if data is not None else None
     if isinstance(err, dict):
         status = error_status(err.get("code"), err.get("status"), err.get("type")) or 502
         message = err.get("message")
         raise UpstreamError("http", str(message) if message else "the upstream answered with an error object",
                             status=status, body=body[:MAX_ERROR_BODY], retry_after=retry_hint_from_body(body, now),
                             fmt=fmt)
+    if data is None or body.lstrip()[:1] != b"{":  # an array of answers is no answer either
+        raise UpstreamError("broken", "the upstream answer is not a JSON object", status=502)
     return data
 
 
@@ -241,8 +242,20 @@ TAIL = 8 * 1024
 _CARRY = 128
 
 
+#: What a decoder raises on an event whose fields have the wrong types.
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
 def _error_in(events: list[C.Event]) -> C.ErrorEvent | None:
     return next((e for e in events if isinstance(e, C.ErrorEvent)), None)
+
+
+def _read(decoder: Any, data: dict[str, Any]) -> list[C.Event] | None:
+    """What C{decoder} makes of one event; None when the event is not one of its format's."""
+    try:
+        return decoder.feed(data)
+    except _UNREADABLE:
+        return None
 
 
 def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None) -> C.ErrorEvent | None:
@@ -259,7 +272,7 @@ def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None)
     found = [own] if own is not None else []
     for other in FORMATS.values():
         if other is not fmt:
-            error = _error_in(other.StreamDecoder().feed(data))
+            error = _error_in(_read(other.StreamDecoder(), data) or [])
             if error is not None and error.status:
                 return error
             found += [error] if error is not None else []
@@ -286,7 +299,7 @@ def first_error(body: bytes, fmt: ModuleType) -> tuple[C.ErrorEvent, bytes] | No
     for _, payload in SSEParser().feed_events(body + b"\n\n"):
         data = _json_object(payload)
         if data is not None:
-            error = _best_error(data, fmt, _error_in(decoder.feed(data)))
+            error = _best_error(data, fmt, _error_in(_read(decoder, data) or []))
             if error is not None:
                 return error, payload
     return None
@@ -452,7 +465,9 @@ class StreamRelay(_WatchedBody):
         data = self.unwrap(data)
         if name == b"ping" or data.get("type") == "ping":
             return KEEPALIVE
-        events = self._decoder.feed(data)
+        events = _read(self._decoder, data)
+        if events is None:
+            return UpstreamError("broken", f"the stream's events are not {self._fmt.NAME} events", status=502)
         error = _error_in(events)
         if error is None and any(isinstance(e, _GENERATED) for e in events):
             return GENERATED
