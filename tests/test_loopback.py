@@ -265,15 +265,12 @@ async def test_error_first_streams_that_end_in_the_same_read_never_poison_the_co
         answers[n] = (response.code, await response.content())
 
     limit = DeferredSemaphore(CONCURRENCY)
-    started = reactor.seconds()
     try:
         work = gatherResults([limit.run(lambda n=n: Deferred.fromCoroutine(one(n))) for n in range(STREAMS)],
                              consumeErrors=True)
-        work.addTimeout(30, reactor)
-        await work
+        await work.addTimeout(20, reactor)  # about 2 s on loopback; the bound keeps a hang from lasting
     finally:
         await daemon.close()
-    assert reactor.seconds() - started < 30
     codes = [code for code, _ in answers.values()]
     assert codes.count(502) == 0 and set(codes) == {200}
     for n, (_, raw) in answers.items():
