@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from http.cookiejar import CookieJar
+from typing import Callable, Hashable
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -26,9 +28,71 @@ MAX_IDLE_PER_HOST = 128
 IDLE_CONNECTION_SECONDS = 60
 
 
+def is_closing(transport: object) -> bool:
+    """
+    Whether a connection is closing or closed: its transport, or the one that
+    transport runs over (TLS over TCP), was told to close or has.
+    """
+    while transport is not None:
+        if getattr(transport, "disconnecting", False) or getattr(transport, "disconnected", False):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    Connections for the pool, which it gets back only while they are usable.
+
+    A body reader that stops the transport (an error event before a
+    stream's first content, an idle body, a client that left) may do so
+    inside the read that also brings the end of the response: Twisted then
+    finds the response complete, calls it quiescent and hands the connection
+    back to the pool, although the transport is already closing. The next
+    request would be written to that closing connection; the upstream may
+    even get it, while we get C{ConnectionDone} and send it elsewhere too.
+    Such a connection is never pooled here: it finishes closing, and the next
+    request gets a new one.
+    """
+
     # One "Starting factory" log line per new upstream connection is noise.
     noisy = False
+
+    def __init__(self, quiescentCallback: Callable[[HTTP11ClientProtocol], None], metadata: object) -> None:
+        def quiescent(connection: HTTP11ClientProtocol) -> None:
+            if is_closing(connection.transport):
+                return
+            quiescentCallback(connection)
+
+        super().__init__(quiescent, metadata)
+
+
+class UpstreamPool(HTTPConnectionPool):
+    """
+    The outbound pool: persistent connections, never one that is closing.
+
+    Twisted's pool hands out any cached connection whose protocol is
+    quiescent; one whose transport has begun to close in the meantime would
+    take the request and lose it (C{ConnectionDone}: a POST is never retried
+    automatically, and the upstream may have read it). Such a connection is
+    dropped here before a single byte of the request is written to it, and
+    the next cached one, or a new one, is used instead.
+    """
+
+    _factory = _QuietClientFactory
+    # LLM calls are POSTs: never re-sent automatically (the pool only retries
+    # idempotent methods anyway).
+    retryAutomatically = False
+
+    def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> "Deferred[HTTP11ClientProtocol]":
+        connections = self._connections.get(key)
+        while connections:
+            connection = connections.pop(0)
+            self._timeouts.pop(connection).cancel()
+            if connection.state == "QUIESCENT" and not is_closing(connection.transport):
+                return succeed(connection)
+            connection.transport.loseConnection()
+        return self._newConnection(key, endpoint)
 
 
 class _NoCookies(CookieJar):
@@ -95,13 +159,9 @@ class BytesProducer:
 
 
 def make_http_client(reactor: IReactorTime, connect_timeout: float) -> tuple[HTTPConnectionPool, HTTPClient]:
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = UpstreamPool(reactor, persistent=True)
     pool.maxPersistentPerHost = MAX_IDLE_PER_HOST
     pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
-    # LLM calls are POSTs: never re-sent automatically (the pool only retries
-    # idempotent methods anyway).
-    pool.retryAutomatically = False
-    pool._factory = _QuietClientFactory
     agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout), pool=pool)
     return pool, HTTPClient(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -22,16 +22,29 @@ if TYPE_CHECKING:
     from cliproxyd.formats import canonical as C
 
 
+#: The kinds of L{UpstreamError} that are protocol faults: an answer whose
+#: form is broken (cut short, not JSON, a stream without content or without
+#: its final event), not a refusal.
+PROTOCOL_FAULTS = frozenset({"broken", "empty_stream"})
+
+
 class UpstreamError(Exception):
     """
-    An attempt that failed before anything reached the client.
+    An attempt that failed: before anything reached the client (raised), or
+    a stream that went wrong after it had started (what its relay's
+    C{ended} fires with).
 
     @ivar status: the upstream HTTP status, or 0 when there was no response
-        (connection refused, reset, timed out).
-    @ivar kind: C{"http"}, C{"connect"}, C{"timeout"}, C{"empty_stream"},
-        C{"stream_error"} or C{"broken"}.
+        (connection refused, reset, timed out). For an error inside a 200
+        (an error event, an error object), the status its type stands for.
+    @ivar kind: C{"http"}, C{"connect"} (no connection made), C{"dropped"}
+        (a connection closed with no answer), C{"timeout"}, C{"empty_stream"},
+        C{"stream_error"} (the upstream's own error event) or C{"broken"}.
     @ivar body: the upstream error body (bounded), if any.
     @ivar retry_after: seconds the upstream asked us to wait, if it said.
+    @ivar relayed: the upstream's own error event ended a stream, and the
+        client has had it (relayed as it was, or translated): nothing is to
+        be added.
     """
 
     def __init__(
@@ -42,6 +55,7 @@ class UpstreamError(Exception):
         body: bytes = b"",
         retry_after: float | None = None,
         fmt: str = "",
+        relayed: bool = False,
     ) -> None:
         super().__init__(kind, message, status)
         self.kind = kind
@@ -51,6 +65,12 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         #: the wire format of C{body} (the upstream's), if it came from an upstream
         self.fmt = fmt
+        self.relayed = relayed
+
+    @property
+    def protocol_fault(self) -> bool:
+        """Whether this is a protocol fault of one answer (L{PROTOCOL_FAULTS}), cooled briefly."""
+        return self.kind in PROTOCOL_FAULTS
 
     def __str__(self) -> str:
         return f"{self.status or self.kind}: {self.message}"
@@ -76,15 +96,17 @@ class Reply:
     fmt: str = "openai"
     #: for a count: the input tokens
     tokens: int | None = None
+    #: C{body} decoded (the executor checked it is a JSON object), for whoever translates it
+    data: Any = field(default=None, eq=False, repr=False)
 
 
 class Relay(Protocol):
     """The rest of an upstream stream, relayed to one consumer (L{cliproxyd.executors.stream.StreamRelay})."""
 
-    #: fires with None when the stream ended cleanly, or the reason it broke off
-    ended: "Deferred[str | None]"
+    #: fires with None when the stream ended complete, or with what went wrong
+    ended: "Deferred[UpstreamError | None]"
 
-    def attach(self, consumer: Any) -> "Deferred[str | None]":
+    def attach(self, consumer: Any) -> "Deferred[UpstreamError | None]":
         """Relay the stream into C{consumer} (write, registerProducer, unregisterProducer)."""
 
 

@@ -14,7 +14,9 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -67,28 +69,21 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def stack(tmp_path, request):
-    """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon). Its param: shutdown-seconds."""
+@contextmanager
+def processes(tmp: Path, config: Callable[[str], dict], *upstream_args: str):
+    """
+    The simulated upstream and the daemon, as processes, the daemon's
+    config.yaml made by C{config} from the upstream's URL; yields
+    C{(proxy_url, upstream_url, daemon)} once both answer, and stops both.
+    """
     up_port, port = unused_port(), unused_port()
-    upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port),
-                     "--script", f"{BAD_KEY}=status:429:1"], tmp_path / "upstream.log")
+    upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port), *upstream_args],
+                    tmp / "upstream.log")
     upstream_url = f"http://127.0.0.1:{up_port}"
-    config = tmp_path / "config.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "api-keys": [CLIENT_KEY],
-        "routing": {"strategy": "round-robin"},
-        "timeouts": {"shutdown-seconds": getattr(request, "param", 20)},
-        "openai-compatibility": [{
-            "name": "sim",
-            "base-url": upstream_url + "/v1",
-            "api-key-entries": [{"api-key": BAD_KEY}, {"api-key": GOOD_KEY}],
-            "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
-        }],
-    }))
-    daemon = Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(config),
-                   "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp_path / "daemon.log")
-    procs = [daemon, upstream]
+    path = tmp / "config.yaml"
+    path.write_text(json.dumps(config(upstream_url)))  # JSON is YAML
+    daemon = Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(path),
+                   "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp / "daemon.log")
     try:
         wait_until(lambda: http_get(upstream_url + "/v1/models")[0] == 200, what="the upstream")
         wait_until(lambda: daemon.p.poll() is not None or http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200,
@@ -96,8 +91,28 @@ def stack(tmp_path, request):
         assert daemon.p.poll() is None, daemon.text()
         yield f"http://127.0.0.1:{port}", upstream_url, daemon
     finally:
-        for proc in procs:
-            proc.stop()
+        daemon.stop()
+        upstream.stop()
+
+
+@pytest.fixture
+def stack(tmp_path, request):
+    """Upstream and daemon processes; yields (proxy_url, upstream_url, daemon). Its param: shutdown-seconds."""
+    def config(upstream_url: str) -> dict:
+        return {
+            "api-keys": [CLIENT_KEY],
+            "routing": {"strategy": "round-robin"},
+            "timeouts": {"shutdown-seconds": getattr(request, "param", 20)},
+            "openai-compatibility": [{
+                "name": "sim",
+                "base-url": upstream_url + "/v1",
+                "api-key-entries": [{"api-key": BAD_KEY}, {"api-key": GOOD_KEY}],
+                "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
+            }],
+        }
+
+    with processes(tmp_path, config, "--script", f"{BAD_KEY}=status:429:1") as running:
+        yield running
 
 
 def upstream_requests(upstream_url: str) -> list[dict]:

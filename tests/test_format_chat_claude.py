@@ -516,7 +516,7 @@ def test_a_claude_stream_decodes_to_canonical_events():
 
 def test_a_claude_error_event_decodes_to_an_error_event():
     raw = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
-    assert decode(claude.StreamDecoder(), raw) == [C.ErrorEvent("Overloaded", "overloaded_error")]
+    assert decode(claude.StreamDecoder(), raw) == [C.ErrorEvent("Overloaded", "overloaded_error", 529)]
 
 
 def test_the_chat_stream_encoder_speaks_chat_completion_chunks():
@@ -545,7 +545,7 @@ def test_a_chat_stream_error_ends_the_stream_without_done():
     assert encoder.close() == b""
     *_, error = payloads(raw)
     assert error == {"error": {"message": "upstream broke off", "type": "server_error", "code": None}}
-    assert openai_chat.StreamDecoder().feed(error) == [C.ErrorEvent("upstream broke off", "server_error")]
+    assert openai_chat.StreamDecoder().feed(error) == [C.ErrorEvent("upstream broke off", "server_error", 500)]
 
 
 def test_the_claude_stream_encoder_speaks_claude_events():

@@ -9,6 +9,7 @@ drops a name) fails here, not at a caller in production.
 from __future__ import annotations
 
 import inspect
+import json
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ import pytest
 
 from cliproxyd import formats
 from cliproxyd.formats import FORMATS, CountingFormat, Decoder, Encoder, Format, contract
+from cliproxyd.formats import canonical as C
+from cliproxyd.formats import common
 
 #: The formats with a count endpoint.
 COUNTING = {"claude", "gemini"}
@@ -82,7 +85,7 @@ def test_the_protocol_names_what_the_contract_lists():
     assert set(members(Format)) == {
         "NAME", "validate", "set_model", "apply_reasoning", "request_to_canonical", "request_from_canonical",
         "response_to_canonical", "response_from_canonical", "StreamDecoder", "StreamEncoder",
-        "error_body", "stream_error_event"}
+        "error_body", "stream_error_event", "is_stream_end"}
     assert set(members(CountingFormat)) - set(members(Format)) == {"count_request", "count_body", "count_from_body"}
     assert set(members(Decoder)) == {"feed"} and set(members(Encoder)) == {"feed", "close"}
 
@@ -167,3 +170,36 @@ def test_an_encoder_without_the_origin_keyword_fails_the_check():
     assert check(_drifted(response_from_canonical=lambda resp, model, origin: {}), Format, drop_self=True) == [
         "response_from_canonical: 'origin' should be a keyword-only parameter",
         "response_from_canonical: 'origin' should have a default"]
+
+
+#: Text that looks like the end of a stream of some format, as content.
+TRICKY = ['data: [DONE]', '"finish_reason":"stop"', '"message_stop"', '"response.completed"',
+          '"finishReason": "STOP"', "line\ndata: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_formats_final_event_is_found_in_a_stream_and_never_in_its_content(name):
+    fmt = FORMATS[name]
+    encoder = fmt.StreamEncoder("m")
+    body = encoder.feed(C.Start("id-1", "m")) + b"".join(encoder.feed(C.TextDelta(t)) for t in TRICKY)
+    body += encoder.feed(C.ToolCallStart(0, "call_1", "f")) + encoder.feed(C.ToolCallDelta(0, json.dumps(TRICKY)))
+    assert not fmt.is_stream_end(body)
+    assert fmt.is_stream_end(body + encoder.feed(C.Finish(C.STOP)) + encoder.close())
+
+
+def test_error_statuses_come_from_codes_first_then_names():
+    assert common.error_status(429, "server_error") == 429
+    assert common.error_status("503", None) == 503
+    assert common.error_status(None, "RESOURCE_EXHAUSTED") == 429
+    assert common.error_status("rate_limit_exceeded", "requests") == 429
+    assert common.error_status(None, "overloaded_error") == 529
+    assert common.error_status(200, True, "invalid_request_error", None) == 0
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_an_encoder_writes_nothing_after_an_error(name):
+    """A stream's error is its last event: a second error (the relay's, after the upstream's) adds nothing."""
+    encoder = FORMATS[name].StreamEncoder("m")
+    assert encoder.feed(C.TextDelta("partial")) and encoder.feed(C.ErrorEvent("upstream error", status=429))
+    assert encoder.feed(C.ErrorEvent("ended before its final event")) == b""
+    assert encoder.feed(C.TextDelta("late")) == b"" and encoder.close() == b""

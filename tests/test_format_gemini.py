@@ -467,7 +467,8 @@ def test_usage_after_the_finish_still_comes_out_once():
 
 def test_an_error_payload_is_an_error_event():
     error = {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}
-    assert gemini.StreamDecoder().feed(error) == [C.ErrorEvent("Resource has been exhausted", "RESOURCE_EXHAUSTED")]
+    assert gemini.StreamDecoder().feed(error) == [
+        C.ErrorEvent("Resource has been exhausted", "RESOURCE_EXHAUSTED", 429)]
 
 
 EVENTS = [
@@ -526,7 +527,7 @@ def test_an_error_ends_the_stream(sse):
     assert enc.close() == b"" and enc.feed(C.TextDelta("late")) == b""
     chunks = payloads(out, sse)
     assert chunks[-1] == {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}
-    assert decode(chunks)[-1] == C.ErrorEvent("quota", "RESOURCE_EXHAUSTED")
+    assert decode(chunks)[-1] == C.ErrorEvent("quota", "RESOURCE_EXHAUSTED", 429)
     other = gemini.StreamEncoder("m", sse=sse).feed(C.ErrorEvent("upstream went away"))
     assert payloads(other, sse)[0]["error"] == {"code": 500, "message": "upstream went away", "status": "INTERNAL"}
 

@@ -384,10 +384,10 @@ def test_arguments_that_only_come_whole_are_passed_on_once():
 def test_upstream_errors_become_error_events():
     dec = R.StreamDecoder()
     assert dec.feed({"type": "error", "code": "rate_limit_exceeded", "message": "slow down", "param": None,
-                     "sequence_number": 3}) == [C.ErrorEvent("slow down", "rate_limit_exceeded")]
+                     "sequence_number": 3}) == [C.ErrorEvent("slow down", "rate_limit_exceeded", 429)]
     assert dec.feed({"type": "response.failed", "response": {
         "id": "resp_1", "status": "failed", "error": {"code": "server_error", "message": "boom"}}}) == [
-        C.ErrorEvent("boom", "server_error")]
+        C.ErrorEvent("boom", "server_error", 500)]
     assert dec.feed({"error": {"message": "bad key", "type": "invalid_request_error"}}) == [
         C.ErrorEvent("bad key", "server_error")]
 
@@ -468,7 +468,7 @@ def test_an_error_ends_the_stream():
     with sdk(raw).responses.stream(model="gpt-5", input="hi") as stream:
         events = list(stream)
     assert (events[-1].type, events[-1].message) == ("error", "upstream went away")
-    assert decode(raw)[-1] == C.ErrorEvent("upstream went away", "server_error")
+    assert decode(raw)[-1] == C.ErrorEvent("upstream went away", "server_error", 500)
 
 
 def test_calls_without_ids_get_distinct_ones():

@@ -6,6 +6,7 @@ disconnects, connection errors. Every wait is bounded.
 from __future__ import annotations
 
 import json
+from collections import deque
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
@@ -21,14 +22,15 @@ from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
-from tests.conftest import unused_port
+from tests.conftest import sse_payloads, unused_port
 
 
 class Daemon:
     """The frontend and a simulated upstream on loopback ports, with the real HTTP client."""
 
     def __init__(self, reactor, base_urls: list[str] | None = None, keys=("sk-a", "sk-b"),
-                 providers=None, clock=None, warm: bool = False) -> None:
+                 providers=None, clock=None, warm: bool = False, strategy: str = "fill-first",
+                 **top) -> None:
         self.reactor = reactor
         self.upstream = SimulatedUpstream(reactor)
         self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
@@ -41,10 +43,10 @@ class Daemon:
                  "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}]}
                 for i, url in enumerate(base_urls or [own, own])
             ]
-        routing = {"strategy": "fill-first",
+        routing = {"strategy": strategy,
                    "warmup": {"enabled": warm, "providers": ["warm"], "ttl-seconds": 60, "timeout-seconds": 10}}
         config, _ = parse_config({"openai-compatibility": providers, "routing": routing,
-                                  "timeouts": {"stream-idle-seconds": 30}})
+                                  "timeouts": {"stream-idle-seconds": 30}, **top})
         self.pool, client = make_http_client(reactor, 5)
         self.state = MemoryStateStore()
         time = clock or reactor
@@ -239,3 +241,57 @@ async def test_loopback_a_claude_429_moves_claude_while_gemini_stays(reactor):
             ("ag-2", "claude-opus-4-1"), ("ag-1", "gemini-2.5-pro")]
     finally:
         await daemon.close()
+
+
+STREAMS = 400
+CONCURRENCY = 16
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_first_streams_that_end_in_the_same_read_never_poison_the_connection_pool(reactor):
+    """
+    One key of three answers every stream with an error event and ends the
+    body in the same write. Its connections must never go back to the pool
+    half-closed: no healthy key fails, nothing is sent twice, every client
+    gets the healthy keys' answer.
+    """
+    import treq
+    from twisted.internet.defer import DeferredSemaphore, gatherResults
+
+    keys = ("sk-bad", "sk-good-1", "sk-good-2")
+    models = [{"name": "sim-small", "alias": "gpt-4o-mini"}]
+    daemon = Daemon(reactor, providers=lambda url: [one_provider(url, keys, models)], strategy="round-robin",
+                    **{"disable-cooling": True})
+    daemon.upstream.script("sk-bad", "error-first")
+    daemon.upstream.seen = deque(maxlen=STREAMS * len(keys))
+    answers: dict[int, tuple[int, bytes]] = {}
+
+    async def one(n: int) -> None:
+        body = json.dumps({"model": "gpt-4o-mini", "stream": True,
+                           "messages": [{"role": "user", "content": f"marker-{n}"}]}).encode()
+        response = await treq.post(daemon.url + "/v1/chat/completions", data=body,
+                                   headers={"content-type": "application/json"}, timeout=10)
+        answers[n] = (response.code, await response.content())
+
+    limit = DeferredSemaphore(CONCURRENCY)
+    try:
+        work = gatherResults([limit.run(lambda n=n: Deferred.fromCoroutine(one(n))) for n in range(STREAMS)],
+                             consumeErrors=True)
+        await work.addTimeout(20, reactor)  # about 2 s on loopback; the bound keeps a hang from lasting
+    finally:
+        await daemon.close()
+    codes = [code for code, _ in answers.values()]
+    assert codes.count(502) == 0 and set(codes) == {200}
+    for n, (_, raw) in answers.items():
+        payloads = sse_payloads(raw)
+        assert payloads[-1] == "[DONE]", (n, raw[-300:])
+        text = "".join(c["delta"].get("content") or "" for p in payloads[:-1] for c in p["choices"])
+        assert text.startswith("Hello from the simulated upstream"), (n, raw[-300:])
+        assert text.endswith(("(key ...good-1).", "(key ...good-2).")), (n, text)
+    seen: dict[str, list[str]] = {}
+    for s in daemon.upstream.seen:
+        seen.setdefault(s.body["messages"][0]["content"], []).append(s.key)
+    assert len(seen) == STREAMS
+    for marker, who in seen.items():
+        healthy = [k for k in who if k != "sk-bad"]
+        assert len(healthy) == 1 and len(who) == len(set(who)), (marker, who)

@@ -330,3 +330,30 @@ async def test_a_gemini_client_gets_code_assist_streams_without_the_envelope(sta
     assert events and all("response" not in e and "candidates" in e for e in events)
     text = "".join(p.get("text", "") for e in events for p in e["candidates"][0]["content"]["parts"])
     assert text.startswith("Hello from the simulated upstream")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_codex_whole_answer_whose_stream_opens_with_an_error_is_that_error(stack):
+    """Codex answers whole requests with a stream: its error event is the answer's status, not a broken body."""
+    stack.upstream.script("at-codex", "error-first:responses")
+    code, body = await stack.chat("gpt-5-codex")
+    assert code == 429
+    assert b"simulated rate limit" in body
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-pro", "gemini-3-flash-preview"])
+@pytest_twisted.ensureDeferred
+async def test_code_assist_stream_faults_are_read_inside_the_envelope(stack, model):
+    token = dict((m, t) for m, t, _ in CASES)[model]
+    stack.upstream.script(token, "error-first:gemini", "end-early:2", "ok")
+    response = await treq.post(stack.url + "/v1/chat/completions",
+                               json={"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.code == 429  # the only account: its error, with the hint it carried
+    assert response.headers.getRawHeaders("retry-after") == ["7"]
+    await response.content()
+    cred_id = next(c.id for c in stack.conductor.creds if c.secret == token)
+    stack.conductor.reset_cooldowns(cred_id)
+    stack.conductor.clear_auto(cred_id)  # Antigravity's 429 suspended its quota group too
+    code, body = await stack.chat(model, stream=True)
+    assert code == 200 and b"[DONE]" not in body
+    assert b"ended before its final event" in body.strip().split(b"\n")[-1]

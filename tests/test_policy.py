@@ -3,6 +3,8 @@
 import pytest
 
 from cliproxyd.conductor.policy import (
+    PROTOCOL_COOLDOWN,
+    TRANSIENT_COOLDOWN,
     ModelState,
     apply_failure,
     apply_success,
@@ -28,6 +30,7 @@ NOW = 1_000_000.0
         (502, "bad gateway", 60, "transient"),
         (503, "overloaded", 60, "transient"),
         (504, "gateway timeout", 60, "transient"),
+        (529, "overloaded_error", 60, "transient"),
         (400, "The requested model is not supported", 12 * 3600, "model_not_supported"),
         (422, "model_not_supported", 12 * 3600, "model_not_supported"),
         (400, "not available for your plan", 12 * 3600, "model_not_supported"),
@@ -92,6 +95,16 @@ def test_success_clears_state_and_backoff():
     state = apply_failure(ModelState(backoff_level=4), NOW, 429, "quota", None, False)
     cleared = apply_success(state, NOW + 1)
     assert cleared == ModelState(updated_at=NOW + 1)
+
+
+@pytest.mark.parametrize("status", [502, 0, 404, 429, 401])
+def test_a_protocol_fault_cools_for_seconds_whatever_its_status(status):
+    """A cut, truncated or unfinished answer says nothing about the credential: it never locks the model out."""
+    state = apply_failure(ModelState(), NOW, status, "upstream stream ended before its final event", None, False,
+                          protocol=True)
+    assert (state.next_retry_at, state.reason, state.backoff_level) == (NOW + PROTOCOL_COOLDOWN, "protocol", 0)
+    assert PROTOCOL_COOLDOWN < TRANSIENT_COOLDOWN
+    assert apply_failure(ModelState(), NOW, status, "x", None, True, protocol=True).next_retry_at is None
 
 
 def test_disable_cooling_removes_hintless_429_and_transient_cooldowns_only():

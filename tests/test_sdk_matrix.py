@@ -13,11 +13,10 @@ then repeats what the tool said.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from tests.test_e2e import TWISTD, Proc, http_get, unused_port, wait_until
+from tests.test_e2e import http_get, processes
 
 KEY = "sk-matrix-client"
 UPSTREAMS = ["via-openai", "via-claude", "via-gemini", "via-codex"]
@@ -26,31 +25,21 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "require
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("matrix")
-    up_port, port = unused_port(), unused_port()
-    upstream = Proc([sys.executable, "-m", "cliproxyd.testing.upstream", "--port", str(up_port)],
-                    tmp / "upstream.log")
-    up = f"http://127.0.0.1:{up_port}"
-    config = tmp / "config.yaml"
-    config.write_text(json.dumps({
-        "api-keys": [KEY],
-        "openai-compatibility": [{"name": "sim", "base-url": up + "/v1", "api-key-entries": [{"api-key": "sk-o"}],
-                                  "models": [{"name": "sim-small", "alias": "via-openai"}]}],
-        "claude-api-key": [{"api-key": "sk-c", "base-url": up, "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
-        "gemini-api-key": [{"api-key": "sk-g", "base-url": up, "models": [{"name": "gemini-sim", "alias": "via-gemini"}]}],
-        "codex-api-key": [{"api-key": "sk-x", "base-url": up + "/v1", "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
-    }))
-    proc = Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(config),
-                 "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp / "daemon.log")
-    try:
-        wait_until(lambda: http_get(up + "/v1/models")[0] == 200, what="the upstream")
-        wait_until(lambda: proc.p.poll() is not None or http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200,
-                   what="the daemon")
-        assert proc.p.poll() is None, proc.text()
-        yield f"http://127.0.0.1:{port}", up
-    finally:
-        proc.stop()
-        upstream.stop()
+    def config(up: str) -> dict:
+        return {
+            "api-keys": [KEY],
+            "openai-compatibility": [{"name": "sim", "base-url": up + "/v1", "api-key-entries": [{"api-key": "sk-o"}],
+                                      "models": [{"name": "sim-small", "alias": "via-openai"}]}],
+            "claude-api-key": [{"api-key": "sk-c", "base-url": up,
+                                "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
+            "gemini-api-key": [{"api-key": "sk-g", "base-url": up,
+                                "models": [{"name": "gemini-sim", "alias": "via-gemini"}]}],
+            "codex-api-key": [{"api-key": "sk-x", "base-url": up + "/v1",
+                               "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
+        }
+
+    with processes(tmp_path_factory.mktemp("matrix"), config) as (url, up, _):
+        yield url, up
 
 
 def last_upstream_request(up: str) -> dict:

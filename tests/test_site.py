@@ -210,7 +210,7 @@ def test_a_stream_still_running_at_the_deadline_ends_with_its_clients_error_even
     h.upstream.script(key, "slow:20")  # a chunk every 20 s: still going long after the deadline
     conn = connect(h)
     conn.send(stream_request(client, model))
-    pump(h, 25)
+    pump(h, 45)  # the first content chunk comes at 40 s (the stream is held until then)
     assert conn.received.startswith(b"HTTP/1.1 200 ") and len(h.daemon.in_flight) == 1
     stopped = stopping(h)
     pump(h, 25)
@@ -271,7 +271,7 @@ def test_a_gemini_stream_without_alt_sse_is_json_and_is_dropped_not_given_an_sse
     h.upstream.script("sk-o", "slow:20")
     conn = connect(h)
     conn.send(post("/v1beta/models/via-openai:streamGenerateContent", ASK["gemini"][1]("via-openai")))
-    pump(h, 25)
+    pump(h, 45)  # held until the first content chunk, at 40 s
     assert b"application/json" in conn.received
     stopped = stopping(h)
     pump(h, 30)

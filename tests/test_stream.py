@@ -1,12 +1,17 @@
-"""Streams after the first payload: in-stream errors, idle timeouts, the relay's producer."""
+"""
+Upstream bodies: a stream's hold before its first content and its end, in-stream
+errors, idle timeouts, the relay's producer; a whole answer's JSON object.
+"""
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.internet.error import ConnectionLost
 
+from cliproxyd.formats import openai_chat
 from cliproxyd.replies import UpstreamError
-from cliproxyd.executors.stream import StreamRelay, scan_first_payload
+from cliproxyd.executors.stream import StreamRelay
 from tests.conftest import Harness, config_data, sse_payloads
 
 
@@ -71,8 +76,12 @@ class FakeConsumer:
         self.producer = None
 
 
-def _relay(clock, idle=10):
-    relay = StreamRelay(clock, idle)
+#: An OpenAI chunk with content: what ends a stream's hold.
+CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+
+
+def _relay(clock, idle=10, fmt=openai_chat):
+    relay = StreamRelay(clock, idle, fmt)
     transport = FakeTransport()
     relay.makeConnection(transport)
     return relay, transport
@@ -82,13 +91,15 @@ def test_relay_buffers_until_the_first_payload_then_streams_with_backpressure():
     clock = Clock()
     relay, transport = _relay(clock)
     relay.dataReceived(b": keep-alive\n\n")
-    relay.dataReceived(b"data: ")
-    assert not relay.first.called  # a comment and half a line are no payload
-    relay.dataReceived(b'{"x":1}\n\n')
+    relay.dataReceived(b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n')
+    relay.dataReceived(CONTENT[:20])
+    assert not relay.first.called  # a comment, a role-only chunk and half an event are no content
+    relay.dataReceived(CONTENT[20:])
     assert relay.first.called
     consumer = FakeConsumer()
     done = relay.attach(consumer)
-    assert b"".join(consumer.data) == b': keep-alive\n\ndata: {"x":1}\n\n'
+    assert b"".join(consumer.data) == (b': keep-alive\n\ndata: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+                                       + CONTENT)
     # The client is slow: pausing reaches the upstream transport.
     consumer.producer.pauseProducing()
     assert transport.calls == ["pause"]
@@ -106,7 +117,7 @@ def test_relay_buffers_until_the_first_payload_then_streams_with_backpressure():
 def test_relay_reports_an_idle_upstream_after_resuming():
     clock = Clock()
     relay, transport = _relay(clock, idle=10)
-    relay.dataReceived(b"data: 1\n\n")
+    relay.dataReceived(CONTENT)
     consumer = FakeConsumer()
     done = relay.attach(consumer)
     clock.advance(9)
@@ -114,7 +125,7 @@ def test_relay_reports_an_idle_upstream_after_resuming():
     clock.advance(1)
     assert transport.calls == ["stop"]
     relay.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
-    assert done.result == "upstream stream idle for 10s"
+    assert done.result.kind == "timeout" and done.result.message == "upstream stream idle for 10s"
 
 
 def test_relay_failure_before_first_payload_is_an_upstream_error():
@@ -125,13 +136,6 @@ def test_relay_failure_before_first_payload_is_an_upstream_error():
     relay.first.addErrback(failures.append)
     assert failures[0].check(UpstreamError)
     assert failures[0].value.kind == "empty_stream"
-
-
-def test_scan_first_payload():
-    assert scan_first_payload(b"data: {}\n") == (True, None)
-    assert scan_first_payload(b"data: {}") == (False, None)
-    assert scan_first_payload(b"data:\n\ndata:   \n") == (False, None)
-    assert scan_first_payload(b'data: {"error":{"message":"x"}}\n') == (True, b'{"error":{"message":"x"}}')
 
 
 def test_relay_gives_up_on_a_stream_that_never_sends_data():
@@ -146,4 +150,102 @@ def test_relay_gives_up_on_a_stream_that_never_sends_data():
     relay.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
     failures = []
     relay.first.addErrback(failures.append)
-    assert failures[0].value.kind == "stream_error"
+    assert failures[0].value.kind == "broken"
+
+
+def _done(relay, *chunks, reason=ResponseDone):
+    """Attach, feed the rest, end the body: what the relay's Deferred fires with."""
+    consumer = FakeConsumer()
+    done = relay.attach(consumer)
+    for chunk in chunks:
+        relay.dataReceived(chunk)
+    relay.connectionLost(Failure(reason()))
+    return done.result
+
+
+def test_a_stream_that_ends_before_its_final_event_is_reported_broken():
+    relay, _ = _relay(Clock())
+    relay.dataReceived(CONTENT)
+    problem = _done(relay, CONTENT)
+    assert (problem.kind, problem.message) == ("broken", "upstream stream ended before its final event")
+    assert problem.protocol_fault and not problem.relayed
+
+
+def test_a_stream_with_its_final_event_is_complete_even_if_cut_after_it():
+    relay, _ = _relay(Clock())
+    relay.dataReceived(CONTENT)
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason": "stop"}]}\n\n'
+    assert _done(relay, finish[:30], finish[30:], reason=lambda: ResponseFailed([Failure(ConnectionLost())])) is None
+    relay, _ = _relay(Clock())
+    relay.dataReceived(CONTENT)
+    assert _done(relay, b"data: [DO", b"NE]\n\n") is None
+
+
+def test_the_upstreams_own_error_that_ends_a_stream_is_reported_as_relayed():
+    from cliproxyd.formats import claude
+
+    relay, _ = _relay(Clock(), fmt=claude)
+    relay.dataReceived(b'event: message_start\ndata: {"type":"message_start","message":{"id":"m"}}\n\n'
+                       b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                       b'"delta":{"type":"text_delta","text":"hi"}}\n\n')
+    assert relay.first.called
+    problem = _done(relay, claude.stream_error_event("slow down", 429))
+    assert (problem.kind, problem.status, problem.message, problem.relayed) == (
+        "stream_error", 429, "slow down", True)
+
+
+def test_keep_alives_do_not_keep_a_held_stream_from_timing_out():
+    from cliproxyd.formats import claude
+
+    clock = Clock()
+    relay, transport = _relay(clock, idle=10, fmt=claude)
+    relay.dataReceived(b'event: message_start\ndata: {"type":"message_start","message":{"id":"m"}}\n\n')
+    for _ in range(4):
+        clock.advance(3)
+        relay.dataReceived(b'event: ping\ndata: {"type": "ping"}\n\n')
+    assert transport.calls == ["stop"] and not relay.first.called
+    relay.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
+    failures = []
+    relay.first.addErrback(failures.append)
+    assert failures[0].value.kind == "timeout"
+
+
+def test_an_error_after_the_opening_events_fails_the_held_stream_with_its_status():
+    from cliproxyd.formats import claude
+
+    relay, transport = _relay(Clock(), fmt=claude)
+    relay.dataReceived(b'event: message_start\ndata: {"type":"message_start","message":{"id":"m"}}\n\n'
+                       b'event: ping\ndata: {"type": "ping"}\n\n'
+                       b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error",'
+                       b' "message": "Overloaded"}}\n\n')
+    assert transport.calls == ["stop"]
+    relay.connectionLost(Failure(ResponseDone()))
+    failures = []
+    relay.first.addErrback(failures.append)
+    error = failures[0].value
+    assert (error.kind, error.status, error.message, error.fmt) == ("stream_error", 529, "Overloaded", "claude")
+
+
+def test_a_whole_answer_must_be_a_json_object():
+    from cliproxyd.executors.stream import json_answer
+
+    assert json_answer(b' {"id": "x"}', "openai", 0) == {"id": "x"}
+    for body in (b'{"id": "x"', b"", b"<html></html>", b'[{"candidates": []}]', b'"text"'):
+        with pytest.raises(UpstreamError) as raised:
+            json_answer(body, "gemini", 0)
+        assert (raised.value.kind, raised.value.status, raised.value.protocol_fault) == ("broken", 502, True), body
+    quota = b'[{"error": {"code": 429, "message": "out", "details": [{"retryDelay": "3s"}]}}]'
+    with pytest.raises(UpstreamError) as raised:
+        json_answer(quota, "gemini", 0)
+    assert (raised.value.kind, raised.value.status, raised.value.retry_after, raised.value.fmt) == (
+        "http", 429, 3.0, "gemini")
+
+
+def test_a_held_event_its_format_cannot_read_fails_the_stream_instead_of_the_relay():
+    relay, transport = _relay(Clock())
+    relay.dataReceived(b'data: {"choices": "not a list"}\n\n')
+    assert transport.calls == ["stop"]
+    relay.connectionLost(Failure(ResponseDone()))
+    failures = []
+    relay.first.addErrback(failures.append)
+    assert (failures[0].value.kind, failures[0].value.message) == ("broken", "the stream's events are not openai events")

@@ -478,7 +478,8 @@ class Conductor:
         else:
             status, message = error.status, error.detail
             disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
-            new = apply_failure(old, now, error.status, message, error.retry_after, disable, error.kind)
+            new = apply_failure(old, now, error.status, message, error.retry_after, disable, error.kind,
+                                error.protocol_fault)
         if new is not old:
             self._state.set_model_state(cred.id, state_key, new)
             self._refresh_slot(cred.id, state_key, now)
@@ -574,11 +575,15 @@ class Conductor:
     def _settle_stream_later(
         self, cred: Credential, state_key: str, upstream: str, started: float, reply: StreamReply
     ) -> None:
-        """A stream is judged when it ends: cleanly (success), broken off (failure), or by a client leaving (nothing)."""
+        """
+        A stream is judged when it ends: complete (success); broken off,
+        ended before its final event, idle or ended by the upstream's error
+        event (a failure of this credential); or by a client leaving
+        (nothing).
+        """
 
-        def ended(problem: str | None) -> None:
-            error = None if problem is None else UpstreamError("broken", problem)
-            decision = "success" if problem is None else "stream ended early"
+        def ended(error: UpstreamError | None) -> None:
+            decision = "success" if error is None else "stream failed after it started"
             self._settle(cred, state_key, upstream, started, error, False, decision)
 
         def left(failure):

@@ -57,14 +57,23 @@ QUOTA_BACKOFF_BASE = 1.0
 QUOTA_BACKOFF_MAX = 30 * 60.0
 AUTH_COOLDOWN = 30 * 60.0  # 401, 402, 403
 NOT_FOUND_COOLDOWN = 12 * 3600.0  # 404, and model-support errors
-TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504, and an upstream that timed out
-TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+TRANSIENT_COOLDOWN = 60.0  # 408, 500, 502, 503, 504, 529 (Anthropic's overloaded), and an upstream that timed out
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504, 529})
 #: A connection refused, reset or not made in connect-seconds: shorter than a
 #: timeout's, because finding out again costs a request little (milliseconds,
 #: at most connect-seconds) and such an upstream is often back in seconds.
 CONNECT_COOLDOWN = 30.0
 #: The failures with no status that cool, by kind.
 NO_ANSWER_COOLDOWNS = {"timeout": TRANSIENT_COOLDOWN, "connect": CONNECT_COOLDOWN}
+#: A protocol fault: an answer whose form is broken (a body cut short or not
+#: JSON, a stream that ended before its final event). It is one answer gone
+#: wrong on its way, not the credential refused or out of quota, and it is
+#: often the path's doing (a proxy, a connection, an upstream deploy) and so
+#: strikes every credential behind that path alike: a minute's cooldown each
+#: would then lock the whole model out for everyone (429 model_cooldown),
+#: although any of them may answer the next request. A few seconds steer the
+#: next requests to the other credentials while they are there, and no more.
+PROTOCOL_COOLDOWN = 5.0
 
 
 CLEAR = ModelState()
@@ -94,6 +103,7 @@ def apply_failure(
     retry_after: float | None,
     disable_cooling: bool,
     kind: str = "http",
+    protocol: bool = False,
 ) -> ModelState:
     """
     CLIProxyAPI's MarkResult table for one (credential, model), with its
@@ -102,12 +112,13 @@ def apply_failure(
     ====================================  =========================================
     outcome                               cooldown
     ====================================  =========================================
+    a protocol fault (C{protocol})        5 s, whatever the status
     400/422 model-support message         12 h
     401, 402, 403                         30 min
     404                                   12 h
     429 with a retry hint                 the hint (always; backoff level unchanged)
     429 without                           1 s * 2^level, max 30 min (level + 1)
-    408, 500, 502, 503, 504               1 min
+    408, 500, 502, 503, 504, 529          1 min
     no answer in time (C{kind} timeout)   1 min
     no connection (C{kind} connect)       30 s
     anything else                         none (failure recorded, not blocked)
@@ -117,11 +128,14 @@ def apply_failure(
     that hangs or refuses stays in rotation and every request that picks it
     pays for finding out again (a hang: the whole response-seconds).
 
-    C{disable_cooling} removes the hintless 429, the transient, timeout and
-    connect cooldowns, not the others.
+    C{disable_cooling} removes the protocol, hintless 429, transient,
+    timeout and connect cooldowns, not the others.
 
     @param kind: the L{cliproxyd.replies.UpstreamError} kind; it matters
         only when C{status} is 0.
+    @param protocol: the failure is a protocol fault of this one answer
+        (L{PROTOCOL_COOLDOWN} says why it cools so briefly), whichever
+        status it carries.
     """
     base = evolve(
         state,
@@ -130,6 +144,9 @@ def apply_failure(
         last_error=message[:500],
         updated_at=now,
     )
+    if protocol:
+        until = None if disable_cooling else now + PROTOCOL_COOLDOWN
+        return evolve(base, next_retry_at=until, reason="protocol")
     if is_model_support_error(status, message):
         return evolve(base, next_retry_at=now + NOT_FOUND_COOLDOWN, reason="model_not_supported")
     if status == 401:

@@ -28,7 +28,7 @@ from twisted.web.http_headers import Headers
 from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAUTH_BASE_URLS
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
-from cliproxyd.executors.stream import StreamConsumer, StreamRelay
+from cliproxyd.executors.stream import StreamConsumer, StreamRelay, first_error, stream_error
 from cliproxyd.executors.upstreams import (
     ANTHROPIC_VERSION,
     ClaudeExecutor,
@@ -111,10 +111,13 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
         url = self.url(cred, parse_model(upstream).base, True)
         response = await self._send(cred, url, body, True)
         if req.stream:
-            return await self._relay(response)
+            return await self._relay(cred, response)
         whole = await self._read(response)
         answer = completed_response(whole)
         if answer is None:
+            error = first_error(whole, self.format)
+            if error is not None:
+                raise stream_error(*error, self.format.NAME, self._clock.seconds(), self.redact(cred))
             raise UpstreamError("broken", "the Codex stream ended without response.completed", status=502)
         return Reply(response.code, b"application/json", answer, fmt=self.format.NAME)
 
@@ -157,19 +160,14 @@ def _unwrap_line(line: bytes) -> bytes:
 
 
 class UnwrappingRelay(StreamRelay):
+    """A C{v1internal} stream: its events judged, and relayed, without their C{response} envelope."""
+
+    def unwrap(self, data: dict[str, Any]) -> dict[str, Any]:
+        inner = data.get("response")
+        return inner if isinstance(inner, dict) else data
+
     def attach(self, consumer: StreamConsumer):
         return super().attach(_Unwrap(consumer))
-
-
-def unwrap_response(body: bytes) -> bytes:
-    """A C{v1internal} answer as the Gemini answer inside it."""
-    try:
-        data = loads(body)
-    except ValueError:
-        return body
-    if isinstance(data, dict) and isinstance(data.get("response"), dict):
-        return dumps(data["response"])
-    return body
 
 
 class GeminiCLIExecutor(_Bearer, GeminiExecutor):
@@ -213,13 +211,19 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
             except UpstreamError as e:
                 if i + 1 == len(bases) or not (e.status == 429 or e.status >= 500 or e.status == 0):
                     raise
-        return await self._answer(response, req.stream)
-
-    async def _answer(self, response: Any, stream: bool) -> Reply | StreamReply:
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
-        if stream and content_type.startswith(b"text/event-stream"):
-            return await self._relay(response, UnwrappingRelay)
-        return Reply(response.code, content_type, unwrap_response(await self._read(response)), fmt=self.format.NAME)
+        if req.stream and content_type.startswith(b"text/event-stream"):
+            return await self._relay(cred, response, UnwrappingRelay)
+        return await self._whole(cred, response, content_type)
+
+    async def _whole(self, cred: Credential, response: Any, content_type: bytes) -> Reply:
+        """A C{v1internal} answer as the Gemini answer inside it (checked as an API key's is)."""
+        body = await self._read(response)
+        data = self._answer_object(cred, body)
+        inner = data.get("response")
+        if isinstance(inner, dict):
+            data, body = inner, dumps(inner)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base

@@ -10,7 +10,8 @@ paused us (a slow reader is not an idle upstream).
 
 from __future__ import annotations
 
-from typing import Callable
+from types import ModuleType
+from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -20,11 +21,16 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from cliproxyd.formats import FORMATS
+from cliproxyd.formats import canonical as C
+from cliproxyd.formats.common import error_status
+from cliproxyd.formats.request import dumps, loads
+from cliproxyd.formats.translate import SSEParser
 from cliproxyd.replies import UpstreamError
 
 #: Error bodies are read for diagnostics and for the client; never more than this.
 MAX_ERROR_BODY = 64 * 1024
-#: A stream that sends this much without a data line is not a stream we can relay.
+#: A stream that sends this much before its first generated event is not one we can relay.
 MAX_BEFORE_FIRST_PAYLOAD = 1024 * 1024
 
 
@@ -150,23 +156,168 @@ class BodyCollector(_WatchedBody):
 
 
 
-def scan_first_payload(buffer: bytes) -> tuple[bool, bytes | None]:
-    """
-    Look for the first SSE C{data:} line with a payload.
+def _duration(value: object) -> float | None:
+    """C{"12s"}, C{"1.5s"} (protobuf Duration) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return float(value[:-1])
+        except ValueError:
+            return None
+    return None
 
-    @return: C{(found, error)}: C{found} once a complete non-empty data line
-        is in C{buffer}; C{error} is that payload when it is an error object
-        rather than an answer.
+
+def retry_hint_from_body(body: bytes, now: float) -> float | None:
     """
-    lines = buffer.split(b"\n")
-    for line in lines[:-1]:  # the last piece may be an incomplete line
+    A retry hint inside an error body, in the forms providers use: Gemini's
+    C{error.details[].retryDelay} (C{"12s"}), Codex's
+    C{error.resets_in_seconds} or C{error.resets_at} (epoch seconds).
+    """
+    data = _json_object(body)
+    err = data.get("error") if data is not None else None
+    if not isinstance(err, dict):
+        return None
+    for detail in err.get("details") or ():
+        if isinstance(detail, dict) and "retryDelay" in detail:
+            seconds = _duration(detail["retryDelay"])
+            if seconds is not None:
+                return max(seconds, 0.0)
+    seconds = _duration(err.get("resets_in_seconds"))
+    if seconds is not None:
+        return max(seconds, 0.0)
+    at = err.get("resets_at")
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        return max(float(at) - now, 0.0)
+    return None
+
+
+def _first_object(data: Any) -> Any:
+    """A JSON array stream's first element (Gemini's form without SSE); anything else as it is."""
+    if isinstance(data, list):
+        return data[0] if data and isinstance(data[0], dict) else None
+    return data
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object C{raw} is (or, for an array, starts with); None when it is none."""
+    try:
+        data = _first_object(loads(raw))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def json_answer(body: bytes, fmt: str, now: float) -> dict[str, Any]:
+    """
+    The JSON object of a whole 2xx answer, decoded once.
+
+    @raise UpstreamError: kind C{"broken"}, status 502, when the body is no
+        JSON object (cut short, empty, an HTML page, an array): a protocol
+        fault, and another credential may answer. Kind C{"http"} when it is
+        an error object all the same (or an array that starts with one, as
+        Gemini sends them), with the status its code or type stands for (502
+        when it says none) and its retry hint.
+    """
+    data = _json_object(body)
+    err = data.get("error") if data is not None else None
+    if isinstance(err, dict):
+        status = error_status(err.get("code"), err.get("status"), err.get("type")) or 502
+        message = err.get("message")
+        raise UpstreamError("http", str(message) if message else "the upstream answered with an error object",
+                            status=status, body=body[:MAX_ERROR_BODY], retry_after=retry_hint_from_body(body, now),
+                            fmt=fmt)
+    if data is None or body.lstrip()[:1] != b"{":  # an array of answers is no answer either
+        raise UpstreamError("broken", "the upstream answer is not a JSON object", status=502)
+    return data
+
+
+#: What a held event is before the first generated one.
+KEEPALIVE, PREAMBLE, GENERATED = "keep-alive", "preamble", "generated"
+#: The canonical events that are the model's own: the end of a stream's hold.
+_GENERATED = (C.TextDelta, C.ThinkingDelta, C.ToolCallStart, C.ToolCallDelta, C.Finish)
+#: How many bytes of a stream's end are kept, to read its last event from.
+TAIL = 8 * 1024
+#: How far a final event's pattern may reach back into the previous chunk.
+_CARRY = 128
+
+
+#: What a decoder raises on an event whose fields have the wrong types.
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+def _error_in(events: list[C.Event]) -> C.ErrorEvent | None:
+    return next((e for e in events if isinstance(e, C.ErrorEvent)), None)
+
+
+def _read(decoder: Any, data: dict[str, Any]) -> list[C.Event] | None:
+    """What C{decoder} makes of one event; None when the event is not one of its format's."""
+    try:
+        return decoder.feed(data)
+    except _UNREADABLE:
+        return None
+
+
+def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None) -> C.ErrorEvent | None:
+    """
+    The error in an event: C{own}, the upstream format's reading, when it
+    says what status it stands for; else the first reading of another
+    format that does (an upstream may relay another provider's errors, as
+    an OpenAI-compatible one in front of Anthropic does); else whichever
+    was found. Only asked of an event that is no content, before a stream's
+    first content, or of a stream's last event.
+    """
+    if own is not None and own.status:
+        return own
+    found = [own] if own is not None else []
+    for other in FORMATS.values():
+        if other is not fmt:
+            error = _error_in(_read(other.StreamDecoder(), data) or [])
+            if error is not None and error.status:
+                return error
+            found += [error] if error is not None else []
+    return found[0] if found else None
+
+
+def stream_error(event: C.ErrorEvent, payload: bytes, fmt: str, now: float,
+                 redact: Callable[[bytes], bytes] = lambda data: data) -> UpstreamError:
+    """
+    The upstream's error event (C{payload}, read as C{event}) as an
+    attempt's error: the status its type stands for (502 when it says none)
+    and the retry hint it carries, so the cooldown table treats it as the
+    same refusal in an HTTP status would be.
+    """
+    body = redact(payload)
+    message = redact(event.message.encode("utf-8", "replace")).decode("utf-8", "replace")
+    return UpstreamError("stream_error", message, status=event.status or 502, body=body,
+                         retry_after=retry_hint_from_body(body, now), fmt=fmt)
+
+
+def first_error(body: bytes, fmt: ModuleType) -> tuple[C.ErrorEvent, bytes] | None:
+    """The first error event of a whole SSE body (a stream read at once), and its payload."""
+    decoder = fmt.StreamDecoder()
+    for _, payload in SSEParser().feed_events(body + b"\n\n"):
+        data = _json_object(payload)
+        if data is not None:
+            error = _best_error(data, fmt, _error_in(_read(decoder, data) or []))
+            if error is not None:
+                return error, payload
+    return None
+
+
+def _last_event(tail: bytes) -> tuple[bytes, bytes] | None:
+    """C{(name, data)} of the last complete SSE event in C{tail}, if it ends with one."""
+    tail = tail.replace(b"\r\n", b"\n")
+    if not tail.endswith(b"\n\n"):
+        return None
+    block = tail[:-2].rsplit(b"\n\n", 1)[-1]
+    name, data = b"", []
+    for line in block.split(b"\n"):
         if line.startswith(b"data:"):
-            payload = line[5:].strip()
-            if payload:
-                if payload.startswith(b'{"error"'):
-                    return True, payload
-                return True, None
-    return False, None
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return (name, b"\n".join(data)) if data else None
 
 
 @implementer(IPushProducer)
@@ -201,52 +352,138 @@ class StreamConsumer:
 
 class StreamRelay(_WatchedBody):
     """
-    Relay an upstream SSE body to a client, chunk by chunk.
+    Relay an upstream SSE body to a client, chunk by chunk, once it has
+    shown it is an answer.
 
-    Until the first payload arrives the body is buffered and C{first} is
-    pending; an error, a timeout or an empty close before then errbacks
+    Until the first I{generated} event (content: text, thinking, a tool
+    call; or the model's finish) the body is held and C{first} is pending.
+    The held events are parsed (they are few and small) with the upstream
+    format's decoder: an opening event (Claude's C{message_start}, OpenAI's
+    role-only chunk, Responses' C{response.created}), a ping or a comment
+    is held on; an error event, C{response.failed}, events that are not
+    JSON, a body that ends or breaks, an idle timeout, or
+    L{MAX_BEFORE_FIRST_PAYLOAD} bytes without a generated event errback
     C{first} with an L{UpstreamError}, so the caller can still move on to
-    another credential. After C{attach}, every chunk goes straight to the
-    consumer, which has the upstream transport registered as its streaming
-    producer: when the client reads slowly the upstream socket is paused.
+    another credential: nothing has reached the client. Keep-alives (pings,
+    comments) do not count as activity while the body is held, so the wait
+    for the first generated event is bounded by the idle timeout.
+
+    After C{attach}, every chunk goes straight to the consumer, which has
+    the upstream transport registered as its streaming producer: when the
+    client reads slowly the upstream socket is paused. Nothing is parsed
+    any more; the relay looks for the format's final event in the bytes
+    (C{is_stream_end}) and keeps the last few kilobytes, so that a stream that
+    ends without its final event is reported as broken, and one ended by
+    the upstream's own error event reports that error.
+
+    @param fmt: the upstream's format module.
+    @param redact: applied to upstream bytes that go into an error (an
+        upstream that echoes a key must not put it in a log).
     """
 
-    def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
+    def __init__(self, clock: IReactorTime, idle_timeout: float, fmt: ModuleType,
+                 redact: Callable[[bytes], bytes] = lambda data: data) -> None:
         super().__init__(clock, idle_timeout)
         self.first: Deferred[None] = Deferred(lambda _: self._cancel())
         #: fires like attach()'s Deferred, for whoever records the outcome
-        self.ended: Deferred[str | None] = Deferred()
+        self.ended: Deferred[UpstreamError | None] = Deferred()
+        self._fmt = fmt
+        self._redact = redact
         self._buffer: list[bytes] = []
+        self._held = 0
+        self._parser = SSEParser()
+        self._decoder = fmt.StreamDecoder()
+        self._events = 0  # events read while held
+        self._end = fmt.is_stream_end
+        self._final = False  # the format's final event went by
+        self._tail = bytearray(b"\n")  # so that a final event on the first line is on a line of its own
         self._consumer: StreamConsumer | None = None
-        self._done: Deferred[str | None] | None = None
+        self._done: Deferred[UpstreamError | None] | None = None
         self._ended: Failure | None = None
         self._error: UpstreamError | None = None
         self._registered = False
 
     def dataReceived(self, data: bytes) -> None:
-        self._idle.last = self._clock.seconds()
+        self._watch(data)
         consumer = self._consumer
         if consumer is not None:
+            self._idle.last = self._clock.seconds()
             consumer.write(data)
             return
         self._buffer.append(data)
         if self.first.called:
+            self._idle.last = self._clock.seconds()
             return
-        head = b"".join(self._buffer)
-        self._buffer = [head]
-        found, error = scan_first_payload(head)
-        if not found and len(head) > MAX_BEFORE_FIRST_PAYLOAD:
-            self._error = UpstreamError(
-                "stream_error", f"no data event in the first {len(head)} bytes", status=502
-            )
+        self._held += len(data)
+        self._hold(data)
+
+    def _watch(self, data: bytes) -> None:
+        """Note the format's final event when it goes by; until then, keep the stream's last bytes."""
+        if self._final:
+            return
+        tail = self._tail
+        self._final = self._end(tail[-_CARRY:] + data)  # with the end of the chunk before: a marker may straddle
+        tail += data
+        if len(tail) > 2 * TAIL:
+            del tail[:-TAIL]
+
+    def _hold(self, data: bytes) -> None:
+        """Read the held events of C{data}: release the stream at a generated one, or give up on it."""
+        active = False
+        for name, payload in self._parser.feed_events(data):
+            self._events += 1
+            verdict = self.judge(name, payload)
+            if verdict == KEEPALIVE:
+                continue
+            active = True
+            if isinstance(verdict, UpstreamError):
+                self._error = verdict
+                self._abort()
+                return
+            if verdict == GENERATED:
+                self._idle.touch()
+                self.first.callback(None)
+                return
+        if active:
+            self._idle.touch()
+        if self._held > MAX_BEFORE_FIRST_PAYLOAD:
+            self._error = UpstreamError("broken", f"no content in the first {self._held} bytes of the stream",
+                                        status=502)
             self._abort()
-        elif error is not None:
-            self._error = UpstreamError(
-                "stream_error", "the stream opened with an error", status=502, body=error
-            )
-            self._abort()
-        elif found:
-            self.first.callback(None)
+
+    def judge(self, name: bytes, payload: bytes) -> str | UpstreamError:
+        """
+        What one event of the stream is, before its first generated one:
+        L{KEEPALIVE}, L{PREAMBLE}, L{GENERATED}, or the L{UpstreamError} it
+        makes of the stream (an error event; an event that is not JSON).
+        """
+        if payload == b"[DONE]":
+            return PREAMBLE  # an end: the body's end says whether anything came before it
+        data = _json_object(payload)
+        if data is None:
+            return UpstreamError("broken", "the stream's events are not JSON objects", status=502)
+        data = self.unwrap(data)
+        if name == b"ping" or data.get("type") == "ping":
+            return KEEPALIVE
+        events = _read(self._decoder, data)
+        if events is None:
+            return UpstreamError("broken", f"the stream's events are not {self._fmt.NAME} events", status=502)
+        error = _error_in(events)
+        if error is None and any(isinstance(e, _GENERATED) for e in events):
+            return GENERATED
+        error = _best_error(data, self._fmt, error)
+        if error is None and name == b"error":
+            error = C.ErrorEvent(str(data.get("message") or "upstream error event"))
+        if error is not None:
+            return self._error_event(error, dumps(data))
+        return PREAMBLE
+
+    def unwrap(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An event's payload as the upstream format's decoder reads it (an envelope removed)."""
+        return data
+
+    def _error_event(self, event: C.ErrorEvent, payload: bytes) -> UpstreamError:
+        return stream_error(event, payload, self._fmt.NAME, self._clock.seconds(), self._redact)
 
     def connectionLost(self, reason: Failure) -> None:
         self._stop_timer()
@@ -262,17 +499,28 @@ class StreamRelay(_WatchedBody):
         if self._error is not None:
             return self._error
         if self._timed_out:
-            return UpstreamError("timeout", f"no stream data for {self._idle_timeout:g}s")
-        if _clean_end(reason):
-            return UpstreamError("empty_stream", "the stream ended before any data")
-        return UpstreamError("broken", f"stream cut short: {describe(reason)}")
+            return UpstreamError("timeout", f"no content in the stream for {self._idle_timeout:g}s")
+        if not _clean_end(reason):
+            return UpstreamError("broken", f"stream cut short: {describe(reason)}", status=502)
+        held = b"".join(self._buffer).strip()
+        if not self._events and held[:1] in (b"[", b"{"):
+            # No SSE at all: a JSON answer (Gemini streams an array without alt=sse), maybe an error.
+            verdict = self.judge(b"", held)
+            if isinstance(verdict, UpstreamError):
+                return verdict
+        if self._events:
+            return UpstreamError("broken", "the stream ended before any content", status=502)
+        return UpstreamError("empty_stream", "the stream ended before any data")
 
-    def attach(self, consumer: StreamConsumer) -> "Deferred[str | None]":
+    def attach(self, consumer: StreamConsumer) -> "Deferred[UpstreamError | None]":
         """
         Send everything so far to C{consumer}, then the rest as it comes.
 
-        @return: fires when the upstream stream ends: with C{None} for a
-            clean end, or with a message when it broke off or went idle.
+        @return: fires when the upstream stream ends: with C{None} when it
+            ended complete (its final event came), or with what went wrong:
+            it ended before its final event or broke off (C{"broken"}), went
+            idle (C{"timeout"}), or the upstream's own error event ended it
+            (C{"stream_error"}, C{relayed}: the client has had it).
             Cancelling it aborts the upstream request.
         """
         self._done = Deferred(lambda _: self._cancel())
@@ -293,17 +541,26 @@ class StreamRelay(_WatchedBody):
         if self._registered:
             self._registered = False
             self._consumer.unregisterProducer()
-        reason = self._ended
         if self._cancelled:
             self.ended.errback(CancelledError())
             self._done.errback(CancelledError())
             return
-        if _clean_end(reason):
-            problem = None
-        elif self._timed_out:
-            problem = f"upstream stream idle for {self._idle_timeout:g}s"
-        else:
-            problem = f"upstream stream broke off: {describe(reason)}"
+        problem = self._problem(self._ended)
         self.ended.callback(problem)
         self._done.callback(problem)
 
+    def _problem(self, reason: Failure) -> UpstreamError | None:
+        """What is wrong with a stream that has ended, if anything."""
+        if self._timed_out:
+            return UpstreamError("timeout", f"upstream stream idle for {self._idle_timeout:g}s")
+        if self._final:
+            return None
+        last = _last_event(bytes(self._tail[-TAIL:]))
+        if last is not None:
+            verdict = self.judge(*last)
+            if isinstance(verdict, UpstreamError) and verdict.kind == "stream_error":
+                verdict.relayed = True
+                return verdict
+        if _clean_end(reason):
+            return UpstreamError("broken", "upstream stream ended before its final event", status=502)
+        return UpstreamError("broken", f"upstream stream broke off: {describe(reason)}", status=502)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from email.utils import parsedate_to_datetime
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -27,6 +28,8 @@ from cliproxyd.executors.stream import (
     StreamRelay,
     describe,
     is_cancellation,
+    json_answer,
+    retry_hint_from_body,
 )
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
@@ -50,43 +53,11 @@ def parse_retry_after(value: bytes | None, now: float) -> float | None:
     return max(seconds, 0.0)
 
 
-def _duration(value: object) -> float | None:
-    """C{"12s"}, C{"1.5s"} (protobuf Duration) or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and value.endswith("s"):
-        try:
-            return float(value[:-1])
-        except ValueError:
-            return None
-    return None
-
-
-def retry_hint_from_body(body: bytes, now: float) -> float | None:
-    """
-    A retry hint inside an error body, in the forms providers use: Gemini's
-    C{error.details[].retryDelay} (C{"12s"}), Codex's
-    C{error.resets_in_seconds} or C{error.resets_at} (epoch seconds).
-    """
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict):
-        return None
-    for detail in err.get("details") or ():
-        if isinstance(detail, dict) and "retryDelay" in detail:
-            seconds = _duration(detail["retryDelay"])
-            if seconds is not None:
-                return max(seconds, 0.0)
-    seconds = _duration(err.get("resets_in_seconds"))
-    if seconds is not None:
-        return max(seconds, 0.0)
-    at = err.get("resets_at")
-    if isinstance(at, (int, float)) and not isinstance(at, bool):
-        return max(float(at) - now, 0.0)
-    return None
+def _no_connection(e: BaseException) -> bool:
+    """Whether C{e} (or what it wraps) says no connection was made: refused, unreachable, timed out, no address."""
+    if isinstance(e, ConnectError):
+        return True
+    return any(r.check(ConnectError) for r in getattr(e, "reasons", None) or ())
 
 
 class HTTPExecutor:
@@ -127,16 +98,47 @@ class HTTPExecutor:
         response = await self._send(cred, url, body, req.stream)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
         if req.stream and content_type.startswith(b"text/event-stream"):
-            return await self._relay(response)
-        return Reply(response.code, content_type, await self._read(response), fmt=self.format.NAME)
+            return await self._relay(cred, response)
+        return await self._whole(cred, response, content_type)
 
-    async def _relay(self, response: Any, relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:
-        """A stream reply once the upstream's first payload is in (an error before it raises)."""
+    async def _whole(self, cred: Credential, response: Any, content_type: bytes) -> Reply:
+        """A whole answer, once its body is known to be a JSON object (else L{UpstreamError}, see L{json_answer})."""
+        body = await self._read(response)
+        data = self._answer_object(cred, body)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
+
+    def _answer_object(self, cred: Credential, body: bytes) -> dict[str, Any]:
+        """L{json_answer} of C{body}; an error it raises names the credential by its fingerprint, never its key."""
+        try:
+            return json_answer(body, self.format.NAME, self._clock.seconds())
+        except UpstreamError as e:
+            redact = self.redact(cred)
+            e.body = redact(e.body)
+            e.message = redact(e.message.encode()).decode("utf-8", "replace")
+            raise
+
+    async def _relay(self, cred: Credential, response: Any,
+                     relay_class: type[StreamRelay] = StreamRelay) -> StreamReply:
+        """A stream reply once the upstream's first generated event is in (a failure before it raises)."""
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/event-stream"])[0]
-        relay = relay_class(self._clock, self._timeouts.stream_idle)
+        relay = relay_class(self._clock, self._timeouts.stream_idle, self.format, self.redact(cred))
         response.deliverBody(relay)
         await relay.first
         return StreamReply(response.code, content_type, relay, self.format.NAME)
+
+    @staticmethod
+    def redact(cred: Credential) -> Callable[[bytes], bytes]:
+        """
+        What keeps the credential's secret out of upstream bytes we log or
+        pass on (an upstream that echoes the key back): its fingerprint
+        instead.
+        """
+        secret = cred.secret.encode() if cred.secret else b""
+
+        def redact(data: bytes) -> bytes:
+            return data.replace(secret, cred.fingerprint.encode()) if secret and secret in data else data
+
+        return redact
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base
@@ -177,7 +179,12 @@ class HTTPExecutor:
             if is_cancellation(e):
                 # The client went away: no other credential gets tried.
                 raise CancelledError() from None
-            raise UpstreamError("connect", describe(e)) from None
+            # No connection could be made: the upstream is down or
+            # unreachable, and cools. A connection that was made and then
+            # closed without an answer (often a pooled one the upstream had
+            # let go) moves on without cooling the key.
+            kind = "connect" if _no_connection(e) else "dropped"
+            raise UpstreamError(kind, describe(e)) from None
         finally:
             if deadline is not None and deadline.active():
                 deadline.cancel()
@@ -193,9 +200,7 @@ class HTTPExecutor:
             retry_after = retry_hint_from_body(error, now)
         # An upstream that echoes the key back must not put it in our
         # logs or in the client's error.
-        secret = cred.secret
-        if secret:
-            error = error.replace(secret.encode(), cred.fingerprint.encode())
+        error = self.redact(cred)(error)
         raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
                             body=error, retry_after=retry_after, fmt=self.format.NAME)
 

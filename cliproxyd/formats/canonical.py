@@ -153,6 +153,9 @@ class UsageEvent:
 class ErrorEvent:
     message: str
     type: str = "server_error"
+    #: the HTTP status the upstream's error stands for (its code, or its type:
+    #: a rate limit 429, an overload 529 or 503), 0 when it says nothing we know
+    status: int = 0
 
 
 Event = Union[Start, TextDelta, ThinkingDelta, ToolCallStart, ToolCallDelta, Finish, UsageEvent, ErrorEvent]

@@ -305,6 +305,11 @@ def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DE
 # -- streams ---------------------------------------------------------------------------
 
 
+def is_stream_end(data: bytes) -> bool:
+    """The C{message_stop} event (see the contract): the quoted name is only ever its type."""
+    return b'"message_stop"' in data
+
+
 def _event(name: str, data: dict[str, Any]) -> bytes:
     # ASCII escapes: a client that splits lines on U+2028 or U+0085 (as
     # str.splitlines does) must still see one data line per event.
@@ -391,6 +396,8 @@ class StreamEncoder:
         return self._held[-1]
 
     def feed(self, event: C.Event) -> bytes:
+        if self._closed:
+            return b""  # an error, or the end, closed the stream
         out = b"" if self._started or isinstance(event, C.Start) else self._start()
         if isinstance(event, C.Start):
             return out + (b"" if self._started else self._start(event.id))
@@ -470,7 +477,8 @@ class StreamDecoder:
             return [*finish, C.UsageEvent(_usage(self._usage))]
         if kind == "error":
             err = data.get("error") or {}
-            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "api_error"))]
+            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "api_error"),
+                                 common.error_status(err.get("type")))]
         return []  # ping, content_block_stop, message_stop
 
     def _block_start(self, index: Any, block: dict[str, Any]) -> list[C.Event]:

@@ -224,6 +224,36 @@ def error_json(err: dict[str, Any], extra: dict[str, Any] | None, **envelope: An
     return json_body({**envelope, "error": err})
 
 
+#: Error types and codes, as the four formats (and the providers behind them) name
+#: them, and the HTTP status each comes with when it is not inside a 200.
+ERROR_STATUSES = {
+    "rate_limit_error": 429, "rate_limit_exceeded": 429, "insufficient_quota": 429, "RESOURCE_EXHAUSTED": 429,
+    "overloaded_error": 529, "server_is_overloaded": 503, "UNAVAILABLE": 503,
+    "api_error": 500, "server_error": 500, "INTERNAL": 500, "DEADLINE_EXCEEDED": 504,
+    "authentication_error": 401, "invalid_api_key": 401, "UNAUTHENTICATED": 401,
+    "permission_error": 403, "PERMISSION_DENIED": 403,
+}
+
+
+def error_status(*names: Any) -> int:
+    """
+    The HTTP status an error object stands for, from its fields in order of
+    precedence (its code, status or type): a number that is an HTTP error
+    status is one, a name of L{ERROR_STATUSES} stands for its status; 0 when
+    none says. An invalid-request type is deliberately unknown here: inside a
+    stream it says nothing about the request that a 4xx would have said.
+    """
+    for name in names:
+        if isinstance(name, str) and name.isdigit():
+            name = int(name)
+        if isinstance(name, int) and not isinstance(name, bool):
+            if 400 <= name <= 599:
+                return name
+        elif isinstance(name, str) and name in ERROR_STATUSES:
+            return ERROR_STATUSES[name]
+    return 0
+
+
 def sse_json(data: Any) -> bytes:
     """
     C{data} as the compact JSON of an SSE data line. ASCII escapes: a client

@@ -145,6 +145,21 @@ class Format(Protocol):
         stream's state).
         """
 
+    # -- the end of a stream
+
+    def is_stream_end(self, data: bytes) -> bool:
+        """
+        Whether C{data}, raw bytes of an upstream stream of this format, has
+        the stream's final event in it (OpenAI's C{[DONE]} or a finish
+        reason, Claude's C{message_stop}, Responses' C{response.completed}
+        or C{response.incomplete}, Gemini's C{finishReason}): what a
+        complete stream has and a cut one lacks.
+
+        Asked of every chunk of a relayed stream, so it is a bytes search,
+        never a parse; it finds only JSON structure, never the inside of a
+        string value (where a quote is escaped and a newline is C{\n}).
+        """
+
 
 class CountingFormat(Format, Protocol):
     """A format with a token-count endpoint (Claude and Gemini; OpenAI and Responses have none)."""

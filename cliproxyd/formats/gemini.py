@@ -489,6 +489,11 @@ def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DE
 # -- streams ---------------------------------------------------------------------
 
 
+def is_stream_end(data: bytes) -> bool:
+    """A chunk with a finish reason, compact or with one space after the colon (see the contract)."""
+    return b'"finishReason": "' in data or b'"finishReason":"' in data
+
+
 class StreamDecoder:
     """
     GenerateContentResponse chunks -> canonical stream events; one
@@ -507,7 +512,8 @@ class StreamDecoder:
     def feed(self, data: dict[str, Any]) -> list[C.Event]:
         if isinstance(data.get("error"), dict):
             err = data["error"]
-            return [C.ErrorEvent(str(err.get("message") or "upstream error"), str(err.get("status") or "INTERNAL"))]
+            return [C.ErrorEvent(str(err.get("message") or "upstream error"), str(err.get("status") or "INTERNAL"),
+                                 common.error_status(err.get("code"), err.get("status")))]
         events: list[C.Event] = []
         if not self._started:
             self._started = True

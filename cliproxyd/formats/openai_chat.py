@@ -415,6 +415,16 @@ def response_from_canonical(resp: C.Response, model: str, *, origin: Origin = DE
 # -- streams ---------------------------------------------------------------------------
 
 
+def is_stream_end(data: bytes) -> bool:
+    """
+    C{[DONE]} on a line of its own, or a chunk with a finish reason (a
+    string, where the other chunks have C{null}), written compact or with
+    one space after the colon as every provider writes it (see the contract).
+    """
+    return (b"\ndata: [DONE]" in data or b'"finish_reason":"' in data or b'"finish_reason": "' in data
+            or b"\ndata:[DONE]" in data)
+
+
 def _sse(data: Any) -> bytes:
     return b"data: " + common.sse_json(data) + b"\n\n"
 
@@ -430,7 +440,8 @@ class StreamDecoder:
         events: list[C.Event] = []
         if isinstance(data.get("error"), dict):
             err = data["error"]
-            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "server_error"))]
+            return [C.ErrorEvent(str(err.get("message", "upstream error")), str(err.get("type") or "server_error"),
+                                 common.error_status(err.get("code"), err.get("type")))]
         if not self._started:
             self._started = True
             events.append(C.Start(str(data.get("id", "")), str(data.get("model", ""))))
@@ -481,6 +492,8 @@ class StreamEncoder:
         return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
 
     def feed(self, event: C.Event) -> bytes:
+        if self._failed:
+            return b""  # an error ended the stream
         out = b""
         if not self._started:
             self._started = True

@@ -447,11 +447,17 @@ class StreamDecoder:
         if kind == "response.failed":
             err = response.get("error") or {}
             return [C.ErrorEvent(str(err.get("message") or "the upstream response failed"),
-                                 str(err.get("code") or "server_error"))]
+                                 str(err.get("code") or "server_error"), common.error_status(err.get("code")))]
         if kind == "error" or isinstance(data.get("error"), dict):
             err = data["error"] if isinstance(data.get("error"), dict) else data
-            return [C.ErrorEvent(str(err.get("message") or "upstream error"), str(err.get("code") or "server_error"))]
+            return [C.ErrorEvent(str(err.get("message") or "upstream error"), str(err.get("code") or "server_error"),
+                                 common.error_status(err.get("code"), err.get("type")))]
         return []
+
+
+def is_stream_end(data: bytes) -> bool:
+    """The C{response.completed} or C{response.incomplete} event (see the contract)."""
+    return b'"response.completed"' in data or b'"response.incomplete"' in data
 
 
 def _sse(data: dict[str, Any]) -> bytes:

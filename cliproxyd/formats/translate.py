@@ -23,8 +23,13 @@ class SSEParser:
     def __init__(self) -> None:
         self._pending = b""
         self._data: list[bytes] = []
+        self._name = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        return [data for _, data in self.feed_events(chunk)]
+
+    def feed_events(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        """C{(event name, data)} of each complete event with data (the name is C{b""} when it has none)."""
         events = []
         lines = (self._pending + chunk).split(b"\n")
         self._pending = lines.pop()
@@ -32,10 +37,13 @@ class SSEParser:
             line = line.rstrip(b"\r")
             if not line:
                 if self._data:
-                    events.append(b"\n".join(self._data))
+                    events.append((self._name, b"\n".join(self._data)))
                     self._data = []
+                self._name = b""
             elif line.startswith(b"data:"):
                 self._data.append(line[5:].lstrip(b" "))
+            elif line.startswith(b"event:"):
+                self._name = line[6:].strip()
         return events
 
 

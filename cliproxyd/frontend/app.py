@@ -326,8 +326,9 @@ class Frontend:
             request.setHeader(b"content-type", result.content_type)
             error = await result.relay.attach(inner)
             if error is not None:
-                self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
-                inner.write(fmt.stream_error_event(error))
+                self._stream_failed(req, error)
+                if not error.relayed:  # else the upstream's own error event came through, as it was
+                    inner.write(fmt.stream_error_event(error.message))
             return b""
         encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
                    else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
@@ -335,11 +336,15 @@ class Frontend:
         consumer = TranslatingConsumer(inner, upstream.StreamDecoder(origin=self._origin), encoder)
         error = await result.relay.attach(consumer)
         if error is not None:
-            self.log.warn("stream for {model} ended early: {error}", model=req.model, error=error)
-            consumer.fail(error)
+            self._stream_failed(req, error)
+            consumer.fail(error.message)  # nothing, when the upstream's error event was translated already
         else:
             consumer.close()
         return b""
+
+    def _stream_failed(self, req: ClientRequest, error: UpstreamError) -> None:
+        """A stream that went wrong after it started: the client gets its format's error event, never a stop."""
+        self.log.warn("stream for {model} failed after it started: {error}", model=req.model, error=error.message)
 
     def _answer(self, request: IRequest, result: Reply, fmt: ModuleType, req: ClientRequest,
                 render: Render) -> bytes:
@@ -348,7 +353,8 @@ class Frontend:
             request.setHeader(b"content-type", result.content_type)
             return result.body
         try:
-            answer = FORMATS[result.fmt].response_to_canonical(loads(result.body), origin=self._origin)
+            data = result.data if result.data is not None else loads(result.body)
+            answer = FORMATS[result.fmt].response_to_canonical(data, origin=self._origin)
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError, KeyError, IndexError):
             raise render(Problem(502, "the upstream answer is not valid JSON",
                                  "bad_upstream_answer")) from None

@@ -19,6 +19,33 @@ repeating. A behaviour is one of::
     stall:N            stream N events, then go silent
     slow:S             wait S seconds before each chunk (or before the answer)
     error-event        open a 200 stream whose first event is an error
+    error-first[:F]    a 200 stream whose first event is an error, the body
+                       ended in the same write (without streaming: a 200 whose
+                       body is that error object); F picks the error's shape,
+                       whatever the route (default: the route format's own):
+                       openai, openai-spaced (whitespace inside the object),
+                       claude (overloaded_error), responses (a rate-limit
+                       error event), responses-failed (response.failed),
+                       gemini (RESOURCE_EXHAUSTED with a retryDelay of 7s),
+                       gemini-array (that error as a JSON array, no SSE)
+    preamble-error[:F] the same error after the events a stream opens with
+                       before any content (Claude message_start and a ping,
+                       OpenAI's role-only chunk, Responses' response.created
+                       and response.in_progress)
+    overloaded         the provider is overloaded: a stream opens with the
+                       preamble and the format's overload error event; a
+                       whole answer is a 529 (Claude) or 503 overload error
+    keepalive:S        a stream that sends its preamble, then a keep-alive
+                       (a Claude ping, an SSE comment otherwise) every S
+                       seconds, and never any content
+    error-after:N      stream N events, then the format's own error event, and
+                       end the body (an error after content)
+    end-early:N[:close] stream N events, then end the body cleanly
+                       without the format's final event; with close, the
+                       answer has neither a length nor chunking and the
+                       connection is closed (a close-delimited body)
+    garbage:K          a 200 whose body is unusable, streamed or not: K is
+                       truncated (half of the JSON answer), empty, or html
     bytes:N            stream about N bytes of content as fast as the client
                        reads (it honours backpressure)
 
@@ -46,33 +73,54 @@ from zope.interface import implementer
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
+from cliproxyd.formats.translate import SSEParser
 
 JSON = b"application/json"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "sim-small")
 
 
+#: The shapes of an in-stream error that C{error-first:F} and C{preamble-error:F} can send.
+ERROR_SHAPES = ("openai", "openai-spaced", "claude", "responses", "responses-failed", "gemini", "gemini-array")
+#: The unusable bodies of C{garbage:K}.
+GARBAGE = ("truncated", "empty", "html")
+
+#: behaviour -> (what each of its arguments is, in order: C{float}, or the
+#: words it may be; how many of them must be given)
+_ARGS: dict[str, tuple[tuple[Any, ...], int]] = {
+    "ok": ((), 0), "status": ((float, float), 1), "hang": ((), 0), "cut": ((float,), 1),
+    "stall": ((float,), 1), "slow": ((float,), 1), "error-event": ((), 0), "bytes": ((float,), 1),
+    "unsupported": ((float,), 0), "error-first": ((ERROR_SHAPES,), 0), "preamble-error": ((ERROR_SHAPES,), 0),
+    "overloaded": ((), 0), "keepalive": ((float,), 1), "error-after": ((float,), 1),
+    "end-early": ((float, ("close",)), 1), "garbage": ((GARBAGE,), 1),
+}
+
+
 @frozen
 class Behaviour:
     name: str
-    args: tuple[float, ...] = ()
+    args: tuple[Any, ...] = ()
 
     @classmethod
     def parse(cls, spec: str) -> "Behaviour":
         name, *rest = spec.strip().split(":")
-        arity = {"ok": (0, 0), "status": (1, 2), "hang": (0, 0), "cut": (1, 1), "stall": (1, 1),
-                 "slow": (1, 1), "error-event": (0, 0), "bytes": (1, 1),
-                 "unsupported": (0, 1)}
-        if name not in arity:
-            raise ValueError(f"unknown behaviour {spec!r}; one of: {', '.join(arity)}")
-        low, high = arity[name]
-        if not low <= len(rest) <= high:
-            raise ValueError(f"behaviour {spec!r} takes {low}..{high} arguments")
-        try:
-            args = tuple(float(a) for a in rest)
-        except ValueError:
-            raise ValueError(f"behaviour {spec!r}: arguments must be numbers") from None
-        return cls(name, args)
+        if name not in _ARGS:
+            raise ValueError(f"unknown behaviour {spec!r}; one of: {', '.join(_ARGS)}")
+        kinds, required = _ARGS[name]
+        if not required <= len(rest) <= len(kinds):
+            raise ValueError(f"behaviour {spec!r} takes {required}..{len(kinds)} arguments")
+        args: list[Any] = []
+        for kind, arg in zip(kinds, rest):
+            if kind is float:
+                try:
+                    args.append(float(arg))
+                except ValueError:
+                    raise ValueError(f"behaviour {spec!r}: {arg!r} is not a number") from None
+            elif arg in kind:
+                args.append(arg)
+            else:
+                raise ValueError(f"behaviour {spec!r}: {arg!r} is not one of {', '.join(kind)}")
+        return cls(name, tuple(args))
 
 
 @define
@@ -273,6 +321,13 @@ class SimulatedUpstream:
         if count:
             return json.dumps(fmt.count_body(5 + len(json.dumps(data)) // 40)).encode()
         answer = self._answer(req, model, key)
+        if b.name == "garbage":
+            return _garbage(request, b.args[0], fmt.response_from_canonical(answer, model))
+        if b.name == "error-first" and not stream:
+            return _error_object(fmt, b.args[0] if b.args else None)
+        if b.name == "overloaded" and not stream:
+            status = 529 if fmt is claude else 503
+            return self._error(request, fmt, status, "simulated overload", *_OVERLOAD_KINDS[fmt.NAME])
         if not stream:
             body = fmt.response_from_canonical(answer, model)
             return json.dumps({"response": body, "traceId": "sim"} if envelope else body).encode()
@@ -294,11 +349,36 @@ class SimulatedUpstream:
                       seen: SeenRequest, envelope: bool = False) -> bytes:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
+        encoder = fmt.StreamEncoder(answer.model)
+        wrap = _enveloped if envelope else (lambda data: data)
+        if b.name == "end-early" and b.args[1:] == ("close",):
+            # Neither a length nor chunking: the body is what comes before the close.
+            await _close_delimited(request, wrap(_content_events(encoder, answer, int(b.args[0]))))
         request.write(b"")  # send the headers now, whatever follows
         if b.name == "error-event":
             request.write(fmt.stream_error_event("simulated in-stream error"))
             return b""
-        encoder = fmt.StreamEncoder(answer.model)
+        if b.name in ("error-first", "preamble-error", "overloaded"):
+            shape = b.args[0] if b.args else None
+            if shape == "gemini-array":
+                error = b"[" + _GEMINI_QUOTA + b"]"
+            else:
+                error = wrap(_stream_error(fmt, shape, overloaded=b.name == "overloaded"))
+            head = b"" if b.name == "error-first" else wrap(_preamble(fmt, encoder, answer))
+            # Returning at once: the end of the body goes out in the same write.
+            request.write(head + error)
+            return b""
+        if b.name == "keepalive":
+            request.write(wrap(_preamble(fmt, encoder, answer)))
+            while True:  # until the client goes away (the route is cancelled)
+                await deferLater(self.clock, b.args[0])
+                request.write(_KEEPALIVE[fmt is claude])
+        if b.name in ("end-early", "error-after"):
+            events = _content_events(encoder, answer, int(b.args[0]))
+            if b.name == "error-after":
+                events += fmt.stream_error_event("simulated error after content")
+            request.write(wrap(events))
+            return b""
         if b.name == "bytes":
             request.write(encoder.feed(C.Start(answer.id, answer.model)) + encoder.feed(C.TextDelta("")))
             flood = _Flood(request, encoder.feed(C.TextDelta("x" * 4000)), int(b.args[0]), seen)
@@ -358,6 +438,94 @@ class SimulatedUpstream:
         self.scripts.clear()
         request.setHeader(b"content-type", JSON)
         return b'{"ok":true}'
+
+
+#: The Gemini error of C{error-first:gemini}: a quota refusal with a retry hint.
+_GEMINI_QUOTA = (b'{"error": {"code": 429, "message": "simulated quota exhausted", "status": "RESOURCE_EXHAUSTED",'
+                 b' "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}}')
+
+#: The in-stream errors of C{error-first:F}, by shape.
+_ERROR_EVENTS = {
+    "openai": b'data: {"error":{"message":"simulated in-stream error","type":"server_error","code":null}}\n\n',
+    "openai-spaced": b'data: { "error" : { "message" : "simulated rate limit", "type" : "rate_limit_error",'
+                     b' "code" : "rate_limit_exceeded" } }\n\n',
+    "claude": b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+              b"\n\n",
+    "responses": b'event: error\ndata: {"type":"error","code":"rate_limit_exceeded","message":"simulated rate limit",'
+                 b'"param":null,"sequence_number":0}\n\n',
+    "responses-failed": b'event: response.failed\ndata: {"type":"response.failed","sequence_number":2,"response":'
+                        b'{"id":"resp_sim","object":"response","status":"failed","output":[],'
+                        b'"error":{"code":"server_error","message":"simulated failure"}}}\n\n',
+    "gemini": b"data: " + _GEMINI_QUOTA + b"\r\n\r\n",
+}
+
+#: The overload error a stream of each format opens with (C{overloaded}).
+_OVERLOAD_EVENTS = {
+    "openai": b'data: {"error":{"message":"simulated overload","type":"server_error","code":"server_is_overloaded"}}'
+              b"\n\n",
+    "claude": _ERROR_EVENTS["claude"],
+    "responses": b'event: error\ndata: {"type":"error","code":"server_is_overloaded","message":"simulated overload",'
+                 b'"param":null,"sequence_number":0}\n\n',
+    "gemini": b'data: {"error": {"code": 503, "message": "simulated overload", "status": "UNAVAILABLE"}}\r\n\r\n',
+}
+#: The error type (and code) of a whole answer refused by C{overloaded}.
+_OVERLOAD_KINDS = {"openai": ("server_error", "server_is_overloaded"), "claude": ("overloaded_error",),
+                   "responses": ("server_error", "server_is_overloaded"), "gemini": ("UNAVAILABLE",)}
+
+#: A keep-alive: Claude's ping event, or an SSE comment (index: is the format Claude's).
+_KEEPALIVE = (b": keep-alive\n\n", b'event: ping\ndata: {"type": "ping"}\n\n')
+
+
+def _stream_error(fmt: ModuleType, shape: str | None, overloaded: bool = False) -> bytes:
+    if overloaded:
+        return _OVERLOAD_EVENTS[fmt.NAME]
+    if shape is None:
+        return fmt.stream_error_event("simulated in-stream error")
+    return _ERROR_EVENTS[shape]
+
+
+def _error_object(fmt: ModuleType, shape: str | None) -> bytes:
+    """The error of C{error-first:F} as a whole body: the payload of its event, or the array."""
+    if shape == "gemini-array":
+        return b"[" + _GEMINI_QUOTA + b"]"
+    [payload] = SSEParser().feed(_stream_error(fmt, shape))
+    return payload
+
+
+def _preamble(fmt: ModuleType, encoder: Any, answer: C.Response) -> bytes:
+    """What a stream sends before any content: the opening events, and Claude's first ping."""
+    return encoder.feed(C.Start(answer.id, answer.model)) + (_KEEPALIVE[1] if fmt is claude else b"")
+
+
+def _content_events(encoder: Any, answer: C.Response, limit: int) -> bytes:
+    """The first C{limit} events of the answer's stream (the opening one included), never its final one."""
+    out = []
+    for event in _events(answer):
+        if len(out) >= limit or isinstance(event, (C.Finish, C.UsageEvent)):
+            break
+        if data := encoder.feed(event):
+            out.append(data)
+    return b"".join(out)
+
+
+async def _close_delimited(request: IRequest, body: bytes) -> None:
+    """Answer 200 with C{body} and no length or chunking, written on the connection itself, then close it."""
+    transport = request.channel.transport
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n" + body)
+    transport.loseConnection()
+    await Deferred()  # the route ends when the connection does
+
+
+def _garbage(request: IRequest, kind: str, answer: dict[str, Any]) -> bytes:
+    """A 200 whose body no client can use: half of the JSON answer, nothing, or an HTML page."""
+    if kind == "html":
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in.</body></html>"
+    request.setHeader(b"content-type", JSON)
+    if kind == "empty":
+        return b""
+    whole = json.dumps(answer).encode()
+    return whole[: len(whole) // 2]
 
 
 def _error_kind(code: int) -> str:
