@@ -216,11 +216,21 @@ def json_answer(body: bytes, fmt: str, now: float) -> dict[str, Any]:
         JSON object (cut short, empty, an HTML page, an array): a protocol
         fault, and another credential may answer. Kind C{"http"} when it is
         an error object all the same (or an array that starts with one, as
-        Gemini sends them), with the status its code or type stands for (502
-        when it says none) and its retry hint.
+        Gemini sends them, or an error event such as Responses' C{error} and
+        C{response.failed}), with the status its code or type stands for
+        (502 when it says none) and its retry hint.
     """
     data = _json_object(body)
     err = data.get("error") if data is not None else None
+    if data is not None and not isinstance(err, dict):
+        # An error shaped as a stream's event, sent as a whole body: a
+        # Responses error event, or a response.failed with its error inside.
+        kind = data.get("type")
+        if kind == "error":
+            err = data
+        elif kind == "response.failed":
+            inner = data.get("response")
+            err = inner.get("error") if isinstance(inner, dict) and isinstance(inner.get("error"), dict) else {}
     if isinstance(err, dict):
         status = error_status(err.get("code"), err.get("status"), err.get("type")) or 502
         message = err.get("message")
