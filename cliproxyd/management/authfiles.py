@@ -9,6 +9,7 @@ followed by a reload, so it is in effect when the answer is sent.
 from __future__ import annotations
 
 from typing import Any, Callable
+from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
@@ -26,6 +27,14 @@ def _name(value: Any) -> str:
         return valid_name(value if isinstance(value, str) else None)
     except InvalidName as e:
         raise Refused(400, str(e)) from None
+
+
+def _attachment(name: str) -> bytes:
+    """A Content-Disposition for the file C{name} (a valid name: no quotes, no control characters)."""
+    if name.isascii():
+        return f'attachment; filename="{name}"'.encode("ascii")
+    fallback = name.encode("ascii", "replace").decode("ascii")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}".encode("ascii")
 
 
 class AuthFiles(Resource):
@@ -95,7 +104,7 @@ class AuthFiles(Resource):
         except FileNotFoundError:
             raise Refused(404, f"no auth file {name!r}") from None
         request.setHeader(b"content-type", JSON)
-        request.setHeader(b"content-disposition", f'attachment; filename="{name}"'.encode())
+        request.setHeader(b"content-disposition", _attachment(name))
         return data
 
     @route("/auth-files", "POST")
