@@ -17,6 +17,7 @@ from cliproxyd.formats import FORMATS
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats.request import ClientRequest, dumps
 from cliproxyd.jsontext import MAX_DEPTH
+from tests.conftest import deep_schema, nest
 
 #: A body of each format with every kind of part and field the canonical model carries.
 SEEDS: dict[str, dict[str, Any]] = {
@@ -99,12 +100,6 @@ SEEDS: dict[str, dict[str, Any]] = {
 }
 
 
-def nest(levels: int, inner: Any = 1) -> Any:
-    for _ in range(levels):
-        inner = [inner]
-    return inner
-
-
 #: What each value is replaced by: every JSON type, odd strings, JSON text, and more depth than allowed.
 OTHERS = [None, True, 0, -1, 1.5, 10**30, "x", "", "data:", "data:x;base64", [], {}, ["x"], {"x": 1}, [{}], [None],
           {"type": "x"}, nest(MAX_DEPTH + 1), '{"a": [[[[', "[1]", "null", "\u202e", nest(40)]
@@ -144,7 +139,7 @@ def translate(name: str, body: Any) -> None:
     fmt = FORMATS[name]
     model, stream = ("m", False) if name == "gemini" else (None, None)
     req = ClientRequest.decode(fmt, dumps(body), model, stream)
-    req.canonical
+    assert isinstance(req.canonical, C.Request)  # the full decode, which a same-format target skips
     for target in FORMATS.values():
         req.body_for("up", target)
         if hasattr(target, "count_request"):
@@ -179,16 +174,9 @@ def test_a_body_nested_too_deeply_is_refused_where_it_goes_too_deep(name):
         FORMATS[name].request_to_canonical(body)
 
 
-def schema(levels: int) -> dict[str, Any]:
-    s: dict[str, Any] = {"type": "STRING"}
-    for _ in range(levels):
-        s = {"type": "OBJECT", "properties": {"a": s}}
-    return s
-
-
 def test_a_gemini_tool_schema_480_deep_is_refused_not_recursed_into():
     body = {"contents": [{"parts": [{"text": "x"}]}],
-            "tools": [{"functionDeclarations": [{"name": "f", "parameters": schema(480)}]}]}
+            "tools": [{"functionDeclarations": [{"name": "f", "parameters": deep_schema(480)}]}]}
     with pytest.raises(C.BadRequest, match=r"^tools\[0\]\.functionDeclarations\[0\]\.parameters\.properties\.a"):
         FORMATS["gemini"].request_to_canonical(body)
 

@@ -13,12 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cliproxyd.jsontext import MAX_DEPTH, dumps, join_path, loads, too_deep
-
-
-def nest(levels: int, inner=1):
-    for _ in range(levels):
-        inner = [inner]
-    return inner
+from tests.conftest import nest
 
 
 @pytest.mark.parametrize("text", [

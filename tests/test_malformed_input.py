@@ -25,6 +25,7 @@ from cliproxyd import jsontext
 from cliproxyd.formats import claude
 from cliproxyd.formats.request import ClientRequest
 from cliproxyd.jsontext import MAX_DEPTH, dumps
+from tests.conftest import deep_schema, nest
 from tests.test_formats_frontend import matrix
 
 JSON = {"content-type": "application/json"}
@@ -59,20 +60,6 @@ def good(fmt: str, model: str) -> dict[str, Any]:
         "claude": {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]},
         "gemini": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
     }[fmt]
-
-
-def nest(levels: int, inner: Any = 1) -> Any:
-    for _ in range(levels):
-        inner = [inner]
-    return inner
-
-
-def schema(levels: int) -> dict[str, Any]:
-    """A tool schema of C{levels} objects, each the only property of the one around it (two JSON levels each)."""
-    s: dict[str, Any] = {"type": "string"}
-    for _ in range(levels):
-        s = {"type": "object", "properties": {"a": s}}
-    return s
 
 
 @frozen
@@ -154,6 +141,14 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "
 
 def chat_call(**function: Any) -> dict[str, Any]:
     return {"role": "assistant", "tool_calls": [{**CALL, "function": {**CALL["function"], **function}}]}
+
+
+def tool_schemas(schema: Any) -> dict[str, Callable[[dict[str, Any]], None]]:
+    """The changes, a format each, that give a body one tool whose parameters are C{schema}."""
+    return {"openai": top(tools=[{"type": "function", "function": {"name": "f", "parameters": schema}}]),
+            "claude": top(tools=[{"name": "f", "input_schema": schema}]),
+            "gemini": top(tools=[{"functionDeclarations": [{"name": "f", "parameters": schema}]}]),
+            "responses": top(tools=[{"type": "function", "name": "f", "parameters": schema}])}
 
 
 def claude_blocks(*blocks: Any) -> Callable[[dict[str, Any]], None]:
@@ -431,28 +426,16 @@ CASES = [
         gemini=top(tools=[{"functionDeclarations": [None]}])), paths=TRANSLATED_ONLY),
     Case("a tool schema that is a string", changed(
         {"openai": "parameters", "claude": "input_schema", "gemini": "parameters", "responses": "parameters"},
-        openai=top(tools=[{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
-        claude=top(tools=[{"name": "f", "input_schema": "x"}]),
-        gemini=top(tools=[{"functionDeclarations": [{"name": "f", "parametersJsonSchema": "x"}]}]),
-        responses=top(tools=[{"type": "function", "name": "f", "parameters": "x"}])), paths=TRANSLATED_ONLY),
+        **tool_schemas("x")), paths=TRANSLATED_ONLY),
     Case("a tool description that is a number", changed(
         {"openai": "description", "claude": "description", "responses": "description"},
         openai=top(tools=[{"type": "function", "function": {"name": "f", "description": 5}}]),
         claude=top(tools=[{"name": "f", "description": 5}]),
         responses=top(tools=[{"type": "function", "name": "f", "description": 5}])), paths=TRANSLATED_ONLY),
-    Case("a tool schema 480 deep", changed(
-        "nested more than 64 levels deep",
-        openai=top(tools=[{"type": "function", "function": {"name": "f", "parameters": schema(480)}}]),
-        claude=top(tools=[{"name": "f", "input_schema": schema(480)}]),
-        gemini=top(tools=[{"functionDeclarations": [{"name": "f", "parameters": schema(480)}]}]),
-        responses=top(tools=[{"type": "function", "name": "f", "parameters": schema(480)}])), paths=TRANSLATED_ONLY),
-    Case("a tool schema just too deep", changed(
-        "tools[0]",
-        openai=top(tools=[{"type": "function", "function": {"name": "f", "parameters": schema(MAX_DEPTH // 2)}}]),
-        claude=top(tools=[{"name": "f", "input_schema": schema(MAX_DEPTH // 2)}]),
-        gemini=top(tools=[{"functionDeclarations": [{"name": "f", "parameters": schema(MAX_DEPTH // 2)}]}]),
-        responses=top(tools=[{"type": "function", "name": "f", "parameters": schema(MAX_DEPTH // 2)}])),
-        paths=TRANSLATED_ONLY),
+    Case("a tool schema 480 deep", changed("nested more than 64 levels deep", **tool_schemas(deep_schema(480))),
+         paths=TRANSLATED_ONLY),
+    Case("a tool schema just too deep", changed("tools[0]", **tool_schemas(deep_schema(MAX_DEPTH // 2))),
+         paths=TRANSLATED_ONLY),
     Case("a body 65 levels deep in a field no format knows", each(
         "x_extension", lambda fmt: top(x_extension=nest(MAX_DEPTH))), paths=TRANSLATED_ONLY),
     Case("a tool_choice of no known kind", changed(

@@ -82,7 +82,7 @@ def _string(block: dict[str, Any], key: str, where: str, required: bool = True) 
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and not value):
-        raise C.BadRequest(f"{where}.{key} must be a non-empty string" if required else f"{where}.{key} must be a string")
+        raise C.BadRequest(f"{where}.{key} must be a {'non-empty ' if required else ''}string")
     return value
 
 
