@@ -146,6 +146,21 @@ def harness() -> Harness:
     return Harness()
 
 
+def nest(levels: int, inner: Any = 1) -> Any:
+    """C{inner} inside C{levels} arrays: a value as deep as a test needs."""
+    for _ in range(levels):
+        inner = [inner]
+    return inner
+
+
+def deep_schema(levels: int) -> dict[str, Any]:
+    """A tool schema of C{levels} objects, each the only property of the one around it (two JSON levels each)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 def sse_payloads(body: bytes) -> list[Any]:
     """The JSON payloads of an SSE body ([DONE] as the string)."""
     out = []

@@ -33,17 +33,32 @@ def store(tmp_path) -> AuthDir:
     return AuthDir(str(tmp_path), sync)
 
 
-@pytest.mark.parametrize("name", ["a.json", "claude-a@x.com.json", "with space.json"])
+@pytest.mark.parametrize("name", ["a.json", "claude-a@x.com.json", "with space.json", "gemini-a+b@x.com-proj-1.json",
+                                  "\u00e9l\u00e8ve.json", "a" * 195 + ".json"])
 def test_good_names(name):
     assert valid_name(name) == name
 
 
-@pytest.mark.parametrize("name", [None, "", ".json", ".hidden.json", "../x.json", "a/b.json", "a\\b.json",
-                                  "a\x00.json", "x.txt", "x.json.bak"])
-def test_bad_names_are_refused_before_the_disk_is_touched(store, name):
+REQUIRED = "is required: a file name ending in .json"
+NO_PATH = "must be a file name, with no path"
+NO_DOT = "must not start with a dot"
+NO_CONTROL = "must not contain control characters, line breaks or quotes"
+SUFFIX = "must end in .json"
+
+
+@pytest.mark.parametrize("name, problem", [
+    (None, REQUIRED), ("", REQUIRED), (".json", NO_DOT), (".hidden.json", NO_DOT), ("../x.json", NO_PATH),
+    ("a/b.json", NO_PATH), ("a\\b.json", NO_PATH), ("a\x00.json", NO_CONTROL), ("x.json\n", NO_CONTROL),
+    ("x\r\n.json", NO_CONTROL), ("a\tb.json", NO_CONTROL), ("a\x7f.json", NO_CONTROL), ("a\u0085.json", NO_CONTROL),
+    ("a\u202eb.json", NO_CONTROL), ("a\u2028.json", NO_CONTROL), ("a\u00a0.json", NO_CONTROL),
+    ("a\ud800.json", NO_CONTROL), ('a".json', NO_CONTROL), ("x.txt", SUFFIX), ("x.json.bak", SUFFIX),
+    ("x.JSON", SUFFIX), ("a" * 196 + ".json", "must be at most 200 bytes long (UTF-8)"),
+    ("\u00e9" * 98 + ".json", "must be at most 200 bytes long (UTF-8)"),
+])
+def test_bad_names_are_refused_before_the_disk_is_touched(store, name, problem):
     with pytest.raises(InvalidName) as info:
         valid_name(name)
-    assert str(info.value) == "name must be a file name ending in .json, with no path"
+    assert str(info.value) == f"name {problem}"
     for call in (store.read, store.delete, lambda n: store.write(n, b"{}"), lambda n: store.edit(n, dict.clear)):
         with pytest.raises(InvalidName):
             call(name)

@@ -18,6 +18,7 @@ from cliproxyd.config import ConfigError, load_config
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.management.access import (
     BAN_SECONDS,
+    MAX_FAILURES,
     ManagementAccess,
     Refused,
     ensure_hashed,
@@ -193,9 +194,32 @@ def test_loopback_in_any_spelling_is_local(client):
     assert outcome(access, request(client, RIGHT)) == OK
 
 
-def test_a_unix_socket_client_is_not_taken_for_local():
+@pytest.mark.parametrize("client", [UNIXAddress(None), UNIXAddress(b""), UNIXAddress(b"/run/cliproxyd.sock")],
+                         ids=["unnamed", "empty", "named"])
+def test_a_unix_socket_client_is_local(client):
+    """The socket's permissions decide who may connect: only this machine's processes, as with loopback."""
     access, _, _ = make(allow_remote=False)
-    assert outcome(access, request(UNIXAddress(None), RIGHT)) == NO_REMOTE
+    assert outcome(access, request(client, RIGHT)) == OK
+
+
+def test_wrong_keys_on_the_unix_socket_ban_no_one():
+    """
+    Every unix socket client has one address: were they banned as remote
+    clients are, five wrong keys from any local process would lock the
+    operator out.
+    """
+    access, _, _ = make(allow_remote=True)
+    for _ in range(MAX_FAILURES * 3):
+        assert outcome(access, request(UNIXAddress(None), "wrong")) == INVALID
+        assert outcome(access, request(UNIXAddress(None))) == MISSING
+    assert outcome(access, request(UNIXAddress(None), RIGHT)) == OK
+    assert outcome(access, request(LOOPBACK, RIGHT)) == OK
+
+
+def test_a_client_with_no_address_is_not_local():
+    """An address of a kind the daemon does not listen on is no evidence of a local client."""
+    access, _, _ = make(allow_remote=False)
+    assert outcome(access, request(object(), RIGHT)) == NO_REMOTE
 
 
 def test_five_failures_ban_a_remote_address_for_thirty_minutes_even_with_the_right_key():

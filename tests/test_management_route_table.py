@@ -212,12 +212,12 @@ DELETE  /codex-api-key               | 404 not found | 401 missing management ke
 OPTIONS /codex-api-key               | 405 error | 405 error | 405 error
 GET     /auth-files                  | 404 not found | 401 missing management key | 200
 HEAD    /auth-files                  | 404 | 401 | 200
-POST    /auth-files                  | 404 not found | 401 missing management key | 400 name must be a file name ending in .json, with no path
+POST    /auth-files                  | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 PUT     /auth-files                  | 404 not found | 401 missing management key | 404 not found
 PATCH   /auth-files                  | 404 not found | 401 missing management key | 404 not found
 DELETE  /auth-files                  | 404 not found | 401 missing management key | 400 give ?name=x.json (repeatable) or ?all=true
 OPTIONS /auth-files                  | 405 error | 405 error | 405 error
-GET     /auth-files/download         | 404 not found | 401 missing management key | 400 name must be a file name ending in .json, with no path
+GET     /auth-files/download         | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 HEAD    /auth-files/download         | 404 | 401 | 400
 POST    /auth-files/download         | 405 error | 405 error | 405 error
 PUT     /auth-files/download         | 404 not found | 401 missing management key | 404 not found

@@ -16,7 +16,7 @@ import stat
 import pytest
 from twisted.internet.defer import gatherResults
 
-from tests.management_support import SECRET, ManagementRig, claude_file
+from tests.management_support import AUTH, SECRET, ManagementRig, claude_file
 
 
 @pytest.fixture
@@ -269,10 +269,30 @@ def test_all_auth_files_can_be_deleted_at_once(rig):
     assert rig.call("GET", "/auth-files") == (200, {"files": []})
 
 
+def test_auth_file_names_are_plain_file_names_on_every_route(rig):
+    """A line feed once made a file called "x.json\\n"; no route takes such a name, and none writes one."""
+    assert rig.call("POST", "/auth-files?name=a.json", raw=claude_file())[0] == 200
+    refused = (400, {"error": "name must not contain control characters, line breaks or quotes"})
+    assert rig.call("POST", "/auth-files?name=x.json%0A", raw=claude_file()) == refused
+    assert rig.call("GET", "/auth-files/download?name=a.json%0A") == refused
+    assert rig.call("DELETE", "/auth-files?name=a.json%0A") == refused
+    assert rig.call("PATCH", "/auth-files/status", {"name": "a.json\n", "disabled": True}) == refused
+    assert rig.call("PATCH", "/auth-files/fields", {"name": "a.json\r", "note": "x"}) == refused
+    assert sorted(os.listdir(rig.auth_dir)) == ["a.json"]
+
+
+def test_a_name_beyond_ascii_is_downloaded_under_its_own_name(rig):
+    assert rig.call("POST", "/auth-files?name=%C3%A9l%C3%A8ve.json", raw=claude_file())[0] == 200
+    response = rig.response("GET", "/auth-files/download?name=%C3%A9l%C3%A8ve.json", headers=AUTH)
+    assert response.headers.getRawHeaders(b"content-disposition") == [
+        b"attachment; filename=\"?l?ve.json\"; filename*=UTF-8''%C3%A9l%C3%A8ve.json"]
+
+
 def test_bad_auth_file_requests_are_400_or_404(rig):
-    for name in ("../x.json", "x.txt", ".hidden.json"):
+    for name, problem in (("../x.json", "must be a file name, with no path"), ("x.txt", "must end in .json"),
+                          (".hidden.json", "must not start with a dot")):
         code, body = rig.call("POST", f"/auth-files?name={name}", raw=claude_file())
-        assert (code, body) == (400, {"error": "name must be a file name ending in .json, with no path"}), name
+        assert (code, body) == (400, {"error": f"name {problem}"}), name
     code, body = rig.call("POST", "/auth-files?name=a.json", raw=b"{nope")
     assert code == 400 and body["error"].startswith("a.json: not JSON")
     code, body = rig.call("POST", "/auth-files?name=a.json", raw=b'{"type": "qwen", "access_token": "t"}')

@@ -7,15 +7,16 @@ Every change (a write, a delete, an edit's read-change-write) runs under one
 L{DeferredLock}, so two requests never interleave on the directory and an
 edit never works on a stale copy. Writes are atomic (L{atomic_write}: a
 temporary file, fsync, rename) and keep the file's mode, C{0600} for a new
-file. Names are checked first: a file name ending in C{.json}, not hidden,
-with no path (L{valid_name}).
+file. Names are checked first, strictly: a file name ending in C{.json}, not
+hidden, with no path, no control character and of a sane length
+(L{valid_name}).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
+import unicodedata
 from typing import AbstractSet, Any, Callable
 
 from attrs import frozen
@@ -28,24 +29,40 @@ from cliproxyd.fileio import atomic_write
 
 RunInThread = Callable[..., "Deferred[Any]"]
 
-_NAME = re.compile(r"^[^/\\\x00]+\.json$")
+#: The longest name, in UTF-8 bytes: below the 255 a Linux file name may
+#: have, leaving room for the temporary file an atomic write makes beside it.
+MAX_NAME_BYTES = 200
 
 
 class InvalidName(ValueError):
-    """Not a name a credential file may have; C{str()} says what one is."""
+    """Not a name a credential file may have; C{str()} says why."""
 
-    def __init__(self) -> None:
-        super().__init__("name must be a file name ending in .json, with no path")
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"name {problem}")
 
 
 def valid_name(name: str | None) -> str:
     """
-    C{name}, if it may name a credential file of the directory.
+    C{name}, if it may name a credential file of the directory: a file name
+    ending in C{.json} (something before it), no path (C{/}, C{\\}), not
+    hidden (no leading dot), with no control, format or separator character
+    (spaces between words are allowed), no quote, at most
+    L{MAX_NAME_BYTES} bytes.
 
-    @raise InvalidName: C{name} is missing, hidden, has a path or does not end in C{.json}.
+    @raise InvalidName: saying which rule C{name} breaks.
     """
-    if not name or not _NAME.match(name) or name.startswith("."):
-        raise InvalidName()
+    if not name:
+        raise InvalidName("is required: a file name ending in .json")
+    if "/" in name or "\\" in name:
+        raise InvalidName("must be a file name, with no path")
+    if name.startswith("."):
+        raise InvalidName("must not start with a dot")
+    if any(_odd(c) for c in name):
+        raise InvalidName("must not contain control characters, line breaks or quotes")
+    if not name.endswith(".json"):
+        raise InvalidName("must end in .json")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidName(f"must be at most {MAX_NAME_BYTES} bytes long (UTF-8)")
     return name
 
 
@@ -54,6 +71,14 @@ class ReservedName(InvalidName):
 
     def __init__(self, name: str) -> None:
         ValueError.__init__(self, f"{name} is cliproxyd's own file (state-file), not a credential file")
+
+
+def _odd(c: str) -> bool:
+    """A character no credential file name has: control, format, surrogate, unassigned, a break, a quote."""
+    if c == " ":
+        return False
+    category = unicodedata.category(c)
+    return category[0] in "CZ" or c == '"'
 
 
 @frozen

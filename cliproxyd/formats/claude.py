@@ -52,15 +52,58 @@ _STOP_TO_CANON = {"end_turn": C.STOP, "stop_sequence": C.STOP, "pause_turn": C.S
 # -- requests: a client body -> the canonical model ------------------------------------
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: Any, where: str = "") -> str:
+    """
+    The text of a string or of an array of blocks (the text blocks' text).
+    With C{where} (a request's field), anything else is a BadRequest naming it.
+    """
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        texts = []
+        for j, b in enumerate(content):
+            if not isinstance(b, dict) or b.get("type") != "text":
+                continue
+            text = b.get("text", "")
+            if not isinstance(text, str):
+                if where:
+                    raise C.BadRequest(f"{where}[{j}].text must be a string")
+                continue
+            texts.append(text)
+        return "".join(texts)
+    if where and content is not None:
+        raise C.BadRequest(f"{where} must be a string or an array")
     return ""
 
 
-def _block(block: Any, where: str) -> C.Part | None:
+def _string(block: dict[str, Any], key: str, where: str, required: bool = True) -> str:
+    """C{block[key]}, a string (non-empty if C{required}; absent is empty if not)."""
+    value = block.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise C.BadRequest(f"{where}.{key} must be a {'non-empty ' if required else ''}string")
+    return value
+
+
+def _image(source: Any, where: str) -> C.Image:
+    if not isinstance(source, dict):
+        raise C.BadRequest(f"{where} must be an object")
+    if source.get("type") == "base64":
+        return C.Image(data=_string(source, "data", where), media_type=_string(source, "media_type", where))
+    if source.get("type") == "url":
+        url = _string(source, "url", where)
+        if not common.web_url(url):
+            raise C.BadRequest(f"{where}.url must be an http(s) URL")
+        return C.Image(url=url)
+    raise C.BadRequest(f"{where} must be base64 or url")
+
+
+def _block(block: Any, where: str, strict: bool = True) -> C.Part | None:
+    """
+    One content block. C{strict} (a client's request) refuses fields of the
+    wrong type; an upstream's answer (not strict) is read as it comes.
+    """
     if not isinstance(block, dict):
         raise C.BadRequest(f"{where} must be an object")
     kind = block.get("type")
@@ -69,38 +112,78 @@ def _block(block: Any, where: str) -> C.Part | None:
             raise C.BadRequest(f"{where}.text must be a string")
         return C.Text(block["text"])
     if kind == "image":
-        source = block.get("source") or {}
-        if source.get("type") == "base64":
-            return C.Image(data=str(source.get("data", "")), media_type=str(source.get("media_type", "")))
-        if source.get("type") == "url":
-            return C.Image(url=str(source.get("url", "")))
-        raise C.BadRequest(f"{where}.source must be base64 or url")
+        return _image(block.get("source"), f"{where}.source")
     if kind == "tool_use":
-        return C.ToolCall(str(block.get("id", "")), str(block.get("name", "")),
-                          common.compact_json(block.get("input") or {}))
+        tool_input = block.get("input")
+        if strict:
+            _string(block, "id", where)
+            _string(block, "name", where)
+            if tool_input is not None and not isinstance(tool_input, dict):
+                raise C.BadRequest(f"{where}.input must be an object")
+        return C.ToolCall(str(block.get("id", "")), str(block.get("name", "")), common.compact_json(tool_input or {}))
     if kind == "tool_result":
-        return C.ToolResult(str(block.get("tool_use_id", "")), _text_of(block.get("content", "")),
-                            bool(block.get("is_error", False)))
+        is_error = block.get("is_error", False)
+        if strict:
+            _string(block, "tool_use_id", where)
+            if is_error is not None and not isinstance(is_error, bool):
+                raise C.BadRequest(f"{where}.is_error must be true or false")
+        content = _text_of(block.get("content", ""), f"{where}.content" if strict else "")
+        return C.ToolResult(str(block.get("tool_use_id", "")), content, bool(is_error))
     if kind == "thinking":
+        if strict:
+            return C.Thinking(_string(block, "thinking", where, required=False),
+                              _string(block, "signature", where, required=False))
         return C.Thinking(str(block.get("thinking", "")), str(block.get("signature", "")))
     log.debug("dropping a {kind} block the canonical model cannot carry", kind=kind)
     return None
 
 
 def validate(data: Any) -> tuple[str, bool]:
-    """The model and the stream flag of a decoded client body, or BadRequest."""
+    """
+    The model and the stream flag of a decoded client body, or BadRequest:
+    the types of the top-level fields, each message an object; what is in
+    the messages is for the full decode (or a same-format upstream) to judge.
+    """
     data = common.body_object(data)
     model = common.model_field(data)
-    common.non_empty_array(data, "messages")
-    return model, common.stream_flag(data, null=False)
+    common.objects(common.non_empty_array(data, "messages"), "messages")
+    stream = common.stream_flag(data, null=False)
+    common.positive_int(data, "max_tokens")
+    for key in ("temperature", "top_p"):
+        common.number(data, key)
+    common.optional(data, "system", (str, list), "a string or an array of text blocks")
+    common.optional(data, "tools", (list,), "an array")
+    common.optional(data, "tool_choice", (dict,), "an object")
+    return model, stream
+
+
+def _tool_choice(choice: Any) -> str | None:
+    if choice is None:
+        return None
+    kind = choice.get("type")
+    if kind == "tool":
+        return _string(choice, "name", "tool_choice")
+    if kind in ("auto", "any", "none"):
+        return {"auto": "auto", "any": "required", "none": "none"}[kind]
+    raise C.BadRequest("tool_choice.type must be auto, any, tool or none")
+
+
+def _stop(data: dict[str, Any]) -> tuple[str, ...]:
+    stop = data.get("stop_sequences")
+    if stop is None:
+        return ()
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise C.BadRequest("stop_sequences must be an array of strings")
+    return tuple(stop)
 
 
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
     """Validate a Messages request body and turn it into the canonical model."""
     model, stream = validate(data)
+    common.shallow(data)
     messages = []
     for i, m in enumerate(data["messages"]):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+        if m.get("role") not in ("user", "assistant"):
             raise C.BadRequest(f"messages[{i}]: an object with role user or assistant is required")
         content = m.get("content")
         if isinstance(content, str):
@@ -110,20 +193,17 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
         else:
             raise C.BadRequest(f"messages[{i}].content must be a string or an array")
         messages.append(C.Message(m["role"], tuple(parts)))
-    system = data.get("system", "")
-    if not isinstance(system, (str, list)):
-        raise C.BadRequest("system must be a string or an array of text blocks")
     tools = []
     for i, t in enumerate(data.get("tools") or ()):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
             raise C.BadRequest(f"tools[{i}]: an object with a name is required")
-        tools.append(C.Tool(t["name"], str(t.get("description", "")), t.get("input_schema") or {}))
-    choice = data.get("tool_choice")
-    tool_choice = None
-    if isinstance(choice, dict):
-        tool_choice = {"auto": "auto", "any": "required", "none": "none"}.get(choice.get("type"))
-        if choice.get("type") == "tool":
-            tool_choice = str(choice.get("name", ""))
+        schema = t.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise C.BadRequest(f"tools[{i}].input_schema must be an object")
+        description = t.get("description")
+        if description is not None and not isinstance(description, str):
+            raise C.BadRequest(f"tools[{i}].description must be a string")
+        tools.append(C.Tool(t["name"], description or "", schema or {}))
     max_tokens = common.positive_int(data, "max_tokens")
     reasoning = None
     thinking = data.get("thinking")
@@ -135,17 +215,16 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
             reasoning = Reasoning(level="auto")
         elif thinking.get("type") == "disabled":
             reasoning = Reasoning(level="none")
-    stop = data.get("stop_sequences") or ()
     return C.Request(
         model=model,
         messages=tuple(messages),
-        system=_text_of(system),
+        system=_text_of(data.get("system", ""), "system"),
         tools=tuple(tools),
-        tool_choice=tool_choice,
+        tool_choice=_tool_choice(data.get("tool_choice")),
         max_tokens=max_tokens,
         temperature=common.number(data, "temperature"),
         top_p=common.number(data, "top_p"),
-        stop=tuple(str(s) for s in stop) if isinstance(stop, list) else (),
+        stop=_stop(data),
         stream=stream,
         reasoning=reasoning,
     )
@@ -268,8 +347,11 @@ def _message_id(upstream_id: str, origin: Origin) -> str:
 
 
 def response_to_canonical(data: dict[str, Any], *, origin: Origin = DEFAULT_ORIGIN) -> C.Response:
-    """A whole Messages answer as a canonical response."""
-    parts = [p for i, b in enumerate(data.get("content") or ()) if (p := _block(b, f"content[{i}]"))]
+    """A whole Messages answer as a canonical response; ValueError if its blocks are malformed."""
+    try:
+        parts = [p for i, b in enumerate(data.get("content") or ()) if (p := _block(b, f"content[{i}]", strict=False))]
+    except C.BadRequest as e:
+        raise ValueError(f"a malformed Claude answer: {e}") from None
     return common.answer(data, parts, _STOP_TO_CANON.get(data.get("stop_reason") or "end_turn", C.STOP),
                          _usage(data.get("usage")))
 

@@ -1,8 +1,9 @@
 """
 What the format modules share: the checks their C{validate}s start with,
-tool arguments between JSON text and objects, images as C{data:} URLs, the
-top of an upstream answer, error bodies, SSE payloads, answer ids, and the
-L{Origin} of the times and ids an answer is given.
+the depth a translated body may have, tool arguments between JSON text and
+objects, images as C{data:} URLs, the top of an upstream answer, error
+bodies, SSE payloads, answer ids, and the L{Origin} of the times and ids an
+answer is given.
 
 Helpers for the format modules, not part of their contract (see
 L{cliproxyd.formats.contract}). An error message here is the one a client
@@ -19,7 +20,9 @@ from typing import Any, Callable, Iterable
 from attrs import frozen
 from twisted.logger import Logger
 
+from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
+from cliproxyd.jsontext import MAX_DEPTH
 
 log = Logger(namespace="cliproxyd.formats.common")
 
@@ -118,6 +121,46 @@ def positive_int(data: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def optional(data: dict[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any:
+    """
+    C{data[key]}: of one of C{kinds}, or None when absent (a boolean only
+    if C{bool} is one of C{kinds}).
+
+    @raise C.BadRequest: C{"<key> must be <what>"}, if it is something else.
+    """
+    value = data.get(key)
+    if value is not None and ((isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds)):
+        raise C.BadRequest(f"{key} must be {what}")
+    return value
+
+
+def objects(items: list[Any], where: str) -> list[Any]:
+    """
+    C{items}, if every one is an object (a top-level check, not a walk).
+
+    @raise C.BadRequest: C{"<where>[i] must be an object"} for the first that is not.
+    """
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise C.BadRequest(f"{where}[{i}] must be an object")
+    return items
+
+
+def shallow(data: Any, where: str = "") -> Any:
+    """
+    C{data}, if it nests at most L{MAX_DEPTH} levels: what every
+    C{request_to_canonical} checks first, so that nothing translation does
+    to a body (walking tool schemas, writing JSON) goes deeper than that.
+
+    @param where: the JSON path of C{data} (empty for the body itself).
+    @raise C.BadRequest: naming where it goes deeper.
+    """
+    path = jsontext.too_deep(data, MAX_DEPTH, where)
+    if path is not None:
+        raise C.BadRequest(f"{path}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
 def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     """A shallow copy of a client body that names its model in C{"model"}, naming C{model} instead."""
     return {**data, "model": model}
@@ -127,20 +170,54 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def compact_json(value: Any) -> str:
-    """C{value} as compact JSON text, non-ASCII written as it is: tool arguments as the canonical model holds them."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """
+    C{value} as compact JSON text, non-ASCII written as it is: tool
+    arguments as the canonical model holds them. Never recurses, however
+    deep an upstream's answer.
+    """
+    return jsontext.dumps(value).decode("utf-8")
+
+
+def arguments_text(value: Any, where: str) -> str:
+    """
+    A tool call's arguments in a client's request (Chat Completions,
+    Responses): a string, kept as the model wrote it. Text that is not JSON
+    is carried as it is (a model's call cut short is still a well-formed
+    request, and a format that sends text sends it; one that sends an
+    object sends C{{}}, see L{arguments_object}); JSON nested more than
+    L{MAX_DEPTH} levels is refused, as a body nested so deeply is.
+
+    @raise C.BadRequest: naming C{where}.
+    """
+    if not isinstance(value, str):
+        raise C.BadRequest(f"{where} must be a string")
+    try:
+        parsed = jsontext.loads(value)
+    except ValueError:
+        return value
+    if jsontext.too_deep(parsed, MAX_DEPTH) is not None:
+        raise C.BadRequest(f"{where}: nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 def arguments_object(text: str) -> dict[str, Any]:
-    """A tool call's JSON arguments as an object, for the formats that send one; C{{}} when they are not one."""
+    """
+    A tool call's JSON arguments as an object, for the formats that send
+    one; C{{}} when they are not one, or nest more than L{MAX_DEPTH}
+    levels (an upstream's answer is not checked as a request is).
+    """
+    text = text or "{}"
     try:
-        value = json.loads(text or "{}")
+        value = jsontext.loads(text)
     except ValueError:
         value = None
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or jsontext.too_deep(value, MAX_DEPTH) is not None:
         log.debug("tool arguments are not a JSON object; sending {{}}: {text!r}", text=text[:200])
         return {}
-    return value
+    # Read again by the standard library, which keeps integers beyond 64 bits
+    # exact (orjson makes floats of them); at this depth its recursion is safe.
+    parsed: dict[str, Any] = json.loads(text)
+    return parsed
 
 
 def joined_text(parts: Iterable[C.Part]) -> str:
@@ -154,6 +231,12 @@ def base64_image(url: str) -> C.Image | None:
     if not comma or not header.startswith("data:") or not header.endswith(";base64"):
         return None
     return C.Image(data=data, media_type=header[len("data:"):-len(";base64")])
+
+
+def web_url(url: str) -> bool:
+    """Whether C{url} is an http or https URL (an image an upstream can fetch)."""
+    scheme, sep, rest = url.partition("://")
+    return bool(sep and rest) and scheme.lower() in ("http", "https")
 
 
 def image_url(image: C.Image) -> str:

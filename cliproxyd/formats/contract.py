@@ -67,7 +67,10 @@ class Format(Protocol):
 
     def validate(self, data: Any) -> tuple[str, bool]:
         """
-        A cheap check of a decoded client body, on the passthrough path.
+        A cheap check of a decoded client body, on the passthrough path: the
+        types of its top-level fields, and that each turn of the
+        conversation is an object. It walks nothing deeper (what is inside
+        the turns is the same-format upstream's to judge).
 
         @return: C{(model, stream)}; Gemini carries the model and the stream
             flag in the URL and returns C{("", False)}.
@@ -93,10 +96,14 @@ class Format(Protocol):
     def request_to_canonical(self, data: dict[str, Any]) -> C.Request:
         """
         The full decode of a client body. Gemini leaves C{model} C{""} and
-        C{stream} C{False}, for the caller to fill in from the URL.
+        C{stream} C{False}, for the caller to fill in from the URL. It first
+        checks what L{validate} does, then that the body nests at most
+        L{cliproxyd.jsontext.MAX_DEPTH} levels (so that nothing after it,
+        walking tool schemas or writing JSON, goes deeper).
 
         @raise C.BadRequest: naming the field JSON-path style
-            (C{"messages[2].content"}).
+            (C{"messages[2].content"}), for anything of the wrong type or
+            too deep; a decoded JSON value never raises anything else.
         """
 
     def request_from_canonical(self, req: C.Request, model: str) -> dict[str, Any]:

@@ -142,7 +142,10 @@ def _part_in(p: dict[str, Any], where: str, ids: _CallIds) -> C.Part | None:
     if (inline := _get(p, "inlineData")) is not None:
         where += ".inlineData"
         inline = _object(inline, where)
-        return C.Image(data=_string(inline, "data", where), media_type=str(_get(inline, "mimeType") or ""))
+        media_type = _get(inline, "mimeType")
+        if media_type is not None and not isinstance(media_type, str):
+            raise C.BadRequest(f"{where}.mimeType must be a string")
+        return C.Image(data=_string(inline, "data", where), media_type=media_type or "")
     if (file := _get(p, "fileData")) is not None:
         where += ".fileData"
         return C.Image(url=_string(_object(file, where), "fileUri", where))
@@ -166,9 +169,14 @@ def _parts_in(raw: Any, where: str, ids: _CallIds) -> list[C.Part]:
     for j, p in enumerate(_array(raw, where)):
         if not isinstance(p, dict):
             raise C.BadRequest(f"{where}[{j}] must be an object")
-        signature = str(_get(p, "thoughtSignature") or "")
+        signature = _get(p, "thoughtSignature") or ""
+        if not isinstance(signature, str):
+            raise C.BadRequest(f"{where}[{j}].thoughtSignature must be a string")
         if p.get("thought"):
-            out.append(C.Thinking(str(p.get("text") or ""), signature))
+            text = p.get("text") or ""
+            if not isinstance(text, str):
+                raise C.BadRequest(f"{where}[{j}].text must be a string")
+            out.append(C.Thinking(text, signature))
             continue
         if signature and signature != SKIP_SIGNATURE:
             out.append(C.Thinking("", signature))
@@ -186,7 +194,23 @@ def _contents(data: Any) -> list[dict[str, Any]]:
 
 
 def validate(data: Any) -> tuple[str, bool]:
-    _contents(_unwrap(data))
+    """
+    Gemini names the model and streaming in the URL: C{("", False)}, or
+    BadRequest for a body whose top-level fields have the wrong types (each
+    content an object; what is in the contents is for the full decode, or a
+    Gemini upstream, to judge).
+    """
+    data = _unwrap(data)
+    _contents(data)
+    config = _object(_get(data, "generationConfig"), "generationConfig")
+    _number(config, "maxOutputTokens", "generationConfig", integer=True)
+    _number(config, "temperature", "generationConfig")
+    _number(config, "topP", "generationConfig")
+    _array(data.get("tools"), "tools")
+    _object(_get(data, "toolConfig"), "toolConfig")
+    system = _get(data, "systemInstruction")
+    if not isinstance(system, str):
+        _object(system, "systemInstruction")
     return "", False
 
 
@@ -217,12 +241,15 @@ def _json_schema(schema: Any) -> Any:
 def _tools_in(raw: Any) -> tuple[C.Tool, ...]:
     tools = []
     for i, t in enumerate(_array(raw, "tools")):
-        declarations = _get(_object(t, f"tools[{i}]"), "functionDeclarations")
+        t = _object(t, f"tools[{i}]")
+        declarations = _get(t, "functionDeclarations")
         if declarations is None:
             log.debug("dropping a Gemini tool that is not functions: {keys}", keys=sorted(t))
         for j, d in enumerate(_array(declarations, f"tools[{i}].functionDeclarations")):
             where = f"tools[{i}].functionDeclarations[{j}]"
             name = _string(_object(d, where), "name", where)
+            if not name:
+                raise C.BadRequest(f"{where}.name must not be empty")
             schema = _get(d, "parametersJsonSchema")
             if schema is None:
                 schema = _json_schema(d.get("parameters"))
@@ -257,13 +284,16 @@ def _reasoning_in(config: dict[str, Any]) -> Reasoning | None:
 
 
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
-    data = _unwrap(data)
+    validate(data)
+    data = common.shallow(_unwrap(data))
     ids = _CallIds(None)
     messages = []
     for i, c in enumerate(_contents(data)):
         role = c.get("role") or "user"
         if role not in ("user", "model", "function"):
             raise C.BadRequest(f"contents[{i}].role must be user or model")
+        if "parts" not in c:
+            raise C.BadRequest(f"contents[{i}].parts: an array is required")
         parts = _parts_in(c.get("parts"), f"contents[{i}].parts", ids)
         if parts:
             messages.append(C.Message("assistant" if role == "model" else "user", tuple(parts)))

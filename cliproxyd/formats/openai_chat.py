@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import common
 from cliproxyd.formats.common import DEFAULT_ORIGIN, Origin
@@ -27,11 +28,23 @@ BadRequest = C.BadRequest
 
 
 def validate(data: Any) -> tuple[str, bool]:
-    """The model and the stream flag of a decoded client body, or BadRequest."""
+    """
+    The model and the stream flag of a decoded client body, or BadRequest:
+    the types of the top-level fields, each message an object; what is in
+    the messages is for the full decode (or a same-format upstream) to judge.
+    """
     data = common.body_object(data)
     model = common.model_field(data, "'model' is required and must be a non-empty string")
-    common.non_empty_array(data, "messages", "'messages' is required and must be a non-empty array")
-    return model, common.stream_flag(data, "'stream' must be true or false")
+    messages = common.non_empty_array(data, "messages", "'messages' is required and must be a non-empty array")
+    common.objects(messages, "messages")
+    stream = common.stream_flag(data, "'stream' must be true or false")
+    for key in ("max_tokens", "max_completion_tokens"):
+        common.positive_int(data, key)
+    for key in ("temperature", "top_p"):
+        common.number(data, key)
+    common.optional(data, "tools", (list,), "an array")
+    common.optional(data, "tool_choice", (str, dict), "a string or an object")
+    return model, stream
 
 
 set_model = common.set_model
@@ -77,8 +90,8 @@ def stream_error_event(message: str, type: str = "server_error", code: str | Non
 def is_error_body(body: bytes) -> bool:
     """Whether C{body} is an OpenAI-shaped error object (so it can be passed on as it is)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = jsontext.loads(body)
+    except ValueError:
         return False
     return isinstance(data, dict) and isinstance(data.get("error"), dict)
 
@@ -101,6 +114,12 @@ def models_body(models: list[tuple[str, str]], created: int) -> bytes:
 def _string(value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{path} must be a string")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    if not _string(value, path):
+        raise BadRequest(f"{path} must not be empty")
     return value
 
 
@@ -137,7 +156,7 @@ def _text_content(content: Any, path: str) -> str:
 
 def _image(value: Any, path: str) -> C.Image:
     url = _string(value.get("url") if isinstance(value, dict) else None, f"{path}.url")
-    if not url.startswith("data:"):
+    if common.web_url(url):
         return C.Image(url=url)
     image = common.base64_image(url)
     if image is None:
@@ -172,8 +191,8 @@ def _assistant_parts(m: dict[str, Any], path: str) -> list[C.Part]:
         call = _object(call, where)
         fn = _object(call.get("function"), f"{where}.function")
         parts.append(C.ToolCall(_string(call.get("id"), f"{where}.id"),
-                                _string(fn.get("name"), f"{where}.function.name"),
-                                _string(fn.get("arguments", "{}"), f"{where}.function.arguments")))
+                                _name(fn.get("name"), f"{where}.function.name"),
+                                common.arguments_text(fn.get("arguments", "{}"), f"{where}.function.arguments")))
     return parts
 
 
@@ -185,7 +204,7 @@ def _tools(data: dict[str, Any]) -> tuple[C.Tool, ...]:
             log.debug("dropping a {kind} tool the canonical model cannot carry", kind=t.get("type"))
             continue
         fn = _object(t.get("function"), f"tools[{i}].function")
-        tools.append(C.Tool(_string(fn.get("name"), f"tools[{i}].function.name"),
+        tools.append(C.Tool(_name(fn.get("name"), f"tools[{i}].function.name"),
                             _string(fn.get("description") or "", f"tools[{i}].function.description"),
                             _object(fn.get("parameters") or {}, f"tools[{i}].function.parameters")))
     return tuple(tools)
@@ -196,7 +215,7 @@ def _tool_choice(value: Any) -> str | None:
         return value
     if isinstance(value, dict) and value.get("type") == "function":
         fn = _object(value.get("function"), "tool_choice.function")
-        return _string(fn.get("name"), "tool_choice.function.name")
+        return _name(fn.get("name"), "tool_choice.function.name")
     raise BadRequest("tool_choice must be auto, none, required or {type: function, function: {name}}")
 
 
@@ -226,6 +245,7 @@ def request_to_canonical(data: dict[str, Any]) -> C.Request:
     tool results, together with the user message right after them.
     """
     model, stream = validate(data)
+    common.shallow(data)
     system: list[str] = []
     messages: list[C.Message] = []
     after_tool = False

@@ -1,47 +1,31 @@
 """
 A client's request on its way to whichever upstream the conductor picks.
 
-The request is parsed once at the frontend and checked as far as its format's
-C{validate} goes (the model, the stream flag, the shape of the top level). An
-upstream of the client's own format gets the client's bytes untouched
-(renamed, or with thinking fields, only when it must be) and is the judge of
-the rest: a field we do not know is not ours to refuse. Another format gets
-the request translated through the canonical model, decoded the first time
-one is needed (a body that does not decode is the client's 400, raised
-before anything is sent) and kept for the next attempt.
+The request is parsed once at the frontend, strictly (L{loads}: no NaN, no
+byte order mark, no unpaired surrogates, at most 1024 levels), and checked as
+far as its format's C{validate} goes (the model, the stream flag, the types
+of the top-level fields). An upstream of the client's own format gets the
+client's bytes untouched (renamed, or with thinking fields, only when it
+must be) and is the judge of the rest: a field we do not know is not ours to
+refuse. Nothing on that path walks the body in Python, so nothing there
+recurses. Another format gets the request translated through the canonical
+model, decoded the first time one is needed (a body that does not decode,
+or nests more than L{cliproxyd.jsontext.MAX_DEPTH} levels, is the client's
+400, raised before anything is sent) and kept for the next attempt.
 """
 
 from __future__ import annotations
 
-import json
 from types import ModuleType
 from typing import Any
 
 import attrs
-import orjson
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.jsontext import dumps, loads
 from cliproxyd.modelnames import parse_model, parse_reasoning
 
-
-def loads(raw: bytes) -> Any:
-    """
-    Parse JSON with orjson (several times faster than the standard library
-    on large bodies); what it refuses (integers beyond 64 bits) goes to the
-    standard library, whose verdict and message stand.
-    """
-    try:
-        return orjson.loads(raw)
-    except ValueError:
-        return json.loads(raw)
-
-
-def dumps(data: Any) -> bytes:
-    """Compact UTF-8 JSON, with orjson, or the standard library for what orjson cannot write."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+__all__ = ["ClientRequest", "dumps", "loads"]
 
 
 class ClientRequest:
@@ -72,7 +56,7 @@ class ClientRequest:
         """
         try:
             data = loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except ValueError as e:
             raise C.BadRequest(f"the body is not valid JSON: {e}") from None
         body_model, body_stream = fmt.validate(data)
         model = body_model if model is None else model

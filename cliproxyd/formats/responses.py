@@ -45,17 +45,39 @@ _ROLES = ("user", "assistant", "system", "developer")
 
 
 def validate(data: Any) -> tuple[str, bool]:
-    """The model and stream flag of a client body, or BadRequest naming the field."""
+    """
+    The model and stream flag of a client body, or BadRequest naming the
+    field: the types of the top-level fields, each input item an object;
+    what is in the items is for the full decode (or a Responses upstream)
+    to judge.
+    """
     data = common.body_object(data)
     model = common.model_field(data)
-    if not isinstance(data.get("input"), (str, list)):
+    items = data.get("input")
+    if not isinstance(items, (str, list)):
         raise C.BadRequest("input: a string or an array of items is required")
-    return model, common.stream_flag(data)
+    if isinstance(items, list):
+        common.objects(items, "input")
+    stream = common.stream_flag(data)
+    common.positive_int(data, "max_output_tokens")
+    for key in ("temperature", "top_p"):
+        common.number(data, key)
+    common.optional(data, "instructions", (str,), "a string")
+    common.optional(data, "tools", (list,), "an array")
+    common.optional(data, "tool_choice", (str, dict), "auto, none, required or an object")
+    common.optional(data, "reasoning", (dict,), "an object")
+    return model, stream
 
 
-def _image(url: str) -> C.Image:
+def _image(url: Any, where: str) -> C.Image:
+    if not isinstance(url, str):
+        raise C.BadRequest(f"{where} must be a string")
+    if common.web_url(url):
+        return C.Image(url=url)
     image = common.base64_image(url)
-    return C.Image(url=url) if image is None else image
+    if image is None:
+        raise C.BadRequest(f"{where} must be an http(s) URL or a base64 data: URL")
+    return image
 
 
 def _content(content: Any, where: str) -> list[C.Part]:
@@ -72,18 +94,20 @@ def _content(content: Any, where: str) -> list[C.Part]:
             if not isinstance(block.get("text"), str):
                 raise C.BadRequest(f"{where}[{j}].text must be a string")
             parts.append(C.Text(block["text"]))
-        elif kind == "input_image" and isinstance(block.get("image_url"), str):
-            parts.append(_image(block["image_url"]))
+        elif kind == "input_image" and block.get("image_url") is not None:
+            parts.append(_image(block["image_url"], f"{where}[{j}].image_url"))
         else:
             log.debug("dropping a {kind} content part the canonical model cannot carry", kind=kind)
     return parts
 
 
+def _texts(blocks: Any) -> list[str]:
+    return [str(b.get("text", "")) for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+
+
 def _thinking(item: dict[str, Any]) -> C.Thinking:
     """A reasoning item's summary (or, lacking one, its reasoning text) as thinking."""
-    texts = [str(s.get("text", "")) for s in item.get("summary") or () if isinstance(s, dict)]
-    if not texts:
-        texts = [str(c.get("text", "")) for c in item.get("content") or () if isinstance(c, dict)]
+    texts = _texts(item.get("summary")) or _texts(item.get("content"))
     return C.Thinking("\n\n".join(texts), str(item.get("encrypted_content") or ""))
 
 
@@ -118,8 +142,9 @@ def _input(items: list[Any], system: list[str]) -> list[C.Message]:
                 _add(messages, role, parts)
         elif kind == "function_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
-            if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+            if not isinstance(call_id, str) or not isinstance(name, str) or not name or not isinstance(arguments, str):
                 raise C.BadRequest(f"{at}: a function_call needs string call_id, name and arguments")
+            arguments = common.arguments_text(arguments, f"{at}.arguments")
             _add(messages, "assistant", [C.ToolCall(call_id, name, arguments)])
         elif kind == "function_call_output":
             if not isinstance(item.get("call_id"), str):
@@ -131,6 +156,11 @@ def _input(items: list[Any], system: list[str]) -> list[C.Message]:
                 raise C.BadRequest(f"{at}.output must be a string or an array")
             _add(messages, "user", [C.ToolResult(item["call_id"], output)])
         elif kind == "reasoning":
+            for key in ("summary", "content"):
+                if item.get(key) is not None and not isinstance(item[key], list):
+                    raise C.BadRequest(f"{at}.{key} must be an array")
+            if item.get("encrypted_content") is not None and not isinstance(item["encrypted_content"], str):
+                raise C.BadRequest(f"{at}.encrypted_content must be a string")
             thinking = _thinking(item)
             _add(messages, "assistant", [thinking] if thinking.text or thinking.signature else [])
         else:
@@ -152,7 +182,12 @@ def _tools(raw: Any) -> tuple[C.Tool, ...]:
             continue
         if not isinstance(t.get("name"), str) or not t["name"]:
             raise C.BadRequest(f"tools[{i}].name must be a non-empty string")
-        tools.append(C.Tool(t["name"], str(t.get("description") or ""), t.get("parameters") or {}))
+        parameters, description = t.get("parameters"), t.get("description")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise C.BadRequest(f"tools[{i}].parameters must be an object")
+        if description is not None and not isinstance(description, str):
+            raise C.BadRequest(f"tools[{i}].description must be a string")
+        tools.append(C.Tool(t["name"], description or "", parameters or {}))
     return tuple(tools)
 
 
@@ -170,6 +205,7 @@ def _tool_choice(raw: Any) -> str | None:
 def request_to_canonical(data: dict[str, Any]) -> C.Request:
     """Validate a Responses request body and turn it into the canonical model."""
     model, stream = validate(data)
+    common.shallow(data)
     system = [data["instructions"]] if isinstance(data.get("instructions"), str) and data["instructions"] else []
     raw_input = data["input"]
     messages = [C.Message("user", (C.Text(raw_input),))] if isinstance(raw_input, str) else _input(raw_input, system)

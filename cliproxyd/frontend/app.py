@@ -310,7 +310,15 @@ class Frontend:
         try:
             return ClientRequest.decode(fmt, raw, model, stream), client_key, render
         except BadRequest as e:
-            raise render(Problem(400, f"Invalid request: {e}")) from None
+            raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
+
+    def _refused(self, render: Render, e: BadRequest, about: str) -> ClientError:
+        """
+        A client body we will not send (C{about}: its path, or its model):
+        logged once, with no traceback, and the client's 400.
+        """
+        self.log.info("refused a request ({about}): {error}", about=about, error=str(e))
+        return render(Problem(400, f"Invalid request: {e}"))
 
     async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
                         stream: bool | None = None, sse: bool = True) -> bytes:
@@ -392,7 +400,7 @@ class Frontend:
             raise render(cooling_problem(e)) from None
         except BadRequest as e:
             # Found while translating for the picked upstream; nothing was sent.
-            raise render(Problem(400, f"Invalid request: {e}")) from None
+            raise self._refused(render, e, req.model) from None
         except RequestInvalid as e:
             err = e.error
             raise render(Problem(err.status, err.message, **_upstream_body(err))) from None
@@ -437,9 +445,8 @@ class Frontend:
         if failure.check(CancelledError):
             return b""  # the client went away; there is no one to answer
         self.log.failure("unhandled error on {path}", failure, path=request.path)
-        request.setResponseCode(500)
-        request.setHeader(b"content-type", JSON)
-        return openai_chat.error_body(500, "internal error", {"code": "internal_server_error"})
+        problem = Problem(500, "internal error", "internal_server_error")
+        return _write(request, _path_renderer(request)(problem))
 
 
 def _write(request: IRequest, e: ClientError) -> bytes:
@@ -493,9 +500,9 @@ def end_stream(request: IRequest, message: str = SHUTDOWN_MESSAGE) -> bool:
 
 
 def _path_renderer(request: IRequest) -> Render:
-    """The error shape a path's clients expect, for answers no route made."""
+    """The error shape a path's clients expect, for answers no route made (or a route failed to)."""
     path = request.path
-    if path.startswith(b"/v1beta/"):
+    if path.startswith(b"/v1beta/") or (path.startswith(b"/v1/models/") and b":" in path):
         return render_gemini
     if path.startswith(b"/v1/messages"):
         return render_claude

@@ -6,13 +6,17 @@ Who may use the management API: CLIProxyAPI's rules.
     C{Authorization: Bearer KEY} (any other C{Authorization} value is taken
     as the key itself) or C{X-Management-Key: KEY}.
   - A client not on loopback is refused (403) unless
-    C{remote-management.allow-remote} is true.
+    C{remote-management.allow-remote} is true. A client on the daemon's
+    unix socket is local, as a loopback one is: only processes on this
+    machine that the socket's file permissions let in can connect.
   - C{secret-key} is a bcrypt hash (C{$2a$}, C{$2b$} or C{$2y$}; the daemon
     replaces a plaintext key in config.yaml by its hash at start-up, see
     L{ensure_hashed}) or, until then, plaintext compared in constant time.
-  - A client not on loopback that fails C{max_failures} times in a row is
+  - A client not local that fails C{max_failures} times in a row is
     banned for C{ban_seconds} (403, even with the right key); a success
     clears its count, and an address idle for two hours is forgotten.
+    Local clients are never banned (nor are they told apart: every unix
+    socket client has the same address).
 
 bcrypt takes a fifth of a second of CPU by design, so it never runs on the
 reactor thread: verifications go to C{run_in_thread}, at most
@@ -45,6 +49,7 @@ from typing import Any, Callable
 
 import attrs
 import bcrypt
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
@@ -335,12 +340,18 @@ def _checkpw(key: bytes, hashed: bytes) -> bool:
 
 
 def _client(request: IRequest) -> tuple[str, bool]:
-    """The client's address as the ban table keys it, and whether it is loopback."""
-    host = getattr(request.getClientAddress(), "host", None)
+    """The client's address as the ban table keys it, and whether it is local (loopback, a unix socket)."""
+    address = request.getClientAddress()
+    if isinstance(address, UNIXAddress):
+        # Only a process on this machine, with the socket file's permissions,
+        # can connect: local, as loopback is. (Whatever a reverse proxy in
+        # front of the socket lets through is local too, as it would be
+        # through loopback.) A shared "remote" ban bucket would let five
+        # wrong keys from anyone lock every local client out.
+        return "unix", True
+    host = getattr(address, "host", None)
     if not isinstance(host, str) or not host:
-        # A UNIX socket: whoever is behind it (a local reverse proxy, often)
-        # is not known to be local.
-        return "unix", False
+        return "unknown", False
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

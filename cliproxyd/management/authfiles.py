@@ -9,13 +9,14 @@ followed by a reload, so it is in effect when the answer is sent.
 from __future__ import annotations
 
 from typing import Any, Callable
+from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
 from cliproxyd.credentials.authdir import AuthDir, InvalidName, valid_name
 from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, daemon_files, parse_account
 from cliproxyd.management.access import Refused
-from cliproxyd.management.http import JSON, Resource, arg, read_json, respond, route
+from cliproxyd.management.http import JSON, Resource, arg, args, parse_json, read_body, read_json, respond, route
 
 #: The fields of a credential file C{PATCH /auth-files/fields} changes.
 FIELDS = ("prefix", "proxy_url", "priority", "note")
@@ -26,6 +27,14 @@ def _name(value: Any) -> str:
         return valid_name(value if isinstance(value, str) else None)
     except InvalidName as e:
         raise Refused(400, str(e)) from None
+
+
+def _attachment(name: str) -> bytes:
+    """A Content-Disposition for the file C{name} (a valid name: no quotes, no control characters)."""
+    if name.isascii():
+        return f'attachment; filename="{name}"'.encode("ascii")
+    fallback = name.encode("ascii", "replace").decode("ascii")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}".encode("ascii")
 
 
 class AuthFiles(Resource):
@@ -96,14 +105,18 @@ class AuthFiles(Resource):
         except FileNotFoundError:
             raise Refused(404, f"no auth file {name!r}") from None
         request.setHeader(b"content-type", JSON)
-        request.setHeader(b"content-disposition", f'attachment; filename="{name}"'.encode())
+        request.setHeader(b"content-disposition", _attachment(name))
         return data
 
     @route("/auth-files", "POST")
     async def upload(self, request: IRequest) -> bytes:
         """Add or replace one credential file: the JSON body, C{?name=x.json}."""
         name = _name(arg(request, "name"))
-        raw = request.content.read()
+        raw = read_body(request)
+        try:
+            parse_json(raw)  # strictly, and not too deep, before the account is read from it
+        except ValueError as e:
+            raise Refused(400, f"{name}: not JSON: {e}") from None
         try:
             account = parse_account(name, raw)
         except AuthFileError as e:
@@ -121,7 +134,7 @@ class AuthFiles(Resource):
         if (arg(request, "all") or "").lower() in ("true", "1", "*"):
             names = [info.name for info in await store.files()]
         else:
-            names = [_name(v.decode("utf-8")) for v in request.args.get(b"name", [])]
+            names = [_name(v) for v in args(request, "name")]
             if not names:
                 raise Refused(400, "give ?name=x.json (repeatable) or ?all=true")
         deleted, missing = [], []
@@ -139,7 +152,7 @@ class AuthFiles(Resource):
     @route("/auth-files/status", "PATCH")
     async def status(self, request: IRequest) -> bytes:
         """Enable or disable a credential file: C{{"name": ..., "disabled": true|false}}."""
-        data = read_json(request)
+        data = read_json(request, fields=("name", "disabled"))
         if not isinstance(data, dict) or not isinstance(data.get("disabled"), bool):
             raise Refused(400, 'the body must be {"name": "x.json", "disabled": true|false}')
         disabled = data["disabled"]
@@ -149,7 +162,7 @@ class AuthFiles(Resource):
     @route("/auth-files/fields", "PATCH")
     async def fields(self, request: IRequest) -> bytes:
         """Change C{prefix}, C{proxy_url}, C{priority} or C{note} of a credential file (empty or 0 removes it)."""
-        data = read_json(request, dict)
+        data = read_json(request, dict, fields=("name", *FIELDS))
         fields = {k: data[k] for k in FIELDS if k in data}
         if not fields:
             raise Refused(400, "give at least one of prefix, proxy_url, priority, note")

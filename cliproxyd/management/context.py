@@ -16,7 +16,7 @@ import yaml
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 
-from cliproxyd.config import ConfigError
+from cliproxyd.config import ConfigError, parse_config
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.management.access import Refused, RunInThread
 
@@ -96,15 +96,39 @@ class Context:
         """
         Change the config file with C{mutate} (see L{ConfigFile.edit}), then
         reload so the change is in effect before the answer; a change the
-        config would not accept, or that C{mutate} refuses, is a 400.
+        config would not accept, that C{mutate} refuses, or that adds a key
+        the config does not know (a typo, kept and ignored otherwise) is a
+        400, and nothing is written.
 
         @return: what C{mutate} returned.
         """
         try:
-            _, result = await self.config().edit(mutate)
+            _, result = await self.config().edit(lambda doc: _known_keys_only(doc, mutate))
         except ConfigError as e:
             raise Refused(400, f"the config would not load: {e}") from None
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise Refused(400, str(e).strip("'\"")) from None
         await self.reload()
         return result
+
+
+_UNKNOWN = ": unknown key; ignored"
+
+
+def _unknown_keys(doc: Any) -> set[str]:
+    """The YAML paths of the keys in C{doc} the config does not know; none for a document that does not load."""
+    try:
+        _, warnings = parse_config(doc)
+    except ConfigError:
+        return set()
+    return {w.removesuffix(_UNKNOWN) for w in warnings if w.endswith(_UNKNOWN)}
+
+
+def _known_keys_only(doc: Any, mutate: Callable[[Any], Any]) -> Any:
+    """C{mutate(doc)}, refused if it adds a key the config does not know (those already there stay)."""
+    before = _unknown_keys(doc)
+    result = mutate(doc)
+    added = sorted(_unknown_keys(doc) - before)
+    if added:
+        raise Refused(400, f"{added[0]}: unknown key")
+    return result

@@ -16,7 +16,7 @@ from twisted.web.iweb import IRequest
 
 from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.management.access import Refused
-from cliproxyd.management.http import Resource, arg, read_json, respond
+from cliproxyd.management.http import Resource, arg, read_json, respond, whole_number
 
 #: List settings: route -> the field that identifies an entry (for PATCH match and DELETE).
 LISTS = {
@@ -26,6 +26,10 @@ LISTS = {
     "gemini-api-key": "api-key",
     "codex-api-key": "api-key",
 }
+
+
+#: What a PATCH body may say: which entry (one of the first five), and its new value.
+_PATCH_FIELDS = ("index", "match", "name", "old", "api-key", "value", "new")
 
 
 class Lists(Resource):
@@ -55,7 +59,7 @@ class Lists(Resource):
 
     async def _change(self, request: IRequest, name: str) -> None:
         ident = LISTS[name]
-        patch = read_json(request, dict)
+        patch = read_json(request, dict, fields=_PATCH_FIELDS)
 
         def apply(doc: Any) -> None:
             seq = _entries(doc, name)
@@ -79,11 +83,9 @@ class Lists(Resource):
 
     async def _remove(self, request: IRequest, name: str) -> None:
         which: dict[str, Any] = {}
-        index = arg(request, "index")
+        index = whole_number(request, "index")
         if index is not None:
-            if not index.isdigit():
-                raise Refused(400, "index must be a whole number")
-            which["index"] = int(index)
+            which["index"] = index
         for key in ("api-key", "name", "value"):
             if (given := arg(request, key)) is not None:
                 which["match"] = given
@@ -109,7 +111,7 @@ def _find(seq: Any, patch: dict[str, Any], ident: str | None) -> int:
     if "index" in patch:
         index = patch["index"]
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(seq):
-            raise Refused(400, f"index must be between 0 and {len(seq) - 1}")
+            raise Refused(400, f"index must be between 0 and {len(seq) - 1}" if seq else "the list is empty")
         return index
     wanted = next((patch[k] for k in ("match", "name", "old", "api-key") if isinstance(patch.get(k), str)), None)
     if wanted is None and ident is None and isinstance(patch.get("value"), str):

@@ -60,7 +60,7 @@ class QuotaGroups(Resource):
 
     def _body(self, request: IRequest, fields: dict[str, type]) -> dict[str, Any]:
         """The JSON object, with C{fields} checked: the ids required, booleans required, strings optional."""
-        data = read_json(request, dict)
+        data = read_json(request, dict, fields=tuple(fields))
         for name, kind in fields.items():
             value = data.get(name)
             if name in _IDS:

@@ -15,7 +15,7 @@ from cliproxyd.config import ConfigError
 from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.config.model import STRATEGIES
 from cliproxyd.management.access import Refused
-from cliproxyd.management.http import Resource, read_json, respond, route
+from cliproxyd.management.http import Resource, read_body, read_json, respond, route
 
 
 def _bool(value: Any) -> bool:
@@ -88,7 +88,7 @@ class Settings(Resource):
     @route("/config.yaml", "PUT")
     async def replace_config_yaml(self, request: IRequest) -> bytes:
         """Replace the file, if the new text loads; 422 with the reason if it does not."""
-        data = request.content.read()
+        data = read_body(request)
         try:
             await self.context.config().replace(data)
         except ConfigError as e:
@@ -112,7 +112,7 @@ class Settings(Resource):
 
 
 def _value(request: IRequest) -> Any:
-    data = read_json(request)
+    data = read_json(request, fields=("value",))
     if not isinstance(data, dict) or "value" not in data:
         raise Refused(400, 'the body must be {"value": ...}')
     return data["value"]

@@ -12,7 +12,7 @@ from twisted.web.iweb import IRequest
 
 from cliproxyd._version import __version__
 from cliproxyd.management.access import Refused
-from cliproxyd.management.http import Resource, arg, read_json, respond, route
+from cliproxyd.management.http import Resource, read_json, respond, route, whole_number
 
 
 class Status(Resource):
@@ -92,7 +92,7 @@ class Status(Resource):
     @route("/credentials/reset", "POST")
     async def reset(self, request: IRequest) -> bytes:
         """Clear a credential's cooldowns: C{{"id": ..., "model": optional}}."""
-        data = read_json(request)
+        data = read_json(request, fields=("id", "model"))
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise Refused(400, 'the body must be {"id": "<credential id>", "model": optional}')
         model = data.get("model")
@@ -106,8 +106,6 @@ class Status(Resource):
     @route("/usage", "GET")
     async def usage(self, request: IRequest) -> bytes:
         """The usage counters since start-up and the C{?limit=} most recent attempts."""
-        limit = arg(request, "limit")
-        if limit is not None and not limit.isdigit():
-            raise Refused(400, "limit must be a whole number")
+        limit = whole_number(request, "limit")
         usage = self.context.usage
-        return respond(request, {"usage": usage.as_json(int(limit) if limit else None) if usage else {}})
+        return respond(request, {"usage": usage.as_json(limit) if usage else {}})

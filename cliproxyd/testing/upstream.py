@@ -71,6 +71,7 @@ from twisted.internet.task import deferLater
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
@@ -272,7 +273,7 @@ class SimulatedUpstream:
         request.setHeader(b"content-type", JSON)
         outer: dict[str, Any] = {}
         try:
-            data = json.loads(request.content.read())
+            data = jsontext.loads(request.content.read())  # strictly, and without recursion, as the daemon reads
             if envelope:
                 outer, data = data, data["request"]
                 if count:
