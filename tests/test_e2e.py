@@ -228,3 +228,77 @@ def test_twistd_help_lists_the_plugin():
     result = subprocess.run([*TWISTD, "--help"], capture_output=True, text=True, env=ENV, timeout=60)
     assert result.returncode == 0
     assert any(line.split()[:1] == ["cliproxyd"] for line in result.stdout.splitlines())
+
+
+def test_kill_9_under_load_leaves_state_a_restart_can_use(tmp_path):
+    """
+    kill -9 while streams run and cooldowns are being written: the next start
+    loads the state file (the old snapshot or the new, never half of one),
+    removes any temporary file the kill left, keeps the cooldown it learned,
+    and serves again.
+    """
+    import openai
+
+    state = tmp_path / "state.json"
+
+    def config(upstream_url: str) -> dict:
+        return {
+            "api-keys": [CLIENT_KEY],
+            "state-file": str(state),
+            "openai-compatibility": [{
+                "name": "sim",
+                "base-url": upstream_url + "/v1",
+                "api-key-entries": [{"api-key": BAD_KEY}, {"api-key": GOOD_KEY}],
+                "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
+            }],
+        }
+
+    with processes(tmp_path, config, "--script", f"{BAD_KEY}=status:429:600",
+                   "--script", f"{GOOD_KEY}=slow:0.05") as (url, upstream_url, daemon):
+        client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+        errors: list[Exception] = []
+
+        def load() -> None:
+            """Streams one after the other until the kill cuts one (that is the point)."""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    for _ in client.chat.completions.create(
+                            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "hi"}]):
+                        pass
+                except Exception as e:
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: state.exists(), what="the first state snapshot (the bad key's cooldown)")
+        time.sleep(0.2)  # streams are mid-flight
+        daemon.p.kill()
+        daemon.p.wait(timeout=10)
+        for t in threads:
+            t.join(timeout=20)
+        assert len(errors) == len(threads)  # every stream was still running at the kill
+        (tmp_path / f".{state.name}.abcd1234.tmp").write_bytes(b'{"half": ')  # what a kill mid-write leaves
+        port = unused_port()
+        again = Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(tmp_path / "config.yaml"),
+                      "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp_path / "daemon-again.log")
+        try:
+            wait_until(lambda: again.p.poll() is not None or http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200,
+                       what="the restarted daemon")
+            assert again.p.poll() is None, again.text()
+            assert not list(tmp_path.glob(".state.json.*.tmp"))
+            assert "unusable state file" not in again.text()
+            seen_before = len(upstream_requests(upstream_url))
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=CLIENT_KEY, max_retries=0,
+                                   timeout=20)
+            for _ in range(3):
+                reply = client.chat.completions.create(model="gpt-4o-mini",
+                                                       messages=[{"role": "user", "content": "hi"}])
+                assert reply.choices[0].message.content.endswith("(key ...hy-e2e).")
+            # The bad key's 600 s cooldown survived the kill: the restart never asked it again.
+            after = upstream_requests(upstream_url)[seen_before:]
+            assert after and all(r["key"] == GOOD_KEY for r in after)
+        finally:
+            assert again.stop() == 0
