@@ -357,3 +357,16 @@ async def test_code_assist_stream_faults_are_read_inside_the_envelope(stack, mod
     code, body = await stack.chat(model, stream=True)
     assert code == 200 and b"[DONE]" not in body
     assert b"ended before its final event" in body.strip().split(b"\n")[-1]
+
+
+def test_a_credential_file_nested_past_any_limit_is_reported_not_a_crash(tmp_path):
+    raw = b'{"type": "claude", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(AuthFileError, match="not JSON"):
+        parse_account(str(tmp_path / "deep.json"), raw)
+
+
+def test_an_upstream_error_body_nested_past_any_limit_is_read_without_recursion():
+    from cliproxyd.executors.upstreams import _error_message
+
+    deep = b'{"error": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert _error_message(deep).startswith('{"error": [[[')

@@ -19,6 +19,7 @@ from typing import AbstractSet, Any, Iterable, Mapping
 
 from attrs import define, field
 
+from cliproxyd import jsontext
 from cliproxyd.config.model import Config
 from cliproxyd.credentials.model import Credential, build_routes, oauth_alias_models
 
@@ -195,7 +196,7 @@ def parse_account(path: str, raw: bytes) -> OAuthAccount | None:
     @raise AuthFileError: the file is meant for us but cannot be used.
     """
     try:
-        data = json.loads(raw)
+        data = jsontext.loads(raw)  # strict and never recursive, however deep the file nests
     except (ValueError, UnicodeDecodeError) as e:
         raise AuthFileError(f"not JSON: {e}") from None
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
+from cliproxyd import jsontext
 from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
@@ -148,7 +149,7 @@ class HTTPExecutor:
         response = await self._send(cred, url, req.count_body_for(upstream, self.format), False)
         body = await self._read(response)
         try:
-            tokens = self.format.count_from_body(json.loads(body))
+            tokens = self.format.count_from_body(jsontext.loads(body))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UpstreamError("broken", "the upstream count is not a count", status=502) from None
         return Reply(response.code, b"application/json", body, fmt=self.format.NAME, tokens=tokens)
@@ -277,7 +278,7 @@ def estimate_tokens(req: C.Request) -> int:
 def _error_message(body: bytes) -> str:
     """The message of an OpenAI-shaped error body, for logs; empty if there is none."""
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)  # an upstream's body: never parsed by a recursive reader
     except ValueError:
         return body[:200].decode("utf-8", "replace").strip()
     if isinstance(data, dict):
