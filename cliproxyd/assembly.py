@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -48,11 +48,9 @@ class Generation:
     conductor: Conductor
     #: auth file name -> why it is not in use
     problems: dict[str, str] = field(factory=dict)
-
-    @property
-    def max_body(self) -> int:
-        """The largest client request body, in bytes (C{max-body-mb})."""
-        return int(self.config.max_body_mb * (1 << 20))
+    #: the largest client request body, in bytes (C{max-body-mb}): read per request, so worked out here
+    max_body: int = field(init=False, default=Factory(lambda g: int(g.config.max_body_mb * (1 << 20)),
+                                                     takes_self=True))
 
 
 class GenerationSource:

@@ -164,7 +164,8 @@ def build(options: Options, reactor) -> IService:
         listen = options["listen"] or config.listen
         api_keys, state_path, secret = config.api_keys, config.state_path, config.remote_management.secret_key
 
-    if not api_keys and not endpoint_is_local(listen):
+    local = endpoint_is_local(listen)
+    if not api_keys and not local:
         raise StartupError(
             f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
             "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
@@ -193,7 +194,7 @@ def build(options: Options, reactor) -> IService:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
                               state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
-                              require_client_keys=not endpoint_is_local(listen))
+                              require_client_keys=not local)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)

@@ -274,7 +274,9 @@ def test_kill_9_under_load_leaves_state_a_restart_can_use(tmp_path):
         for t in threads:
             t.start()
         wait_until(lambda: state.exists(), what="the first state snapshot (the bad key's cooldown)")
-        time.sleep(0.2)  # streams are mid-flight
+        started = len(upstream_requests(upstream_url))
+        wait_until(lambda: len(upstream_requests(upstream_url)) >= started + len(threads),
+                   what="more streams under way after the snapshot")
         daemon.p.kill()
         daemon.p.wait(timeout=10)
         for t in threads:

@@ -101,9 +101,9 @@ async def test_a_new_auth_file_is_served_after_the_next_look(live):
 async def test_an_unchanged_directory_does_not_rebuild(live):
     live.account("claude-a.json")
     await live.runtime._check()
-    conductor = live.frontend.conductor
+    conductor = live.frontend.served().conductor
     assert await live.runtime._check() is None
-    assert live.frontend.conductor is conductor
+    assert live.frontend.served().conductor is conductor
 
 
 @pytest_twisted.ensureDeferred

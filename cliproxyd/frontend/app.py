@@ -216,10 +216,6 @@ class Frontend:
             last = self._last = _Served(gen, int(self.clock.seconds()))
         return last
 
-    @property
-    def conductor(self) -> Conductor:
-        return self.served().conductor
-
     def resource(self) -> IResource:
         return self.app.resource()
 
