@@ -21,7 +21,8 @@ demo upstream, the start-up hashing of the management key.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from attrs import frozen
 from twisted.application.service import IService
@@ -34,8 +35,14 @@ from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Config
-from cliproxyd.credentials.refresh import Refresher, RefreshFn, account_refresher, file_saver, refresh_job
-from cliproxyd.frontend import Frontend, InFlight, end_stream
+from cliproxyd.credentials.refresh import (
+    Refresher,
+    RefreshFn,
+    account_refresher,
+    file_saver,
+    refresh_job,
+)
+from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
 from cliproxyd.management.usage import Usage
 from cliproxyd.replies import Executor
@@ -104,7 +111,8 @@ def build_daemon(
                         observers=(usage.record,), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys)
-    in_flight = InFlight(clock, shutdown_timeout, end_stream=end_stream)
+    # At the deadline the frontend ends what it can (made below: looked up when it is needed).
+    in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request))
     management = ManagementAPI(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,

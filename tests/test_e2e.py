@@ -210,7 +210,39 @@ def test_sigterm_ends_a_stream_that_outlives_shutdown_seconds_with_its_error_eve
     assert isinstance(error, openai.APIError) and "cliproxyd is shutting down" in error.message, repr(error)
     assert not "".join(pieces).endswith("e2e).")  # cut short, and told so
     assert daemon.p.wait(timeout=20) == 0
-    assert "(1 streams ended with an error event)" in daemon.text()
+    assert "(1 ended with an error answer)" in daemon.text()
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_sigterm_answers_a_request_still_waiting_for_its_upstream_with_a_503(stack):
+    import openai
+
+    url, upstream_url, daemon = stack
+    req = urllib.request.Request(upstream_url + "/_sim/script", method="POST",
+                                 data=json.dumps({GOOD_KEY: ["hang"], BAD_KEY: ["hang"]}).encode())
+    urllib.request.urlopen(req, timeout=5).read()
+    client = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    errors: list[Exception] = []
+
+    def ask():
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        except Exception as e:
+            errors.append(e)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    deadline = time.monotonic() + 15
+    while not upstream_requests(upstream_url) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting on another process, not on a clock under test
+    daemon.p.send_signal(signal.SIGTERM)
+    asker.join(30)
+    [error] = errors
+    assert isinstance(error, openai.APIStatusError) and error.status_code == 503, repr(error)
+    assert error.response.headers["retry-after"] == "1"
+    assert "nothing was generated" in error.message
+    assert daemon.p.wait(timeout=20) == 0
+    assert "(1 ended with an error answer)" in daemon.text()
 
 
 def test_a_bad_config_stops_start_up_with_one_line_and_nonzero_exit(tmp_path):

@@ -254,15 +254,41 @@ def test_an_ended_stream_whose_client_reads_nothing_is_dropped_after_the_grace()
     assert h.clock.getDelayedCalls() == []
 
 
-def test_a_request_still_waiting_for_its_upstream_at_the_deadline_is_dropped():
-    h = Harness()
-    h.upstream.script("sk-up-1", "hang")
+@pytest.mark.parametrize("client", ["openai", "claude", "gemini", "responses"])
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_request_still_waiting_for_its_upstream_at_the_deadline_gets_a_503_in_its_format(client, stream):
+    h = matrix()
+    h.upstream.script("sk-o", "hang")
     conn = connect(h)
-    conn.send(post("/v1/chat/completions", {**CHAT, "stream": True}))
+    if stream:
+        conn.send(stream_request(client, "via-openai"))
+    else:
+        path, build = ASK[client]
+        conn.send(post(path or "/v1beta/models/via-openai:generateContent", build("via-openai")))
     pump(h, 5)
+    assert conn.received == b"" and len(h.daemon.in_flight) == 1
     stopped = stopping(h)
-    pump(h, 30)
-    assert stopped == [None] and conn.transport.disconnected and conn.received == b""
+    pump(h, 25)
+    assert not stopped and conn.received == b""
+    pump(h, 5)  # 30 s: the deadline
+    h.clock.advance(0.1)  # the connection is looked at: it has closed
+    assert stopped == [None] and conn.transport.disconnected
+    head = conn.received.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503 "), conn.received
+    assert b"\r\nretry-after: 1\r\n" in head and b"\r\nconnection: close\r\n" in head
+    body = json.loads(http_body(conn.received))
+    assert "nothing was generated" in json.dumps(body)
+    if client == "claude":
+        assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    elif client == "gemini":
+        assert body["error"]["status"] == "UNAVAILABLE"
+    else:
+        assert body["error"]["code"] == "server_shutting_down"
+    # The upstream attempt was stopped as when a client leaves: nothing is held against the key.
+    [seen] = h.upstream.seen
+    assert seen.disconnected
+    cred = next(c for c in h.creds if c.api_key == "sk-o")
+    assert h.state.stats(cred.id).failures == 0 and h.state.model_states(cred.id) == {}
     assert h.clock.getDelayedCalls() == []
 
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 from attrs import field as attrs_field
 from attrs import frozen
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -207,6 +207,10 @@ class Frontend:
         self.management = management
         self._source = source
         self._last: _Served | None = None
+        #: requests waiting for the conductor's answer (nothing sent to their client yet)
+        self._waiting: dict[IRequest, Deferred[Any]] = {}
+        #: those of them ended by L{end}: their cancellation is answered with a 503
+        self._ended: set[IRequest] = set()
 
     def served(self) -> _Served:
         """The current generation's view, made once per generation."""
@@ -218,6 +222,29 @@ class Frontend:
 
     def resource(self) -> IResource:
         return self.app.resource()
+
+    def end(self, request: IRequest) -> bool:
+        """
+        End C{request} now, as shutdown does when C{shutdown-seconds} is up.
+        A stream under way gets its format's error event (L{end_stream}); a
+        request still waiting for its answer, with nothing sent yet, gets
+        a 503 in its client's format with C{Retry-After}, and its upstream
+        attempt is stopped as when a client leaves. Either way the
+        connection closes once the answer is complete.
+
+        @return: whether C{request} was ended so; if not (any other
+            request), nothing was done and its connection may be dropped.
+        """
+        if end_stream(request):
+            return True
+        waiting = self._waiting.get(request)
+        channel = getattr(request, "channel", None)
+        if waiting is None or channel is None or request.startedWriting:
+            return False
+        channel.persistent = False
+        self._ended.add(request)
+        waiting.cancel()
+        return True
 
     # -- routes ---------------------------------------------------------------
 
@@ -320,7 +347,7 @@ class Frontend:
                         stream: bool | None = None, sse: bool = True) -> bytes:
         served = self.served()
         req, client_key, render = self._decode(served, request, fmt, model, stream)
-        result = await self._conduct(served, served.conductor.execute, req, client_key, render)
+        result = await self._conduct(request, served, served.conductor.execute, req, client_key, render)
         if not isinstance(result, StreamReply):
             return self._answer(request, result, fmt, req, render)
         request.setResponseCode(result.status)
@@ -368,19 +395,25 @@ class Frontend:
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
         served = self.served()
         req, client_key, render = self._decode(served, request, fmt, model, stream=False)
-        result = await self._conduct(served, served.conductor.count, req, client_key, render)
+        result = await self._conduct(request, served, served.conductor.count, req, client_key, render)
         request.setHeader(b"content-type", JSON)
         if result.fmt == fmt.NAME and not result.local:
             return result.body
         return dumps(fmt.count_body(result.tokens or 0))
 
-    async def _conduct(self, served: _Served, run: Callable[..., Any], req: ClientRequest,
+    async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
                        client_key: str | None, render: Render) -> Any:
         meta = RequestMeta()
         if served.session_affinity and client_key:
             meta = RequestMeta(affinity_key=fingerprint(client_key))
+        waiting = self._waiting[request] = ensureDeferred(run(req, meta))
         try:
-            return await run(req, meta)
+            return await waiting
+        except CancelledError:
+            if request not in self._ended:
+                raise  # the client went away
+            raise render(Problem(503, SHUTDOWN_WAITING, "server_shutting_down",
+                                 {b"retry-after": b"1", b"connection": b"close"})) from None
         except UnknownModel as e:
             raise render(Problem(404, f"The model {e.model!r} does not exist or no credential serves it",
                                  "model_not_found")) from None
@@ -400,6 +433,9 @@ class Frontend:
         except RequestInvalid as e:
             err = e.error
             raise render(Problem(err.status, err.message, **_upstream_body(err))) from None
+        finally:
+            del self._waiting[request]
+            self._ended.discard(request)
 
     def _stream_headers(self, request: IRequest) -> "_ClientConsumer":
         request.setHeader(b"cache-control", b"no-cache")
@@ -455,6 +491,9 @@ def _write(request: IRequest, e: ClientError) -> bytes:
 
 #: The error event a stream still running when shutdown-seconds is up ends with.
 SHUTDOWN_MESSAGE = "cliproxyd is shutting down: the answer was cut short (timeouts.shutdown-seconds)"
+#: The 503 of a request still waiting for its answer then.
+SHUTDOWN_WAITING = ("cliproxyd is shutting down: no answer came within timeouts.shutdown-seconds; "
+                    "nothing was generated, send the request again")
 
 #: The streaming routes that have one path, and their client formats.
 _STREAM_PATHS = {b"/v1/chat/completions": openai_chat, b"/v1/responses": responses, b"/v1/messages": claude}

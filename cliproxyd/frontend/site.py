@@ -1,4 +1,4 @@
-"""The Site that knows which requests are in flight, and drains them at shutdown (streams left end with their error event)."""
+"""The Site that knows which requests are in flight, and drains them at shutdown (what is left ends with an error answer)."""
 
 from __future__ import annotations
 
@@ -38,27 +38,28 @@ def _abort(transport: Any) -> None:
 class InFlight(Service):
     """
     Tracks requests from arrival to finish. Stopping it waits for them to
-    finish, up to C{timeout} seconds; then each stream still running is
-    asked to end (C{end_stream(request)}: the frontend ends it with its
-    client format's error event and closes its connection once the body is
+    finish, up to C{timeout} seconds; then each request still running is
+    asked to end (C{end(request)}: the frontend ends a stream with its
+    client format's error event, and answers a request that has had
+    nothing yet with a 503, closing the connection once the answer is
     complete), those get L{CLOSE_GRACE} more seconds to close, and every
     other connection left is dropped.
 
     In the service tree it stops after the listener (no new connections)
     and before the HTTP pool (upstream requests still running need it).
 
-    @param end_stream: asks a request to end now, if it is a stream;
-        returns whether it did (by default none is).
+    @param end: asks a request to end now, if it can be ended with an
+        answer; returns whether it was (by default none is).
     """
 
     name = "in-flight"
     log = Logger()
 
     def __init__(self, clock: IReactorTime, timeout: float,
-                 end_stream: Callable[[Request], bool] = _never) -> None:
+                 end: Callable[[Request], bool] = _never) -> None:
         self._clock = clock
         self._timeout = timeout
-        self._end_stream = end_stream
+        self._end = end
         self._requests: set[Request] = set()
         self._drained: Deferred[None] | None = None
         self._deadline: IDelayedCall | None = None
@@ -99,16 +100,16 @@ class InFlight(Service):
         running, cut = list(self._requests), []
         for request in running:
             transport = getattr(request, "transport", None)
-            if self._end_stream(request):
+            if self._end(request):
                 if transport is not None:
                     self._closing.append(transport)
             elif transport is not None:
                 cut.append(transport)
         self.log.warn(
-            "closing {count} requests still running after {timeout}s ({streams} streams ended with an error event)",
+            "closing {count} requests still running after {timeout}s ({ended} ended with an error answer)",
             count=len(running),
             timeout=self._timeout,
-            streams=len(self._closing),
+            ended=len(self._closing),
         )
         for transport in cut:
             _abort(transport)
