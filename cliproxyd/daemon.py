@@ -44,6 +44,7 @@ from cliproxyd.credentials.refresh import (
 )
 from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
+from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.usage import Usage
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
@@ -88,6 +89,8 @@ def build_daemon(
     refresh: RefreshFn | None = None,
     wrap_executor: Callable[[Executor], Executor] | None = None,
     require_client_keys: bool = False,
+    listener: Any = None,
+    oauth_providers: Any = None,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -101,14 +104,19 @@ def build_daemon(
     @param wrap_executor: for tests, see L{Assembly}.
     @param require_client_keys: refuse configs without C{api-keys} (the
         listener is not loopback-only); see L{Runtime}.
+    @param listener: listens on the OAuth providers' local callback ports
+        for the management API's web logins (the reactor; None: only
+        C{/oauth-callback} completes them).
+    @param oauth_providers: the OAuth providers of web logins, by type (tests).
     """
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
+    recent = RecentRequests(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record,), wrap_executor=wrap_executor)
+                        observers=(usage.record, recent.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
@@ -117,6 +125,7 @@ def build_daemon(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
+        recent=recent, client=client, reactor=listener, oauth_providers=oauth_providers,
     )
     frontend = Frontend(source, clock, management=management.app.resource())
 

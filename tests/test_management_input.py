@@ -107,7 +107,7 @@ CASES = [
     Case("a misspelt auth-file field beside a good one", "PATCH", "/auth-files/fields",
          {"name": "a.json", "note": "team a", "prority": 5}, says="unknown field 'prority'"),
     Case("an auth-file field this version does not change", "PATCH", "/auth-files/fields",
-         {"name": "a.json", "weight": 3}, says="unknown field 'weight'"),
+         {"name": "a.json", "weight": 3, "colour": "red"}, says="unknown field 'colour'"),
     Case("a status with another field", "PATCH", "/auth-files/status",
          {"name": "a.json", "disabled": True, "why": "x"}, says="unknown field 'why'"),
     Case("a list PATCH with another field", "PATCH", "/api-keys", {"index": 0, "value": "k", "mode": "x"},

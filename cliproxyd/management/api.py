@@ -87,6 +87,10 @@ class ManagementAPI:
         usage: Usage | None = None,
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
+        recent: Any = None,
+        client: Any = None,
+        reactor: Any = None,
+        oauth_providers: Any = None,
     ) -> None:
         """
         @param runtime: the running generation (its C{current}, whose
@@ -104,6 +108,10 @@ class ManagementAPI:
             usage=usage,
             warmups=warmups,
             run_in_thread=run_in_thread,
+            recent=recent,
+            client=client,
+            reactor=reactor,
+            oauth_providers=oauth_providers,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.

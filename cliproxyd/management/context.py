@@ -43,6 +43,16 @@ class Context:
     @ivar usage: the usage counters; C{None} without them.
     @ivar warmups: the warmup tracker (L{cliproxyd.conductor.warmup.Warmups}); C{None} without one.
     @ivar run_in_thread: where blocking file work runs (L{deferToThread} in the daemon).
+    @ivar recent: each credential's recent requests
+        (L{cliproxyd.management.recent.RecentRequests}); C{None} without them.
+    @ivar client: the shared outbound HTTP client (treq's C{HTTPClient}), for
+        C{/api-call} and the web logins' token exchanges; C{None} without one.
+    @ivar reactor: listens on the providers' local callback ports for web
+        logins (C{listenTCP}); C{None} (tests) takes callbacks only through
+        C{/oauth-callback}.
+    @ivar oauth_providers: the OAuth providers web logins use, by type
+        (L{cliproxyd.credentials.providers.PROVIDERS} by default; tests
+        point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
     """
 
     state: StateStore
@@ -55,6 +65,10 @@ class Context:
     usage: Usage | None = None
     warmups: Any = None
     run_in_thread: RunInThread
+    recent: Any = None
+    client: Any = None
+    reactor: Any = None
+    oauth_providers: Any = None
 
     # -- the running daemon ---------------------------------------------------------------
 
