@@ -17,7 +17,8 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{QuotaGroups} (C{quota}): C{/quota-groups*}
   - L{Settings} (C{settings}): C{/config}, C{/config.yaml} and the scalar settings
   - L{Lists} (C{lists}): C{/api-keys} and the provider lists
-  - L{AuthFiles} (C{authfiles}): C{/auth-files*}
+  - L{AuthFiles} (C{authfiles}): C{/auth-files*}, C{/model-definitions/<channel>}
+  - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
 404 and 405) works as for one app. Scalar and list settings share the route
@@ -52,6 +53,7 @@ from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
 from cliproxyd.management.lists import Lists
+from cliproxyd.management.logins import OAuthLogins
 from cliproxyd.management.quota import QuotaGroups
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
@@ -59,7 +61,7 @@ from cliproxyd.management.usage import Usage
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
-RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles)
+RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins)
 
 
 class ManagementAPI:
