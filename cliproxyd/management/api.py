@@ -18,6 +18,7 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{Settings} (C{settings}): C{/config}, C{/config.yaml} and the scalar settings
   - L{Lists} (C{lists}): C{/api-keys} and the provider lists
   - L{AuthFiles} (C{authfiles}): C{/auth-files*}, C{/model-definitions/<channel>}
+  - L{ApiCall} (C{apicall}): C{/api-call}
   - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
@@ -49,6 +50,7 @@ from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import RemoteManagement
 from cliproxyd.credentials.authdir import InvalidName
 from cliproxyd.management.access import ManagementAccess, Refused
+from cliproxyd.management.apicall import ApiCall
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
@@ -61,7 +63,8 @@ from cliproxyd.management.usage import Usage
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
-RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins)
+RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins,
+                                          ApiCall)
 
 
 class ManagementAPI:
