@@ -266,7 +266,8 @@ class AuthFiles(Resource):
         claims = id_token_claims(account)
         if claims:
             entry["id_token"] = claims
-            entry.setdefault("plan_type", claims.get("plan_type"))
+            if "plan_type" in claims:
+                entry["plan_type"] = claims["plan_type"]
         return entry
 
     @route("/auth-files/models", "GET")
