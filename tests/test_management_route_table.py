@@ -27,6 +27,9 @@ PATHS = (
     "/disable-cooling", "/max-body-mb", "/routing/strategy", "/routing/session-affinity", "/proxy-url",
     "/api-keys", "/openai-compatibility", "/claude-api-key", "/gemini-api-key", "/codex-api-key",
     "/auth-files", "/auth-files/download", "/auth-files/status", "/auth-files/fields",
+    "/auth-files/models", "/model-definitions/<channel>", "/api-call",
+    "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
+    "/kimi-auth-url", "/xai-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
     # no routes
     "/", "/nope", "/Status", "/status/", "/status/x", "//status", "/routing", "/routing/nope",
     "/quota-groups/", "/quota-groups/nope", "/config.yaml/x", "/credentials/reset/x", "/api-keys/0",
@@ -215,7 +218,7 @@ HEAD    /auth-files                  | 404 | 401 | 200
 POST    /auth-files                  | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 PUT     /auth-files                  | 404 not found | 401 missing management key | 404 not found
 PATCH   /auth-files                  | 404 not found | 401 missing management key | 404 not found
-DELETE  /auth-files                  | 404 not found | 401 missing management key | 400 give ?name=x.json (repeatable) or ?all=true
+DELETE  /auth-files                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
 OPTIONS /auth-files                  | 405 error | 405 error | 405 error
 GET     /auth-files/download         | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 HEAD    /auth-files/download         | 404 | 401 | 400
@@ -238,6 +241,90 @@ PUT     /auth-files/fields           | 404 not found | 401 missing management ke
 PATCH   /auth-files/fields           | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /auth-files/fields           | 404 not found | 401 missing management key | 404 not found
 OPTIONS /auth-files/fields           | 405 error | 405 error | 405 error
+GET     /auth-files/models           | 404 not found | 401 missing management key | 400 name is required (?name=x.json)
+HEAD    /auth-files/models           | 404 | 401 | 400
+POST    /auth-files/models           | 405 error | 405 error | 405 error
+PUT     /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+PATCH   /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+DELETE  /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+OPTIONS /auth-files/models           | 405 error | 405 error | 405 error
+GET     /model-definitions/<channel> | 404 not found | 401 missing management key | 400 unknown channel: one of claude, codex, gemini-cli, antigravity, gemini
+HEAD    /model-definitions/<channel> | 404 | 401 | 400
+POST    /model-definitions/<channel> | 405 error | 405 error | 405 error
+PUT     /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+PATCH   /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+DELETE  /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+OPTIONS /model-definitions/<channel> | 405 error | 405 error | 405 error
+GET     /api-call                    | 404 not found | 401 missing management key | 404 not found
+HEAD    /api-call                    | 404 | 401 | 404
+POST    /api-call                    | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /api-call                    | 404 not found | 401 missing management key | 404 not found
+PATCH   /api-call                    | 404 not found | 401 missing management key | 404 not found
+DELETE  /api-call                    | 404 not found | 401 missing management key | 404 not found
+OPTIONS /api-call                    | 405 error | 405 error | 405 error
+GET     /anthropic-auth-url          | 404 not found | 401 missing management key | 200
+HEAD    /anthropic-auth-url          | 404 | 401 | 200
+POST    /anthropic-auth-url          | 405 error | 405 error | 405 error
+PUT     /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+PATCH   /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+DELETE  /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+OPTIONS /anthropic-auth-url          | 405 error | 405 error | 405 error
+GET     /codex-auth-url              | 404 not found | 401 missing management key | 200
+HEAD    /codex-auth-url              | 404 | 401 | 200
+POST    /codex-auth-url              | 405 error | 405 error | 405 error
+PUT     /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+PATCH   /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+DELETE  /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+OPTIONS /codex-auth-url              | 405 error | 405 error | 405 error
+GET     /gemini-cli-auth-url         | 404 not found | 401 missing management key | 200
+HEAD    /gemini-cli-auth-url         | 404 | 401 | 200
+POST    /gemini-cli-auth-url         | 405 error | 405 error | 405 error
+PUT     /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+PATCH   /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+DELETE  /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+OPTIONS /gemini-cli-auth-url         | 405 error | 405 error | 405 error
+GET     /antigravity-auth-url        | 404 not found | 401 missing management key | 200
+HEAD    /antigravity-auth-url        | 404 | 401 | 200
+POST    /antigravity-auth-url        | 405 error | 405 error | 405 error
+PUT     /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+PATCH   /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+DELETE  /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+OPTIONS /antigravity-auth-url        | 405 error | 405 error | 405 error
+GET     /kimi-auth-url               | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+HEAD    /kimi-auth-url               | 404 | 401 | 400
+POST    /kimi-auth-url               | 405 error | 405 error | 405 error
+PUT     /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+PATCH   /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+DELETE  /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+OPTIONS /kimi-auth-url               | 405 error | 405 error | 405 error
+GET     /xai-auth-url                | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+HEAD    /xai-auth-url                | 404 | 401 | 400
+POST    /xai-auth-url                | 405 error | 405 error | 405 error
+PUT     /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+PATCH   /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+DELETE  /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+OPTIONS /xai-auth-url                | 405 error | 405 error | 405 error
+GET     /get-auth-status             | 404 not found | 401 missing management key | 200
+HEAD    /get-auth-status             | 404 | 401 | 200
+POST    /get-auth-status             | 405 error | 405 error | 405 error
+PUT     /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+PATCH   /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+DELETE  /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+OPTIONS /get-auth-status             | 405 error | 405 error | 405 error
+GET     /oauth-callback              | 404 not found | 401 missing management key | 400 state is required
+HEAD    /oauth-callback              | 404 | 401 | 400
+POST    /oauth-callback              | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+PATCH   /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+DELETE  /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+OPTIONS /oauth-callback              | 405 error | 405 error | 405 error
+GET     /oauth-session               | 404 not found | 401 missing management key | 404 not found
+HEAD    /oauth-session               | 404 | 401 | 404
+POST    /oauth-session               | 405 error | 405 error | 405 error
+PUT     /oauth-session               | 404 not found | 401 missing management key | 404 not found
+PATCH   /oauth-session               | 404 not found | 401 missing management key | 404 not found
+DELETE  /oauth-session               | 404 not found | 401 missing management key | 404 no pending login with that state
+OPTIONS /oauth-session               | 405 error | 405 error | 405 error
 GET     /                            | 404 not found | 404 not found | 404 not found
 HEAD    /                            | 404 | 404 | 404
 POST    /                            | 404 not found | 404 not found | 404 not found
