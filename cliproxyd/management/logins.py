@@ -117,6 +117,11 @@ class _Callback(WebResource):
         return _page("Logged in", "cliproxyd has the answer and is finishing the login. You can close this tab.")
 
 
+def _panel_name(request: IRequest) -> str:
+    """The provider of a C{/<provider>-auth-url} request, as the panel names it."""
+    return request.path.decode("ascii", "replace").rsplit("/", 1)[-1].removesuffix("-auth-url")
+
+
 def _page(title: str, text: str) -> bytes:
     import html
 
@@ -153,31 +158,18 @@ class OAuthLogins(Resource):
     # -- starting -------------------------------------------------------------------------
 
     @route("/anthropic-auth-url", "GET")
-    async def anthropic(self, request: IRequest) -> bytes:
-        """Start a Claude login."""
-        return await self._start(request, "anthropic")
-
     @route("/codex-auth-url", "GET")
-    async def codex(self, request: IRequest) -> bytes:
-        """Start a Codex login."""
-        return await self._start(request, "codex")
-
     @route("/gemini-cli-auth-url", "GET")
-    async def gemini_cli(self, request: IRequest) -> bytes:
-        """Start a Gemini CLI login (C{?project_id=} is written into the file)."""
-        return await self._start(request, "gemini-cli")
-
     @route("/antigravity-auth-url", "GET")
-    async def antigravity(self, request: IRequest) -> bytes:
-        """Start an Antigravity login."""
-        return await self._start(request, "antigravity")
+    async def start(self, request: IRequest) -> bytes:
+        """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes into its file) or Antigravity login."""
+        return await self._start(request, _panel_name(request))
 
     @route("/kimi-auth-url", "GET")
     @route("/xai-auth-url", "GET")
     async def elsewhere(self, request: IRequest) -> bytes:
         """Providers the panel offers that cliproxyd does not pool: a 400 that says so."""
-        name = request.path.decode("ascii", "replace").rsplit("/", 1)[-1].removesuffix("-auth-url")
-        raise Refused(400, f"cliproxyd has no {name} login: it logs in claude (anthropic), codex, gemini-cli "
+        raise Refused(400, f"cliproxyd has no {_panel_name(request)} login: it logs in claude (anthropic), codex, gemini-cli "
                            f"and antigravity accounts")
 
     async def _start(self, request: IRequest, panel_name: str) -> bytes:
