@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import IResource
@@ -53,6 +53,19 @@ from cliproxyd.state import MemoryStateStore
 from cliproxyd.state.persist import StatePersistence
 
 
+class WebLogins(Service):
+    """Ends the management API's web logins when the daemon stops: their callback ports and timers go."""
+
+    name = "web-logins"
+
+    def __init__(self, management: ManagementAPI) -> None:
+        self._management = management
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._management.close()
+
+
 @frozen
 class Daemon:
     """Every long-lived part, and the services to put in the tree, in start order."""
@@ -67,7 +80,7 @@ class Daemon:
     in_flight: InFlight
     management: ManagementAPI
     frontend: Frontend
-    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}
+    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}, C{web-logins}
     services: tuple[IService, ...]
 
     def resource(self) -> IResource:
@@ -140,6 +153,6 @@ def build_daemon(
     conducting.setName("conductor")
     for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
         job.setServiceParent(conducting)
-    services += [conducting, in_flight]
+    services += [conducting, in_flight, WebLogins(management)]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
                   frontend, tuple(services))

@@ -167,6 +167,45 @@ def test_a_login_can_be_cancelled_and_providers_cliproxyd_lacks_say_so(tmp_path)
     assert code == 400 and "no kimi login" in body["error"]
 
 
+def test_stopping_the_daemon_ends_waiting_logins_and_leaves_no_timer_or_port(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from cliproxyd.daemon import build_daemon
+    from tests.management_support import AUTH, CONFIG_TEXT, SECRET_HASH, Threads
+
+    reactor = MemoryReactorClock()
+    (tmp_path / "auth").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_TEXT.format(port=0, auth_dir=tmp_path / "auth", secret=SECRET_HASH, base=AUTH_BASE))
+    threads = Threads()
+    daemon = build_daemon(reactor, StubTreq(SimulatedAuthServer(PROVIDERS["codex"], reactor).resource()),
+                          config_path=str(config), poll=0, listener=reactor, run_in_thread=threads)
+    for service in daemon.services:
+        service.startService()
+    threads.drain()
+    stub = StubTreq(daemon.management.app.resource())
+
+    def get(path: str) -> dict:
+        got: list = []
+        stub.get(f"http://127.0.0.1{path}", headers=AUTH).addCallback(stub.content).addBoth(got.append)
+        for _ in range(100):
+            if got:
+                break
+            stub.flush()
+            threads.drain()
+        return json.loads(got[0])
+
+    state = get("/codex-auth-url")["state"]
+    [(port, _, _, interface)] = [s for s in reactor.tcpServers if s[0] == PROVIDERS["codex"].callback_port]
+    assert interface == "127.0.0.1"
+    for service in reversed(daemon.services):
+        service.stopService()
+    threads.drain()
+    assert reactor.getDelayedCalls() == []
+    assert get(f"/get-auth-status?state={state}") == \
+        {"status": "error", "error": "the daemon stopped before the login finished"}
+
+
 def test_a_login_needs_an_auth_dir(tmp_path):
     rig = LoginRig(tmp_path)
     text = rig.config.read_text().replace(f"auth-dir: {rig.auth_dir}\n", "")

@@ -51,7 +51,7 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     assert tree(service) == [
         "http-pool", ("state", ["state-flush"]), ("runtime", ["reload-poll"]),
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
-        "in-flight", "frontend"]
+        "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
@@ -160,7 +160,7 @@ def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
     assert tree(service) == [
         "http-pool", "demo-upstream", "runtime",
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
-        "in-flight", "frontend"]
+        "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing, not even the demo's upstream
     service.startService()
     servers = [(p, i) for p, _, _, i in reactor.tcpServers]

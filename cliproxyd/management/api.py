@@ -123,6 +123,13 @@ class ManagementAPI:
         self._settings = RemoteManagement()
         self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread)
 
+    def close(self) -> None:
+        """The daemon is stopping: let go of what the resources hold open (web logins' callback ports and timers)."""
+        for resource in self.resources:
+            close = getattr(resource, "close", None)
+            if close is not None:
+                close()
+
     @property
     def usage(self) -> Usage | None:
         """The usage counters C{/usage} shows."""

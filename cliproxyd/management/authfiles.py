@@ -297,6 +297,12 @@ class AuthFiles(Resource):
         return respond(request, {"channel": key, "models": [
             {"id": m, "object": "model", "type": key, "owned_by": owner} for m in models]})
 
+    @route("/vertex/import", "POST")
+    async def vertex(self, request: IRequest) -> bytes:
+        """The panel's Vertex service-account import: cliproxyd serves no Vertex credentials, and says so."""
+        raise Refused(400, "cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, "
+                           "or log a Gemini CLI or Antigravity account in")
+
     @route("/auth-files/download", "GET")
     async def download(self, request: IRequest) -> bytes:
         """The file C{?name=}, as an attachment."""

@@ -221,6 +221,14 @@ class OAuthLogins(Resource):
         if listening is not None:
             listening.stopListening()
 
+    def close(self) -> None:
+        """The daemon is stopping: every waiting login fails, its timer is cancelled and its port closed."""
+        for login in list(self._logins.values()):
+            if login.status == "wait":
+                self._fail(login, "the daemon stopped before the login finished")
+        for provider_type in list(self._ports):
+            self._ports.pop(provider_type).stopListening()
+
     # -- the state of a login -------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
