@@ -27,7 +27,7 @@ PATHS = (
     "/disable-cooling", "/max-body-mb", "/routing/strategy", "/routing/session-affinity", "/proxy-url",
     "/api-keys", "/openai-compatibility", "/claude-api-key", "/gemini-api-key", "/codex-api-key",
     "/auth-files", "/auth-files/download", "/auth-files/status", "/auth-files/fields",
-    "/auth-files/models", "/model-definitions/<channel>", "/api-call",
+    "/auth-files/models", "/model-definitions/<channel>", "/vertex/import", "/api-call",
     "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
     "/kimi-auth-url", "/xai-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
     # no routes
@@ -255,6 +255,13 @@ PUT     /model-definitions/<channel> | 404 not found | 401 missing management ke
 PATCH   /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
 DELETE  /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
 OPTIONS /model-definitions/<channel> | 405 error | 405 error | 405 error
+GET     /vertex/import               | 404 not found | 401 missing management key | 404 not found
+HEAD    /vertex/import               | 404 | 401 | 404
+POST    /vertex/import               | 404 not found | 401 missing management key | 400 cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, or log a Gemini CLI or Antigravity account in
+PUT     /vertex/import               | 404 not found | 401 missing management key | 404 not found
+PATCH   /vertex/import               | 404 not found | 401 missing management key | 404 not found
+DELETE  /vertex/import               | 404 not found | 401 missing management key | 404 not found
+OPTIONS /vertex/import               | 405 error | 405 error | 405 error
 GET     /api-call                    | 404 not found | 401 missing management key | 404 not found
 HEAD    /api-call                    | 404 | 401 | 404
 POST    /api-call                    | 404 not found | 401 missing management key | 400 the body is not valid JSON
