@@ -145,6 +145,8 @@ def test_a_call_must_name_an_oauth_credential(rig):
     assert rig.call("POST", "/api-call", {"authIndex": "x", "url": CLAUDE_USAGE_URL}) == \
         (400, {"error": "missing method"})
     assert rig.call("POST", "/api-call", {"authIndex": "x", "method": "GET"}) == (400, {"error": "missing url"})
+    code, body = rig.call("POST", "/api-call", {**call, "header": {"X-A": "1\r\nX-Injected: 2"}})
+    assert code == 400 and "no line breaks" in body["error"]
     code, body = rig.call("POST", "/api-call", {**call, "colour": 1})
     assert code == 400 and "unknown field 'colour'" in body["error"]
     assert rig.quota.requests == []

@@ -84,6 +84,9 @@ class ApiCall(Resource):
         if not isinstance(header, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                    for k, v in header.items()):
             raise Refused(400, "header must be an object of strings")
+        for k, v in header.items():
+            if not k.strip() or any(c in k + v for c in "\r\n\0") or any(c in k for c in " :"):
+                raise Refused(400, f"header {k!r}: a name without spaces or colons, and no line breaks")
         if not isinstance(body, str):
             raise Refused(400, "data must be a string")
         if data.get("proxy_url"):
