@@ -157,6 +157,14 @@ def test_status_without_a_state_is_ok_and_a_malformed_one_is_400(tmp_path):
         (200, {"status": "error", "error": "unknown or expired state"})
 
 
+def test_a_head_request_starts_no_login(tmp_path):
+    rig = LoginRig(tmp_path)
+    response = rig.response("HEAD", "/anthropic-auth-url", headers={"Authorization": "Bearer mgmt-secret-1"})
+    assert response.code == 200
+    logins = next(r for r in rig.api.resources if hasattr(r, "take"))
+    assert logins._logins == {}
+
+
 def test_a_login_can_be_cancelled_and_providers_cliproxyd_lacks_say_so(tmp_path):
     rig = LoginRig(tmp_path)
     started = rig.start()

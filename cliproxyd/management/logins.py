@@ -163,6 +163,8 @@ class OAuthLogins(Resource):
     @route("/antigravity-auth-url", "GET")
     async def start(self, request: IRequest) -> bytes:
         """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes into its file) or Antigravity login."""
+        if request.method == b"HEAD":
+            return respond(request, {"status": "ok"})  # a HEAD starts nothing
         return await self._start(request, _panel_name(request))
 
     @route("/kimi-auth-url", "GET")
