@@ -285,3 +285,23 @@ def test_the_models_of_a_file_and_of_a_channel(rig):
     assert code == 200 and body["channel"] == "gemini-cli"
     code, body = rig.call("GET", "/model-definitions/kimi")
     assert code == 400 and body["channel"] == "kimi" and "unknown channel" in body["error"]
+
+
+@pytest.mark.parametrize("kind, body, says", [
+    ("multipart/form-data", b"--x\r\n\r\n{}\r\n--x--\r\n", "invalid multipart form"),
+    ("multipart/form-data; boundary=zzz", b"garbage", "is the boundary right"),
+    ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n",
+     "no files uploaded"),
+])
+def test_a_form_the_daemon_cannot_read_is_a_400_that_says_why(kind, body, says):
+    """The daemon's site leaves forms to the route (Twisted's own parsing would answer a bare 400)."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from cliproxyd.management.access import Refused
+    from cliproxyd.management.authfiles import multipart_files
+
+    request = DummyRequest([b"auth-files"])
+    request.requestHeaders.setRawHeaders(b"content-type", [kind.encode()])
+    with pytest.raises(Refused) as refused:
+        multipart_files(request, body)
+    assert refused.value.status == 400 and says in refused.value.message
