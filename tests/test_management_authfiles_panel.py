@@ -20,7 +20,13 @@ from cliproxyd.credentials.index import auth_index
 from cliproxyd.credentials.providers import PROVIDERS
 from cliproxyd.management.recent import BUCKET_SECONDS, BUCKETS
 from cliproxyd.testing.authserver import SimulatedAuthServer, unsigned_jwt
-from tests.management_support import AUTH, CONFIG_TEXT, SECRET_HASH, ManagementRig, claude_file
+from tests.management_support import (
+    AUTH,
+    CONFIG_TEXT,
+    SECRET_HASH,
+    ManagementRig,
+    claude_file,
+)
 
 NOW = 1_800_000_000.0
 

@@ -127,7 +127,7 @@ def test_denied_consent_and_a_refused_code_are_errors_the_panel_shows(tmp_path):
     back = rig.consent(started["url"])
     rig.sim.fail_next(status=400, grant="authorization_code")
     assert rig.call("POST", "/oauth-callback", {"provider": "anthropic", "redirect_url": back})[0] == 200
-    code, body = rig.status(started["state"])
+    _, body = rig.status(started["state"])
     assert body["status"] == "error" and "token endpoint refused the code" in body["error"], body
     assert os.listdir(rig.auth_dir) == []
 
@@ -204,7 +204,7 @@ def test_stopping_the_daemon_ends_waiting_logins_and_leaves_no_timer_or_port(tmp
         return json.loads(got[0])
 
     state = get("/codex-auth-url")["state"]
-    [(port, _, _, interface)] = [s for s in reactor.tcpServers if s[0] == PROVIDERS["codex"].callback_port]
+    [(_, _, _, interface)] = [s for s in reactor.tcpServers if s[0] == PROVIDERS["codex"].callback_port]
     assert interface == "127.0.0.1"
     for service in reversed(daemon.services):
         service.stopService()
@@ -262,7 +262,9 @@ async def test_over_loopback_the_browser_comes_back_to_the_callback_port_by_itse
             await deferLater(reactor, 0.01)
         assert status["status"] == "ok", status
         assert os.path.exists(tmp_path / "auth" / status["file"])
-        with pytest.raises(Exception):  # the callback port is closed once the login has its answer
+        from twisted.internet.error import ConnectError
+
+        with pytest.raises(ConnectError):  # the callback port is closed once the login has its answer
             await treq.get(f"http://127.0.0.1:{callback_port}{provider.callback_path}", timeout=2)
     finally:
         await port.stopListening()

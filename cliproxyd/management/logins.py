@@ -99,7 +99,7 @@ class _Callback(WebResource):
 
     isLeaf = True
 
-    def __init__(self, logins: "OAuthLogins", provider_type: str) -> None:
+    def __init__(self, logins: OAuthLogins, provider_type: str) -> None:
         super().__init__()
         self._logins = logins
         self._type = provider_type

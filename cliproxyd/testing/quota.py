@@ -14,7 +14,8 @@ lower-cased.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
