@@ -283,7 +283,8 @@ def test_the_models_of_a_file_and_of_a_channel(rig):
     assert all(isinstance(m["id"], str) and isinstance(m["type"], str) and isinstance(m["owned_by"], str)
                for m in body["models"])
     assert "p/claude-sonnet-4-5" in {m["id"] for m in body["models"]}
-    assert rig.call("GET", "/auth-files/models?name=none.json") == (404, {"error": "no auth file 'none.json' is loaded"})
+    assert rig.call("GET", "/auth-files/models?name=none.json") == \
+        (404, {"error": "no auth file 'none.json' is loaded"})
     assert rig.call("GET", "/auth-files/models")[0] == 400
     code, body = rig.call("GET", "/model-definitions/codex")
     assert code == 200 and body["channel"] == "codex" and "gpt-5" in {m["id"] for m in body["models"]}

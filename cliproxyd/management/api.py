@@ -136,7 +136,7 @@ class ManagementAPI:
         return self.context.usage
 
     def _follow(self) -> None:
-        """Take the running generation's C{remote-management} if a reload changed it (bans and verified keys survive)."""
+        """The daemon is stopping: let go of what the resources hold open (web logins: ports, timers)."""
         gen = self.context.generation()
         settings = gen.config.remote_management if gen is not None else None
         if settings is None or settings is self._settings:

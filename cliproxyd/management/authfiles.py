@@ -116,7 +116,8 @@ def multipart_files(request: IRequest, raw: bytes) -> list[tuple[str, bytes]] | 
         raise Refused(400, "invalid multipart form: no parts (is the boundary right?)")
     files = []
     for part in message.iter_parts():
-        if part.get_content_disposition() != "form-data" or part.get_param("filename", header="content-disposition") is None:
+        disposition = part.get_content_disposition()
+        if disposition != "form-data" or part.get_param("filename", header="content-disposition") is None:
             continue  # a plain form field
         filename = part.get_filename() or ""
         files.append((filename.replace("\\", "/").rsplit("/", 1)[-1], part.get_payload(decode=True) or b""))

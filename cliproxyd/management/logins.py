@@ -162,7 +162,7 @@ class OAuthLogins(Resource):
     @route("/gemini-cli-auth-url", "GET")
     @route("/antigravity-auth-url", "GET")
     async def start(self, request: IRequest) -> bytes:
-        """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes into its file) or Antigravity login."""
+        """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes in its file) or Antigravity login."""
         if request.method == b"HEAD":
             return respond(request, {"status": "ok"})  # a HEAD starts nothing
         return await self._start(request, _panel_name(request))
@@ -171,8 +171,8 @@ class OAuthLogins(Resource):
     @route("/xai-auth-url", "GET")
     async def elsewhere(self, request: IRequest) -> bytes:
         """Providers the panel offers that cliproxyd does not pool: a 400 that says so."""
-        raise Refused(400, f"cliproxyd has no {_panel_name(request)} login: it logs in claude (anthropic), codex, gemini-cli "
-                           f"and antigravity accounts")
+        raise Refused(400, f"cliproxyd has no {_panel_name(request)} login: it logs in claude (anthropic), codex, "
+                           f"gemini-cli and antigravity accounts")
 
     async def _start(self, request: IRequest, panel_name: str) -> bytes:
         gen = self.context.generation()
