@@ -124,7 +124,7 @@ class ManagementAPI:
         self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread)
 
     def close(self) -> None:
-        """The daemon is stopping: let go of what the resources hold open (web logins' callback ports and timers)."""
+        """The daemon is stopping: let go of what the resources hold open (web logins: ports, timers)."""
         for resource in self.resources:
             close = getattr(resource, "close", None)
             if close is not None:
@@ -136,7 +136,7 @@ class ManagementAPI:
         return self.context.usage
 
     def _follow(self) -> None:
-        """The daemon is stopping: let go of what the resources hold open (web logins: ports, timers)."""
+        """Take the running generation's C{remote-management} if a reload changed it (bans and verified keys survive)."""
         gen = self.context.generation()
         settings = gen.config.remote_management if gen is not None else None
         if settings is None or settings is self._settings:
