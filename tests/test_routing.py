@@ -13,7 +13,7 @@ import pytest
 from cliproxyd.config import parse_config
 from cliproxyd.config.load import ConfigError
 from cliproxyd.credentials.authfiles import AuthFileError, credential_for, parse_account
-from tests.conftest import UPSTREAM, Harness, config_data
+from tests.conftest import Harness, config_data
 
 
 def weighted(*keys, strategy="weighted-round-robin", **provider):
@@ -134,6 +134,16 @@ def test_a_disabled_openai_compatibility_provider_is_neither_served_nor_listed()
     assert "only-there" not in listed and "o/only-there" not in listed and "gpt-4o-mini" in listed
     assert h.chat(model="only-there")[0] == 404
     assert h.chat(model="o/gpt-4o-mini")[0] == 404
+    for _ in range(3):
+        h.chat()
+    assert h.keys_seen() == ["a"] * 3
+
+
+def test_an_api_key_entry_is_switched_off_the_management_centers_way_by_excluding_every_model():
+    data = config_data(keys=("a",))
+    data["gemini-api-key"] = [{"api-key": "g", "excluded-models": ["*"],
+                               "models": [{"name": "gemini-x", "alias": "gpt-4o-mini"}]}]
+    h = Harness(data)
     for _ in range(3):
         h.chat()
     assert h.keys_seen() == ["a"] * 3
@@ -306,7 +316,3 @@ def test_quota_exceeded_switches_are_read_and_checked():
     assert not any("quota-exceeded" in w and "switch" in w for w in warnings)
     with pytest.raises(ConfigError, match="quota-exceeded.switch-project: must be true or false"):
         parse_config({"quota-exceeded": {"switch-project": "yes"}})
-
-
-def test_upstream_is_the_harness_base():
-    assert UPSTREAM.startswith("http://")

@@ -18,7 +18,7 @@ import re
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Iterable, Mapping
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from cliproxyd import jsontext
 from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
@@ -439,7 +439,27 @@ def oauth_credentials(accounts: dict[str, OAuthAccount], config: Config) -> tupl
     creds, problems = [], {}
     for name in sorted(accounts):
         try:
-            creds.append(credential_for(accounts[name], config))
+            cred = credential_for(accounts[name], config)
         except AuthFileError as e:
             problems[name] = str(e)
+            continue
+        creds.extend(project_credentials(cred) if config.quota_exceeded.switch_project else (cred,))
     return tuple(creds), problems
+
+
+def project_credentials(cred: Credential) -> tuple[Credential, ...]:
+    """
+    C{quota-exceeded.switch-project} for a Gemini CLI account whose
+    C{project_id} lists several projects (C{"p1,p2"}): one credential per
+    project, so a quota 429 on one project cools only that one and the
+    request moves on to the next project (and the other accounts). The
+    first keeps the account's id; the others are C{ID#PROJECT}. They share
+    the account and its tokens. Any other credential is returned as it is.
+    """
+    account = cred.account
+    if account is None or cred.kind != "gemini-cli":
+        return (cred,)
+    projects = list(dict.fromkeys(p.strip() for p in account.project_id.split(",") if p.strip()))
+    if len(projects) < 2:
+        return (cred,)
+    return tuple(evolve(cred, id=cred.id if i == 0 else f"{cred.id}#{p}", project=p) for i, p in enumerate(projects))

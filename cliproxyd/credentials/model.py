@@ -106,6 +106,8 @@ class Credential:
     weight: int = DEFAULT_WEIGHT
     #: request-scoped-errors: rules that decide stop-or-continue and cooling for some errors
     scoped_errors: ScopedErrors = field(default=NO_SCOPED_ERRORS, repr=False, eq=False)
+    #: the Google Cloud project a Gemini CLI account's requests name ("": the file's first)
+    project: str = ""
     account: OAuthAccount | None = field(default=None, repr=False, eq=False)
 
     @property
