@@ -316,3 +316,21 @@ def test_quota_exceeded_switches_are_read_and_checked():
     assert not any("quota-exceeded" in w and "switch" in w for w in warnings)
     with pytest.raises(ConfigError, match="quota-exceeded.switch-project: must be true or false"):
         parse_config({"quota-exceeded": {"switch-project": "yes"}})
+
+
+def test_the_weighted_scheduler_skips_tried_and_cooling_members_without_moving_their_turn():
+    from cliproxyd.conductor.scheduler import Scheduler
+    from cliproxyd.credentials import Credential, Route
+
+    route = Route("m", "m", ("m",))
+    creds = [Credential(id=i, provider="p", kind="k", api_key=i, base_url="u", routes=(route,), weight=w)
+             for i, w in (("a", 2), ("b", 1), ("z", 0))]
+    s = Scheduler(creds, "weighted-round-robin")
+    picks = [s.pick("m", set(), 0).cred.id for _ in range(6)]
+    assert picks == ["a", "b", "a", "a", "b", "a"]  # z (weight 0) never
+    assert s.pick("m", {"a"}, 0).cred.id == "b"  # a was next; a request that tried it gets b
+    assert s.pick("m", set(), 0).cred.id == "a"  # and a's turn is still there
+    s.set_blocked("a", "m", 10.0)
+    assert [s.pick("m", set(), 1).cred.id for _ in range(3)] == ["b"] * 3
+    assert s.pick("m", {"b"}, 1) is None
+    assert {s.pick("m", set(), 10).cred.id for _ in range(3)} == {"a", "b"}  # back after its cooldown

@@ -11,7 +11,7 @@ import json
 import pytest_twisted
 from cliproxyd.config import parse_config
 from tests.test_oauth_accounts import OAuthStack
-from tests.test_reload import Live
+from tests.test_reload import live  # noqa: F401 (the fixture)
 
 GEMINI = {"gemini-c.json": {"type": "gemini", "project_id": "proj-c,proj-d",
                             "token": {"access_token": "ya29-gemini", "refresh_token": "r"},
@@ -51,15 +51,6 @@ def provider(live, **over):
              "api-key-entries": [{"api-key": "k1"}, {"api-key": "k2"}], "models": [{"name": "m"}]}
     entry.update(over)
     return entry
-
-
-@pytest_twisted.async_yield_fixture
-async def live(tmp_path):
-    from twisted.internet import reactor
-
-    s = Live(reactor, tmp_path, {})
-    yield s
-    await s.close()
 
 
 @pytest_twisted.ensureDeferred

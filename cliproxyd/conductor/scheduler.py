@@ -157,21 +157,22 @@ class _WeightedTier(_Tier):
         self.queued.add(rank)
 
     def pick(self, tried: set[str] | frozenset[str], round_robin: bool) -> int | None:
-        queue, until, members = self.queue, self.until, self.members
+        queue, until, members, picks = self.queue, self.until, self.members, self.picks
         skipped = []
         found = None
         while queue:
-            key, rank = heapq.heappop(queue)
+            key, rank = queue[0]
             if rank in until:
+                heapq.heappop(queue)
                 self.queued.discard(rank)  # blocked: it comes back through rejoined()
                 continue
-            if members[rank].id in tried:
-                skipped.append((key, rank))
+            if tried and members[rank].id in tried:
+                skipped.append(heapq.heappop(queue))
                 continue
             found = rank
             self.now = key
-            self.picks[rank] += 1
-            heapq.heappush(queue, (self._key(rank), rank))
+            k = picks[rank] = picks[rank] + 1
+            heapq.heapreplace(queue, ((2 * k + 1) / (2 * self.weights[rank]), rank))
             break
         for entry in skipped:
             heapq.heappush(queue, entry)
