@@ -1,336 +1,264 @@
-"""
-Routing keys of CLIProxyAPI's config.example.yaml, through the in-memory
-path on a Clock: weighted-round-robin and weight, disabled, the transient
-cooldown, per-entry disable-cooling and request-retry, request-scoped-errors.
-"""
-
-from __future__ import annotations
+"""Round-robin, fill-first and failover before the first byte, in memory."""
 
 import json
 
 import pytest
+from twisted.logger import capturedLogs
 
-from cliproxyd.config import parse_config
-from cliproxyd.config.load import ConfigError
-from cliproxyd.credentials.authfiles import AuthFileError, credential_for, parse_account
-from tests.conftest import Harness, config_data
+from tests.conftest import Harness, config_data, sse_payloads
 
 
-def weighted(*keys, strategy="weighted-round-robin", **provider):
-    """One openai-compatibility provider whose entries are (key, weight) pairs, under C{strategy}."""
-    data = config_data(keys=(), routing={"strategy": strategy})
-    data["openai-compatibility"][0]["api-key-entries"] = [
-        {"api-key": k, "weight": w} if w is not None else {"api-key": k} for k, w in keys]
-    data["openai-compatibility"][0].update(provider)
-    return data
+def test_round_robin_alternates_between_keys(harness):
+    for _ in range(4):
+        assert harness.chat()[0] == 200
+    assert harness.keys_seen() == ["sk-up-1", "sk-up-2", "sk-up-1", "sk-up-2"]
 
 
-def counts(keys):
-    out: dict[str, int] = {}
-    for k in keys:
-        out[k] = out.get(k, 0) + 1
-    return out
+def test_fill_first_always_starts_with_the_first_key():
+    h = Harness(config_data(routing={"strategy": "fill-first"}))
+    for _ in range(3):
+        h.chat()
+    assert h.keys_seen() == ["sk-up-1"] * 3
 
 
-# -- weighted-round-robin ----------------------------------------------------------
+def test_fill_first_moves_on_when_the_first_key_fails():
+    h = Harness(config_data(routing={"strategy": "ff"}))
+    h.upstream.script("sk-up-1", "status:503")
+    assert h.chat()[0] == 200
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
 
 
-def test_weighted_round_robin_gives_each_key_its_weights_share_spread_out():
-    h = Harness(weighted(("a", 3), ("b", 1)))
-    for _ in range(8):
-        assert h.chat()[0] == 200
+def test_higher_priority_provider_is_used_first_and_lower_is_the_fallback():
+    data = config_data(keys=("sk-low",))
+    high = dict(data["openai-compatibility"][0], name="high", priority=10,
+                **{"api-key-entries": [{"api-key": "sk-high"}]})
+    data["openai-compatibility"].append(high)
+    h = Harness(data)
+    for _ in range(3):
+        h.chat()
+    assert h.keys_seen() == ["sk-high"] * 3
+    h.upstream.script("sk-high", "status:500")
+    assert h.chat()[0] == 200
+    assert h.keys_seen()[-2:] == ["sk-high", "sk-low"]
+
+
+def test_each_failure_status_moves_to_the_next_key():
+    for status in (429, 500, 502, 503, 504, 401, 403, 408):
+        h = Harness()
+        h.upstream.script("sk-up-1", f"status:{status}")
+        code, _, body = h.chat()
+        assert code == 200, status
+        assert json.loads(body)["choices"][0]["message"]["content"].endswith("(key ...k-up-2).")
+        assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+
+
+def test_stream_failures_before_the_first_payload_move_on():
+    for behaviour in ("status:429", "cut:0", "error-event"):
+        h = Harness()
+        h.upstream.script("sk-up-1", behaviour)
+        code, _, body = h.chat(stream=True)
+        assert code == 200, behaviour
+        assert sse_payloads(body)[-1] == "[DONE]"
+        assert h.keys_seen() == ["sk-up-1", "sk-up-2"], behaviour
+
+
+@pytest.mark.parametrize("timeouts, limit", [({"response-seconds": 30}, 30), ({}, 540)])  # by default, 9 min
+def test_timeout_before_the_response_moves_on(timeouts, limit):
+    h = Harness(config_data(timeouts=timeouts))
+    h.upstream.script("sk-up-1", "hang")
+    code, _, _ = h.chat(advance=5)
+    assert code == 200
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+    assert limit <= h.clock.seconds() < limit + 10
+
+
+def test_response_seconds_zero_waits_for_a_hanging_key_without_limit():
+    h = Harness(config_data(timeouts={"response-seconds": 0}))
+    h.upstream.script("sk-up-1", "hang")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}).encode()
+    answers = []
+    h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body).addBoth(answers.append)
+    for _ in range(48):
+        h.clock.advance(3600)
+        h.flush()
+    assert answers == [] and h.keys_seen() == ["sk-up-1"]
+
+
+def test_a_key_that_hangs_is_cooled_so_the_next_requests_do_not_wait_for_it():
+    h = Harness(config_data(timeouts={"response-seconds": 30}))
+    h.upstream.script("sk-up-1", "hang")
+    assert h.chat(advance=5)[0] == 200
+    state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
+    assert (state.reason, state.next_retry_at) == ("timeout", 30 + 60)
+    started = h.clock.seconds()
+    for _ in range(3):  # round-robin would put the hanging key first on one of these
+        assert h.chat(advance=5)[0] == 200
+    assert h.clock.seconds() == started, "no request waited for the hanging key"
+    assert h.keys_seen() == ["sk-up-1"] + ["sk-up-2"] * 4
+
+
+def test_a_stream_silent_before_its_first_payload_cools_its_key():
+    h = Harness(config_data(timeouts={"stream-idle-seconds": 20}))
+    h.upstream.script("sk-up-1", "stall:0")
+    assert h.chat(stream=True, advance=5)[0] == 200
+    state = h.state.model_state(h.creds[0].id, "gpt-4o-mini")
+    assert state.reason == "timeout" and state.blocked(h.clock.seconds())
+
+
+def test_stream_that_stays_silent_before_its_first_payload_moves_on():
+    h = Harness(config_data(timeouts={"stream-idle-seconds": 20}))
+    h.upstream.script("sk-up-1", "stall:0")
+    code, _, body = h.chat(stream=True, advance=5)
+    assert code == 200
+    assert sse_payloads(body)[-1] == "[DONE]"
+    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]
+    assert 20 <= h.clock.seconds() < 30
+
+
+def test_when_every_key_fails_the_client_gets_the_last_error_with_retry_after(harness):
+    harness.upstream.script("sk-up-1", "status:500")
+    harness.upstream.script("sk-up-2", "status:429:7")
+    code, headers, body = harness.chat()
+    assert code == 429
+    assert headers.getRawHeaders(b"retry-after") == [b"7"]
+    assert json.loads(body)["error"]["message"] == "simulated failure 429"
+    assert harness.keys_seen() == ["sk-up-1", "sk-up-2"]
+
+
+def test_upstream_auth_failure_is_not_reported_as_the_clients_401(harness):
+    harness.upstream.script("sk-up-1", "status:401")
+    harness.upstream.script("sk-up-2", "status:401")
+    code, _, body = harness.chat()
+    assert code == 502
+    assert json.loads(body)["error"]["code"] == "upstream_auth_failed"
+
+
+def test_timeouts_everywhere_give_a_504():
+    h = Harness(config_data(timeouts={"response-seconds": 10}))
+    h.upstream.script("sk-up-1", "hang")
+    h.upstream.script("sk-up-2", "hang")
+    code, _, body = h.chat(advance=5)
+    assert code == 504
+    assert json.loads(body)["error"]["code"] == "upstream_timeout"
+
+
+def test_an_invalid_request_is_not_retried_on_other_keys(harness):
+    harness.upstream.script("sk-up-1", "status:422")
+    code, _, _ = harness.chat()
+    assert code == 422
+    assert harness.keys_seen() == ["sk-up-1"]
+
+
+def test_max_retry_credentials_caps_distinct_keys_per_request():
+    h = Harness(config_data(keys=("k1", "k2", "k3"), **{"max-retry-credentials": 2}))
+    for key in ("k1", "k2", "k3"):
+        h.upstream.script(key, "status:503")
+    code, _, _ = h.chat()
+    assert code == 503
     seen = h.keys_seen()
-    assert counts(seen) == {"a": 6, "b": 2}
-    # Smooth: b's picks are apart, not at the end of a run of a's.
-    assert seen[:4].count("b") == 1 and seen[4:].count("b") == 1
+    assert len(seen) == 2 and len(set(seen)) == 2  # two distinct keys, the third never asked
 
 
-def test_an_omitted_weight_is_one_and_equal_weights_are_plain_round_robin():
-    h = Harness(weighted(("a", None), ("b", 1), ("c", None)))
-    for _ in range(6):
-        h.chat()
-    assert h.keys_seen() == ["a", "b", "c", "a", "b", "c"]
+def test_a_key_echoed_in_an_upstream_error_never_reaches_logs_or_client():
+    h = Harness(config_data(keys=("sk-secret-one", "sk-secret-two")))
+    h.upstream.known_keys = frozenset()  # every key is refused, and echoed back
+    original = h.upstream._error
+
+    def echoing(request, fmt, status, message, kind, code=None):
+        key = request.getHeader(b"authorization").decode()[7:]
+        return original(request, fmt, status, f"{message}: {key}", kind, code)
+
+    h.upstream._error = echoing
+    with capturedLogs() as events:
+        code, _, body = h.chat()
+    assert code == 502
+    assert b"sk-secret" not in body
+    assert events, "the failover was logged"
+    for event in events:
+        assert "sk-secret" not in repr(event)
+    warnings = [e for e in events if e.get("key")]
+    assert {e["key"] for e in warnings} == {c.fingerprint for c in h.creds}
 
 
-def test_weight_zero_excludes_a_key_under_weighted_round_robin_only():
-    h = Harness(weighted(("a", 0), ("b", 2)))
-    for _ in range(4):
-        h.chat()
-    assert h.keys_seen() == ["b"] * 4
-    rr = Harness(weighted(("a", 0), ("b", 2), strategy="round-robin"))
-    for _ in range(4):
-        rr.chat()
-    assert counts(rr.keys_seen()) == {"a": 2, "b": 2}
+def test_failover_is_logged_with_structured_fields(harness):
+    harness.upstream.script("sk-up-1", "status:503")
+    with capturedLogs() as events:
+        harness.chat()
+    [event] = [e for e in events if e.get("status") == 503]
+    assert event["provider"] == "sim"
+    assert (event["model"], event["upstream"]) == ("gpt-4o-mini", "sim-small")
+    assert event["decision"] == "next credential"
+    assert event["cred"].startswith("openai-compatibility:sim:")
+    assert event["key"].startswith("fp:")
 
 
-def test_weights_apply_within_the_highest_priority_tier_across_providers():
-    data = weighted(("a", 1))
-    other = dict(data["openai-compatibility"][0], name="other",
-                 **{"api-key-entries": [{"api-key": "b", "weight": 3}]})
-    low = dict(data["openai-compatibility"][0], name="low", priority=-1,
-               **{"api-key-entries": [{"api-key": "z", "weight": 100}]})
-    data["openai-compatibility"] += [other, low]
-    h = Harness(data)
-    for _ in range(8):
-        h.chat()
-    assert counts(h.keys_seen()) == {"a": 2, "b": 6}  # z's tier is lower: unused while these are ready
-    h.upstream.script("a", "status:503")
-    h.upstream.script("b", "status:503")
-    h.upstream.seen.clear()
-    assert h.chat()[0] == 200
-    assert h.keys_seen()[-1] == "z"
+def test_attempts_are_counted_per_credential(harness):
+    harness.upstream.script("sk-up-1", "status:503")
+    harness.chat()
+    first, second = harness.creds
+    assert harness.state.stats(first.id).failures == 1
+    assert harness.state.stats(first.id).last_status == 503
+    assert harness.state.stats(second.id).successes == 1
 
 
-def test_a_key_back_from_a_cooldown_takes_its_share_from_then_on_not_a_burst():
-    h = Harness(weighted(("a", 1), ("b", 1)))
-    h.upstream.script("a", "status:503", "ok")
-    h.chat()  # a fails (cools 60 s), b answers
-    for _ in range(20):
-        h.chat()
+def test_a_cancelled_request_tries_no_other_key():
+    """A client that goes away while the first key hangs must not cost a second upstream request."""
+    from twisted.internet.defer import CancelledError, Deferred
+
+    from tests.conftest import decode_request
+
+    for stream in (False, True):
+        h = Harness()
+        h.upstream.script("sk-up-1", "hang" if not stream else "stall:0")
+        req = decode_request(json.dumps(
+            {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "x"}]}
+        ).encode())
+        d = Deferred.fromCoroutine(h.conductor.execute(req))
+        h.flush()
+        assert not d.called
+        d.cancel()
+        h.flush()
+        failures = []
+        d.addErrback(failures.append)
+        assert failures and failures[0].check(CancelledError), stream
+        assert h.keys_seen() == ["sk-up-1"], stream
+        assert h.upstream.seen[0].disconnected, stream
+        assert h.clock.getDelayedCalls() == [], stream
+        # The client left: nothing is held against the key, no timeout, no cooldown.
+        cred = h.creds[0]
+        assert h.state.model_states(cred.id) == {}, stream
+        assert h.state.stats(cred.id).failures == 0, stream
+
+
+def test_a_client_that_leaves_while_its_key_hangs_does_not_cool_the_key():
+    """Through the frontend: the client's connection goes before response-seconds is up."""
+    h = Harness(config_data(timeouts={"response-seconds": 30}))
+    h.upstream.script("sk-up-1", "hang")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}).encode()
+    d = h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body)
+    given_up = []
+    d.addErrback(given_up.append)
+    h.flush()
+    h.clock.advance(10)
+    d.cancel()  # the client gives up and closes its connection
+    h.flush()
     h.clock.advance(60)
-    h.upstream.seen.clear()
-    for _ in range(6):
-        h.chat()
-    assert counts(h.keys_seen()) == {"a": 3, "b": 3}
+    h.flush()
+    assert given_up and h.upstream.seen[0].disconnected
+    assert h.keys_seen() == ["sk-up-1"]
+    assert h.state.model_states(h.creds[0].id) == {}
+    assert h.state.stats(h.creds[0].id).failures == 0
 
 
-def test_weight_is_validated_at_load_naming_its_path():
-    with pytest.raises(ConfigError, match=r"openai-compatibility\[0\].api-key-entries\[0\].weight: must be at most"):
-        parse_config(weighted(("a", 1_000_001)))
-    with pytest.raises(ConfigError, match=r"gemini-api-key\[0\].weight: must be an integer"):
-        parse_config({"gemini-api-key": [{"api-key": "k", "weight": "heavy"}]})
-    config, warnings = parse_config({"claude-api-key": [{"api-key": "k", "weight": -4}],
-                                     "routing": {"strategy": "wrr"}})
-    assert config.claude_api_key[0].weight == 0 and config.routing.strategy == "weighted-round-robin"
-    assert warnings == []
-
-
-def account(tmp_path, **fields):
-    raw = json.dumps({"type": "claude", "access_token": "t", "refresh_token": "r", **fields}).encode()
-    return parse_account(str(tmp_path / "a.json"), raw)
-
-
-def test_an_auth_files_weight_and_its_checks(tmp_path):
-    config, _ = parse_config({})
-    assert credential_for(account(tmp_path), config).weight == 1
-    assert credential_for(account(tmp_path, weight=7), config).weight == 7
-    assert credential_for(account(tmp_path, weight="7"), config).weight == 7
-    assert credential_for(account(tmp_path, weight=0), config).weight == 0
-    for bad in (2.5, "x", 2_000_000, True):
-        with pytest.raises(AuthFileError, match="weight"):
-            credential_for(account(tmp_path, weight=bad), config)
-
-
-# -- disabled ----------------------------------------------------------------------
-
-
-def test_a_disabled_openai_compatibility_provider_is_neither_served_nor_listed():
-    data = config_data(keys=("a",))
-    other = dict(data["openai-compatibility"][0], name="other", disabled=True, prefix="o",
-                 **{"api-key-entries": [{"api-key": "b"}], "models": [{"name": "only-there"}]})
-    data["openai-compatibility"].append(other)
-    h = Harness(data)
-    listed = {m["id"] for m in json.loads(h.request("GET", "/v1/models")[2])["data"]}
-    assert "only-there" not in listed and "o/only-there" not in listed and "gpt-4o-mini" in listed
-    assert h.chat(model="only-there")[0] == 404
-    assert h.chat(model="o/gpt-4o-mini")[0] == 404
-    for _ in range(3):
-        h.chat()
-    assert h.keys_seen() == ["a"] * 3
-
-
-def test_an_api_key_entry_is_switched_off_the_management_centers_way_by_excluding_every_model():
-    data = config_data(keys=("a",))
-    data["gemini-api-key"] = [{"api-key": "g", "excluded-models": ["*"],
-                               "models": [{"name": "gemini-x", "alias": "gpt-4o-mini"}]}]
-    h = Harness(data)
-    for _ in range(3):
-        h.chat()
-    assert h.keys_seen() == ["a"] * 3
-
-
-def test_a_disabled_auth_file_is_not_served(tmp_path):
-    config, _ = parse_config({})
-    assert credential_for(account(tmp_path, disabled=True), config).disabled
-    assert not credential_for(account(tmp_path), config).disabled
-
-
-# -- transient-error-cooldown-seconds -------------------------------------------------
-
-
-@pytest.mark.parametrize("seconds, cooled_for", [(0, 60), (10, 10), (-1, 0)])
-def test_transient_error_cooldown_seconds(seconds, cooled_for):
-    h = Harness(config_data(**{"transient-error-cooldown-seconds": seconds}))
-    h.upstream.script("sk-up-1", "status:503", "ok")
-    h.chat()
-    if cooled_for:
-        h.clock.advance(cooled_for - 0.5)
-        h.upstream.seen.clear()
-        h.chat(), h.chat()
-        assert h.keys_seen() == ["sk-up-2", "sk-up-2"]
-        h.clock.advance(0.5)
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert sorted(h.keys_seen()) == ["sk-up-1", "sk-up-2"]
-
-
-def test_transient_error_cooldown_seconds_must_be_an_integer():
-    with pytest.raises(ConfigError, match="transient-error-cooldown-seconds: must be an integer"):
-        parse_config({"transient-error-cooldown-seconds": "1m"})
-
-
-# -- disable-cooling and request-retry per entry -----------------------------------
-
-
-def test_an_entrys_disable_cooling_overrides_the_global_value():
-    h = Harness(config_data(**{"disable-cooling": True}))
-    h.upstream.script("sk-up-1", "status:503", "ok")
-    h.chat()
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert sorted(h.keys_seen()) == ["sk-up-1", "sk-up-2"]  # globally off: not cooled
-    data = config_data(**{"disable-cooling": True})
-    data["openai-compatibility"][0]["disable-cooling"] = False
-    h = Harness(data)
-    h.upstream.script("sk-up-1", "status:503", "ok")
-    h.chat()
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert h.keys_seen() == ["sk-up-2", "sk-up-2"]  # the provider's false turns cooling back on
-
-
-def test_every_api_key_list_takes_disable_cooling_and_request_retry():
-    for kind in ("gemini-api-key", "claude-api-key", "codex-api-key"):
-        config, warnings = parse_config({kind: [{"api-key": "k", "disable-cooling": True, "request-retry": 2},
-                                                {"api-key": "j", "request-retry": -1}]})
-        entries = getattr(config, kind.replace("-", "_"))
-        assert (entries[0].disable_cooling, entries[0].request_retry) == (True, 2)
-        assert (entries[1].disable_cooling, entries[1].request_retry) == (None, None)  # inherit
-        assert warnings == []
-
-
-def test_a_providers_request_retry_runs_rounds_for_its_keys():
-    data = config_data(keys=("only",), **{"max-retry-interval": 30})
-    data["openai-compatibility"][0]["request-retry"] = 1
-    h = Harness(data)
-    h.upstream.script("only", "status:429:5", "ok")
-    code, _, _ = h.chat(advance=1)
-    assert code == 200 and h.keys_seen() == ["only", "only"]  # the second round after the 5 s cooldown
-
-
-# -- request-scoped-errors -----------------------------------------------------------
-
-
-def scoped(*rules, **top):
-    data = config_data(**top)
-    data["openai-compatibility"][0]["request-scoped-errors"] = list(rules)
-    return data
-
-
-def test_stop_answers_the_client_at_once_and_cools_nothing():
-    h = Harness(scoped({"status": 503, "match": ["simulated failure"], "action": "stop"}))
-    h.upstream.script("sk-up-1", "status:503", "ok")
-    code, _, body = h.chat()
-    assert code == 503 and h.keys_seen() == ["sk-up-1"]  # no other key tried
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert sorted(h.keys_seen()) == ["sk-up-1", "sk-up-2"]  # and sk-up-1 is not cooling
-
-
-def test_continue_moves_on_without_cooling_even_a_request_invalid_error():
-    h = Harness(scoped({"status": 422, "match-regexr": [r"simulated failure 4\d\d"], "action": "continue"}))
-    h.upstream.script("sk-up-1", "status:422", "ok")
-    assert h.chat()[0] == 200
-    assert h.keys_seen() == ["sk-up-1", "sk-up-2"]  # a 422 would have answered at once
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert sorted(h.keys_seen()) == ["sk-up-1", "sk-up-2"]
-
-
-def test_continue_and_cooldown_cools_what_the_table_would_not_even_under_disable_cooling():
-    h = Harness(scoped({"status": 409, "match": ["simulated"], "action": "continue-and-cooldown"},
-                       **{"disable-cooling": True}))
-    h.upstream.script("sk-up-1", "status:409", "ok")
-    assert h.chat()[0] == 200
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert h.keys_seen() == ["sk-up-2", "sk-up-2"]  # cooled for 60 s
-    h.clock.advance(60)
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert sorted(h.keys_seen()) == ["sk-up-1", "sk-up-2"]
-
-
-def test_stop_and_cooldown_answers_and_cools():
-    h = Harness(scoped({"status": 400, "match": ["nothing like it"], "action": "continue"},
-                       {"status": 400, "match": ["simulated failure 400"], "action": "stop-and-cooldown"}))
-    h.upstream.script("sk-up-1", "status:400", "ok")
-    assert h.chat()[0] == 400 and h.keys_seen() == ["sk-up-1"]
-    h.upstream.seen.clear()
-    h.chat(), h.chat()
-    assert h.keys_seen() == ["sk-up-2", "sk-up-2"]
-
-
-def test_a_rule_of_another_status_or_body_changes_nothing():
-    h = Harness(scoped({"status": 500, "match": ["simulated"], "action": "stop"},
-                       {"status": 503, "match": ["not in the body"], "action": "stop"}))
-    h.upstream.script("sk-up-1", "status:503", "ok")
-    assert h.chat()[0] == 200 and h.keys_seen() == ["sk-up-1", "sk-up-2"]  # the usual failover
-
-
-def test_request_scoped_errors_are_validated_at_load_naming_their_path():
-    bad = [
-        ({"match": ["x"], "action": "stop"}, r"request-scoped-errors\[0\].status: required"),
-        ({"status": 400, "action": "stop"}, r"request-scoped-errors\[0\].match: a rule needs"),
-        ({"status": 400, "match": ["x"], "action": "halt"}, r"request-scoped-errors\[0\].action: must be one of"),
-        ({"status": 400, "match-regexr": ["("], "action": "stop"},
-         r"request-scoped-errors\[0\].match-regexr\[0\]: not a valid regular expression"),
-        ({"status": 4000, "match": ["x"], "action": "stop"}, r"status: must be an HTTP status"),
-    ]
-    for rule, message in bad:
-        with pytest.raises(ConfigError, match=message):
-            parse_config({"codex-api-key": [{"api-key": "k", "request-scoped-errors": [rule]}]})
-
-
-def test_oauth_request_scoped_errors_apply_to_the_channels_accounts_unless_the_file_has_its_own(tmp_path):
-    config, _ = parse_config({"oauth-request-scoped-errors": {
-        "claude": [{"status": 400, "match": ["prompt is too long"], "action": "stop"}]}})
-    cred = credential_for(account(tmp_path), config)
-    assert cred.scoped_errors.action(400, "the prompt is too long") == "stop"
-    assert cred.scoped_errors.action(400, "something else") is None
-    own = credential_for(account(tmp_path, request_scoped_errors=[
-        {"status": 400, "match": ["prompt"], "action": "continue-and-cooldown"}]), config)
-    assert own.scoped_errors.action(400, "the prompt is too long") == "continue-and-cooldown"
-    with pytest.raises(AuthFileError, match=r"request_scoped_errors\[0\].action"):
-        credential_for(account(tmp_path, request_scoped_errors=[{"status": 400, "match": ["x"]}]), config)
-    with pytest.raises(ConfigError, match=r"oauth-request-scoped-errors.codex\[0\].status"):
-        parse_config({"oauth-request-scoped-errors": {"codex": [{"status": "400", "match": ["x"], "action": "stop"}]}})
-
-
-# -- quota-exceeded -----------------------------------------------------------------
-
-
-def test_quota_exceeded_switches_are_read_and_checked():
-    config, warnings = parse_config({"quota-exceeded": {"switch-project": True, "switch-preview-model": False}})
-    assert config.quota_exceeded.switch_project and not config.quota_exceeded.switch_preview_model
-    assert not any("quota-exceeded" in w and "switch" in w for w in warnings)
-    with pytest.raises(ConfigError, match="quota-exceeded.switch-project: must be true or false"):
-        parse_config({"quota-exceeded": {"switch-project": "yes"}})
-
-
-def test_the_weighted_scheduler_skips_tried_and_cooling_members_without_moving_their_turn():
-    from cliproxyd.conductor.scheduler import Scheduler
-    from cliproxyd.credentials import Credential, Route
-
-    route = Route("m", "m", ("m",))
-    creds = [Credential(id=i, provider="p", kind="k", api_key=i, base_url="u", routes=(route,), weight=w)
-             for i, w in (("a", 2), ("b", 1), ("z", 0))]
-    s = Scheduler(creds, "weighted-round-robin")
-    picks = [s.pick("m", set(), 0).cred.id for _ in range(6)]
-    assert picks == ["a", "b", "a", "a", "b", "a"]  # z (weight 0) never
-    assert s.pick("m", {"a"}, 0).cred.id == "b"  # a was next; a request that tried it gets b
-    assert s.pick("m", set(), 0).cred.id == "a"  # and a's turn is still there
-    s.set_blocked("a", "m", 10.0)
-    assert [s.pick("m", set(), 1).cred.id for _ in range(3)] == ["b"] * 3
-    assert s.pick("m", {"b"}, 1) is None
-    assert {s.pick("m", set(), 10).cred.id for _ in range(3)} == {"a", "b"}  # back after its cooldown
+def test_debug_logs_which_key_answered_and_is_quiet_otherwise():
+    for debug in (False, True):
+        h = Harness(config_data(debug=debug))
+        h.upstream.script("sk-up-1", "status:503")
+        with capturedLogs() as events:
+            h.chat()
+        answered = [e for e in events if e.get("decision") == "success"]
+        if debug:
+            [event] = answered
+            assert (event["status"], event["key"]) == (200, h.creds[1].fingerprint)
+        else:
+            assert answered == []
