@@ -120,7 +120,7 @@ def test_a_binding_expires_after_the_ttl_without_use_and_each_use_extends_it():
     chat_in(h, "t")  # t -> b
     for _ in range(3):
         h.clock.advance(599)
-        chat_in(h, "s")  # still a: each use keeps it ten more minutes
+        chat_in(h, "s")  # still a: each answer keeps it ten more minutes
     assert h.keys_seen() == ["a", "b", "a", "a", "a"]
     h.clock.advance(600)
     chat_in(h, "u")  # the cursor: a
@@ -178,10 +178,10 @@ def test_bindings_live_in_the_state_store_and_survive_a_restart_until_they_expir
     snapshot = h.state.snapshot(h.clock.seconds())
     restored = MemoryStateStore()
     assert restored.restore(snapshot, h.clock.seconds()) == []
-    assert restored.session("gpt-4o-mini|affinity:s", h.clock.seconds(), 3600) == h.creds[1].id
+    assert restored.session("gpt-4o-mini|affinity:s", h.clock.seconds()) == h.creds[1].id
     late = MemoryStateStore()
     late.restore(snapshot, h.clock.seconds() + 3601)
-    assert late.session("gpt-4o-mini|affinity:s", h.clock.seconds() + 3601, 3600) is None
+    assert late.session("gpt-4o-mini|affinity:s", h.clock.seconds() + 3601) is None
 
 
 def test_session_affinity_ttl_is_validated_at_load():
@@ -191,3 +191,29 @@ def test_session_affinity_ttl_is_validated_at_load():
     for bad in ("1 hour", "0s", -5, True):
         with pytest.raises(ConfigError, match="routing.session-affinity-ttl: must be"):
             parse_config({"routing": {"session-affinity-ttl": bad}})
+
+
+def test_a_session_whose_request_failed_everywhere_is_picked_afresh_next_time():
+    h = Harness(affinity())
+    chat_in(h, "s")  # s -> a
+    h.upstream.script("a", "status:500", "ok")
+    h.upstream.script("b", "status:500", "ok")
+    assert chat_in(h, "s")[0] == 500  # a, then b: both fail, and s is bound to neither
+    h.clock.advance(60)
+    chat_in(h, "t")  # the cursor: a
+    chat_in(h, "s")  # the usual pick: b (a kept binding would have sent it to a)
+    assert h.keys_seen() == ["a", "a", "b", "a", "b"]
+
+
+def test_a_request_refused_as_invalid_or_by_a_stop_rule_keeps_the_binding():
+    data = affinity(keys=("key-a", "key-b", "key-c"))  # keys scrubbed from bodies must not be words of them
+    data["openai-compatibility"][0]["request-scoped-errors"] = [
+        {"status": 409, "match": ["simulated"], "action": "stop"}]
+    h = Harness(data)
+    chat_in(h, "s")  # s -> a
+    h.upstream.script("key-a", "status:422", "status:409", "ok")
+    assert chat_in(h, "s")[0] == 422  # the request's own fault: answered at once
+    assert chat_in(h, "s")[0] == 409  # a stop rule
+    chat_in(h, "t")  # the cursor: b
+    chat_in(h, "s")  # still a (picked afresh it would be c)
+    assert h.keys_seen() == ["key-a", "key-a", "key-a", "key-b", "key-a"]

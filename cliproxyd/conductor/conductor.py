@@ -429,7 +429,7 @@ class Conductor:
         # available; a cooling or failed one is left for the usual pick (and
         # the session is bound to whichever answers).
         for key in sessions:
-            cred_id = self._state.session(key, now, self._session_ttl)
+            cred_id = self._state.session(key, now)
             if cred_id is not None:
                 pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
                 if pick is not None:

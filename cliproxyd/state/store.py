@@ -132,7 +132,7 @@ class StateStore(Protocol):
     def record(self, cred_id: str, model: str, now: float, status: int | None, error: str = "") -> None: ...
     def stats(self, cred_id: str) -> CredentialStats: ...
     def usage(self) -> dict[str, ModelUsage]: ...
-    def session(self, key: str, now: float, ttl: float) -> str | None: ...
+    def session(self, key: str, now: float) -> str | None: ...
     def bind_session(self, keys: tuple[str, ...], cred_id: str, until: float) -> None: ...
     def unbind_session(self, keys: tuple[str, ...], cred_id: str) -> None: ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
@@ -246,19 +246,14 @@ class MemoryStateStore:
 
     # -- session affinity -------------------------------------------------------
 
-    def session(self, key: str, now: float, ttl: float) -> str | None:
-        """
-        The credential session C{key} is bound to, or C{None}; a binding
-        found is kept C{ttl} more seconds (it expires C{ttl} after its last use).
-        """
+    def session(self, key: str, now: float) -> str | None:
+        """The credential session C{key} is bound to, or C{None} (an expired binding is dropped)."""
         entry = self._affinity.get(key)
         if entry is None:
             return None
         if entry[1] <= now:
             del self._affinity[key]
             return None
-        entry[1] = now + ttl
-        self._affinity.move_to_end(key)
         return entry[0]
 
     def bind_session(self, keys: tuple[str, ...], cred_id: str, until: float) -> None:
