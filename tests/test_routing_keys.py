@@ -332,3 +332,14 @@ def test_the_weighted_scheduler_skips_tried_and_cooling_members_without_moving_t
     assert [s.pick("m", set(), 1).cred.id for _ in range(3)] == ["b"] * 3
     assert s.pick("m", {"b"}, 1) is None
     assert {s.pick("m", set(), 10).cred.id for _ in range(3)} == {"a", "b"}  # back after its cooldown
+
+
+def test_the_attempts_log_line_names_the_rule_that_decided():
+    from twisted.logger import capturedLogs
+
+    h = Harness(scoped({"status": 503, "match": ["simulated"], "action": "continue"}))
+    h.upstream.script("sk-up-1", "status:503", "ok")
+    with capturedLogs() as events:
+        h.chat()
+    [failed] = [e for e in events if e.get("cred") == h.creds[0].id and e.get("status") == 503]
+    assert failed["scoped_rule"] == "continue" and failed["decision"] == "next credential"

@@ -553,6 +553,7 @@ class Conductor:
             why=f" ({error.message})" if error else "",
             cooldown_until=new.next_retry_at if new.blocked(now) else None,
             upstream=upstream,
+            scoped_rule=action,
             **_who(cred, state_key),
         )
 
