@@ -174,7 +174,7 @@ def test_a_bad_config_exits_with_one_line_naming_the_yaml_path(tmp_path):
     path.write_text("routing:\n  strategy: random\n")
     with pytest.raises(SystemExit) as info:
         makeService(options("--config", str(path)), reactor=MemoryReactorClock())
-    assert info.value.code == f"cliproxyd: {path}: routing.strategy: unknown strategy 'random'; use round-robin or fill-first"
+    assert info.value.code == f"cliproxyd: {path}: routing.strategy: unknown strategy 'random'; use round-robin, weighted-round-robin or fill-first"
 
 
 def test_no_api_keys_refuses_every_interface_but_loopback(tmp_path):
