@@ -21,7 +21,7 @@ demo upstream, the start-up hashing of the management key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import frozen
@@ -44,6 +44,8 @@ from cliproxyd.credentials.refresh import (
 )
 from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
+from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
+from cliproxyd.management.root import Root
 from cliproxyd.management.usage import Usage
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
@@ -66,12 +68,18 @@ class Daemon:
     in_flight: InFlight
     management: ManagementAPI
     frontend: Frontend
-    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}
+    #: C{state} (when there is a state file), C{runtime}, C{panel-update}, C{conductor}, C{in-flight}
     services: tuple[IService, ...]
+    #: C{/management.html}, and what keeps it current (None when it has nowhere to live)
+    panel: Panel
+    panel_updater: PanelUpdater | None
 
     def resource(self) -> IResource:
-        """The client routes, with the management API under C{/v0/management}."""
-        return self.frontend.resource()
+        """
+        The client routes, with the management API under C{/v0/management}
+        and the panel at C{/management.html}, behind CORS (L{Root}).
+        """
+        return Root(self.frontend.resource(), self.panel.app.resource())
 
 
 def build_daemon(
@@ -88,6 +96,8 @@ def build_daemon(
     refresh: RefreshFn | None = None,
     wrap_executor: Callable[[Executor], Executor] | None = None,
     require_client_keys: bool = False,
+    environ: Mapping[str, str] | None = None,
+    panel_api_base: str = DEFAULT_API_BASE,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -101,7 +111,12 @@ def build_daemon(
     @param wrap_executor: for tests, see L{Assembly}.
     @param require_client_keys: refuse configs without C{api-keys} (the
         listener is not loopback-only); see L{Runtime}.
+    @param environ: the environment variables that matter
+        (C{MANAGEMENT_PASSWORD}, C{MANAGEMENT_STATIC_PATH}, C{WRITABLE_PATH});
+        none by default (tap passes the process's).
+    @param panel_api_base: the releases API the panel is fetched from.
     """
+    environ = {} if environ is None else environ
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
@@ -117,7 +132,17 @@ def build_daemon(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
+        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(),
     )
+
+    def panel_settings() -> Any:
+        gen = source.current
+        return gen.config.remote_management if gen is not None else None
+
+    where = panel_path(config_path, environ)
+    updater = PanelUpdater(where, client, clock, panel_settings, run_in_thread=run_in_thread,
+                           api_base=panel_api_base) if where else None
+    panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
     frontend = Frontend(source, clock, management=management.app.resource())
 
     services: list[IService] = []
@@ -127,10 +152,13 @@ def build_daemon(
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
     services.append(runtime)
+    if updater is not None:
+        # After the runtime: it reads the running remote-management settings.
+        services.append(updater.service)
     conducting = ServiceTree()
     conducting.setName("conductor")
     for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
         job.setServiceParent(conducting)
     services += [conducting, in_flight]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
-                  frontend, tuple(services))
+                  frontend, tuple(services), panel, updater)

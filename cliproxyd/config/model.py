@@ -111,12 +111,34 @@ class RoutingConfig:
     session_affinity: bool = False
 
 
+#: CLIProxyAPI's default C{remote-management.panel-github-repository}.
+DEFAULT_PANEL_REPOSITORY = "https://github.com/router-for-me/Cli-Proxy-API-Management-Center"
+
+
+@frozen
+class LoggingConfig:
+    """The top-level logging keys, as CLIProxyAPI names them."""
+
+    to_file: bool = False  # logging-to-file: main.log in the log directory
+    #: logs-max-total-size-mb: the oldest log files go past this total (0 = no limit)
+    max_total_size_mb: int = 0
+    request_log: bool = False  # request-log: one file per request
+    #: error-logs-max-files: error-*.log files kept (0 = all)
+    error_logs_max_files: int = 10
+
+
 @frozen
 class RemoteManagement:
     """C{remote-management}: the management API is off unless C{secret-key} is set."""
 
     secret_key: str = ""  # secret-key
     allow_remote: bool = False  # allow-remote
+    #: disable-control-panel: no /management.html and no panel download
+    disable_control_panel: bool = False
+    #: disable-auto-update-panel: fetch the panel only while it is missing
+    disable_auto_update_panel: bool = False
+    #: panel-github-repository: where the panel's releases are looked up
+    panel_github_repository: str = DEFAULT_PANEL_REPOSITORY
 
 
 @frozen
@@ -172,6 +194,10 @@ class Config:
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
     timeouts: Timeouts = field(factory=Timeouts)
+    #: logging-to-file, logs-max-total-size-mb, request-log, error-logs-max-files
+    logging: LoggingConfig = field(factory=LoggingConfig)
+    #: usage-statistics-enabled: the usage counters are kept across restarts
+    usage_statistics_enabled: bool = False
 
     @property
     def state_path(self) -> str:

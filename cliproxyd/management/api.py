@@ -87,8 +87,11 @@ class ManagementAPI:
         usage: Usage | None = None,
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
+        management_password: str = "",
     ) -> None:
         """
+        @param management_password: C{MANAGEMENT_PASSWORD} from the
+            environment ("" when unset); see L{ManagementAccess}.
         @param runtime: the running generation (its C{current}, whose
             C{config.remote_management} says who may use this API) and
             reloads (its C{reload(reason)}): L{cliproxyd.runtime.Runtime}.
@@ -108,7 +111,8 @@ class ManagementAPI:
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.
         self._settings = RemoteManagement()
-        self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread)
+        self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread,
+                                       env_password=management_password)
 
     @property
     def usage(self) -> Usage | None:
