@@ -28,6 +28,7 @@ from attrs import frozen
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogPublisher, globalLogPublisher
 from twisted.web.resource import IResource
 
 from cliproxyd.assembly import Assembly, GenerationSource
@@ -44,6 +45,9 @@ from cliproxyd.credentials.refresh import (
 )
 from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
+from cliproxyd._version import __version__
+from cliproxyd.logging import ROTATE_BYTES, log_directory
+from cliproxyd.management.logs import LogFiles, RequestRecorder
 from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
 from cliproxyd.management.root import Root
 from cliproxyd.management.usage import Usage
@@ -73,13 +77,16 @@ class Daemon:
     #: C{/management.html}, and what keeps it current (None when it has nowhere to live)
     panel: Panel
     panel_updater: PanelUpdater | None
+    #: main.log and the request logs (their directory "" when there is none)
+    log_files: LogFiles
 
     def resource(self) -> IResource:
         """
         The client routes, with the management API under C{/v0/management}
         and the panel at C{/management.html}, behind CORS (L{Root}).
         """
-        return Root(self.frontend.resource(), self.panel.app.resource())
+        recorder = RequestRecorder(self.log_files, self.assembly.clock, __version__)
+        return Root(self.frontend.resource(), self.panel.app.resource(), recorder=recorder)
 
 
 def build_daemon(
@@ -98,6 +105,8 @@ def build_daemon(
     require_client_keys: bool = False,
     environ: Mapping[str, str] | None = None,
     panel_api_base: str = DEFAULT_API_BASE,
+    log_publisher: LogPublisher = globalLogPublisher,
+    log_rotate_bytes: int = ROTATE_BYTES,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -115,8 +124,17 @@ def build_daemon(
         (C{MANAGEMENT_PASSWORD}, C{MANAGEMENT_STATIC_PATH}, C{WRITABLE_PATH});
         none by default (tap passes the process's).
     @param panel_api_base: the releases API the panel is fetched from.
+    @param log_publisher: where main.log observes log events (the global publisher).
+    @param log_rotate_bytes: main.log's size at which it is rotated.
     """
     environ = {} if environ is None else environ
+
+    def running_config() -> Config | None:
+        gen = source.current
+        return gen.config if gen is not None else None
+
+    log_files = LogFiles(log_directory(config_path, environ), running_config, clock, run_in_thread=run_in_thread,
+                         publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
@@ -132,7 +150,7 @@ def build_daemon(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
-        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(),
+        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
     )
 
     def panel_settings() -> Any:
@@ -152,8 +170,9 @@ def build_daemon(
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
     services.append(runtime)
+    # After the runtime: both read the running config.
+    services.append(log_files.service)
     if updater is not None:
-        # After the runtime: it reads the running remote-management settings.
         services.append(updater.service)
     conducting = ServiceTree()
     conducting.setName("conductor")
@@ -161,4 +180,4 @@ def build_daemon(
         job.setServiceParent(conducting)
     services += [conducting, in_flight]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
-                  frontend, tuple(services), panel, updater)
+                  frontend, tuple(services), panel, updater, log_files)

@@ -82,7 +82,7 @@ class ManagementRig:
     """
 
     def __init__(self, tmp_path: Any, secret: str = SECRET_HASH, config_file: bool = True,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None, **build: Any) -> None:
         self.clock = Clock()
         self.threads = Threads()
         self.upstream = SimulatedUpstream(self.clock)
@@ -94,7 +94,7 @@ class ManagementRig:
         self.config.write_text(CONFIG_TEXT.format(port=8317, auth_dir=self.auth_dir, secret=secret, base=self.base))
         os.chmod(self.config, 0o640)
         self.daemon = build_daemon(self.clock, self.up, config_path=str(self.config), poll=0,
-                                   run_in_thread=self.threads, environ=environ)
+                                   run_in_thread=self.threads, environ=environ, **build)
         self.state, self.usage, self.refresher = self.daemon.state, self.daemon.usage, self.daemon.refresher
         self.runtime = self.daemon.runtime
         self.runtime.start()

@@ -18,6 +18,7 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{Settings} (C{settings}): C{/config}, C{/config.yaml} and the scalar settings
   - L{Lists} (C{lists}): C{/api-keys} and the provider lists
   - L{AuthFiles} (C{authfiles}): C{/auth-files*}
+  - L{Logs} (C{logs}): C{/logs}, C{/request-error-logs*}, C{/request-log-by-id/<id>}
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
 404 and 405) works as for one app. Scalar and list settings share the route
@@ -52,6 +53,7 @@ from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
 from cliproxyd.management.lists import Lists
+from cliproxyd.management.logs import Logs
 from cliproxyd.management.quota import QuotaGroups
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
@@ -59,7 +61,7 @@ from cliproxyd.management.usage import Usage
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
-RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles)
+RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, Logs)
 
 
 class ManagementAPI:
@@ -88,6 +90,7 @@ class ManagementAPI:
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
         management_password: str = "",
+        log_files: Any = None,
     ) -> None:
         """
         @param management_password: C{MANAGEMENT_PASSWORD} from the
@@ -107,6 +110,7 @@ class ManagementAPI:
             usage=usage,
             warmups=warmups,
             run_in_thread=run_in_thread,
+            log_files=log_files,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.

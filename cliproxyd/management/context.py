@@ -43,6 +43,7 @@ class Context:
     @ivar usage: the usage counters; C{None} without them.
     @ivar warmups: the warmup tracker (L{cliproxyd.conductor.warmup.Warmups}); C{None} without one.
     @ivar run_in_thread: where blocking file work runs (L{deferToThread} in the daemon).
+    @ivar log_files: the log directory and main.log (L{cliproxyd.management.logs.LogFiles}); C{None} without one.
     """
 
     state: StateStore
@@ -55,6 +56,7 @@ class Context:
     usage: Usage | None = None
     warmups: Any = None
     run_in_thread: RunInThread
+    log_files: Any = None
 
     # -- the running daemon ---------------------------------------------------------------
 

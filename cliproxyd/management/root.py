@@ -10,6 +10,8 @@ client routes, the management API or the panel see a request:
     management answer (C{/v0/management...}), errors included: the
     Management Center reads its server's version from them.
   - C{/management.html}: the panel (L{cliproxyd.management.panel.Panel}).
+  - Every other request is handed to the L{RequestRecorder} (request logs,
+    error logs, main.log's access lines), then to the client routes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from cliproxyd._version import build_info
+from cliproxyd.management.logs import RequestRecorder
 
 #: The response headers a cross-origin script may read (CLIProxyAPI's list).
 EXPOSED = (
@@ -59,10 +62,12 @@ class Root(Resource):
     isLeaf = True
 
     def __init__(self, inner: IResource, panel: IResource | None = None,
-                 versions: tuple[tuple[bytes, bytes], ...] | None = None) -> None:
+                 versions: tuple[tuple[bytes, bytes], ...] | None = None,
+                 recorder: RequestRecorder | None = None) -> None:
         super().__init__()
         self._inner = inner
         self._panel = panel
+        self._recorder = recorder
         self._versions = version_headers() if versions is None else versions
 
     def render(self, request: IRequest) -> Any:
@@ -78,4 +83,6 @@ class Root(Resource):
                 headers.setRawHeaders(name, [value])
         elif path == _PANEL and self._panel is not None:
             return self._panel.render(request)
+        elif self._recorder is not None:
+            self._recorder.start(request)
         return self._inner.render(request)
