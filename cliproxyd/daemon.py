@@ -50,7 +50,7 @@ from cliproxyd.logging import ROTATE_BYTES, log_directory
 from cliproxyd.management.logs import LogFiles, RequestRecorder
 from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
 from cliproxyd.management.root import Root
-from cliproxyd.management.usage import Usage
+from cliproxyd.management.usage import Usage, UsagePersistence
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
@@ -97,6 +97,7 @@ def build_daemon(
     config: Config | Callable[[], Config] | None = None,
     warmup_ttl: float = PRUNE_INTERVAL,
     state_path: str = "",
+    usage_path: str = "",
     shutdown_timeout: float = 30.0,
     poll: float = POLL_SECONDS,
     run_in_thread: Callable[..., Any] = deferToThread,
@@ -115,6 +116,8 @@ def build_daemon(
     @param config: the config with no file (C{--demo}, tests), or a callable giving it at start.
     @param warmup_ttl: how often warmup reservations are pruned (the configured TTL).
     @param state_path: where cooldowns are kept across restarts ("" for memory only).
+    @param usage_path: where the usage counters are kept across restarts
+        while C{usage-statistics-enabled} ("" for memory only).
     @param refresh: how an account's tokens are refreshed (its provider's
         token endpoint over C{client} by default).
     @param wrap_executor: for tests, see L{Assembly}.
@@ -174,6 +177,12 @@ def build_daemon(
     services.append(log_files.service)
     if updater is not None:
         services.append(updater.service)
+    if usage_path:
+        # After the runtime, whose config says whether usage is kept; stopped
+        # after the requests drain, so their counts are in the last snapshot.
+        services.append(UsagePersistence(
+            usage, usage_path, clock, lambda: bool((cfg := running_config()) and cfg.usage_statistics_enabled),
+            run_in_thread=run_in_thread))
     conducting = ServiceTree()
     conducting.setName("conductor")
     for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):

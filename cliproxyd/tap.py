@@ -193,7 +193,8 @@ def build(options: Options, reactor) -> IService:
 
     if config is not None:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
-                              state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
+                              state_path=state_path, usage_path=config.usage_path,
+                              shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
                               require_client_keys=not local, environ=os.environ)
     else:

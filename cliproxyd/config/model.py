@@ -10,6 +10,8 @@ changes with C{attrs.evolve}.
 
 from __future__ import annotations
 
+import os
+
 from attrs import field, frozen
 
 #: Accepted spellings of routing.strategy, mapped to the canonical name.
@@ -207,6 +209,15 @@ class Config:
         if self.auth_dir:
             return f"{self.auth_dir.rstrip('/')}/cliproxyd-state.json"
         return ""
+
+    @property
+    def usage_path(self) -> str:
+        """Where the usage counters are kept across restarts (beside the state file), or "" for nowhere."""
+        state = self.state_path
+        if not state:
+            return ""
+        root, ext = os.path.splitext(state)
+        return f"{root.removesuffix('-state')}-usage{ext or '.json'}"
 
     @property
     def listen(self) -> str:
