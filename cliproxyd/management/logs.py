@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from random import getrandbits
 import stat
 import time
 from collections import deque
@@ -427,7 +428,7 @@ class _Recording:
         self.recorder = recorder
         self.request = request
         self.started = recorder.clock.seconds()
-        self.request_id = os.urandom(4).hex()
+        self.request_id = f"{getrandbits(32):08x}"
         self.full = full
         self.response: list[bytes] = []
         self.size = 0
@@ -498,8 +499,9 @@ class RequestRecorder:
         request.notifyFinish().addBoth(recording.done)
 
     def finished(self, recording: _Recording, request: IRequest) -> None:
-        config = self.files.config
         main = self.files.main
+        if main is None and not recording.keep:
+            return  # the common case: nothing to write
         now = self.clock.seconds()
         uri = mask_url(request.uri.decode("latin-1"))
         if main is not None:
@@ -530,7 +532,7 @@ class RequestRecorder:
             _headers_text(request.responseHeaders),
             "\n",
         ]).encode("utf-8") + b"".join(recording.response) + b"\n"
-        keep = config.error_logs_max_files if error else 0
+        keep = self.files.config.error_logs_max_files if error else 0
         self.files.write_file(name, text, keep).addErrback(
             lambda f: _log.failure("could not write the request log {name}", f, name=name))
 
