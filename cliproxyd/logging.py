@@ -19,6 +19,8 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, jsonFileLogObser
 from twisted.python.logfile import LogFile
 from zope.interface import implementer, provider
 
+from cliproxyd.fileio import daemon_dir
+
 
 def fingerprint(secret: str) -> str:
     """
@@ -75,12 +77,7 @@ def log_directory(config_path: str | None, environ: Mapping[str, str]) -> str:
     C{logs} beside the config file (CLIProxyAPI's C{logs}, which its
     request logs resolve against the config's directory); "" with neither.
     """
-    writable = environ.get("WRITABLE_PATH", "").strip()
-    if writable:
-        return os.path.join(os.path.normpath(writable), "logs")
-    if not config_path:
-        return ""
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "logs")
+    return daemon_dir("logs", config_path, environ)
 
 
 def rotation_number(name: str) -> int | None:

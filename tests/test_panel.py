@@ -74,6 +74,11 @@ def _page(rig: ManagementRig, method: str = "GET"):
     return response.code, rig.settle(rig.front.content(response)), response
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _write_panel(tmp_path, data: bytes) -> str:
     static = tmp_path / "static"
     static.mkdir(exist_ok=True)
@@ -177,67 +182,57 @@ class _Releases:
         await self.pool.closeCachedConnections()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_missing_panel_is_fetched_verified_and_served(reactor, tmp_path):
-    releases = _Releases(reactor)
-    try:
-        digest = releases.server.publish(NEW)
-        path = str(tmp_path / "static" / "management.html")
-        await releases.updater(reactor, path).sync()
-        with open(path, "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == digest
-        assert oct(os.stat(path).st_mode & 0o777) == "0o644"
-        assert releases.server.requests == ["/repos/router-for-me/Cli-Proxy-API-Management-Center/releases/latest",
-                                            "/download/management.html"]
-        # Up to date: the next look downloads nothing.
-        await releases.updater(reactor, path).sync()
-        assert len(releases.server.requests) == 3
-    finally:
-        await releases.close()
+@pytest_twisted.async_yield_fixture
+async def releases(reactor):
+    """The simulated releases API on a loopback port, and an HTTP client to reach it."""
+    server = _Releases(reactor)
+    yield server
+    await server.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_bad_digest_is_not_written_and_the_old_panel_stays(reactor, tmp_path):
-    releases = _Releases(reactor)
-    try:
-        path = _write_panel(tmp_path, OLD)
-        releases.server.publish(NEW)
-        releases.server.digest["management.html"] = "sha256:" + "0" * 64
-        with capturedLogs() as events:
-            await releases.updater(reactor, path).sync()
-        with open(path, "rb") as f:
-            assert f.read() == OLD
-        assert any("digest mismatch" in e.get("log_format", "") for e in events)
-        assert [n for n in os.listdir(tmp_path / "static")] == ["management.html"]  # no temp file left
-        # No digest at all: not installed either.
-        releases.server.digest["management.html"] = ""
-        await releases.updater(reactor, path).sync()
-        with open(path, "rb") as f:
-            assert f.read() == OLD
-    finally:
-        await releases.close()
+async def test_a_missing_panel_is_fetched_verified_and_served(reactor, tmp_path, releases):
+    digest = releases.server.publish(NEW)
+    path = str(tmp_path / "static" / "management.html")
+    await releases.updater(reactor, path).sync()
+    assert hashlib.sha256(_read(path)).hexdigest() == digest
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert releases.server.requests == ["/repos/router-for-me/Cli-Proxy-API-Management-Center/releases/latest",
+                                        "/download/management.html"]
+    # Up to date: the next look downloads nothing.
+    await releases.updater(reactor, path).sync()
+    assert len(releases.server.requests) == 3
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_new_release_replaces_the_panel_unless_auto_update_is_off(reactor, tmp_path):
-    releases = _Releases(reactor)
-    try:
-        path = _write_panel(tmp_path, OLD)
-        releases.server.publish(NEW)
-        await releases.updater(reactor, path, RemoteManagement(disable_auto_update_panel=True)).sync()
-        with open(path, "rb") as f:
-            assert f.read() == OLD
-        assert releases.server.requests == []
+async def test_a_bad_digest_is_not_written_and_the_old_panel_stays(reactor, tmp_path, releases):
+    path = _write_panel(tmp_path, OLD)
+    releases.server.publish(NEW)
+    releases.server.digest["management.html"] = "sha256:" + "0" * 64
+    with capturedLogs() as events:
         await releases.updater(reactor, path).sync()
-        with open(path, "rb") as f:
-            assert f.read() == NEW
-    finally:
-        await releases.close()
+    assert _read(path) == OLD
+    assert any("digest mismatch" in e.get("log_format", "") for e in events)
+    assert [n for n in os.listdir(tmp_path / "static")] == ["management.html"]  # no temp file left
+    # No digest at all: not installed either.
+    releases.server.digest["management.html"] = ""
+    await releases.updater(reactor, path).sync()
+    assert _read(path) == OLD
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_releases_server_that_is_down_never_stops_start_up(reactor, tmp_path):
-    releases = _Releases(reactor)
+async def test_a_new_release_replaces_the_panel_unless_auto_update_is_off(reactor, tmp_path, releases):
+    path = _write_panel(tmp_path, OLD)
+    releases.server.publish(NEW)
+    await releases.updater(reactor, path, RemoteManagement(disable_auto_update_panel=True)).sync()
+    assert _read(path) == OLD
+    assert releases.server.requests == []
+    await releases.updater(reactor, path).sync()
+    assert _read(path) == NEW
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_releases_server_that_is_down_never_stops_start_up(reactor, tmp_path, releases):
     path = _write_panel(tmp_path, OLD)
     config = tmp_path / "config.yaml"
     config.write_text("host: 127.0.0.1\nremote-management:\n  secret-key: k\n")
@@ -262,7 +257,6 @@ async def test_a_releases_server_that_is_down_never_stops_start_up(reactor, tmp_
             await service.stopService()
         await port.stopListening()
         await pool.closeCachedConnections()
-        await releases.close()
 
 
 async def _until(reactor, condition, timeout: float = 10.0) -> None:

@@ -38,7 +38,7 @@ from twisted.web.iweb import IRequest
 
 from cliproxyd import jsontext
 from cliproxyd.config.model import DEFAULT_PANEL_REPOSITORY, RemoteManagement
-from cliproxyd.fileio import atomic_write
+from cliproxyd.fileio import atomic_write, daemon_dir
 from cliproxyd.service import Periodic
 
 #: The panel's file name, and the name of its release asset.
@@ -69,12 +69,7 @@ def static_dir(config_path: str | None, environ: Mapping[str, str]) -> str:
     if override:
         cleaned = os.path.normpath(override)
         return os.path.dirname(cleaned) if os.path.basename(cleaned).lower() == ASSET else cleaned
-    writable = environ.get("WRITABLE_PATH", "").strip()
-    if writable:
-        return os.path.join(os.path.normpath(writable), "static")
-    if not config_path:
-        return ""
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), "static")
+    return daemon_dir("static", config_path, environ)
 
 
 def panel_path(config_path: str | None, environ: Mapping[str, str]) -> str:
