@@ -173,8 +173,9 @@ def build_daemon(
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
     services.append(runtime)
-    # After the runtime: both read the running config.
-    services.append(log_files.service)
+    if log_files.directory:
+        # After the runtime: these read the running config.
+        services.append(log_files.service)
     if updater is not None:
         services.append(updater.service)
     if usage_path:
