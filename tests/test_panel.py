@@ -267,3 +267,27 @@ async def _until(reactor, condition, timeout: float = 10.0) -> None:
             return
         await deferLater(reactor, 0.02)
     raise AssertionError("condition not met in time")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_fetches_a_missing_panel_at_start_and_serves_it(reactor, tmp_path, releases):
+    releases.server.publish(NEW)
+    config = tmp_path / "config.yaml"
+    config.write_text("host: 127.0.0.1\n")
+    pool, client = make_http_client(reactor, 5)
+    daemon = build_daemon(reactor, client, config_path=str(config), poll=0, panel_api_base=releases.base)
+    port = reactor.listenTCP(0, TrackingSite(daemon.resource(), daemon.in_flight, daemon.source),
+                             interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/management.html"
+    try:
+        assert (await treq.get(url, pool=pool)).code == 404  # before start: nothing there yet
+        for service in daemon.services:
+            service.startService()
+        await _until(reactor, lambda: os.path.exists(tmp_path / "static" / "management.html"))
+        response = await treq.get(url, pool=pool)
+        assert response.code == 200 and await response.content() == NEW
+    finally:
+        for service in reversed(daemon.services):
+            await service.stopService()
+        await port.stopListening()
+        await pool.closeCachedConnections()
