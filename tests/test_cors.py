@@ -133,3 +133,16 @@ def test_management_password_lets_remote_clients_in(tmp_path):
     assert refused.value.status == 403
     assert with_env.check(remote("env-pass-1")) is None
     assert with_env.check(remote("plain-secret")) is None
+
+
+def test_cors_headers_go_to_requests_with_an_origin(tmp_path):
+    rig = ManagementRig(tmp_path)
+    plain = rig.settle(rig.front.get("http://127.0.0.1:8317/v1/models"))
+    browser = rig.settle(rig.front.get("http://127.0.0.1:8317/v1/models", headers={"Origin": "http://a.example"}))
+    preflight = rig.settle(rig.front.request("OPTIONS", "http://127.0.0.1:8317/v1/models"))
+    assert plain.code == browser.code == 200
+    assert plain.headers.getRawHeaders("access-control-allow-origin") is None
+    assert browser.headers.getRawHeaders("access-control-allow-origin") == ["*"]
+    assert preflight.code == 204 and preflight.headers.getRawHeaders("access-control-allow-origin") == ["*"]
+    management = rig.settle(rig.front.get("http://127.0.0.1:8317/v0/management/nope"))
+    assert management.headers.getRawHeaders("x-cpa-version") == [__version__]

@@ -421,15 +421,16 @@ def _headers_text(headers: Any) -> str:
 class _Recording:
     """What one request's log needs, gathered while it is served."""
 
-    __slots__ = ("recorder", "request", "started", "request_id", "full", "write", "finish",
-                 "response", "size", "deciding", "keep", "request_body")
+    __slots__ = ("recorder", "request", "started", "full", "write", "finish",
+                 "response", "size", "deciding", "keep", "request_body", "notified")
 
-    def __init__(self, recorder: "RequestRecorder", request: IRequest, full: bool) -> None:
+    def __init__(self, recorder: "RequestRecorder", request: IRequest, full: bool, notified: bool) -> None:
         self.recorder = recorder
         self.request = request
         self.started = recorder.clock.seconds()
-        self.request_id = f"{getrandbits(32):08x}"
         self.full = full
+        #: the request's end is awaited with notifyFinish (else: seen in its finish, for an error only)
+        self.notified = notified
         self.response: list[bytes] = []
         self.size = 0
         self.deciding = True
@@ -471,7 +472,10 @@ class _Recording:
     def _finish(self) -> Any:
         if self.deciding:
             self._decide()
-        return self.finish()
+        result = self.finish()
+        if not self.notified:
+            self.done(None)
+        return result
 
     def done(self, _: object) -> None:
         self.recorder.finished(self, self.request)
@@ -495,14 +499,21 @@ class RequestRecorder:
     def start(self, request: IRequest) -> None:
         if not self.files.directory:
             return
-        recording = _Recording(self, request, self.files.config.request_log)
-        request.notifyFinish().addBoth(recording.done)
+        full = self.files.config.request_log
+        # Only a request with something to write at its end, whatever the
+        # end, waits for it; one that may become an error log is seen in
+        # its own finish (no Deferred for the answers nobody logs).
+        notified = full or self.files.main is not None
+        recording = _Recording(self, request, full, notified)
+        if notified:
+            request.notifyFinish().addBoth(recording.done)
 
     def finished(self, recording: _Recording, request: IRequest) -> None:
         main = self.files.main
         if main is None and not recording.keep:
             return  # the common case: nothing to write
         now = self.clock.seconds()
+        request_id = f"{getrandbits(32):08x}"
         uri = mask_url(request.uri.decode("latin-1"))
         if main is not None:
             client = request.getClientAddress()
@@ -511,12 +522,12 @@ class RequestRecorder:
                 "log_format": '{status} | {latency} | {client} | {method} "{path}"',
                 "status": request.code, "latency": f"{(now - recording.started) * 1000:.3f}ms",
                 "client": getattr(client, "host", "-"), "method": request.method.decode("latin-1"),
-                "path": uri.split("?", 1)[0], "request_id": recording.request_id,
+                "path": uri.split("?", 1)[0], "request_id": request_id,
             })
         if not recording.keep:
             return
         error = not recording.full
-        name = request_log_name(uri, recording.started, recording.request_id, error)
+        name = request_log_name(uri, recording.started, request_id, error)
         text = "".join([
             "=== REQUEST INFO ===\n",
             f"Version: {self.version}\n",

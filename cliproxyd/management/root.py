@@ -4,8 +4,11 @@ client routes, the management API or the panel see a request:
 
   - CORS on every route: C{Access-Control-Allow-Origin: *}, the methods
     and headers allowed, and the headers a browser script may read
-    (L{EXPOSED}); an C{OPTIONS} request (a preflight) is answered 204 there
-    and then, on any path, without reaching a route or the access check.
+    (L{EXPOSED}), on the answer to every request that has an C{Origin}
+    (as every cross-origin request a browser makes has; CLIProxyAPI adds
+    them to every answer); an C{OPTIONS} request (a preflight) is answered
+    204 with them there and then, on any path, without reaching a route or
+    the access check.
   - C{X-CPA-VERSION}, C{X-CPA-COMMIT} and C{X-CPA-BUILD-DATE} on every
     management answer (C{/v0/management...}), errors included: the
     Management Center reads its server's version from them.
@@ -72,11 +75,16 @@ class Root(Resource):
 
     def render(self, request: IRequest) -> Any:
         headers = request.responseHeaders
-        for name, value in CORS_HEADERS:
-            headers.setRawHeaders(name, [value])
         if request.method == b"OPTIONS":
+            for name, value in CORS_HEADERS:
+                headers.setRawHeaders(name, [value])
             request.setResponseCode(204)
             return b""
+        if request.requestHeaders.hasHeader(b"origin"):
+            # A browser's cross-origin request (they all carry Origin): the
+            # headers it needs; an SDK or curl, which sends none, is spared them.
+            for name, value in CORS_HEADERS:
+                headers.setRawHeaders(name, [value])
         path = request.path
         if path.startswith(_MANAGEMENT) and (len(path) == len(_MANAGEMENT) or path[len(_MANAGEMENT)] == 47):
             for name, value in self._versions:
