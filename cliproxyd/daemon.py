@@ -21,15 +21,17 @@ demo upstream, the start-up hashing of the management key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import frozen
 from twisted.application.service import IService, Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogPublisher, globalLogPublisher
 from twisted.web.resource import IResource
 
+from cliproxyd._version import __version__
 from cliproxyd.assembly import Assembly, GenerationSource
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
@@ -43,9 +45,13 @@ from cliproxyd.credentials.refresh import (
     refresh_job,
 )
 from cliproxyd.frontend import Frontend, InFlight
+from cliproxyd.logging import ROTATE_BYTES, log_directory
 from cliproxyd.management import ManagementAPI
+from cliproxyd.management.logs import LogFiles, RequestRecorder
+from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
 from cliproxyd.management.recent import RecentRequests
-from cliproxyd.management.usage import Usage
+from cliproxyd.management.root import Root
+from cliproxyd.management.usage import Usage, UsagePersistence
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
@@ -80,12 +86,21 @@ class Daemon:
     in_flight: InFlight
     management: ManagementAPI
     frontend: Frontend
-    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}, C{web-logins}
+    #: C{state} (when there is a state file), C{runtime}, C{panel-update}, C{conductor}, C{in-flight}, C{web-logins}
     services: tuple[IService, ...]
+    #: C{/management.html}, and what keeps it current (None when it has nowhere to live)
+    panel: Panel
+    panel_updater: PanelUpdater | None
+    #: main.log and the request logs (their directory "" when there is none)
+    log_files: LogFiles
 
     def resource(self) -> IResource:
-        """The client routes, with the management API under C{/v0/management}."""
-        return self.frontend.resource()
+        """
+        The client routes, with the management API under C{/v0/management}
+        and the panel at C{/management.html}, behind CORS (L{Root}).
+        """
+        recorder = RequestRecorder(self.log_files, self.assembly.clock, __version__)
+        return Root(self.frontend.resource(), self.panel.app.resource(), recorder=recorder)
 
 
 def build_daemon(
@@ -96,6 +111,7 @@ def build_daemon(
     config: Config | Callable[[], Config] | None = None,
     warmup_ttl: float = PRUNE_INTERVAL,
     state_path: str = "",
+    usage_path: str = "",
     shutdown_timeout: float = 30.0,
     poll: float = POLL_SECONDS,
     run_in_thread: Callable[..., Any] = deferToThread,
@@ -104,6 +120,10 @@ def build_daemon(
     require_client_keys: bool = False,
     listener: Any = None,
     oauth_providers: Any = None,
+    environ: Mapping[str, str] | None = None,
+    panel_api_base: str = DEFAULT_API_BASE,
+    log_publisher: LogPublisher = globalLogPublisher,
+    log_rotate_bytes: int = ROTATE_BYTES,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -112,6 +132,8 @@ def build_daemon(
     @param config: the config with no file (C{--demo}, tests), or a callable giving it at start.
     @param warmup_ttl: how often warmup reservations are pruned (the configured TTL).
     @param state_path: where cooldowns are kept across restarts ("" for memory only).
+    @param usage_path: where the usage counters are kept across restarts
+        while C{usage-statistics-enabled} ("" for memory only).
     @param refresh: how an account's tokens are refreshed (its provider's
         token endpoint over C{client} by default).
     @param wrap_executor: for tests, see L{Assembly}.
@@ -121,7 +143,21 @@ def build_daemon(
         for the management API's web logins (the reactor; None: only
         C{/oauth-callback} completes them).
     @param oauth_providers: the OAuth providers of web logins, by type (tests).
+    @param environ: the environment variables that matter
+        (C{MANAGEMENT_PASSWORD}, C{MANAGEMENT_STATIC_PATH}, C{WRITABLE_PATH});
+        none by default (tap passes the process's).
+    @param panel_api_base: the releases API the panel is fetched from.
+    @param log_publisher: where main.log observes log events (the global publisher).
+    @param log_rotate_bytes: main.log's size at which it is rotated.
     """
+    environ = {} if environ is None else environ
+
+    def running_config() -> Config | None:
+        gen = source.current
+        return gen.config if gen is not None else None
+
+    log_files = LogFiles(log_directory(config_path, environ), running_config, clock, run_in_thread=run_in_thread,
+                         publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
@@ -139,7 +175,17 @@ def build_daemon(
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
         recent=recent, client=client, reactor=listener, oauth_providers=oauth_providers,
+        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
     )
+
+    def panel_settings() -> Any:
+        gen = source.current
+        return gen.config.remote_management if gen is not None else None
+
+    where = panel_path(config_path, environ)
+    updater = PanelUpdater(where, client, clock, panel_settings, run_in_thread=run_in_thread,
+                           api_base=panel_api_base) if where else None
+    panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
     frontend = Frontend(source, clock, management=management.app.resource())
 
     services: list[IService] = []
@@ -149,10 +195,21 @@ def build_daemon(
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
     services.append(runtime)
+    if log_files.directory:
+        # After the runtime: these read the running config.
+        services.append(log_files.service)
+    if updater is not None:
+        services.append(updater.service)
+    if usage_path:
+        # After the runtime, whose config says whether usage is kept; stopped
+        # after the requests drain, so their counts are in the last snapshot.
+        services.append(UsagePersistence(
+            usage, usage_path, clock, lambda: bool((cfg := running_config()) and cfg.usage_statistics_enabled),
+            run_in_thread=run_in_thread))
     conducting = ServiceTree()
     conducting.setName("conductor")
     for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
         job.setServiceParent(conducting)
     services += [conducting, in_flight, WebLogins(management)]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
-                  frontend, tuple(services))
+                  frontend, tuple(services), panel, updater, log_files)

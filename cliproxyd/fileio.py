@@ -13,7 +13,7 @@ import stat
 import tempfile
 import time
 from contextlib import suppress
-from typing import Callable
+from typing import Callable, Mapping
 
 from twisted.logger import Logger
 
@@ -113,3 +113,17 @@ def remove_stale_temps(directory: str, ours: Callable[[str], bool], min_age: flo
         log.info("removed {path}, left by a write that never finished", path=path)
         removed.append(name)
     return removed
+
+
+def daemon_dir(name: str, config_path: str | None, environ: Mapping[str, str]) -> str:
+    """
+    Where the daemon keeps its directory C{name} (C{logs}, C{static}), as
+    CLIProxyAPI does: under C{$WRITABLE_PATH} when that is set, else beside
+    the config file; "" with neither.
+    """
+    writable = environ.get("WRITABLE_PATH", "").strip()
+    if writable:
+        return os.path.join(os.path.normpath(writable), name)
+    if not config_path:
+        return ""
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), name)

@@ -12,6 +12,7 @@ does no other I/O than reading the config (see L{build}).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import signal
 
@@ -192,9 +193,10 @@ def build(options: Options, reactor) -> IService:
 
     if config is not None:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
-                              state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
+                              state_path=state_path, usage_path=config.usage_path,
+                              shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
-                              require_client_keys=not local, listener=reactor)
+                              require_client_keys=not local, listener=reactor, environ=os.environ)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)
@@ -216,7 +218,8 @@ def build(options: Options, reactor) -> IService:
         version=__version__,
         listen=listen,
         access="required" if api_keys else "not required (loopback only)",
-        management="on" if (secret or demo is not None) else "off",
+        management="on" if (secret or demo is not None or os.environ.get("MANAGEMENT_PASSWORD", "").strip())
+        else "off",
     )
     return root
 

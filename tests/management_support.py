@@ -82,9 +82,10 @@ class ManagementRig:
     """
 
     def __init__(self, tmp_path: Any, secret: str = SECRET_HASH, config_file: bool = True,
-                 client: Any = None, **daemon: Any) -> None:
+                 client: Any = None, environ: dict[str, str] | None = None, **daemon: Any) -> None:
         """
         @param client: the daemon's outbound client (the simulated upstream's stub by default).
+        @param environ: the environment variables the daemon sees.
         @param daemon: more arguments of L{build_daemon} (C{oauth_providers}, C{refresh}, ...).
         """
         self.clock = Clock()
@@ -98,7 +99,8 @@ class ManagementRig:
         self.config.write_text(CONFIG_TEXT.format(port=8317, auth_dir=self.auth_dir, secret=secret, base=self.base))
         os.chmod(self.config, 0o640)
         self.daemon = build_daemon(self.clock, client if client is not None else self.up,
-                                   config_path=str(self.config), poll=0, run_in_thread=self.threads, **daemon)
+                                   config_path=str(self.config), poll=0, run_in_thread=self.threads,
+                                   environ=environ, **daemon)
         self.state, self.usage, self.refresher = self.daemon.state, self.daemon.usage, self.daemon.refresher
         self.runtime = self.daemon.runtime
         self.runtime.start()

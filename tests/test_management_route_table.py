@@ -30,6 +30,9 @@ PATHS = (
     "/auth-files/models", "/model-definitions/<channel>", "/vertex/import", "/api-call",
     "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
     "/kimi-auth-url", "/xai-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
+    "/logging-to-file", "/logs-max-total-size-mb", "/request-log", "/error-logs-max-files",
+    "/usage-statistics-enabled", "/logs", "/request-error-logs", "/request-error-logs/<name>",
+    "/request-log-by-id/<request_id>",
     # no routes
     "/", "/nope", "/Status", "/status/", "/status/x", "//status", "/routing", "/routing/nope",
     "/quota-groups/", "/quota-groups/nope", "/config.yaml/x", "/credentials/reset/x", "/api-keys/0",
@@ -332,6 +335,69 @@ PUT     /oauth-session               | 404 not found | 401 missing management ke
 PATCH   /oauth-session               | 404 not found | 401 missing management key | 404 not found
 DELETE  /oauth-session               | 404 not found | 401 missing management key | 404 no pending login with that state
 OPTIONS /oauth-session               | 405 error | 405 error | 405 error
+GET     /logging-to-file             | 404 not found | 401 missing management key | 200
+HEAD    /logging-to-file             | 404 | 401 | 400
+POST    /logging-to-file             | 405 error | 405 error | 405 error
+PUT     /logging-to-file             | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH   /logging-to-file             | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /logging-to-file             | 404 not found | 401 missing management key | 200
+OPTIONS /logging-to-file             | 405 error | 405 error | 405 error
+GET     /logs-max-total-size-mb      | 404 not found | 401 missing management key | 200
+HEAD    /logs-max-total-size-mb      | 404 | 401 | 400
+POST    /logs-max-total-size-mb      | 405 error | 405 error | 405 error
+PUT     /logs-max-total-size-mb      | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH   /logs-max-total-size-mb      | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /logs-max-total-size-mb      | 404 not found | 401 missing management key | 200
+OPTIONS /logs-max-total-size-mb      | 405 error | 405 error | 405 error
+GET     /request-log                 | 404 not found | 401 missing management key | 200
+HEAD    /request-log                 | 404 | 401 | 400
+POST    /request-log                 | 405 error | 405 error | 405 error
+PUT     /request-log                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH   /request-log                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /request-log                 | 404 not found | 401 missing management key | 200
+OPTIONS /request-log                 | 405 error | 405 error | 405 error
+GET     /error-logs-max-files        | 404 not found | 401 missing management key | 200
+HEAD    /error-logs-max-files        | 404 | 401 | 400
+POST    /error-logs-max-files        | 405 error | 405 error | 405 error
+PUT     /error-logs-max-files        | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH   /error-logs-max-files        | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /error-logs-max-files        | 404 not found | 401 missing management key | 200
+OPTIONS /error-logs-max-files        | 405 error | 405 error | 405 error
+GET     /usage-statistics-enabled    | 404 not found | 401 missing management key | 200
+HEAD    /usage-statistics-enabled    | 404 | 401 | 400
+POST    /usage-statistics-enabled    | 405 error | 405 error | 405 error
+PUT     /usage-statistics-enabled    | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH   /usage-statistics-enabled    | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /usage-statistics-enabled    | 404 not found | 401 missing management key | 200
+OPTIONS /usage-statistics-enabled    | 405 error | 405 error | 405 error
+GET     /logs                        | 404 not found | 401 missing management key | 400 logging to file disabled
+HEAD    /logs                        | 404 | 401 | 400
+POST    /logs                        | 405 error | 405 error | 405 error
+PUT     /logs                        | 404 not found | 401 missing management key | 404 not found
+PATCH   /logs                        | 404 not found | 401 missing management key | 404 not found
+DELETE  /logs                        | 404 not found | 401 missing management key | 400 logging to file disabled
+OPTIONS /logs                        | 405 error | 405 error | 405 error
+GET     /request-error-logs          | 404 not found | 401 missing management key | 200
+HEAD    /request-error-logs          | 404 | 401 | 200
+POST    /request-error-logs          | 405 error | 405 error | 405 error
+PUT     /request-error-logs          | 404 not found | 401 missing management key | 404 not found
+PATCH   /request-error-logs          | 404 not found | 401 missing management key | 404 not found
+DELETE  /request-error-logs          | 404 not found | 401 missing management key | 404 not found
+OPTIONS /request-error-logs          | 405 error | 405 error | 405 error
+GET     /request-error-logs/<name>   | 404 not found | 401 missing management key | 404 log file not found
+HEAD    /request-error-logs/<name>   | 404 | 401 | 404
+POST    /request-error-logs/<name>   | 405 error | 405 error | 405 error
+PUT     /request-error-logs/<name>   | 404 not found | 401 missing management key | 404 not found
+PATCH   /request-error-logs/<name>   | 404 not found | 401 missing management key | 404 not found
+DELETE  /request-error-logs/<name>   | 404 not found | 401 missing management key | 404 not found
+OPTIONS /request-error-logs/<name>   | 405 error | 405 error | 405 error
+GET     /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 log file not found for the given request ID
+HEAD    /request-log-by-id/<request_id> | 404 | 401 | 404
+POST    /request-log-by-id/<request_id> | 405 error | 405 error | 405 error
+PUT     /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
+PATCH   /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
+DELETE  /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
+OPTIONS /request-log-by-id/<request_id> | 405 error | 405 error | 405 error
 GET     /                            | 404 not found | 404 not found | 404 not found
 HEAD    /                            | 404 | 404 | 404
 POST    /                            | 404 not found | 404 not found | 404 not found

@@ -77,9 +77,10 @@ def test_only_the_configured_state_file_is_left_out(tmp_path):
         config, _ = parse_config({"auth-dir": str(auth), **top})
         return daemon_files(config)
 
-    assert left_out() == {STATE}
-    assert left_out(**{"state-file": str(auth / "state.json")}) == {"state.json"}
-    assert left_out(**{"state-file": str(auth) + "/./state.json"}) == {"state.json"}
+    # The usage file (usage-statistics-enabled) is kept beside the state file.
+    assert left_out() == {STATE, "cliproxyd-usage.json"}
+    assert left_out(**{"state-file": str(auth / "state.json")}) == {"state.json", "state-usage.json"}
+    assert left_out(**{"state-file": str(auth) + "/./state.json"}) == {"state.json", "state-usage.json"}
     assert left_out(**{"state-file": str(tmp_path / "state.json")}) == set()
     assert daemon_files(parse_config({})[0]) == set()
     # With the state file elsewhere, a credential that happens to have the default name is one.

@@ -50,6 +50,7 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     service = makeService(options("--config", EXAMPLE), reactor=reactor)
     assert tree(service) == [
         "http-pool", ("state", ["state-flush"]), ("runtime", ["reload-poll"]),
+        ("log-files", ["log-follow", "log-cleaner"]), "panel-update", ("usage-state", ["state-flush"]),
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
         "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from cliproxyd.config.model import (
+    DEFAULT_PANEL_REPOSITORY,
     MAX_WEIGHT,
     SCOPED_ERROR_ACTIONS,
     STRATEGIES,
     APIKeyEntry,
     Config,
+    LoggingConfig,
     ModelAlias,
     ModelEntry,
     OpenAICompatProvider,
@@ -45,12 +47,7 @@ NOT_YET_SUPPORTED = frozenset(
         "tls",
         "pprof",
         "commercial-mode",
-        "logging-to-file",
-        "logs-max-total-size-mb",
-        "error-logs-max-files",
-        "usage-statistics-enabled",
         "proxy-url",
-        "request-log",
         "passthrough-headers",
         "streaming",
         "nonstream-keepalive-interval",
@@ -513,6 +510,11 @@ TOP_LEVEL = {
     "max-body-mb",
     "remote-management",
     "timeouts",
+    "logging-to-file",
+    "logs-max-total-size-mb",
+    "request-log",
+    "error-logs-max-files",
+    "usage-statistics-enabled",
 }
 
 
@@ -555,8 +557,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
 
     rm = r.child("remote-management")
     rm.check_keys(
-        {"secret-key", "allow-remote"},
-        frozenset({"disable-control-panel", "disable-auto-update-panel", "panel-github-repository"}),
+        {"secret-key", "allow-remote", "disable-control-panel", "disable-auto-update-panel",
+         "panel-github-repository"},
     )
 
     t = r.child("timeouts")
@@ -616,6 +618,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         remote_management=RemoteManagement(
             secret_key=_secret_key(rm),
             allow_remote=rm.get("allow-remote", bool, False),
+            disable_control_panel=rm.get("disable-control-panel", bool, False),
+            disable_auto_update_panel=rm.get("disable-auto-update-panel", bool, False),
+            panel_github_repository=rm.string("panel-github-repository") or DEFAULT_PANEL_REPOSITORY,
         ),
         timeouts=Timeouts(
             connect=t.positive("connect-seconds", d.connect),
@@ -624,6 +629,13 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             shutdown=t.positive("shutdown-seconds", d.shutdown),
             client_idle=t.nonneg_float("client-idle-seconds", d.client_idle),
         ),
+        logging=LoggingConfig(
+            to_file=r.get("logging-to-file", bool, False),
+            max_total_size_mb=r.nonneg_int("logs-max-total-size-mb"),
+            request_log=r.get("request-log", bool, False),
+            error_logs_max_files=r.nonneg_int("error-logs-max-files", LoggingConfig().error_logs_max_files),
+        ),
+        usage_statistics_enabled=r.get("usage-statistics-enabled", bool, False),
     )
     return config, warnings
 

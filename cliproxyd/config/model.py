@@ -10,6 +10,8 @@ changes with C{attrs.evolve}.
 
 from __future__ import annotations
 
+import os
+
 from attrs import field, frozen
 
 #: Accepted spellings of routing.strategy, mapped to the canonical name.
@@ -154,12 +156,34 @@ class QuotaExceededConfig:
     switch_preview_model: bool = False  # switch-preview-model
 
 
+#: CLIProxyAPI's default C{remote-management.panel-github-repository}.
+DEFAULT_PANEL_REPOSITORY = "https://github.com/router-for-me/Cli-Proxy-API-Management-Center"
+
+
+@frozen
+class LoggingConfig:
+    """The top-level logging keys, as CLIProxyAPI names them."""
+
+    to_file: bool = False  # logging-to-file: main.log in the log directory
+    #: logs-max-total-size-mb: the oldest log files go past this total (0 = no limit)
+    max_total_size_mb: int = 0
+    request_log: bool = False  # request-log: one file per request
+    #: error-logs-max-files: error-*.log files kept (0 = all)
+    error_logs_max_files: int = 10
+
+
 @frozen
 class RemoteManagement:
     """C{remote-management}: the management API is off unless C{secret-key} is set."""
 
     secret_key: str = ""  # secret-key
     allow_remote: bool = False  # allow-remote
+    #: disable-control-panel: no /management.html and no panel download
+    disable_control_panel: bool = False
+    #: disable-auto-update-panel: fetch the panel only while it is missing
+    disable_auto_update_panel: bool = False
+    #: panel-github-repository: where the panel's releases are looked up
+    panel_github_repository: str = DEFAULT_PANEL_REPOSITORY
 
 
 @frozen
@@ -220,6 +244,10 @@ class Config:
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
     timeouts: Timeouts = field(factory=Timeouts)
+    #: logging-to-file, logs-max-total-size-mb, request-log, error-logs-max-files
+    logging: LoggingConfig = field(factory=LoggingConfig)
+    #: usage-statistics-enabled: the usage counters are kept across restarts
+    usage_statistics_enabled: bool = False
 
     @property
     def state_path(self) -> str:
@@ -229,6 +257,15 @@ class Config:
         if self.auth_dir:
             return f"{self.auth_dir.rstrip('/')}/cliproxyd-state.json"
         return ""
+
+    @property
+    def usage_path(self) -> str:
+        """Where the usage counters are kept across restarts (beside the state file), or "" for nowhere."""
+        state = self.state_path
+        if not state:
+            return ""
+        root, ext = os.path.splitext(state)
+        return f"{root.removesuffix('-state')}-usage{ext or '.json'}"
 
     @property
     def listen(self) -> str:

@@ -354,15 +354,15 @@ def is_auth_file_name(name: str) -> bool:
 def daemon_files(config: Config) -> frozenset[str]:
     """
     The names in C{config}'s auth-dir that are the daemon's own files and
-    never credentials: its state file, when it is there (as it is by
-    default). Scans, the reload poll and the management API leave them out.
+    never credentials: its state file and usage file, when they are there
+    (as they are by default). Scans, the reload poll and the management API leave them out.
     """
     if not config.auth_dir or not config.state_path:
         return frozenset()
-    state = os.path.abspath(config.state_path)
-    if os.path.dirname(state) != os.path.abspath(config.auth_dir):
-        return frozenset()
-    return frozenset({os.path.basename(state)})
+    auth_dir = os.path.abspath(config.auth_dir)
+    # The usage counters' file (usage-statistics-enabled) is kept beside the state file.
+    own = (os.path.abspath(p) for p in (config.state_path, config.usage_path))
+    return frozenset(os.path.basename(p) for p in own if os.path.dirname(p) == auth_dir)
 
 
 def auth_file_names(directory: str, skip: AbstractSet[str] = frozenset()) -> list[str]:

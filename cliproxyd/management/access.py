@@ -12,6 +12,11 @@ Who may use the management API: CLIProxyAPI's rules.
   - C{secret-key} is a bcrypt hash (C{$2a$}, C{$2b$} or C{$2y$}; the daemon
     replaces a plaintext key in config.yaml by its hash at start-up, see
     L{ensure_hashed}) or, until then, plaintext compared in constant time.
+  - C{MANAGEMENT_PASSWORD} in the daemon's environment (read once, at
+    start-up) turns the API on even without a C{secret-key}, lets remote
+    clients in as C{allow-remote: true} would, and is accepted as a key
+    (plaintext, compared in constant time) beside the C{secret-key}, which
+    still works.
   - A client not local that fails C{max_failures} times in a row is
     banned for C{ban_seconds} (403, even with the right key); a success
     clears its count, and an address idle for two hours is forgotten.
@@ -136,8 +141,13 @@ class ManagementAccess:
         max_failures: int = MAX_FAILURES,
         ban_seconds: float = BAN_SECONDS,
         run_in_thread: RunInThread = deferToThread,
+        env_password: str = "",
     ) -> None:
+        """
+        @param env_password: C{MANAGEMENT_PASSWORD} ("" when unset), fixed for the life of the process.
+        """
         self._clock = clock
+        self._env_password = env_password.strip().encode("utf-8")
         self._max_failures = max_failures
         self._ban_seconds = ban_seconds
         self._run_in_thread = run_in_thread
@@ -169,12 +179,13 @@ class ManagementAccess:
         self._secret = secret
         self._hashed = hashed
         self._secret_bytes = secret.encode("utf-8")
-        self.allow_remote = allow_remote
+        # MANAGEMENT_PASSWORD lets remote clients in, as in CLIProxyAPI.
+        self.allow_remote = allow_remote or bool(self._env_password)
 
     @property
     def enabled(self) -> bool:
-        """Whether the management API is on (a secret key is set)."""
-        return bool(self._secret)
+        """Whether the management API is on (a secret key or C{MANAGEMENT_PASSWORD} is set)."""
+        return bool(self._secret or self._env_password)
 
     def check(self, request: IRequest) -> "Deferred[None] | None":
         """
@@ -186,7 +197,7 @@ class ManagementAccess:
             off, 403 for a remote client without C{allow-remote} or while its
             address is banned, 401 for a missing or wrong key.
         """
-        if not self._secret:
+        if not self.enabled:
             raise Refused(404, "not found")
         host, local = _client(request)
         now = self._clock.seconds()
@@ -207,6 +218,10 @@ class ManagementAccess:
         return hmac.new(self._digest_key, key, hashlib.sha256).digest()
 
     def _check_key(self, key: bytes, host: str, local: bool) -> "Deferred[None] | None":
+        if self._env_password and hmac.compare_digest(self._digest(key), self._digest(self._env_password)):
+            return self._settle(host, local, True)
+        if not self._secret:
+            return self._settle(host, local, False)
         if not self._hashed:
             # Digests first: compare_digest would tell the length of the secret.
             ok = hmac.compare_digest(self._digest(key), self._digest(self._secret_bytes))
@@ -271,7 +286,7 @@ class ManagementAccess:
             raise result
         if generation != self._generation:
             # The secret changed while bcrypt ran: judge the key by the new one.
-            if not self._secret:
+            if not self.enabled:
                 raise Refused(404, "not found")
             return self._check_key(key, host, local)
         now = self._clock.seconds()

@@ -20,6 +20,7 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{AuthFiles} (C{authfiles}): C{/auth-files*}, C{/model-definitions/<channel>}
   - L{ApiCall} (C{apicall}): C{/api-call}
   - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
+  - L{Logs} (C{logs}): C{/logs}, C{/request-error-logs*}, C{/request-log-by-id/<id>}
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
 404 and 405) works as for one app. Scalar and list settings share the route
@@ -56,6 +57,7 @@ from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
 from cliproxyd.management.lists import Lists
 from cliproxyd.management.logins import OAuthLogins
+from cliproxyd.management.logs import Logs
 from cliproxyd.management.quota import QuotaGroups
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
@@ -64,7 +66,7 @@ from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
 RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins,
-                                          ApiCall)
+                                          ApiCall, Logs)
 
 
 class ManagementAPI:
@@ -96,8 +98,12 @@ class ManagementAPI:
         client: Any = None,
         reactor: Any = None,
         oauth_providers: Any = None,
+        management_password: str = "",
+        log_files: Any = None,
     ) -> None:
         """
+        @param management_password: C{MANAGEMENT_PASSWORD} from the
+            environment ("" when unset); see L{ManagementAccess}.
         @param runtime: the running generation (its C{current}, whose
             C{config.remote_management} says who may use this API) and
             reloads (its C{reload(reason)}): L{cliproxyd.runtime.Runtime}.
@@ -117,11 +123,13 @@ class ManagementAPI:
             client=client,
             reactor=reactor,
             oauth_providers=oauth_providers,
+            log_files=log_files,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.
         self._settings = RemoteManagement()
-        self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread)
+        self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread,
+                                       env_password=management_password)
 
     def close(self) -> None:
         """The daemon is stopping: let go of what the resources hold open (web logins: ports, timers)."""

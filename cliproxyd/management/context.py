@@ -21,9 +21,9 @@ from cliproxyd.config.edit import ConfigFile
 from cliproxyd.management.access import Refused, RunInThread
 
 if TYPE_CHECKING:
+    from cliproxyd.assembly import Generation
     from cliproxyd.conductor.conductor import Conductor
     from cliproxyd.management.usage import Usage
-    from cliproxyd.assembly import Generation
     from cliproxyd.state import StateStore
 
 
@@ -53,6 +53,7 @@ class Context:
     @ivar oauth_providers: the OAuth providers web logins use, by type
         (L{cliproxyd.credentials.providers.PROVIDERS} by default; tests
         point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
+    @ivar log_files: the log directory and main.log (L{cliproxyd.management.logs.LogFiles}); C{None} without one.
     """
 
     state: StateStore
@@ -69,6 +70,7 @@ class Context:
     client: Any = None
     reactor: Any = None
     oauth_providers: Any = None
+    log_files: Any = None
 
     # -- the running daemon ---------------------------------------------------------------
 

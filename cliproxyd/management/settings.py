@@ -60,6 +60,11 @@ SCALARS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any], Any]] = {
     "routing/strategy": (("routing", "strategy"), _strategy, "round-robin"),
     "routing/session-affinity": (("routing", "session-affinity"), _bool, False),
     "proxy-url": (("proxy-url",), _text, ""),
+    "logging-to-file": (("logging-to-file",), _bool, False),
+    "logs-max-total-size-mb": (("logs-max-total-size-mb",), _count, 0),
+    "request-log": (("request-log",), _bool, False),
+    "error-logs-max-files": (("error-logs-max-files",), _count, 10),
+    "usage-statistics-enabled": (("usage-statistics-enabled",), _bool, False),
 }
 
 #: Top-level keys C{GET /config} leaves out: the listener, the management settings, auth-dir.

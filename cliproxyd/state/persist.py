@@ -98,6 +98,10 @@ class StatePersistence(ServiceTree):
             return
         for problem in problems:
             self.log.warn("state file {path}: skipped {problem}", path=self.path, problem=problem)
+        self._report(data, problems)
+
+    def _report(self, data: Any, problems: list[str]) -> None:
+        """Say what was restored from C{data}."""
         states = data.get("model_states") if isinstance(data, dict) else None
         restored = sum(1 for cred_id in states if self.store.model_states(cred_id)) if isinstance(states, dict) else 0
         self.log.info(
