@@ -547,6 +547,7 @@ TOP_LEVEL = {
     "max-body-mb",
     "remote-management",
     "timeouts",
+    "codex",
 }
 
 
@@ -589,6 +590,10 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         {"secret-key", "allow-remote"},
         frozenset({"disable-control-panel", "disable-auto-update-panel", "panel-github-repository"}),
     )
+
+    # CLIProxyAPI's codex section holds only switches that cannot apply
+    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead).
+    r.child("codex").check_keys(())
 
     t = r.child("timeouts")
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
