@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from cliproxyd._version import __version__
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.config.edit import ConfigFile
-from cliproxyd.config.model import Timeouts
+from cliproxyd.config.model import Timeouts, TLSConfig
 from cliproxyd.daemon import build_daemon
 from cliproxyd.demo import DEMO_LISTEN, DemoUpstream
 from cliproxyd.frontend import TrackingSite
@@ -103,6 +103,35 @@ def endpoint_is_local(description: str) -> bool:
     return False  # no interface: every interface
 
 
+def check_tls(source: str, tls: TLSConfig) -> None:
+    """
+    The certificate and key C{tls} names can be read, are PEM, and belong
+    together; otherwise a L{ConfigError} naming C{tls.cert} or C{tls.key},
+    at start-up, before twistd daemonizes (Twisted's own error for them
+    would name neither the key nor the file).
+    """
+    from OpenSSL.crypto import FILETYPE_PEM, Error as OpenSSLError
+    from twisted.internet.ssl import Certificate, KeyPair
+
+    pem: dict[str, bytes] = {}
+    for key, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
+        try:
+            with open(path, "rb") as f:
+                pem[key] = f.read()
+        except OSError as e:
+            raise ConfigError(source, key, f"cannot read {path}: {e.strerror}") from None
+    try:
+        cert = Certificate.loadPEM(pem["tls.cert"])
+    except (OpenSSLError, ValueError):
+        raise ConfigError(source, "tls.cert", f"{tls.cert} holds no PEM certificate") from None
+    try:
+        private = KeyPair.load(pem["tls.key"], FILETYPE_PEM)
+    except (OpenSSLError, ValueError):
+        raise ConfigError(source, "tls.key", f"{tls.key} holds no PEM private key") from None
+    if not cert.getPublicKey().matches(private):
+        raise ConfigError(source, "tls.key", f"{tls.key} is not the key of the certificate in tls.cert ({tls.cert})")
+
+
 def _exit_zero_after_sigterm(reactor) -> None:
     """
     twistd re-raises the signal that stopped the reactor once it is done, so
@@ -161,6 +190,11 @@ def build(options: Options, reactor) -> IService:
         config_path = options["config"]
         config, _ = load_config(config_path)
         check_hashable(config_path, config.remote_management.secret_key)
+        if config.tls.enable and not options["listen"]:
+            check_tls(config_path, config.tls)
+        elif config.tls.enable:
+            log.info("tls in the config is not used: --listen {listen} says how to listen",
+                     listen=options["listen"])
         listen = options["listen"] or config.listen
         api_keys, state_path, secret = config.api_keys, config.state_path, config.remote_management.secret_key
 
@@ -231,4 +265,4 @@ def makeService(options: Options, reactor=None) -> IService:
         raise SystemExit(f"cliproxyd: {e}") from None
 
 
-__all__ = ["Options", "endpoint_is_local", "makeService"]
+__all__ = ["Options", "check_tls", "endpoint_is_local", "makeService"]
