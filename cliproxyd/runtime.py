@@ -58,9 +58,13 @@ POLL_SECONDS = 2.0
 #: under way in another process: start-up leaves it.
 LIVE_WRITE_SECONDS = 60.0
 
-#: Settings a running daemon cannot change; a reload that changes them says so.
+#: Settings a running daemon cannot change; a reload that changes them says
+#: so in one log line, and management C{/status} lists them under
+#: C{restart_needed} until the config says again what the daemon started with.
 RESTART_ONLY = (
-    (("listen",), "host and port"),
+    (("host",), "host"),
+    (("port",), "port"),
+    (("tls",), "tls"),
     (("state_path",), "state-file"),
     (("timeouts", "connect"), "timeouts.connect-seconds"),
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),
@@ -146,6 +150,8 @@ class Runtime(ServiceTree):
         #: callers of reload() while one ran: fired by the reload after it
         self._waiting: list[Deferred[bool]] = []
         self.reloads = {"applied": 0, "rejected": 0}
+        #: the config the daemon started with (what its listener and state file follow)
+        self._started: Config | None = None
         self.last_error = ""
         #: where consumers read the generation in service; this runtime writes it
         self.source = source if source is not None else GenerationSource()
@@ -190,6 +196,7 @@ class Runtime(ServiceTree):
         gen = self.assembly.build(config, scan)
         self._report_problems({}, gen.problems)
         self.source.current = gen
+        self._started = config
         self._signature = self._read_signature()
         self.log.info(
             "serving {creds} credentials, {models} models, routing {strategy}",
@@ -339,6 +346,14 @@ class Runtime(ServiceTree):
                                path=self._config_path, error=e.strerror)
         scan = read_auth_dir(auth_dir, known, skip) if auth_dir else AuthDirScan()
         return _Snapshot(config_bytes, scan)
+
+    @property
+    def restart_needed(self) -> list[str]:
+        """The restart-only settings whose running value differs from the one the daemon started with."""
+        if self._started is None or self.current is None:
+            return []
+        now = self.current.config
+        return [label for path, label in RESTART_ONLY if _value(self._started, path) != _value(now, path)]
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:
         for path, label in RESTART_ONLY:
