@@ -180,9 +180,12 @@ class _Served:
         self.max_body: int = gen.max_body
         models = gen.conductor.models()
         self.model_ids = {name for name, _ in models}
-        self.models_openai = openai_chat.models_body(models, created)
-        self.models_claude = claude.models_body(models, created)
-        self.models_gemini = gemini.models_body(models)
+        #: what the config says of the models served (display names, limits, thinking, modalities)
+        catalogue = gen.config.model_catalogue()
+        self.facts = {name: catalogue[name] for name in self.model_ids if name in catalogue}
+        self.models_openai = openai_chat.models_body(models, created, self.facts)
+        self.models_claude = claude.models_body(models, created, self.facts)
+        self.models_gemini = gemini.models_body(models, self.facts)
 
 
 class GenerationView(Protocol):
@@ -316,9 +319,10 @@ class Frontend:
             raise render(Problem(404, f"The model {model!r} does not exist",
                                  "model_not_found"))
         request.setHeader(b"content-type", JSON)
+        facts = served.facts.get(model)
         if gemini_client:
-            return gemini.model_body(model)
-        return openai_chat.model_body(model, int(self.clock.seconds()))
+            return gemini.model_body(model, facts)
+        return openai_chat.model_body(model, int(self.clock.seconds()), facts=facts)
 
     # -- the two paths: generate and count ---------------------------------------
 
