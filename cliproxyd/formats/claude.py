@@ -313,6 +313,11 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
 set_model = common.set_model
 
 
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """A message names its model at the top; a stream only in its C{message_start} event's message."""
+    return common.name_model_at(data, model, "model", "message")
+
+
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """C{thinking} from C{reasoning} (see the module's rule), raising C{max_tokens} above the budget if it must."""
     thinking = _thinking(reasoning)

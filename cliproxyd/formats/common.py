@@ -166,6 +166,18 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return {**data, "model": model}
 
 
+def name_model_at(data: dict[str, Any], model: str, key: str, *wrappers: str) -> bool:
+    """
+    Set C{data[key]}, or C{data[wrapper][key]} for the first wrapper that
+    holds an object, to C{model} where it is a string; whether one was.
+    """
+    for holder in (data, *(data.get(w) for w in wrappers)):
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            holder[key] = model
+            return True
+    return False
+
+
 # -- parts -------------------------------------------------------------------------------
 
 

@@ -419,6 +419,11 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return data
 
 
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """An answer and each chunk of its stream name the model in C{modelVersion}."""
+    return common.name_model_at(data, model, "modelVersion")
+
+
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """Set the thinking config (keeping the client's includeThoughts); a level for 1.x/2.x models goes as its budget."""
     thinking = _thinking_out(reasoning, levels=_LEGACY.search(model) is None)

@@ -50,6 +50,11 @@ def validate(data: Any) -> tuple[str, bool]:
 set_model = common.set_model
 
 
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """A completion and each chunk of its stream name the model at the top."""
+    return common.name_model_at(data, model, "model")
+
+
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """C{reasoning_effort} from C{reasoning}; a reasoning with no level ("auto") removes the field."""
     effort = reasoning.effort()
