@@ -116,6 +116,13 @@ NOT_APPLICABLE: dict[str, str] = {
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
        for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key")},
     "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
+    # OAuth channels cliproxyd has no accounts of (an auth file of that type is
+    # skipped): their entries are kept, so the management API shows them, but
+    # apply to nothing.
+    **{f"{section}.{channel}": f"cliproxyd reads no {channel} OAuth accounts, so these apply to nothing "
+                               f"(its channels: claude, codex, gemini-cli, antigravity)"
+       for section in ("oauth-model-alias", "oauth-excluded-models")
+       for channel in ("vertex", "aistudio", "kimi", "xai", "qwen", "iflow")},
 }
 
 _INDEX = re.compile(r"\[\d+\]")
@@ -191,9 +198,8 @@ class _Reader:
         for key in self.data:
             if key in known:
                 continue
-            instead = not_applicable(self.at(str(key)))
-            if instead is not None:
-                self.warnings.append(f"{self.at(str(key))}: not used by cliproxyd: {instead}")
+            if not_applicable(self.at(str(key))) is not None:
+                _say_if_not_applicable(self, str(key))
             elif key in not_yet:
                 self.warnings.append(
                     f"{self.at(str(key))}: not supported by this version of cliproxyd; ignored"
@@ -489,6 +495,7 @@ def _parse_oauth_aliases(r: _Reader) -> tuple[tuple[str, tuple[ModelAlias, ...]]
     for channel in r.data:
         if not isinstance(channel, str):
             raise r.error(str(channel), "channel names must be strings")
+        _say_if_not_applicable(r, channel)
         channels.append((channel.lower(), tuple(r.items(channel, _parse_alias))))
     return tuple(channels)
 
@@ -498,9 +505,17 @@ def _parse_oauth_exclusions(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ..
     for provider in r.data:
         if not isinstance(provider, str):
             raise r.error(str(provider), "provider names must be strings")
+        _say_if_not_applicable(r, provider)
         patterns = tuple(m.strip() for m in r.strings(provider) if m.strip())
         out.append((provider.strip().lower(), patterns))
     return tuple(out)
+
+
+def _say_if_not_applicable(r: _Reader, key: str) -> None:
+    """A warning for a key of a free-form mapping (a channel name) that cannot apply, saying why."""
+    instead = not_applicable(r.at(key))
+    if instead is not None:
+        r.warnings.append(f"{r.at(key)}: not used by cliproxyd: {instead}")
 
 
 def _secret_key(r: _Reader) -> str:
