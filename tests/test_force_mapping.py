@@ -140,3 +140,16 @@ def test_each_format_names_the_model_where_its_answers_and_events_do(fmt, data, 
         node = node[key]
     assert node == "alias"
     assert fmt.name_answer_model({"type": "ping"}, "alias") is False
+
+
+def test_responses_answers_and_stream_events_name_the_alias():
+    h = Harness({"codex-api-key": [{"api-key": "sk-x", "base-url": UPSTREAM, "models": [
+        {"name": "gpt-5-codex", "alias": "coder", "force-mapping": True}]}]})
+    body = {"model": "coder", "input": "hi"}
+    code, _, answer = h.request("POST", "/v1/responses", body)
+    assert code == 200 and json.loads(answer)["model"] == "coder"
+    code, _, answer = h.request("POST", "/v1/responses", {**body, "stream": True})
+    events = [e for e in sse_payloads(answer) if isinstance(e, dict)]
+    named = [e["response"]["model"] for e in events if isinstance(e.get("response"), dict)]
+    assert code == 200 and named and set(named) == {"coder"}
+    assert "gpt-5-codex" not in answer.decode()

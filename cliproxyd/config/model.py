@@ -56,12 +56,6 @@ class ModelInfo:
     output_modalities: tuple[str, ...] = ()  # output-modalities
     force_mapping: bool = False  # force-mapping
 
-    @property
-    def listed(self) -> bool:
-        """Whether any of it shows in a model list."""
-        return bool(self.display_name or self.context_length or self.output_tokens or self.thinking
-                    or self.input_modalities or self.output_modalities)
-
 
 @frozen
 class ModelEntry:
