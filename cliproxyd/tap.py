@@ -18,7 +18,8 @@ import signal
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -103,12 +104,17 @@ def endpoint_is_local(description: str) -> bool:
     return False  # no interface: every interface
 
 
-def check_tls(source: str, tls: TLSConfig) -> None:
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def tls_options(source: str, tls: TLSConfig) -> CertificateOptions:
     """
-    The certificate and key C{tls} names can be read, are PEM, and belong
-    together; otherwise a L{ConfigError} naming C{tls.cert} or C{tls.key},
-    at start-up, before twistd daemonizes (Twisted's own error for them
-    would name neither the key nor the file).
+    The TLS settings C{tls} names: its certificate file's first certificate
+    serves, with the ones after it (a full chain, as certbot writes) sent as
+    the chain, and the key. A file that cannot be read, holds no PEM, or a
+    key that is not the certificate's is a L{ConfigError} naming C{tls.cert}
+    or C{tls.key}, at start-up, before twistd daemonizes (Twisted's own
+    error would name neither the key nor the file).
     """
     from OpenSSL.crypto import FILETYPE_PEM, Error as OpenSSLError
     from twisted.internet.ssl import Certificate, KeyPair
@@ -121,15 +127,20 @@ def check_tls(source: str, tls: TLSConfig) -> None:
         except OSError as e:
             raise ConfigError(source, key, f"cannot read {path}: {e.strerror}") from None
     try:
-        cert = Certificate.loadPEM(pem["tls.cert"])
+        certs = [Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem["tls.cert"])]
     except (OpenSSLError, ValueError):
-        raise ConfigError(source, "tls.cert", f"{tls.cert} holds no PEM certificate") from None
+        certs = []
+    if not certs:
+        raise ConfigError(source, "tls.cert", f"{tls.cert} holds no PEM certificate")
     try:
         private = KeyPair.load(pem["tls.key"], FILETYPE_PEM)
     except (OpenSSLError, ValueError):
-        raise ConfigError(source, "tls.key", f"{tls.key} holds no PEM private key") from None
-    if not cert.getPublicKey().matches(private):
+        raise ConfigError(source, "tls.key", f"{tls.key} holds no PEM private key (or one with a "
+                                             "passphrase, which cliproxyd cannot use)") from None
+    if not certs[0].getPublicKey().matches(private):
         raise ConfigError(source, "tls.key", f"{tls.key} is not the key of the certificate in tls.cert ({tls.cert})")
+    return CertificateOptions(privateKey=private.original, certificate=certs[0].original,
+                              extraCertChain=[c.original for c in certs[1:]] or None)
 
 
 def _exit_zero_after_sigterm(reactor) -> None:
@@ -180,6 +191,7 @@ def build(options: Options, reactor) -> IService:
     generation built (config file and auth directory read), then the
     listener serves. The parts themselves come from L{build_daemon}.
     """
+    tls: CertificateOptions | None = None
     if options["demo"]:
         config, config_path = None, None
         listen = options["listen"] or DEMO_LISTEN
@@ -191,7 +203,7 @@ def build(options: Options, reactor) -> IService:
         config, _ = load_config(config_path)
         check_hashable(config_path, config.remote_management.secret_key)
         if config.tls.enable and not options["listen"]:
-            check_tls(config_path, config.tls)
+            tls = tls_options(config_path, config.tls)
         elif config.tls.enable:
             log.info("tls in the config is not used: --listen {listen} says how to listen",
                      listen=options["listen"])
@@ -205,7 +217,11 @@ def build(options: Options, reactor) -> IService:
             "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
         )
     try:
-        endpoint = serverFromString(reactor, listen)
+        if tls is not None:
+            assert config is not None
+            endpoint = SSL4ServerEndpoint(reactor, config.port, tls, interface=config.host or "0.0.0.0")
+        else:
+            endpoint = serverFromString(reactor, listen)
     except (ValueError, TypeError, KeyError) as e:
         raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
 
@@ -265,4 +281,4 @@ def makeService(options: Options, reactor=None) -> IService:
         raise SystemExit(f"cliproxyd: {e}") from None
 
 
-__all__ = ["Options", "check_tls", "endpoint_is_local", "makeService"]
+__all__ = ["Options", "endpoint_is_local", "makeService", "tls_options"]

@@ -22,31 +22,55 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from cliproxyd.config import ConfigError, parse_config
-from cliproxyd.tap import Options, check_tls, makeService
+from cliproxyd.tap import Options, tls_options, makeService
 from tests.conftest import unused_port
+
+
+def _name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _issue(subject_key, subject, issuer_key, issuer, ca, sans=None):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
+               .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def chained(directory):
+    """
+    A root CA, an intermediate it signed, and a localhost certificate the
+    intermediate signed: the certificate file holds the leaf then the
+    intermediate (a full chain); returns (root PEM, cert file, key file).
+    """
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _issue(root_key, "test root", root_key, "test root", ca=True)
+    mid = _issue(mid_key, "test intermediate", root_key, "test root", ca=True)
+    leaf = _issue(leaf_key, "localhost", mid_key, "test intermediate", ca=False,
+                  sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert_path, key_path = directory / "fullchain.pem", directory / "leaf.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + mid.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_pem_key(leaf_key))
+    return root.public_bytes(serialization.Encoding.PEM), cert_path, key_path
 
 
 def self_signed(directory, name="server"):
     """A self-signed certificate for localhost and 127.0.0.1, and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = _issue(key, "localhost", key, "localhost", ca=True,
+                  sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(_pem_key(key))
     return cert_path, key_path
 
 
@@ -67,13 +91,19 @@ def write_config(tmp_path, port, cert, key):
     return str(path)
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_daemon_serves_https_with_the_configured_certificate(reactor, tmp_path):
-    cert, key = self_signed(tmp_path)
+async def serve_https(reactor, tmp_path, cert, key):
+    """makeService with the real reactor, listening with TLS on a free loopback port."""
     port = unused_port()
     service = makeService(options("--config", write_config(tmp_path, port, cert, key), "--watch-interval", "0"),
                           reactor=reactor)
     service.startService()
+    return service, port
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_serves_https_with_the_configured_certificate(reactor, tmp_path):
+    cert, key = self_signed(tmp_path)
+    service, port = await serve_https(reactor, tmp_path, cert, key)
     pool = HTTPConnectionPool(reactor, persistent=False)
     try:
         trust = ssl.Certificate.loadPEM(cert.read_bytes())
@@ -85,6 +115,22 @@ async def test_the_daemon_serves_https_with_the_configured_certificate(reactor, 
         untrusting = treq.client.HTTPClient(Agent(reactor, pool=pool))
         with pytest.raises(Exception):
             await untrusting.get(f"https://localhost:{port}/healthz", timeout=10)
+    finally:
+        await service.stopService()
+        await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_chain_file_sends_its_intermediate_so_clients_trusting_only_the_root_connect(reactor, tmp_path):
+    root, cert, key = chained(tmp_path)
+    service, port = await serve_https(reactor, tmp_path, cert, key)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        trust = ssl.Certificate.loadPEM(root)
+        client = treq.client.HTTPClient(Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool))
+        response = await client.get(f"https://localhost:{port}/healthz", timeout=10)
+        assert response.code == 200
+        await response.content()
     finally:
         await service.stopService()
         await pool.closeCachedConnections()
@@ -137,9 +183,9 @@ def test_start_up_refuses_files_that_are_not_pem_or_do_not_belong_together(tmp_p
     for (c, k), where, problem in cases:
         config, _ = parse_config({"tls": {"enable": True, "cert": str(c), "key": str(k)}}, "config.yaml")
         with pytest.raises(ConfigError) as info:
-            check_tls("config.yaml", config.tls)
+            tls_options("config.yaml", config.tls)
         assert info.value.path == where and problem in info.value.problem
-    check_tls("config.yaml", parse_config({"tls": {"enable": True, "cert": str(cert), "key": str(key)}})[0].tls)
+    tls_options("config.yaml", parse_config({"tls": {"enable": True, "cert": str(cert), "key": str(key)}})[0].tls)
 
 
 def test_the_listen_option_overrides_tls(tmp_path):
