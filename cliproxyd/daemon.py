@@ -35,6 +35,7 @@ from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Config
+from cliproxyd.credentials.refresh import CONCURRENCY as REFRESH_CONCURRENCY
 from cliproxyd.credentials.refresh import (
     Refresher,
     RefreshFn,
@@ -88,6 +89,7 @@ def build_daemon(
     refresh: RefreshFn | None = None,
     wrap_executor: Callable[[Executor], Executor] | None = None,
     require_client_keys: bool = False,
+    refresh_workers: int = 0,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -101,12 +103,14 @@ def build_daemon(
     @param wrap_executor: for tests, see L{Assembly}.
     @param require_client_keys: refuse configs without C{api-keys} (the
         listener is not loopback-only); see L{Runtime}.
+    @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
     """
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
-    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
+    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source,
+                          concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record,), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,

@@ -244,6 +244,7 @@ def build(options: Options, reactor) -> IService:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
                               state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
+                              refresh_workers=config.auth_auto_refresh_workers,
                               require_client_keys=not local)
     else:
         assert demo is not None

@@ -25,8 +25,8 @@ from cliproxyd.config.model import (
     OpenAICompatProvider,
     ProviderKey,
     QuotaGroupConfig,
-    RemoteManagement,
     ModelInfo,
+    RemoteManagement,
     RoutingConfig,
     Thinking,
     Timeouts,
@@ -72,7 +72,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "credential-in-flight": "a CLIProxyAPI Home (cluster) contract; cliproxyd counts in-flight requests itself "
                             "(management /status in_flight)",
     "ampcode": "cliproxyd serves no Amp routes; point Amp at an OpenAI- or Claude-compatible route instead",
-    "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes always check api-keys",
+    "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
     "disable-claude-cloak-mode": "cliproxyd never cloaks Claude requests; the client's system prompt always "
@@ -81,8 +81,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
-    "auth-auto-refresh-workers": "cliproxyd refreshes OAuth tokens asynchronously from one job (token-refresh, "
-                                 "every 60 s); it has no worker pool to size",
     "codex.identity-confuse": "cliproxyd sends Codex requests with the client's own identifiers",
     "codex.disable-codex-cloaking": "cliproxyd never replaces a client's Codex User-Agent or Originator",
     "codex.stream-bootstrap-buffering": "cliproxyd always holds a stream until its first content, so an "
@@ -563,6 +561,7 @@ TOP_LEVEL = {
     "remote-management",
     "timeouts",
     "codex",
+    "auth-auto-refresh-workers",
 }
 
 
@@ -658,6 +657,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         gemini_api_key=_parse_provider_keys(r, "gemini-api-key"),
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
+        auth_auto_refresh_workers=r.nonneg_int("auth-auto-refresh-workers"),
         remote_management=RemoteManagement(
             secret_key=_secret_key(rm),
             allow_remote=rm.get("allow-remote", bool, False),

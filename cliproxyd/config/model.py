@@ -216,6 +216,8 @@ class Config:
     #: max-body-mb: the largest client request body accepted, in MiB
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
+    #: auth-auto-refresh-workers: OAuth token refreshes run at once (0: the default, 16)
+    auth_auto_refresh_workers: int = 0
     timeouts: Timeouts = field(factory=Timeouts)
 
     @property
