@@ -116,7 +116,8 @@ def tls_options(source: str, tls: TLSConfig) -> CertificateOptions:
     or C{tls.key}, at start-up, before twistd daemonizes (Twisted's own
     error would name neither the key nor the file).
     """
-    from OpenSSL.crypto import FILETYPE_PEM, Error as OpenSSLError
+    from OpenSSL.crypto import FILETYPE_PEM
+    from OpenSSL.crypto import Error as OpenSSLError
     from twisted.internet.ssl import Certificate, KeyPair
 
     pem: dict[str, bytes] = {}

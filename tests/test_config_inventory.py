@@ -483,7 +483,7 @@ def _warned(warnings: list[str]) -> dict[str, list[str]]:
 
 
 def _tolerated(path: str) -> bool:
-    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[]") for p in BUILT_IN_PARALLEL)
+    return any(path == p or path.startswith((p + ".", p + "[]")) for p in BUILT_IN_PARALLEL)
 
 
 @pytest.fixture(scope="module")

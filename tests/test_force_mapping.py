@@ -45,8 +45,10 @@ def test_every_chunk_of_an_openai_stream_names_the_alias_and_the_content_is_inta
     chunks = [c for c in sse_payloads(mapped) if isinstance(c, dict)]
     assert chunks and {c["model"] for c in chunks} == {"kimi"}
     assert {c["model"] for c in sse_payloads(plain) if isinstance(c, dict)} == {"glm-5"}
-    text = lambda body: "".join(c["choices"][0]["delta"].get("content") or ""  # noqa: E731
-                                for c in sse_payloads(body) if isinstance(c, dict) and c.get("choices"))
+    def text(body):
+        return "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in sse_payloads(body) if isinstance(c, dict) and c.get("choices"))
+
     assert text(mapped) == text(plain) != ""
     assert mapped.rstrip().endswith(b"data: [DONE]")
 

@@ -310,7 +310,7 @@ def test_auth_auto_refresh_workers_caps_the_refreshes_running_at_once(tmp_path):
         clock.advance(NOW)
         calls = []
 
-        def refresh(account):
+        def refresh(account, calls=calls):
             calls.append(account.name)
             return Deferred()  # still running
 

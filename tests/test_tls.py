@@ -19,10 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
 from twisted.internet.testing import MemoryReactorClock
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+)
 
 from cliproxyd.config import ConfigError, parse_config
-from cliproxyd.tap import Options, tls_options, makeService
+from cliproxyd.tap import Options, makeService, tls_options
 from tests.conftest import unused_port
 
 
@@ -113,7 +118,7 @@ async def test_the_daemon_serves_https_with_the_configured_certificate(reactor, 
         assert [m["id"] for m in json.loads(await response.content())["data"]] == ["m1"]
         # A client that does not trust the certificate gets no answer at all.
         untrusting = treq.client.HTTPClient(Agent(reactor, pool=pool))
-        with pytest.raises(Exception):
+        with pytest.raises(ResponseNeverReceived):
             await untrusting.get(f"https://localhost:{port}/healthz", timeout=10)
     finally:
         await service.stopService()

@@ -9,7 +9,6 @@ translates through the canonical model (see L{cliproxyd.formats}).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from twisted.logger import Logger
