@@ -90,6 +90,7 @@ def build_daemon(
     wrap_executor: Callable[[Executor], Executor] | None = None,
     require_client_keys: bool = False,
     refresh_workers: int = 0,
+    listen_fixed: bool = False,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -103,6 +104,7 @@ def build_daemon(
     @param wrap_executor: for tests, see L{Assembly}.
     @param require_client_keys: refuse configs without C{api-keys} (the
         listener is not loopback-only); see L{Runtime}.
+    @param listen_fixed: C{--listen} says where to listen; see L{Runtime}.
     @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
     """
     source = GenerationSource()
@@ -114,7 +116,8 @@ def build_daemon(
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record,), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
-                      run_in_thread=run_in_thread, require_client_keys=require_client_keys)
+                      run_in_thread=run_in_thread, require_client_keys=require_client_keys,
+                      listen_fixed=listen_fixed)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
     in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request))
     management = ManagementAPI(

@@ -71,6 +71,9 @@ RESTART_ONLY = (
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),
     (("timeouts", "client_idle"), "timeouts.client-idle-seconds"),
 )
+#: The settings of RESTART_ONLY that say where to listen: moot when the
+#: command line says it (C{--listen}).
+LISTEN_SETTINGS = frozenset({"host", "port", "tls"})
 
 
 def _value(config: Config, path: tuple[str, ...]) -> Any:
@@ -117,6 +120,8 @@ class Runtime(ServiceTree):
     @param config: with no file (C{--demo}, tests), the config to run: a
         L{Config}, or a callable giving it at start (the demo knows its
         upstream's port only once it listens).
+    @param listen_fixed: the command line says where to listen (C{--listen}),
+        so a change of C{host}, C{port} or C{tls} needs nothing at all.
     @param require_client_keys: the daemon listens beyond loopback, so a
         config without C{api-keys} is refused (at start, and by every
         reload: removing the last key must not open the pool to anyone).
@@ -135,9 +140,12 @@ class Runtime(ServiceTree):
         poll: float = POLL_SECONDS,
         run_in_thread: Callable[..., Deferred[Any]] = deferToThread,
         require_client_keys: bool = False,
+        listen_fixed: bool = False,
     ) -> None:
         super().__init__()
         self._require_client_keys = require_client_keys
+        self._restart_only = tuple((path, label) for path, label in RESTART_ONLY
+                                   if not (listen_fixed and label in LISTEN_SETTINGS))
         if (config_path is None) == (config is None):
             raise ValueError("give the runtime a config_path or a config")
         self.assembly = assembly
@@ -354,10 +362,10 @@ class Runtime(ServiceTree):
         if self._started is None or self.current is None:
             return []
         now = self.current.config
-        return [label for path, label in RESTART_ONLY if _value(self._started, path) != _value(now, path)]
+        return [label for path, label in self._restart_only if _value(self._started, path) != _value(now, path)]
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:
-        for path, label in RESTART_ONLY:
+        for path, label in self._restart_only:
             if _value(old, path) != _value(new, path):
                 self.log.warn("{label} changed in the config: it takes effect at the next restart", label=label)
 

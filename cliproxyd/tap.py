@@ -246,7 +246,7 @@ def build(options: Options, reactor) -> IService:
                               state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
                               refresh_workers=config.auth_auto_refresh_workers,
-                              require_client_keys=not local)
+                              require_client_keys=not local, listen_fixed=bool(options["listen"]))
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)

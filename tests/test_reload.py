@@ -338,3 +338,17 @@ def test_host_port_and_tls_changed_by_a_reload_wait_for_a_restart_until_changed_
     config.write_text(json.dumps({"host": "127.0.0.1", "port": 8317, "api-keys": ["k"]}))
     runtime.reload("test")
     assert runtime.restart_needed == []
+
+
+def test_with_the_listen_option_host_port_and_tls_changes_need_nothing(tmp_path):
+    from twisted.logger import capturedLogs
+
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"port": 8317, "state-file": str(tmp_path / "a.json")}))
+    runtime = file_runtime(config, listen_fixed=True)
+    config.write_text(json.dumps({"host": "0.0.0.0", "port": 9000, "state-file": str(tmp_path / "b.json"),
+                                  "tls": {"enable": True, "cert": "/c.pem", "key": "/k.pem"}}))
+    with capturedLogs() as events:
+        runtime.reload("test")
+    assert [e["label"] for e in events if "label" in e] == ["state-file"]
+    assert runtime.restart_needed == ["state-file"]
