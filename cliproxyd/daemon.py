@@ -37,6 +37,7 @@ from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Config
+from cliproxyd.credentials.refresh import CONCURRENCY as REFRESH_CONCURRENCY
 from cliproxyd.credentials.refresh import (
     Refresher,
     RefreshFn,
@@ -124,6 +125,8 @@ def build_daemon(
     panel_api_base: str = DEFAULT_API_BASE,
     log_publisher: LogPublisher = globalLogPublisher,
     log_rotate_bytes: int = ROTATE_BYTES,
+    refresh_workers: int = 0,
+    listen_fixed: bool = False,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -149,6 +152,8 @@ def build_daemon(
     @param panel_api_base: the releases API the panel is fetched from.
     @param log_publisher: where main.log observes log events (the global publisher).
     @param log_rotate_bytes: main.log's size at which it is rotated.
+    @param listen_fixed: C{--listen} says where to listen; see L{Runtime}.
+    @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
     """
     environ = {} if environ is None else environ
 
@@ -163,11 +168,13 @@ def build_daemon(
     usage = Usage(clock)
     recent = RecentRequests(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
-    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
+    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source,
+                          concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record, recent.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
-                      run_in_thread=run_in_thread, require_client_keys=require_client_keys)
+                      run_in_thread=run_in_thread, require_client_keys=require_client_keys,
+                      listen_fixed=listen_fixed)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
     in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request))
     management = ManagementAPI(

@@ -58,14 +58,22 @@ POLL_SECONDS = 2.0
 #: under way in another process: start-up leaves it.
 LIVE_WRITE_SECONDS = 60.0
 
-#: Settings a running daemon cannot change; a reload that changes them says so.
+#: Settings a running daemon cannot change; a reload that changes them says
+#: so in one log line, and management C{/status} lists them under
+#: C{restart_needed} until the config says again what the daemon started with.
 RESTART_ONLY = (
-    (("listen",), "host and port"),
+    (("host",), "host"),
+    (("port",), "port"),
+    (("tls",), "tls"),
     (("state_path",), "state-file"),
+    (("auth_auto_refresh_workers",), "auth-auto-refresh-workers"),
     (("timeouts", "connect"), "timeouts.connect-seconds"),
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),
     (("timeouts", "client_idle"), "timeouts.client-idle-seconds"),
 )
+#: The settings of RESTART_ONLY that say where to listen: moot when the
+#: command line says it (C{--listen}).
+LISTEN_SETTINGS = frozenset({"host", "port", "tls"})
 
 
 def _value(config: Config, path: tuple[str, ...]) -> Any:
@@ -112,6 +120,8 @@ class Runtime(ServiceTree):
     @param config: with no file (C{--demo}, tests), the config to run: a
         L{Config}, or a callable giving it at start (the demo knows its
         upstream's port only once it listens).
+    @param listen_fixed: the command line says where to listen (C{--listen}),
+        so a change of C{host}, C{port} or C{tls} needs nothing at all.
     @param require_client_keys: the daemon listens beyond loopback, so a
         config without C{api-keys} is refused (at start, and by every
         reload: removing the last key must not open the pool to anyone).
@@ -130,9 +140,12 @@ class Runtime(ServiceTree):
         poll: float = POLL_SECONDS,
         run_in_thread: Callable[..., Deferred[Any]] = deferToThread,
         require_client_keys: bool = False,
+        listen_fixed: bool = False,
     ) -> None:
         super().__init__()
         self._require_client_keys = require_client_keys
+        self._restart_only = tuple((path, label) for path, label in RESTART_ONLY
+                                   if not (listen_fixed and label in LISTEN_SETTINGS))
         if (config_path is None) == (config is None):
             raise ValueError("give the runtime a config_path or a config")
         self.assembly = assembly
@@ -146,6 +159,8 @@ class Runtime(ServiceTree):
         #: callers of reload() while one ran: fired by the reload after it
         self._waiting: list[Deferred[bool]] = []
         self.reloads = {"applied": 0, "rejected": 0}
+        #: the config the daemon started with (what its listener and state file follow)
+        self._started: Config | None = None
         self.last_error = ""
         #: where consumers read the generation in service; this runtime writes it
         self.source = source if source is not None else GenerationSource()
@@ -190,6 +205,7 @@ class Runtime(ServiceTree):
         gen = self.assembly.build(config, scan)
         self._report_problems({}, gen.problems)
         self.source.current = gen
+        self._started = config
         self._signature = self._read_signature()
         self.log.info(
             "serving {creds} credentials, {models} models, routing {strategy}",
@@ -340,8 +356,16 @@ class Runtime(ServiceTree):
         scan = read_auth_dir(auth_dir, known, skip) if auth_dir else AuthDirScan()
         return _Snapshot(config_bytes, scan)
 
+    @property
+    def restart_needed(self) -> list[str]:
+        """The restart-only settings whose running value differs from the one the daemon started with."""
+        if self._started is None or self.current is None:
+            return []
+        now = self.current.config
+        return [label for path, label in self._restart_only if _value(self._started, path) != _value(now, path)]
+
     def _warn_restart_only(self, old: Config, new: Config) -> None:
-        for path, label in RESTART_ONLY:
+        for path, label in self._restart_only:
             if _value(old, path) != _value(new, path):
                 self.log.warn("{label} changed in the config: it takes effect at the next restart", label=label)
 

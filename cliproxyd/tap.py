@@ -19,7 +19,8 @@ import signal
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from cliproxyd._version import __version__
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.config.edit import ConfigFile
-from cliproxyd.config.model import Timeouts
+from cliproxyd.config.model import Timeouts, TLSConfig
 from cliproxyd.daemon import build_daemon
 from cliproxyd.demo import DEMO_LISTEN, DemoUpstream
 from cliproxyd.frontend import TrackingSite
@@ -104,6 +105,46 @@ def endpoint_is_local(description: str) -> bool:
     return False  # no interface: every interface
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def tls_options(source: str, tls: TLSConfig) -> CertificateOptions:
+    """
+    The TLS settings C{tls} names: its certificate file's first certificate
+    serves, with the ones after it (a full chain, as certbot writes) sent as
+    the chain, and the key. A file that cannot be read, holds no PEM, or a
+    key that is not the certificate's is a L{ConfigError} naming C{tls.cert}
+    or C{tls.key}, at start-up, before twistd daemonizes (Twisted's own
+    error would name neither the key nor the file).
+    """
+    from OpenSSL.crypto import FILETYPE_PEM
+    from OpenSSL.crypto import Error as OpenSSLError
+    from twisted.internet.ssl import Certificate, KeyPair
+
+    pem: dict[str, bytes] = {}
+    for key, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
+        try:
+            with open(path, "rb") as f:
+                pem[key] = f.read()
+        except OSError as e:
+            raise ConfigError(source, key, f"cannot read {path}: {e.strerror}") from None
+    try:
+        certs = [Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem["tls.cert"])]
+    except (OpenSSLError, ValueError):
+        certs = []
+    if not certs:
+        raise ConfigError(source, "tls.cert", f"{tls.cert} holds no PEM certificate")
+    try:
+        private = KeyPair.load(pem["tls.key"], FILETYPE_PEM)
+    except (OpenSSLError, ValueError):
+        raise ConfigError(source, "tls.key", f"{tls.key} holds no PEM private key (or one with a "
+                                             "passphrase, which cliproxyd cannot use)") from None
+    if not certs[0].getPublicKey().matches(private):
+        raise ConfigError(source, "tls.key", f"{tls.key} is not the key of the certificate in tls.cert ({tls.cert})")
+    return CertificateOptions(privateKey=private.original, certificate=certs[0].original,
+                              extraCertChain=[c.original for c in certs[1:]] or None)
+
+
 def _exit_zero_after_sigterm(reactor) -> None:
     """
     twistd re-raises the signal that stopped the reactor once it is done, so
@@ -152,6 +193,7 @@ def build(options: Options, reactor) -> IService:
     generation built (config file and auth directory read), then the
     listener serves. The parts themselves come from L{build_daemon}.
     """
+    tls: CertificateOptions | None = None
     if options["demo"]:
         config, config_path = None, None
         listen = options["listen"] or DEMO_LISTEN
@@ -162,6 +204,11 @@ def build(options: Options, reactor) -> IService:
         config_path = options["config"]
         config, _ = load_config(config_path)
         check_hashable(config_path, config.remote_management.secret_key)
+        if config.tls.enable and not options["listen"]:
+            tls = tls_options(config_path, config.tls)
+        elif config.tls.enable:
+            log.info("tls in the config is not used: --listen {listen} says how to listen",
+                     listen=options["listen"])
         listen = options["listen"] or config.listen
         api_keys, state_path, secret = config.api_keys, config.state_path, config.remote_management.secret_key
 
@@ -172,7 +219,11 @@ def build(options: Options, reactor) -> IService:
             "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
         )
     try:
-        endpoint = serverFromString(reactor, listen)
+        if tls is not None:
+            assert config is not None
+            endpoint = SSL4ServerEndpoint(reactor, config.port, tls, interface=config.host or "0.0.0.0")
+        else:
+            endpoint = serverFromString(reactor, listen)
     except (ValueError, TypeError, KeyError) as e:
         raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
 
@@ -196,7 +247,9 @@ def build(options: Options, reactor) -> IService:
                               state_path=state_path, usage_path=config.usage_path,
                               shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
-                              require_client_keys=not local, listener=reactor, environ=os.environ)
+                              refresh_workers=config.auth_auto_refresh_workers,
+                              require_client_keys=not local, listen_fixed=bool(options["listen"]),
+                              listener=reactor, environ=os.environ)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)
@@ -234,4 +287,4 @@ def makeService(options: Options, reactor=None) -> IService:
         raise SystemExit(f"cliproxyd: {e}") from None
 
 
-__all__ = ["Options", "endpoint_is_local", "makeService"]
+__all__ = ["Options", "endpoint_is_local", "makeService", "tls_options"]

@@ -103,7 +103,8 @@ def test_unknown_and_not_yet_supported_keys_are_warnings():
         "colour: unknown key; ignored",
         "openai-compatibility[0].extra: unknown key; ignored",
         "routing.sticky: unknown key; ignored",
-        "vertex-api-key: not supported by this version of cliproxyd; ignored",
+        "vertex-api-key: not used by cliproxyd: cliproxyd has no Vertex executor; use gemini-api-key "
+        "(with base-url for a Gemini-compatible gateway) instead",
     ]
 
 

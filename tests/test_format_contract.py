@@ -85,7 +85,7 @@ def test_the_protocol_names_what_the_contract_lists():
     assert set(members(Format)) == {
         "NAME", "validate", "set_model", "apply_reasoning", "request_to_canonical", "request_from_canonical",
         "response_to_canonical", "response_from_canonical", "StreamDecoder", "StreamEncoder",
-        "error_body", "stream_error_event", "is_stream_end"}
+        "error_body", "stream_error_event", "is_stream_end", "name_answer_model"}
     assert set(members(CountingFormat)) - set(members(Format)) == {"count_request", "count_body", "count_from_body"}
     assert set(members(Decoder)) == {"feed"} and set(members(Encoder)) == {"feed", "close"}
 

@@ -327,3 +327,11 @@ def test_auth_files_need_an_auth_dir(tmp_path):
     text = rig.config.read_text().replace(f"auth-dir: {rig.auth_dir}\n", "")
     assert rig.call("PUT", "/config.yaml", raw=text.encode())[0] == 200
     assert rig.call("GET", "/auth-files") == (409, {"error": "auth-dir is not set in the config"})
+
+
+def test_status_lists_the_settings_a_reload_could_not_apply_until_a_restart(rig):
+    assert rig.call("GET", "/status")[1]["restart_needed"] == []
+    rig.config.write_text(rig.config.read_text().replace("port: 8317", "port: 9000"))
+    assert rig.settle(rig.runtime.reload("test")) is True
+    code, body = rig.call("GET", "/status")
+    assert (code, body["restart_needed"]) == (200, ["port"])

@@ -290,3 +290,40 @@ def test_requests_meeting_the_same_expired_token_share_one_refresh(tmp_path):
     assert len(endpoint.calls) == 1
     endpoint.answer(0, "fresh")
     assert [d.result.status for d in ds] == [200] * 5
+
+
+def test_auth_auto_refresh_workers_caps_the_refreshes_running_at_once(tmp_path):
+    from twisted.internet.defer import Deferred, maybeDeferred
+
+    from cliproxyd.config import parse_config
+    from cliproxyd.daemon import build_daemon
+
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    for name in ("a", "b", "c"):
+        (auth / f"{name}.json").write_text(json.dumps({"type": "claude", "access_token": "t", "refresh_token": "r",
+                                                       "expired": NOW + 60}))
+    for workers, expected in ((2, 2), (0, 3)):  # 0: the default, 16
+        config, warnings = parse_config({"auth-dir": str(auth), "auth-auto-refresh-workers": workers})
+        assert warnings == []
+        clock = Clock()
+        clock.advance(NOW)
+        calls = []
+
+        def refresh(account, calls=calls):
+            calls.append(account.name)
+            return Deferred()  # still running
+
+        daemon = build_daemon(clock, None, config=config, poll=0, run_in_thread=maybeDeferred, refresh=refresh,
+                              refresh_workers=config.auth_auto_refresh_workers)
+        daemon.runtime.start()
+        assert daemon.refresher.check() == 3  # all three are due...
+        assert len(calls) == expected  # ...but only this many talk to the endpoint at once
+
+
+def test_auth_auto_refresh_workers_must_be_a_count():
+    from cliproxyd.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"auth-auto-refresh-workers": -1})
+    assert info.value.path == "auth-auto-refresh-workers"

@@ -314,5 +314,41 @@ def test_restart_only_settings_say_so_when_a_reload_changes_them(tmp_path):
     with capturedLogs() as events:
         runtime.reload("test")
     said = sorted(e["label"] for e in events if "label" in e)
-    assert said == ["host and port", "timeouts.client-idle-seconds", "timeouts.connect-seconds",
+    assert said == ["port", "timeouts.client-idle-seconds", "timeouts.connect-seconds",
                     "timeouts.shutdown-seconds"]
+
+
+def test_host_port_and_tls_changed_by_a_reload_wait_for_a_restart_until_changed_back(tmp_path):
+    from twisted.logger import capturedLogs
+
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"host": "127.0.0.1", "port": 8317, "api-keys": ["k"]}))
+    runtime = file_runtime(config)
+    assert runtime.restart_needed == []
+    config.write_text(json.dumps({"host": "0.0.0.0", "port": 9000, "api-keys": ["k", "k2"],
+                                  "tls": {"enable": True, "cert": "/c.pem", "key": "/k.pem"}}))
+    with capturedLogs() as events:
+        assert runtime.reload("test").result is True
+    # the rest of the config applies; the listener's settings are said once each and wait
+    assert runtime.current.config.api_keys == ("k", "k2")
+    lines = [e for e in events if "label" in e]
+    assert sorted(e["label"] for e in lines) == ["host", "port", "tls"]
+    assert all("next restart" in e["log_format"] for e in lines)
+    assert runtime.restart_needed == ["host", "port", "tls"]
+    config.write_text(json.dumps({"host": "127.0.0.1", "port": 8317, "api-keys": ["k"]}))
+    runtime.reload("test")
+    assert runtime.restart_needed == []
+
+
+def test_with_the_listen_option_host_port_and_tls_changes_need_nothing(tmp_path):
+    from twisted.logger import capturedLogs
+
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"port": 8317, "state-file": str(tmp_path / "a.json")}))
+    runtime = file_runtime(config, listen_fixed=True)
+    config.write_text(json.dumps({"host": "0.0.0.0", "port": 9000, "state-file": str(tmp_path / "b.json"),
+                                  "tls": {"enable": True, "cert": "/c.pem", "key": "/k.pem"}}))
+    with capturedLogs() as events:
+        runtime.reload("test")
+    assert [e["label"] for e in events if "label" in e] == ["state-file"]
+    assert runtime.restart_needed == ["state-file"]

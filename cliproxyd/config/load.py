@@ -26,6 +26,7 @@ from cliproxyd.config.model import (
     LoggingConfig,
     ModelAlias,
     ModelEntry,
+    ModelInfo,
     OpenAICompatProvider,
     ProviderKey,
     QuotaExceededConfig,
@@ -33,7 +34,9 @@ from cliproxyd.config.model import (
     RemoteManagement,
     RoutingConfig,
     ScopedErrorRule,
+    Thinking,
     Timeouts,
+    TLSConfig,
     WarmupConfig,
 )
 
@@ -44,21 +47,89 @@ T = TypeVar("T")
 #: between a typo and a feature that is still to come.
 NOT_YET_SUPPORTED = frozenset(
     {
-        "tls",
-        "pprof",
-        "commercial-mode",
         "proxy-url",
         "passthrough-headers",
         "streaming",
         "nonstream-keepalive-interval",
-        "ws-auth",
-        "vertex-api-key",
         "codex-header-defaults",
         "claude-header-defaults",
-        "ampcode",
         "payload",
     }
 )
+
+
+#: CLIProxyAPI keys that cannot apply to cliproxyd, each with what cliproxyd
+#: does instead: start-up says so in one line when a config sets one, and
+#: nothing under it is read. A path's list items are written C{[]}
+#: (C{claude-api-key[].cloak}); the one table of them.
+NOT_APPLICABLE: dict[str, str] = {
+    "pprof": "cliproxyd has no pprof server; profile the running process from outside with py-spy",
+    "commercial-mode": "cliproxyd has no per-request middleware to switch off; request logging is already "
+                       "off unless request-log is set",
+    "plugins": "cliproxyd loads no Go plugins; providers are its own executors, or openai-compatibility entries",
+    "credential-concurrency": "a CLIProxyAPI Home (cluster) contract; cliproxyd runs alone and routes with "
+                              "its own cooldowns",
+    "credential-in-flight": "a CLIProxyAPI Home (cluster) contract; cliproxyd counts in-flight requests itself "
+                            "(management /status in_flight)",
+    "ampcode": "cliproxyd serves no Amp routes; point Amp at an OpenAI- or Claude-compatible route instead",
+    "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
+    "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
+                            "<auth-dir>/cliproxyd-state.json), never in .cds files",
+    "disable-claude-cloak-mode": "cliproxyd never cloaks Claude requests; the client's system prompt always "
+                                 "passes as sent",
+    "claude-code": "cliproxyd never cloaks model ids; Claude model lists show the names clients ask for",
+    "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
+    "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
+    "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
+    "codex.identity-confuse": "cliproxyd sends Codex requests with the client's own identifiers",
+    "codex.disable-codex-cloaking": "cliproxyd never replaces a client's Codex User-Agent or Originator",
+    "codex.stream-bootstrap-buffering": "cliproxyd always holds a stream until its first content, so an "
+                                        "overloaded upstream fails over without this switch",
+    "codex.optimize-multi-agent-v2": "cliproxyd passes Codex multi-agent items as the client sent them",
+    "codex.live-media-relay": "cliproxyd relays no WebRTC media; Codex Live connects to OpenAI directly",
+    "antigravity": "cliproxyd does not rewrite Antigravity system instructions",
+    "xai": "cliproxyd has no xAI executor; add xAI as an openai-compatibility provider",
+    "xai-api-key": "cliproxyd has no xAI executor; list xAI under openai-compatibility "
+                   "(base-url https://api.x.ai/v1) instead",
+    "vertex-api-key": "cliproxyd has no Vertex executor; use gemini-api-key (with base-url for a "
+                      "Gemini-compatible gateway) instead",
+    "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
+                                          "and the next credential or priority tier serves",
+    "interactions-api-key": "cliproxyd serves no /v1beta/interactions route; gemini-api-key serves Gemini "
+                            "generateContent",
+    "antigravity-signature-cache-enabled": "cliproxyd keeps no signature cache; thinking signatures pass as the "
+                                           "client sent them",
+    "antigravity-signature-bypass-strict": "cliproxyd keeps no signature cache; thinking signatures pass as the "
+                                           "client sent them",
+    "openai-compatibility[].support-prompt-cache-key": "cliproxyd derives no prompt_cache_key; a client's own "
+                                                       "passes as sent",
+    "codex-api-key[].alpha-search": "cliproxyd serves no /v1/alpha/search route",
+    "claude-api-key[].cloak": "cliproxyd never cloaks Claude requests; the client's system prompt always passes "
+                              "as sent",
+    "claude-api-key[].fingerprint-profile": "cliproxyd sends the client's own request fingerprint and headers",
+    "claude-api-key[].experimental-cch-signing": "cliproxyd signs no Claude billing blocks",
+    "claude-api-key[].rebuild-mid-system-message": "cliproxyd passes a Claude client's messages as sent, and "
+                                                   "always gathers system messages into Claude's top-level "
+                                                   "system when it translates",
+    "claude-api-key[].websockets": "cliproxyd has no WebSocket transport",
+    **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
+       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key")},
+    "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
+    # OAuth channels cliproxyd has no accounts of (an auth file of that type is
+    # skipped): their entries are kept, so the management API shows them, but
+    # apply to nothing.
+    **{f"{section}.{channel}": f"cliproxyd reads no {channel} OAuth accounts, so these apply to nothing "
+                               f"(its channels: claude, codex, gemini-cli, antigravity)"
+       for section in ("oauth-model-alias", "oauth-excluded-models")
+       for channel in ("vertex", "aistudio", "kimi", "xai", "qwen", "iflow")},
+}
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def not_applicable(path: str) -> str | None:
+    """What cliproxyd does instead of the CLIProxyAPI key at C{path}, if it cannot apply."""
+    return NOT_APPLICABLE.get(_INDEX.sub("[]", path))
 
 
 #: The prefixes that mark C{remote-management.secret-key} as a bcrypt hash
@@ -126,7 +197,9 @@ class _Reader:
         for key in self.data:
             if key in known:
                 continue
-            if key in not_yet:
+            if not_applicable(self.at(str(key))) is not None:
+                _say_if_not_applicable(self, str(key))
+            elif key in not_yet:
                 self.warnings.append(
                     f"{self.at(str(key))}: not supported by this version of cliproxyd; ignored"
                 )
@@ -314,11 +387,64 @@ def _proxy(r: _Reader) -> str:
     return proxy
 
 
+_MODEL_INFO_KEYS = {"display-name", "max-context-length", "max-output-tokens", "thinking", "input-modalities",
+                    "output-modalities", "force-mapping"}
+
+
 def _parse_model(r: _Reader) -> ModelEntry:
-    r.check_keys({"name", "alias"}, frozenset({"thinking"}))
+    r.check_keys({"name", "alias", *_MODEL_INFO_KEYS})
     name = r.string("name", required=True)
     alias = r.string("alias")
-    return ModelEntry(name=name, alias=alias)
+    return ModelEntry(name=name, alias=alias, info=_model_info(r))
+
+
+def _model_info(r: _Reader) -> ModelInfo:
+    """The list fields of one C{models[]} item (see L{ModelInfo})."""
+    thinking = None
+    if r.data.get("thinking") is not None:
+        t = r.child("thinking")
+        t.check_keys({"levels", "min", "max", "zero-allowed", "dynamic-allowed"})
+        low, high = t.nonneg_int("min"), t.nonneg_int("max")
+        if high and low > high:
+            raise t.error("min", f"must not be more than max ({high}), not {low}")
+        thinking = Thinking(
+            levels=tuple(_words(t, "levels")), min=low, max=high,
+            zero_allowed=t.get("zero-allowed", bool, False), dynamic_allowed=t.get("dynamic-allowed", bool, False),
+        )
+    return ModelInfo(
+        display_name=_no_newlines(r, "display-name", r.string("display-name")),
+        context_length=r.nonneg_int("max-context-length"),
+        output_tokens=r.nonneg_int("max-output-tokens"),
+        thinking=thinking,
+        input_modalities=tuple(_words(r, "input-modalities")),
+        output_modalities=tuple(_words(r, "output-modalities")),
+        force_mapping=r.get("force-mapping", bool, False),
+    )
+
+
+def _words(r: _Reader, key: str) -> list[str]:
+    """A list of short names (thinking levels, modalities): lower case, no blanks, each once."""
+    out = []
+    for i, word in enumerate(r.strings(key)):
+        word = word.strip().lower()
+        if not word or any(c.isspace() for c in word):
+            raise ConfigError(r.source, r.at(key) + f"[{i}]", f"must be one word, not {word!r}")
+        if word not in out:
+            out.append(word)
+    return out
+
+
+def _parse_tls(r: _Reader) -> TLSConfig:
+    """C{tls}: with C{enable}, C{cert} and C{key} name the PEM files (checked when the listener is made)."""
+    r.check_keys({"enable", "cert", "key"})
+    enable = r.get("enable", bool, False)
+    cert = os.path.expanduser(r.string("cert"))
+    key = os.path.expanduser(r.string("key"))
+    if enable:
+        for name, value in (("cert", cert), ("key", key)):
+            if not value:
+                raise r.error(name, "required when tls.enable is true")
+    return TLSConfig(enable=enable, cert=cert, key=key)
 
 
 def _headers(r: _Reader) -> tuple[tuple[str, str], ...]:
@@ -413,11 +539,13 @@ def _parse_provider_keys(r: _Reader, key: str) -> tuple[ProviderKey, ...]:
 
 
 def _parse_alias(r: _Reader) -> ModelAlias:
-    r.check_keys({"name", "alias", "fork"})
+    r.check_keys({"name", "alias", "fork", "display-name", "force-mapping"})
     return ModelAlias(
         name=r.string("name", required=True),
         alias=r.string("alias", required=True),
         fork=r.get("fork", bool, False),
+        display_name=_no_newlines(r, "display-name", r.string("display-name")),
+        force_mapping=r.get("force-mapping", bool, False),
     )
 
 
@@ -450,6 +578,7 @@ def _parse_oauth_aliases(r: _Reader) -> tuple[tuple[str, tuple[ModelAlias, ...]]
     for channel in r.data:
         if not isinstance(channel, str):
             raise r.error(str(channel), "channel names must be strings")
+        _say_if_not_applicable(r, channel)
         channels.append((channel.lower(), tuple(r.items(channel, _parse_alias))))
     return tuple(channels)
 
@@ -459,9 +588,17 @@ def _parse_oauth_exclusions(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ..
     for provider in r.data:
         if not isinstance(provider, str):
             raise r.error(str(provider), "provider names must be strings")
+        _say_if_not_applicable(r, provider)
         patterns = tuple(m.strip() for m in r.strings(provider) if m.strip())
         out.append((provider.strip().lower(), patterns))
     return tuple(out)
+
+
+def _say_if_not_applicable(r: _Reader, key: str) -> None:
+    """A warning for a key of a free-form mapping (a channel name) that cannot apply, saying why."""
+    instead = not_applicable(r.at(key))
+    if instead is not None:
+        r.warnings.append(f"{r.at(key)}: not used by cliproxyd: {instead}")
 
 
 def _secret_key(r: _Reader) -> str:
@@ -487,6 +624,7 @@ def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T
 TOP_LEVEL = {
     "host",
     "port",
+    "tls",
     "api-keys",
     "auth-dir",
     "debug",
@@ -515,6 +653,8 @@ TOP_LEVEL = {
     "request-log",
     "error-logs-max-files",
     "usage-statistics-enabled",
+    "codex",
+    "auth-auto-refresh-workers",
 }
 
 
@@ -553,13 +693,17 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         )
 
     qe = r.child("quota-exceeded")
-    qe.check_keys({"switch-project", "switch-preview-model"}, frozenset({"antigravity-credits"}))
+    qe.check_keys({"switch-project", "switch-preview-model"})
 
     rm = r.child("remote-management")
     rm.check_keys(
         {"secret-key", "allow-remote", "disable-control-panel", "disable-auto-update-panel",
          "panel-github-repository"},
     )
+
+    # CLIProxyAPI's codex section holds only switches that cannot apply
+    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead).
+    r.child("codex").check_keys(())
 
     t = r.child("timeouts")
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
@@ -581,6 +725,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
     config = Config(
         host=r.string("host"),
         port=port,
+        tls=_parse_tls(r.child("tls")),
         api_keys=tuple(_dedupe(api_keys)),
         auth_dir=os.path.expanduser(auth_dir) if auth_dir else "",
         debug=r.get("debug", bool, False),
@@ -615,6 +760,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         gemini_api_key=_parse_provider_keys(r, "gemini-api-key"),
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
+        auth_auto_refresh_workers=r.nonneg_int("auth-auto-refresh-workers"),
         remote_management=RemoteManagement(
             secret_key=_secret_key(rm),
             allow_remote=rm.get("allow-remote", bool, False),

@@ -38,11 +38,44 @@ DEFAULT_PORT = 8317
 
 
 @frozen
+class Thinking:
+    """
+    C{models[].thinking}: what reasoning a model takes, shown in C{/v1/models}
+    (CLIProxyAPI's fields: discrete C{levels}, or a budget from C{min} to C{max}).
+    """
+
+    levels: tuple[str, ...] = ()
+    min: int = 0
+    max: int = 0
+    zero_allowed: bool = False  # zero-allowed: a budget of 0 turns thinking off
+    dynamic_allowed: bool = False  # dynamic-allowed: -1 lets the model choose
+
+
+@frozen
+class ModelInfo:
+    """
+    What C{/v1/models} says about a model beyond its name: C{models[]}'
+    C{display-name}, C{max-context-length}, C{max-output-tokens},
+    C{thinking}, C{input-modalities} and C{output-modalities}, and
+    C{force-mapping} (answers name the model as the client asked for it).
+    """
+
+    display_name: str = ""  # display-name
+    context_length: int = 0  # max-context-length (0: not said)
+    output_tokens: int = 0  # max-output-tokens (0: not said)
+    thinking: Thinking | None = None
+    input_modalities: tuple[str, ...] = ()  # input-modalities
+    output_modalities: tuple[str, ...] = ()  # output-modalities
+    force_mapping: bool = False  # force-mapping
+
+
+@frozen
 class ModelEntry:
-    """One C{models[]} item: the upstream C{name} and the client-facing C{alias}."""
+    """One C{models[]} item: the upstream C{name}, the client-facing C{alias} and what lists show of it."""
 
     name: str
     alias: str = ""
+    info: ModelInfo = field(factory=ModelInfo)
 
     @property
     def route_name(self) -> str:
@@ -81,6 +114,8 @@ class ModelAlias:
     name: str
     alias: str
     fork: bool = False
+    display_name: str = ""  # display-name: the alias's name in model lists
+    force_mapping: bool = False  # force-mapping: answers name the alias, not the upstream model
 
 
 @frozen
@@ -212,9 +247,19 @@ class Timeouts:
 
 
 @frozen
+class TLSConfig:
+    """C{tls}: serve HTTPS with this certificate and key (PEM files)."""
+
+    enable: bool = False
+    cert: str = ""  # cert: the certificate (chain) file
+    key: str = ""  # key: the private key file
+
+
+@frozen
 class Config:
     host: str = ""
     port: int = DEFAULT_PORT
+    tls: TLSConfig = field(factory=TLSConfig)
     api_keys: tuple[str, ...] = ()  # api-keys
     auth_dir: str = ""  # auth-dir
     debug: bool = False
@@ -243,6 +288,8 @@ class Config:
     #: max-body-mb: the largest client request body accepted, in MiB
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
+    #: auth-auto-refresh-workers: OAuth token refreshes run at once (0: the default, 16)
+    auth_auto_refresh_workers: int = 0
     timeouts: Timeouts = field(factory=Timeouts)
     #: logging-to-file, logs-max-total-size-mb, request-log, error-logs-max-files
     logging: LoggingConfig = field(factory=LoggingConfig)
@@ -271,7 +318,34 @@ class Config:
     def listen(self) -> str:
         """The endpoint string that C{host} and C{port} describe."""
         # An empty host means every interface, as in CLIProxyAPI.
-        host = self.host or "0.0.0.0"
-        if ":" in host:
-            host = host.replace(":", r"\:")
+        host = _escape(self.host or "0.0.0.0")
+        if self.tls.enable:
+            return f"ssl:{self.port}:interface={host}:certKey={_escape(self.tls.cert)}" \
+                   f":privateKey={_escape(self.tls.key)}"
         return f"tcp:{self.port}:interface={host}"
+
+    def model_catalogue(self) -> dict[str, ModelInfo]:
+        """
+        What the config says about each client-facing model name (with and
+        without its entry's prefix), for the model lists; the first entry
+        naming a model wins, as the first credential does in the lists.
+        """
+        out: dict[str, ModelInfo] = {}
+        entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.openai_compatibility]
+        for entry in entries:
+            for m in entry.models:
+                if m.info == ModelInfo():
+                    continue
+                out.setdefault(m.route_name, m.info)
+                if entry.prefix:
+                    out.setdefault(f"{entry.prefix}/{m.route_name}", m.info)
+        for _channel, aliases in self.oauth_model_alias:
+            for a in aliases:
+                if a.display_name or a.force_mapping:
+                    out.setdefault(a.alias, ModelInfo(display_name=a.display_name, force_mapping=a.force_mapping))
+        return out
+
+
+def _escape(value: str) -> str:
+    """A value for an endpoint string, whose separator is the colon (and backslash its escape)."""
+    return value.replace("\\", "\\\\").replace(":", r"\:")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from attrs import Factory, define
 from twisted.logger import Logger
@@ -311,6 +311,11 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
 
 
 set_model = common.set_model
+
+
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """A message names its model at the top; a stream only in its C{message_start} event's message."""
+    return common.name_model_at(data, model, "model", "message")
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -622,9 +627,25 @@ def count_from_body(data: dict[str, Any]) -> int:
     return int(data["input_tokens"])
 
 
-def models_body(models: list[tuple[str, str]], created: int) -> bytes:
-    """Claude's C{/v1/models} page: every model, with C{created} as its creation time."""
+def _model(name: str, created_at: str, facts: common.ModelFacts | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": "model", "id": name, "display_name": name, "created_at": created_at}
+    if facts is not None:
+        entry["display_name"] = facts.display_name or name
+        if facts.context_length:
+            entry["max_input_tokens"] = facts.context_length
+        if facts.output_tokens:
+            entry["max_tokens"] = facts.output_tokens
+    return entry
+
+
+def models_body(models: list[tuple[str, str]], created: int,
+                facts: Mapping[str, common.ModelFacts] | None = None) -> bytes:
+    """
+    Claude's C{/v1/models} page: every model, with C{created} as its creation
+    time; C{facts} gives a model's display name and token limits.
+    """
     created_at = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    data = [{"type": "model", "id": name, "display_name": name, "created_at": created_at} for name, _ in models]
-    return json.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                       "last_id": data[-1]["id"] if data else None}).encode("utf-8")
+    facts = facts or {}
+    data = [_model(name, created_at, facts.get(name)) for name, _ in models]
+    return common.json_body({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -166,6 +166,18 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return {**data, "model": model}
 
 
+def name_model_at(data: dict[str, Any], model: str, key: str, *wrappers: str) -> bool:
+    """
+    Set C{data[key]}, or C{data[wrapper][key]} for the first wrapper that
+    holds an object, to C{model} where it is a string; whether one was.
+    """
+    for holder in (data, *(data.get(w) for w in wrappers)):
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            holder[key] = model
+            return True
+    return False
+
+
 # -- parts -------------------------------------------------------------------------------
 
 
@@ -290,6 +302,34 @@ def prefixed_id(prefix: str, given: str, origin: Origin) -> str:
 
 
 # -- bodies and frames -------------------------------------------------------------------
+
+
+class ModelFacts(Protocol):
+    """
+    What a model list may say about a model beyond its name (the config's
+    L{cliproxyd.config.model.ModelInfo}); zero and empty mean "not said".
+    """
+
+    display_name: str
+    context_length: int
+    output_tokens: int
+    thinking: Any  # levels, min, max, zero_allowed, dynamic_allowed; or None
+    input_modalities: tuple[str, ...]
+    output_modalities: tuple[str, ...]
+
+
+def thinking_json(thinking: Any) -> dict[str, Any]:
+    """A model's thinking support as JSON: only what was said."""
+    out: dict[str, Any] = {}
+    if thinking.levels:
+        out["levels"] = list(thinking.levels)
+    for key in ("min", "max"):
+        if getattr(thinking, key):
+            out[key] = getattr(thinking, key)
+    for key in ("zero_allowed", "dynamic_allowed"):
+        if getattr(thinking, key):
+            out[key] = True
+    return out
 
 
 def json_body(data: Any) -> bytes:

@@ -137,6 +137,14 @@ class Format(Protocol):
         when the upstream's stream gave none.
         """
 
+    def name_answer_model(self, data: dict[str, Any], model: str) -> bool:
+        """
+        In C{data}, a whole upstream answer of this format or one event of
+        its stream, name C{model} where the upstream named its model
+        (C{force-mapping}: a passed-through answer names the model as the
+        client asked for it); changed in place. Whether there was a name.
+        """
+
     # -- errors
 
     def error_body(self, status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:

@@ -34,7 +34,7 @@ import functools
 import json
 import mimetypes
 import re
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from twisted.logger import Logger
@@ -419,6 +419,11 @@ def set_model(data: dict[str, Any], model: str) -> dict[str, Any]:
     return data
 
 
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """An answer and each chunk of its stream name the model in C{modelVersion}."""
+    return common.name_model_at(data, model, "modelVersion")
+
+
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """Set the thinking config (keeping the client's includeThoughts); a level for 1.x/2.x models goes as its budget."""
     thinking = _thinking_out(reasoning, levels=_LEGACY.search(model) is None)
@@ -701,14 +706,31 @@ def count_from_body(data: dict[str, Any]) -> int:
     return int(value)
 
 
-def _model(name: str) -> dict[str, Any]:
-    return {"name": f"models/{name}", "displayName": name, "description": name,
-            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
+def _model(name: str, facts: common.ModelFacts | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": f"models/{name}", "displayName": name, "description": name,
+                             "supportedGenerationMethods": ["generateContent", "streamGenerateContent",
+                                                            "countTokens"]}
+    if facts is not None:
+        if facts.display_name:
+            entry["displayName"] = entry["description"] = facts.display_name
+        if facts.context_length:
+            entry["inputTokenLimit"] = facts.context_length
+        if facts.output_tokens:
+            entry["outputTokenLimit"] = facts.output_tokens
+        if facts.thinking is not None:
+            entry["thinking"] = True
+        if facts.input_modalities:
+            entry["supportedInputModalities"] = [m.upper() for m in facts.input_modalities]
+        if facts.output_modalities:
+            entry["supportedOutputModalities"] = [m.upper() for m in facts.output_modalities]
+    return entry
 
 
-def models_body(models: list[tuple[str, str]]) -> bytes:
-    return common.json_body({"models": [_model(name) for name, _owner in models]})
+def models_body(models: list[tuple[str, str]], facts: Mapping[str, common.ModelFacts] | None = None) -> bytes:
+    """The C{/v1beta/models} list; C{facts} adds what the config says of a model (display name, limits, ...)."""
+    facts = facts or {}
+    return common.json_body({"models": [_model(name, facts.get(name)) for name, _owner in models]})
 
 
-def model_body(name: str) -> bytes:
-    return common.json_body(_model(name))
+def model_body(name: str, facts: common.ModelFacts | None = None) -> bytes:
+    return common.json_body(_model(name, facts))

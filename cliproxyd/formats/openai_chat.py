@@ -9,8 +9,7 @@ translates through the canonical model (see L{cliproxyd.formats}).
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.logger import Logger
 
@@ -48,6 +47,11 @@ def validate(data: Any) -> tuple[str, bool]:
 
 
 set_model = common.set_model
+
+
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """A completion and each chunk of its stream name the model at the top."""
+    return common.name_model_at(data, model, "model")
 
 
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
@@ -96,16 +100,34 @@ def is_error_body(body: bytes) -> bool:
     return isinstance(data, dict) and isinstance(data.get("error"), dict)
 
 
-def model_body(name: str, created: int, owner: str = "cliproxyd") -> bytes:
-    return json.dumps({"id": name, "object": "model", "created": created, "owned_by": owner}).encode("utf-8")
+def _model(name: str, created: int, owner: str, facts: common.ModelFacts | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": owner}
+    if facts is not None:
+        if facts.display_name:
+            entry["display_name"] = facts.display_name
+        if facts.context_length:
+            entry["context_length"] = facts.context_length
+        if facts.output_tokens:
+            entry["max_completion_tokens"] = facts.output_tokens
+        if facts.thinking is not None:
+            entry["thinking"] = common.thinking_json(facts.thinking)
+        if facts.input_modalities:
+            entry["input_modalities"] = list(facts.input_modalities)
+        if facts.output_modalities:
+            entry["output_modalities"] = list(facts.output_modalities)
+    return entry
 
 
-def models_body(models: list[tuple[str, str]], created: int) -> bytes:
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": owner}
-        for name, owner in models
-    ]
-    return json.dumps({"object": "list", "data": data}).encode("utf-8")
+def model_body(name: str, created: int, owner: str = "cliproxyd", facts: common.ModelFacts | None = None) -> bytes:
+    return common.json_body(_model(name, created, owner, facts))
+
+
+def models_body(models: list[tuple[str, str]], created: int,
+                facts: Mapping[str, common.ModelFacts] | None = None) -> bytes:
+    """The C{/v1/models} list; C{facts} adds what the config says of a model (display name, limits, ...)."""
+    facts = facts or {}
+    data = [_model(name, created, owner, facts.get(name)) for name, owner in models]
+    return common.json_body({"object": "list", "data": data})
 
 
 # -- requests: a client body -> the canonical model ------------------------------------

@@ -288,6 +288,11 @@ def request_from_canonical(req: C.Request, model: str) -> dict[str, Any]:
 set_model = common.set_model
 
 
+def name_answer_model(data: dict[str, Any], model: str) -> bool:
+    """A response names its model at the top; stream events in the response they carry."""
+    return common.name_model_at(data, model, "model", "response")
+
+
 def apply_reasoning(data: dict[str, Any], reasoning: Reasoning, model: str = "") -> None:
     """Set (or, for "auto", remove) reasoning.effort, keeping the rest of C{reasoning}."""
     old = data.get("reasoning")

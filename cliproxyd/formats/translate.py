@@ -5,6 +5,7 @@ format, into the client's format through canonical events.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -12,7 +13,7 @@ from twisted.logger import Logger
 
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats.contract import Decoder, Encoder
-from cliproxyd.formats.request import loads
+from cliproxyd.formats.request import dumps, loads
 
 log = Logger(namespace="cliproxyd.formats.translate")
 
@@ -88,3 +89,64 @@ class TranslatingConsumer:
 
     def fail(self, message: str) -> None:
         self._inner.write(self._encoder.feed(C.ErrorEvent(message)))
+
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+class ModelNamingConsumer:
+    """
+    Sits between a passed-through stream and the client when the model is
+    C{force-mapping}: each event whose JSON names the upstream's model names
+    C{model} instead (the format's C{name_answer_model}); every other byte,
+    comments and framing included, goes through as it came. An event is
+    held only until its blank line arrives.
+    """
+
+    def __init__(self, inner: Consumer, fmt: Any, model: str) -> None:
+        self._inner = inner
+        self._fmt = fmt
+        self._model = model
+        self._pending = b""
+
+    def write(self, data: bytes) -> None:
+        data = self._pending + data
+        out = []
+        start = 0
+        for end in _EVENT_END.finditer(data):
+            out.append(self._event(data[start:end.start()]))
+            out.append(end.group())
+            start = end.end()
+        self._pending = data[start:]
+        if out:
+            self._inner.write(b"".join(out))
+
+    def _event(self, block: bytes) -> bytes:
+        lines = block.split(b"\n")
+        for i, line in enumerate(lines):
+            cr = line.endswith(b"\r")
+            text = line[:-1] if cr else line
+            if not text.startswith(b"data:"):
+                continue
+            payload = text[5:].lstrip(b" ")
+            if not payload.startswith(b"{"):
+                continue
+            try:
+                chunk = loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(chunk, dict) and self._fmt.name_answer_model(chunk, self._model):
+                lines[i] = b"data: " + dumps(chunk) + (b"\r" if cr else b"")
+        return b"\n".join(lines)
+
+    def flush(self) -> None:
+        """What is left of a stream that ended without a blank line, as it came."""
+        if self._pending:
+            self._inner.write(self._pending)
+            self._pending = b""
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._inner.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._inner.unregisterProducer()

@@ -27,10 +27,10 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from cliproxyd.conductor.conductor import (
+    NO_META,
     AllAttemptsFailed,
     AllCooling,
     Conductor,
-    NO_META,
     RequestInvalid,
     RequestMeta,
     UnknownModel,
@@ -40,8 +40,9 @@ from cliproxyd.formats import FORMATS, Origin, claude, gemini, openai_chat, resp
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
-from cliproxyd.formats.translate import TranslatingConsumer
+from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
+from cliproxyd.modelnames import parse_model
 from cliproxyd.replies import Reply, StreamReply, UpstreamError
 
 JSON = b"application/json"
@@ -181,9 +182,32 @@ class _Served:
         self.max_body: int = gen.max_body
         models = gen.conductor.models()
         self.model_ids = {name for name, _ in models}
-        self.models_openai = openai_chat.models_body(models, created)
-        self.models_claude = claude.models_body(models, created)
-        self.models_gemini = gemini.models_body(models)
+        #: what the config says of the models served (display names, limits, thinking, modalities)
+        catalogue = gen.config.model_catalogue()
+        self.facts = {name: catalogue[name] for name in self.model_ids if name in catalogue}
+        self.models_openai = openai_chat.models_body(models, created, self.facts)
+        self.models_claude = claude.models_body(models, created, self.facts)
+        self.models_gemini = gemini.models_body(models, self.facts)
+        #: force-mapping: the models whose passed-through answers name the model as the client asked
+        self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
+
+    def force_mapping(self, model: str) -> bool:
+        """Whether answers for C{model} (as the client asked, thinking suffix and all) are renamed."""
+        return bool(self.force_mapped) and (model in self.force_mapped
+                                            or parse_model(model).base in self.force_mapped)
+
+
+def _renamed(result: Reply, fmt: ModuleType, model: str) -> bytes:
+    """A passed-through answer naming C{model} (force-mapping); an answer that is not a JSON object, as it is."""
+    try:
+        data = result.data if result.data is not None else loads(result.body)
+    except (ValueError, UnicodeDecodeError):
+        return result.body
+    if isinstance(data, dict):
+        data = dict(data)  # the reply's own data stays as the upstream sent it
+        if fmt.name_answer_model(data, model):
+            return dumps(data)
+    return result.body
 
 
 class GenerationView(Protocol):
@@ -317,9 +341,10 @@ class Frontend:
             raise render(Problem(404, f"The model {model!r} does not exist",
                                  "model_not_found"))
         request.setHeader(b"content-type", JSON)
+        facts = served.facts.get(model)
         if gemini_client:
-            return gemini.model_body(model)
-        return openai_chat.model_body(model, int(self.clock.seconds()))
+            return gemini.model_body(model, facts)
+        return openai_chat.model_body(model, int(self.clock.seconds()), facts=facts)
 
     # -- the two paths: generate and count ---------------------------------------
 
@@ -350,13 +375,16 @@ class Frontend:
         req, client_key, render = self._decode(served, request, fmt, model, stream)
         result = await self._conduct(request, served, served.conductor.execute, req, client_key, render)
         if not isinstance(result, StreamReply):
-            return self._answer(request, result, fmt, req, render)
+            return self._answer(request, result, fmt, req, render, served.force_mapping(req.model))
         request.setResponseCode(result.status)
         inner = self._stream_headers(request)
         upstream = FORMATS[result.fmt]
         if upstream is fmt and sse:
             request.setHeader(b"content-type", result.content_type)
-            error = await result.relay.attach(inner)
+            naming = ModelNamingConsumer(inner, fmt, req.model) if served.force_mapping(req.model) else None
+            error = await result.relay.attach(naming or inner)
+            if naming is not None:
+                naming.flush()
             if error is not None:
                 self._stream_failed(req, error)
                 if not error.relayed:  # else the upstream's own error event came through, as it was
@@ -379,10 +407,12 @@ class Frontend:
         self.log.warn("stream for {model} failed after it started: {error}", model=req.model, error=error.message)
 
     def _answer(self, request: IRequest, result: Reply, fmt: ModuleType, req: ClientRequest,
-                render: Render) -> bytes:
+                render: Render, rename: bool = False) -> bytes:
         request.setResponseCode(result.status)
         if result.fmt == fmt.NAME:
             request.setHeader(b"content-type", result.content_type)
+            if rename:
+                return _renamed(result, fmt, req.model)
             return result.body
         try:
             data = result.data if result.data is not None else loads(result.body)

@@ -42,6 +42,8 @@ class Status(Resource):
             "in_flight": ctx.in_flight(),
             "usage": {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
             "warmups": ctx.warmup_status(),
+            # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
+            "restart_needed": getattr(ctx.runtime, "restart_needed", []),
             "credentials": creds,
         })
 
