@@ -35,6 +35,7 @@ from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Config
+from cliproxyd.credentials.authfiles import OAuthAccount, account_proxy
 from cliproxyd.credentials.refresh import (
     Refresher,
     RefreshFn,
@@ -49,6 +50,7 @@ from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
 
 
@@ -72,6 +74,16 @@ class Daemon:
     def resource(self) -> IResource:
         """The client routes, with the management API under C{/v0/management}."""
         return self.frontend.resource()
+
+
+def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting]:
+    """How an account's token refresh leaves: as its upstream calls do, under the running config."""
+
+    def proxy_of(account: OAuthAccount) -> ProxySetting:
+        gen = source.current
+        return account_proxy(account, gen.config if gen is not None else Config())
+
+    return proxy_of
 
 
 def build_daemon(
@@ -106,7 +118,8 @@ def build_daemon(
     state = MemoryStateStore()
     usage = Usage(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
-    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
+    refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
+                          file_saver(run_in_thread), source)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record,), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,

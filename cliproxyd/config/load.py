@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 from cliproxyd.config.model import (
     STRATEGIES,
     APIKeyEntry,
@@ -45,7 +46,6 @@ NOT_YET_SUPPORTED = frozenset(
         "logs-max-total-size-mb",
         "error-logs-max-files",
         "usage-statistics-enabled",
-        "proxy-url",
         "request-log",
         "passthrough-headers",
         "streaming",
@@ -227,15 +227,16 @@ def _parse_key_entry(r: _Reader) -> APIKeyEntry:
     return APIKeyEntry(api_key=key, proxy_url=_proxy(r))
 
 
-def _proxy(r: _Reader) -> str:
-    proxy = r.string("proxy-url")
-    if proxy.lower() in ("direct", "none"):
-        proxy = ""
-    if proxy:
-        # Failing closed: an operator who set a proxy must not have requests
-        # silently leave by the direct route.
-        raise r.error("proxy-url", "outbound proxies are not supported yet; remove the key or use 'direct'")
-    return proxy
+def _proxy(r: _Reader) -> ProxySetting:
+    """
+    C{proxy-url}: empty inherits, C{direct}/C{none}, or a proxy URL. A bad
+    one stops the load (CLIProxyAPI would log it and go direct: an operator
+    who set a proxy must never have requests leave without it).
+    """
+    try:
+        return parse_proxy_setting(r.string("proxy-url"))
+    except ProxyURLError as e:
+        raise r.error("proxy-url", str(e)) from None
 
 
 def _parse_model(r: _Reader) -> ModelEntry:
@@ -271,7 +272,7 @@ def _exclusions(r: _Reader) -> tuple[str, ...]:
 def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     r.check_keys(
         {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority",
-         "excluded-models"},
+         "excluded-models", "proxy-url"},
     )
     name = r.string("name", required=True).lower()
     if "/" in name:
@@ -296,6 +297,7 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         headers=_headers(r),
         priority=r.get("priority", int, 0),
         excluded_models=_exclusions(r),
+        proxy_url=_proxy(r),
     )
 
 
@@ -303,7 +305,6 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
     r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
                   "priority"}, frozenset({"cloak", "websockets"}))
     base_url = r.string("base-url")
-    _proxy(r)
     return ProviderKey(
         api_key=_no_newlines(r, "api-key", r.string("api-key", required=True).strip()),
         base_url=_http_url(r, "base-url", base_url) if base_url else "",
@@ -312,6 +313,7 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
         models=tuple(r.items("models", _parse_model)),
         excluded_models=_exclusions(r),
         priority=r.get("priority", int, 0),
+        proxy_url=_proxy(r),
     )
 
 
@@ -423,6 +425,7 @@ TOP_LEVEL = {
     "max-body-mb",
     "remote-management",
     "timeouts",
+    "proxy-url",
 }
 
 
@@ -524,6 +527,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             shutdown=t.positive("shutdown-seconds", d.shutdown),
             client_idle=t.nonneg_float("client-idle-seconds", d.client_idle),
         ),
+        proxy_url=_proxy(r),
     )
     return config, warnings
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
+from cliproxyd.proxies import INHERIT, ProxySetting
+
 #: Accepted spellings of routing.strategy, mapped to the canonical name.
 STRATEGIES = {
     "round-robin": "round-robin",
@@ -43,7 +45,7 @@ class APIKeyEntry:
     """One C{api-key-entries[]} item."""
 
     api_key: str = field(repr=False)  # api-key
-    proxy_url: str = ""  # proxy-url
+    proxy_url: ProxySetting = INHERIT  # proxy-url (over the provider's, then the global one)
 
 
 @frozen
@@ -67,6 +69,8 @@ class OpenAICompatProvider:
     headers: tuple[tuple[str, str], ...] = ()
     priority: int = 0
     excluded_models: tuple[str, ...] = ()  # excluded-models (a cliproxyd extension here)
+    #: proxy-url: for the provider's keys that set none (a cliproxyd extension here)
+    proxy_url: ProxySetting = INHERIT
 
 
 @frozen
@@ -81,6 +85,7 @@ class ProviderKey:
     models: tuple[ModelEntry, ...] = ()
     excluded_models: tuple[str, ...] = ()  # excluded-models
     priority: int = 0
+    proxy_url: ProxySetting = INHERIT  # proxy-url (over the global one)
 
 
 @frozen
@@ -172,6 +177,9 @@ class Config:
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
     timeouts: Timeouts = field(factory=Timeouts)
+    #: proxy-url: every upstream call's proxy, unless a key or auth file says otherwise
+    #: (inherit: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)
+    proxy_url: ProxySetting = INHERIT
 
     @property
     def state_path(self) -> str:

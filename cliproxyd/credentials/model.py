@@ -18,6 +18,7 @@ from cliproxyd._version import __version__
 from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider, ProviderKey
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
+from cliproxyd.proxies import INHERIT, ProxySetting
 
 if TYPE_CHECKING:
     from cliproxyd.credentials.authfiles import OAuthAccount
@@ -67,6 +68,9 @@ class Credential:
     request_retry: int | None = None
     disable_cooling: bool | None = None
     account: OAuthAccount | None = field(default=None, repr=False, eq=False)
+    #: how its upstream calls leave: the key's or file's proxy-url, else the provider's, else the
+    #: global one; inherit means the environment's proxies (L{cliproxyd.outbound.OutboundClients})
+    proxy: ProxySetting = INHERIT
 
     @property
     def fingerprint(self) -> str:
@@ -147,7 +151,8 @@ def oauth_alias_models(models: Iterable[str], aliases: Iterable[ModelAlias]) -> 
     return out
 
 
-def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> list[Credential]:
+def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool,
+                        proxy: ProxySetting = INHERIT) -> list[Credential]:
     routes = build_routes(
         ((m.name, m.route_name) for m in provider.models),
         provider.prefix,
@@ -165,6 +170,7 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> l
             priority=provider.priority,
             headers=provider.headers,
             routes=routes,
+            proxy=entry.proxy_url.over(provider.proxy_url.over(proxy)),
         )
         for entry in provider.api_key_entries
     ]
@@ -191,7 +197,8 @@ API_KEY_PROVIDERS = (
 )
 
 
-def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: bool) -> Credential:
+def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: bool,
+                        proxy: ProxySetting = INHERIT) -> Credential:
     models = [(m.name, m.route_name) for m in entry.models] or [(m, m) for m in spec.models]
     base_url = entry.base_url or spec.base_url
     return Credential(
@@ -204,6 +211,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         priority=entry.priority,
         headers=entry.headers,
         routes=build_routes(models, entry.prefix, force_prefix, entry.excluded_models),
+        proxy=entry.proxy_url.over(proxy),
     )
 
 
@@ -212,7 +220,7 @@ def credentials_from_config(config: Config) -> tuple[Credential, ...]:
     out: list[Credential] = []
     for spec in API_KEY_PROVIDERS:
         entries = getattr(config, spec.kind.replace("-", "_"))
-        out.extend(_api_key_credential(spec, e, config.force_model_prefix) for e in entries)
+        out.extend(_api_key_credential(spec, e, config.force_model_prefix, config.proxy_url) for e in entries)
     for provider in config.openai_compatibility:
-        out.extend(_compat_credentials(provider, config.force_model_prefix))
+        out.extend(_compat_credentials(provider, config.force_model_prefix, config.proxy_url))
     return tuple(out)
