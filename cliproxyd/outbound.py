@@ -123,10 +123,10 @@ class CachingEndpointFactory:
     configured base URLs, so they are cached for the process's life.
     """
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float) -> None:
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, tls: Any = None) -> None:
         self._reactor = reactor
         self._timeout = connect_timeout
-        self._tls = BrowserLikePolicyForHTTPS()
+        self._tls = tls or BrowserLikePolicyForHTTPS()
         self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
@@ -173,10 +173,11 @@ def _client(agent: IAgent) -> HTTPClient:
     return HTTPClient(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
 
 
-def make_http_client(reactor: IReactorTime, connect_timeout: float) -> tuple[HTTPConnectionPool, HTTPClient]:
+def make_http_client(reactor: IReactorTime, connect_timeout: float,
+                     tls: Any = None) -> tuple[HTTPConnectionPool, HTTPClient]:
     """The direct pool and its client."""
     pool = _pool(reactor)
-    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout), pool=pool)
+    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout, tls), pool=pool)
     return pool, _client(agent)
 
 
@@ -218,12 +219,13 @@ class OutboundClients:
     log = Logger()
 
     def __init__(self, reactor: IReactorTime, connect_timeout: float,
-                 environment: EnvironmentProxies = EnvironmentProxies()) -> None:
+                 environment: EnvironmentProxies = EnvironmentProxies(), tls: Any = None) -> None:
         self._reactor = reactor
         self._timeout = connect_timeout
         self._environment = environment
-        self.pool, self.direct = make_http_client(reactor, connect_timeout)
-        self._tls = BrowserLikePolicyForHTTPS()
+        self.pool, self.direct = make_http_client(reactor, connect_timeout, tls)
+        #: verifies https:// proxies and upstreams reached through any proxy (tests give their own CA)
+        self._tls = tls or BrowserLikePolicyForHTTPS()
         self._proxied: dict[ProxyURL, tuple[UpstreamPool, HTTPClient]] = {}
         self._from_environment = None if environment.empty else _client(_EnvironmentAgent(self, environment))
 

@@ -205,6 +205,7 @@ def test_connect_answer_split_at_every_byte_and_the_bytes_after_it_are_kept():
     (HTTP, b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
      "wants a user name and password (407"),
     (HTTP_AUTH, b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", "authentication failed (407"),
+    (HTTP_AUTH, b"HTTP/1.0 401 Unauthorized\r\n\r\n", "authentication failed (401 Unauthorized)"),
     (HTTP, b"HTTP/1.1 403 Forbidden\r\n\r\n", "refused to CONNECT to h.test:443 (403 Forbidden)"),
     (HTTP, b"HTTP/1.1 502 Bad Gateway\r\n\r\n", "answered CONNECT to h.test:443 with 502 Bad Gateway"),
     (HTTP, b"HTTP/1.0 500 Unable to connect\r\n\r\n", "with 500 Unable to connect"),

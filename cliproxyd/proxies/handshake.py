@@ -215,10 +215,10 @@ class ConnectHandshake(Handshake):
         said = f"{status} {reason}".strip()
         if 200 <= status < 300:
             return self._finish()
-        if status == 407:
-            problem = ("authentication failed (407 Proxy Authentication Required)"
-                       if self.proxy.username or self.proxy.password
-                       else "wants a user name and password (407 Proxy Authentication Required)")
+        if status in (401, 407):
+            # 407 is the standard answer; some proxies (tinyproxy) answer 401 to a wrong password.
+            problem = (f"authentication failed ({said})" if self.proxy.username or self.proxy.password
+                       else f"wants a user name and password ({said})")
             raise self.error(problem)
         if status == 403:
             raise self.error(f"refused to CONNECT to {self.host}:{self.port} ({said})")
