@@ -318,3 +318,21 @@ def test_the_pool_service_closes_every_pool():
     service.startService()
     service.stopService()
     assert closed == out.pools() and len(closed) == 2
+
+
+# -- the test servers' own rule --------------------------------------------------------------------
+
+
+def test_a_missing_proxy_server_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    from _pytest.outcomes import Failed, Skipped
+
+    from tests import proxy_servers
+
+    monkeypatch.setattr(proxy_servers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(proxy_servers.os, "access", lambda path, mode: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(Failed, match="microsocks is not installed"):
+        proxy_servers.need("microsocks")
+    monkeypatch.delenv("CI")
+    with pytest.raises(Skipped, match=r"tinyproxy is not installed \(apt-get install tinyproxy\)"):
+        proxy_servers.need("tinyproxy")
