@@ -54,8 +54,8 @@ class Stack:
         self.daemon.stop()
         self.upstream.stop()
 
-    def chat(self) -> tuple[int, dict]:
-        body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    def chat(self, model: str = "gpt-4o-mini") -> tuple[int, dict]:
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
         req = urllib.request.Request(self.url + "/v1/chat/completions", data=body, headers={
             "authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
         try:
@@ -110,6 +110,7 @@ def test_upstream_calls_go_through_each_proxy_type(tmp_path, scheme, where):
 
 
 def test_a_proxy_that_is_down_cools_its_key_as_a_connect_error_and_the_next_key_answers(tmp_path):
+    """And a model whose only key is behind a dead proxy gets an error, not a direct request."""
     dead = unused_port()
     with ExitStack() as stack_of:
         proxy = stack_of.enter_context(microsocks(tmp_path))
@@ -118,41 +119,34 @@ def test_a_proxy_that_is_down_cools_its_key_as_a_connect_error_and_the_next_key_
             return {
                 "routing": {"strategy": "fill-first"},
                 "proxy-url": f"socks5h://127.0.0.1:{proxy.port}",
-                "openai-compatibility": [sim(upstream_url, [
-                    {"api-key": "sk-up-behind-dead-proxy", "proxy-url": f"socks5h://u:hunter2@127.0.0.1:{dead}"},
-                    {"api-key": "sk-up-via-global-proxy"},
-                ])],
+                "openai-compatibility": [
+                    sim(upstream_url, [
+                        {"api-key": "sk-up-behind-dead-proxy", "proxy-url": f"socks5h://u:hunter2@127.0.0.1:{dead}"},
+                        {"api-key": "sk-up-via-global-proxy"},
+                    ]),
+                    sim(upstream_url, [{"api-key": "sk-up-alone"}], name="solo",
+                        models=[{"name": "sim-small", "alias": "solo-model"}],
+                        **{"proxy-url": f"http://127.0.0.1:{dead}"}),
+                ],
             }
 
         stack = stack_of.enter_context(Stack(tmp_path, config))
         for _ in range(2):
             status, answer = stack.chat()
             assert status == 200, answer
+        status, answer = stack.chat("solo-model")
+        assert status in (502, 503), answer
         seen = stack.seen()
         creds = {c["key"]: c for c in stack.management("/credentials")["credentials"]}
         log = stack.daemon.text()
     # Nothing of the first key reached the upstream, by any route; the second came through its proxy.
     assert {(s["key"], s["peer"]) for s in seen} == {("sk-up-via-global-proxy", OUTGOING)}
-    dead_cred = next(c for c in creds.values() if c["last_error"] and "proxy" in c["last_error"])
+    dead_cred = next(c for c in creds.values() if c["provider"] == "sim" and c["last_error"])
     state = dead_cred["model_states"]["gpt-4o-mini"]
     assert state["cooling"] and state["reason"] == "connect"
     assert f"proxy socks5h://u:***@127.0.0.1:{dead}: cannot connect to the proxy" in dead_cred["last_error"]
     assert f"next credential: sim key {dead_cred['key']} gpt-4o-mini -> connect" in log
     assert "hunter2" not in log and "hunter2" not in json.dumps(creds)
-
-
-def test_the_only_key_behind_a_dead_proxy_gets_a_clear_error_and_no_direct_request(tmp_path):
-    dead = unused_port()
-
-    def config(upstream_url):
-        return {"openai-compatibility": [sim(upstream_url, [{"api-key": "sk-up-alone"}],
-                                             **{"proxy-url": f"http://127.0.0.1:{dead}"})]}
-
-    with Stack(tmp_path, config) as stack:
-        status, answer = stack.chat()
-        seen = stack.seen()
-    assert status in (502, 503), answer
-    assert seen == []
 
 
 def test_a_bad_proxy_url_stops_the_daemon_before_it_serves(tmp_path):

@@ -26,6 +26,9 @@ from cliproxyd.proxies.handshake import ProxyError
 from tests.conftest import unused_port
 from tests.proxy_servers import OUTGOING, microsocks, self_signed, tinyproxy
 
+# Twisted's own TLS options still hand pyOpenSSL objects to pyOpenSSL.
+pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
+
 
 class Peer(Resource):
     """Answers with the address the request came from."""
