@@ -9,6 +9,8 @@ down are clear errors, and nothing goes direct.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import pytest_twisted
 import treq
@@ -67,6 +69,16 @@ def upstreams(reactor, tmp_path):
     pytest_twisted.blockon(Deferred.fromCoroutine(ups.close()))
 
 
+@contextmanager
+def tls_front(reactor, upstreams, port: int):
+    """TLS in front of a plain proxy on C{port}: what an https:// proxy is. Yields its URL."""
+    front = reactor.listenSSL(0, ProxyFactory("127.0.0.1", port), upstreams.server_tls, interface="127.0.0.1")
+    try:
+        yield f"https://localhost:{front.getHost().port}"
+    finally:
+        front.stopListening()
+
+
 async def peer_seen(reactor, outbound: OutboundClients, proxy: str, url: str) -> str:
     client = outbound.client_for(parse_proxy_setting(proxy))
     response = await client.get(url, timeout=10)
@@ -110,14 +122,8 @@ async def test_http_connect_with_basic_auth_carries_plain_and_tls_upstreams(reac
 @pytest_twisted.ensureDeferred
 async def test_an_https_proxy_is_reached_over_tls_with_the_upstreams_tls_inside(reactor, upstreams, tmp_path):
     with tinyproxy(tmp_path) as proxy:
-        # TLS in front of tinyproxy: what an https:// proxy is.
-        front = reactor.listenSSL(0, ProxyFactory("127.0.0.1", proxy.port), upstreams.server_tls,
-                                  interface="127.0.0.1")
-        try:
-            seen = await fetch_all(reactor, upstreams.client_tls, f"https://localhost:{front.getHost().port}",
-                                   upstreams.urls())
-        finally:
-            await front.stopListening()
+        with tls_front(reactor, upstreams, proxy.port) as url:
+            seen = await fetch_all(reactor, upstreams.client_tls, url, upstreams.urls())
         log = proxy.text()
     assert seen == {"http": OUTGOING, "https": OUTGOING}
     assert "CONNECT localhost:" in log
@@ -126,15 +132,10 @@ async def test_an_https_proxy_is_reached_over_tls_with_the_upstreams_tls_inside(
 @pytest_twisted.ensureDeferred
 async def test_an_https_proxy_whose_certificate_is_not_trusted_is_refused(reactor, upstreams, tmp_path):
     with tinyproxy(tmp_path) as proxy:
-        front = reactor.listenSSL(0, ProxyFactory("127.0.0.1", proxy.port), upstreams.server_tls,
-                                  interface="127.0.0.1")
-        try:
+        with tls_front(reactor, upstreams, proxy.port) as url:
             outbound = OutboundClients(reactor, 5, tls=BrowserLikePolicyForHTTPS())  # the system's CAs only
             with pytest.raises(ProxyError, match="closed the connection during the handshake"):
-                await peer_seen(reactor, outbound, f"https://localhost:{front.getHost().port}",
-                                upstreams.urls()["http"])
-        finally:
-            await front.stopListening()
+                await peer_seen(reactor, outbound, url, upstreams.urls()["http"])
         assert "CONNECT localhost" not in proxy.text()
 
 

@@ -17,7 +17,7 @@ from twisted.web.client import URI
 from cliproxyd.config import ConfigError, parse_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.credentials.authfiles import AuthFileError, account_proxy, oauth_credentials, scan_auth_dir
-from cliproxyd.outbound import HTTPPoolService, OutboundClients, client_chooser
+from cliproxyd.outbound import HTTPPoolService, OutboundClients, UpstreamPool, client_chooser
 from cliproxyd.proxies import (
     DIRECT,
     INHERIT,
@@ -276,6 +276,7 @@ def test_one_client_and_pool_per_distinct_proxy_made_once_and_kept_across_reload
               ("socks5h://u:other@a.test:1080", "socks5://u:p@a.test:1080", "http://a.test:1080")]
     assert len({id(c) for c in [out.client_for(a), *others]}) == 4
     assert len(out.pools()) == 5  # the direct pool and four proxies
+    assert all(isinstance(pool, UpstreamPool) for pool in out.pools())  # none hands out a closing connection
     assert out.client_for(DIRECT) is out.direct
     assert out.client_for(INHERIT) is out.direct  # no environment proxies: inherit is direct
     # A reload builds new credentials from a new config: the same proxy gets the same client.
