@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from twisted.internet.defer import succeed
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import URI
 
+from cliproxyd.assembly import Assembly
 from cliproxyd.config import ConfigError, parse_config
 from cliproxyd.credentials import credentials_from_config
 from cliproxyd.credentials.authfiles import AuthFileError, account_proxy, oauth_credentials, scan_auth_dir
@@ -28,6 +31,9 @@ from cliproxyd.proxies import (
     parse_proxy_url,
 )
 from cliproxyd.proxies.endpoints import TunnelEndpoint
+from cliproxyd.state import MemoryStateStore
+from cliproxyd.testing.upstream import SimulatedUpstream
+from tests.conftest import decode_request
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -337,3 +343,57 @@ def test_a_missing_proxy_server_fails_under_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(Skipped, match=r"tinyproxy is not installed \(apt-get install tinyproxy\)"):
         proxy_servers.need("tinyproxy")
+
+
+# -- requests take their credential's route ------------------------------------------------------------
+
+
+class Routes(OutboundClients):
+    """Outbound clients whose every route (direct, each proxy) is a simulated upstream of its own, in memory."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(MemoryReactorClock(), 5)
+        self.clock = clock
+        self.upstreams: dict[str, SimulatedUpstream] = {}
+        self.stubs: dict[str, StubTreq] = {}
+
+    def client_for(self, setting):
+        super().client_for(setting)  # makes the real pool, as production does
+        name = setting.describe()
+        if name not in self.stubs:
+            self.upstreams[name] = SimulatedUpstream(self.clock)
+            self.stubs[name] = StubTreq(self.upstreams[name].resource())
+        return self.stubs[name]
+
+    def keys_by_route(self) -> dict[str, list[str]]:
+        return {name: [s.key for s in up.seen] for name, up in self.upstreams.items() if up.seen}
+
+
+def test_each_request_leaves_by_its_credentials_route_and_a_rebuild_reuses_the_pools():
+    clock = Clock()
+    routes = Routes(clock)
+    data = {
+        "proxy-url": "socks5h://g.test:1080",
+        "routing": {"strategy": "round-robin"},
+        "openai-compatibility": [{
+            "name": "sim", "base-url": "http://upstream.test/v1",
+            "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
+            "api-key-entries": [{"api-key": "sk-via-global"}, {"api-key": "sk-direct", "proxy-url": "direct"},
+                                {"api-key": "sk-via-own", "proxy-url": "http://own.test:3128"}],
+        }],
+    }
+    config, _ = parse_config(data)
+    assembly = Assembly(routes, clock, MemoryStateStore())
+    gen = assembly.build(config)
+    for _ in range(3):
+        d = Deferred.fromCoroutine(gen.conductor.execute(decode_request(json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode())))
+        for stub in routes.stubs.values():
+            stub.flush()
+        assert d.called
+    assert routes.keys_by_route() == {"socks5h://g.test:1080": ["sk-via-global"], "direct": ["sk-direct"],
+                                      "http://own.test:3128": ["sk-via-own"]}
+    pools = routes.pools()
+    assert len(pools) == 3
+    assembly.build(parse_config(data)[0])  # a reload: a new config read from the same file
+    assert routes.pools() == pools  # the same pools, none made again
