@@ -378,3 +378,14 @@ def test_socks5_a_name_that_does_not_resolve_fails_without_touching_the_proxy():
     failure = result_of(ep.connect(Factory.forProtocol(Upstream)))
     assert failure.check(DNSLookupError)
     assert inner.protocol is None
+
+
+def test_a_reply_that_comes_after_the_connect_was_given_up_is_not_handed_on():
+    ep, inner, clock = endpoint()
+    upstream = Upstream()
+    d = ep.connect(Factory.forProtocol(lambda: upstream))
+    inner.proxy_sends(b"\x05\x00")
+    clock.advance(10)
+    assert result_of(d).check(ProxyError)
+    inner.proxy_sends(SUCCESS_V4)  # bytes already on their way when the connection was aborted
+    assert not upstream.made

@@ -15,7 +15,6 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.protocols.portforward import ProxyFactory
 from twisted.web.client import BrowserLikePolicyForHTTPS

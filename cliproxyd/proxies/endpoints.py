@@ -40,9 +40,11 @@ def _reason(failure: Failure) -> str:
 class _Tunnel(Protocol):
     """Runs the handshake on the proxy connection, then relays everything to and from the wrapped protocol."""
 
-    def __init__(self, handshake: Handshake, factory: IProtocolFactory, opened: Deferred, fail: Callable) -> None:
+    def __init__(self, handshake: Handshake, factory: IProtocolFactory, claim: Callable[[], bool],
+                 opened: Callable[[Any], None], fail: Callable[[BaseException], None]) -> None:
         self._handshake = handshake
         self._factory = factory
+        self._claim = claim
         self._opened = opened
         self._fail = fail
         self.wrapped: Any = None
@@ -69,9 +71,12 @@ class _Tunnel(Protocol):
             self._fail(ProxyError(self._handshake.proxy, "the connection was not wanted any more"))
             self.transport.abortConnection()
             return
+        if not self._claim():
+            self.transport.abortConnection()  # given up (timed out, cancelled) in the meantime
+            return
         self.wrapped = wrapped
         wrapped.makeConnection(self.transport)
-        self._opened.callback(wrapped)
+        self._opened(wrapped)
         if self._handshake.rest:
             wrapped.dataReceived(self._handshake.rest)
 
@@ -185,17 +190,19 @@ class TunnelEndpoint:
 
         deadline = self._clock.callLater(self._timeout, expire)
 
-        def opened(protocol: Any) -> Any:
+        def claim() -> bool:
+            """The tunnel is up: it is the wrapped protocol's, unless the connect was given up already."""
+            if ended:
+                return False
             ended.append(True)
             if deadline.active():
                 deadline.cancel()
-            return protocol
+            return True
 
         def made_tunnel(host: str) -> _Tunnel:
             handshake_class = Socks5Handshake if proxy.is_socks else ConnectHandshake
-            opened_d: Deferred[Any] = Deferred()
-            opened_d.addCallback(opened).chainDeferred(result)
-            protocol = _Tunnel(handshake_class(proxy, host, self._port), factory, opened_d, stop)
+            # The caller gets the protocol once it is connected, as from HostnameEndpoint.
+            protocol = _Tunnel(handshake_class(proxy, host, self._port), factory, claim, result.callback, stop)
             tunnel.append(protocol)
             return protocol
 
