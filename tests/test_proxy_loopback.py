@@ -192,3 +192,48 @@ async def test_a_proxy_that_is_down_fails_the_request_and_nothing_goes_direct(re
     assert "cannot connect to the proxy" in message and "Connection refused" in message
     assert "hunter2" not in message
     assert hits == []
+
+
+def local_address() -> str | None:
+    """This machine's address that is not loopback (the environment's proxies never apply to loopback)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks a route
+        address = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if address.startswith("127.") else address
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_environments_proxy_carries_inheriting_calls_and_no_proxy_sends_them_direct(reactor, tmp_path):
+    from cliproxyd.proxies import INHERIT, EnvironmentProxies
+
+    address = local_address()
+    if address is None:
+        pytest.skip("no address but loopback here, and the environment's proxies never apply to loopback")
+    site = Site(Peer())
+    site.noisy = False
+    port = reactor.listenTCP(0, site, interface=address)
+    url = f"http://{address}:{port.getHost().port}/who"
+    try:
+        with tinyproxy(tmp_path) as proxy:
+            seen = {}
+            for case, environ in {
+                "proxied": {"http_proxy": f"127.0.0.1:{proxy.port}"},
+                "no_proxy": {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": f"{address}:{port.getHost().port}"},
+                "https only": {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}"},
+            }.items():
+                outbound = OutboundClients(reactor, 5, EnvironmentProxies.from_environ(environ))
+                try:
+                    response = await outbound.client_for(INHERIT).get(url, timeout=10)
+                    seen[case] = (await treq.content(response)).decode()
+                finally:
+                    await outbound.closeCachedConnections()
+    finally:
+        await port.stopListening()
+    assert seen == {"proxied": OUTGOING, "no_proxy": address, "https only": address}

@@ -397,3 +397,32 @@ def test_each_request_leaves_by_its_credentials_route_and_a_rebuild_reuses_the_p
     assert len(pools) == 3
     assembly.build(parse_config(data)[0])  # a reload: a new config read from the same file
     assert routes.pools() == pools  # the same pools, none made again
+
+
+def test_start_up_says_which_environment_proxies_apply_and_that_all_proxy_does_not():
+    from twisted.logger import capturedLogs, formatEvent
+
+    from cliproxyd.tap import _log_environment
+
+    environ = {"HTTPS_PROXY": "http://u:hunter2@p.test:3128", "ALL_PROXY": "socks5://a.test:1080"}
+    with capturedLogs() as events:
+        _log_environment(EnvironmentProxies.from_environ(environ), environ)
+    text = [formatEvent(e) for e in events]
+    assert text == ["environment proxies (where no proxy-url applies): https http://u:***@p.test:3128, http direct",
+                    "ALL_PROXY is set but not used (as in CLIProxyAPI): set HTTPS_PROXY, or proxy-url in the config"]
+    with capturedLogs() as events:
+        _log_environment(EnvironmentProxies(), {})
+    assert list(events) == []
+
+
+def test_a_bad_environment_proxy_stops_start_up(tmp_path, monkeypatch):
+    from cliproxyd.tap import Options, StartupError, build
+
+    config = tmp_path / "config.yaml"
+    config.write_text("claude-api-key: [{api-key: k}]\n")
+    monkeypatch.setenv("HTTPS_PROXY", "ftp://u:hunter2@p.test")
+    options = Options()
+    options.parseOptions(["--config", str(config), "--listen", "tcp:0:interface=127.0.0.1"])
+    with pytest.raises(StartupError, match="HTTPS_PROXY: unsupported proxy scheme 'ftp'") as info:
+        build(options, MemoryReactorClock())
+    assert "hunter2" not in str(info.value)
