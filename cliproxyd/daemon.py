@@ -38,6 +38,7 @@ from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Config
 from cliproxyd.credentials.refresh import CONCURRENCY as REFRESH_CONCURRENCY
+from cliproxyd.credentials.authfiles import OAuthAccount, account_proxy
 from cliproxyd.credentials.refresh import (
     Refresher,
     RefreshFn,
@@ -57,6 +58,7 @@ from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
 
 
@@ -102,6 +104,16 @@ class Daemon:
         """
         recorder = RequestRecorder(self.log_files, self.assembly.clock, __version__)
         return Root(self.frontend.resource(), self.panel.app.resource(), recorder=recorder)
+
+
+def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting]:
+    """How an account's token refresh leaves: as its upstream calls do, under the running config."""
+
+    def proxy_of(account: OAuthAccount) -> ProxySetting:
+        gen = source.current
+        return account_proxy(account, gen.config if gen is not None else Config())
+
+    return proxy_of
 
 
 def build_daemon(
@@ -168,8 +180,8 @@ def build_daemon(
     usage = Usage(clock)
     recent = RecentRequests(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
-    refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source,
-                          concurrency=refresh_workers or REFRESH_CONCURRENCY)
+    refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
+                          file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record, recent.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from http.cookiejar import CookieJar
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
@@ -18,8 +19,11 @@ from twisted.web.client import (
     URI,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
+
+from cliproxyd.proxies import EnvironmentProxies, ProxySetting, ProxyURL
+from cliproxyd.proxies.endpoints import ProxyEndpointFactory
 
 #: Idle keep-alive sockets kept per upstream host (this bounds idle sockets,
 #: not concurrency).
@@ -119,10 +123,10 @@ class CachingEndpointFactory:
     configured base URLs, so they are cached for the process's life.
     """
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float) -> None:
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, tls: Any = None) -> None:
         self._reactor = reactor
         self._timeout = connect_timeout
-        self._tls = BrowserLikePolicyForHTTPS()
+        self._tls = tls or BrowserLikePolicyForHTTPS()
         self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
@@ -158,20 +162,119 @@ class BytesProducer:
         pass
 
 
-def make_http_client(reactor: IReactorTime, connect_timeout: float) -> tuple[HTTPConnectionPool, HTTPClient]:
+def _pool(reactor: IReactorTime) -> UpstreamPool:
     pool = UpstreamPool(reactor, persistent=True)
     pool.maxPersistentPerHost = MAX_IDLE_PER_HOST
     pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
-    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout), pool=pool)
-    return pool, HTTPClient(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
+    return pool
+
+
+def _client(agent: IAgent) -> HTTPClient:
+    return HTTPClient(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
+
+
+def make_http_client(reactor: IReactorTime, connect_timeout: float,
+                     tls: Any = None) -> tuple[HTTPConnectionPool, HTTPClient]:
+    """The direct pool and its client."""
+    pool = _pool(reactor)
+    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout, tls), pool=pool)
+    return pool, _client(agent)
+
+
+@implementer(IAgent)
+class _EnvironmentAgent:
+    """
+    Sends each request the way the environment says for its origin
+    (L{EnvironmentProxies}: C{HTTPS_PROXY}, C{HTTP_PROXY}, C{NO_PROXY}),
+    through the agent, and so the pool, of that proxy or the direct one.
+    """
+
+    def __init__(self, outbound: "OutboundClients", environment: EnvironmentProxies) -> None:
+        self._outbound = outbound
+        self._environment = environment
+        self._by_origin: dict[bytes, IAgent] = {}
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred:
+        origin = uri.split(b"/", 3)[:3]
+        key = b"/".join(origin)
+        agent = self._by_origin.get(key)
+        if agent is None:
+            parsed = URI.fromBytes(uri)
+            proxy = self._environment.proxy_for(parsed.scheme.decode("ascii"), parsed.host.decode("idna"),
+                                                parsed.port)
+            agent = self._outbound.agent_for(proxy)
+            self._by_origin[key] = agent
+        return agent.request(method, uri, headers, bodyProducer)
+
+
+class OutboundClients:
+    """
+    The process's outbound HTTP clients, one per route: the direct one, and
+    one per distinct proxy (its own pool, made the first time a config
+    names it and kept for the process's life, so reloads reuse it), plus
+    one that follows the environment's proxies for settings that inherit.
+    Every pool is an L{UpstreamPool}: none hands out a closing connection.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime, connect_timeout: float,
+                 environment: EnvironmentProxies = EnvironmentProxies(), tls: Any = None) -> None:
+        self._reactor = reactor
+        self._timeout = connect_timeout
+        self._environment = environment
+        self.pool, self.direct = make_http_client(reactor, connect_timeout, tls)
+        #: verifies https:// proxies and upstreams reached through any proxy (tests give their own CA)
+        self._tls = tls or BrowserLikePolicyForHTTPS()
+        self._proxied: dict[ProxyURL, tuple[UpstreamPool, HTTPClient]] = {}
+        self._from_environment = None if environment.empty else _client(_EnvironmentAgent(self, environment))
+
+    def client_for(self, setting: ProxySetting) -> HTTPClient:
+        """The client of a (resolved) proxy setting: inherit follows the environment."""
+        if setting.proxy is not None:
+            return self._proxied_client(setting.proxy)[1]
+        if setting.mode == "direct" or self._from_environment is None:
+            return self.direct
+        return self._from_environment
+
+    def agent_for(self, proxy: ProxyURL | None) -> IAgent:
+        client = self.direct if proxy is None else self._proxied_client(proxy)[1]
+        return client._agent
+
+    def _proxied_client(self, proxy: ProxyURL) -> tuple[UpstreamPool, HTTPClient]:
+        made = self._proxied.get(proxy)
+        if made is None:
+            pool = _pool(self._reactor)
+            factory = ProxyEndpointFactory(self._reactor, proxy, self._timeout, self._tls)
+            made = pool, _client(Agent.usingEndpointFactory(self._reactor, factory, pool=pool))
+            self._proxied[proxy] = made
+            self.log.info("outbound proxy {proxy}: a connection pool of its own", proxy=proxy.redacted())
+        return made
+
+    def pools(self) -> list[HTTPConnectionPool]:
+        return [self.pool, *(pool for pool, _ in self._proxied.values())]
+
+    def closeCachedConnections(self) -> "Deferred[Any]":
+        """Close the idle connections of every pool (as a pool's own method does for one)."""
+        return gatherResults([pool.closeCachedConnections() for pool in self.pools()])
+
+
+def client_chooser(client: Any) -> Callable[[ProxySetting], Any]:
+    """
+    Which client serves a proxy setting: L{OutboundClients.client_for}, or,
+    for one plain client (tests hand in a treq stub), always that client.
+    """
+    if isinstance(client, OutboundClients):
+        return client.client_for
+    return lambda setting: client
 
 
 class HTTPPoolService(Service):
-    """Closes the pool's idle connections at shutdown (it is stopped last)."""
+    """Closes the idle connections of the pool, or of every pool of L{OutboundClients}, at shutdown (it is stopped last)."""
 
     name = "http-pool"
 
-    def __init__(self, pool: HTTPConnectionPool) -> None:
+    def __init__(self, pool: HTTPConnectionPool | OutboundClients) -> None:
         self.pool = pool
 
     def stopService(self):

@@ -33,7 +33,8 @@ from cliproxyd.daemon import build_daemon
 from cliproxyd.demo import DEMO_LISTEN, DemoUpstream
 from cliproxyd.frontend import TrackingSite
 from cliproxyd.management.access import check_hashable, ensure_hashed
-from cliproxyd.outbound import HTTPPoolService, make_http_client
+from cliproxyd.outbound import HTTPPoolService, OutboundClients
+from cliproxyd.proxies import EnvironmentProxies, ProxyURLError
 from cliproxyd.service import ServiceTree
 
 log = Logger(namespace="cliproxyd.tap")
@@ -230,8 +231,14 @@ def build(options: Options, reactor) -> IService:
     root = ServiceTree()
     root.setName("cliproxyd")
     timeouts = config.timeouts if config is not None else Timeouts()
-    pool, client = make_http_client(reactor, timeouts.connect)
-    HTTPPoolService(pool).setServiceParent(root)
+    try:
+        environment = EnvironmentProxies.from_environ(os.environ)
+    except ProxyURLError as e:
+        raise StartupError(f"the environment's proxy setting is not usable: {e}") from None
+    _log_environment(environment, os.environ)
+    # One pool for direct connections and one per distinct proxy, made as configs name them.
+    client = OutboundClients(reactor, timeouts.connect, environment)
+    HTTPPoolService(client).setServiceParent(root)
 
     if config is not None and not state_path:
         log.info("no auth-dir or state-file: cooldowns are kept in memory only")
@@ -275,6 +282,16 @@ def build(options: Options, reactor) -> IService:
         else "off",
     )
     return root
+
+
+def _log_environment(environment: EnvironmentProxies, environ: dict | os._Environ) -> None:
+    """Say which environment proxies apply (where no proxy-url does), and that ALL_PROXY is not one of them."""
+    if not environment.empty:
+        log.info("environment proxies (where no proxy-url applies): https {https}, http {http}",
+                 https=environment.https.redacted() if environment.https else "direct",
+                 http=environment.http.redacted() if environment.http else "direct")
+    if environ.get("ALL_PROXY") or environ.get("all_proxy"):
+        log.warn("ALL_PROXY is set but not used (as in CLIProxyAPI): set HTTPS_PROXY, or proxy-url in the config")
 
 
 def makeService(options: Options, reactor=None) -> IService:

@@ -92,7 +92,8 @@ def test_a_broken_file_is_reported_with_its_reason_and_skipped(tmp_path, content
     ({"disabled": "yes"}, "disabled must be true or false"),
     ({"prefix": "a/b"}, "one path segment"),
     ({"base_url": "ftp://x"}, "base_url must be an http(s) URL"),
-    ({"proxy_url": "socks5://p:1"}, "proxy_url"),
+    ({"proxy_url": "socks4://p:1"}, "proxy_url: unsupported proxy scheme 'socks4'"),
+    ({"proxy_url": "socks5://u:hunter2@p:99999"}, "proxy_url: bad port in socks5://p:99999"),
     ({"excluded_models": "gpt-5"}, "excluded_models must be a list"),
 ])
 def test_unusable_settings_in_a_file_name_the_field(tmp_path, fields, reason):

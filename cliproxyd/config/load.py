@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 from cliproxyd.config.model import (
     DEFAULT_PANEL_REPOSITORY,
     MAX_WEIGHT,
@@ -47,7 +48,6 @@ T = TypeVar("T")
 #: between a typo and a feature that is still to come.
 NOT_YET_SUPPORTED = frozenset(
     {
-        "proxy-url",
         "passthrough-headers",
         "streaming",
         "nonstream-keepalive-interval",
@@ -376,15 +376,16 @@ def _duration(r: _Reader, key: str, default: float) -> float:
     return seconds
 
 
-def _proxy(r: _Reader) -> str:
-    proxy = r.string("proxy-url")
-    if proxy.lower() in ("direct", "none"):
-        proxy = ""
-    if proxy:
-        # Failing closed: an operator who set a proxy must not have requests
-        # silently leave by the direct route.
-        raise r.error("proxy-url", "outbound proxies are not supported yet; remove the key or use 'direct'")
-    return proxy
+def _proxy(r: _Reader) -> ProxySetting:
+    """
+    C{proxy-url}: empty inherits, C{direct}/C{none}, or a proxy URL. A bad
+    one stops the load (CLIProxyAPI would log it and go direct: an operator
+    who set a proxy must never have requests leave without it).
+    """
+    try:
+        return parse_proxy_setting(r.string("proxy-url"))
+    except ProxyURLError as e:
+        raise r.error("proxy-url", str(e)) from None
 
 
 _MODEL_INFO_KEYS = {"display-name", "max-context-length", "max-output-tokens", "thinking", "input-modalities",
@@ -473,7 +474,8 @@ def _exclusions(r: _Reader) -> tuple[str, ...]:
 def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     r.check_keys(
         {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority",
-         "excluded-models", "disabled", "disable-cooling", "request-retry", "request-scoped-errors"},
+         "excluded-models", "disabled", "disable-cooling", "request-retry", "request-scoped-errors",
+         "proxy-url"},
     )
     name = r.string("name", required=True).lower()
     if "/" in name:
@@ -502,6 +504,7 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         disable_cooling=r.get("disable-cooling", bool, None),
         request_retry=_retry_override(r),
         request_scoped_errors=_scoped_rules(r),
+        proxy_url=_proxy(r),
     )
 
 
@@ -509,7 +512,6 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
     r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
                   "priority", *ROUTING_ENTRY_KEYS}, frozenset({"cloak", "websockets"}))
     base_url = r.string("base-url")
-    _proxy(r)
     return ProviderKey(
         api_key=_no_newlines(r, "api-key", r.string("api-key", required=True).strip()),
         base_url=_http_url(r, "base-url", base_url) if base_url else "",
@@ -522,6 +524,7 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
         disable_cooling=r.get("disable-cooling", bool, None),
         request_retry=_retry_override(r),
         request_scoped_errors=_scoped_rules(r),
+        proxy_url=_proxy(r),
     )
 
 
@@ -655,6 +658,7 @@ TOP_LEVEL = {
     "usage-statistics-enabled",
     "codex",
     "auth-auto-refresh-workers",
+    "proxy-url",
 }
 
 
@@ -782,6 +786,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             error_logs_max_files=r.nonneg_int("error-logs-max-files", LoggingConfig().error_logs_max_files),
         ),
         usage_statistics_enabled=r.get("usage-statistics-enabled", bool, False),
+        proxy_url=_proxy(r),
     )
     return config, warnings
 

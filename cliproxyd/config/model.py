@@ -14,6 +14,8 @@ import os
 
 from attrs import field, frozen
 
+from cliproxyd.proxies import INHERIT, ProxySetting
+
 #: Accepted spellings of routing.strategy, mapped to the canonical name.
 STRATEGIES = {
     "round-robin": "round-robin",
@@ -103,7 +105,7 @@ class APIKeyEntry:
     """One C{api-key-entries[]} item."""
 
     api_key: str = field(repr=False)  # api-key
-    proxy_url: str = ""  # proxy-url
+    proxy_url: ProxySetting = INHERIT  # proxy-url (over the provider's, then the global one)
     weight: int = DEFAULT_WEIGHT  # weight (weighted-round-robin; 0 = excluded)
 
 
@@ -134,6 +136,8 @@ class OpenAICompatProvider:
     disable_cooling: bool | None = None  # disable-cooling (None: the global value)
     request_retry: int | None = None  # request-retry (None: the global value)
     request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
+    #: proxy-url: for the provider's keys that set none (a cliproxyd extension here)
+    proxy_url: ProxySetting = INHERIT
 
 
 @frozen
@@ -152,6 +156,7 @@ class ProviderKey:
     disable_cooling: bool | None = None  # disable-cooling (None: the global value)
     request_retry: int | None = None  # request-retry (None: the global value)
     request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
+    proxy_url: ProxySetting = INHERIT  # proxy-url (over the global one)
 
 
 @frozen
@@ -295,6 +300,9 @@ class Config:
     logging: LoggingConfig = field(factory=LoggingConfig)
     #: usage-statistics-enabled: the usage counters are kept across restarts
     usage_statistics_enabled: bool = False
+    #: proxy-url: every upstream call's proxy, unless a key or auth file says otherwise
+    #: (inherit: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)
+    proxy_url: ProxySetting = INHERIT
 
     @property
     def state_path(self) -> str:

@@ -23,6 +23,7 @@ from attrs import define, evolve, field
 from cliproxyd import jsontext
 from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
+from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
 #: The credential kind (and provider) of each file C{type}; C{gemini} files are Gemini CLI accounts.
 OAUTH_TYPES = {
@@ -305,9 +306,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
     base_url = data.get("base_url")
     if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
         raise AuthFileError(f"base_url must be an http(s) URL, not {base_url!r}")
-    proxy = str(data.get("proxy_url") or "").strip().lower()
-    if proxy not in ("", "direct", "none"):
-        raise AuthFileError("proxy_url: only direct is supported (outbound proxies are not yet)")
+    proxy = account_proxy(account, config)
     channel = account.type
     aliases = dict(config.oauth_model_alias).get(channel, ())
     excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
@@ -332,7 +331,27 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         weight=_weight(data),
         scoped_errors=ScopedErrors(scoped),
         account=account,
+        proxy=proxy,
     )
+
+
+def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:
+    """
+    How an account's calls leave (upstream requests, token refreshes): its
+    file's C{proxy_url}, else the config's C{proxy-url}, else the environment.
+
+    @raise AuthFileError: a C{proxy_url} that is not a usable proxy (the
+        message shows no password).
+    """
+    value = account.data.get("proxy_url")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise AuthFileError("proxy_url must be a string")
+    try:
+        return parse_proxy_setting(value).over(config.proxy_url)
+    except ProxyURLError as e:
+        raise AuthFileError(f"proxy_url: {e}") from None
 
 
 @define

@@ -43,6 +43,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from cliproxyd.fileio import atomic_write
+from cliproxyd.proxies import INHERIT, EnvironmentProxies, ProxySetting, ProxyURLError, parse_proxy_setting
 from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
 from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
 
@@ -206,6 +207,7 @@ async def login(
     read_line: ReadLine | None = None,
     open_browser: Callable[[str], object] | None = None,
     timeout: float = LOGIN_TIMEOUT,
+    proxy: ProxySetting = INHERIT,
 ) -> str:
     """
     Log an account in and write its credential file; answer the file's path.
@@ -215,7 +217,8 @@ async def login(
         them at a simulated server).
     @param callback_port: the callback's port (the provider's by default;
         0 is any free port, for providers that accept any loopback port).
-    @param client: a treq C{HTTPClient}; by default one is made and closed.
+    @param client: a treq C{HTTPClient}; by default one is made (through C{proxy}: the
+        config's C{proxy-url}, else the environment's proxies) and closed.
     @param clock: runs the timeouts (the reactor by default).
     @param out: where the instructions go (stdout by default). No token is
         ever written there.
@@ -232,9 +235,10 @@ async def login(
     port = provider.callback_port if callback_port is None else callback_port
     pool = None
     if client is None:
-        from cliproxyd.outbound import make_http_client
+        from cliproxyd.outbound import OutboundClients
 
-        pool, client = make_http_client(reactor, CONNECT_TIMEOUT)
+        pool = OutboundClients(reactor, CONNECT_TIMEOUT, EnvironmentProxies.from_environ(os.environ))
+        client = pool.client_for(proxy)
     try:
         if no_browser:
             redirect = redirect_uri(provider, port)
@@ -551,6 +555,26 @@ def resolve_auth_dir(auth_dir: str | None, config: str | None) -> str:
     return os.path.expanduser(DEFAULT_AUTH_DIR)
 
 
+def resolve_proxy(config: str | None) -> ProxySetting:
+    """The C{proxy-url} of C{--config} (token calls leave as the daemon's do), else the environment's."""
+    if not config:
+        return INHERIT
+    try:
+        with open(config, "rb") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return INHERIT  # resolve_auth_dir has said what is wrong with the file
+    value = data.get("proxy-url") if isinstance(data, dict) else None
+    if value is None:
+        return INHERIT
+    if not isinstance(value, str):
+        raise LoginError(f"{config}: proxy-url must be a string")
+    try:
+        return parse_proxy_setting(value)
+    except ProxyURLError as e:
+        raise LoginError(f"{config}: proxy-url: {e}") from None
+
+
 def main(args: argparse.Namespace) -> NoReturn:
     """Run C{login} as parsed by L{add_command}: exit 0 with the file written, or 1 with one line on stderr."""
     from twisted.internet.task import react
@@ -566,13 +590,17 @@ def main(args: argparse.Namespace) -> NoReturn:
         if args.callback_port is not None and not 0 <= args.callback_port <= 65535:
             raise LoginError(f"--callback-port must be between 0 and 65535, not {args.callback_port}")
         auth_dir = resolve_auth_dir(args.auth_dir, args.config)
+        proxy = resolve_proxy(args.config)
+        EnvironmentProxies.from_environ(os.environ)
+    except ProxyURLError as e:
+        _fail(LoginError(f"the environment's proxy setting is not usable: {e}"))
     except LoginError as e:
         _fail(e)
 
     async def run(reactor: Any) -> None:
         try:
             await login(reactor, provider, auth_dir, no_browser=args.no_browser, project_id=args.project_id,
-                        callback_port=args.callback_port)
+                        callback_port=args.callback_port, proxy=proxy)
         except LoginError as e:
             _fail(e)
         except Exception as e:  # react would log it where nobody looks

@@ -19,6 +19,7 @@ from cliproxyd._version import __version__
 from cliproxyd.config.model import DEFAULT_WEIGHT, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
+from cliproxyd.proxies import INHERIT, ProxySetting
 
 if TYPE_CHECKING:
     from cliproxyd.credentials.authfiles import OAuthAccount
@@ -109,6 +110,9 @@ class Credential:
     #: the Google Cloud project a Gemini CLI account's requests name ("": the file's first)
     project: str = ""
     account: OAuthAccount | None = field(default=None, repr=False, eq=False)
+    #: how its upstream calls leave: the key's or file's proxy-url, else the provider's, else the
+    #: global one; inherit means the environment's proxies (L{cliproxyd.outbound.OutboundClients})
+    proxy: ProxySetting = INHERIT
 
     @property
     def fingerprint(self) -> str:
@@ -189,7 +193,8 @@ def oauth_alias_models(models: Iterable[str], aliases: Iterable[ModelAlias]) -> 
     return out
 
 
-def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> list[Credential]:
+def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool,
+                        proxy: ProxySetting = INHERIT) -> list[Credential]:
     routes = build_routes(
         ((m.name, m.route_name) for m in provider.models),
         provider.prefix,
@@ -213,6 +218,7 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> l
             disable_cooling=provider.disable_cooling,
             weight=entry.weight,
             scoped_errors=scoped,
+            proxy=entry.proxy_url.over(provider.proxy_url.over(proxy)),
         )
         for entry in provider.api_key_entries
     ]
@@ -239,7 +245,8 @@ API_KEY_PROVIDERS = (
 )
 
 
-def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: bool) -> Credential:
+def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: bool,
+                        proxy: ProxySetting = INHERIT) -> Credential:
     models = [(m.name, m.route_name) for m in entry.models] or [(m, m) for m in spec.models]
     base_url = entry.base_url or spec.base_url
     return Credential(
@@ -256,6 +263,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         disable_cooling=entry.disable_cooling,
         weight=entry.weight,
         scoped_errors=ScopedErrors(entry.request_scoped_errors),
+        proxy=entry.proxy_url.over(proxy),
     )
 
 
@@ -264,7 +272,7 @@ def credentials_from_config(config: Config) -> tuple[Credential, ...]:
     out: list[Credential] = []
     for spec in API_KEY_PROVIDERS:
         entries = getattr(config, spec.kind.replace("-", "_"))
-        out.extend(_api_key_credential(spec, e, config.force_model_prefix) for e in entries)
+        out.extend(_api_key_credential(spec, e, config.force_model_prefix, config.proxy_url) for e in entries)
     for provider in config.openai_compatibility:
-        out.extend(_compat_credentials(provider, config.force_model_prefix))
+        out.extend(_compat_credentials(provider, config.force_model_prefix, config.proxy_url))
     return tuple(out)

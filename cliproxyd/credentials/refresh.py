@@ -29,6 +29,8 @@ from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAuthAccount
 from cliproxyd.credentials.providers import PROVIDERS
 from cliproxyd.service import Periodic
+from cliproxyd.outbound import client_chooser
+from cliproxyd.proxies import INHERIT, ProxySetting
 
 #: How often accounts are looked at.
 TICK = 60.0
@@ -270,20 +272,26 @@ def file_saver(run_in_thread: Callable[..., "Deferred[Any]"] | None = None) -> S
     return save
 
 
-def account_refresher(client: Any, clock: IReactorTime) -> RefreshFn:
+def account_refresher(client: Any, clock: IReactorTime,
+                      proxy_of: Callable[[OAuthAccount], ProxySetting] | None = None) -> RefreshFn:
     """
     The real refresh: the account's provider's token endpoint, with the
     client the file names (Gemini CLI files carry theirs) or the CLI tool's.
-    A file's C{token_uri} overrides the endpoint.
+    A file's C{token_uri} overrides the endpoint. The call leaves the way
+    the account's upstream requests do: C{proxy_of(account)}, through the
+    client L{cliproxyd.outbound.OutboundClients} has for it.
     """
+    client_for = client_chooser(client)
+
     def refresh(account: OAuthAccount) -> "Deferred[Any]":
         from cliproxyd.credentials import tokens
 
+        http = client_for(proxy_of(account) if proxy_of is not None else INHERIT)
         provider = PROVIDERS[account.type]
         nested = account.data.get("token") if isinstance(account.data.get("token"), dict) else {}
         token_url = nested.get("token_uri") or account.data.get("token_uri") or None
         return Deferred.fromCoroutine(tokens.refresh(
-            client, provider, account.refresh_token,
+            http, provider, account.refresh_token,
             client_id=nested.get("client_id") or None,
             client_secret=nested.get("client_secret") or None,
             token_url=token_url,

@@ -35,6 +35,7 @@ from cliproxyd.executors.stream import (
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.modelnames import parse_model
+from cliproxyd.outbound import OutboundClients, client_chooser
 
 ANTHROPIC_VERSION = b"2023-06-01"
 
@@ -73,15 +74,18 @@ class HTTPExecutor:
     #: the format module of the upstream's wire format
     format: ModuleType = openai_chat
 
-    def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts) -> None:
-        self._client = client
+    def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts) -> None:
+        self._client_for = client_chooser(client)
         self._clock = clock
         self._timeouts = timeouts
         self._headers: dict[str, dict[bytes, list[bytes]]] = {}
+        self._clients: dict[str, HTTPClient] = {}
 
     def prepare(self, creds: Iterable[Credential]) -> None:
-        """Precompute each credential's headers (at config load, not per request)."""
+        """Precompute each credential's headers and HTTP client (its proxy's), at config load, not per request."""
+        creds = tuple(creds)
         self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c)} for c in creds}
+        self._clients = {c.id: self._client_for(c.proxy) for c in creds}
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"authorization": [b"Bearer " + cred.api_key.encode("latin-1")]}
@@ -163,7 +167,8 @@ class HTTPExecutor:
         headers = self.request_headers(cred)
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
-        d = self._client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+        client = self._clients.get(cred.id) or self._client_for(cred.proxy)
+        d = client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
         timed_out = []
 
         def expire() -> None:

@@ -33,6 +33,7 @@ class Status(Resource):
                 "base_url": cred.base_url,
                 "priority": cred.priority,
                 "models": sorted({r.name for r in cred.routes}),
+                "proxy": cred.proxy.describe(),  # the password masked
             }
             entry.update(ctx.state.stats(cred.id).as_json())
             creds.append(entry)
@@ -82,6 +83,7 @@ class Status(Resource):
                 "key": cred.fingerprint,
                 "priority": cred.priority,
                 "disabled": cred.disabled,
+                "proxy": cred.proxy.describe(),
                 "models": sorted({r.name for r in cred.routes}),
                 "unavailable": all_cooling,
                 "next_retry_at": min(blocked) if all_cooling else None,

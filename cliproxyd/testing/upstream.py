@@ -139,6 +139,8 @@ class SeenRequest:
     headers: dict[str, str] = field(factory=dict, repr=False)
     envelope: dict[str, Any] = field(factory=dict, repr=False)
     path: str = ""
+    #: the address the request came from (a proxy's, when one carried it)
+    peer: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +151,7 @@ class SeenRequest:
             "disconnected": self.disconnected,
             "bytes_sent": self.bytes_sent,
             "format": self.format,
+            "peer": self.peer,
         }
 
 
@@ -298,7 +301,8 @@ class SimulatedUpstream:
                            body=data, envelope={k: v for k, v in outer.items() if k != "request"},
                            headers={k.decode().lower(): v[0].decode("latin-1")
                                     for k, v in request.requestHeaders.getAllRawHeaders()},
-                           path=request.path.decode("latin-1"))
+                           path=request.path.decode("latin-1"),
+                           peer=getattr(request.getClientAddress(), "host", ""))
         self.seen.append(seen)
         request.notifyFinish().addErrback(lambda _: setattr(seen, "disconnected", True))
         self._counter += 1
