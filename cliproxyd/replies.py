@@ -98,6 +98,8 @@ class Reply:
     tokens: int | None = None
     #: C{body} decoded (the executor checked it is a JSON object), for whoever translates it
     data: Any = field(default=None, eq=False, repr=False)
+    #: the upstream response's headers (C{passthrough-headers} passes some on), if any
+    headers: Any = field(default=None, eq=False, repr=False)
 
 
 class Relay(Protocol):
@@ -119,6 +121,8 @@ class StreamReply:
     relay: "Relay"
     #: the wire format of the stream's events: the upstream's
     fmt: str = "openai"
+    #: the upstream response's headers (C{passthrough-headers} passes some on), if any
+    headers: Any = field(default=None, eq=False, repr=False)
 
 
 class Outbound(Protocol):

@@ -37,6 +37,7 @@ def test_every_conductor_setting_comes_from_the_config():
                                                          "timeout-seconds": 3}},
         "max-retry-credentials": 3, "request-retry": 2, "max-retry-interval": 9,
         "disable-cooling": True, "debug": True,
+        "streaming": {"bootstrap-retries": 2},
     })
     settings = ConductorSettings.from_config(config)
     default = ConductorSettings()

@@ -87,6 +87,8 @@ class Credential:
             b"content-type": [b"application/json"],
         }
         for name, value in self.headers:
+            if value.startswith("$"):
+                continue  # copied from the client's request, when it sent it (the executor does that)
             headers[name.lower().encode("latin-1")] = [value.encode("latin-1")]
         return headers
 
