@@ -139,23 +139,33 @@ def test_oauth_envelopes_are_edited_inside_and_codex_protocol_is_the_responses_u
     assert h.upstream.seen[-1].format == "responses" and sent(h)["reasoning"] == {"effort": "high"}
 
 
-def test_a_reload_brings_new_rules_without_a_restart(tmp_path):
-    from tests.conftest import _now
-    from cliproxyd.daemon import build_daemon
-    from treq.testing import StubTreq
+class Reloadable(Harness):
+    """The harness over a config file, reloaded as SIGHUP or the poll would."""
 
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(config_data()))
-    h = Harness()
-    h.daemon = build_daemon(h.clock, h.up, config_path=str(path), poll=0, run_in_thread=_now)
-    h.runtime = h.daemon.runtime
-    h.runtime.start()
-    h.front = StubTreq(h.daemon.resource())
+    def __init__(self, path, data: dict) -> None:
+        from treq.testing import StubTreq
+
+        from cliproxyd.daemon import build_daemon
+        from tests.conftest import _now
+
+        self.path = path
+        path.write_text(json.dumps(data))  # JSON is YAML
+        super().__init__(data)
+        self.daemon = build_daemon(self.clock, self.up, config_path=str(path), poll=0, run_in_thread=_now)
+        self.runtime = self.daemon.runtime
+        self.runtime.start()
+        self.front = StubTreq(self.daemon.resource())
+
+    def rewrite(self, data: dict) -> None:
+        self.path.write_text(json.dumps(data))
+        assert self.settle(self.runtime.reload("test")) is True
+
+
+def test_a_reload_brings_new_rules_without_a_restart(tmp_path):
+    h = Reloadable(tmp_path / "config.yaml", config_data())
     h.chat()
     assert "temperature" not in sent(h)
-    path.write_text(json.dumps(config_data(**rules(override=[{"models": models("*"),
-                                                              "params": {"temperature": 0}}]))))
-    assert h.settle(h.runtime.reload("test")) is True
+    h.rewrite(config_data(**rules(override=[{"models": models("*"), "params": {"temperature": 0}}])))
     h.chat()
     assert sent(h)["temperature"] == 0
 
