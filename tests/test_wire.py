@@ -341,3 +341,30 @@ def dechunk(data: bytes) -> bytes:
             break
         out, data = out + data[:n], data[n + 2:]
     return out
+
+
+# -- shutdown: a request whose keep-alives sent its 200 ---------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_at_the_shutdown_deadline_a_request_kept_alive_ends_with_its_error_and_the_connection_closes(stream):
+    from tests.test_formats_frontend import matrix
+    from tests.test_site import CHAT, connect, http_body, post, pump, stopping
+
+    h = matrix(streaming={"keepalive-seconds": 5}, **{"nonstream-keepalive-interval": 5})
+    h.upstream.script("sk-o", "hang")
+    conn = connect(h)
+    conn.send(post("/v1/chat/completions", {**CHAT, "model": "via-openai", "stream": stream}))
+    pump(h, 12)
+    assert conn.received.startswith(b"HTTP/1.1 200 ")  # the keep-alives sent the 200
+    stopped = stopping(h)
+    pump(h, 30)  # the deadline
+    h.clock.advance(0.1)
+    assert stopped == [None] and conn.transport.disconnected
+    body = http_body(conn.received)
+    if stream:
+        assert body.startswith(KA) and "nothing was generated" in sse_payloads(body)[-1]["error"]["message"]
+    else:
+        assert body.startswith(b"\n") and "nothing was generated" in json.loads(body)["error"]["message"]
+    assert h.upstream.seen[0].disconnected
+    assert h.clock.getDelayedCalls() == []
