@@ -368,3 +368,25 @@ def test_at_the_shutdown_deadline_a_request_kept_alive_ends_with_its_error_and_t
         assert body.startswith(b"\n") and "nothing was generated" in json.loads(body)["error"]["message"]
     assert h.upstream.seen[0].disconnected
     assert h.clock.getDelayedCalls() == []
+
+
+def test_entry_headers_win_over_built_in_ones_and_auth_files_have_headers_too(tmp_path):
+    data = config_data()
+    data["openai-compatibility"][0]["headers"] = {"User-Agent": "my-agent/1"}
+    h = Harness(data)
+    h.chat()
+    assert h.upstream.seen[-1].headers["user-agent"] == "my-agent/1"
+    (tmp_path / "claude-h.json").write_text(json.dumps({
+        "type": "claude", "access_token": "at", "refresh_token": "r", "base_url": "http://upstream.test",
+        "headers": {"X-Team": "red", "X-Session": "$X-Client-Session"}}))
+    h = Harness({"auth-dir": str(tmp_path)})
+    h.chat(model="claude-haiku-4-5", headers={"X-Client-Session": "c-1"})
+    seen = h.upstream.seen[-1].headers
+    assert seen["x-team"] == "red" and seen["x-session"] == "c-1" and seen["authorization"] == "Bearer at"
+
+
+def test_an_auth_file_with_bad_headers_is_reported_and_skipped(tmp_path):
+    (tmp_path / "claude-h.json").write_text(json.dumps({
+        "type": "claude", "access_token": "at", "refresh_token": "r", "headers": ["X-Team"]}))
+    h = Harness({"auth-dir": str(tmp_path)})
+    assert "headers must be an object" in h.generation.problems["claude-h.json"]

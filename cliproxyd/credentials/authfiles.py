@@ -270,8 +270,27 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         disabled=bool(_bool(data, "disabled")),
         request_retry=_int(data, "request_retry", "request-retry"),
         disable_cooling=_bool(data, "disable_cooling", "disable-cooling"),
+        headers=_file_headers(data),
         account=account,
     )
+
+
+def _file_headers(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """An auth file's C{headers}: extra request headers of its account, as entries' C{headers} are."""
+    raw = data.get("headers")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise AuthFileError("headers must be an object of header names and string values")
+    out = []
+    for name, value in raw.items():
+        if not isinstance(value, str) or not name.strip():
+            raise AuthFileError("headers must be an object of header names and string values")
+        if any(c in name + value for c in "\r\n"):
+            raise AuthFileError(f"headers.{name.strip()} must not contain a line break")
+        if value.strip():
+            out.append((name.strip(), value.strip()))
+    return tuple(out)
 
 
 @define

@@ -117,7 +117,8 @@ class HTTPExecutor:
     def prepare(self, creds: Iterable[Credential]) -> None:
         """Precompute each credential's headers (at config load, not per request)."""
         creds = tuple(creds)
-        self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c)} for c in creds}
+        # The entry's own headers last: they win over the executor's, as in CLIProxyAPI.
+        self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c), **c.custom_headers()} for c in creds}
         self._dynamic = {c.id: d for c in creds if (d := dynamic_headers(c))}
 
     def body(self, req: Outbound, upstream: str) -> bytes:
