@@ -56,6 +56,7 @@ class UpstreamError(Exception):
         retry_after: float | None = None,
         fmt: str = "",
         relayed: bool = False,
+        headers: Any = None,
     ) -> None:
         super().__init__(kind, message, status)
         self.kind = kind
@@ -66,6 +67,8 @@ class UpstreamError(Exception):
         #: the wire format of C{body} (the upstream's), if it came from an upstream
         self.fmt = fmt
         self.relayed = relayed
+        #: the upstream's response headers, for an HTTP error (C{passthrough-headers} passes some on)
+        self.headers = headers
 
     @property
     def protocol_fault(self) -> bool:

@@ -390,3 +390,18 @@ def test_an_auth_file_with_bad_headers_is_reported_and_skipped(tmp_path):
         "type": "claude", "access_token": "at", "refresh_token": "r", "headers": ["X-Team"]}))
     h = Harness({"auth-dir": str(tmp_path)})
     assert "headers must be an object" in h.generation.problems["claude-h.json"]
+
+
+def test_passthrough_headers_come_with_an_upstream_error_too():
+    h = Harness(config_data(**{"passthrough-headers": True}))
+    h.upstream.script("sk-up-1", "status:429:30")
+    h.upstream.script("sk-up-2", "status:429:30")
+    code, headers, _ = h.chat()
+    assert code == 429
+    assert headers.getRawHeaders("x-ratelimit-remaining-requests")
+    assert headers.getRawHeaders("x-litellm-model-id") is None
+    assert headers.getRawHeaders("retry-after") == ["30"] and headers.getRawHeaders("content-type") == ["application/json"]
+    off = Harness()
+    off.upstream.script("sk-up-1", "status:429:30")
+    off.upstream.script("sk-up-2", "status:429:30")
+    assert off.chat()[1].getRawHeaders("x-ratelimit-remaining-requests") is None

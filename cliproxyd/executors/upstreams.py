@@ -257,7 +257,7 @@ class HTTPExecutor:
         # logs or in the client's error.
         error = self.redact(cred)(error)
         raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
-                            body=error, retry_after=retry_after, fmt=self.format.NAME)
+                            body=error, retry_after=retry_after, fmt=self.format.NAME, headers=response.headers)
 
     async def _read(self, response: Any, limit: int | None = None) -> bytes:
         collector = BodyCollector(self._clock, self._timeouts.stream_idle, limit)

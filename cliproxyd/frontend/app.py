@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from attrs import evolve
 from attrs import field as attrs_field
 from attrs import frozen
 from klein import Klein
@@ -40,7 +41,14 @@ from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
-from cliproxyd.frontend.wire import JSON_KEEPALIVE, SSE_KEEPALIVE, EarlyAnswer, KeepAliveConsumer, pass_headers
+from cliproxyd.frontend.wire import (
+    JSON_KEEPALIVE,
+    SSE_KEEPALIVE,
+    EarlyAnswer,
+    KeepAliveConsumer,
+    error_headers,
+    pass_headers,
+)
 from cliproxyd.logging import fingerprint
 from cliproxyd.replies import Reply, StreamReply, UpstreamError
 
@@ -491,7 +499,10 @@ class Frontend:
                 model=e.model,
                 error=str(e.last),
             )
-            raise render(upstream_problem(e.last)) from None
+            problem = upstream_problem(e.last)
+            if served.passthrough_headers:
+                problem = evolve(problem, headers=error_headers(e.last, problem.headers))
+            raise render(problem) from None
         except AllCooling as e:
             raise render(cooling_problem(e)) from None
         except BadRequest as e:
@@ -499,7 +510,8 @@ class Frontend:
             raise self._refused(render, e, req.model) from None
         except RequestInvalid as e:
             err = e.error
-            raise render(Problem(err.status, err.message, **_upstream_body(err))) from None
+            own = error_headers(err, {}) if served.passthrough_headers else {}
+            raise render(Problem(err.status, err.message, headers=own, **_upstream_body(err))) from None
         finally:
             del self._waiting[request]
             self._ended.discard(request)

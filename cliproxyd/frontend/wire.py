@@ -17,7 +17,7 @@ answer). This is the trade the keys make, as in CLIProxyAPI.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.web.iweb import IRequest
@@ -126,19 +126,28 @@ BLOCKED = frozenset({
 GATEWAY_PREFIXES = (b"x-litellm-", b"helicone-", b"x-portkey-", b"cf-aig-", b"x-kong-", b"x-bt-")
 
 
-def pass_headers(request: IRequest, upstream: Any) -> None:
-    """
-    Copy the upstream's response headers to C{request}, but those in
-    L{BLOCKED}, those the upstream's C{Connection} names, gateway ones and
-    any the answer has already (its content type, the server's own).
-    """
+def passable(upstream: Any) -> Iterator[tuple[bytes, list[bytes]]]:
+    """The upstream's response headers but those in L{BLOCKED}, those its C{Connection} names and gateway ones."""
     if upstream is None:
         return
     scoped = {token.strip().lower() for value in upstream.getRawHeaders(b"connection", [])
               for token in value.split(b",")}
-    mine = request.responseHeaders
     for name, values in upstream.getAllRawHeaders():
         lower = name.lower()
-        if lower in BLOCKED or lower in scoped or lower.startswith(GATEWAY_PREFIXES) or mine.hasHeader(lower):
-            continue
-        mine.setRawHeaders(lower, values)
+        if not (lower in BLOCKED or lower in scoped or lower.startswith(GATEWAY_PREFIXES)):
+            yield lower, values
+
+
+def pass_headers(request: IRequest, upstream: Any) -> None:
+    """Copy the L{passable} upstream headers to C{request}, but any the answer has already (its content type...)."""
+    mine = request.responseHeaders
+    for name, values in passable(upstream):
+        if not mine.hasHeader(name):
+            mine.setRawHeaders(name, values)
+
+
+def error_headers(error: Any, own: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """An error answer's headers (C{own}) with the L{passable} ones of the upstream's error answer under them."""
+    passed = {name: b", ".join(values) for name, values in passable(getattr(error, "headers", None))
+              if name not in (b"content-type", b"server", b"date")}
+    return {**passed, **own}
