@@ -202,3 +202,17 @@ def test_a_bad_rule_is_refused_at_load_naming_its_yaml_path(data, where):
 def test_payload_is_no_longer_reported_as_unsupported():
     _, warnings = parse_config(rules(filter=[{"models": models("*"), "params": ["a"]}]))
     assert warnings == []
+
+
+def test_a_code_assist_envelope_is_edited_inside_and_gemini_cli_is_its_protocol(tmp_path):
+    (tmp_path / "gemini-c.json").write_text(json.dumps({
+        "type": "gemini", "project_id": "proj-c", "base_url": "http://upstream.test",
+        "token": {"access_token": "ya29", "refresh_token": "r"}}))
+    h = Harness({"auth-dir": str(tmp_path), **rules(
+        override=[{"models": models("gemini-2.5-pro", protocol="gemini-cli"),
+                   "params": {"generationConfig.temperature": 0.1}},
+                  {"models": models("gemini-2.5-pro", protocol="gemini"), "params": {"never": True}}])})
+    assert h.chat(model="gemini-2.5-pro")[0] == 200
+    seen = h.upstream.seen[-1]
+    assert seen.envelope == {"model": "gemini-2.5-pro", "project": "proj-c"}
+    assert seen.body["generationConfig"]["temperature"] == 0.1 and "never" not in seen.body
