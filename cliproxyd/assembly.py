@@ -31,6 +31,7 @@ from cliproxyd.config.model import Config
 from cliproxyd.credentials import Credential, credentials_from_config
 from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_credentials
 from cliproxyd.executors import Executors
+from cliproxyd.executors.upstreams import WireSettings
 from cliproxyd.replies import Executor
 from cliproxyd.state import StateStore
 
@@ -106,7 +107,8 @@ class Assembly:
         settings = ConductorSettings.from_config(config)
         if settings.warmup.enabled and settings.strategy != "fill-first":
             log.warn("routing.warmup is enabled but routing.strategy is not fill-first: no warmups will be sent")
-        executor: Executor = Executors(self.client, self.clock, config.timeouts, creds)
+        executor: Executor = Executors(self.client, self.clock, config.timeouts, creds,
+                                         WireSettings.from_config(config))
         if self._wrap_executor is not None:
             executor = self._wrap_executor(executor)
         conductor = Conductor(

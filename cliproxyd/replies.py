@@ -56,6 +56,7 @@ class UpstreamError(Exception):
         retry_after: float | None = None,
         fmt: str = "",
         relayed: bool = False,
+        headers: Any = None,
     ) -> None:
         super().__init__(kind, message, status)
         self.kind = kind
@@ -66,6 +67,8 @@ class UpstreamError(Exception):
         #: the wire format of C{body} (the upstream's), if it came from an upstream
         self.fmt = fmt
         self.relayed = relayed
+        #: the upstream's response headers, for an HTTP error (C{passthrough-headers} passes some on)
+        self.headers = headers
 
     @property
     def protocol_fault(self) -> bool:
@@ -98,6 +101,8 @@ class Reply:
     tokens: int | None = None
     #: C{body} decoded (the executor checked it is a JSON object), for whoever translates it
     data: Any = field(default=None, eq=False, repr=False)
+    #: the upstream response's headers (C{passthrough-headers} passes some on), if any
+    headers: Any = field(default=None, eq=False, repr=False)
 
 
 class Relay(Protocol):
@@ -119,6 +124,8 @@ class StreamReply:
     relay: "Relay"
     #: the wire format of the stream's events: the upstream's
     fmt: str = "openai"
+    #: the upstream response's headers (C{passthrough-headers} passes some on), if any
+    headers: Any = field(default=None, eq=False, repr=False)
 
 
 class Outbound(Protocol):

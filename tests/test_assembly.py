@@ -38,6 +38,8 @@ def test_every_conductor_setting_comes_from_the_config():
                     "session-affinity": True, "session-affinity-ttl": "5m"},
         "max-retry-credentials": 3, "request-retry": 2, "max-retry-interval": 9,
         "disable-cooling": True, "debug": True, "transient-error-cooldown-seconds": 7,
+        "disable-cooling": True, "debug": True,
+        "streaming": {"bootstrap-retries": 2},
     })
     settings = ConductorSettings.from_config(config)
     default = ConductorSettings()

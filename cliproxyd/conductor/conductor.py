@@ -151,6 +151,8 @@ class ConductorSettings:
     transient_cooldown: float | None = TRANSIENT_COOLDOWN
     session_affinity: bool = False
     session_ttl: float = 3600.0
+    #: streaming.bootstrap-retries: reruns of a stream that failed before its first byte
+    bootstrap_retries: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> "ConductorSettings":
@@ -166,6 +168,7 @@ class ConductorSettings:
             session_ttl=config.routing.session_affinity_ttl,
             debug=config.debug,
             warmup=WarmupSettings(w.enabled, frozenset(w.providers), w.ttl, w.timeout),
+            bootstrap_retries=config.streaming.bootstrap_retries,
         )
 
 
@@ -176,6 +179,12 @@ def _scoped_action(cred: Credential, error: UpstreamError) -> str | None:
         return None
     body = error.body.decode("utf-8", "replace") if error.body else error.message
     return rules.action(error.status, body)
+
+
+def bootstrap_eligible(error: UpstreamError) -> bool:
+    """Whether a stream that failed so before its first byte is worth a bootstrap retry (CLIProxyAPI's list)."""
+    status = error.status
+    return status == 0 or status in (401, 402, 403, 408, 429) or status >= 500
 
 
 #: Refreshes an OAuth account's token after a 401; fires with whether it did.
@@ -312,7 +321,35 @@ class Conductor:
         def call(cred: Credential, upstream: str) -> Awaitable[Reply | StreamReply]:
             return self._executor.execute(cred, req, upstream)
 
-        return await self._run(req.model, meta, call, count=False)
+        if not req.stream or not self.settings.bootstrap_retries:
+            return await self._run(req.model, meta, call, count=False)
+        return await self._bootstrap(req.model, meta, call)
+
+    async def _bootstrap(self, model: str, meta: RequestMeta, call: Call) -> Reply | StreamReply:
+        """
+        C{streaming.bootstrap-retries}: a stream whose every attempt failed
+        before its first byte reached the client is run again from the
+        start, up to that many times, while the failure is one another try
+        may cure (L{bootstrap_eligible}). A rerun finds only the credentials
+        that are not cooling; when none is left the first failure is
+        answered if it was a server error (CLIProxyAPI's rule), else the
+        cooldown.
+        """
+        first: AllAttemptsFailed | None = None
+        for rerun in range(self.settings.bootstrap_retries + 1):
+            try:
+                return await self._run(model, meta, call, count=False)
+            except AllAttemptsFailed as e:
+                first = first or e
+                if rerun == self.settings.bootstrap_retries or not bootstrap_eligible(e.last):
+                    raise
+            except AllCooling:
+                if first is not None and first.last.status >= 500:
+                    raise first from None
+                raise
+            self.log.info("stream for {model} failed before its first byte; bootstrap retry {n} of {of}",
+                          model=model, n=rerun + 1, of=self.settings.bootstrap_retries)
+        raise AssertionError("unreachable")
 
     async def count(self, req: Outbound, meta: RequestMeta = NO_META) -> Reply:
         """

@@ -17,12 +17,15 @@ from urllib.parse import urlsplit
 import yaml
 
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
+from cliproxyd.config import payload as P
 from cliproxyd.config.model import (
     DEFAULT_PANEL_REPOSITORY,
     MAX_WEIGHT,
     SCOPED_ERROR_ACTIONS,
     STRATEGIES,
     APIKeyEntry,
+    ClaudeHeaderDefaults,
+    CodexHeaderDefaults,
     Config,
     LoggingConfig,
     ModelAlias,
@@ -36,6 +39,7 @@ from cliproxyd.config.model import (
     RoutingConfig,
     ScopedErrorRule,
     Thinking,
+    Streaming,
     Timeouts,
     TLSConfig,
     WarmupConfig,
@@ -46,16 +50,7 @@ T = TypeVar("T")
 #: CLIProxyAPI keys this version understands but does not act on yet. They
 #: are reported apart from unknown keys, so an operator knows the difference
 #: between a typo and a feature that is still to come.
-NOT_YET_SUPPORTED = frozenset(
-    {
-        "passthrough-headers",
-        "streaming",
-        "nonstream-keepalive-interval",
-        "codex-header-defaults",
-        "claude-header-defaults",
-        "payload",
-    }
-)
+NOT_YET_SUPPORTED: frozenset[str] = frozenset()
 
 
 #: CLIProxyAPI keys that cannot apply to cliproxyd, each with what cliproxyd
@@ -659,6 +654,12 @@ TOP_LEVEL = {
     "codex",
     "auth-auto-refresh-workers",
     "proxy-url",
+    "passthrough-headers",
+    "streaming",
+    "nonstream-keepalive-interval",
+    "claude-header-defaults",
+    "codex-header-defaults",
+    "payload",
 }
 
 
@@ -787,8 +788,134 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         ),
         usage_statistics_enabled=r.get("usage-statistics-enabled", bool, False),
         proxy_url=_proxy(r),
+        **_parse_wire(r),
     )
     return config, warnings
+
+
+# -- streaming, keep-alives, header defaults, payload rules ----------------------------
+
+
+def _seconds_or_off(r: _Reader, key: str) -> float:
+    """A number of seconds where 0 or less turns the feature off, as in CLIProxyAPI."""
+    return max(r.get(key, float, 0.0), 0.0)
+
+
+def _parse_wire(r: _Reader) -> dict[str, Any]:
+    """The keys that shape what goes over the wire: keyword arguments of L{Config}."""
+    st = r.child("streaming")
+    st.check_keys({"keepalive-seconds", "bootstrap-retries"})
+    ch = r.child("claude-header-defaults")
+    ch.check_keys({"user-agent", "package-version", "runtime-version", "os", "arch", "timeout"},
+                  frozenset({"timezone", "stabilize-device-profile"}))
+    cx = r.child("codex-header-defaults")
+    cx.check_keys({"user-agent"}, frozenset({"beta-features"}))
+
+    def header(hr: _Reader, key: str) -> str:
+        return _no_newlines(hr, key, hr.string(key))
+
+    return {
+        "passthrough_headers": r.get("passthrough-headers", bool, False),
+        "streaming": Streaming(
+            keepalive_seconds=_seconds_or_off(st, "keepalive-seconds"),
+            bootstrap_retries=max(st.get("bootstrap-retries", int, 0), 0),
+        ),
+        "nonstream_keepalive_interval": _seconds_or_off(r, "nonstream-keepalive-interval"),
+        "claude_header_defaults": ClaudeHeaderDefaults(
+            **{k.replace("-", "_"): header(ch, k)
+               for k in ("user-agent", "package-version", "runtime-version", "os", "arch", "timeout")}),
+        "codex_header_defaults": CodexHeaderDefaults(user_agent=header(cx, "user-agent")),
+        "payload": _parse_payload(r.child("payload")),
+    }
+
+
+def _path(r: _Reader, key: str | int, text: Any) -> P.PayloadPath:
+    if not isinstance(text, str):
+        raise r.error(key, f"a JSON path must be a string, not {_kind(text)}")
+    try:
+        return P.parse_path(text)
+    except P.PathError as e:
+        raise r.error(key, str(e)) from None
+
+
+def _json_text(r: _Reader, key: str, value: Any, raw: bool) -> str:
+    try:
+        return P.raw_value(value) if raw else P.plain_value(value)
+    except (TypeError, ValueError) as e:
+        problem = str(e) if isinstance(e, ValueError) else f"must be JSON data, not {_kind(value)}"
+        raise r.error(key, problem) from None
+
+
+def _conditions(r: _Reader, key: str) -> tuple[tuple[P.PayloadPath, str], ...]:
+    out = []
+    for i, item in enumerate(r.get(key, list, [])):
+        cr = _Reader(item, r.at(key) + f"[{i}]", r.source, r.warnings)
+        out.extend((_path(cr, str(p), p), _json_text(cr, str(p), v, False)) for p, v in cr.data.items())
+    return tuple(out)
+
+
+def _parse_model_match(r: _Reader) -> P.ModelMatch:
+    r.check_keys({"name", "protocol", "from-protocol", "headers", "match", "not-match", "exist", "not-exist"})
+    protocol = r.string("protocol").lower()
+    if protocol and protocol not in P.PROTOCOLS:
+        raise r.error("protocol", f"unknown protocol {protocol!r}; one of {', '.join(sorted(P.PROTOCOLS))}")
+    source = r.string("from-protocol").lower()
+    if source and source not in P.FROM_PROTOCOLS:
+        raise r.error("from-protocol", f"unknown protocol {source!r}; one of openai, responses, claude, gemini")
+    hr = r.child("headers")
+    headers = []
+    for name, pattern in hr.data.items():
+        if not isinstance(name, str) or not name.strip() or not isinstance(pattern, str):
+            raise hr.error(str(name), "each header is a name and a string pattern")
+        headers.append((name.strip().lower(), P.glob(pattern.strip())))
+    paths = (
+        tuple(_path(r, f"{key}[{i}]", p) for i, p in enumerate(r.get(key, list, [])))
+        for key in ("exist", "not-exist")
+    )
+    return P.ModelMatch(
+        name=P.glob(r.string("name", required=True)),
+        protocol=protocol,
+        from_protocol=P.FROM_PROTOCOLS.get(source, ""),
+        headers=tuple(headers),
+        match=_conditions(r, "match"),
+        not_match=_conditions(r, "not-match"),
+        exist=next(paths),
+        not_exist=next(paths),
+    )
+
+
+def _rule_models(r: _Reader) -> tuple[P.ModelMatch, ...]:
+    models = tuple(r.items("models", _parse_model_match))
+    if not models:
+        raise r.error("models", "must list at least one model (a rule without one never applies)")
+    return models
+
+
+def _parse_set_rule(raw: bool) -> Callable[[_Reader], P.PayloadRule]:
+    def parse(r: _Reader) -> P.PayloadRule:
+        r.check_keys({"models", "params"})
+        pr = r.child("params")
+        params = tuple((_path(pr, str(k), k), _json_text(pr, str(k), v, raw)) for k, v in pr.data.items())
+        return P.PayloadRule(_rule_models(r), params)
+
+    return parse
+
+
+def _parse_filter_rule(r: _Reader) -> P.PayloadRule:
+    r.check_keys({"models", "params"})
+    params = tuple((_path(r, f"params[{i}]", p), "") for i, p in enumerate(r.get("params", list, [])))
+    return P.PayloadRule(_rule_models(r), params)
+
+
+def _parse_payload(r: _Reader) -> P.PayloadConfig:
+    r.check_keys({"default", "default-raw", "override", "override-raw", "filter"})
+    return P.PayloadConfig(
+        default=tuple(r.items("default", _parse_set_rule(False))),
+        default_raw=tuple(r.items("default-raw", _parse_set_rule(True))),
+        override=tuple(r.items("override", _parse_set_rule(False))),
+        override_raw=tuple(r.items("override-raw", _parse_set_rule(True))),
+        filter=tuple(r.items("filter", _parse_filter_rule)),
+    )
 
 
 def load_yaml(text: bytes | str, source: str = "") -> Any:

@@ -15,6 +15,7 @@ import os
 from attrs import field, frozen
 
 from cliproxyd.proxies import INHERIT, ProxySetting
+from cliproxyd.config.payload import PayloadConfig
 
 #: Accepted spellings of routing.strategy, mapped to the canonical name.
 STRATEGIES = {
@@ -261,6 +262,36 @@ class TLSConfig:
 
 
 @frozen
+class Streaming:
+    """C{streaming}: SSE keep-alives and bootstrap retries (CLIProxyAPI's names and defaults)."""
+
+    #: keepalive-seconds: an SSE comment to the client after this long with nothing sent; 0 = none
+    keepalive_seconds: float = 0
+    #: bootstrap-retries: how often a stream whose every attempt failed before its first byte
+    #: reached the client is run again from the start; 0 = never
+    bootstrap_retries: int = 0
+
+
+@frozen
+class ClaudeHeaderDefaults:
+    """C{claude-header-defaults}: the Claude Code identity Claude OAuth requests carry ("" = the built-in one)."""
+
+    user_agent: str = ""  # user-agent
+    package_version: str = ""  # package-version: X-Stainless-Package-Version
+    runtime_version: str = ""  # runtime-version: X-Stainless-Runtime-Version
+    os: str = ""  # os: X-Stainless-OS
+    arch: str = ""  # arch: X-Stainless-Arch
+    timeout: str = ""  # timeout: X-Stainless-Timeout
+
+
+@frozen
+class CodexHeaderDefaults:
+    """C{codex-header-defaults}: what Codex OAuth requests send ("" = the built-in value)."""
+
+    user_agent: str = ""  # user-agent
+
+
+@frozen
 class Config:
     host: str = ""
     port: int = DEFAULT_PORT
@@ -303,6 +334,14 @@ class Config:
     #: proxy-url: every upstream call's proxy, unless a key or auth file says otherwise
     #: (inherit: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)
     proxy_url: ProxySetting = INHERIT
+    #: passthrough-headers: the upstream's response headers (filtered) go on to the client
+    passthrough_headers: bool = False
+    streaming: Streaming = field(factory=Streaming)
+    #: nonstream-keepalive-interval: a blank line to a client waiting this long for a JSON answer; 0 = none
+    nonstream_keepalive_interval: float = 0
+    claude_header_defaults: ClaudeHeaderDefaults = field(factory=ClaudeHeaderDefaults)
+    codex_header_defaults: CodexHeaderDefaults = field(factory=CodexHeaderDefaults)
+    payload: PayloadConfig = field(factory=PayloadConfig)
 
     @property
     def state_path(self) -> str:

@@ -330,6 +330,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         disable_cooling=_bool(data, "disable_cooling", "disable-cooling"),
         weight=_weight(data),
         scoped_errors=ScopedErrors(scoped),
+        headers=_file_headers(data),
         account=account,
         proxy=proxy,
     )
@@ -352,6 +353,24 @@ def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:
         return parse_proxy_setting(value).over(config.proxy_url)
     except ProxyURLError as e:
         raise AuthFileError(f"proxy_url: {e}") from None
+
+
+def _file_headers(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """An auth file's C{headers}: extra request headers of its account, as entries' C{headers} are."""
+    raw = data.get("headers")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise AuthFileError("headers must be an object of header names and string values")
+    out = []
+    for name, value in raw.items():
+        if not isinstance(value, str) or not name.strip():
+            raise AuthFileError("headers must be an object of header names and string values")
+        if any(c in name + value for c in "\r\n"):
+            raise AuthFileError(f"headers.{name.strip()} must not contain a line break")
+        if value.strip():
+            out.append((name.strip(), value.strip()))
+    return tuple(out)
 
 
 @define

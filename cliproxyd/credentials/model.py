@@ -128,13 +128,20 @@ class Credential:
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
         """The headers every upstream request of this credential carries, but the key (its executor adds that)."""
-        headers: dict[bytes, list[bytes]] = {
+        return {
             b"user-agent": [USER_AGENT.encode()],
             b"content-type": [b"application/json"],
+            **self.custom_headers(),
         }
-        for name, value in self.headers:
-            headers[name.lower().encode("latin-1")] = [value.encode("latin-1")]
-        return headers
+
+    def custom_headers(self) -> dict[bytes, list[bytes]]:
+        """
+        The entry's (or auth file's) own C{headers}, which win over every
+        built-in one, as in CLIProxyAPI; C{$NAME} values are left to the
+        executor, which copies them from the client's request.
+        """
+        return {name.lower().encode("latin-1"): [value.encode("latin-1")]
+                for name, value in self.headers if not value.startswith("$")}
 
 
 def _stable_id(kind: str, name: str, *parts: str) -> str:

@@ -24,6 +24,7 @@ from cliproxyd.executors.upstreams import (
     GeminiExecutor,
     HTTPExecutor,
     OpenAICompatExecutor,
+    WireSettings,
 )
 from cliproxyd.replies import Outbound, Reply, StreamReply
 
@@ -44,8 +45,8 @@ class Executors:
     """The conductor's one executor: each credential's request goes to the executor of its kind."""
 
     def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts,
-                 creds: Iterable[Credential] = ()) -> None:
-        self._by_kind = {kind: cls(client, clock, timeouts) for kind, cls in EXECUTORS.items()}
+                 creds: Iterable[Credential] = (), wire: WireSettings = WireSettings()) -> None:
+        self._by_kind = {kind: cls(client, clock, timeouts, wire) for kind, cls in EXECUTORS.items()}
         creds = tuple(creds)
         # Headers and URLs are worked out once per credential, here, not per request.
         for kind, executor in self._by_kind.items():

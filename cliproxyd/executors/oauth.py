@@ -61,7 +61,14 @@ class ClaudeOAuthExecutor(_Bearer, ClaudeExecutor):
     """Anthropic Messages for a Claude Code account."""
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
-        return {b"anthropic-version": [ANTHROPIC_VERSION], b"anthropic-beta": [CLAUDE_OAUTH_BETAS]}
+        headers = {b"anthropic-version": [ANTHROPIC_VERSION], b"anthropic-beta": [CLAUDE_OAUTH_BETAS]}
+        d = self._wire.claude_defaults
+        for name, value in ((b"user-agent", d.user_agent), (b"x-stainless-package-version", d.package_version),
+                            (b"x-stainless-runtime-version", d.runtime_version), (b"x-stainless-os", d.os),
+                            (b"x-stainless-arch", d.arch), (b"x-stainless-timeout", d.timeout)):
+            if value:
+                headers[name] = [value.encode("latin-1")]
+        return headers
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/v1/messages?beta=true"
@@ -93,14 +100,16 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
     """The ChatGPT Codex backend for a Codex account: always a stream upstream, with the account id header."""
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
-        headers = {b"originator": [b"codex_cli_rs"], b"user-agent": [CODEX_USER_AGENT]}
+        agent = self._wire.codex_defaults.user_agent
+        headers = {b"originator": [b"codex_cli_rs"],
+                   b"user-agent": [agent.encode("latin-1") if agent else CODEX_USER_AGENT]}
         assert cred.account is not None
         if cred.account.account_id:
             headers[b"chatgpt-account-id"] = [cred.account.account_id.encode("latin-1")]
         return headers
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
-        data = dict(loads(req.body_for(upstream, self.format)))
+        data = dict(loads(self.body(req, upstream)))
         # The backend answers only streams, keeps nothing and wants instructions.
         data["stream"] = True
         data["store"] = False
@@ -109,7 +118,7 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
         data.pop("max_output_tokens", None)
         body = dumps(data)
         url = self.url(cred, parse_model(upstream).base, True)
-        response = await self._send(cred, url, body, True)
+        response = await self._send(cred, url, body, True, req)
         if req.stream:
             return await self._relay(cred, response)
         whole = await self._read(response)
@@ -119,7 +128,7 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
             if error is not None:
                 raise stream_error(*error, self.format.NAME, self._clock.seconds(), self.redact(cred))
             raise UpstreamError("broken", "the Codex stream ended without response.completed", status=502)
-        return Reply(response.code, b"application/json", answer, fmt=self.format.NAME)
+        return Reply(response.code, b"application/json", answer, fmt=self.format.NAME, headers=response.headers)
 
 
 class _Unwrap:
@@ -173,6 +182,8 @@ class UnwrappingRelay(StreamRelay):
 class GeminiCLIExecutor(_Bearer, GeminiExecutor):
     """Code Assist C{v1internal} for a Gemini CLI account, with the account's project."""
 
+    protocol = "gemini-cli"
+
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"user-agent": [GEMINI_CLI_USER_AGENT],
                 b"x-goog-api-client": [b"google-genai-sdk/1.30.0 gl-node/v22.19.0"]}
@@ -202,12 +213,12 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
         model = parse_model(upstream).base
-        body = self.envelope(cred, model, req.body_for(upstream, self.format))
+        body = self.envelope(cred, model, self.body(req, upstream))
         method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
         bases = self.base_urls(cred)
         for i, base in enumerate(bases):
             try:
-                response = await self._send(cred, self._url(base, method), body, req.stream)
+                response = await self._send(cred, self._url(base, method), body, req.stream, req)
                 break
             except UpstreamError as e:
                 if i + 1 == len(bases) or not (e.status == 429 or e.status >= 500 or e.status == 0):
@@ -224,13 +235,13 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
         inner = data.get("response")
         if isinstance(inner, dict):
             data, body = inner, dumps(inner)
-        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data, headers=response.headers)
 
     async def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
         model = parse_model(upstream).base
         inner = loads(req.count_body_for(upstream, self.format)).get("generateContentRequest", {})
         body = dumps({"request": {"model": f"models/{model}", "contents": inner.get("contents", [])}})
-        response = await self._send(cred, self.count_url(cred, model), body, False)
+        response = await self._send(cred, self.count_url(cred, model), body, False, req)
         raw = await self._read(response)
         try:
             tokens = self.format.count_from_body(loads(raw))
@@ -241,6 +252,8 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
 
 class AntigravityExecutor(GeminiCLIExecutor):
     """Antigravity's C{v1internal}: its own envelope and user agent, two endpoints tried in turn."""
+
+    protocol = "antigravity"
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         assert cred.account is not None

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
+from attrs import field, frozen
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError
@@ -20,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import Timeouts
+from cliproxyd.config.model import ClaudeHeaderDefaults, CodexHeaderDefaults, Config, Timeouts
 from cliproxyd.credentials import Credential
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.executors.stream import (
@@ -32,6 +33,7 @@ from cliproxyd.executors.stream import (
     json_answer,
     retry_hint_from_body,
 )
+from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.modelnames import parse_model
@@ -62,6 +64,32 @@ def _no_connection(e: BaseException) -> bool:
     return any(r.check(ConnectError) for r in getattr(e, "reasons", None) or ())
 
 
+@frozen
+class WireSettings:
+    """
+    What the config says about the bytes executors send: payload rules
+    (compiled; None when there are none) and the header defaults merged
+    into OAuth executors' fixed headers.
+    """
+
+    payload: PayloadRules | None = field(default=None, eq=False)
+    claude_defaults: ClaudeHeaderDefaults = ClaudeHeaderDefaults()
+    codex_defaults: CodexHeaderDefaults = CodexHeaderDefaults()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "WireSettings":
+        return cls(PayloadRules.of(config.payload), config.claude_header_defaults, config.codex_header_defaults)
+
+
+def dynamic_headers(cred: Credential) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    A credential's C{headers} whose value is C{$NAME}: (header, client
+    header) pairs, copied from the client's request when it sent one.
+    """
+    return tuple((name.lower().encode("latin-1"), value[1:].strip().lower().encode("latin-1"))
+                 for name, value in cred.headers if value.startswith("$") and value[1:].strip())
+
+
 class HTTPExecutor:
     """
     One upstream wire protocol over the shared HTTP client: what every
@@ -73,19 +101,35 @@ class HTTPExecutor:
     log = Logger()
     #: the format module of the upstream's wire format
     format: ModuleType = openai_chat
+    #: the upstream protocol, as payload rules name it
+    protocol = "openai"
 
-    def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts) -> None:
+    def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts,
+                 wire: WireSettings = WireSettings()) -> None:
         self._client_for = client_chooser(client)
         self._clock = clock
         self._timeouts = timeouts
+        self._wire = wire
+        self._payload = wire.payload
         self._headers: dict[str, dict[bytes, list[bytes]]] = {}
         self._clients: dict[str, HTTPClient] = {}
+        #: credential id -> its $NAME headers, for the credentials that have any
+        self._dynamic: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
 
     def prepare(self, creds: Iterable[Credential]) -> None:
         """Precompute each credential's headers and HTTP client (its proxy's), at config load, not per request."""
         creds = tuple(creds)
-        self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c)} for c in creds}
+        # The entry's own headers last: they win over the executor's, as in CLIProxyAPI.
+        self._headers = {c.id: {**c.request_headers(), **self.auth_headers(c), **c.custom_headers()} for c in creds}
+        self._dynamic = {c.id: d for c in creds if (d := dynamic_headers(c))}
         self._clients = {c.id: self._client_for(c.proxy) for c in creds}
+
+    def body(self, req: Outbound, upstream: str) -> bytes:
+        """The body for C{upstream}, with the payload rules applied (when the config has any)."""
+        body = req.body_for(upstream, self.format)
+        if self._payload is not None:
+            body = self._payload.apply(body, self.protocol, upstream, req)
+        return body
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"authorization": [b"Bearer " + cred.api_key.encode("latin-1")]}
@@ -98,9 +142,9 @@ class HTTPExecutor:
         return None
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
-        body = req.body_for(upstream, self.format)
+        body = self.body(req, upstream)
         url = self.url(cred, parse_model(upstream).base, req.stream)
-        response = await self._send(cred, url, body, req.stream)
+        response = await self._send(cred, url, body, req.stream, req)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
         if req.stream and content_type.startswith(b"text/event-stream"):
             return await self._relay(cred, response)
@@ -110,7 +154,7 @@ class HTTPExecutor:
         """A whole answer, once its body is known to be a JSON object (else L{UpstreamError}, see L{json_answer})."""
         body = await self._read(response)
         data = self._answer_object(cred, body)
-        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data)
+        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data, headers=response.headers)
 
     def _answer_object(self, cred: Credential, body: bytes) -> dict[str, Any]:
         """L{json_answer} of C{body}; an error it raises names the credential by its fingerprint, never its key."""
@@ -129,7 +173,7 @@ class HTTPExecutor:
         relay = relay_class(self._clock, self._timeouts.stream_idle, self.format, self.redact(cred))
         response.deliverBody(relay)
         await relay.first
-        return StreamReply(response.code, content_type, relay, self.format.NAME)
+        return StreamReply(response.code, content_type, relay, self.format.NAME, headers=response.headers)
 
     @staticmethod
     def redact(cred: Credential) -> Callable[[bytes], bytes]:
@@ -150,7 +194,7 @@ class HTTPExecutor:
         url = self.count_url(cred, model)
         if url is None:
             return Reply(200, b"application/json", b"", local=True, tokens=estimate_tokens(req.canonical))
-        response = await self._send(cred, url, req.count_body_for(upstream, self.format), False)
+        response = await self._send(cred, url, req.count_body_for(upstream, self.format), False, req)
         body = await self._read(response)
         try:
             tokens = self.format.count_from_body(jsontext.loads(body))
@@ -162,9 +206,18 @@ class HTTPExecutor:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
 
-    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool) -> Any:
+    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None) -> Any:
         """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
         headers = self.request_headers(cred)
+        dynamic = self._dynamic.get(cred.id) if self._dynamic else None
+        if dynamic:
+            client = getattr(req, "headers", None)
+            for name, source in dynamic:
+                values = client.getRawHeaders(source) if client is not None else None
+                if values:
+                    headers.setRawHeaders(name, values)
+                else:
+                    headers.removeHeader(name)
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
@@ -208,7 +261,7 @@ class HTTPExecutor:
         # logs or in the client's error.
         error = self.redact(cred)(error)
         raise UpstreamError("http", _error_message(error) or f"HTTP {response.code}", status=response.code,
-                            body=error, retry_after=retry_after, fmt=self.format.NAME)
+                            body=error, retry_after=retry_after, fmt=self.format.NAME, headers=response.headers)
 
     async def _read(self, response: Any, limit: int | None = None) -> bytes:
         collector = BodyCollector(self._clock, self._timeouts.stream_idle, limit)
@@ -229,6 +282,7 @@ class ClaudeExecutor(HTTPExecutor):
     """Anthropic Messages: C{POST {base-url}/v1/messages} with C{x-api-key}."""
 
     format = claude
+    protocol = "claude"
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"x-api-key": [cred.api_key.encode("latin-1")], b"anthropic-version": [ANTHROPIC_VERSION]}
@@ -244,6 +298,7 @@ class GeminiExecutor(HTTPExecutor):
     """Gemini: C{POST {base-url}/v1beta/models/{model}:generateContent} with C{x-goog-api-key}."""
 
     format = gemini
+    protocol = "gemini"
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"x-goog-api-key": [cred.api_key.encode("latin-1")]}
@@ -260,6 +315,7 @@ class CodexExecutor(HTTPExecutor):
     """OpenAI Responses (what Codex speaks): C{POST {base-url}/responses} with a bearer key."""
 
     format = responses
+    protocol = "codex"
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/responses"

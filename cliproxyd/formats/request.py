@@ -37,9 +37,11 @@ class ClientRequest:
 
     def __init__(
         self, fmt: ModuleType | None, data: dict[str, Any], raw: bytes, model: str, stream: bool,
-        canonical: C.Request | None = None,
+        canonical: C.Request | None = None, headers: Any = None,
     ) -> None:
         self.fmt = fmt
+        #: the client's request headers (twisted's Headers), for payload rules and $NAME headers; None for ours
+        self.headers = headers
         self.data = data
         self.raw = raw
         self.model = model
@@ -49,7 +51,7 @@ class ClientRequest:
 
     @classmethod
     def decode(cls, fmt: ModuleType, raw: bytes, model: str | None = None,
-               stream: bool | None = None) -> "ClientRequest":
+               stream: bool | None = None, headers: Any = None) -> "ClientRequest":
         """
         Parse a client body of format C{fmt}; C{model} and C{stream} are given
         when the URL carries them (Gemini). Raises L{C.BadRequest}.
@@ -62,7 +64,7 @@ class ClientRequest:
         model = body_model if model is None else model
         if not model.strip():
             raise C.BadRequest("model: a non-empty model name is required")
-        return cls(fmt, data, raw, model, body_stream if stream is None else stream)
+        return cls(fmt, data, raw, model, body_stream if stream is None else stream, headers=headers)
 
     @classmethod
     def of(cls, canonical: C.Request) -> "ClientRequest":

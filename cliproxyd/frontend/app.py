@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from attrs import evolve
 from attrs import field as attrs_field
 from attrs import frozen
 from klein import Klein
@@ -43,6 +44,14 @@ from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
 from cliproxyd.modelnames import parse_model
+from cliproxyd.frontend.wire import (
+    JSON_KEEPALIVE,
+    SSE_KEEPALIVE,
+    EarlyAnswer,
+    KeepAliveConsumer,
+    error_headers,
+    pass_headers,
+)
 from cliproxyd.replies import Reply, StreamReply, UpstreamError
 
 JSON = b"application/json"
@@ -51,11 +60,14 @@ JSON = b"application/json"
 class ClientError(Exception):
     """An error answer: status, body and extra headers."""
 
-    def __init__(self, status: int, body: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, status: int, body: bytes, headers: dict[bytes, bytes] | None = None,
+                 message: str = "") -> None:
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = headers or {}
+        #: what went wrong, in words (for an error that can only be told in a stream's event)
+        self.message = message
 
 
 @frozen
@@ -122,10 +134,10 @@ def renderer(fmt: ModuleType) -> Render:
 
     def render(p: Problem) -> ClientError:
         if p.upstream_body is not None and p.upstream_fmt == fmt.NAME:
-            return ClientError(p.status, p.upstream_body, p.headers)
+            return ClientError(p.status, p.upstream_body, p.headers, p.message)
         extra: dict[str, Any] = {"code": p.code} if p.code else {}
         extra.update(p.extra)
-        return ClientError(p.status, fmt.error_body(p.status, p.message, extra), p.headers)
+        return ClientError(p.status, fmt.error_body(p.status, p.message, extra), p.headers, p.message)
 
     return render
 
@@ -180,6 +192,10 @@ class _Served:
         self.access = ClientAccess(gen.config.api_keys)
         self.session_affinity: bool = gen.config.routing.session_affinity
         self.max_body: int = gen.max_body
+        config = gen.config
+        self.passthrough_headers: bool = config.passthrough_headers
+        self.keepalive: float = config.streaming.keepalive_seconds
+        self.nonstream_keepalive: float = config.nonstream_keepalive_interval
         models = gen.conductor.models()
         self.model_ids = {name for name, _ in models}
         #: what the config says of the models served (display names, limits, thinking, modalities)
@@ -236,6 +252,8 @@ class Frontend:
         self._waiting: dict[IRequest, Deferred[Any]] = {}
         #: those of them ended by L{end}: their cancellation is answered with a 503
         self._ended: set[IRequest] = set()
+        #: those of them whose keep-alives may have sent a 200 already
+        self._early: dict[IRequest, EarlyAnswer] = {}
 
     def served(self) -> _Served:
         """The current generation's view, made once per generation."""
@@ -264,7 +282,7 @@ class Frontend:
             return True
         waiting = self._waiting.get(request)
         channel = getattr(request, "channel", None)
-        if waiting is None or channel is None or request.startedWriting:
+        if waiting is None or channel is None or (request.startedWriting and request not in self._early):
             return False
         channel.persistent = False
         self._ended.add(request)
@@ -357,7 +375,7 @@ class Frontend:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream), client_key, render
+            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), client_key, render
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
 
@@ -373,34 +391,91 @@ class Frontend:
                         stream: bool | None = None, sse: bool = True) -> bytes:
         served = self.served()
         req, client_key, render = self._decode(served, request, fmt, model, stream)
-        result = await self._conduct(request, served, served.conductor.execute, req, client_key, render)
+        early = self._early_answer(served, request, fmt, req, sse)
+        try:
+            result = await self._conduct(request, served, served.conductor.execute, req, client_key, render)
+        except ClientError as e:
+            if early is None or not early.committed:
+                raise
+            return self._late_error(request, fmt, req, e)
+        finally:
+            if early is not None:
+                early.stop()
+                del self._early[request]
+        committed = early is not None and early.committed
         if not isinstance(result, StreamReply):
-            return self._answer(request, result, fmt, req, render, served.force_mapping(req.model))
-        request.setResponseCode(result.status)
+            answer = self._answer(request, result, fmt, req, render, served.force_mapping(req.model))
+            if served.passthrough_headers and not committed:
+                pass_headers(request, result.headers)
+            return answer
+        if not committed:
+            request.setResponseCode(result.status)
         inner = self._stream_headers(request)
         upstream = FORMATS[result.fmt]
-        if upstream is fmt and sse:
-            request.setHeader(b"content-type", result.content_type)
-            naming = ModelNamingConsumer(inner, fmt, req.model) if served.force_mapping(req.model) else None
-            error = await result.relay.attach(naming or inner)
-            if naming is not None:
-                naming.flush()
+        same = upstream is fmt and sse
+        request.setHeader(b"content-type", result.content_type if same else b"text/event-stream" if sse else JSON)
+        if served.passthrough_headers and not committed:
+            pass_headers(request, result.headers)
+        keepalive = KeepAliveConsumer(inner, self.clock, served.keepalive) if served.keepalive and sse else None
+        out = inner if keepalive is None else keepalive
+        try:
+            if same:
+                naming = ModelNamingConsumer(out, fmt, req.model) if served.force_mapping(req.model) else None
+                error = await result.relay.attach(naming or out)
+                if naming is not None:
+                    naming.flush()
+                if error is not None:
+                    self._stream_failed(req, error)
+                    if not error.relayed:  # else the upstream's own error event came through, as it was
+                        inner.write(fmt.stream_error_event(error.message))
+                return b""
+            encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
+                       else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
+            consumer = TranslatingConsumer(out, upstream.StreamDecoder(origin=self._origin), encoder)
+            error = await result.relay.attach(consumer)
             if error is not None:
                 self._stream_failed(req, error)
-                if not error.relayed:  # else the upstream's own error event came through, as it was
-                    inner.write(fmt.stream_error_event(error.message))
+                consumer.fail(error.message)  # nothing, when the upstream's error event was translated already
+            else:
+                consumer.close()
             return b""
-        encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
-                   else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
-        request.setHeader(b"content-type", b"text/event-stream" if sse else JSON)
-        consumer = TranslatingConsumer(inner, upstream.StreamDecoder(origin=self._origin), encoder)
-        error = await result.relay.attach(consumer)
-        if error is not None:
-            self._stream_failed(req, error)
-            consumer.fail(error.message)  # nothing, when the upstream's error event was translated already
+        finally:
+            if keepalive is not None:
+                keepalive.stop()
+
+    def _early_answer(self, served: _Served, request: IRequest, fmt: ModuleType, req: ClientRequest,
+                      sse: bool) -> EarlyAnswer | None:
+        """
+        Keep-alives while the client waits for its answer, when the config
+        asks for them: C{streaming.keepalive-seconds} for an SSE stream,
+        C{nonstream-keepalive-interval} for a JSON answer of the routes
+        CLIProxyAPI sends them on (not Responses, not counts).
+        """
+        if req.stream:
+            if not (served.keepalive and sse):
+                return None
+            early = EarlyAnswer(request, self.clock, served.keepalive, SSE_KEEPALIVE, (
+                (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")))
+        elif served.nonstream_keepalive and fmt is not responses:
+            early = EarlyAnswer(request, self.clock, served.nonstream_keepalive, JSON_KEEPALIVE,
+                                ((b"content-type", JSON),))
         else:
-            consumer.close()
-        return b""
+            return None
+        self._early[request] = early
+        return early
+
+    def _late_error(self, request: IRequest, fmt: ModuleType, req: ClientRequest, e: ClientError) -> bytes:
+        """
+        A request that failed after keep-alives sent its 200: a stream ends
+        with its format's error event, a JSON answer is the error body.
+        """
+        self.log.warn("request for {model} failed after keep-alives were sent ({status}): {error}",
+                      model=req.model, status=e.status, error=e.message)
+        if req.stream:
+            request.write(fmt.stream_error_event(e.message))
+            return b""
+        return e.body
 
     def _stream_failed(self, req: ClientRequest, error: UpstreamError) -> None:
         """A stream that went wrong after it started: the client gets its format's error event, never a stop."""
@@ -458,7 +533,10 @@ class Frontend:
                 model=e.model,
                 error=str(e.last),
             )
-            raise render(upstream_problem(e.last)) from None
+            problem = upstream_problem(e.last)
+            if served.passthrough_headers:
+                problem = evolve(problem, headers=error_headers(e.last, problem.headers))
+            raise render(problem) from None
         except AllCooling as e:
             raise render(cooling_problem(e)) from None
         except BadRequest as e:
@@ -466,7 +544,8 @@ class Frontend:
             raise self._refused(render, e, req.model) from None
         except RequestInvalid as e:
             err = e.error
-            raise render(Problem(err.status, err.message, **_upstream_body(err))) from None
+            own = error_headers(err, {}) if served.passthrough_headers else {}
+            raise render(Problem(err.status, err.message, headers=own, **_upstream_body(err))) from None
         finally:
             del self._waiting[request]
             self._ended.discard(request)

@@ -274,6 +274,10 @@ class SimulatedUpstream:
                      stream: bool | None = None, count: bool = False, envelope: bool = False,
                      stream_only: bool = False) -> bytes:
         request.setHeader(b"content-type", JSON)
+        # Headers a real provider answers with: one a client may want (passthrough-headers), and
+        # one a gateway in front of it adds (never passed on).
+        request.setHeader(b"x-ratelimit-remaining-requests", b"%d" % (999 - self._counter))
+        request.setHeader(b"x-litellm-model-id", b"sim")
         outer: dict[str, Any] = {}
         try:
             data = jsontext.loads(request.content.read())  # strictly, and without recursion, as the daemon reads
