@@ -416,12 +416,6 @@ INVENTORY: list[tuple[str, Any]] = [
 #: being. The integrator empties this set after merging those branches, and
 #: from then on every key of INVENTORY must pass.
 BUILT_IN_PARALLEL = frozenset({
-    # proxies
-    "proxy-url", "gemini-api-key[].proxy-url", "codex-api-key[].proxy-url", "claude-api-key[].proxy-url",
-    "openai-compatibility[].api-key-entries[].proxy-url",
-    # wire
-    "passthrough-headers", "nonstream-keepalive-interval", "streaming", "claude-header-defaults",
-    "codex-header-defaults", "payload",
     # mgmtroutes (the usage queue)
     "redis-usage-queue-retention-seconds",
 })

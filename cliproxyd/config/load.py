@@ -90,6 +90,12 @@ NOT_APPLICABLE: dict[str, str] = {
                       "Gemini-compatible gateway) instead",
     "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
                                           "and the next credential or priority tier serves",
+    "claude-header-defaults.timezone": "cliproxyd does not cloak Claude requests; no timezone is made up for "
+                                       "them",
+    "claude-header-defaults.stabilize-device-profile": "cliproxyd does not cloak Claude requests; each one "
+                                                       "carries the configured identity headers as they are",
+    "codex-header-defaults.beta-features": "cliproxyd serves no Responses websocket, the only place Codex beta "
+                                           "features are sent",
     "interactions-api-key": "cliproxyd serves no /v1beta/interactions route; gemini-api-key serves Gemini "
                             "generateContent",
     "antigravity-signature-cache-enabled": "cliproxyd keeps no signature cache; thinking signatures pass as the "
@@ -806,10 +812,9 @@ def _parse_wire(r: _Reader) -> dict[str, Any]:
     st = r.child("streaming")
     st.check_keys({"keepalive-seconds", "bootstrap-retries"})
     ch = r.child("claude-header-defaults")
-    ch.check_keys({"user-agent", "package-version", "runtime-version", "os", "arch", "timeout"},
-                  frozenset({"timezone", "stabilize-device-profile"}))
+    ch.check_keys({"user-agent", "package-version", "runtime-version", "os", "arch", "timeout"})
     cx = r.child("codex-header-defaults")
-    cx.check_keys({"user-agent"}, frozenset({"beta-features"}))
+    cx.check_keys({"user-agent"})
 
     def header(hr: _Reader, key: str) -> str:
         return _no_newlines(hr, key, hr.string(key))
