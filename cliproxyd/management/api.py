@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Any, Callable, Coroutine
 
 from klein import Klein
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -47,6 +47,7 @@ from werkzeug.exceptions import HTTPException
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import RemoteManagement
 from cliproxyd.credentials.authdir import InvalidName
+from cliproxyd.management import catalog
 from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
@@ -143,7 +144,7 @@ class ManagementAPI:
         for resource in self.resources:
             if name in resource.names:
                 return await resource.named(request, name)
-        raise Refused(404, "not found")
+        raise catalog.refusal(request.method.decode(), "/" + name) or Refused(404, "not found")
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -161,13 +162,38 @@ class ManagementAPI:
 
     @app.handle_errors(Exception)
     def _other(self, request: IRequest, failure: Failure) -> bytes:
-        # Unknown routes: 404 whether or not the API is on, without saying more.
+        # Unknown routes: 404 whether or not the API is on, without saying more;
+        # a CLIProxyAPI route cliproxyd does not serve says why, to a caller with the key.
         if failure.check(HTTPException):
             status = failure.value.code
+            if status in (404, 405) and self.enabled:
+                refused = catalog.refusal(request.method.decode(), _below_mount(request.path))
+                if refused is not None:
+                    return Deferred.fromCoroutine(self._explain(request, refused))
         else:
             status = 500
             self.log.failure("unhandled management error on {path}", failure, path=request.path)
-        return respond(request, {"error": "not found" if status == 404 else "error"}, status)
+        text = {404: "not found", 405: "method not allowed"}.get(status, "error")
+        return respond(request, {"error": text}, status)
+
+
+    async def _explain(self, request: IRequest, refused: Refused) -> bytes:
+        """A CLIProxyAPI route cliproxyd does not serve: checked like any route, then why not."""
+        try:
+            await self._authorize(request)
+        except Refused as e:
+            refused = e
+        return self._refused(request, Failure(refused))
+
+
+#: Where the daemon mounts this API; the catalogue's paths are below it.
+MOUNT = b"/v0/management"
+
+
+def _below_mount(path: bytes) -> str:
+    if path.startswith(MOUNT + b"/"):
+        path = path[len(MOUNT):]
+    return path.decode("utf-8", "replace")
 
 
 def _serving(index: int, method: str) -> Callable[..., Coroutine[Any, Any, bytes]]:

@@ -92,7 +92,7 @@ class Context:
         data = yaml.safe_load(raw) if raw else {}
         return data if isinstance(data, dict) else {}
 
-    async def edit(self, mutate: Callable[[Any], Any]) -> Any:
+    async def edit(self, mutate: Callable[[Any], Any], tolerate: Callable[[str], bool] | None = None) -> Any:
         """
         Change the config file with C{mutate} (see L{ConfigFile.edit}), then
         reload so the change is in effect before the answer; a change the
@@ -100,10 +100,13 @@ class Context:
         the config does not know (a typo, kept and ignored otherwise) is a
         400, and nothing is written.
 
+        @param tolerate: says which such keys (by YAML path) to write all
+            the same: fields CLIProxyAPI knows that cliproxyd does not act on,
+            which its tools send back as they read them.
         @return: what C{mutate} returned.
         """
         try:
-            _, result = await self.config().edit(lambda doc: _known_keys_only(doc, mutate))
+            _, result = await self.config().edit(lambda doc: _known_keys_only(doc, mutate, tolerate))
         except ConfigError as e:
             raise Refused(400, f"the config would not load: {e}") from None
         except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -124,11 +127,15 @@ def _unknown_keys(doc: Any) -> set[str]:
     return {w.removesuffix(_UNKNOWN) for w in warnings if w.endswith(_UNKNOWN)}
 
 
-def _known_keys_only(doc: Any, mutate: Callable[[Any], Any]) -> Any:
-    """C{mutate(doc)}, refused if it adds a key the config does not know (those already there stay)."""
+def _known_keys_only(doc: Any, mutate: Callable[[Any], Any],
+                     tolerate: Callable[[str], bool] | None = None) -> Any:
+    """
+    C{mutate(doc)}, refused if it adds a key the config does not know (those
+    already there stay, and those C{tolerate} accepts).
+    """
     before = _unknown_keys(doc)
     result = mutate(doc)
-    added = sorted(_unknown_keys(doc) - before)
+    added = sorted(k for k in _unknown_keys(doc) - before if tolerate is None or not tolerate(k))
     if added:
         raise Refused(400, f"{added[0]}: unknown key")
     return result
