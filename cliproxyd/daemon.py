@@ -44,6 +44,7 @@ from cliproxyd.credentials.refresh import (
 )
 from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
+from cliproxyd.management.recent import UsageRecords
 from cliproxyd.management.usage import Usage
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
@@ -105,10 +106,11 @@ def build_daemon(
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
+    records = UsageRecords(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record,), wrap_executor=wrap_executor)
+                        observers=(usage.record, records.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
@@ -116,7 +118,7 @@ def build_daemon(
     management = ManagementAPI(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
-        refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
+        refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
     )
     frontend = Frontend(source, clock, management=management.app.resource())
 

@@ -18,6 +18,11 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{Settings} (C{settings}): C{/config}, C{/config.yaml} and the scalar settings
   - L{Lists} (C{lists}): C{/api-keys} and the provider lists
   - L{AuthFiles} (C{authfiles}): C{/auth-files*}
+  - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}
+  - L{KeyUsage} (C{keyusage}): C{/api-key-usage}, C{/usage-queue}, C{/reset-quota}, C{/latest-version}
+
+A CLIProxyAPI route none of them serves answers a 501 saying what cliproxyd
+does instead (L{catalog}).
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
 404 and 405) works as for one app. Scalar and list settings share the route
@@ -52,15 +57,21 @@ from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
+from cliproxyd.management.keyusage import KeyUsage
 from cliproxyd.management.lists import Lists
+from cliproxyd.management.oauthmaps import OAuthMaps
 from cliproxyd.management.quota import QuotaGroups
+from cliproxyd.management.recent import UsageRecords
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
 from cliproxyd.management.usage import Usage
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
-RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles)
+RESOURCES: tuple[type[Resource], ...] = (
+    Status, QuotaGroups, Settings, Lists, AuthFiles,
+    OAuthMaps, KeyUsage,
+)
 
 
 class ManagementAPI:
@@ -86,6 +97,7 @@ class ManagementAPI:
         config_file: ConfigFile | None = None,
         refresher: Any = None,
         usage: Usage | None = None,
+        records: UsageRecords | None = None,
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
     ) -> None:
@@ -103,6 +115,7 @@ class ManagementAPI:
             runtime=runtime,
             refresher=refresher,
             usage=usage,
+            records=records if records is not None else UsageRecords(clock),
             warmups=warmups,
             run_in_thread=run_in_thread,
         )

@@ -22,6 +22,7 @@ from cliproxyd.management.access import Refused, RunInThread
 
 if TYPE_CHECKING:
     from cliproxyd.conductor.conductor import Conductor
+    from cliproxyd.management.recent import UsageRecords
     from cliproxyd.management.usage import Usage
     from cliproxyd.assembly import Generation
     from cliproxyd.state import StateStore
@@ -41,6 +42,7 @@ class Context:
     @ivar refresher: the OAuth token refresher, for the state of each
         account's refresh; C{None} without one.
     @ivar usage: the usage counters; C{None} without them.
+    @ivar records: the recent request windows and the usage queue (CLIProxyAPI's usage routes).
     @ivar warmups: the warmup tracker (L{cliproxyd.conductor.warmup.Warmups}); C{None} without one.
     @ivar run_in_thread: where blocking file work runs (L{deferToThread} in the daemon).
     """
@@ -53,6 +55,7 @@ class Context:
     runtime: Any = None
     refresher: Any = None
     usage: Usage | None = None
+    records: UsageRecords
     warmups: Any = None
     run_in_thread: RunInThread
 

@@ -71,7 +71,7 @@ class Lists(Resource):
         if LISTS[name] is not None:
             for i, entry in enumerate(items):
                 check_entry(name, f"{name}[{i}]", entry)
-        await self.context.edit(lambda doc: set_path(doc, (name,), items), kept)
+        await self.context.edit(lambda doc: _set_list(doc, name, items), kept)
 
     async def _change(self, request: IRequest, name: str, kept: Under) -> None:
         ident = LISTS[name]
@@ -82,7 +82,11 @@ class Lists(Resource):
             seq = _entries(doc, name)
             if ident is None and "old" in patch and "new" in patch and _absent(seq, patch["old"]):
                 # CLIProxyAPI's {"old", "new"} adds the new key when the old one is not there.
-                set_path(doc, (name, len(seq)), _key_text(patch["new"]))
+                new = _key_text(patch["new"])
+                if doc.get(name) is None:
+                    set_path(doc, (name,), [new])
+                else:
+                    doc[name].append(new)
                 return
             index = _find(seq, patch, ident, base_url)
             if ident is None:
@@ -115,15 +119,25 @@ class Lists(Resource):
         def remove(doc: Any) -> None:
             seq = _entries(doc, name)
             del seq[_find(seq, which, LISTS[name], base_url)]
+            if not seq:
+                # An emptied list goes with its key: ruamel would write the comments
+                # that were on its items above a "[]" the file could not load.
+                delete_path(doc, (name,))
 
         await self.context.edit(remove)
 
 
+def _set_list(doc: Any, name: str, items: list[Any]) -> None:
+    """Replace the list; an empty one removes the key (see L{Lists._remove})."""
+    if items:
+        set_path(doc, (name,), items)
+    else:
+        delete_path(doc, (name,))
+
+
 def _entries(doc: Any, name: str) -> Any:
     seq = doc.get(name)
-    if seq is None:
-        raise Refused(404, f"{name} is empty")
-    return seq
+    return [] if seq is None else seq
 
 
 def _key_text(value: Any) -> str:
