@@ -148,6 +148,8 @@ def test_a_field_neither_cliproxyapi_nor_cliproxyd_knows_is_named_and_nothing_is
                           [{"name": "x", "base-url": "http://x.test/v1", "api-key-entries": [{"api-key": "k",
                                                                                                  "proxy": "p"}]}])
     assert code == 400 and body["error"].startswith("openai-compatibility[0].api-key-entries[0].proxy: unknown key")
+    code, body = rig.call("PUT", "/codex-api-key", [{"api-key": "xk", "weight": "heavy"}])
+    assert (code, body) == (400, {"error": "codex-api-key[0].weight: must be a whole number"})
     assert rig.config.read_bytes() == before
 
 

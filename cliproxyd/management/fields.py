@@ -59,6 +59,10 @@ def _check_mapping(where: str, data: dict[str, Any], known: Collection[str]) -> 
             raise _unknown(where, key, known)
         if key in ANSWER_ONLY:
             del data[key]
+        elif key == "weight" and data[key] is not None and (isinstance(data[key], bool)
+                                                             or not isinstance(data[key], int)):
+            # Kept for a routing that reads it: a weight that is no whole number never is one.
+            raise Refused(400, f"{where}.weight: must be a whole number")
 
 
 def check_entry(name: str, where: str, entry: Any) -> None:
