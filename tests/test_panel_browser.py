@@ -38,13 +38,14 @@ CLIENT_KEY = "sk-client-panel"
 
 #: The pages the walk opens (the panel's hash routes), and what each must show of the daemon's
 #: data: the dashboard the three requests made below, the config page the client key (masked),
-#: providers the compatible provider (one of one active), auth files the account's file and e-mail, quota the
+#: providers the compatible provider (one of one active), auth files the account's e-mail and the OAuth
+#: exclusion and alias of config.yaml (GET /oauth-excluded-models, /oauth-model-alias), quota the
 #: account, the system page a model of GET /v1/models.
 PAGES = (
     ("#/", ("Across 3 requests in the window",)),
     ("#/config", ("sk******el",)),
     ("#/ai-providers", ("1/1 active resources",)),
-    ("#/auth-files", ("a@x.com",)),
+    ("#/auth-files", ("a@x.com", "1 models disabled", "1 aliases")),
     ("#/quota", ("claude-a.json",)),
     ("#/system", ("gpt-4o-mini",)),
 )
@@ -75,6 +76,12 @@ openai-compatibility:
     models:
       - name: sim-small
         alias: gpt-4o-mini
+oauth-excluded-models:
+  claude: [claude-opus-4-1]
+oauth-model-alias:
+  claude:
+    - name: claude-sonnet-4-5
+      alias: sonnet-walk
 """
 
 
