@@ -2,7 +2,7 @@
 Micro-benchmark of the credential scheduler: does a pick cost the same among
 10,000 credentials as among 10?
 
-    python bench/scheduler.py [--loops 5000] [--repeat 7]
+    python bench/scheduler.py [--loops 5000] [--repeat 7] [--strategy weighted-round-robin]
 
 For 10, 100, 1,000 and 10,000 credentials (one route, one provider, one
 priority) it times, per operation, the median of C{--repeat} runs of
@@ -17,7 +17,8 @@ C{--loops} operations each:
     C{now} by 1 and pick, so the pick's C{promote} moves it back to ready.
 
 Prints a Markdown table; each figure is in microseconds, with its ratio to
-the 10-credential figure beside it. No reactor, no network.
+the 10-credential figure beside it. No reactor, no network. With
+C{--strategy weighted-round-robin} the credentials get weights 1 to 5.
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ def credentials(n: int) -> list[Credential]:
             base_url="http://u.test/v1",
             priority=0,
             routes=(ROUTE,),
+            weight=1 + i % 5,
         )
         for i in range(n)
     ]
+
+
+STRATEGY = {"name": "round-robin"}
 
 
 def scheduler(creds: list[Credential]) -> Scheduler:
@@ -65,7 +70,7 @@ def scheduler(creds: list[Credential]) -> Scheduler:
         cursors[key] = v + 1
         return v
 
-    return Scheduler(creds, "round-robin", next_cursor)
+    return Scheduler(creds, STRATEGY["name"], next_cursor)
 
 
 def measure(run, loops: int, repeat: int) -> float:
@@ -170,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--loops", type=int, default=5000, help="operations per run (default 5000)")
     parser.add_argument("--repeat", type=int, default=7, help="runs per figure; the median is kept (default 7)")
+    parser.add_argument("--strategy", default="round-robin",
+                        choices=("round-robin", "weighted-round-robin", "fill-first"))
     args = parser.parse_args(argv)
+    STRATEGY["name"] = args.strategy
 
     started = time.perf_counter()
     results: dict[str, dict[int, float]] = {}
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         results[title] = {n: fn(n, args.loops, args.repeat) for n in SIZES}
 
     print(
-        f"Scheduler cost per operation, µs (median of {args.repeat} runs x {args.loops:,} ops; "
+        f"Scheduler ({args.strategy}) cost per operation, µs (median of {args.repeat} runs x {args.loops:,} ops; "
         f"ratio to 10 credentials). Python {platform.python_version()}, {platform.machine()}."
     )
     print()

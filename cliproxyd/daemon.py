@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import IResource
@@ -44,13 +44,27 @@ from cliproxyd.credentials.refresh import (
 )
 from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.management import ManagementAPI
-from cliproxyd.management.recent import UsageRecords
+from cliproxyd.management.recent import RecentRequests
+from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.management.usage import Usage
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.state.persist import StatePersistence
+
+
+class WebLogins(Service):
+    """Ends the management API's web logins when the daemon stops: their callback ports and timers go."""
+
+    name = "web-logins"
+
+    def __init__(self, management: ManagementAPI) -> None:
+        self._management = management
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._management.close()
 
 
 @frozen
@@ -67,7 +81,7 @@ class Daemon:
     in_flight: InFlight
     management: ManagementAPI
     frontend: Frontend
-    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}
+    #: C{state} (when there is a state file), C{runtime}, C{conductor}, C{in-flight}, C{web-logins}
     services: tuple[IService, ...]
 
     def resource(self) -> IResource:
@@ -89,6 +103,8 @@ def build_daemon(
     refresh: RefreshFn | None = None,
     wrap_executor: Callable[[Executor], Executor] | None = None,
     require_client_keys: bool = False,
+    listener: Any = None,
+    oauth_providers: Any = None,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -102,15 +118,20 @@ def build_daemon(
     @param wrap_executor: for tests, see L{Assembly}.
     @param require_client_keys: refuse configs without C{api-keys} (the
         listener is not loopback-only); see L{Runtime}.
+    @param listener: listens on the OAuth providers' local callback ports
+        for the management API's web logins (the reactor; None: only
+        C{/oauth-callback} completes them).
+    @param oauth_providers: the OAuth providers of web logins, by type (tests).
     """
     source = GenerationSource()
     state = MemoryStateStore()
     usage = Usage(clock)
+    recent = RecentRequests(clock)
     records = UsageRecords(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     refresher = Refresher(clock, refresh or account_refresher(client, clock), file_saver(run_in_thread), source)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record, records.record), wrap_executor=wrap_executor)
+                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
@@ -119,6 +140,7 @@ def build_daemon(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
+        recent=recent, client=client, reactor=listener, oauth_providers=oauth_providers,
     )
     frontend = Frontend(source, clock, management=management.app.resource())
 
@@ -133,6 +155,6 @@ def build_daemon(
     conducting.setName("conductor")
     for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
         job.setServiceParent(conducting)
-    services += [conducting, in_flight]
+    services += [conducting, in_flight, WebLogins(management)]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
                   frontend, tuple(services))

@@ -194,7 +194,7 @@ def build(options: Options, reactor) -> IService:
         daemon = build_daemon(reactor, client, config_path=config_path, warmup_ttl=config.routing.warmup.ttl,
                               state_path=state_path, shutdown_timeout=config.timeouts.shutdown,
                               poll=max(0.0, options["watch-interval"]),
-                              require_client_keys=not local)
+                              require_client_keys=not local, listener=reactor)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)

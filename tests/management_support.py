@@ -81,7 +81,12 @@ class ManagementRig:
     Without C{config_file} the API is given none, as with C{--demo}.
     """
 
-    def __init__(self, tmp_path: Any, secret: str = SECRET_HASH, config_file: bool = True) -> None:
+    def __init__(self, tmp_path: Any, secret: str = SECRET_HASH, config_file: bool = True,
+                 client: Any = None, **daemon: Any) -> None:
+        """
+        @param client: the daemon's outbound client (the simulated upstream's stub by default).
+        @param daemon: more arguments of L{build_daemon} (C{oauth_providers}, C{refresh}, ...).
+        """
         self.clock = Clock()
         self.threads = Threads()
         self.upstream = SimulatedUpstream(self.clock)
@@ -92,8 +97,8 @@ class ManagementRig:
         self.config = tmp_path / "config.yaml"
         self.config.write_text(CONFIG_TEXT.format(port=8317, auth_dir=self.auth_dir, secret=secret, base=self.base))
         os.chmod(self.config, 0o640)
-        self.daemon = build_daemon(self.clock, self.up, config_path=str(self.config), poll=0,
-                                   run_in_thread=self.threads)
+        self.daemon = build_daemon(self.clock, client if client is not None else self.up,
+                                   config_path=str(self.config), poll=0, run_in_thread=self.threads, **daemon)
         self.state, self.usage, self.refresher = self.daemon.state, self.daemon.usage, self.daemon.refresher
         self.runtime = self.daemon.runtime
         self.runtime.start()
@@ -105,6 +110,10 @@ class ManagementRig:
             self.api = self.daemon.management
         self.management = StubTreq(self.api.app.resource())
         self.front = StubTreq(self.daemon.resource())
+        #: every stub L{settle} pumps (a test adds the ones it makes)
+        self.stubs = [self.management, self.front, self.up]
+        if client is not None and hasattr(client, "flush"):
+            self.stubs.append(client)
 
     # -- driving ----------------------------------------------------------------------
 
@@ -115,10 +124,21 @@ class ManagementRig:
         for _ in range(1000):
             if results:
                 break
-            for stub in (self.management, self.front, self.up):
+            for stub in self.stubs:
                 stub.flush()
             self.threads.drain()
         assert results, "the request never finished"
+        return self._result(results)
+
+    def pump(self) -> None:
+        """Run what is under way in the background (the stubs and the thread jobs) until it is done."""
+        for _ in range(100):
+            for stub in self.stubs:
+                stub.flush()
+            self.threads.drain()
+
+    @staticmethod
+    def _result(results: list[Any]) -> Any:
         if hasattr(results[0], "raiseException"):
             results[0].raiseException()
         return results[0]

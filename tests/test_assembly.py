@@ -34,9 +34,10 @@ def test_every_conductor_setting_comes_from_the_config():
     """Each field of ConductorSettings is read from its key: a value other than the default gets through."""
     config, _ = parse_config({
         "routing": {"strategy": "fill-first", "warmup": {"enabled": True, "providers": ["x"], "ttl-seconds": 7,
-                                                         "timeout-seconds": 3}},
+                                                         "timeout-seconds": 3},
+                    "session-affinity": True, "session-affinity-ttl": "5m"},
         "max-retry-credentials": 3, "request-retry": 2, "max-retry-interval": 9,
-        "disable-cooling": True, "debug": True,
+        "disable-cooling": True, "debug": True, "transient-error-cooldown-seconds": 7,
     })
     settings = ConductorSettings.from_config(config)
     default = ConductorSettings()

@@ -296,10 +296,9 @@ def test_a_pinned_request_never_leaves_its_credential():
     assert "sk-up-1" not in h.keys_seen()
 
 
-def test_session_affinity_prefers_the_last_credential_and_rotates_when_it_cools():
-    h = Harness(config_data(keys=("a", "b", "c"), routing={"session-affinity": True},
-                            **{"api-keys": ["client-1", "client-2"]}))
-    one = {"Authorization": "Bearer client-1"}
+def test_session_affinity_prefers_the_sessions_credential_and_rebinds_when_it_cools():
+    h = Harness(config_data(keys=("a", "b", "c"), routing={"session-affinity": True}))
+    one = {"X-Session-Affinity": "s-1"}
     for _ in range(3):
         h.chat(headers=one)
     assert h.keys_seen() == ["a"] * 3
@@ -309,8 +308,6 @@ def test_session_affinity_prefers_the_last_credential_and_rotates_when_it_cools(
     for _ in range(3):
         h.chat(headers=one)
     assert len(set(h.keys_seen())) == 1 and h.keys_seen()[0] != "a"  # moved, and stays
-    # Another client key rotates independently, and no client key is stored.
-    assert "client-1" not in json.dumps(h.state.snapshot(h.clock.seconds()))
 
 
 # -- count, streams, restarts ---------------------------------------------------------

@@ -9,12 +9,14 @@ L{ManagementRig}; writes are checked in the daemon's behaviour too.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from cliproxyd._version import __version__
-from cliproxyd.management.recent import BUCKET_SECONDS, BUCKETS, RETENTION_SECONDS
+from cliproxyd.management.recent import BUCKET_SECONDS, BUCKETS
+from cliproxyd.management.usagequeue import RETENTION_SECONDS
 from tests.management_support import UPSTREAM, ManagementRig, claude_file
 
 
@@ -257,7 +259,7 @@ def test_api_key_usage_has_the_panels_shape_per_provider_and_key(rig):
     assert len(buckets) == BUCKETS
     for b in buckets:
         typed(b["time"], str, "time"), typed(b["success"], int, "success"), typed(b["failed"], int, "failed")
-    assert buckets[-1]["time"] == "00:00-00:10"
+    assert re.fullmatch(r"\d\d:\d\d-\d\d:\d\d", buckets[-1]["time"])
     assert sum(b["success"] + b["failed"] for b in buckets) == one["success"] + one["failed"]
 
 

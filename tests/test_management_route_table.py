@@ -33,6 +33,9 @@ PATHS = (
     "/disable-cooling", "/max-body-mb", "/routing/strategy", "/routing/session-affinity", "/proxy-url",
     "/api-keys", "/openai-compatibility", "/claude-api-key", "/gemini-api-key", "/codex-api-key",
     "/auth-files", "/auth-files/download", "/auth-files/status", "/auth-files/fields",
+    "/auth-files/models", "/model-definitions/<channel>", "/vertex/import", "/api-call",
+    "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
+    "/kimi-auth-url", "/xai-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
     # no routes
     "/", "/nope", "/Status", "/status/", "/status/x", "//status", "/routing", "/routing/nope",
     "/quota-groups/", "/quota-groups/nope", "/config.yaml/x", "/credentials/reset/x", "/api-keys/0",
@@ -221,7 +224,7 @@ HEAD    /auth-files                  | 404 | 401 | 200
 POST    /auth-files                  | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 PUT     /auth-files                  | 404 not found | 401 missing management key | 404 not found
 PATCH   /auth-files                  | 404 not found | 401 missing management key | 404 not found
-DELETE  /auth-files                  | 404 not found | 401 missing management key | 400 give ?name=x.json (repeatable) or ?all=true
+DELETE  /auth-files                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
 OPTIONS /auth-files                  | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /auth-files/download         | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 HEAD    /auth-files/download         | 404 | 401 | 400
@@ -244,6 +247,97 @@ PUT     /auth-files/fields           | 404 not found | 401 missing management ke
 PATCH   /auth-files/fields           | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /auth-files/fields           | 404 not found | 401 missing management key | 404 not found
 OPTIONS /auth-files/fields           | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /auth-files/models           | 404 not found | 401 missing management key | 400 name is required (?name=x.json)
+HEAD    /auth-files/models           | 404 | 401 | 400
+POST    /auth-files/models           | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+PATCH   /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+DELETE  /auth-files/models           | 404 not found | 401 missing management key | 404 not found
+OPTIONS /auth-files/models           | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /model-definitions/<channel> | 404 not found | 401 missing management key | 400 unknown channel: one of claude, codex, gemini-cli, antigravity, gemini
+HEAD    /model-definitions/<channel> | 404 | 401 | 400
+POST    /model-definitions/<channel> | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+PATCH   /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+DELETE  /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
+OPTIONS /model-definitions/<channel> | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /vertex/import               | 404 not found | 401 missing management key | 404 not found
+HEAD    /vertex/import               | 404 | 401 | 404
+POST    /vertex/import               | 404 not found | 401 missing management key | 400 cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, or log a Gemini CLI or Antigravity account in
+PUT     /vertex/import               | 404 not found | 401 missing management key | 404 not found
+PATCH   /vertex/import               | 404 not found | 401 missing management key | 404 not found
+DELETE  /vertex/import               | 404 not found | 401 missing management key | 404 not found
+OPTIONS /vertex/import               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /api-call                    | 404 not found | 401 missing management key | 404 not found
+HEAD    /api-call                    | 404 | 401 | 404
+POST    /api-call                    | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /api-call                    | 404 not found | 401 missing management key | 404 not found
+PATCH   /api-call                    | 404 not found | 401 missing management key | 404 not found
+DELETE  /api-call                    | 404 not found | 401 missing management key | 404 not found
+OPTIONS /api-call                    | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /anthropic-auth-url          | 404 not found | 401 missing management key | 200
+HEAD    /anthropic-auth-url          | 404 | 401 | 200
+POST    /anthropic-auth-url          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+PATCH   /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+DELETE  /anthropic-auth-url          | 404 not found | 401 missing management key | 404 not found
+OPTIONS /anthropic-auth-url          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /codex-auth-url              | 404 not found | 401 missing management key | 200
+HEAD    /codex-auth-url              | 404 | 401 | 200
+POST    /codex-auth-url              | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+PATCH   /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+DELETE  /codex-auth-url              | 404 not found | 401 missing management key | 404 not found
+OPTIONS /codex-auth-url              | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /gemini-cli-auth-url         | 404 not found | 401 missing management key | 200
+HEAD    /gemini-cli-auth-url         | 404 | 401 | 200
+POST    /gemini-cli-auth-url         | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+PATCH   /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+DELETE  /gemini-cli-auth-url         | 404 not found | 401 missing management key | 404 not found
+OPTIONS /gemini-cli-auth-url         | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /antigravity-auth-url        | 404 not found | 401 missing management key | 200
+HEAD    /antigravity-auth-url        | 404 | 401 | 200
+POST    /antigravity-auth-url        | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+PATCH   /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+DELETE  /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
+OPTIONS /antigravity-auth-url        | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /kimi-auth-url               | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+HEAD    /kimi-auth-url               | 404 | 401 | 400
+POST    /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+PATCH   /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+DELETE  /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
+OPTIONS /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /xai-auth-url                | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+HEAD    /xai-auth-url                | 404 | 401 | 400
+POST    /xai-auth-url                | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+PATCH   /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+DELETE  /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
+OPTIONS /xai-auth-url                | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /get-auth-status             | 404 not found | 401 missing management key | 200
+HEAD    /get-auth-status             | 404 | 401 | 200
+POST    /get-auth-status             | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+PATCH   /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+DELETE  /get-auth-status             | 404 not found | 401 missing management key | 404 not found
+OPTIONS /get-auth-status             | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /oauth-callback              | 404 not found | 401 missing management key | 400 state is required
+HEAD    /oauth-callback              | 404 | 401 | 400
+POST    /oauth-callback              | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+PATCH   /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+DELETE  /oauth-callback              | 404 not found | 401 missing management key | 404 not found
+OPTIONS /oauth-callback              | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /oauth-session               | 404 not found | 401 missing management key | 404 not found
+HEAD    /oauth-session               | 404 | 401 | 404
+POST    /oauth-session               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /oauth-session               | 404 not found | 401 missing management key | 404 not found
+PATCH   /oauth-session               | 404 not found | 401 missing management key | 404 not found
+DELETE  /oauth-session               | 404 not found | 401 missing management key | 404 no pending login with that state
+OPTIONS /oauth-session               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /                            | 404 not found | 404 not found | 404 not found
 HEAD    /                            | 404 | 404 | 404
 POST    /                            | 404 not found | 404 not found | 404 not found
@@ -395,15 +489,14 @@ def test_every_route_and_method_answers_as_recorded(tmp_path):
 SAMPLES = {":id": "x", ":name": "x.log", ":channel": "claude"}
 
 #: CLIProxyAPI's reasons, shown in the table by their name in L{catalog}.
-REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "LOGS", "LOGIN", "AUTH_MODELS", "API_CALL", "SCOPED_ERRORS",
-                                             "VERTEX", "XAI", "INTERACTIONS")}
+REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "LOGS", "SCOPED_ERRORS", "VERTEX", "XAI", "INTERACTIONS")}
 
 #: Every CLIProxyAPI route (catalog.CLIPROXYAPI_ROUTES, in its order) as cliproxyd answers it
 #: (method path | API off, with the key | no key | with the key): a status of its own
 #: (it serves the route; the body is the bad JSON of BODY), or 501 and the reason it does not.
 CLIPROXYAPI_EXPECTED = """
-POST   /oauth-callback                        | 405 method not allowed | 401 missing management key | 501 LOGIN
-GET    /oauth-callback                        | 404 not found | 401 missing management key | 501 LOGIN
+POST   /oauth-callback                        | 404 not found | 401 missing management key | 400 the body is not valid JSON
+GET    /oauth-callback                        | 404 not found | 401 missing management key | 400 state is required
 GET    /config                                | 404 not found | 401 missing management key | 200
 GET    /config.yaml                           | 404 not found | 401 missing management key | 200 (application/yaml; charset=utf-8)
 PUT    /config.yaml                           | 404 not found | 401 missing management key | 422 invalid_config
@@ -435,7 +528,7 @@ GET    /proxy-url                             | 404 not found | 401 missing mana
 PUT    /proxy-url                             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /proxy-url                             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /proxy-url                             | 404 not found | 401 missing management key | 200
-POST   /api-call                              | 405 method not allowed | 401 missing management key | 501 API_CALL
+POST   /api-call                              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 GET    /quota-exceeded/switch-project         | 404 not found | 401 missing management key | 200
 PUT    /quota-exceeded/switch-project         | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /quota-exceeded/switch-project         | 404 not found | 401 missing management key | 400 the body is not valid JSON
@@ -516,21 +609,21 @@ PUT    /oauth-request-scoped-errors           | 404 not found | 401 missing mana
 PATCH  /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
 DELETE /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
 GET    /auth-files                            | 404 not found | 401 missing management key | 200
-GET    /auth-files/models                     | 404 not found | 401 missing management key | 501 AUTH_MODELS
-GET    /model-definitions/claude              | 404 not found | 401 missing management key | 501 AUTH_MODELS
+GET    /auth-files/models                     | 404 not found | 401 missing management key | 400 name is required (?name=x.json)
+GET    /model-definitions/claude              | 404 not found | 401 missing management key | 200
 GET    /auth-files/download                   | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
 POST   /auth-files                            | 404 not found | 401 missing management key | 400 name is required: a file name ending in .json
-DELETE /auth-files                            | 404 not found | 401 missing management key | 400 give ?name=x.json (repeatable) or ?all=true
+DELETE /auth-files                            | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /auth-files/status                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /auth-files/fields                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
-POST   /vertex/import                         | 405 method not allowed | 401 missing management key | 501 VERTEX
-GET    /anthropic-auth-url                    | 404 not found | 401 missing management key | 501 LOGIN
-GET    /codex-auth-url                        | 404 not found | 401 missing management key | 501 LOGIN
-GET    /antigravity-auth-url                  | 404 not found | 401 missing management key | 501 LOGIN
-GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 501 LOGIN
-GET    /xai-auth-url                          | 404 not found | 401 missing management key | 501 LOGIN
-GET    /get-auth-status                       | 404 not found | 401 missing management key | 501 LOGIN
-DELETE /oauth-session                         | 404 not found | 401 missing management key | 501 LOGIN
+POST   /vertex/import                         | 404 not found | 401 missing management key | 400 cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, or log a Gemini CLI or Antigravity account in
+GET    /anthropic-auth-url                    | 404 not found | 401 missing management key | 200
+GET    /codex-auth-url                        | 404 not found | 401 missing management key | 200
+GET    /antigravity-auth-url                  | 404 not found | 401 missing management key | 200
+GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+GET    /xai-auth-url                          | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+GET    /get-auth-status                       | 404 not found | 401 missing management key | 200
+DELETE /oauth-session                         | 404 not found | 401 missing management key | 404 no pending login with that state
 """
 
 

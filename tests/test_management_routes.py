@@ -255,7 +255,8 @@ def test_auth_files_upload_list_disable_fields_download_delete(rig):
     assert response.code == 200 and json.loads(response.body)["prefix"] == "a"
     assert response.headers.getRawHeaders(b"content-disposition") == [b'attachment; filename="claude-a.json"']
     assert rig.call("DELETE", "/auth-files?name=claude-a.json&name=gone.json") == \
-        (200, {"status": "ok", "deleted": ["claude-a.json"], "missing": ["gone.json"]})
+        (207, {"status": "partial", "deleted": 1, "files": ["claude-a.json"],
+               "failed": [{"name": "gone.json", "error": "no auth file 'gone.json'"}]})
     assert not path.exists() and "claude-sonnet-4-5" not in rig.models()
 
 
@@ -264,7 +265,7 @@ def test_all_auth_files_can_be_deleted_at_once(rig):
         assert rig.call("POST", f"/auth-files?name={name}", raw=claude_file())[0] == 200
     (rig.auth_dir / "notes.txt").write_text("kept")
     assert rig.call("DELETE", "/auth-files?all=true") == \
-        (200, {"status": "ok", "deleted": ["a.json", "b.json"], "missing": []})
+        (200, {"status": "ok", "deleted": 2, "files": ["a.json", "b.json"], "failed": []})
     assert os.listdir(rig.auth_dir) == ["notes.txt"]
     assert rig.call("GET", "/auth-files") == (200, {"files": []})
 
@@ -302,7 +303,8 @@ def test_bad_auth_file_requests_are_400_or_404(rig):
         (404, {"error": "no auth file 'none.json'"})
     assert rig.call("PATCH", "/auth-files/status", {"name": "a.json"})[0] == 400
     assert rig.call("PATCH", "/auth-files/fields", {"name": "a.json"}) == \
-        (400, {"error": "give at least one of prefix, proxy_url, priority, note"})
+        (400, {"error": "give at least one of prefix, proxy_url, headers, priority, weight, note, disable_cooling, "
+                "websockets, using_api, excluded_models, request_retry, expired"})
     assert rig.call("PATCH", "/auth-files/fields", {"name": "a.json", "priority": "1"}) == \
         (400, {"error": "priority must be a whole number"})
     assert rig.call("DELETE", "/auth-files")[0] == 400

@@ -160,7 +160,7 @@ def test_apply_grant_writes_tokens_where_the_file_keeps_them(tmp_path):
 class OAuthStack:
     """The frontend, conductor and executors over accounts whose base_url is the simulated upstream."""
 
-    def __init__(self, reactor, auth_dir, accounts: dict[str, dict]) -> None:
+    def __init__(self, reactor, auth_dir, accounts: dict[str, dict], config=CONFIG) -> None:
         self.upstream = SimulatedUpstream(reactor)
         self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
         base = f"http://127.0.0.1:{self.upstream_port.getHost().port}"
@@ -168,7 +168,7 @@ class OAuthStack:
             suffix = "/backend-api/codex" if data["type"] == "codex" else ""
             write(auth_dir, name, {"base_url": base + suffix, **data})
         self.pool, client = make_http_client(reactor, 5)
-        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=evolve(CONFIG, auth_dir=str(auth_dir)),
+        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=evolve(config, auth_dir=str(auth_dir)),
                           poll=0)
         runtime.start()
         assert runtime.current.problems == {}

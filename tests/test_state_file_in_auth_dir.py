@@ -39,7 +39,7 @@ def test_the_state_file_is_no_auth_file_to_the_management_api(tmp_path):
     code, body = rig.call("POST", f"/auth-files?name={STATE}", raw=claude_file())
     assert (code, body) == (400, {"error": f"{STATE} is cliproxyd's own file (state-file), not a credential file"})
     assert rig.call("DELETE", "/auth-files?all=true") == \
-        (200, {"status": "ok", "deleted": ["claude-a.json"], "missing": []})
+        (200, {"status": "ok", "deleted": 1, "files": ["claude-a.json"], "failed": []})
     assert rig.call("DELETE", f"/auth-files?name=claude-a.json&name={STATE}")[0] == 404
     assert state.read_bytes() == state_snapshot()  # untouched through all of it
 

@@ -51,7 +51,7 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     assert tree(service) == [
         "http-pool", ("state", ["state-flush"]), ("runtime", ["reload-poll"]),
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
-        "in-flight", "frontend"]
+        "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
@@ -160,7 +160,7 @@ def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
     assert tree(service) == [
         "http-pool", "demo-upstream", "runtime",
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
-        "in-flight", "frontend"]
+        "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing, not even the demo's upstream
     service.startService()
     servers = [(p, i) for p, _, _, i in reactor.tcpServers]
@@ -174,7 +174,7 @@ def test_a_bad_config_exits_with_one_line_naming_the_yaml_path(tmp_path):
     path.write_text("routing:\n  strategy: random\n")
     with pytest.raises(SystemExit) as info:
         makeService(options("--config", str(path)), reactor=MemoryReactorClock())
-    assert info.value.code == f"cliproxyd: {path}: routing.strategy: unknown strategy 'random'; use round-robin or fill-first"
+    assert info.value.code == f"cliproxyd: {path}: routing.strategy: unknown strategy 'random'; use round-robin, weighted-round-robin or fill-first"
 
 
 def test_no_api_keys_refuses_every_interface_but_loopback(tmp_path):

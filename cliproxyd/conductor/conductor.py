@@ -30,7 +30,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
-from cliproxyd.conductor.policy import apply_failure, apply_success, is_request_invalid, retry_wait
+from cliproxyd.conductor.policy import (
+    TRANSIENT_COOLDOWN,
+    apply_failure,
+    apply_success,
+    force_cooldown,
+    is_request_invalid,
+    retry_wait,
+    transient_cooldown,
+)
 from cliproxyd.conductor.quota import QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
@@ -83,12 +91,13 @@ class RequestMeta:
     Routing hints that travel with a request.
 
     @ivar pinned: a credential id the request must use and never leave.
-    @ivar affinity_key: a key (e.g. the client's API key) whose requests
-        prefer, per provider, the credential that last answered one of them.
+    @ivar session: the request's session ids (L{cliproxyd.conductor.session.session_ids}),
+        primary first; with session-affinity on, the request prefers the
+        credential its session is bound to.
     """
 
     pinned: str | None = None
-    affinity_key: str | None = None
+    session: tuple[str, ...] = ()
 
 
 NO_META = RequestMeta()
@@ -138,6 +147,10 @@ class ConductorSettings:
     disable_cooling: bool = False
     debug: bool = False
     warmup: WarmupSettings = WarmupSettings()
+    #: transient-error-cooldown-seconds, worked out (None: transient failures do not cool)
+    transient_cooldown: float | None = TRANSIENT_COOLDOWN
+    session_affinity: bool = False
+    session_ttl: float = 3600.0
 
     @classmethod
     def from_config(cls, config: Config) -> "ConductorSettings":
@@ -148,9 +161,21 @@ class ConductorSettings:
             request_retry=config.request_retry,
             max_retry_interval=config.max_retry_interval,
             disable_cooling=config.disable_cooling,
+            transient_cooldown=transient_cooldown(config.transient_error_cooldown_seconds),
+            session_affinity=config.routing.session_affinity,
+            session_ttl=config.routing.session_affinity_ttl,
             debug=config.debug,
             warmup=WarmupSettings(w.enabled, frozenset(w.providers), w.ttl, w.timeout),
         )
+
+
+def _scoped_action(cred: Credential, error: UpstreamError) -> str | None:
+    """The action of C{cred}'s request-scoped-errors rule that C{error} matches (its status, then its body)."""
+    rules = cred.scoped_errors
+    if not rules or not rules.has_status(error.status):
+        return None
+    body = error.body.decode("utf-8", "replace") if error.body else error.message
+    return rules.action(error.status, body)
 
 
 #: Refreshes an OAuth account's token after a 401; fires with whether it did.
@@ -194,6 +219,9 @@ class Conductor:
         self._request_retry = settings.request_retry
         self._max_retry_interval = settings.max_retry_interval
         self._disable_cooling = settings.disable_cooling
+        self._transient = settings.transient_cooldown
+        self._sessions = settings.session_affinity
+        self._session_ttl = settings.session_ttl
         self._debug = settings.debug
         fill_first = settings.strategy == "fill-first"
         self._warmups = warmups if warmups is not None and settings.warmup.enabled and fill_first else None
@@ -327,12 +355,14 @@ class Conductor:
                 attempt += 1
 
     async def _round(self, route: str, suffix: str, meta: RequestMeta, call: Call, count: bool):
+        # The session's binding keys for this route, when session-affinity is on.
+        sessions = tuple(f"{route}|{sid}" for sid in meta.session) if self._sessions and not meta.pinned else ()
         tried: set[str] = set()
         attempted: set[str] = set()
         last: UpstreamError | None = None
         while not (self._max_creds and len(attempted) >= self._max_creds):
             now = self._clock.seconds()
-            pick = self._pick(route, meta, tried, now)
+            pick = self._pick(route, meta, sessions, tried, now)
             if pick is None:
                 break
             cred = pick.cred
@@ -349,9 +379,17 @@ class Conductor:
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
-                    invalid = is_request_invalid(e.status, e.detail)
-                    self._settle(cred, state_key, upstream, started, e, count, "answer" if invalid else "next", count)
-                    if invalid:
+                    action = _scoped_action(cred, e)
+                    if action is None:
+                        stop = is_request_invalid(e.status, e.detail)
+                    else:
+                        stop = action.startswith("stop")
+                    self._settle(cred, state_key, upstream, started, e, count, "answer" if stop else "next", count,
+                                 action)
+                    if sessions and action != "stop" and action != "continue" and not (action is None and stop):
+                        # The credential failed the session (not the request itself): forget the binding.
+                        self._state.unbind_session(sessions, cred.id)
+                    if stop:
                         raise RequestInvalid(e) from None
                     last = e
                     continue
@@ -359,8 +397,8 @@ class Conductor:
                     self._settle_stream_later(cred, state_key, upstream, started, result)
                 else:
                     self._settle(cred, state_key, upstream, started, None, count and result.local, "success")
-                if meta.affinity_key:
-                    self._state.set_affinity(cred.provider, meta.affinity_key, cred.id)
+                if sessions:
+                    self._state.bind_session(sessions, cred.id, self._clock.seconds() + self._session_ttl)
                 return result
         cooling = None
         if last is None:
@@ -382,18 +420,20 @@ class Conductor:
                       **_who(cred, model))
         return await call(cred, model)
 
-    def _pick(self, route: str, meta: RequestMeta, tried: set[str], now: float) -> Pick | None:
+    def _pick(self, route: str, meta: RequestMeta, sessions: tuple[str, ...], tried: set[str],
+              now: float) -> Pick | None:
         if meta.pinned:
             # A pinned request never leaves its credential.
             return self.scheduler.pick_exactly(route, meta.pinned, tried, now)
-        if meta.affinity_key:
-            # Affinity is a preference, not a pin: a cooling favourite rotates.
-            for provider in self._providers[route]:
-                cred_id = self._state.affinity(provider, meta.affinity_key)
-                if cred_id is not None:
-                    pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
-                    if pick is not None:
-                        return pick
+        # A session's binding outranks priority while its credential is
+        # available; a cooling or failed one is left for the usual pick (and
+        # the session is bound to whichever answers).
+        for key in sessions:
+            cred_id = self._state.session(key, now)
+            if cred_id is not None:
+                pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
+                if pick is not None:
+                    return pick
         return self.scheduler.pick(route, tried, now)
 
     def _maybe_warm(self, route: str, primary: Pick, now: float) -> None:
@@ -464,8 +504,14 @@ class Conductor:
         keep_cooldowns: bool,
         decision: str,
         count: bool = False,
+        action: str | None = None,
     ) -> None:
-        """The one place an attempt's outcome lands."""
+        """
+        The one place an attempt's outcome lands. C{action} is the
+        request-scoped-errors rule that matched C{error}, if one did:
+        C{stop} and C{continue} leave the cooldown state alone, the
+        C{*-and-cooldown} ones cool whatever disable-cooling says.
+        """
         now = self._clock.seconds()
         old = self._state.model_state(cred.id, state_key)
         if error is None:
@@ -475,11 +521,17 @@ class Conductor:
             # An upstream without a count endpoint says nothing about the model.
             status, message = 404, error.detail
             new = old
+        elif action == "stop" or action == "continue":
+            status, message = error.status, error.detail
+            new = old
         else:
             status, message = error.status, error.detail
             disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
-            new = apply_failure(old, now, error.status, message, error.retry_after, disable, error.kind,
-                                error.protocol_fault)
+            forced = action is not None
+            new = apply_failure(old, now, error.status, message, error.retry_after, disable and not forced,
+                                error.kind, error.protocol_fault, self._transient)
+            if forced:
+                new = force_cooldown(new, now)
         if new is not old:
             self._state.set_model_state(cred.id, state_key, new)
             self._refresh_slot(cred.id, state_key, now)
@@ -501,6 +553,7 @@ class Conductor:
             why=f" ({error.message})" if error else "",
             cooldown_until=new.next_retry_at if new.blocked(now) else None,
             upstream=upstream,
+            scoped_rule=action,
             **_who(cred, state_key),
         )
 
@@ -584,7 +637,8 @@ class Conductor:
 
         def ended(error: UpstreamError | None) -> None:
             decision = "success" if error is None else "stream failed after it started"
-            self._settle(cred, state_key, upstream, started, error, False, decision)
+            action = None if error is None else _scoped_action(cred, error)
+            self._settle(cred, state_key, upstream, started, error, False, decision, action=action)
 
         def left(failure):
             failure.trap(CancelledError)

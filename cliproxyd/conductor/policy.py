@@ -104,6 +104,7 @@ def apply_failure(
     disable_cooling: bool,
     kind: str = "http",
     protocol: bool = False,
+    transient: float | None = TRANSIENT_COOLDOWN,
 ) -> ModelState:
     """
     CLIProxyAPI's MarkResult table for one (credential, model), with its
@@ -136,6 +137,9 @@ def apply_failure(
     @param protocol: the failure is a protocol fault of this one answer
         (L{PROTOCOL_COOLDOWN} says why it cools so briefly), whichever
         status it carries.
+    @param transient: the cooldown of the transient statuses and of a
+        timeout (C{transient-error-cooldown-seconds}, L{transient_cooldown});
+        C{None}: they do not cool.
     """
     base = evolve(
         state,
@@ -164,12 +168,35 @@ def apply_failure(
             until = now + cooldown if cooldown > 0 else None
         return evolve(base, next_retry_at=until, backoff_level=level, quota_exceeded=True, reason="quota")
     if status in TRANSIENT_STATUSES:
-        until = None if disable_cooling else now + TRANSIENT_COOLDOWN
+        until = None if disable_cooling or transient is None else now + transient
         return evolve(base, next_retry_at=until, reason="transient")
     if not status and kind in NO_ANSWER_COOLDOWNS:
-        until = None if disable_cooling else now + NO_ANSWER_COOLDOWNS[kind]
+        cooldown = transient if kind == "timeout" else NO_ANSWER_COOLDOWNS[kind]
+        until = None if disable_cooling or cooldown is None else now + cooldown
         return evolve(base, next_retry_at=until, reason=kind)
     return evolve(base, next_retry_at=None, reason="error")
+
+
+def transient_cooldown(seconds: int) -> float | None:
+    """
+    C{transient-error-cooldown-seconds} as CLIProxyAPI reads it: 0 keeps
+    the 60 s default, a negative value turns transient cooldowns off.
+    """
+    if seconds < 0:
+        return None
+    return float(seconds) if seconds else TRANSIENT_COOLDOWN
+
+
+def force_cooldown(state: ModelState, now: float) -> ModelState:
+    """
+    A failure a C{*-and-cooldown} request-scoped rule matched: it cools
+    even under disable-cooling, for the table's time, or for
+    L{TRANSIENT_COOLDOWN} where the table has none (as CLIProxyAPI's
+    forced cooldown does).
+    """
+    if state.blocked(now):
+        return state
+    return evolve(state, unavailable=True, next_retry_at=now + TRANSIENT_COOLDOWN, reason="request_scoped")
 
 
 def retry_wait(waits: Iterable[float], max_retry_interval: float) -> float | None:

@@ -17,11 +17,24 @@ untried credential in any provider wins; among providers of that priority,
 fill-first takes them in provider order and round-robin rotates a cursor per
 route; inside a tier, fill-first takes the first ready member and
 round-robin the one at the tier's cursor.
+
+Weighted-round-robin (CLIProxyAPI's smooth weighted round-robin, in
+proportion to each credential's C{weight}) puts every provider of a route
+into one shard, since CLIProxyAPI weighs the credentials of all providers
+of the best priority together; a credential of weight 0 is not in it at
+all. Inside a tier each ready member has a virtual time, (2k + 1) / weight
+after k picks; a pick takes the smallest (ties by config order) from a
+heap, so that over any stretch each member has its weight's share, picks
+of one member are spread out rather than bunched, and a pick costs
+O(log n). A member back from a cooldown starts just after the tier's
+current virtual time, so it takes its share from then on rather than a
+burst to catch up.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left, insort
 from typing import Callable, Iterable
 
@@ -38,6 +51,9 @@ class Pick:
 
 class _Tier:
     __slots__ = ("members", "routes", "ready", "heap", "until", "cursor")
+
+    #: set by L{_WeightedTier}: picks follow weights rather than the cursor
+    weighted = False
 
     def __init__(self) -> None:
         self.members: list[Credential] = []
@@ -65,6 +81,10 @@ class _Tier:
     def unblock(self, rank: int) -> None:
         if self.until.pop(rank, None) is not None:
             insort(self.ready, rank)
+            self.rejoined(rank)
+
+    def rejoined(self, rank: int) -> None:
+        """A blocked member is ready again."""
 
     def promote(self, now: float) -> None:
         heap, until = self.heap, self.until
@@ -73,6 +93,7 @@ class _Tier:
             if until.get(rank) == when:
                 del until[rank]
                 insort(self.ready, rank)
+                self.rejoined(rank)
 
     def earliest(self) -> float | None:
         heap, until = self.heap, self.until
@@ -97,6 +118,67 @@ class _Tier:
         return None
 
 
+class _WeightedTier(_Tier):
+    """
+    A tier picked by weight: a heap of C{(virtual time, rank)} of its ready
+    members. Blocked members leave it lazily (dropped when they surface);
+    a member that comes back rejoins at the time of the last pick.
+    """
+
+    __slots__ = ("weights", "picks", "queue", "queued", "now")
+    weighted = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[int] = []
+        self.picks: list[int] = []  # k of each member: its virtual time is (2k + 1) / weight
+        self.queue: list[tuple[float, int]] = []
+        self.queued: set[int] = set()
+        self.now = 0.0  # the virtual time of the last pick
+
+    def add(self, cred: Credential, route: Route) -> int:
+        rank = super().add(cred, route)
+        self.weights.append(cred.weight)
+        self.picks.append(0)
+        heapq.heappush(self.queue, (0.5 / cred.weight, rank))
+        self.queued.add(rank)
+        return rank
+
+    def _key(self, rank: int) -> float:
+        return (2 * self.picks[rank] + 1) / (2 * self.weights[rank])
+
+    def rejoined(self, rank: int) -> None:
+        if rank in self.queued:
+            return
+        weight = self.weights[rank]
+        # The fewest picks that put it after the tier's current virtual time.
+        self.picks[rank] = max(self.picks[rank], math.floor(self.now * weight - 0.5) + 1)
+        heapq.heappush(self.queue, (self._key(rank), rank))
+        self.queued.add(rank)
+
+    def pick(self, tried: set[str] | frozenset[str], round_robin: bool) -> int | None:
+        queue, until, members, picks = self.queue, self.until, self.members, self.picks
+        skipped = []
+        found = None
+        while queue:
+            key, rank = queue[0]
+            if rank in until:
+                heapq.heappop(queue)
+                self.queued.discard(rank)  # blocked: it comes back through rejoined()
+                continue
+            if tried and members[rank].id in tried:
+                skipped.append(heapq.heappop(queue))
+                continue
+            found = rank
+            self.now = key
+            k = picks[rank] = picks[rank] + 1
+            heapq.heapreplace(queue, ((2 * k + 1) / (2 * self.weights[rank]), rank))
+            break
+        for entry in skipped:
+            heapq.heappush(queue, entry)
+        return found
+
+
 class Scheduler:
     def __init__(
         self,
@@ -104,7 +186,9 @@ class Scheduler:
         strategy: str = "round-robin",
         next_cursor: Callable[[str], int] | None = None,
     ) -> None:
-        self._round_robin = strategy == "round-robin"
+        self._round_robin = strategy in ("round-robin", "weighted-round-robin")
+        weighted = strategy == "weighted-round-robin"
+        tier_class = _WeightedTier if weighted else _Tier
         self._next_cursor = next_cursor or (lambda key: 0)
         # route -> [(provider, {priority: tier})] in provider order
         self._shards: dict[str, list[tuple[str, dict[int, _Tier]]]] = {}
@@ -117,10 +201,12 @@ class Scheduler:
 
         by_route: dict[str, dict[str, list[tuple[Credential, Route]]]] = {}
         for cred in creds:
-            if cred.disabled:
+            if cred.disabled or (weighted and cred.weight <= 0):
                 continue
+            # Weighted: one shard for every provider, weighed together.
+            shard = "*" if weighted else cred.provider
             for route in cred.routes:
-                by_route.setdefault(route.name, {}).setdefault(cred.provider, []).append((cred, route))
+                by_route.setdefault(route.name, {}).setdefault(shard, []).append((cred, route))
         for name, providers in by_route.items():
             # Providers with more credentials first, then by name (CLIProxyAPI's order).
             ordered = sorted(providers.items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -128,7 +214,9 @@ class Scheduler:
             for provider, members in ordered:
                 tiers: dict[int, _Tier] = {}
                 for cred, route in members:
-                    tier = tiers.setdefault(cred.priority, _Tier())
+                    tier = tiers.get(cred.priority)
+                    if tier is None:
+                        tier = tiers[cred.priority] = tier_class()
                     rank = tier.add(cred, route)
                     self._where[(cred.id, name)] = (tier, rank)
                     if not route.pooled:

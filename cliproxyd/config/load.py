@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from cliproxyd.config.model import (
+    MAX_WEIGHT,
+    SCOPED_ERROR_ACTIONS,
     STRATEGIES,
     APIKeyEntry,
     Config,
@@ -24,9 +26,11 @@ from cliproxyd.config.model import (
     ModelEntry,
     OpenAICompatProvider,
     ProviderKey,
+    QuotaExceededConfig,
     QuotaGroupConfig,
     RemoteManagement,
     RoutingConfig,
+    ScopedErrorRule,
     Timeouts,
     WarmupConfig,
 )
@@ -50,7 +54,6 @@ NOT_YET_SUPPORTED = frozenset(
         "passthrough-headers",
         "streaming",
         "nonstream-keepalive-interval",
-        "quota-exceeded",
         "ws-auth",
         "vertex-api-key",
         "codex-header-defaults",
@@ -222,9 +225,85 @@ def _http_url(r: _Reader, key: str, value: str) -> str:
 
 
 def _parse_key_entry(r: _Reader) -> APIKeyEntry:
-    r.check_keys({"api-key", "proxy-url"})
+    r.check_keys({"api-key", "proxy-url", "weight"})
     key = _no_newlines(r, "api-key", r.string("api-key", required=True))
-    return APIKeyEntry(api_key=key, proxy_url=_proxy(r))
+    return APIKeyEntry(api_key=key, proxy_url=_proxy(r), weight=_weight(r))
+
+
+# -- routing keys of an entry (weight, disable-cooling, request-retry, request-scoped-errors) --
+
+ROUTING_ENTRY_KEYS = {"weight", "disable-cooling", "request-retry", "request-scoped-errors"}
+
+
+def _weight(r: _Reader) -> int:
+    """C{weight}: 1 when absent, 0 (excluded under weighted-round-robin) when 0 or less, at most 1,000,000."""
+    weight = r.get("weight", int, 1)
+    if weight > MAX_WEIGHT:
+        raise r.error("weight", f"must be at most {MAX_WEIGHT:,}, not {weight}")
+    return max(weight, 0)
+
+
+def _retry_override(r: _Reader) -> int | None:
+    """C{request-retry} of an entry: absent or negative inherits the global value."""
+    value = r.get("request-retry", int, None)
+    return None if value is None or value < 0 else value
+
+
+def _parse_scoped_rule(r: _Reader) -> ScopedErrorRule:
+    r.check_keys({"status", "match", "match-regexr", "action"})
+    status = r.get("status", int, required=True)
+    if not 100 <= status <= 599:
+        raise r.error("status", f"must be an HTTP status (100 to 599), not {status}")
+    match = tuple(m for m in r.strings("match") if m)
+    regexes = []
+    for i, pattern in enumerate(r.strings("match-regexr")):
+        if not pattern:
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(r.source, r.at("match-regexr") + f"[{i}]", f"not a valid regular expression: {e}") from None
+        regexes.append(pattern)
+    if not match and not regexes:
+        raise r.error("match", "a rule needs at least one match or match-regexr pattern")
+    action = r.string("action", required=True).lower()
+    if action not in SCOPED_ERROR_ACTIONS:
+        raise r.error("action", f"must be one of {', '.join(SCOPED_ERROR_ACTIONS)}, not {action!r}")
+    return ScopedErrorRule(status=status, action=action, match=match, match_regex=tuple(regexes))
+
+
+def _scoped_rules(r: _Reader, key: str = "request-scoped-errors") -> tuple[ScopedErrorRule, ...]:
+    return tuple(r.items(key, _parse_scoped_rule))
+
+
+def _parse_oauth_scoped_errors(r: _Reader) -> tuple[tuple[str, tuple[ScopedErrorRule, ...]], ...]:
+    out = []
+    for channel in r.data:
+        if not isinstance(channel, str):
+            raise r.error(str(channel), "channel names must be strings")
+        out.append((channel.strip().lower(), _scoped_rules(r, channel)))
+    return tuple(out)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(r: _Reader, key: str, default: float) -> float:
+    """A positive duration: a Go duration string (C{"30m"}, C{"1h"}, C{"2h30m"}) or a number of seconds."""
+    value = r.data.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value.strip()))
+    else:
+        raise r.error(key, f"must be a duration such as \"30m\", \"1h\" or \"2h30m\", not {_kind(value)}")
+    if seconds <= 0:
+        raise r.error(key, f"must be more than 0, not {value!r}")
+    return seconds
 
 
 def _proxy(r: _Reader) -> str:
@@ -271,7 +350,7 @@ def _exclusions(r: _Reader) -> tuple[str, ...]:
 def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     r.check_keys(
         {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority",
-         "excluded-models"},
+         "excluded-models", "disabled", "disable-cooling", "request-retry", "request-scoped-errors"},
     )
     name = r.string("name", required=True).lower()
     if "/" in name:
@@ -296,12 +375,16 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         headers=_headers(r),
         priority=r.get("priority", int, 0),
         excluded_models=_exclusions(r),
+        disabled=r.get("disabled", bool, False),
+        disable_cooling=r.get("disable-cooling", bool, None),
+        request_retry=_retry_override(r),
+        request_scoped_errors=_scoped_rules(r),
     )
 
 
 def _parse_provider_key(r: _Reader) -> ProviderKey:
     r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
-                  "priority"}, frozenset({"cloak", "websockets"}))
+                  "priority", *ROUTING_ENTRY_KEYS}, frozenset({"cloak", "websockets"}))
     base_url = r.string("base-url")
     _proxy(r)
     return ProviderKey(
@@ -312,6 +395,10 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
         models=tuple(r.items("models", _parse_model)),
         excluded_models=_exclusions(r),
         priority=r.get("priority", int, 0),
+        weight=_weight(r),
+        disable_cooling=r.get("disable-cooling", bool, None),
+        request_retry=_retry_override(r),
+        request_scoped_errors=_scoped_rules(r),
     )
 
 
@@ -411,6 +498,9 @@ TOP_LEVEL = {
     "max-retry-credentials",
     "force-model-prefix",
     "disable-cooling",
+    "transient-error-cooldown-seconds",
+    "quota-exceeded",
+    "oauth-request-scoped-errors",
     "state-file",
     "oauth-model-alias",
     "oauth-excluded-models",
@@ -451,14 +541,17 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         api_keys.append(key)
 
     routing = r.child("routing")
-    routing.check_keys({"strategy", "session-affinity", "warmup"})
+    routing.check_keys({"strategy", "session-affinity", "session-affinity-ttl", "warmup"})
     wr = routing.child("warmup")
     wr.check_keys({"enabled", "providers", "ttl-seconds", "timeout-seconds"})
     strategy = routing.string("strategy", "round-robin") or "round-robin"
     if strategy.lower() not in STRATEGIES:
         raise routing.error(
-            "strategy", f"unknown strategy {strategy!r}; use round-robin or fill-first"
+            "strategy", f"unknown strategy {strategy!r}; use round-robin, weighted-round-robin or fill-first"
         )
+
+    qe = r.child("quota-exceeded")
+    qe.check_keys({"switch-project", "switch-preview-model"}, frozenset({"antigravity-credits"}))
 
     rm = r.child("remote-management")
     rm.check_keys(
@@ -494,6 +587,12 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         max_retry_credentials=r.nonneg_int("max-retry-credentials"),
         force_model_prefix=r.get("force-model-prefix", bool, False),
         disable_cooling=r.get("disable-cooling", bool, False),
+        transient_error_cooldown_seconds=r.get("transient-error-cooldown-seconds", int, 0),
+        quota_exceeded=QuotaExceededConfig(
+            switch_project=qe.get("switch-project", bool, False),
+            switch_preview_model=qe.get("switch-preview-model", bool, False),
+        ),
+        oauth_request_scoped_errors=_parse_oauth_scoped_errors(r.child("oauth-request-scoped-errors")),
         state_file=os.path.expanduser(r.string("state-file")),
         oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
         oauth_excluded_models=_parse_oauth_exclusions(r.child("oauth-excluded-models")),
@@ -501,6 +600,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         routing=RoutingConfig(
             strategy=STRATEGIES[strategy.lower()],
             session_affinity=routing.get("session-affinity", bool, False),
+            session_affinity_ttl=_duration(routing, "session-affinity-ttl", 3600.0),
             warmup=WarmupConfig(
                 enabled=wr.get("enabled", bool, False),
                 providers=tuple(p.strip().lower() for p in wr.strings("providers") if p.strip()),

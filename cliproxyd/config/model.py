@@ -20,7 +20,17 @@ STRATEGIES = {
     "fill-first": "fill-first",
     "fillfirst": "fill-first",
     "ff": "fill-first",
+    "weighted-round-robin": "weighted-round-robin",
+    "weightedroundrobin": "weighted-round-robin",
+    "wrr": "weighted-round-robin",
 }
+
+#: The weight a credential has when its entry or file names none (weighted-round-robin).
+DEFAULT_WEIGHT = 1
+#: The largest weight accepted, as in CLIProxyAPI.
+MAX_WEIGHT = 1_000_000
+#: The actions of a request-scoped-errors rule.
+SCOPED_ERROR_ACTIONS = ("stop", "stop-and-cooldown", "continue", "continue-and-cooldown")
 
 DEFAULT_PORT = 8317
 
@@ -39,11 +49,27 @@ class ModelEntry:
 
 
 @frozen
+class ScopedErrorRule:
+    """
+    One C{request-scoped-errors[]} (or C{oauth-request-scoped-errors.<channel>[]})
+    rule: an upstream error with this C{status} whose body contains one of
+    C{match} or matches one of the regular expressions C{match_regex} takes
+    C{action} (see L{cliproxyd.conductor.scoped}).
+    """
+
+    status: int
+    action: str
+    match: tuple[str, ...] = ()
+    match_regex: tuple[str, ...] = ()  # match-regexr
+
+
+@frozen
 class APIKeyEntry:
     """One C{api-key-entries[]} item."""
 
     api_key: str = field(repr=False)  # api-key
     proxy_url: str = ""  # proxy-url
+    weight: int = DEFAULT_WEIGHT  # weight (weighted-round-robin; 0 = excluded)
 
 
 @frozen
@@ -67,6 +93,10 @@ class OpenAICompatProvider:
     headers: tuple[tuple[str, str], ...] = ()
     priority: int = 0
     excluded_models: tuple[str, ...] = ()  # excluded-models (a cliproxyd extension here)
+    disabled: bool = False  # disabled: neither served nor listed
+    disable_cooling: bool | None = None  # disable-cooling (None: the global value)
+    request_retry: int | None = None  # request-retry (None: the global value)
+    request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
 
 
 @frozen
@@ -81,6 +111,10 @@ class ProviderKey:
     models: tuple[ModelEntry, ...] = ()
     excluded_models: tuple[str, ...] = ()  # excluded-models
     priority: int = 0
+    weight: int = DEFAULT_WEIGHT  # weight (weighted-round-robin; 0 = excluded)
+    disable_cooling: bool | None = None  # disable-cooling (None: the global value)
+    request_retry: int | None = None  # request-retry (None: the global value)
+    request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
 
 
 @frozen
@@ -106,9 +140,18 @@ class WarmupConfig:
 class RoutingConfig:
     strategy: str = "round-robin"
     warmup: WarmupConfig = field(factory=WarmupConfig)
-    #: session-affinity: a client key's next request prefers the credential
-    #: that last answered it (per provider), while that credential is available
+    #: session-affinity: a request of a session (L{cliproxyd.conductor.session})
+    #: prefers the credential its session is bound to, while that one is available
     session_affinity: bool = False
+    session_affinity_ttl: float = 3600.0  # session-affinity-ttl, in seconds
+
+
+@frozen
+class QuotaExceededConfig:
+    """C{quota-exceeded}: CLIProxyAPI's switches, kept for compatibility (see README.rst, Routing)."""
+
+    switch_project: bool = False  # switch-project
+    switch_preview_model: bool = False  # switch-preview-model
 
 
 @frozen
@@ -156,6 +199,11 @@ class Config:
     max_retry_credentials: int = 0  # max-retry-credentials (0 = no cap)
     force_model_prefix: bool = False  # force-model-prefix
     disable_cooling: bool = False  # disable-cooling
+    #: transient-error-cooldown-seconds: 0 = the 60 s default, negative = no transient cooldown
+    transient_error_cooldown_seconds: int = 0
+    quota_exceeded: QuotaExceededConfig = field(factory=QuotaExceededConfig)  # quota-exceeded
+    #: oauth-request-scoped-errors: channel -> the rules of its OAuth accounts
+    oauth_request_scoped_errors: tuple[tuple[str, tuple[ScopedErrorRule, ...]], ...] = ()
     #: state-file: where cooldowns survive restarts ("" = <auth-dir>/cliproxyd-state.json, or none)
     state_file: str = ""
     oauth_model_alias: tuple[tuple[str, tuple[ModelAlias, ...]], ...] = ()  # oauth-model-alias

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Iterable, Mapping
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import Config
-from cliproxyd.credentials.model import Credential, build_routes, oauth_alias_models
+from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
+from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 
 #: The credential kind (and provider) of each file C{type}; C{gemini} files are Gemini CLI accounts.
 OAUTH_TYPES = {
@@ -242,6 +243,59 @@ def _strings(data: dict[str, Any], *keys: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value if v.strip())
 
 
+def _weight(data: dict[str, Any]) -> int:
+    """C{weight}: 1 when absent or empty, 0 when 0 or less, an integer up to 1,000,000 (a number or its digits)."""
+    value = data.get("weight")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise AuthFileError(f"weight must be an integer, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AuthFileError(f"weight must be an integer, not {value!r}")
+    if value > MAX_WEIGHT:
+        raise AuthFileError(f"weight must be at most {MAX_WEIGHT:,}, not {value}")
+    return max(value, 0)
+
+
+def _scoped_rules(data: dict[str, Any]) -> tuple[ScopedErrorRule, ...] | None:
+    """A file's own C{request_scoped_errors} (or C{request-scoped-errors}), or None when it has none."""
+    raw = _first(data, ("request_scoped_errors", "request-scoped-errors"))
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise AuthFileError("request_scoped_errors must be a list of rules")
+    rules = []
+    for i, item in enumerate(raw):
+        where = f"request_scoped_errors[{i}]"
+        if not isinstance(item, dict):
+            raise AuthFileError(f"{where} must be an object")
+        status = item.get("status")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise AuthFileError(f"{where}.status must be an HTTP status (100 to 599)")
+        match, regexes = item.get("match") or [], item.get("match-regexr") or item.get("match_regexr") or []
+        if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+            raise AuthFileError(f"{where}.match must be a list of strings")
+        if not isinstance(regexes, list) or not all(isinstance(m, str) for m in regexes):
+            raise AuthFileError(f"{where}.match-regexr must be a list of strings")
+        for pattern in regexes:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise AuthFileError(f"{where}.match-regexr: {pattern!r} is not a valid regular expression: {e}") from None
+        action = str(item.get("action") or "").strip().lower()
+        if action not in SCOPED_ERROR_ACTIONS:
+            raise AuthFileError(f"{where}.action must be one of {', '.join(SCOPED_ERROR_ACTIONS)}")
+        if not any(match) and not any(regexes):
+            raise AuthFileError(f"{where} needs at least one match or match-regexr pattern")
+        rules.append(ScopedErrorRule(status, action, tuple(m for m in match if m), tuple(p for p in regexes if p)))
+    return tuple(rules)
+
+
 def credential_for(account: OAuthAccount, config: Config) -> Credential:
     """The immutable routing view of an account, under the running config."""
     data = account.data
@@ -258,6 +312,11 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
     aliases = dict(config.oauth_model_alias).get(channel, ())
     excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
     models = oauth_alias_models(OAUTH_MODELS[channel], aliases)
+    # The file's own rules, else its channel's oauth-request-scoped-errors (as CLIProxyAPI looks them up).
+    scoped = _scoped_rules(data)
+    if not scoped:
+        scoped = dict(config.oauth_request_scoped_errors).get(channel, ())
+    retry = _int(data, "request_retry", "request-retry")
     return Credential(
         id=f"{channel}:{account.name}",
         provider=channel,
@@ -268,8 +327,10 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         priority=_int(data, "priority") or 0,
         routes=build_routes(models, prefix, config.force_model_prefix, excluded),
         disabled=bool(_bool(data, "disabled")),
-        request_retry=_int(data, "request_retry", "request-retry"),
+        request_retry=None if retry is None or retry < 0 else retry,
         disable_cooling=_bool(data, "disable_cooling", "disable-cooling"),
+        weight=_weight(data),
+        scoped_errors=ScopedErrors(scoped),
         account=account,
     )
 
@@ -378,7 +439,27 @@ def oauth_credentials(accounts: dict[str, OAuthAccount], config: Config) -> tupl
     creds, problems = [], {}
     for name in sorted(accounts):
         try:
-            creds.append(credential_for(accounts[name], config))
+            cred = credential_for(accounts[name], config)
         except AuthFileError as e:
             problems[name] = str(e)
+            continue
+        creds.extend(project_credentials(cred) if config.quota_exceeded.switch_project else (cred,))
     return tuple(creds), problems
+
+
+def project_credentials(cred: Credential) -> tuple[Credential, ...]:
+    """
+    C{quota-exceeded.switch-project} for a Gemini CLI account whose
+    C{project_id} lists several projects (C{"p1,p2"}): one credential per
+    project, so a quota 429 on one project cools only that one and the
+    request moves on to the next project (and the other accounts). The
+    first keeps the account's id; the others are C{ID#PROJECT}. They share
+    the account and its tokens. Any other credential is returned as it is.
+    """
+    account = cred.account
+    if account is None or cred.kind != "gemini-cli":
+        return (cred,)
+    projects = list(dict.fromkeys(p.strip() for p in account.project_id.split(",") if p.strip()))
+    if len(projects) < 2:
+        return (cred,)
+    return tuple(evolve(cred, id=cred.id if i == 0 else f"{cred.id}#{p}", project=p) for i, p in enumerate(projects))

@@ -255,9 +255,8 @@ async def login(
             grant = await exchange_code(client, provider, code, verifier, redirect, state, clock=clock)
         except TokenError as e:
             raise LoginError(f"the {provider.type} token endpoint refused the code: {e.message}") from None
-        account = await _account(client, provider, grant, clock)
-        filename, record = credential_record(provider, grant, account, project_id, clock.seconds())
-        path = save_credential(auth_dir, filename, record, _OWNED[provider.type])
+        account = await read_account(client, provider, grant, clock)
+        path = write_login(auth_dir, provider, grant, account, project_id, clock.seconds())
     finally:
         if pool is not None:
             await pool.closeCachedConnections()
@@ -296,7 +295,7 @@ async def _browser_login(reactor: Any, provider: OAuthProvider, port: int, chall
         await listening.stopListening()
 
 
-async def _account(client: Any, provider: OAuthProvider, grant: TokenGrant, clock: IReactorTime) -> Account:
+async def read_account(client: Any, provider: OAuthProvider, grant: TokenGrant, clock: IReactorTime) -> Account:
     """Whose tokens these are: Claude says in the token response, Codex in the id_token, Google at userinfo."""
     if provider.userinfo_url:
         email = await _userinfo_email(client, provider.userinfo_url, grant.access_token, clock)
@@ -404,6 +403,17 @@ def credential_record(provider: OAuthProvider, grant: TokenGrant, account: Accou
     else:
         raise LoginError(f"cannot log in to {kind}")
     return _safe_name(name), {k: v for k, v in record.items() if v is not None}
+
+
+def write_login(auth_dir: str, provider: OAuthProvider, grant: TokenGrant, account: Account, project_id: str,
+                now: float) -> str:
+    """
+    Write the credential file of a finished login (L{credential_record},
+    L{save_credential}: atomically, mode 0600, a re-login keeping the old
+    file's own fields); blocking. Answers the file's path.
+    """
+    filename, record = credential_record(provider, grant, account, project_id, now)
+    return save_credential(auth_dir, filename, record, _OWNED[provider.type])
 
 
 def save_credential(auth_dir: str, filename: str, record: dict[str, Any], owned: frozenset[str]) -> str:

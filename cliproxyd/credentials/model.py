@@ -10,12 +10,13 @@ Requests only read it.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Iterable
 
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import Config, ModelAlias, OpenAICompatProvider, ProviderKey
+from cliproxyd.config.model import DEFAULT_WEIGHT, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 
@@ -46,6 +47,41 @@ class Route:
         return len(self.upstream) > 1
 
 
+class ScopedErrors:
+    """
+    A credential's C{request-scoped-errors} rules, compiled at load: by
+    status, each rule's substrings and compiled regular expressions. The
+    first rule (in config order) whose status equals the error's and one of
+    whose patterns is found in the error body decides; a body is only looked
+    at when some rule has its status.
+    """
+
+    __slots__ = ("_by_status",)
+
+    def __init__(self, rules: Iterable[ScopedErrorRule]) -> None:
+        by_status: dict[int, list[tuple[tuple[str, ...], tuple[re.Pattern[str], ...], str]]] = {}
+        for rule in rules:
+            compiled = tuple(re.compile(p) for p in rule.match_regex)
+            by_status.setdefault(rule.status, []).append((rule.match, compiled, rule.action))
+        self._by_status = by_status
+
+    def __bool__(self) -> bool:
+        return bool(self._by_status)
+
+    def has_status(self, status: int) -> bool:
+        return status in self._by_status
+
+    def action(self, status: int, body: str) -> str | None:
+        """The action of the first rule that matches, or C{None}."""
+        for match, regexes, action in self._by_status.get(status, ()):
+            if any(m in body for m in match) or any(r.search(body) for r in regexes):
+                return action
+        return None
+
+
+NO_SCOPED_ERRORS = ScopedErrors(())
+
+
 @frozen
 class Credential:
     """
@@ -66,6 +102,12 @@ class Credential:
     #: per-credential overrides of request-retry and disable-cooling (None: the global value)
     request_retry: int | None = None
     disable_cooling: bool | None = None
+    #: weight: its share under weighted-round-robin (0: never picked by that strategy)
+    weight: int = DEFAULT_WEIGHT
+    #: request-scoped-errors: rules that decide stop-or-continue and cooling for some errors
+    scoped_errors: ScopedErrors = field(default=NO_SCOPED_ERRORS, repr=False, eq=False)
+    #: the Google Cloud project a Gemini CLI account's requests name ("": the file's first)
+    project: str = ""
     account: OAuthAccount | None = field(default=None, repr=False, eq=False)
 
     @property
@@ -154,6 +196,7 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> l
         force_prefix,
         provider.excluded_models,
     )
+    scoped = ScopedErrors(provider.request_scoped_errors)
     return [
         Credential(
             id=_stable_id("openai-compatibility", provider.name, entry.api_key, provider.base_url),
@@ -165,6 +208,11 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool) -> l
             priority=provider.priority,
             headers=provider.headers,
             routes=routes,
+            disabled=provider.disabled,
+            request_retry=provider.request_retry,
+            disable_cooling=provider.disable_cooling,
+            weight=entry.weight,
+            scoped_errors=scoped,
         )
         for entry in provider.api_key_entries
     ]
@@ -204,6 +252,10 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         priority=entry.priority,
         headers=entry.headers,
         routes=build_routes(models, entry.prefix, force_prefix, entry.excluded_models),
+        request_retry=entry.request_retry,
+        disable_cooling=entry.disable_cooling,
+        weight=entry.weight,
+        scoped_errors=ScopedErrors(entry.request_scoped_errors),
     )
 
 

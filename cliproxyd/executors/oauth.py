@@ -192,9 +192,10 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
 
     def project(self, cred: Credential) -> str:
         assert cred.account is not None
-        # "p1,p2": CLIProxyAPI splits such a file into one credential per
-        # project; here the first project is used.
-        return cred.account.project_id.split(",")[0].strip()
+        # "p1,p2": with quota-exceeded.switch-project each project is a
+        # credential of its own (credentials.authfiles.project_credentials);
+        # without it the first project is used.
+        return cred.project or cred.account.project_id.split(",")[0].strip()
 
     def envelope(self, cred: Credential, model: str, body: bytes) -> bytes:
         return b'{"model":' + dumps(model) + b',"project":' + dumps(self.project(cred)) + b',"request":' + body + b"}"

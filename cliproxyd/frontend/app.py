@@ -30,17 +30,18 @@ from cliproxyd.conductor.conductor import (
     AllAttemptsFailed,
     AllCooling,
     Conductor,
+    NO_META,
     RequestInvalid,
     RequestMeta,
     UnknownModel,
 )
+from cliproxyd.conductor.session import session_ids
 from cliproxyd.formats import FORMATS, Origin, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
-from cliproxyd.logging import fingerprint
 from cliproxyd.replies import Reply, StreamReply, UpstreamError
 
 JSON = b"application/json"
@@ -403,9 +404,12 @@ class Frontend:
 
     async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
                        client_key: str | None, render: Render) -> Any:
-        meta = RequestMeta()
-        if served.session_affinity and client_key:
-            meta = RequestMeta(affinity_key=fingerprint(client_key))
+        meta = NO_META
+        if served.session_affinity:
+            # Once per request, from what is already decoded.
+            sessions = session_ids(request.getHeader, req.data)
+            if sessions:
+                meta = RequestMeta(session=sessions)
         waiting = self._waiting[request] = ensureDeferred(run(req, meta))
         try:
             return await waiting

@@ -17,7 +17,9 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{QuotaGroups} (C{quota}): C{/quota-groups*}
   - L{Settings} (C{settings}): C{/config}, C{/config.yaml} and the scalar settings
   - L{Lists} (C{lists}): C{/api-keys} and the provider lists
-  - L{AuthFiles} (C{authfiles}): C{/auth-files*}
+  - L{AuthFiles} (C{authfiles}): C{/auth-files*}, C{/model-definitions/<channel>}
+  - L{ApiCall} (C{apicall}): C{/api-call}
+  - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
   - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}
   - L{KeyUsage} (C{keyusage}): C{/api-key-usage}, C{/usage-queue}, C{/reset-quota}, C{/latest-version}
 
@@ -54,24 +56,24 @@ from cliproxyd.config.model import RemoteManagement
 from cliproxyd.credentials.authdir import InvalidName
 from cliproxyd.management import catalog
 from cliproxyd.management.access import ManagementAccess, Refused
+from cliproxyd.management.apicall import ApiCall
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
 from cliproxyd.management.keyusage import KeyUsage
 from cliproxyd.management.lists import Lists
+from cliproxyd.management.logins import OAuthLogins
 from cliproxyd.management.oauthmaps import OAuthMaps
 from cliproxyd.management.quota import QuotaGroups
-from cliproxyd.management.recent import UsageRecords
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
 from cliproxyd.management.usage import Usage
+from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
-RESOURCES: tuple[type[Resource], ...] = (
-    Status, QuotaGroups, Settings, Lists, AuthFiles,
-    OAuthMaps, KeyUsage,
-)
+RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins,
+                                          ApiCall, OAuthMaps, KeyUsage)
 
 
 class ManagementAPI:
@@ -100,6 +102,10 @@ class ManagementAPI:
         records: UsageRecords | None = None,
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
+        recent: Any = None,
+        client: Any = None,
+        reactor: Any = None,
+        oauth_providers: Any = None,
     ) -> None:
         """
         @param runtime: the running generation (its C{current}, whose
@@ -118,11 +124,22 @@ class ManagementAPI:
             records=records if records is not None else UsageRecords(clock),
             warmups=warmups,
             run_in_thread=run_in_thread,
+            recent=recent,
+            client=client,
+            reactor=reactor,
+            oauth_providers=oauth_providers,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.
         self._settings = RemoteManagement()
         self.access = ManagementAccess("", False, clock, run_in_thread=run_in_thread)
+
+    def close(self) -> None:
+        """The daemon is stopping: let go of what the resources hold open (web logins: ports, timers)."""
+        for resource in self.resources:
+            close = getattr(resource, "close", None)
+            if close is not None:
+                close()
 
     @property
     def usage(self) -> Usage | None:

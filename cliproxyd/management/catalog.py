@@ -159,19 +159,6 @@ LOGS = (
     "cliproxyd keeps no log files for this route: it logs through twistd (--logfile, or the journal "
     "under systemd); GET /usage shows the recent attempts with their status and error"
 )
-LOGIN = (
-    "cliproxyd does not log OAuth accounts in over the management API: run "
-    "'python -m cliproxyd login --provider NAME' on the daemon's machine, or upload a credential "
-    "file with POST /auth-files"
-)
-AUTH_MODELS = (
-    "cliproxyd does not list models per credential file or channel here: GET /v1/models lists every "
-    "model it serves, and GET /status each credential's models"
-)
-API_CALL = (
-    "cliproxyd does not relay arbitrary upstream calls for the management API: its executors call "
-    "upstreams only for client requests (/v1/...)"
-)
 SCOPED_ERRORS = (
     "cliproxyd does not take oauth-request-scoped-errors: its cooldown table decides what each "
     "upstream status cools (see GET /credentials)"
@@ -194,12 +181,9 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"/plugins(/.*)?|/plugin-store(/.*)?", PLUGINS),
     (r"/logs|/request-error-logs(/[^/]+)?|/request-log-by-id/[^/]+|/request-log"
      r"|/logging-to-file|/logs-max-total-size-mb|/error-logs-max-files", LOGS),
-    (r"/oauth-callback|/[a-z]+-auth-url|/get-auth-status|/oauth-session", LOGIN),
-    (r"/auth-files/models|/model-definitions/[^/]+", AUTH_MODELS),
-    (r"/vertex/import|/vertex-api-key", VERTEX),
+    (r"/vertex-api-key", VERTEX),
     (r"/xai-api-key", XAI),
     (r"/interactions-api-key", INTERACTIONS),
-    (r"/api-call", API_CALL),
     (r"/oauth-request-scoped-errors", SCOPED_ERRORS),
 )
 _COMPILED = tuple((re.compile(pattern), reason) for pattern, reason in _REASONS)

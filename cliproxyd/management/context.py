@@ -22,7 +22,7 @@ from cliproxyd.management.access import Refused, RunInThread
 
 if TYPE_CHECKING:
     from cliproxyd.conductor.conductor import Conductor
-    from cliproxyd.management.recent import UsageRecords
+    from cliproxyd.management.usagequeue import UsageRecords
     from cliproxyd.management.usage import Usage
     from cliproxyd.assembly import Generation
     from cliproxyd.state import StateStore
@@ -42,9 +42,19 @@ class Context:
     @ivar refresher: the OAuth token refresher, for the state of each
         account's refresh; C{None} without one.
     @ivar usage: the usage counters; C{None} without them.
-    @ivar records: the recent request windows and the usage queue (CLIProxyAPI's usage routes).
+    @ivar records: the usage queue and the totals per credential (CLIProxyAPI's usage routes).
     @ivar warmups: the warmup tracker (L{cliproxyd.conductor.warmup.Warmups}); C{None} without one.
     @ivar run_in_thread: where blocking file work runs (L{deferToThread} in the daemon).
+    @ivar recent: each credential's recent requests
+        (L{cliproxyd.management.recent.RecentRequests}); C{None} without them.
+    @ivar client: the shared outbound HTTP client (treq's C{HTTPClient}), for
+        C{/api-call} and the web logins' token exchanges; C{None} without one.
+    @ivar reactor: listens on the providers' local callback ports for web
+        logins (C{listenTCP}); C{None} (tests) takes callbacks only through
+        C{/oauth-callback}.
+    @ivar oauth_providers: the OAuth providers web logins use, by type
+        (L{cliproxyd.credentials.providers.PROVIDERS} by default; tests
+        point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
     """
 
     state: StateStore
@@ -58,6 +68,10 @@ class Context:
     records: UsageRecords
     warmups: Any = None
     run_in_thread: RunInThread
+    recent: Any = None
+    client: Any = None
+    reactor: Any = None
+    oauth_providers: Any = None
 
     # -- the running daemon ---------------------------------------------------------------
 

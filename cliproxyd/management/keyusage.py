@@ -4,7 +4,7 @@ CLIProxyAPI's usage and quota routes, and its version check:
   - C{GET /api-key-usage}: per provider, per API key (C{"BASE_URL|KEY"},
     the entry's configured C{base-url}, empty when it has none), its
     successes and failures since start-up and its recent request windows
-    (L{UsageRecords.recent}). OAuth accounts are not in it (their usage is
+    (L{cliproxyd.management.recent.RecentRequests}). OAuth accounts are not in it (their usage is
     in C{/status} and C{/auth-files}).
   - C{GET /usage-queue?count=N}: the N (default 1) oldest usage records of
     the last minute, each handed out once, in CLIProxyAPI's record shape.
@@ -26,7 +26,7 @@ from cliproxyd.conductor.conductor import Attempt
 from cliproxyd.credentials.model import API_KEY_PROVIDERS, Credential
 from cliproxyd.management.access import Refused
 from cliproxyd.management.http import Resource, arg, read_json, respond, route
-from cliproxyd.management.recent import UsageRecords
+from cliproxyd.management.usagequeue import UsageRecords
 
 #: What C{/latest-version} says beside the version.
 NO_UPDATE_SERVER = (
@@ -64,6 +64,7 @@ class KeyUsage(Resource):
     async def api_key_usage(self, request: IRequest) -> bytes:
         """Per provider, per C{base-url|api-key}: successes, failures and the recent windows."""
         bases = _configured_base_urls(self.context.generation())
+        recent = self.context.recent
         out: dict[str, dict[str, Any]] = {}
         for cred in self.context.conductor().creds:
             if cred.account is not None or not cred.api_key:
@@ -73,7 +74,7 @@ class KeyUsage(Resource):
             out.setdefault(cred.provider.lower(), {})[f"{base}|{cred.api_key}"] = {
                 "success": success,
                 "failed": failed,
-                "recent_requests": self.records.recent(cred.id),
+                "recent_requests": recent.snapshot(cred.id) if recent is not None else [],
             }
         return respond(request, out)
 

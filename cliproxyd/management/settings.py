@@ -39,7 +39,7 @@ def _positive(value: Any) -> float:
 
 def _strategy(value: Any) -> str:
     if not isinstance(value, str) or value.strip().lower() not in STRATEGIES:
-        raise Refused(400, "value must be round-robin (rr) or fill-first (ff)")
+        raise Refused(400, "value must be round-robin (rr), weighted-round-robin (wrr) or fill-first (ff)")
     return STRATEGIES[value.strip().lower()]
 
 

@@ -26,8 +26,8 @@ T = TypeVar("T")
 SNAPSHOT_VERSION = 1
 #: Cursors and pool offsets are kept per route; past this many the map starts over.
 MAX_CURSORS = 4096
-#: Affinity entries (provider, client key) -> credential, least recently used dropped first.
-MAX_AFFINITY = 10_000
+#: Session bindings (route and session id) -> credential, least recently used dropped first.
+MAX_AFFINITY = 100_000
 
 
 @define
@@ -132,8 +132,9 @@ class StateStore(Protocol):
     def record(self, cred_id: str, model: str, now: float, status: int | None, error: str = "") -> None: ...
     def stats(self, cred_id: str) -> CredentialStats: ...
     def usage(self) -> dict[str, ModelUsage]: ...
-    def affinity(self, provider: str, key: str) -> str | None: ...
-    def set_affinity(self, provider: str, key: str, cred_id: str) -> None: ...
+    def session(self, key: str, now: float) -> str | None: ...
+    def bind_session(self, keys: tuple[str, ...], cred_id: str, until: float) -> None: ...
+    def unbind_session(self, keys: tuple[str, ...], cred_id: str) -> None: ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
     def restore(self, data: Any, now: float) -> list[str]: ...
 
@@ -145,7 +146,8 @@ class MemoryStateStore:
         self._models: dict[str, dict[str, ModelState]] = {}
         self._stats: dict[str, CredentialStats] = {}
         self._usage: dict[str, ModelUsage] = {}
-        self._affinity: OrderedDict[str, str] = OrderedDict()
+        #: session key -> [credential id, expiry]; the list is updated in place when a use extends it
+        self._affinity: OrderedDict[str, list[Any]] = OrderedDict()
         self._groups: dict[str, dict[str, GroupState]] = {}
         #: set by every change worth persisting; the persistence service clears it
         self.dirty = False
@@ -242,21 +244,40 @@ class MemoryStateStore:
     def usage(self) -> dict[str, ModelUsage]:
         return dict(self._usage)
 
-    # -- affinity -----------------------------------------------------------------
+    # -- session affinity -------------------------------------------------------
 
-    def affinity(self, provider: str, key: str) -> str | None:
-        return self._affinity.get(f"{provider}|{key}")
+    def session(self, key: str, now: float) -> str | None:
+        """The credential session C{key} is bound to, or C{None} (an expired binding is dropped)."""
+        entry = self._affinity.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._affinity[key]
+            return None
+        return entry[0]
 
-    def set_affinity(self, provider: str, key: str, cred_id: str) -> None:
-        k = f"{provider}|{key}"
-        if self._affinity.get(k) == cred_id:
-            self._affinity.move_to_end(k)
-            return
-        self._affinity[k] = cred_id
-        self._affinity.move_to_end(k)
-        while len(self._affinity) > MAX_AFFINITY:
-            self._affinity.popitem(last=False)
-        self.dirty = True
+    def bind_session(self, keys: tuple[str, ...], cred_id: str, until: float) -> None:
+        """Bind each of C{keys} (a session's ids) to C{cred_id} until C{until}."""
+        table = self._affinity
+        for key in keys:
+            entry = table.get(key)
+            if entry is not None and entry[0] == cred_id:
+                entry[1] = until
+                table.move_to_end(key)
+                continue
+            table[key] = [cred_id, until]
+            table.move_to_end(key)
+            self.dirty = True
+        while len(table) > MAX_AFFINITY:
+            table.popitem(last=False)
+
+    def unbind_session(self, keys: tuple[str, ...], cred_id: str) -> None:
+        """Forget the bindings of C{keys} that name C{cred_id} (it failed their session)."""
+        for key in keys:
+            entry = self._affinity.get(key)
+            if entry is not None and entry[0] == cred_id:
+                del self._affinity[key]
+                self.dirty = True
 
     # -- snapshot -----------------------------------------------------------------
 
@@ -280,7 +301,7 @@ class MemoryStateStore:
             "saved_at": now,
             "model_states": models,
             "group_states": groups,
-            "affinity": dict(self._affinity),
+            "affinity": {k: list(v) for k, v in self._affinity.items() if v[1] > now},
         }
 
     def restore(self, data: Any, now: float) -> list[str]:
@@ -308,7 +329,9 @@ class MemoryStateStore:
         # Nothing is applied until the whole snapshot has been read.
         self._models.update(models)
         self._groups.update(groups)
-        for key, cred_id in list(affinity.items())[-MAX_AFFINITY:]:
-            if isinstance(key, str) and isinstance(cred_id, str):
-                self._affinity[key] = cred_id
+        for key, entry in list(affinity.items())[-MAX_AFFINITY:]:
+            # [credential, expiry]; anything else (an older file's shape) is dropped
+            if (isinstance(key, str) and isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and isinstance(entry[1], (int, float)) and not isinstance(entry[1], bool) and entry[1] > now):
+                self._affinity[key] = [entry[0], float(entry[1])]
         return problems
