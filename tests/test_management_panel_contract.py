@@ -329,3 +329,24 @@ def test_latest_version_is_the_running_version_and_says_why(rig):
     answer = ok(rig.call("GET", "/latest-version"))
     assert typed(answer["latest-version"], str, "latest-version") == __version__
     assert "no update server" in answer["message"]
+
+
+# -- CLIProxyAPI's third per-channel map (the panel edits it in config.yaml) ---------------------------
+
+
+def test_oauth_request_scoped_errors_with_cliproxyapis_shapes(rig):
+    assert ok(rig.call("GET", "/oauth-request-scoped-errors")) == {"oauth-request-scoped-errors": {}}
+    rule = {"status": 400, "match": ["prompt is too long"], "action": "stop"}
+    assert ok(rig.call("PATCH", "/oauth-request-scoped-errors", {"channel": "Claude", "rules": [rule]})) == \
+        {"status": "ok"}
+    assert ok(rig.call("GET", "/oauth-request-scoped-errors")) == {"oauth-request-scoped-errors": {"claude": [rule]}}
+    assert "prompt is too long" in rig.config.read_text()
+    before = rig.config.read_bytes()
+    code, body = rig.call("PATCH", "/oauth-request-scoped-errors",
+                          {"provider": "claude", "rules": [{**rule, "action": "explode"}]})
+    assert code == 400 and "oauth-request-scoped-errors.claude[0].action" in body["error"]
+    code, body = rig.call("PUT", "/oauth-request-scoped-errors", {"claude": [{**rule, "why": 1}]})
+    assert code == 400 and "oauth-request-scoped-errors.claude[0].why: unknown key" in body["error"]
+    assert rig.config.read_bytes() == before
+    ok(rig.call("DELETE", "/oauth-request-scoped-errors?provider=claude"))
+    assert rig.call("DELETE", "/oauth-request-scoped-errors?channel=claude")[0] == 404

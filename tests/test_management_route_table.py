@@ -489,7 +489,7 @@ def test_every_route_and_method_answers_as_recorded(tmp_path):
 SAMPLES = {":id": "x", ":name": "x.log", ":channel": "claude"}
 
 #: CLIProxyAPI's reasons, shown in the table by their name in L{catalog}.
-REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "LOGS", "SCOPED_ERRORS", "VERTEX", "XAI", "INTERACTIONS")}
+REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "LOGS", "VERTEX", "XAI", "INTERACTIONS")}
 
 #: Every CLIProxyAPI route (catalog.CLIPROXYAPI_ROUTES, in its order) as cliproxyd answers it
 #: (method path | API off, with the key | no key | with the key): a status of its own
@@ -604,10 +604,10 @@ GET    /oauth-model-alias                     | 404 not found | 401 missing mana
 PUT    /oauth-model-alias                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /oauth-model-alias                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /oauth-model-alias                     | 404 not found | 401 missing management key | 400 say which channel: ?channel=
-GET    /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
-PUT    /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
-PATCH  /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
-DELETE /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 501 SCOPED_ERRORS
+GET    /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 200
+PUT    /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH  /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE /oauth-request-scoped-errors           | 404 not found | 401 missing management key | 400 say which channel: ?channel=
 GET    /auth-files                            | 404 not found | 401 missing management key | 200
 GET    /auth-files/models                     | 404 not found | 401 missing management key | 400 name is required (?name=x.json)
 GET    /model-definitions/claude              | 404 not found | 401 missing management key | 200

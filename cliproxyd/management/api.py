@@ -20,7 +20,7 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{AuthFiles} (C{authfiles}): C{/auth-files*}, C{/model-definitions/<channel>}
   - L{ApiCall} (C{apicall}): C{/api-call}
   - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
-  - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}
+  - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}, C{/oauth-request-scoped-errors}
   - L{KeyUsage} (C{keyusage}): C{/api-key-usage}, C{/usage-queue}, C{/reset-quota}, C{/latest-version}
 
 A CLIProxyAPI route none of them serves answers a 501 saying what cliproxyd

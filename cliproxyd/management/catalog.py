@@ -159,10 +159,6 @@ LOGS = (
     "cliproxyd keeps no log files for this route: it logs through twistd (--logfile, or the journal "
     "under systemd); GET /usage shows the recent attempts with their status and error"
 )
-SCOPED_ERRORS = (
-    "cliproxyd does not take oauth-request-scoped-errors: its cooldown table decides what each "
-    "upstream status cools (see GET /credentials)"
-)
 VERTEX = (
     "cliproxyd does not serve Vertex credentials yet: nothing was written; serve Gemini through "
     "gemini-api-key or a gemini-cli/antigravity account in auth-dir"
@@ -184,7 +180,6 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (r"/vertex-api-key", VERTEX),
     (r"/xai-api-key", XAI),
     (r"/interactions-api-key", INTERACTIONS),
-    (r"/oauth-request-scoped-errors", SCOPED_ERRORS),
 )
 _COMPILED = tuple((re.compile(pattern), reason) for pattern, reason in _REASONS)
 

@@ -104,8 +104,15 @@ class Under:
     """
 
     def __init__(self, name: str) -> None:
-        self._prefixes = (f"{name}[", f"{name}.")
+        self._prefixes: tuple[str, ...] = (f"{name}[", f"{name}.")
         self.kept: list[str] = []
+
+    @classmethod
+    def none(cls) -> "Under":
+        """One that lets nothing through: every key must be the config's."""
+        under = cls("")
+        under._prefixes = ()
+        return under
 
     def __call__(self, path: str) -> bool:
         if path.startswith(self._prefixes):

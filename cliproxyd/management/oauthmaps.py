@@ -1,8 +1,10 @@
 """
 The per-channel maps of OAuth accounts, with CLIProxyAPI's routes and body
 shapes: C{/oauth-excluded-models} (provider -> model patterns an account
-of that provider never serves) and C{/oauth-model-alias} (channel ->
-C{{name, alias, fork}} entries renaming an account's models).
+of that provider never serves), C{/oauth-model-alias} (channel ->
+C{{name, alias, fork}} entries renaming an account's models) and
+C{/oauth-request-scoped-errors} (channel -> C{{status, match, action}}
+rules, C{PATCH} C{{"channel", "rules"}}).
 
   - C{GET} answers C{{"<name>": {channel: [...]}}}, cleaned as CLIProxyAPI
     cleans it (channels in lower case; patterns trimmed, lower case, once
@@ -32,6 +34,7 @@ from cliproxyd.management.http import Resource, arg, read_json, respond
 
 EXCLUDED = "oauth-excluded-models"
 ALIASES = "oauth-model-alias"
+SCOPED = "oauth-request-scoped-errors"
 
 
 def clean_patterns(channel: str, models: Any) -> list[str]:
@@ -77,6 +80,21 @@ def clean_aliases(channel: str, aliases: Any) -> list[dict[str, Any]]:
     return out
 
 
+def clean_rules(channel: str, rules: Any) -> list[dict[str, Any]]:
+    """A channel's request-scoped error rules, as sent: the config loader checks each (naming its path)."""
+    if not isinstance(rules, list) or not all(isinstance(rule, dict) for rule in rules):
+        raise Refused(400, f"{SCOPED}.{channel}: must be a list of rules ({{status, match, action}})")
+    return rules
+
+
+#: map -> how one channel's list is cleaned
+_CLEAN: dict[str, Callable[[str, Any], list[Any]]] = {
+    EXCLUDED: clean_patterns, ALIASES: clean_aliases, SCOPED: clean_rules,
+}
+#: map -> what a PATCH names its list
+_ITEMS = {EXCLUDED: "models", ALIASES: "aliases", SCOPED: "rules"}
+
+
 def _channel(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Refused(400, f"{what} must be a non-empty string")
@@ -99,10 +117,10 @@ def _clean_map(name: str, data: Any, clean: Callable[[str, Any], list[Any]]) -> 
 class OAuthMaps(Resource):
     """C{/oauth-excluded-models} and C{/oauth-model-alias}."""
 
-    names = (EXCLUDED, ALIASES)
+    names = (EXCLUDED, ALIASES, SCOPED)
 
     async def named(self, request: IRequest, name: str) -> bytes:
-        clean = clean_patterns if name == EXCLUDED else clean_aliases
+        clean = _CLEAN[name]
         if request.method == b"GET":
             data = (await self.context.read_yaml()).get(name)
             try:
@@ -110,7 +128,8 @@ class OAuthMaps(Resource):
             except Refused:
                 shown = {}  # the file's map does not load; GET /config.yaml shows it as it is
             return respond(request, {name: shown})
-        kept = Under(name)
+        # CLIProxyAPI's alias fields are kept; a rule's fields are the config's own, checked by it
+        kept = Under(name) if name != SCOPED else Under.none()
         if request.method == b"PUT":
             body = read_json(request, dict, 'the body must be a JSON object of channel to list (or {"items": ...})')
             if set(body) == {"items"} and isinstance(body["items"], dict):
@@ -122,7 +141,7 @@ class OAuthMaps(Resource):
             await self.context.edit(lambda doc: _set_channel(doc, name, channel, items), kept)
         else:
             key = "provider" if name == EXCLUDED else "channel"
-            given = arg(request, key) or (arg(request, "provider") if name == ALIASES else None)
+            given = arg(request, key) or (arg(request, "provider") if name != EXCLUDED else None)
             if not given or not given.strip():
                 raise Refused(400, f"say which channel: ?{key}=")
             channel = given.strip().lower()
@@ -134,9 +153,10 @@ class OAuthMaps(Resource):
             body = read_json(request, dict, fields=("provider", "models"))
             channel = _channel(body.get("provider"), "provider")
             return channel, clean(channel, body.get("models") or [])
-        body = read_json(request, dict, fields=("channel", "provider", "aliases"))
+        items = _ITEMS[name]
+        body = read_json(request, dict, fields=("channel", "provider", items))
         channel = _channel(body.get("channel", body.get("provider")), "channel")
-        return channel, clean(channel, body.get("aliases") or [])
+        return channel, clean(channel, body.get(items) or [])
 
 
 def _set_map(doc: Any, name: str, whole: dict[str, list[Any]]) -> None:
