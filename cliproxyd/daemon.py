@@ -54,6 +54,7 @@ from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, pa
 from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.root import Root
 from cliproxyd.management.usage import Usage, UsagePersistence
+from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
@@ -179,11 +180,12 @@ def build_daemon(
     state = MemoryStateStore()
     usage = Usage(clock)
     recent = RecentRequests(clock)
+    records = UsageRecords(clock)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
                           file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record, recent.record), wrap_executor=wrap_executor)
+                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys,
                       listen_fixed=listen_fixed)
@@ -192,7 +194,7 @@ def build_daemon(
     management = ManagementAPI(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
-        refresher=refresher, usage=usage, warmups=warmups, run_in_thread=run_in_thread,
+        refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
         recent=recent, client=client, reactor=listener, oauth_providers=oauth_providers,
         management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
     )

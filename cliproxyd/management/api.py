@@ -21,6 +21,11 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{ApiCall} (C{apicall}): C{/api-call}
   - L{OAuthLogins} (C{logins}): C{/<provider>-auth-url}, C{/get-auth-status}, C{/oauth-callback}, C{/oauth-session}
   - L{Logs} (C{logs}): C{/logs}, C{/request-error-logs*}, C{/request-log-by-id/<id>}
+  - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}, C{/oauth-request-scoped-errors}
+  - L{KeyUsage} (C{keyusage}): C{/api-key-usage}, C{/usage-queue}, C{/reset-quota}, C{/latest-version}
+
+A CLIProxyAPI route none of them serves answers a 501 saying what cliproxyd
+does instead (L{catalog}).
 
 L{ManagementAPI} mounts them all on one router, so matching (and so every
 404 and 405) works as for one app. Scalar and list settings share the route
@@ -39,7 +44,7 @@ from __future__ import annotations
 from typing import Any, Callable, Coroutine
 
 from klein import Klein
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -50,23 +55,27 @@ from werkzeug.exceptions import HTTPException
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import RemoteManagement
 from cliproxyd.credentials.authdir import InvalidName
+from cliproxyd.management import catalog
 from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.apicall import ApiCall
 from cliproxyd.management.authfiles import AuthFiles
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
+from cliproxyd.management.keyusage import KeyUsage
 from cliproxyd.management.lists import Lists
 from cliproxyd.management.logins import OAuthLogins
 from cliproxyd.management.logs import Logs
+from cliproxyd.management.oauthmaps import OAuthMaps
 from cliproxyd.management.quota import QuotaGroups
 from cliproxyd.management.settings import Settings
 from cliproxyd.management.status import Status
 from cliproxyd.management.usage import Usage
+from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
 RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins,
-                                          ApiCall, Logs)
+                                          ApiCall, Logs, OAuthMaps, KeyUsage)
 
 
 class ManagementAPI:
@@ -92,6 +101,7 @@ class ManagementAPI:
         config_file: ConfigFile | None = None,
         refresher: Any = None,
         usage: Usage | None = None,
+        records: UsageRecords | None = None,
         warmups: Any = None,
         run_in_thread: Callable[..., Any] = deferToThread,
         recent: Any = None,
@@ -117,6 +127,7 @@ class ManagementAPI:
             runtime=runtime,
             refresher=refresher,
             usage=usage,
+            records=records if records is not None else UsageRecords(clock),
             warmups=warmups,
             run_in_thread=run_in_thread,
             recent=recent,
@@ -171,7 +182,7 @@ class ManagementAPI:
         for resource in self.resources:
             if name in resource.names:
                 return await resource.named(request, name)
-        raise Refused(404, "not found")
+        raise catalog.refusal(request.method.decode(), "/" + name) or Refused(404, "not found")
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -189,13 +200,38 @@ class ManagementAPI:
 
     @app.handle_errors(Exception)
     def _other(self, request: IRequest, failure: Failure) -> bytes:
-        # Unknown routes: 404 whether or not the API is on, without saying more.
+        # Unknown routes: 404 whether or not the API is on, without saying more;
+        # a CLIProxyAPI route cliproxyd does not serve says why, to a caller with the key.
         if failure.check(HTTPException):
             status = failure.value.code
+            if status in (404, 405) and self.enabled:
+                refused = catalog.refusal(request.method.decode(), _below_mount(request.path))
+                if refused is not None:
+                    return Deferred.fromCoroutine(self._explain(request, refused))
         else:
             status = 500
             self.log.failure("unhandled management error on {path}", failure, path=request.path)
-        return respond(request, {"error": "not found" if status == 404 else "error"}, status)
+        text = {404: "not found", 405: "method not allowed"}.get(status, "error")
+        return respond(request, {"error": text}, status)
+
+
+    async def _explain(self, request: IRequest, refused: Refused) -> bytes:
+        """A CLIProxyAPI route cliproxyd does not serve: checked like any route, then why not."""
+        try:
+            await self._authorize(request)
+        except Refused as e:
+            refused = e
+        return self._refused(request, Failure(refused))
+
+
+#: Where the daemon mounts this API; the catalogue's paths are below it.
+MOUNT = b"/v0/management"
+
+
+def _below_mount(path: bytes) -> str:
+    if path.startswith(MOUNT + b"/"):
+        path = path[len(MOUNT):]
+    return path.decode("utf-8", "replace")
 
 
 def _serving(index: int, method: str) -> Callable[..., Coroutine[Any, Any, bytes]]:

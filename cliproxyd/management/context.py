@@ -23,6 +23,7 @@ from cliproxyd.management.access import Refused, RunInThread
 if TYPE_CHECKING:
     from cliproxyd.assembly import Generation
     from cliproxyd.conductor.conductor import Conductor
+    from cliproxyd.management.usagequeue import UsageRecords
     from cliproxyd.management.usage import Usage
     from cliproxyd.state import StateStore
 
@@ -41,6 +42,7 @@ class Context:
     @ivar refresher: the OAuth token refresher, for the state of each
         account's refresh; C{None} without one.
     @ivar usage: the usage counters; C{None} without them.
+    @ivar records: the usage queue and the totals per credential (CLIProxyAPI's usage routes).
     @ivar warmups: the warmup tracker (L{cliproxyd.conductor.warmup.Warmups}); C{None} without one.
     @ivar run_in_thread: where blocking file work runs (L{deferToThread} in the daemon).
     @ivar recent: each credential's recent requests
@@ -64,6 +66,7 @@ class Context:
     runtime: Any = None
     refresher: Any = None
     usage: Usage | None = None
+    records: UsageRecords
     warmups: Any = None
     run_in_thread: RunInThread
     recent: Any = None
@@ -108,7 +111,7 @@ class Context:
         data = yaml.safe_load(raw) if raw else {}
         return data if isinstance(data, dict) else {}
 
-    async def edit(self, mutate: Callable[[Any], Any]) -> Any:
+    async def edit(self, mutate: Callable[[Any], Any], tolerate: Callable[[str], bool] | None = None) -> Any:
         """
         Change the config file with C{mutate} (see L{ConfigFile.edit}), then
         reload so the change is in effect before the answer; a change the
@@ -116,10 +119,13 @@ class Context:
         the config does not know (a typo, kept and ignored otherwise) is a
         400, and nothing is written.
 
+        @param tolerate: says which such keys (by YAML path) to write all
+            the same: fields CLIProxyAPI knows that cliproxyd does not act on,
+            which its tools send back as they read them.
         @return: what C{mutate} returned.
         """
         try:
-            _, result = await self.config().edit(lambda doc: _known_keys_only(doc, mutate))
+            _, result = await self.config().edit(lambda doc: _known_keys_only(doc, mutate, tolerate))
         except ConfigError as e:
             raise Refused(400, f"the config would not load: {e}") from None
         except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -140,11 +146,15 @@ def _unknown_keys(doc: Any) -> set[str]:
     return {w.removesuffix(_UNKNOWN) for w in warnings if w.endswith(_UNKNOWN)}
 
 
-def _known_keys_only(doc: Any, mutate: Callable[[Any], Any]) -> Any:
-    """C{mutate(doc)}, refused if it adds a key the config does not know (those already there stay)."""
+def _known_keys_only(doc: Any, mutate: Callable[[Any], Any],
+                     tolerate: Callable[[str], bool] | None = None) -> Any:
+    """
+    C{mutate(doc)}, refused if it adds a key the config does not know (those
+    already there stay, and those C{tolerate} accepts).
+    """
     before = _unknown_keys(doc)
     result = mutate(doc)
-    added = sorted(_unknown_keys(doc) - before)
+    added = sorted(k for k in _unknown_keys(doc) - before if tolerate is None or not tolerate(k))
     if added:
         raise Refused(400, f"{added[0]}: unknown key")
     return result

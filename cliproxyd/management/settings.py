@@ -15,6 +15,7 @@ from cliproxyd.config import ConfigError
 from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.config.model import STRATEGIES
 from cliproxyd.management.access import Refused
+from cliproxyd.management.configview import with_defaults
 from cliproxyd.management.http import Resource, read_body, read_json, respond, route
 
 
@@ -65,6 +66,10 @@ SCALARS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any], Any]] = {
     "request-log": (("request-log",), _bool, False),
     "error-logs-max-files": (("error-logs-max-files",), _count, 10),
     "usage-statistics-enabled": (("usage-statistics-enabled",), _bool, False),
+    # CLIProxyAPI's switches cliproxyd keeps in the file for it (its defaults when unset).
+    "ws-auth": (("ws-auth",), _bool, True),
+    "quota-exceeded/switch-project": (("quota-exceeded", "switch-project"), _bool, False),
+    "quota-exceeded/switch-preview-model": (("quota-exceeded", "switch-preview-model"), _bool, False),
 }
 
 #: Top-level keys C{GET /config} leaves out: the listener, the management settings, auth-dir.
@@ -78,11 +83,14 @@ class Settings(Resource):
 
     @route("/config", "GET")
     async def config_json(self, request: IRequest) -> bytes:
-        """The config as JSON; the listener, the management settings and auth-dir are left out."""
+        """
+        The config as JSON, CLIProxyAPI's defaults filled in (L{with_defaults});
+        the listener, the management settings and auth-dir are left out.
+        """
         data = await self.context.read_yaml()
         for hidden in HIDDEN:
             data.pop(hidden, None)
-        return respond(request, data)
+        return respond(request, with_defaults(data))
 
     @route("/config.yaml", "GET")
     async def config_yaml(self, request: IRequest) -> bytes:
