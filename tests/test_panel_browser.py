@@ -11,8 +11,8 @@ none: building it needs the internet). It also needs chromium and
 chromedriver (Debian's C{chromium} and C{chromium-driver}), at
 C{$CLIPROXYD_CHROMIUM} and C{$CLIPROXYD_CHROMEDRIVER} or in /usr/bin.
 
-Until the daemon serves C{/management.html} itself, L{tests.panel_front}
-serves the file on one origin and passes everything else to the daemon.
+The daemon serves it at C{/management.html} from C{static/} beside its
+config file, as a user installs it (its background update is off here).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ auth-dir: {auth_dir}
 api-keys: [{client}]
 remote-management:
   secret-key: {key}
+  disable-auto-update-panel: true
 openai-compatibility:
   - name: sim
     base-url: {upstream}/v1
@@ -87,8 +88,10 @@ oauth-model-alias:
 
 @pytest.fixture
 def running(tmp_path):
-    """Upstream, daemon and the panel's origin, as processes; yields the panel's URL."""
-    up_port, port, front_port = unused_port(), unused_port(), unused_port()
+    """Upstream and daemon, as processes, the panel beside the config; yields the daemon's URL."""
+    up_port, port = unused_port(), unused_port()
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "management.html").write_bytes(Path(PANEL).read_bytes())
     auth_dir = tmp_path / "auth"
     auth_dir.mkdir()
     (auth_dir / "claude-a.json").write_bytes(claude_file(base="http://127.0.0.1:9"))
@@ -100,11 +103,9 @@ def running(tmp_path):
     try:
         procs.append(Proc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(config),
                            "--listen", f"tcp:{port}:interface=127.0.0.1"], tmp_path / "daemon.log"))
-        procs.append(Proc([sys.executable, "-m", "tests.panel_front", "--port", str(front_port),
-                           "--daemon", str(port), "--html", PANEL], tmp_path / "front.log"))
         wait_until(lambda: http_get(f"http://127.0.0.1:{up_port}/v1/models")[0] == 200, what="the upstream")
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="the daemon")
-        wait_until(lambda: http_get(f"http://127.0.0.1:{front_port}/management.html")[0] == 200, what="the front")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/management.html")[0] == 200, what="the panel")
         for _ in range(3):  # some usage for the dashboard and the providers' status bars
             chat = urllib.request.Request(
                 f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
@@ -112,7 +113,7 @@ def running(tmp_path):
                 headers={"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"})
             with urllib.request.urlopen(chat, timeout=10) as resp:
                 assert resp.status == 200
-        yield f"http://127.0.0.1:{front_port}", procs
+        yield f"http://127.0.0.1:{port}", procs
     finally:
         for p in reversed(procs):
             p.stop()
