@@ -54,6 +54,7 @@ from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, pa
 from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.root import Root
 from cliproxyd.management.usage import Usage, UsagePersistence
+from cliproxyd.management.usagequeue import RETENTION_SECONDS as USAGE_QUEUE_RETENTION
 from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
@@ -180,7 +181,8 @@ def build_daemon(
     state = MemoryStateStore()
     usage = Usage(clock)
     recent = RecentRequests(clock)
-    records = UsageRecords(clock)
+    records = UsageRecords(clock, retention=lambda: source.current.config.usage_queue_retention
+                           if source.current is not None else USAGE_QUEUE_RETENTION)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
                           file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)

@@ -411,15 +411,6 @@ INVENTORY: list[tuple[str, Any]] = [
     ('claude-api-key[].models[].force-mapping', True),
 ]
 
-#: Keys that the parallel parts (proxies, routing, wire, panel, mgmtroutes)
-#: are building right now: their warnings are tolerated here for the time
-#: being. The integrator empties this set after merging those branches, and
-#: from then on every key of INVENTORY must pass.
-BUILT_IN_PARALLEL = frozenset({
-    # mgmtroutes (the usage queue)
-    "redis-usage-queue-retention-seconds",
-})
-
 _STEP = re.compile(r"\[\]|[^.\[\]]+")
 
 
@@ -465,10 +456,6 @@ def _warned(warnings: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _tolerated(path: str) -> bool:
-    return any(path == p or path.startswith((p + ".", p + "[]")) for p in BUILT_IN_PARALLEL)
-
-
 @pytest.fixture(scope="module")
 def loaded():
     text = yaml.safe_dump(build_config(INVENTORY), sort_keys=False).encode()
@@ -480,7 +467,6 @@ def test_the_inventory_lists_each_path_once_and_the_tables_name_listed_paths():
     paths = [p for p, _ in INVENTORY]
     assert len(paths) == len(set(paths))
     listed = set(paths)
-    assert BUILT_IN_PARALLEL <= listed, sorted(BUILT_IN_PARALLEL - listed)
     # Older CLIProxyAPI keys may be in NOT_APPLICABLE beyond today's example file.
     assert len([k for k in NOT_APPLICABLE if k in listed]) > 30
 
@@ -492,18 +478,14 @@ def test_no_key_of_config_example_yaml_is_ignored(loaded, path):
     instead = not_applicable(path)
     if instead is not None:
         assert [_normal(w) for w in said] == [f"{path}: not used by cliproxyd: {instead}"]
-    elif _tolerated(path):
-        pass  # built in parallel; see BUILT_IN_PARALLEL
     else:
         assert said == [], said
 
 
-def test_every_warning_is_a_reason_or_built_in_parallel(loaded):
+def test_every_warning_is_a_reason(loaded):
     _, warnings = loaded
     for path, said in _warned(warnings).items():
-        if not_applicable(path) is not None:
-            continue
-        assert _tolerated(path), said
+        assert not_applicable(path) is not None, said
     # the unapplicable keys say what cliproxyd does instead, not a generic "ignored"
     for w in warnings:
         if ": not used by cliproxyd: " in w:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cliproxyd._version import __version__
+from cliproxyd.config.load import parse_config_bytes
 from cliproxyd.management.recent import BUCKET_SECONDS, BUCKETS
 from cliproxyd.management.usagequeue import RETENTION_SECONDS
 from tests.management_support import UPSTREAM, ManagementRig, claude_file
@@ -307,6 +308,28 @@ def test_usage_queue_hands_out_each_record_once_oldest_first_within_its_retentio
     assert ok(rig.call("GET", "/usage-queue?count=10")) == []
     for bad in ("0", "-1", "x"):
         assert rig.call("GET", f"/usage-queue?count={bad}") == (400, {"error": "count must be a positive integer"})
+
+
+def test_redis_usage_queue_retention_seconds_sets_how_long_records_wait(rig):
+    text = rig.config.read_text()
+    rig.config.write_text(text + "redis-usage-queue-retention-seconds: 600\n")
+    ok(rig.call("PUT", "/config.yaml", raw=rig.config.read_bytes()))
+    assert rig.chat()[0] == 200
+    rig.clock.advance(RETENTION_SECONDS + 1)  # past the default: still kept
+    [kept] = ok(rig.call("GET", "/usage-queue"))
+    assert kept["failed"] is False
+    assert rig.chat()[0] == 200
+    rig.clock.advance(601)
+    assert ok(rig.call("GET", "/usage-queue")) == []
+
+
+@pytest.mark.parametrize("value, kept, warned", [(0, 60, False), (-5, 60, False), (1, 1, False),
+                                                 (3600, 3600, False), (7200, 3600, True)])
+def test_redis_usage_queue_retention_seconds_is_one_second_to_an_hour(value, kept, warned):
+    config, warnings = parse_config_bytes(b"redis-usage-queue-retention-seconds: %d\n" % value, "c.yaml")
+    assert config.usage_queue_retention == kept
+    assert warnings == (["redis-usage-queue-retention-seconds: 7200 is more than 3600; 3600 is used"]
+                        if warned else [])
 
 
 def test_reset_quota_forgets_a_credentials_cooldowns(rig):

@@ -657,6 +657,7 @@ TOP_LEVEL = {
     "request-log",
     "error-logs-max-files",
     "usage-statistics-enabled",
+    "redis-usage-queue-retention-seconds",
     "codex",
     "auth-auto-refresh-workers",
     "proxy-url",
@@ -793,6 +794,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             error_logs_max_files=r.nonneg_int("error-logs-max-files", LoggingConfig().error_logs_max_files),
         ),
         usage_statistics_enabled=r.get("usage-statistics-enabled", bool, False),
+        usage_queue_retention=_usage_queue_retention(r),
         proxy_url=_proxy(r),
         **_parse_wire(r),
     )
@@ -800,6 +802,24 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
 
 
 # -- streaming, keep-alives, header defaults, payload rules ----------------------------
+
+
+#: redis-usage-queue-retention-seconds: CLIProxyAPI's default and its ceiling.
+USAGE_QUEUE_RETENTION = 60
+USAGE_QUEUE_RETENTION_MAX = 3600
+
+
+def _usage_queue_retention(r: _Reader) -> int:
+    """How long /usage-queue keeps a record: 0 or less is the default, more than an hour is an hour (with a warning)."""
+    key = "redis-usage-queue-retention-seconds"
+    value = r.get(key, int, 0)
+    if value <= 0:
+        return USAGE_QUEUE_RETENTION
+    if value > USAGE_QUEUE_RETENTION_MAX:
+        r.warnings.append(f"{r.at(key)}: {value} is more than {USAGE_QUEUE_RETENTION_MAX}; "
+                          f"{USAGE_QUEUE_RETENTION_MAX} is used")
+        return USAGE_QUEUE_RETENTION_MAX
+    return value
 
 
 def _seconds_or_off(r: _Reader, key: str) -> float:

@@ -331,6 +331,8 @@ class Config:
     logging: LoggingConfig = field(factory=LoggingConfig)
     #: usage-statistics-enabled: the usage counters are kept across restarts
     usage_statistics_enabled: bool = False
+    #: redis-usage-queue-retention-seconds: how long GET /usage-queue keeps a record (1 to 3600)
+    usage_queue_retention: int = 60
     #: proxy-url: every upstream call's proxy, unless a key or auth file says otherwise
     #: (inherit: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)
     proxy_url: ProxySetting = INHERIT

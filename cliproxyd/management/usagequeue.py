@@ -1,7 +1,8 @@
 """
 CLIProxyAPI's usage queue and per-credential totals, fed by the conductor's
 observers as L{cliproxyd.management.usage.Usage} is: one record per
-attempt, kept L{RETENTION_SECONDS} and at most L{QUEUE_LIMIT}, that
+attempt, kept C{redis-usage-queue-retention-seconds} (L{RETENTION_SECONDS} by
+default) and at most L{QUEUE_LIMIT}, that
 C{GET /usage-queue} hands out oldest first, each record once; and each
 credential's successes and failures since start-up (C{/api-key-usage}; its
 recent windows are L{cliproxyd.management.recent.RecentRequests}').
@@ -12,7 +13,7 @@ Two integer updates and one append per attempt; time is the injected clock.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from cliproxyd.conductor.conductor import Attempt
 
@@ -25,8 +26,13 @@ QUEUE_LIMIT = 10_000
 class UsageRecords:
     """The usage queue and the totals per credential; see the module."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: Any, retention: Callable[[], float] = lambda: RETENTION_SECONDS) -> None:
+        """
+        @param retention: how long a record is kept, in seconds, as the
+            running config says now (read when records are handed out).
+        """
         self._clock = clock
+        self._retention = retention
         self._totals: dict[str, list[int]] = {}
         self._queue: deque[tuple[float, Attempt]] = deque(maxlen=QUEUE_LIMIT)
 
@@ -43,8 +49,8 @@ class UsageRecords:
         return success, failed
 
     def pop(self, count: int) -> list[tuple[float, Attempt]]:
-        """The C{count} oldest records still within L{RETENTION_SECONDS}, removed from the queue."""
-        cutoff = self._clock.seconds() - RETENTION_SECONDS
+        """The C{count} oldest records still within the retention, removed from the queue."""
+        cutoff = self._clock.seconds() - self._retention()
         while self._queue and self._queue[0][0] < cutoff:
             self._queue.popleft()
         out = []
