@@ -82,6 +82,7 @@ async def test_management_answers_carry_cors_and_the_version_headers(reactor, tm
             assert response.headers.getRawHeaders("x-cpa-version") == [__version__]
             assert response.headers.getRawHeaders("x-cpa-commit")[0]
             assert response.headers.getRawHeaders("x-cpa-build-date")[0]
+            assert response.headers.getRawHeaders("x-cpa-support-plugin") == ["false"]
             assert _cors(response)["access-control-allow-origin"] == "*"
         assert (ok.code, refused.code) == (200, 401)
         # Client routes get CORS, not the management headers.

@@ -332,6 +332,12 @@ def test_redis_usage_queue_retention_seconds_is_one_second_to_an_hour(value, kep
                         if warned else [])
 
 
+def test_the_plugin_list_is_empty_in_cliproxyapis_shape(rig):
+    # plugins.ts normalizePluginList: plugins_enabled, plugins_dir, plugins[]
+    assert ok(rig.call("GET", "/plugins")) == {"plugins_enabled": False, "plugins_dir": "", "plugins": []}
+    assert rig.call("GET", "/plugins/x/config")[0] == 501
+
+
 def test_reset_quota_forgets_a_credentials_cooldowns(rig):
     rig.upstream.script("sk-up-1", "status:429:60", "ok")
     rig.upstream.script("sk-up-2", "ok")

@@ -567,7 +567,7 @@ GET    /config                                | 404 not found | 401 missing mana
 GET    /config.yaml                           | 404 not found | 401 missing management key | 200 (application/yaml; charset=utf-8)
 PUT    /config.yaml                           | 404 not found | 401 missing management key | 422 invalid_config
 GET    /latest-version                        | 404 not found | 401 missing management key | 200
-GET    /plugins                               | 404 not found | 401 missing management key | 501 PLUGINS
+GET    /plugins                               | 404 not found | 401 missing management key | 200
 GET    /plugin-store                          | 404 not found | 401 missing management key | 501 PLUGINS
 POST   /plugin-store/x/install                | 405 method not allowed | 401 missing management key | 501 PLUGINS
 DELETE /plugins/x                             | 404 not found | 401 missing management key | 501 PLUGINS

@@ -2,8 +2,9 @@
 CLIProxyAPI's Management Center, built, in a real headless chromium against
 the real daemon (twistd, the simulated upstream, a credential file): log in
 with the management key, open the dashboard, config, providers, auth files,
-quota and system pages, and find no failed management call, no console
-error, and the daemon's data on each page.
+quota, OAuth login, OAuth exclusion and alias, logs and system pages, and
+find no failed management call, no console error, and the daemon's data on
+each page.
 
 The panel is not ours to ship: the test needs a built single-file
 C{management.html} at C{$CLIPROXYD_PANEL_HTML} and skips without it (CI has
@@ -40,13 +41,18 @@ CLIENT_KEY = "sk-client-panel"
 #: data: the dashboard the three requests made below, the config page the client key (masked),
 #: providers the compatible provider (one of one active), auth files the account's e-mail and the OAuth
 #: exclusion and alias of config.yaml (GET /oauth-excluded-models, /oauth-model-alias), quota the
-#: account, the system page a model of GET /v1/models.
+#: account, the OAuth page its login buttons (and GET /plugins answered), the logs page
+#: main.log's lines of those requests (logging-to-file is on), the system page a model of GET /v1/models.
 PAGES = (
     ("#/", ("Across 3 requests in the window",)),
     ("#/config", ("sk******el",)),
     ("#/ai-providers", ("1/1 active resources",)),
     ("#/auth-files", ("a@x.com", "1 models disabled", "1 aliases")),
     ("#/quota", ("claude-a.json",)),
+    ("#/oauth", ("Start Codex Login", "Start Anthropic Login", "Start Antigravity Login")),
+    ("#/auth-files/oauth-excluded", ("OAuth Model Disablement",)),
+    ("#/logs", ("Clear Logs", "chat/completions")),
+    ("#/auth-files/oauth-model-alias", ("OAuth Model Aliases",)),
     ("#/system", ("gpt-4o-mini",)),
 )
 
@@ -68,6 +74,7 @@ api-keys: [{client}]
 remote-management:
   secret-key: {key}
   disable-auto-update-panel: true
+logging-to-file: true
 openai-compatibility:
   - name: sim
     base-url: {upstream}/v1

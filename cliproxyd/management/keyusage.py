@@ -12,6 +12,9 @@ CLIProxyAPI's usage and quota routes, and its version check:
     cooldowns and automatic quota-group suspensions.
   - C{GET /latest-version}: cliproxyd has no update server, so the answer
     is the running version, saying so; nothing is fetched.
+  - C{GET /plugins}: cliproxyd has no plugins, so the list is empty (the
+    Management Center's OAuth page asks for it); the other plugin routes
+    answer 501 (L{cliproxyd.management.catalog}).
 """
 
 from __future__ import annotations
@@ -129,6 +132,11 @@ class KeyUsage(Resource):
         models = conductor.reset_cooldowns(cred.id)
         groups = conductor.clear_auto(cred.id)
         return respond(request, {"status": "ok", "auth_index": cred.id, "models": models, "groups": groups})
+
+    @route("/plugins", "GET")
+    async def plugins(self, request: IRequest) -> bytes:
+        """No plugins: CLIProxyAPI's list, empty."""
+        return respond(request, {"plugins_enabled": False, "plugins_dir": "", "plugins": []})
 
     @route("/latest-version", "GET")
     async def latest_version(self, request: IRequest) -> bytes:

@@ -11,7 +11,8 @@ client routes, the management API or the panel see a request:
     the access check.
   - C{X-CPA-VERSION}, C{X-CPA-COMMIT} and C{X-CPA-BUILD-DATE} on every
     management answer (C{/v0/management...}), errors included: the
-    Management Center reads its server's version from them.
+    Management Center reads its server's version from them; and
+    C{X-CPA-SUPPORT-PLUGIN: false}, so it shows no plugin pages.
   - C{/management.html}: the panel (L{cliproxyd.management.panel.Panel}).
   - Every other request is handed to the L{RequestRecorder} (request logs,
     error logs, main.log's access lines), then to the client routes.
@@ -52,6 +53,8 @@ def version_headers() -> tuple[tuple[bytes, bytes], ...]:
         (b"x-cpa-version", version.encode()),
         (b"x-cpa-commit", commit.encode()),
         (b"x-cpa-build-date", build_date.encode()),
+        # No plugins: the Management Center then neither asks for them nor shows their pages.
+        (b"x-cpa-support-plugin", b"false"),
     )
 
 
