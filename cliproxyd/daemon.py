@@ -60,6 +60,7 @@ from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
 from cliproxyd.state import MemoryStateStore
+from cliproxyd.outbound import ConfiguredClient
 from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
 
@@ -116,6 +117,16 @@ def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting
         return account_proxy(account, gen.config if gen is not None else Config())
 
     return proxy_of
+
+
+def _global_proxy(source: GenerationSource) -> Callable[[], ProxySetting]:
+    """How the daemon's own calls leave (panel downloads, web logins): the running config's C{proxy-url}."""
+
+    def setting() -> ProxySetting:
+        gen = source.current
+        return (gen.config if gen is not None else Config()).proxy_url
+
+    return setting
 
 
 def build_daemon(
@@ -184,6 +195,8 @@ def build_daemon(
     records = UsageRecords(clock, retention=lambda: source.current.config.usage_queue_retention
                            if source.current is not None else USAGE_QUEUE_RETENTION)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
+    # The daemon's own calls (not a credential's) leave as the config's proxy-url says.
+    own_calls = ConfiguredClient(client, _global_proxy(source)) if client is not None else None
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
                           file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
@@ -197,7 +210,7 @@ def build_daemon(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
-        recent=recent, client=client, reactor=listener, oauth_providers=oauth_providers,
+        recent=recent, client=own_calls, reactor=listener, oauth_providers=oauth_providers,
         management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
     )
 
@@ -206,7 +219,7 @@ def build_daemon(
         return gen.config.remote_management if gen is not None else None
 
     where = panel_path(config_path, environ)
-    updater = PanelUpdater(where, client, clock, panel_settings, run_in_thread=run_in_thread,
+    updater = PanelUpdater(where, own_calls, clock, panel_settings, run_in_thread=run_in_thread,
                            api_base=panel_api_base) if where else None
     panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
     frontend = Frontend(source, clock, management=management.app.resource())

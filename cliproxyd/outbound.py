@@ -269,6 +269,34 @@ def client_chooser(client: Any) -> Callable[[ProxySetting], Any]:
     return lambda setting: client
 
 
+class ConfiguredClient:
+    """
+    The outbound client the daemon's own calls use (the panel's download,
+    the management API's web logins and C{/api-call}): C{request}, C{get}
+    and C{post} as treq's C{HTTPClient} has them, each sent the way the
+    running config's global C{proxy-url} says at the moment (C{setting()}),
+    and L{for_setting} for a call that leaves as one credential's do.
+    Nothing the daemon sends goes direct when a proxy is configured.
+    """
+
+    def __init__(self, client: Any, setting: Callable[[], ProxySetting]) -> None:
+        self._choose = client_chooser(client)
+        self._setting = setting
+
+    def for_setting(self, setting: ProxySetting) -> Any:
+        """The client of one (resolved) proxy setting, a credential's."""
+        return self._choose(setting)
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> "Deferred[Any]":
+        return self._choose(self._setting()).request(method, url, **kwargs)
+
+    def get(self, url: Any, **kwargs: Any) -> "Deferred[Any]":
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: Any, **kwargs: Any) -> "Deferred[Any]":
+        return self.request("POST", url, **kwargs)
+
+
 class HTTPPoolService(Service):
     """Closes the idle connections of the pool, or of every pool of L{OutboundClients}, at shutdown (it is stopped last)."""
 

@@ -18,6 +18,7 @@ from twisted.web.vhost import NameVirtualHost
 from cliproxyd.credentials.index import auth_index
 from cliproxyd.credentials.providers import PROVIDERS
 from cliproxyd.management.apicall import CALL_TIMEOUT
+from cliproxyd.outbound import OutboundClients
 from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.quota import SimulatedQuota
 from tests.management_support import ManagementRig
@@ -162,3 +163,35 @@ def test_an_upstream_that_never_answers_is_a_504_on_the_clock(rig):
     rig.clock.advance(CALL_TIMEOUT)
     code, body = rig.settle(d)
     assert code == 504 and "did not answer" in body["error"]
+
+
+class _Routes(OutboundClients):
+    """The daemon's outbound clients as tap makes them, reduced to two routes: direct and one proxy."""
+
+    def __init__(self, direct, proxied) -> None:  # no pools: the routes are stubs
+        self._direct, self._proxied_stub = direct, proxied
+
+    def client_for(self, setting):
+        return self._proxied_stub if setting.proxy is not None else self._direct
+
+
+class _Nowhere:
+    def request(self, *a, **kw):
+        raise AssertionError("this route must not be taken")
+
+
+@pytest.mark.parametrize("proxy_url", ["socks5h://127.0.0.1:1080", ""])
+def test_a_quota_call_leaves_the_way_the_accounts_own_requests_do(tmp_path, proxy_url):
+    quota = SimulatedQuota(valid=lambda token: token == "tok-a")
+    stub = StubTreq(quota.resource())
+    routes = _Routes(_Nowhere(), stub) if proxy_url else _Routes(stub, _Nowhere())
+    rig = ManagementRig(tmp_path, client=routes)
+    rig.clock.advance(NOW)
+    data = {"type": "claude", "access_token": "tok-a", "refresh_token": "r", "email": "a@x.com",
+            "expired": "2099-01-01T00:00:00Z", **({"proxy_url": proxy_url} if proxy_url else {})}
+    assert rig.call("POST", "/auth-files?name=claude-p.json", raw=json.dumps(data).encode())[0] == 200
+    [entry] = rig.call("GET", "/auth-files")[1]["files"]
+    code, body = rig.call("POST", "/api-call", {"authIndex": entry["auth_index"], "method": "GET",
+                                                 "url": CLAUDE_USAGE_URL, "header": CLAUDE_HEADERS})
+    assert code == 200 and body["status_code"] == 200, body
+    assert [r[1] for r in quota.requests] == ["/api/oauth/usage"]

@@ -20,7 +20,7 @@ from cliproxyd.config.model import RemoteManagement
 from cliproxyd.daemon import build_daemon
 from cliproxyd.frontend import QuietSite, TrackingSite
 from cliproxyd.management.panel import PanelUpdater, panel_path, release_url, sha256_digest, static_dir
-from cliproxyd.outbound import make_http_client
+from cliproxyd.outbound import OutboundClients, make_http_client
 from cliproxyd.testing.releases import SimulatedReleases
 from tests.management_support import ManagementRig
 
@@ -271,21 +271,43 @@ async def _until(reactor, condition, timeout: float = 10.0) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_panel_download_goes_through_the_configured_proxy_never_direct(reactor, tmp_path, releases):
+    releases.server.publish(NEW)
+    dead = reactor.listenTCP(0, QuietSite(SimulatedReleases()), interface="127.0.0.1")
+    proxy_port = dead.getHost().port
+    await dead.stopListening()  # nothing listens there: the proxy is down
+    config = tmp_path / "config.yaml"
+    config.write_text(f"host: 127.0.0.1\nproxy-url: http://127.0.0.1:{proxy_port}\n")
+    client = OutboundClients(reactor, 5)
+    daemon = build_daemon(reactor, client, config_path=str(config), poll=0, panel_api_base=releases.base)
+    try:
+        for service in daemon.services:
+            service.startService()
+        await daemon.panel_updater.sync()
+        assert releases.server.requests == []  # nothing went direct to the releases API
+        assert not os.path.exists(tmp_path / "static" / "management.html")
+    finally:
+        for service in reversed(daemon.services):
+            await maybeDeferred(service.stopService)
+        await client.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_daemon_fetches_a_missing_panel_at_start_and_serves_it(reactor, tmp_path, releases):
     releases.server.publish(NEW)
     config = tmp_path / "config.yaml"
     config.write_text("host: 127.0.0.1\n")
-    pool, client = make_http_client(reactor, 5)
+    pool = client = OutboundClients(reactor, 5)  # what tap gives the daemon (a pool of pools)
     daemon = build_daemon(reactor, client, config_path=str(config), poll=0, panel_api_base=releases.base)
     port = reactor.listenTCP(0, TrackingSite(daemon.resource(), daemon.in_flight, daemon.source),
                              interface="127.0.0.1")
     url = f"http://127.0.0.1:{port.getHost().port}/management.html"
     try:
-        assert (await treq.get(url, pool=pool)).code == 404  # before start: nothing there yet
+        assert (await client.direct.get(url)).code == 404  # before start: nothing there yet
         for service in daemon.services:
             service.startService()
         await _until(reactor, lambda: os.path.exists(tmp_path / "static" / "management.html"))
-        response = await treq.get(url, pool=pool)
+        response = await client.direct.get(url)
         assert response.code == 200 and await response.content() == NEW
     finally:
         for service in reversed(daemon.services):

@@ -143,6 +143,10 @@ class ApiCall(Resource):
         client = self.context.client
         if client is None:
             raise Refused(503, "this daemon has no outbound HTTP client")
+        # The call leaves the way the credential's own requests do (its proxy, if any).
+        for_setting = getattr(client, "for_setting", None)
+        if for_setting is not None:
+            client = for_setting(cred.proxy)
 
         async def go() -> tuple[Any, bytes]:
             response = await client.request(method, url, headers=headers, data=body or None)
