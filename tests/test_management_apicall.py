@@ -10,9 +10,11 @@ first when expired, and the allow-list that keeps it from being a relay.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
 from treq.testing import StubTreq
+from twisted.web.resource import Resource
 from twisted.web.vhost import NameVirtualHost
 
 from cliproxyd.credentials.index import auth_index
@@ -195,3 +197,53 @@ def test_a_quota_call_leaves_the_way_the_accounts_own_requests_do(tmp_path, prox
                                                  "url": CLAUDE_USAGE_URL, "header": CLAUDE_HEADERS})
     assert code == 200 and body["status_code"] == 200, body
     assert [r[1] for r in quota.requests] == ["/api/oauth/usage"]
+
+
+class _Models(Resource):
+    """A provider's model list (OpenAI's shape) that records who asked, with which headers."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[bytes, bytes, dict[str, str]]] = []
+
+    def render(self, request):
+        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.asked.append((request.method, request.uri, headers))
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"object": "list", "data": [{"id": "model-a"}, {"id": "model-b"}]}).encode()
+
+
+@pytest.mark.parametrize("url, header", [
+    ("https://new-provider.test/v1/models", {"Authorization": "Bearer sk-typed-in-the-form"}),
+    ("https://api.anthropic.com/v1/models", {"x-api-key": "sk-ant-form", "anthropic-version": "2023-06-01"}),
+    ("https://generativelanguage.googleapis.com/v1beta/models?pageToken=p2", {"x-goog-api-key": "AIza-form"}),
+])
+def test_a_provider_forms_model_listing_goes_out_with_the_forms_own_key(tmp_path, url, header):
+    models = _Models()
+    rig = ManagementRig(tmp_path, client=StubTreq(models))
+    code, body = rig.call("POST", "/api-call", {"method": "GET", "url": url, "header": header})
+    assert code == 200 and body["status_code"] == 200, body
+    assert [m["id"] for m in json.loads(body["body"])["data"]] == ["model-a", "model-b"]
+    [(method, uri, seen)] = models.asked
+    parts = urlsplit(url)
+    assert (method, uri.decode()) == (b"GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+    for name, value in header.items():
+        assert seen[name.lower()] == value
+
+
+@pytest.mark.parametrize("call, why", [
+    ({"method": "GET", "url": "https://new-provider.test/v1/models", "header": {"Authorization": "Bearer $TOKEN$"}},
+     "$TOKEN$"),
+    ({"method": "POST", "url": "https://new-provider.test/v1/models", "header": {}}, "auth_index"),
+    ({"method": "POST", "url": "https://new-provider.test/v1/chat/completions", "header": {}}, "auth_index"),
+    ({"method": "GET", "url": "https://new-provider.test/v1/models/../../admin", "header": {}}, "auth_index"),
+    ({"method": "GET", "url": "https://internal.test/admin", "header": {}}, "auth_index"),
+])
+def test_nothing_but_a_model_listing_goes_out_without_an_auth_index(tmp_path, call, why):
+    models = _Models()
+    rig = ManagementRig(tmp_path, client=StubTreq(models))
+    code, body = rig.call("POST", "/api-call", call)
+    assert code == 403 and why in body["error"], body
+    assert models.asked == []

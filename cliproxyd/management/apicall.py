@@ -6,7 +6,10 @@ Antigravity account's quota is used, and its plan).
 CLIProxyAPI relays any request to any URL; cliproxyd makes only the calls
 that page makes (L{ALLOWED}: method and exact URL, per kind of account),
 so the management key cannot be used to send an account's token anywhere
-else. Anything else is a 403 that names what is allowed. In a header,
+else; and the model listings of the panel's provider forms (a C{GET} of a
+path ending in C{/models}, with the key the form has in its headers and no
+C{auth_index}: no stored token goes with it). Anything else is a 403 that
+names what is allowed. In a header,
 C{$TOKEN$} stands for the account's access token, refreshed first (through
 the refresher, sharing a refresh under way) when it has expired or is
 about to.
@@ -62,6 +65,18 @@ _DROPPED = frozenset({"host", "content-length", "connection", "transfer-encoding
 _FIELDS = ("auth_index", "authIndex", "AuthIndex", "method", "url", "header", "data", "proxy_url")
 
 
+def _index_of(data: dict[str, Any]) -> str:
+    """The body's auth index, in any spelling the panel uses ("" for none)."""
+    return next((data[k].strip() for k in ("auth_index", "authIndex", "AuthIndex")
+                 if isinstance(data.get(k), str) and data[k].strip()), "")
+
+
+def _is_model_listing(method: str, parts: Any) -> bool:
+    """A C{GET} of an http(s) path ending in C{/models} (C{?pageToken=} allowed): what the provider forms list."""
+    return (method == "GET" and parts.scheme in ("http", "https") and not parts.fragment
+            and parts.path.rstrip("/").endswith("/models"))
+
+
 def _allowed_text(kind: str) -> str:
     calls = sorted(ALLOWED.get(kind, ()), key=lambda c: (c[1], c[0]))
     return "; ".join(f"{m} {u}" for m, u in calls) or "none"
@@ -95,6 +110,8 @@ class ApiCall(Resource):
         parts = urlsplit(url)
         if not parts.scheme or not parts.netloc:
             raise Refused(400, "invalid url")
+        if not _index_of(data) and _is_model_listing(method, parts):
+            return respond(request, await self._list_models(url, header))
         cred = self._credential(data)
         kind = cred.account.type
         target = f"{parts.scheme}://{parts.netloc}{parts.path}"
@@ -108,10 +125,17 @@ class ApiCall(Resource):
         headers = {k: [v] for k, v in header.items() if k.strip().lower() not in _DROPPED}
         return respond(request, await self._send(cred, method, url, headers, body.encode("utf-8")))
 
+    async def _list_models(self, url: str, header: dict[str, str]) -> dict[str, Any]:
+        """A provider form's model listing: the form's own key, sent as the daemon's own calls go."""
+        if any("$TOKEN$" in v for v in header.values()):
+            raise Refused(403, "a model listing without auth_index sends the key its headers give; $TOKEN$ "
+                               "(an account's token) goes only with that account's quota calls")
+        headers = {k: [v] for k, v in header.items() if k.strip().lower() not in _DROPPED}
+        return await self._send(None, "GET", url, headers, b"")
+
     def _credential(self, data: dict[str, Any]) -> Any:
         """The OAuth account the body's auth index names (every spelling the panel uses)."""
-        index = next((data[k].strip() for k in ("auth_index", "authIndex", "AuthIndex")
-                      if isinstance(data.get(k), str) and data[k].strip()), "")
+        index = _index_of(data)
         if not index:
             raise Refused(403, "api-call needs the auth_index of an OAuth credential: cliproxyd makes only "
                                "an account's own quota calls, never calls with a key given in the request")
@@ -140,13 +164,15 @@ class ApiCall(Resource):
 
     async def _send(self, cred: Any, method: str, url: str, headers: dict[str, list[str]],
                     body: bytes) -> dict[str, Any]:
+        """Make the call: as C{cred}'s own requests go (its proxy), or, for no credential, as the daemon's do."""
         client = self.context.client
         if client is None:
             raise Refused(503, "this daemon has no outbound HTTP client")
-        # The call leaves the way the credential's own requests do (its proxy, if any).
         for_setting = getattr(client, "for_setting", None)
-        if for_setting is not None:
+        if cred is not None and for_setting is not None:
             client = for_setting(cred.proxy)
+        who = cred.fingerprint if cred is not None else "a model listing"
+        shown = url.partition("?")[0]  # a query may carry a key: never logged
 
         async def go() -> tuple[Any, bytes]:
             response = await client.request(method, url, headers=headers, data=body or None)
@@ -163,13 +189,13 @@ class ApiCall(Resource):
         except Refused:
             raise
         except Exception as e:
-            self.log.warn("api-call for {cred} to {url} failed: {error}", cred=cred.fingerprint, url=url,
+            self.log.warn("api-call for {cred} to {url} failed: {error}", cred=who, url=shown,
                           error=type(e).__name__)
             raise Refused(502, f"request failed: {type(e).__name__}") from None
         if len(content) > MAX_ANSWER:
             raise Refused(502, f"the answer of {url} is larger than {MAX_ANSWER} bytes")
-        self.log.info("api-call for {cred}: {method} {url} answered {status}", cred=cred.fingerprint,
-                      method=method, url=url, status=response.code)
+        self.log.info("api-call for {cred}: {method} {url} answered {status}", cred=who,
+                      method=method, url=shown, status=response.code)
         return {
             "status_code": response.code,
             "header": {k.decode("latin-1"): [v.decode("latin-1") for v in vs]
