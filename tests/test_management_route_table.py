@@ -118,105 +118,105 @@ PATCH   /config.yaml                 | 404 not found | 401 missing management ke
 DELETE  /config.yaml                 | 404 not found | 401 missing management key | 404 not found
 OPTIONS /config.yaml                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /debug                       | 404 not found | 401 missing management key | 200
-HEAD    /debug                       | 404 | 401 | 400
+HEAD    /debug                       | 404 | 401 | 200
 POST    /debug                       | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /debug                       | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /debug                       | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /debug                       | 404 not found | 401 missing management key | 200
 OPTIONS /debug                       | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /request-retry               | 404 not found | 401 missing management key | 200
-HEAD    /request-retry               | 404 | 401 | 400
+HEAD    /request-retry               | 404 | 401 | 200
 POST    /request-retry               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /request-retry               | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /request-retry               | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /request-retry               | 404 not found | 401 missing management key | 200
 OPTIONS /request-retry               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /max-retry-interval          | 404 not found | 401 missing management key | 200
-HEAD    /max-retry-interval          | 404 | 401 | 400
+HEAD    /max-retry-interval          | 404 | 401 | 200
 POST    /max-retry-interval          | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /max-retry-interval          | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /max-retry-interval          | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /max-retry-interval          | 404 not found | 401 missing management key | 200
 OPTIONS /max-retry-interval          | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /max-retry-credentials       | 404 not found | 401 missing management key | 200
-HEAD    /max-retry-credentials       | 404 | 401 | 400
+HEAD    /max-retry-credentials       | 404 | 401 | 200
 POST    /max-retry-credentials       | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /max-retry-credentials       | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /max-retry-credentials       | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /max-retry-credentials       | 404 not found | 401 missing management key | 200
 OPTIONS /max-retry-credentials       | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /force-model-prefix          | 404 not found | 401 missing management key | 200
-HEAD    /force-model-prefix          | 404 | 401 | 400
+HEAD    /force-model-prefix          | 404 | 401 | 200
 POST    /force-model-prefix          | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /force-model-prefix          | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /force-model-prefix          | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /force-model-prefix          | 404 not found | 401 missing management key | 200
 OPTIONS /force-model-prefix          | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /disable-cooling             | 404 not found | 401 missing management key | 200
-HEAD    /disable-cooling             | 404 | 401 | 400
+HEAD    /disable-cooling             | 404 | 401 | 200
 POST    /disable-cooling             | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /disable-cooling             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /disable-cooling             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /disable-cooling             | 404 not found | 401 missing management key | 200
 OPTIONS /disable-cooling             | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /max-body-mb                 | 404 not found | 401 missing management key | 200
-HEAD    /max-body-mb                 | 404 | 401 | 400
+HEAD    /max-body-mb                 | 404 | 401 | 200
 POST    /max-body-mb                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /max-body-mb                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /max-body-mb                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /max-body-mb                 | 404 not found | 401 missing management key | 200
 OPTIONS /max-body-mb                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /routing/strategy            | 404 not found | 401 missing management key | 200
-HEAD    /routing/strategy            | 404 | 401 | 400
+HEAD    /routing/strategy            | 404 | 401 | 200
 POST    /routing/strategy            | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /routing/strategy            | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /routing/strategy            | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /routing/strategy            | 404 not found | 401 missing management key | 200
 OPTIONS /routing/strategy            | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /routing/session-affinity    | 404 not found | 401 missing management key | 200
-HEAD    /routing/session-affinity    | 404 | 401 | 400
+HEAD    /routing/session-affinity    | 404 | 401 | 200
 POST    /routing/session-affinity    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /routing/session-affinity    | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /routing/session-affinity    | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /routing/session-affinity    | 404 not found | 401 missing management key | 200
 OPTIONS /routing/session-affinity    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /proxy-url                   | 404 not found | 401 missing management key | 200
-HEAD    /proxy-url                   | 404 | 401 | 400
+HEAD    /proxy-url                   | 404 | 401 | 200
 POST    /proxy-url                   | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /proxy-url                   | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /proxy-url                   | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /proxy-url                   | 404 not found | 401 missing management key | 200
 OPTIONS /proxy-url                   | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /api-keys                    | 404 not found | 401 missing management key | 200
-HEAD    /api-keys                    | 404 | 401 | 400
+HEAD    /api-keys                    | 404 | 401 | 200
 POST    /api-keys                    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /api-keys                    | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /api-keys                    | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /api-keys                    | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 OPTIONS /api-keys                    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /openai-compatibility        | 404 not found | 401 missing management key | 200
-HEAD    /openai-compatibility        | 404 | 401 | 400
+HEAD    /openai-compatibility        | 404 | 401 | 200
 POST    /openai-compatibility        | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /openai-compatibility        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /openai-compatibility        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /openai-compatibility        | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 OPTIONS /openai-compatibility        | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /claude-api-key              | 404 not found | 401 missing management key | 200
-HEAD    /claude-api-key              | 404 | 401 | 400
+HEAD    /claude-api-key              | 404 | 401 | 200
 POST    /claude-api-key              | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /claude-api-key              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /claude-api-key              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /claude-api-key              | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 OPTIONS /claude-api-key              | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /gemini-api-key              | 404 not found | 401 missing management key | 200
-HEAD    /gemini-api-key              | 404 | 401 | 400
+HEAD    /gemini-api-key              | 404 | 401 | 200
 POST    /gemini-api-key              | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /gemini-api-key              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /gemini-api-key              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /gemini-api-key              | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 OPTIONS /gemini-api-key              | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /codex-api-key               | 404 not found | 401 missing management key | 200
-HEAD    /codex-api-key               | 404 | 401 | 400
+HEAD    /codex-api-key               | 404 | 401 | 200
 POST    /codex-api-key               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /codex-api-key               | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /codex-api-key               | 404 not found | 401 missing management key | 400 the body is not valid JSON
@@ -342,35 +342,35 @@ PATCH   /oauth-session               | 404 not found | 401 missing management ke
 DELETE  /oauth-session               | 404 not found | 401 missing management key | 404 no pending login with that state
 OPTIONS /oauth-session               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /logging-to-file             | 404 not found | 401 missing management key | 200
-HEAD    /logging-to-file             | 404 | 401 | 400
+HEAD    /logging-to-file             | 404 | 401 | 200
 POST    /logging-to-file             | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /logging-to-file             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /logging-to-file             | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /logging-to-file             | 404 not found | 401 missing management key | 200
 OPTIONS /logging-to-file             | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /logs-max-total-size-mb      | 404 not found | 401 missing management key | 200
-HEAD    /logs-max-total-size-mb      | 404 | 401 | 400
+HEAD    /logs-max-total-size-mb      | 404 | 401 | 200
 POST    /logs-max-total-size-mb      | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /logs-max-total-size-mb      | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /logs-max-total-size-mb      | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /logs-max-total-size-mb      | 404 not found | 401 missing management key | 200
 OPTIONS /logs-max-total-size-mb      | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /request-log                 | 404 not found | 401 missing management key | 200
-HEAD    /request-log                 | 404 | 401 | 400
+HEAD    /request-log                 | 404 | 401 | 200
 POST    /request-log                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /request-log                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /request-log                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /request-log                 | 404 not found | 401 missing management key | 200
 OPTIONS /request-log                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /error-logs-max-files        | 404 not found | 401 missing management key | 200
-HEAD    /error-logs-max-files        | 404 | 401 | 400
+HEAD    /error-logs-max-files        | 404 | 401 | 200
 POST    /error-logs-max-files        | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /error-logs-max-files        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /error-logs-max-files        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE  /error-logs-max-files        | 404 not found | 401 missing management key | 200
 OPTIONS /error-logs-max-files        | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /usage-statistics-enabled    | 404 not found | 401 missing management key | 200
-HEAD    /usage-statistics-enabled    | 404 | 401 | 400
+HEAD    /usage-statistics-enabled    | 404 | 401 | 200
 POST    /usage-statistics-enabled    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /usage-statistics-enabled    | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH   /usage-statistics-enabled    | 404 not found | 401 missing management key | 400 the body is not valid JSON

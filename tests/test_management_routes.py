@@ -116,6 +116,17 @@ def test_bad_scalar_bodies_are_400_with_a_reason_and_change_nothing(rig):
 # -- lists -----------------------------------------------------------------------------
 
 
+def test_head_reads_like_get_and_never_writes(rig):
+    # HEAD reaches the GET routes (werkzeug adds it); it once fell through to a list's DELETE.
+    assert rig.call("PUT", "/api-keys", ["k1", "k2"])[0] == 200
+    assert rig.call("PUT", "/oauth-excluded-models", {"claude": ["claude-opus-4-1"]})[0] == 200
+    for path in ("/api-keys?index=0", "/api-keys?value=k1", "/oauth-excluded-models?provider=claude",
+                 "/debug", "/request-retry"):
+        assert rig.call("HEAD", path)[0] == 200, path
+    assert rig.call("GET", "/api-keys") == (200, {"api-keys": ["k1", "k2"]})
+    assert rig.call("GET", "/oauth-excluded-models")[1] == {"oauth-excluded-models": {"claude": ["claude-opus-4-1"]}}
+
+
 def test_api_keys_list_put_patch_delete(rig):
     assert rig.call("GET", "/api-keys") == (200, {"api-keys": []})
     assert rig.call("PUT", "/api-keys", ["k1", "k2"])[0] == 200

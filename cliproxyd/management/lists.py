@@ -48,7 +48,7 @@ class Lists(Resource):
     names = {**LISTS, **READ_ONLY}
 
     async def named(self, request: IRequest, name: str) -> bytes:
-        if request.method == b"GET":
+        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
             data = await self.context.read_yaml()
             return respond(request, {name: data.get(name) or []})
         if name in READ_ONLY:

@@ -121,7 +121,7 @@ class OAuthMaps(Resource):
 
     async def named(self, request: IRequest, name: str) -> bytes:
         clean = _CLEAN[name]
-        if request.method == b"GET":
+        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
             data = (await self.context.read_yaml()).get(name)
             try:
                 shown = _clean_map(name, data or {}, clean)

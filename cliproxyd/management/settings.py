@@ -111,7 +111,7 @@ class Settings(Resource):
 
     async def named(self, request: IRequest, name: str) -> bytes:
         path, check, default = SCALARS[name]
-        if request.method == b"GET":
+        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
             node: Any = await self.context.read_yaml()
             for part in path:
                 node = node.get(part) if isinstance(node, dict) else None
