@@ -236,6 +236,10 @@ def test_model_lists_in_each_clients_shape():
     one = json.loads(h.request("GET", "/v1beta/models/via-codex")[2])
     assert one["name"] == "models/via-codex"
     assert json.loads(h.request("GET", "/v1/models/via-codex")[2])["id"] == "via-codex"
+    # HEAD is the GET without its body, not a generation request with no body
+    assert h.request("HEAD", "/v1beta/models/via-codex")[0] == 200
+    assert h.request("HEAD", "/v1beta/models/nope")[0] == 404
+    assert not h.upstream.seen
 
 
 # -- counts ------------------------------------------------------------------------------

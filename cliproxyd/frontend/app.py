@@ -334,7 +334,7 @@ class Frontend:
     @app.route("/v1beta/models/<path:target>", methods=["GET", "POST"])
     @app.route("/v1/models/<path:target>", methods=["GET", "POST"])
     def gemini_model(self, request: IRequest, target: str) -> Any:
-        if request.method == b"GET":
+        if request.method in (b"GET", b"HEAD"):  # HEAD (werkzeug routes it here): as GET
             return self._model(request, target)
         model, _, method = target.rpartition(":")
         model = model.removeprefix("models/")
