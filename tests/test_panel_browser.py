@@ -4,7 +4,8 @@ the real daemon (twistd, the simulated upstream, a credential file): log in
 with the management key, open the dashboard, config, providers, auth files,
 quota, OAuth login, OAuth exclusion and alias, logs and system pages, and
 find no failed management call, no console error, and the daemon's data on
-each page.
+each page; then turn an account off and on again with its card's switch,
+and find the file in auth-dir following.
 
 The panel is not ours to ship: the test needs a built single-file
 C{management.html} at C{$CLIPROXYD_PANEL_HTML} and skips without it (CI has
@@ -35,6 +36,8 @@ PANEL = os.environ.get("CLIPROXYD_PANEL_HTML", "")
 CHROMIUM = os.environ.get("CLIPROXYD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CLIPROXYD_CHROMEDRIVER", "/usr/bin/chromedriver")
 KEY = "panel-walk-key"
+#: The label of an auth file card's on/off switch (the panel's English text).
+ENABLED = "Enabled"
 CLIENT_KEY = "sk-client-panel"
 
 #: The pages the walk opens (the panel's hash routes), and what each must show of the daemon's
@@ -181,6 +184,21 @@ def test_the_management_center_walks_through_its_pages_without_a_failed_call(run
         driver.click(check)
         verdict = driver.wait_for(lambda: next((v for v in VERDICTS if v in driver.text()), None),
                                   what="the update check's answer")
+        # An action, as a user takes it: the account's "Enabled" switch off, then on again
+        # (PATCH /auth-files/status), and the file in auth-dir follows each time.
+        driver.script("window.location.hash = arguments[0]", "#/auth-files")
+        driver.wait_for(lambda: driver.find(f'input[type=checkbox][aria-label="{ENABLED}"]'), what="the switch")
+        account = tmp_path / "auth" / "claude-a.json"
+        flip = ("const e = document.querySelector('input[type=checkbox][aria-label=\"%s\"]');"
+                " if (e && !e.disabled && e.checked === arguments[0]) e.click();" % ENABLED)
+
+        def switched(disabled: bool) -> bool:
+            # Click while the switch still shows the old state (it is inert while the list loads).
+            driver.script(flip, disabled)
+            return json.loads(account.read_text()).get("disabled", False) is disabled
+
+        for disabled in (True, False):
+            wait_until(lambda: switched(disabled), what=f"the file to say disabled: {disabled}")
         failures = management_failures(driver.log("performance"))
         console = [e["message"] for e in driver.log("browser") if e.get("level") == "SEVERE"]
     finally:
