@@ -54,6 +54,10 @@ class Generation:
                                                      takes_self=True))
 
 
+#: What L{GenerationSource.config} gives before the first generation.
+_DEFAULTS = Config()
+
+
 class GenerationSource:
     """
     Where the running generation is read: C{current}, None until the first
@@ -64,6 +68,11 @@ class GenerationSource:
 
     def __init__(self) -> None:
         self.current: Generation | None = None
+
+    def config(self) -> Config:
+        """The running generation's config; the defaults until the first is built."""
+        gen = self.current
+        return gen.config if gen is not None else _DEFAULTS
 
 
 def quota_groups(config: Config) -> tuple[QuotaGroup, ...]:

@@ -54,7 +54,6 @@ from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, pa
 from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.root import Root
 from cliproxyd.management.usage import Usage, UsagePersistence
-from cliproxyd.management.usagequeue import RETENTION_SECONDS as USAGE_QUEUE_RETENTION
 from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
@@ -111,22 +110,7 @@ class Daemon:
 
 def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting]:
     """How an account's token refresh leaves: as its upstream calls do, under the running config."""
-
-    def proxy_of(account: OAuthAccount) -> ProxySetting:
-        gen = source.current
-        return account_proxy(account, gen.config if gen is not None else Config())
-
-    return proxy_of
-
-
-def _global_proxy(source: GenerationSource) -> Callable[[], ProxySetting]:
-    """How the daemon's own calls leave (panel downloads, web logins): the running config's C{proxy-url}."""
-
-    def setting() -> ProxySetting:
-        gen = source.current
-        return (gen.config if gen is not None else Config()).proxy_url
-
-    return setting
+    return lambda account: account_proxy(account, source.config())
 
 
 def build_daemon(
@@ -181,22 +165,22 @@ def build_daemon(
     @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
     """
     environ = {} if environ is None else environ
-
-    def running_config() -> Config | None:
-        gen = source.current
-        return gen.config if gen is not None else None
-
-    log_files = LogFiles(log_directory(config_path, environ), running_config, clock, run_in_thread=run_in_thread,
-                         publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     source = GenerationSource()
+    running = source.config  # the running config (the defaults before the first generation)
+
+    def loaded() -> Config | None:
+        """The running config, or None before the first generation (nothing to open or serve yet)."""
+        return source.current.config if source.current is not None else None
+
+    log_files = LogFiles(log_directory(config_path, environ), loaded, clock, run_in_thread=run_in_thread,
+                         publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     state = MemoryStateStore()
     usage = Usage(clock)
     recent = RecentRequests(clock)
-    records = UsageRecords(clock, retention=lambda: source.current.config.usage_queue_retention
-                           if source.current is not None else USAGE_QUEUE_RETENTION)
+    records = UsageRecords(clock, retention=lambda: running().usage_queue_retention)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     # The daemon's own calls (not a credential's) leave as the config's proxy-url says.
-    own_calls = ConfiguredClient(client, _global_proxy(source)) if client is not None else None
+    own_calls = ConfiguredClient(client, lambda: running().proxy_url) if client is not None else None
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
                           file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
@@ -215,8 +199,8 @@ def build_daemon(
     )
 
     def panel_settings() -> Any:
-        gen = source.current
-        return gen.config.remote_management if gen is not None else None
+        config = loaded()
+        return config.remote_management if config is not None else None
 
     where = panel_path(config_path, environ)
     updater = PanelUpdater(where, own_calls, clock, panel_settings, run_in_thread=run_in_thread,
@@ -240,7 +224,7 @@ def build_daemon(
         # After the runtime, whose config says whether usage is kept; stopped
         # after the requests drain, so their counts are in the last snapshot.
         services.append(UsagePersistence(
-            usage, usage_path, clock, lambda: bool((cfg := running_config()) and cfg.usage_statistics_enabled),
+            usage, usage_path, clock, lambda: running().usage_statistics_enabled,
             run_in_thread=run_in_thread))
     conducting = ServiceTree()
     conducting.setName("conductor")

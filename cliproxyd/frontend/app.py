@@ -367,15 +367,15 @@ class Frontend:
     # -- the two paths: generate and count ---------------------------------------
 
     def _decode(self, served: _Served, request: IRequest, fmt: ModuleType, model: str | None = None,
-                stream: bool | None = None) -> tuple[ClientRequest, str | None, Render]:
+                stream: bool | None = None) -> tuple[ClientRequest, Render]:
         render = RENDER[fmt.NAME]
-        client_key = self._check_access(served, request, render)
+        self._check_access(served, request, render)
         raw = request.content.read()
         if getattr(request, "body_too_large", False) or len(raw) > served.max_body:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), client_key, render
+            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), render
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
 
@@ -390,10 +390,10 @@ class Frontend:
     async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
                         stream: bool | None = None, sse: bool = True) -> bytes:
         served = self.served()
-        req, client_key, render = self._decode(served, request, fmt, model, stream)
+        req, render = self._decode(served, request, fmt, model, stream)
         early = self._early_answer(served, request, fmt, req, sse)
         try:
-            result = await self._conduct(request, served, served.conductor.execute, req, client_key, render)
+            result = await self._conduct(request, served, served.conductor.execute, req, render)
         except ClientError as e:
             if early is None or not early.committed:
                 raise
@@ -500,15 +500,15 @@ class Frontend:
 
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
         served = self.served()
-        req, client_key, render = self._decode(served, request, fmt, model, stream=False)
-        result = await self._conduct(request, served, served.conductor.count, req, client_key, render)
+        req, render = self._decode(served, request, fmt, model, stream=False)
+        result = await self._conduct(request, served, served.conductor.count, req, render)
         request.setHeader(b"content-type", JSON)
         if result.fmt == fmt.NAME and not result.local:
             return result.body
         return dumps(fmt.count_body(result.tokens or 0))
 
     async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
-                       client_key: str | None, render: Render) -> Any:
+                       render: Render) -> Any:
         meta = NO_META
         if served.session_affinity:
             # Once per request, from what is already decoded.
