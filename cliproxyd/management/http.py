@@ -46,6 +46,15 @@ def respond(request: IRequest, body: Any, status: int = 200) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
+def is_read(request: IRequest) -> bool:
+    """
+    Whether C{request} only reads: a GET, or a HEAD, which werkzeug routes
+    to the GET handlers (a handler that tells writes apart by method must
+    never take a HEAD for one).
+    """
+    return request.method in (b"GET", b"HEAD")
+
+
 def read_body(request: IRequest) -> bytes:
     """
     The request body, at most L{MAX_BODY} bytes.

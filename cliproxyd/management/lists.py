@@ -18,7 +18,7 @@ from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.management import catalog
 from cliproxyd.management.access import Refused
 from cliproxyd.management.fields import Under, check_entry, check_fields
-from cliproxyd.management.http import Resource, arg, read_json, respond, whole_number
+from cliproxyd.management.http import Resource, arg, is_read, read_json, respond, whole_number
 
 #: List settings: route -> the field that identifies an entry (for PATCH match and DELETE).
 LISTS = {
@@ -48,7 +48,7 @@ class Lists(Resource):
     names = {**LISTS, **READ_ONLY}
 
     async def named(self, request: IRequest, name: str) -> bytes:
-        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
+        if is_read(request):
             data = await self.context.read_yaml()
             return respond(request, {name: data.get(name) or []})
         if name in READ_ONLY:

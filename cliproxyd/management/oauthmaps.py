@@ -30,7 +30,7 @@ from twisted.web.iweb import IRequest
 from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.management.access import Refused
 from cliproxyd.management.fields import Under, check_aliases
-from cliproxyd.management.http import Resource, arg, read_json, respond
+from cliproxyd.management.http import Resource, arg, is_read, read_json, respond
 
 EXCLUDED = "oauth-excluded-models"
 ALIASES = "oauth-model-alias"
@@ -121,7 +121,7 @@ class OAuthMaps(Resource):
 
     async def named(self, request: IRequest, name: str) -> bytes:
         clean = _CLEAN[name]
-        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
+        if is_read(request):
             data = (await self.context.read_yaml()).get(name)
             try:
                 shown = _clean_map(name, data or {}, clean)

@@ -16,7 +16,7 @@ from cliproxyd.config.edit import delete_path, set_path
 from cliproxyd.config.model import STRATEGIES
 from cliproxyd.management.access import Refused
 from cliproxyd.management.configview import with_defaults
-from cliproxyd.management.http import Resource, read_body, read_json, respond, route
+from cliproxyd.management.http import Resource, is_read, read_body, read_json, respond, route
 
 
 def _bool(value: Any) -> bool:
@@ -111,7 +111,7 @@ class Settings(Resource):
 
     async def named(self, request: IRequest, name: str) -> bytes:
         path, check, default = SCALARS[name]
-        if request.method in (b"GET", b"HEAD"):  # HEAD: the GET, without its body
+        if is_read(request):
             node: Any = await self.context.read_yaml()
             for part in path:
                 node = node.get(part) if isinstance(node, dict) else None
