@@ -30,7 +30,6 @@ import secrets
 import sys
 import threading
 import webbrowser
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, NoReturn, TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -44,6 +43,7 @@ from twisted.web.server import Site
 
 from cliproxyd.fileio import atomic_write
 from cliproxyd.proxies import INHERIT, EnvironmentProxies, ProxySetting, ProxyURLError, parse_proxy_setting
+from cliproxyd.credentials.authfiles import format_time
 from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
 from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
 
@@ -371,19 +371,19 @@ def credential_record(provider: OAuthProvider, grant: TokenGrant, account: Accou
                       now: float) -> tuple[str, dict[str, Any]]:
     """The file name and contents of a new credential, in CLIProxyAPI's shape."""
     email = account.email
-    expired = _rfc3339(now + grant.expires_in) if grant.expires_in is not None else None
+    expired = format_time(now + grant.expires_in) if grant.expires_in is not None else None
     kind = provider.type
     if kind == "claude":
         record: dict[str, Any] = {"type": "claude", "access_token": grant.access_token,
                                   "refresh_token": grant.refresh_token}
         if grant.id_token:
             record["id_token"] = grant.id_token
-        record.update(email=email, expired=expired, last_refresh=_rfc3339(now))
+        record.update(email=email, expired=expired, last_refresh=format_time(now))
         name = f"claude-{email}.json"
     elif kind == "codex":
         record = {"type": "codex", "id_token": grant.id_token, "access_token": grant.access_token,
                   "refresh_token": grant.refresh_token, "account_id": account.account_id, "email": email,
-                  "expired": expired, "last_refresh": _rfc3339(now)}
+                  "expired": expired, "last_refresh": format_time(now)}
         plan = "-".join(re.findall(r"[a-z0-9]+", account.plan_type.lower()))
         name = f"codex-{email}-{plan}.json" if plan else f"codex-{email}.json"
     elif kind == "gemini-cli":
@@ -448,10 +448,6 @@ def save_credential(auth_dir: str, filename: str, record: dict[str, Any], owned:
 def _safe_name(name: str) -> str:
     """A file name with no path separators or odd characters (emails may hold anything)."""
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", name)
-
-
-def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(value: Any) -> str:
