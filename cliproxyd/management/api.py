@@ -110,6 +110,7 @@ class ManagementAPI:
         oauth_providers: Any = None,
         management_password: str = "",
         log_files: Any = None,
+        keys: Any = None,
     ) -> None:
         """
         @param management_password: C{MANAGEMENT_PASSWORD} from the
@@ -135,6 +136,7 @@ class ManagementAPI:
             reactor=reactor,
             oauth_providers=oauth_providers,
             log_files=log_files,
+            keys=keys,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.
