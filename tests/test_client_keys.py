@@ -213,3 +213,46 @@ def test_the_records_survive_a_restart_through_the_state_snapshot(h):
     assert again.state.restore(data, again.clock.seconds()) == []
     status, headers, _ = again.chat("gpt-4o", headers=bearer("sk-hashed"))
     assert status == 429 and headers.getRawHeaders("retry-after") == ["55"]
+
+
+def test_max_parallel_refuses_while_a_request_runs_and_a_stream_is_estimated_as_it_goes(h):
+    h.upstream.script("sk-up-1", "slow:5")
+    h.upstream.script("sk-up-2", "slow:5")
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    running = h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body.encode(),
+                              headers=bearer("sk-pair"))
+    h.flush()
+    h.clock.advance(5)  # the stream's first content is in: it is being relayed
+    h.flush()
+    pair = next(k for k in h.generation.config.client_keys if k.name == "pair")
+    assert h.daemon.frontend.keys.report(pair)["running"] == 1
+    status, headers, body_ = h.chat("gpt-4o", headers=bearer("sk-pair"))
+    assert status == 429 and headers.getRawHeaders("retry-after") == ["1"]
+    assert json.loads(body_)["error"]["limit"] == "max-parallel"
+    response = h.settle(running, advance=5)
+    h.settle(h.front.content(response), advance=5)
+    assert h.daemon.frontend.keys.report(pair)["running"] == 0
+    assert h.chat("gpt-4o", advance=5, headers=bearer("sk-pair"))[0] == 200
+
+
+def test_a_running_stream_counts_against_tpm_at_its_growing_estimate():
+    h = harness(client_keys=[{"name": "t", "key": "sk-t", "tpm": 100000}])
+    h.upstream.script("sk-up-1", "slow:5")
+    h.upstream.script("sk-up-2", "slow:5")
+    key = h.generation.config.client_keys[0]
+    meter = h.daemon.frontend.keys
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    running = h.front.request("POST", "http://proxy.test/v1/chat/completions", data=body.encode(),
+                              headers=bearer("sk-t"))
+    h.flush()
+    at_start = meter.report(key)["running-estimate"]
+    assert at_start == (len(body) + 3) // 4
+    h.clock.advance(5)
+    h.flush()
+    h.clock.advance(5)
+    h.flush()
+    assert meter.report(key)["running-estimate"] > at_start  # bytes sent raise it
+    response = h.settle(running, advance=5)
+    h.settle(h.front.content(response), advance=5)
+    report = meter.report(key)
+    assert report["running-estimate"] == 0 and report["tokens"] > 0

@@ -46,7 +46,7 @@ def daemon(tmp_path_factory):
                                "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
         }
 
-    with processes(tmp_path_factory.mktemp("clientkeys"), config) as (url, up, _):
+    with processes(tmp_path_factory.mktemp("clientkeys"), config) as (url, _, _):
         yield url
 
 
