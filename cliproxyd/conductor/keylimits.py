@@ -26,6 +26,7 @@ window frees enough for it (Retry-After).
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -45,6 +46,8 @@ MINUTE = 60.0
 PARALLEL_RETRY = 1.0
 #: Bytes per token, for estimates.
 BYTES_PER_TOKEN = 4
+#: Model names whose scope decision a key remembers (then it starts over).
+SCOPE_MEMO = 1024
 
 
 @frozen
@@ -70,12 +73,19 @@ def estimate_tokens(size: int) -> int:
 # -- calendar windows ---------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _names(day: int) -> tuple[str, str]:
+    """The UTC day and month names of day number C{day} since the epoch (worked out once a day)."""
+    t = time.gmtime(day * 86400)
+    return time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t)
+
+
 def day_of(now: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now))
+    return _names(int(now // 86400))[0]
 
 
 def month_of(now: float) -> str:
-    return time.strftime("%Y-%m", time.gmtime(now))
+    return _names(int(now // 86400))[1]
 
 
 def next_day(now: float) -> float:
@@ -111,10 +121,9 @@ def prune(key: ClientKey, usage: KeyUsage, now: float) -> None:
             del seconds[:cut]
     elif usage.seconds:
         usage.seconds = []
-    day = day_of(now)
+    day, month = _names(int(now // 86400))
     if usage.day != day:
         usage.day, usage.day_tokens = day, 0
-    month = month_of(now)
     if usage.month != month:
         usage.month, usage.month_tokens = month, 0
 
@@ -222,8 +231,20 @@ class Scope:
         self._allow = compile_exclusions(key.models)
         self._deny = compile_exclusions(key.excluded_models)
         self.providers = frozenset(key.providers)
+        #: model name as asked -> allowed, for the names asked most (at most L{SCOPE_MEMO})
+        self._memo: dict[str, bool] = {}
 
     def allows_model(self, model: str) -> bool:
+        memo = self._memo
+        allowed = memo.get(model)
+        if allowed is None:
+            allowed = self._allows(model)
+            if len(memo) >= SCOPE_MEMO:
+                memo.clear()
+            memo[model] = allowed
+        return allowed
+
+    def _allows(self, model: str) -> bool:
         base = parse_model(model).base
         names = (base, base.partition("/")[2]) if "/" in base else (base,)
         if self._deny is not None and any(is_excluded(self._deny, n) for n in names):

@@ -3,8 +3,11 @@ Client API keys.
 
 A key is accepted from C{Authorization: Bearer}, C{x-api-key},
 C{x-goog-api-key} or C{?key=}, so OpenAI, Anthropic and Google clients work
-unchanged. Every candidate is compared with every configured key in
-constant time; no comparison stops early.
+unchanged. Every candidate is compared with every configured C{api-keys}
+key in constant time; no comparison stops early. A C{client-keys} key is
+found by the SHA-256 of the presented key (one hash and one lookup
+whatever the number of entries; the lookup's timing can tell only of
+digests, never of the key).
 
 Two kinds of key: C{api-keys} (plain strings with full access, exactly as
 CLIProxyAPI has them) and C{client-keys} entries (a name, a scope and
@@ -79,10 +82,14 @@ class ClientAccess:
     def __init__(self, keys: tuple[str, ...], client_keys: tuple[ClientKey, ...] = (),
                  run_in_thread: RunInThread = deferToThread) -> None:
         self._keys = tuple(k.encode("utf-8") for k in keys)
-        plain = [(k.key.encode("utf-8"), k) for k in client_keys if not k.hashed]
-        self._plain = tuple(plain)
-        self._sha = tuple((k.key.removeprefix("sha256:").encode("ascii"), k)
-                          for k in client_keys if k.hashed == "sha256")
+        #: SHA-256 of each plain or sha256: client key -> its entry: one hash and one lookup per
+        #: presented key, however many entries there are (a digest tells nothing of the key)
+        self._by_digest: dict[bytes, ClientKey] = {}
+        for k in client_keys:
+            if not k.hashed:
+                self._by_digest[hashlib.sha256(k.key.encode("utf-8")).digest()] = k
+            elif k.hashed == "sha256":
+                self._by_digest[bytes.fromhex(k.key.removeprefix("sha256:"))] = k
         self._bcrypt = tuple((k.key.encode("ascii"), k) for k in client_keys if k.hashed == "bcrypt")
         self._run_in_thread = run_in_thread
         self._semaphore = DeferredSemaphore(MAX_CONCURRENT_VERIFICATIONS)
@@ -93,7 +100,7 @@ class ClientAccess:
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys or self._plain or self._sha or self._bcrypt)
+        return bool(self._keys or self._by_digest or self._bcrypt)
 
     def check(self, request: IRequest) -> str | ClientKey | None | Deferred[str | ClientKey]:
         """
@@ -114,14 +121,8 @@ class ClientAccess:
             for key in self._keys:
                 if hmac.compare_digest(candidate, key) and matched is None:
                     matched = key
-            for key, k in self._plain:
-                if hmac.compare_digest(candidate, key) and entry is None:
-                    entry = k
-            if self._sha:
-                digest = hashlib.sha256(candidate).hexdigest().encode("ascii")
-                for key, k in self._sha:
-                    if hmac.compare_digest(digest, key) and entry is None:
-                        entry = k
+            if self._by_digest and entry is None:
+                entry = self._by_digest.get(hashlib.sha256(candidate).digest())
         if matched is not None:
             return matched.decode("utf-8")
         if entry is not None:
