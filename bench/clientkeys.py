@@ -102,7 +102,7 @@ def main() -> None:
              b'"choices":[{"index":0,"delta":{"content":"Hello there, this is a chunk of text"},'
              b'"finish_reason":null}]}\n\n')
     usage = StreamUsage("openai")
-    rows.append(("stream usage, one %d-byte chunk" % len(chunk),
+    rows.append((f"stream usage, one {len(chunk)}-byte chunk",
                  per_op(lambda: usage.feed(chunk), args.loops, args.repeat)))
     print(f"Python {platform.python_version()} on {platform.machine()}, "
           f"{args.loops} loops, median of {args.repeat}\n")
