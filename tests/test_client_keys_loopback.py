@@ -15,8 +15,7 @@ import urllib.request
 import pytest
 
 from tests.test_e2e import processes
-
-UPSTREAMS = ["via-openai", "via-claude", "via-gemini", "via-codex"]
+from tests.test_sdk_matrix import four_upstreams
 MGMT = "mgmt-loopback-1"
 FORMATS = ("openai", "responses", "claude", "gemini")
 
@@ -36,14 +35,7 @@ def daemon(tmp_path_factory):
             "api-keys": ["sk-lb-full"],
             "client-keys": _keys(),
             "remote-management": {"secret-key": MGMT},
-            "openai-compatibility": [{"name": "sim", "base-url": up + "/v1", "api-key-entries": [{"api-key": "sk-o"}],
-                                      "models": [{"name": "sim-small", "alias": "via-openai"}]}],
-            "claude-api-key": [{"api-key": "sk-c", "base-url": up,
-                                "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
-            "gemini-api-key": [{"api-key": "sk-g", "base-url": up,
-                                "models": [{"name": "gemini-sim", "alias": "via-gemini"}]}],
-            "codex-api-key": [{"api-key": "sk-x", "base-url": up + "/v1",
-                               "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
+            **four_upstreams(up),
         }
 
     with processes(tmp_path_factory.mktemp("clientkeys"), config) as (url, _, _):
