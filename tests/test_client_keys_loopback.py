@@ -16,6 +16,7 @@ import pytest
 
 from tests.test_e2e import processes
 from tests.test_sdk_matrix import four_upstreams
+
 MGMT = "mgmt-loopback-1"
 FORMATS = ("openai", "responses", "claude", "gemini")
 
