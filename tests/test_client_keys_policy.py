@@ -269,3 +269,43 @@ def _retry_after_is_when_it_frees(k, usage, live, estimate, now, r):
         prune(k, before, later - 0.5)
         still = refusal(k, before, live[0], live[1], estimate, later - 0.5)
         assert still is not None and still.limit == r.limit
+
+
+# -- config ---------------------------------------------------------------------------
+
+
+def _load(keys, api_keys=()):
+    from cliproxyd.config.load import parse_config
+
+    return parse_config({"api-keys": list(api_keys), "client-keys": keys})[0]
+
+
+@pytest.mark.parametrize("keys, api_keys, path, problem", [
+    ([{"key": "a"}], (), "client-keys[0].name", "required"),
+    ([{"name": "a"}], (), "client-keys[0].key", "required"),
+    ([{"name": "a", "key": "x"}, {"name": "a", "key": "y"}], (), "client-keys[1].name", "already used"),
+    ([{"name": "a", "key": "x"}, {"name": "b", "key": "x"}], (), "client-keys[1].key", "same key as client-keys[0]"),
+    ([{"name": "a", "key": "x"},
+      {"name": "b", "key": "sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"}], (),
+     "client-keys[1].key", "same key as client-keys[0]"),  # sha256 of "x"
+    ([{"name": "a", "key": "sk-full"}], ("sk-full",), "client-keys[0].key", "same key as api-keys"),
+    ([{"name": "a", "key": "sha256:abc"}], (), "client-keys[0].key", "64 lower-case hex"),
+    ([{"name": "a", "key": "$2b$04$short"}], (), "client-keys[0].key", "not a valid one"),
+    ([{"name": "a", "key": "x", "rpm": -1}], (), "client-keys[0].rpm", "0 or more"),
+    ([{"name": "a", "key": "x", "expires": "soon"}], (), "client-keys[0].expires", "RFC 3339"),
+])
+def test_bad_client_keys_name_their_yaml_path(keys, api_keys, path, problem):
+    from cliproxyd.config.load import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _load(keys, api_keys)
+    assert e.value.path == path and problem in e.value.problem
+
+
+def test_expires_takes_dates_times_and_epoch_seconds():
+    import datetime
+
+    keys = _load([{"name": "a", "key": "1", "expires": datetime.date(2027, 1, 1)},
+                  {"name": "b", "key": "2", "expires": "2027-01-01T01:00:00+01:00"},
+                  {"name": "c", "key": "3", "expires": 1798761600}]).client_keys
+    assert [k.expires for k in keys] == [1798761600.0] * 3

@@ -10,6 +10,7 @@ returned as warnings, never fatal: a newer or older config file still loads.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 from typing import Any, Callable, Iterable, TypeVar
@@ -859,21 +860,32 @@ def _parse_client_key(r: _Reader) -> ClientKey:
     )
 
 
+def _key_identity(key: str) -> str:
+    """A plain or C{sha256:} key as the SHA-256 it is looked up by (a bcrypt hash as it is)."""
+    if key.startswith("sha256:"):
+        return key
+    if key.startswith(BCRYPT_PREFIXES):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
 def _parse_client_keys(r: _Reader, api_keys: list[str]) -> tuple[ClientKey, ...]:
-    """C{client-keys}: names and keys are unique, and no key is also one of C{api-keys}."""
+    """
+    C{client-keys}: names and keys are unique (a plain key and its
+    C{sha256:} are the same key), and no key is also one of C{api-keys}.
+    """
     keys = r.items("client-keys", _parse_client_key)
     names: dict[str, int] = {}
-    secrets: dict[str, int] = {}
-    plain = set(api_keys)
+    secrets: dict[str, str] = {_key_identity(k): "api-keys" for k in api_keys}
     for i, k in enumerate(keys):
         if k.name in names:
             raise ConfigError(r.source, f"client-keys[{i}].name",
                               f"{k.name!r} is already used by client-keys[{names[k.name]}]")
         names[k.name] = i
-        if k.key in secrets or k.key in plain:
-            other = f"client-keys[{secrets[k.key]}]" if k.key in secrets else "api-keys"
-            raise ConfigError(r.source, f"client-keys[{i}].key", f"is the same key as {other}")
-        secrets[k.key] = i
+        identity = _key_identity(k.key)
+        if identity in secrets:
+            raise ConfigError(r.source, f"client-keys[{i}].key", f"is the same key as {secrets[identity]}")
+        secrets[identity] = f"client-keys[{i}]"
     return tuple(keys)
 
 
