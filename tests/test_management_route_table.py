@@ -39,6 +39,7 @@ PATHS = (
     "/logging-to-file", "/logs-max-total-size-mb", "/request-log", "/error-logs-max-files",
     "/usage-statistics-enabled", "/logs", "/request-error-logs", "/request-error-logs/<name>",
     "/request-log-by-id/<request_id>",
+    "/client-keys", "/client-keys/<name>", "/client-keys/<name>/rotate", "/client-keys/<name>/reset",
     # no routes
     "/", "/nope", "/Status", "/status/", "/status/x", "//status", "/routing", "/routing/nope",
     "/quota-groups/", "/quota-groups/nope", "/config.yaml/x", "/credentials/reset/x", "/api-keys/0",
@@ -404,6 +405,34 @@ PUT     /request-log-by-id/<request_id> | 404 not found | 401 missing management
 PATCH   /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
 DELETE  /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
 OPTIONS /request-log-by-id/<request_id> | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys                 | 404 not found | 401 missing management key | 200
+HEAD    /client-keys                 | 404 | 401 | 200
+POST    /client-keys                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /client-keys                 | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys                 | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys                 | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>          | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+HEAD    /client-keys/<name>          | 404 | 401 | 404
+POST    /client-keys/<name>          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /client-keys/<name>          | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>          | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /client-keys/<name>          | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+OPTIONS /client-keys/<name>          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+HEAD    /client-keys/<name>/rotate   | 404 | 401 | 404
+POST    /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+PUT     /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys/<name>/rotate   | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+HEAD    /client-keys/<name>/reset    | 404 | 401 | 404
+POST    /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+PUT     /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys/<name>/reset    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /                            | 404 not found | 404 not found | 404 not found
 HEAD    /                            | 404 | 404 | 404
 POST    /                            | 404 not found | 404 not found | 404 not found

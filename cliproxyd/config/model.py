@@ -292,11 +292,49 @@ class CodexHeaderDefaults:
 
 
 @frozen
+class ClientKey:
+    """
+    One entry of C{client-keys}: a client key with a name, a scope and limits.
+
+    C{key} is the key itself, or its hash (L{hashed}): a bcrypt hash
+    (C{$2a$}, C{$2b$}, C{$2y$}) or C{sha256:<64 hex digits>}. A limit of 0
+    is no limit; empty C{models} and C{providers} allow everything.
+    """
+
+    name: str  # name
+    key: str  # key
+    models: tuple[str, ...] = ()  # models: globs of the model names the key may ask for
+    excluded_models: tuple[str, ...] = ()  # excluded-models
+    providers: tuple[str, ...] = ()  # providers: the providers that may serve it (lower case)
+    rpm: int = 0  # rpm: requests in any 60 seconds
+    tpm: int = 0  # tpm: tokens in any 60 seconds
+    daily_tokens: int = 0  # daily-tokens: tokens per UTC day
+    monthly_tokens: int = 0  # monthly-tokens: tokens per UTC month
+    max_parallel: int = 0  # max-parallel: requests at once
+    expires: float | None = None  # expires: epoch seconds from an RFC 3339 time or a date
+    disabled: bool = False  # disabled
+
+    @property
+    def hashed(self) -> str:
+        """C{"bcrypt"}, C{"sha256"}, or C{""} when C{key} is the key itself."""
+        if self.key.startswith(("$2a$", "$2b$", "$2y$")):
+            return "bcrypt"
+        if self.key.startswith("sha256:"):
+            return "sha256"
+        return ""
+
+    @property
+    def token_limited(self) -> bool:
+        return bool(self.tpm or self.daily_tokens or self.monthly_tokens)
+
+
+@frozen
 class Config:
     host: str = ""
     port: int = DEFAULT_PORT
     tls: TLSConfig = field(factory=TLSConfig)
     api_keys: tuple[str, ...] = ()  # api-keys
+    client_keys: tuple[ClientKey, ...] = ()  # client-keys
     auth_dir: str = ""  # auth-dir
     debug: bool = False
     request_retry: int = 0  # request-retry
