@@ -124,7 +124,7 @@ class Credential:
     @property
     def secret(self) -> str:
         """What this credential authenticates with right now (the current access token of an account)."""
-        return self.account.access_token if self.account is not None else self.api_key
+        return self.account.bearer if self.account is not None else self.api_key
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
         """The headers every upstream request of this credential carries, but the key (its executor adds that)."""
