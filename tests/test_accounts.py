@@ -472,3 +472,92 @@ async def test_a_service_account_the_token_server_refuses_is_a_permanent_refresh
     finally:
         await port.stopListening()
         await pool.closeCachedConnections()
+
+
+# -- management ---------------------------------------------------------------------
+
+
+def test_the_panels_vertex_import_writes_a_file_that_serves(tmp_path, sa_server):
+    from tests.management_support import AUTH, ManagementRig
+
+    rig = ManagementRig(tmp_path)
+    sa = json.dumps(sa_server[1]).encode()
+    boundary = "----WebKitFormBoundaryVx"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"key.json\"\r\n"
+            f"Content-Type: application/json\r\n\r\n").encode() + sa + \
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"location\"\r\n\r\nasia-east1\r\n--{boundary}--\r\n" \
+        .encode()
+    code, answer = rig.call("POST", "/vertex/import", raw=body,
+                            headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert code == 200, answer
+    assert answer == {"status": "ok", "auth-file": "vertex-vx-proj.json", "project_id": "vx-proj",
+                      "email": sa_server[1]["client_email"], "location": "asia-east1"}
+    data = read(rig.auth_dir / "vertex-vx-proj.json")
+    assert data["type"] == "vertex" and data["service_account"] == sa_server[1] and data["location"] == "asia-east1"
+    files = {f["name"]: f for f in rig.call("GET", "/auth-files")[1]["files"]}
+    assert files["vertex-vx-proj.json"]["type"] == "vertex"
+    assert "gemini-2.5-pro" in rig.models()
+    assert rig.call("POST", "/vertex/import", raw=b'{"type": "service_account"}', headers=AUTH) == \
+        (400, {"error": "project_id missing"})
+
+
+def test_accounts_of_the_new_types_are_listed_like_any_other(tmp_path, sa_server):
+    from tests.management_support import ManagementRig
+
+    rig = ManagementRig(tmp_path)
+    for name, data in (("xai.json", XAI_FILE), ("kimi.json", KIMI_FILE), ("qwen.json", QWEN_FILE),
+                       ("iflow.json", IFLOW_FILE), ("vertex.json", vertex_file(sa_server[1]))):
+        assert rig.call("POST", f"/auth-files?name={name}", raw=json.dumps(data).encode())[0] == 200
+    files = {f["name"]: f for f in rig.call("GET", "/auth-files")[1]["files"]}
+    assert {n: f["type"] for n, f in files.items()} == {"xai.json": "xai", "kimi.json": "kimi", "qwen.json": "qwen",
+                                                        "iflow.json": "iflow", "vertex.json": "vertex"}
+    assert all(f["status"] == "active" for f in files.values()), files
+    assert rig.call("PATCH", "/auth-files/status", {"name": "kimi.json", "disabled": True})[0] == 200
+    assert read(rig.auth_dir / "kimi.json")["disabled"] is True
+    assert "kimi-k2.5" not in rig.models() and "grok-4.5" in rig.models()
+
+
+# -- API keys -----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_xai_and_vertex_api_keys_serve_through_the_frontend():
+    from twisted.internet import reactor
+
+    upstream = SimulatedUpstream(reactor)
+    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{up.getHost().port}"
+    config, warnings = parse_config({
+        "xai-api-key": [{"api-key": "xai-key-1", "base-url": base + "/v1", "prefix": "x"}],
+        "vertex-api-key": [{"api-key": "vx-key-1", "base-url": base,
+                            "models": [{"name": "gemini-2.5-flash", "alias": "vertex-flash"}]}],
+    })
+    assert warnings == []
+    pool, client = make_http_client(reactor, 5)
+    runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
+    runtime.start()
+    frontend = Frontend(runtime.source, reactor)
+    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
+                             interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        for model, path, key_header, key in (
+                ("x/grok-4.5", "/v1/responses", "authorization", "Bearer xai-key-1"),
+                ("vertex-flash", "/v1/publishers/google/models/gemini-2.5-flash:generateContent",
+                 "x-goog-api-key", "vx-key-1")):
+            response = await treq.post(url + "/v1/chat/completions",
+                                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            body = await response.json()
+            assert response.code == 200, body
+            assert body["choices"][0]["message"]["content"].startswith("Hello from the simulated upstream")
+            seen = upstream.seen[-1]
+            assert seen.path == path and seen.headers[key_header] == key
+        # Grok is always a stream upstream; the public API gets no Grok CLI identity.
+        response = await treq.post(url + "/v1/chat/completions",
+                                   json={"model": "x/grok-4.5", "messages": [{"role": "user", "content": "hi"}]})
+        await response.content()
+        assert upstream.seen[-1].stream is True and "x-xai-token-auth" not in upstream.seen[-1].headers
+    finally:
+        await port.stopListening()
+        await up.stopListening()
+        await pool.closeCachedConnections()
