@@ -306,15 +306,15 @@ PUT     /antigravity-auth-url        | 404 not found | 401 missing management ke
 PATCH   /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
 DELETE  /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
 OPTIONS /antigravity-auth-url        | 405 method not allowed | 405 method not allowed | 405 method not allowed
-GET     /kimi-auth-url               | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-HEAD    /kimi-auth-url               | 404 | 401 | 400
+GET     /kimi-auth-url               | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the token endpoint answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+HEAD    /kimi-auth-url               | 404 | 401 | 200
 POST    /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 PATCH   /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 DELETE  /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 OPTIONS /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
-GET     /xai-auth-url                | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-HEAD    /xai-auth-url                | 404 | 401 | 400
+GET     /xai-auth-url                | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the discovery document answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+HEAD    /xai-auth-url                | 404 | 401 | 200
 POST    /xai-auth-url                | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
 PATCH   /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
@@ -686,8 +686,8 @@ POST   /vertex/import                         | 404 not found | 401 missing mana
 GET    /anthropic-auth-url                    | 404 not found | 401 missing management key | 200
 GET    /codex-auth-url                        | 404 not found | 401 missing management key | 200
 GET    /antigravity-auth-url                  | 404 not found | 401 missing management key | 200
-GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-GET    /xai-auth-url                          | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the token endpoint answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+GET    /xai-auth-url                          | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the discovery document answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
 GET    /get-auth-status                       | 404 not found | 401 missing management key | 200
 DELETE /oauth-session                         | 404 not found | 401 missing management key | 404 no pending login with that state
 """

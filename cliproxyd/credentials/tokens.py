@@ -164,7 +164,7 @@ async def get_json(client: Any, url: str, *, clock: IReactorTime, timeout: float
 
     status, content = await _timed(call(), clock, timeout, secrets, what)
     if not 200 <= status < 300:
-        raise _error(status, content, secrets)
+        raise _error(status, content, secrets, what)
     try:
         raw = json.loads(content)
     except ValueError:
@@ -281,14 +281,24 @@ async def _post(
     secrets: tuple[str, ...],
     clock: IReactorTime,
     timeout: float,
+    *,
+    extra_headers: dict[str, str] | None = None,
+    need_token: bool = True,
+    errors_in_body: bool = False,
 ) -> dict:
+    """
+    POST C{fields} to C{url}: the answer's JSON object. C{need_token}: it
+    must grant an C{access_token}; C{errors_in_body}: an OAuth error answer
+    (a 4xx whose body has C{error}, as a device flow's polls get) is
+    returned, not raised.
+    """
     if provider.token_body == "json":
         body = json.dumps(fields).encode()
         content_type = "application/json"
     else:
         body = urlencode(fields).encode()
         content_type = "application/x-www-form-urlencoded"
-    headers = {"content-type": content_type, "accept": "application/json"}
+    headers = {"content-type": content_type, "accept": "application/json", **(extra_headers or {})}
     if provider.basic_auth:
         pair = f"{provider.client_id}:{provider.client_secret}".encode()
         headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
@@ -298,15 +308,17 @@ async def _post(
         return response.code, await response.content()
 
     status, content = await _timed(call(), clock, timeout, secrets, "the token endpoint")
-    if not 200 <= status < 300:
-        raise _error(status, content, secrets)
     try:
         raw = json.loads(content)
     except ValueError:
         raw = None
+    if errors_in_body and 400 <= status < 500 and isinstance(raw, dict) and isinstance(raw.get("error"), str):
+        return raw
+    if not 200 <= status < 300:
+        raise _error(status, content, secrets)
     if not isinstance(raw, dict):
         raise TokenError(status, f"the token endpoint answered {status} with something that is not a JSON object")
-    if not isinstance(raw.get("access_token"), str) or not raw["access_token"]:
+    if need_token and (not isinstance(raw.get("access_token"), str) or not raw["access_token"]):
         raise TokenError(status, f"the token endpoint answered {status} without an access_token")
     return raw
 
@@ -360,13 +372,13 @@ def _seconds(value: Any) -> float | None:
 # -- errors -------------------------------------------------------------------------
 
 
-def _error(status: int, content: bytes, secrets: tuple[str, ...]) -> TokenError:
+def _error(status: int, content: bytes, secrets: tuple[str, ...], what: str = "the token endpoint") -> TokenError:
     """A TokenError for a non-2xx answer, quoting only its error fields."""
     code, detail = _error_fields(content)
     permanent = status in PERMANENT_STATUSES or (code in PERMANENT_ERRORS and status != 429 and status < 500)
     text = ": ".join(part for part in (code, detail) if part) or "no error message"
     text = _one_line(_scrub(text, secrets))
-    return TokenError(status, f"the token endpoint answered {status}: {text}", permanent)
+    return TokenError(status, f"{what} answered {status}: {text}", permanent)
 
 
 def _error_fields(content: bytes) -> tuple[str, str]:
