@@ -561,3 +561,52 @@ async def test_xai_and_vertex_api_keys_serve_through_the_frontend():
         await port.stopListening()
         await up.stopListening()
         await pool.closeCachedConnections()
+
+
+# -- the conductor treats them as any credential ------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_cooldowns_and_quota_groups_apply_to_the_new_accounts_as_to_any(tmp_path):
+    from twisted.internet import reactor
+
+    upstream = SimulatedUpstream(reactor)
+    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{up.getHost().port}"
+    for name, token in (("kimi-a.json", "kimi-at-a"), ("kimi-b.json", "kimi-at-b")):
+        write(tmp_path, name, {**KIMI_FILE, "access_token": token, "base_url": base})
+    write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c"})
+    config, _ = parse_config({"auth-dir": str(tmp_path), "routing": {"strategy": "fill-first"},
+                              "oauth-quota-groups": [{"id": "kimi-k2", "providers": ["kimi"],
+                                                      "models": ["kimi-k2*"]}]})
+    pool, client = make_http_client(reactor, 5)
+    runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
+    runtime.start()
+    frontend = Frontend(runtime.source, reactor)
+    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
+                             interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+
+    async def chat(model):
+        response = await treq.post(url + "/v1/chat/completions",
+                                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return response.code, await response.json()
+
+    try:
+        upstream.script("kimi-at-a", "status:429:600", "ok")
+        assert (await chat("kimi-k2.5"))[0] == 200  # a's 429: b answers, the client sees nothing
+        assert [s.key for s in upstream.seen] == ["kimi-at-a", "kimi-at-b"]
+        upstream.seen.clear()
+        await chat("kimi-k2.6")  # the group is suspended on a: another model of it goes to b at once
+        await chat("glm-4.6")  # iFlow's: no group of its own, served where it is
+        assert [s.key for s in upstream.seen] == ["kimi-at-b", "sk-iflow-c"]
+        # Every account of the group out: the client gets the format's 429 with Retry-After.
+        upstream.script("kimi-at-b", "status:429:600")
+        response = await treq.post(url + "/v1/chat/completions",
+                                   json={"model": "kimi-k2-thinking", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.code == 429 and response.headers.getRawHeaders(b"retry-after")
+        assert (await response.json())["error"]["message"]
+    finally:
+        await port.stopListening()
+        await up.stopListening()
+        await pool.closeCachedConnections()
