@@ -340,6 +340,18 @@ async def test_xai_always_streams_upstream(stack):
 
 
 @pytest_twisted.ensureDeferred
+async def test_xai_drops_what_it_refuses_and_keeps_the_clients_limits(stack):
+    response = await treq.post(stack.url + "/v1/responses", json={
+        "model": "grok-4.5", "input": "hi", "max_output_tokens": 50, "previous_response_id": "resp_1",
+        "stream_options": {"include_usage": True}})
+    assert response.code == 200, await response.content()
+    assert (await response.json())["object"] == "response"
+    body = stack.upstream.seen[-1].body
+    assert body["max_output_tokens"] == 50 and body["stream"] is True
+    assert "previous_response_id" not in body and "stream_options" not in body and "store" not in body
+
+
+@pytest_twisted.ensureDeferred
 async def test_kimi_asks_for_the_upstream_name_with_its_device_headers(stack):
     await stack.chat("kimi-k2-thinking")
     seen = stack.upstream.seen[-1]
@@ -384,6 +396,8 @@ async def test_a_401_refreshes_the_account_at_its_token_server_and_the_request_g
     assert seen.headers["authorization"] == f"Bearer {account.bearer}"
     server = stack.auth[name.split(".")[0]][0]
     assert server.calls["refresh_token"] == 1
+    if name == "kimi.json":
+        assert server.last_headers["x-msh-device-id"] == "dev-1234"  # Kimi's refreshes carry the device
     on_disk = read(stack.paths[name])
     assert on_disk["access_token"] == account.access_token != stack.files[name]["access_token"]
     assert on_disk["refresh_token"] == account.refresh_token != stack.files[name]["refresh_token"]

@@ -298,6 +298,11 @@ def account_refresher(client: Any, clock: IReactorTime,
             return Deferred.fromCoroutine(tokens.refresh(
                 http, provider, account.refresh_token,
                 token_url=str(account.data.get("token_endpoint") or "") or None, clock=clock))
+        if account.type == "kimi":
+            device = str(account.data.get("device_id") or "")
+            return Deferred.fromCoroutine(tokens.refresh(
+                http, provider, account.refresh_token, clock=clock,
+                headers={"x-msh-platform": "cliproxyd", **({"x-msh-device-id": device} if device else {})}))
         if account.type == "iflow":
             return Deferred.fromCoroutine(tokens.refresh_iflow(http, provider, account.refresh_token, clock=clock))
         nested = account.data.get("token") if isinstance(account.data.get("token"), dict) else {}

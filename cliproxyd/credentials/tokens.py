@@ -101,9 +101,11 @@ async def refresh(
     token_url: str | None = None,
     clock: IReactorTime,
     timeout: float = TOKEN_TIMEOUT,
+    headers: dict[str, str] | None = None,
 ) -> TokenGrant:
     """
-    Trade C{refresh_token} for a new access token.
+    Trade C{refresh_token} for a new access token (C{headers}: more request
+    headers, as Kimi's device headers).
 
     @param client: a treq C{HTTPClient} (or C{StubTreq}).
     @param client_id, client_secret, token_url: override the provider's
@@ -123,7 +125,7 @@ async def refresh(
     if secret:
         fields["client_secret"] = secret
     url = token_url or provider.token_url or await discover_token_url(client, provider, clock=clock, timeout=timeout)
-    raw = await _post(client, provider, url, fields, (refresh_token, secret), clock, timeout)
+    raw = await _post(client, provider, url, fields, (refresh_token, secret), clock, timeout, extra_headers=headers)
     return _grant(raw, refresh_token)
 
 

@@ -30,9 +30,8 @@ import hashlib
 import hmac
 import platform
 import socket
-import time
 import uuid
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import quote
 
 from twisted.web.http_headers import Headers
@@ -74,6 +73,12 @@ class XAIExecutor(_Secret, CodexOAuthExecutor):
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return dict(XAI_CLI_HEADERS) if cred.base_url == XAI_CLI_BASE_URL else {}
+
+    def stream_body(self, data: dict[str, Any]) -> None:
+        """A stream always; what xAI refuses goes (a server-side conversation, OpenAI's cache and safety keys)."""
+        data["stream"] = True
+        for name in ("previous_response_id", "prompt_cache_retention", "safety_identifier", "stream_options"):
+            data.pop(name, None)
 
 
 def kimi_upstream_model(model: str) -> str:
@@ -146,8 +151,8 @@ class IFlowExecutor(_Secret, OpenAICompatExecutor):
     def request_headers(self, cred: Credential) -> Headers:
         headers = super().request_headers(cred)
         session = f"session-{uuid.uuid4()}"
-        # The signature is over the wall clock's milliseconds, as iFlow checks it.
-        stamp = int(time.time() * 1000)
+        # The signature is over the clock's milliseconds (the wall clock's, on the reactor), as iFlow checks it.
+        stamp = int(self._clock.seconds() * 1000)
         headers.setRawHeaders(b"session-id", [session.encode()])
         headers.setRawHeaders(b"x-iflow-timestamp", [b"%d" % stamp])
         secret = cred.secret

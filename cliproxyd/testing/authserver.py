@@ -160,6 +160,8 @@ class SimulatedAuthServer:
     iflow_api_key: str = "sk-iflow-sim-0001"
     #: Qwen: the API host its token answers name
     resource_url: str = "portal.qwen.ai"
+    #: the last token request's headers (lower-case names)
+    last_headers: dict[str, str] = field(factory=dict)
 
     app = Klein()
 
@@ -318,6 +320,8 @@ class SimulatedAuthServer:
         grant = str(body.get("grant_type", ""))
         self.calls[grant] += 1
         self.last_body, self.last_format = body, fmt
+        self.last_headers = {k.decode().lower(): v[0].decode("latin-1")
+                             for k, v in request.requestHeaders.getAllRawHeaders()}
         queue = self._faults.get(grant)
         if queue:
             fault = queue.popleft()
