@@ -624,3 +624,41 @@ async def test_cooldowns_and_quota_groups_apply_to_the_new_accounts_as_to_any(tm
         await port.stopListening()
         await up.stopListening()
         await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fill_first_warmup_reaches_a_kimi_account_behind_an_iflow_one(tmp_path):
+    from twisted.internet import reactor
+
+    upstream = SimulatedUpstream(reactor)
+    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{up.getHost().port}"
+    write(tmp_path, "kimi-a.json", {**KIMI_FILE, "access_token": "kimi-at-a", "base_url": base})
+    write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c",
+                                     "priority": 1})
+    config, _ = parse_config({"auth-dir": str(tmp_path), "routing": {
+        "strategy": "fill-first", "warmup": {"enabled": True, "providers": ["kimi"]}}})
+    from cliproxyd.conductor.warmup import Warmups
+
+    pool, client = make_http_client(reactor, 5)
+    state = MemoryStateStore()
+    runtime = Runtime(Assembly(client, reactor, state, warmups=Warmups(state, reactor)), config=config, poll=0)
+    runtime.start()
+    frontend = Frontend(runtime.source, reactor)
+    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
+                             interface="127.0.0.1")
+    try:
+        response = await treq.post(f"http://127.0.0.1:{port.getHost().port}/v1/chat/completions",
+                                   json={"model": "kimi-k2", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.code == 200 and "flow-c)" in (await response.json())["choices"][0]["message"]["content"]
+        for _ in range(100):
+            if len(upstream.seen) == 2:
+                break
+            await _tick(reactor)
+        keys = {s.key: s for s in upstream.seen}
+        assert set(keys) == {"sk-iflow-c", "kimi-at-a"}
+        assert keys["kimi-at-a"].model == "k2" and keys["kimi-at-a"].body["max_tokens"] == 1
+    finally:
+        await port.stopListening()
+        await up.stopListening()
+        await pool.closeCachedConnections()
