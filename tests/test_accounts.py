@@ -42,15 +42,9 @@ from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
+from tests.test_oauth_accounts import write
 
 CONFIG, _ = parse_config({})
-
-
-def write(directory, name: str, data) -> str:
-    path = os.path.join(str(directory), name)
-    with open(path, "w") as f:
-        f.write(data if isinstance(data, str) else json.dumps(data))
-    return path
 
 
 def read(path) -> dict:
@@ -531,134 +525,119 @@ def test_accounts_of_the_new_types_are_listed_like_any_other(tmp_path, sa_server
     assert "kimi-k2.5" not in rig.models() and "grok-4.5" in rig.models()
 
 
-# -- API keys -----------------------------------------------------------------------
+# -- API keys, and the conductor's rules ---------------------------------------------
+
+
+class Served:
+    """The real frontend and conductor over C{make(base)}'s config, its upstream the simulated one, on loopback."""
+
+    def __init__(self, reactor, make, warm: bool = False) -> None:
+        from cliproxyd.conductor.warmup import Warmups
+
+        self.reactor = reactor
+        self.upstream = SimulatedUpstream(reactor)
+        self.ports = [reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")]
+        config, self.warnings = parse_config(make(f"http://127.0.0.1:{self.ports[0].getHost().port}"))
+        self.pool, client = make_http_client(reactor, 5)
+        state = MemoryStateStore()
+        assembly = Assembly(client, reactor, state, warmups=Warmups(state, reactor) if warm else None)
+        runtime = Runtime(assembly, config=config, poll=0)
+        runtime.start()
+        frontend = Frontend(runtime.source, reactor)
+        self.ports.append(reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
+                                            interface="127.0.0.1"))
+        self.url = f"http://127.0.0.1:{self.ports[-1].getHost().port}"
+
+    async def chat(self, model: str):
+        response = await treq.post(self.url + "/v1/chat/completions",
+                                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return response, await response.json()
+
+    async def close(self) -> None:
+        for port in self.ports:
+            await port.stopListening()
+        await self.pool.closeCachedConnections()
 
 
 @pytest_twisted.ensureDeferred
 async def test_xai_and_vertex_api_keys_serve_through_the_frontend():
     from twisted.internet import reactor
 
-    upstream = SimulatedUpstream(reactor)
-    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
-    base = f"http://127.0.0.1:{up.getHost().port}"
-    config, warnings = parse_config({
+    served = Served(reactor, lambda base: {
         "xai-api-key": [{"api-key": "xai-key-1", "base-url": base + "/v1", "prefix": "x"}],
         "vertex-api-key": [{"api-key": "vx-key-1", "base-url": base,
                             "models": [{"name": "gemini-2.5-flash", "alias": "vertex-flash"}]}],
     })
-    assert warnings == []
-    pool, client = make_http_client(reactor, 5)
-    runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
-    runtime.start()
-    frontend = Frontend(runtime.source, reactor)
-    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
-                             interface="127.0.0.1")
-    url = f"http://127.0.0.1:{port.getHost().port}"
     try:
+        assert served.warnings == []
         for model, path, key_header, key in (
                 ("x/grok-4.5", "/v1/responses", "authorization", "Bearer xai-key-1"),
                 ("vertex-flash", "/v1/publishers/google/models/gemini-2.5-flash:generateContent",
                  "x-goog-api-key", "vx-key-1")):
-            response = await treq.post(url + "/v1/chat/completions",
-                                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-            body = await response.json()
+            response, body = await served.chat(model)
             assert response.code == 200, body
             assert body["choices"][0]["message"]["content"].startswith("Hello from the simulated upstream")
-            seen = upstream.seen[-1]
+            seen = served.upstream.seen[-1]
             assert seen.path == path and seen.headers[key_header] == key
         # Grok is always a stream upstream; the public API gets no Grok CLI identity.
-        response = await treq.post(url + "/v1/chat/completions",
-                                   json={"model": "x/grok-4.5", "messages": [{"role": "user", "content": "hi"}]})
-        await response.content()
-        assert upstream.seen[-1].stream is True and "x-xai-token-auth" not in upstream.seen[-1].headers
+        await served.chat("x/grok-4.5")
+        seen = served.upstream.seen[-1]
+        assert seen.stream is True and "x-xai-token-auth" not in seen.headers
     finally:
-        await port.stopListening()
-        await up.stopListening()
-        await pool.closeCachedConnections()
-
-
-# -- the conductor treats them as any credential ------------------------------------
+        await served.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_cooldowns_and_quota_groups_apply_to_the_new_accounts_as_to_any(tmp_path):
     from twisted.internet import reactor
 
-    upstream = SimulatedUpstream(reactor)
-    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
-    base = f"http://127.0.0.1:{up.getHost().port}"
-    for name, token in (("kimi-a.json", "kimi-at-a"), ("kimi-b.json", "kimi-at-b")):
-        write(tmp_path, name, {**KIMI_FILE, "access_token": token, "base_url": base})
-    write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c"})
-    config, _ = parse_config({"auth-dir": str(tmp_path), "routing": {"strategy": "fill-first"},
-                              "oauth-quota-groups": [{"id": "kimi-k2", "providers": ["kimi"],
-                                                      "models": ["kimi-k2*"]}]})
-    pool, client = make_http_client(reactor, 5)
-    runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
-    runtime.start()
-    frontend = Frontend(runtime.source, reactor)
-    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
-                             interface="127.0.0.1")
-    url = f"http://127.0.0.1:{port.getHost().port}"
+    def make(base):
+        for name, token in (("kimi-a.json", "kimi-at-a"), ("kimi-b.json", "kimi-at-b")):
+            write(tmp_path, name, {**KIMI_FILE, "access_token": token, "base_url": base})
+        write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c"})
+        return {"auth-dir": str(tmp_path), "routing": {"strategy": "fill-first"},
+                "oauth-quota-groups": [{"id": "kimi-k2", "providers": ["kimi"], "models": ["kimi-k2*"]}]}
 
-    async def chat(model):
-        response = await treq.post(url + "/v1/chat/completions",
-                                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-        return response.code, await response.json()
-
+    served = Served(reactor, make)
+    upstream = served.upstream
     try:
         upstream.script("kimi-at-a", "status:429:600", "ok")
-        assert (await chat("kimi-k2.5"))[0] == 200  # a's 429: b answers, the client sees nothing
+        assert (await served.chat("kimi-k2.5"))[0].code == 200  # a's 429: b answers, the client sees nothing
         assert [s.key for s in upstream.seen] == ["kimi-at-a", "kimi-at-b"]
         upstream.seen.clear()
-        await chat("kimi-k2.6")  # the group is suspended on a: another model of it goes to b at once
-        await chat("glm-4.6")  # iFlow's: no group of its own, served where it is
+        await served.chat("kimi-k2.6")  # the group is suspended on a: another model of it goes to b at once
+        await served.chat("glm-4.6")  # iFlow's: no group of its own, served where it is
         assert [s.key for s in upstream.seen] == ["kimi-at-b", "sk-iflow-c"]
         # Every account of the group out: the client gets the format's 429 with Retry-After.
         upstream.script("kimi-at-b", "status:429:600")
-        response = await treq.post(url + "/v1/chat/completions",
-                                   json={"model": "kimi-k2-thinking", "messages": [{"role": "user", "content": "hi"}]})
+        response, body = await served.chat("kimi-k2-thinking")
         assert response.code == 429 and response.headers.getRawHeaders(b"retry-after")
-        assert (await response.json())["error"]["message"]
+        assert body["error"]["message"]
     finally:
-        await port.stopListening()
-        await up.stopListening()
-        await pool.closeCachedConnections()
+        await served.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_fill_first_warmup_reaches_a_kimi_account_behind_an_iflow_one(tmp_path):
     from twisted.internet import reactor
 
-    upstream = SimulatedUpstream(reactor)
-    up = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
-    base = f"http://127.0.0.1:{up.getHost().port}"
-    write(tmp_path, "kimi-a.json", {**KIMI_FILE, "access_token": "kimi-at-a", "base_url": base})
-    write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c",
-                                     "priority": 1})
-    config, _ = parse_config({"auth-dir": str(tmp_path), "routing": {
-        "strategy": "fill-first", "warmup": {"enabled": True, "providers": ["kimi"]}}})
-    from cliproxyd.conductor.warmup import Warmups
+    def make(base):
+        write(tmp_path, "kimi-a.json", {**KIMI_FILE, "access_token": "kimi-at-a", "base_url": base})
+        write(tmp_path, "iflow-c.json", {**IFLOW_FILE, "base_url": base + "/v1", "api_key": "sk-iflow-c",
+                                         "priority": 1})
+        return {"auth-dir": str(tmp_path),
+                "routing": {"strategy": "fill-first", "warmup": {"enabled": True, "providers": ["kimi"]}}}
 
-    pool, client = make_http_client(reactor, 5)
-    state = MemoryStateStore()
-    runtime = Runtime(Assembly(client, reactor, state, warmups=Warmups(state, reactor)), config=config, poll=0)
-    runtime.start()
-    frontend = Frontend(runtime.source, reactor)
-    port = reactor.listenTCP(0, TrackingSite(frontend.resource(), InFlight(reactor, 5), runtime.source),
-                             interface="127.0.0.1")
+    served = Served(reactor, make, warm=True)
     try:
-        response = await treq.post(f"http://127.0.0.1:{port.getHost().port}/v1/chat/completions",
-                                   json={"model": "kimi-k2", "messages": [{"role": "user", "content": "hi"}]})
-        assert response.code == 200 and "flow-c)" in (await response.json())["choices"][0]["message"]["content"]
+        response, body = await served.chat("kimi-k2")
+        assert response.code == 200 and "flow-c)" in body["choices"][0]["message"]["content"]
         for _ in range(100):
-            if len(upstream.seen) == 2:
+            if len(served.upstream.seen) == 2:
                 break
             await _tick(reactor)
-        keys = {s.key: s for s in upstream.seen}
+        keys = {s.key: s for s in served.upstream.seen}
         assert set(keys) == {"sk-iflow-c", "kimi-at-a"}
         assert keys["kimi-at-a"].model == "k2" and keys["kimi-at-a"].body["max_tokens"] == 1
     finally:
-        await port.stopListening()
-        await up.stopListening()
-        await pool.closeCachedConnections()
+        await served.close()

@@ -164,18 +164,16 @@ class IFlowExecutor(_Secret, OpenAICompatExecutor):
         return cred.base_url + "/chat/completions"
 
 
-class VertexExecutor(_Secret, GeminiExecutor):
-    """Vertex AI's Gemini for a service account: its project and location in the path, a bearer token."""
+class _VertexPaths(GeminiExecutor):
+    """Gemini bodies at Vertex AI's paths: each credential's C{.../publishers/google/models/} worked out at load."""
 
+    def models_base(self, cred: Credential) -> str:
+        raise NotImplementedError
 
     def prepare(self, creds: Iterable[Credential]) -> None:
         creds = tuple(creds)
         super().prepare(creds)
-        self._models_base = {
-            c.id: f"{c.base_url}/v1/projects/{quote(c.project, safe='')}/locations/"
-                  f"{quote(c.account.vertex_location if c.account else '', safe='')}/publishers/google/models/"
-            for c in creds
-        }
+        self._models_base = {c.id: self.models_base(c) for c in creds}
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -185,16 +183,20 @@ class VertexExecutor(_Secret, GeminiExecutor):
         return f"{self._models_base[cred.id]}{quote(model, safe='')}:countTokens"
 
 
-class VertexAPIKeyExecutor(GeminiExecutor):
-    """Vertex AI's Gemini for a C{vertex-api-key} entry (express mode): no project in the path."""
+class VertexExecutor(_Secret, _VertexPaths):
+    """Vertex AI's Gemini for a service account: its project and location in the path, a bearer token."""
+
+    def models_base(self, cred: Credential) -> str:
+        location = cred.account.vertex_location if cred.account is not None else ""
+        return (f"{cred.base_url}/v1/projects/{quote(cred.project, safe='')}/locations/"
+                f"{quote(location, safe='')}/publishers/google/models/")
 
 
-    def url(self, cred: Credential, model: str, stream: bool) -> str:
-        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"{cred.base_url}/v1/publishers/google/models/{quote(model, safe='')}:{method}"
+class VertexAPIKeyExecutor(_VertexPaths):
+    """Vertex AI's Gemini for a C{vertex-api-key} entry (express mode): no project in the path, C{x-goog-api-key}."""
 
-    def count_url(self, cred: Credential, model: str) -> str:
-        return f"{cred.base_url}/v1/publishers/google/models/{quote(model, safe='')}:countTokens"
+    def models_base(self, cred: Credential) -> str:
+        return f"{cred.base_url}/v1/publishers/google/models/"
 
 
 def _ascii(text: str) -> bytes:

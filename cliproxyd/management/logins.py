@@ -223,17 +223,24 @@ class OAuthLogins(Resource):
                 if login.status != "wait":
                     return  # cancelled, or the daemon stopped: already failed
                 raise LoginError(f"the {provider.type} login failed: {e.message}") from None
-            gen = self.context.generation()
-            if gen is None or not gen.config.auth_dir:
-                raise LoginError("auth-dir is not set in the config any more")
-            path = await self.context.run_in_thread(write_device_login, gen.config.auth_dir, provider, grant, code,
-                                                    clock.seconds())
+            path = await self._write(write_device_login, provider, grant, code, clock.seconds())
         except LoginError as e:
             self._fail(login, str(e))
             return
+        await self._written(login, path)
+
+    async def _write(self, write: Any, *args: Any) -> str:
+        """C{write(auth_dir, *args)} in a thread: a finished login's file, in the running config's auth-dir."""
+        gen = self.context.generation()
+        if gen is None or not gen.config.auth_dir:
+            raise LoginError("auth-dir is not set in the config any more")
+        return await self.context.run_in_thread(write, gen.config.auth_dir, *args)
+
+    async def _written(self, login: Login, path: str) -> None:
+        """The login's file is written: reload, and the login is C{ok}."""
         login.file = os.path.basename(path)
         await self.context.reload()
-        self.log.info("web login to {provider} wrote {file}", provider=provider.type, file=login.file)
+        self.log.info("web login to {provider} wrote {file}", provider=login.provider.type, file=login.file)
         self._finish(login, "ok")
 
     async def _start(self, request: IRequest, panel_name: str) -> bytes:
@@ -449,15 +456,8 @@ class OAuthLogins(Resource):
             except TokenError as e:
                 raise LoginError(f"the {provider.type} token endpoint refused the code: {e.message}") from None
             account = await read_account(client, provider, grant, clock)
-            gen = self.context.generation()
-            if gen is None or not gen.config.auth_dir:
-                raise LoginError("auth-dir is not set in the config any more")
-            path = await self.context.run_in_thread(write_login, gen.config.auth_dir, provider, grant, account,
-                                                    login.project_id, clock.seconds())
+            path = await self._write(write_login, provider, grant, account, login.project_id, clock.seconds())
         except LoginError as e:
             self._fail(login, str(e))
             return
-        login.file = os.path.basename(path)
-        await self.context.reload()
-        self.log.info("web login to {provider} wrote {file}", provider=provider.type, file=login.file)
-        self._finish(login, "ok")
+        await self._written(login, path)
