@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -35,7 +35,11 @@ from cliproxyd.credentials.authfiles import (
 )
 from cliproxyd.credentials.refresh import Refresher, account_refresher
 from cliproxyd.credentials.tokens import TokenError, service_account_assertion
-from cliproxyd.executors.accounts import XAIExecutor, iflow_signature, kimi_upstream_model
+from cliproxyd.executors.accounts import (
+    XAIExecutor,
+    iflow_signature,
+    kimi_upstream_model,
+)
 from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
@@ -430,7 +434,7 @@ async def test_xai_finds_its_token_endpoint_by_discovery_when_the_file_names_non
 async def test_a_vertex_token_is_bought_with_a_signed_assertion_and_never_written(stack):
     server, token_uri = stack.auth["vertex"]
     account = stack.account("vertex.json")
-    before = open(stack.paths["vertex.json"], "rb").read()
+    before = Path(stack.paths["vertex.json"]).read_bytes()
     assert account.can_refresh and account.access_token == ""
     stack.refresher.check()
     while stack.refresher.running_refreshes:
@@ -438,7 +442,7 @@ async def test_a_vertex_token_is_bought_with_a_signed_assertion_and_never_writte
     assert account.access_token.startswith("ya29.sim-sa-") and account.expires_at is not None
     assert server.last_assertion["aud"] == token_uri
     assert server.last_assertion["iss"] == stack.files["vertex.json"]["service_account"]["client_email"]
-    assert open(stack.paths["vertex.json"], "rb").read() == before
+    assert Path(stack.paths["vertex.json"]).read_bytes() == before
     # An expired one (a 401) is bought again, and the request goes on.
     stack.upstream.script(account.access_token, "status:401")
     old = account.access_token

@@ -135,7 +135,8 @@ def test_the_command_line_device_login_prints_the_code_and_writes_the_file(tmp_p
     stub.flush()
     path = d.result
     assert os.path.basename(path) == "xai-ada@example.org.json"
-    assert json.load(open(path))["type"] == "xai"
+    with open(path) as f:
+        assert json.load(f)["type"] == "xai"
     assert "sim-xai-at-" not in out.getvalue()  # no token is ever printed
 
 
