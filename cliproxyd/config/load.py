@@ -86,11 +86,8 @@ NOT_APPLICABLE: dict[str, str] = {
     "codex.optimize-multi-agent-v2": "cliproxyd passes Codex multi-agent items as the client sent them",
     "codex.live-media-relay": "cliproxyd relays no WebRTC media; Codex Live connects to OpenAI directly",
     "antigravity": "cliproxyd does not rewrite Antigravity system instructions",
-    "xai": "cliproxyd has no xAI executor; add xAI as an openai-compatibility provider",
-    "xai-api-key": "cliproxyd has no xAI executor; list xAI under openai-compatibility "
-                   "(base-url https://api.x.ai/v1) instead",
-    "vertex-api-key": "cliproxyd has no Vertex executor; use gemini-api-key (with base-url for a "
-                      "Gemini-compatible gateway) instead",
+    "xai": "cliproxyd never adds xAI's x_search tool; a client's own tools pass as sent",
+    "xai-api-key[].websockets": "cliproxyd has no WebSocket transport; xAI keys are used over HTTP",
     "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
                                           "and the next credential or priority tier serves",
     "claude-header-defaults.timezone": "cliproxyd does not cloak Claude requests; no timezone is made up for "
@@ -117,15 +114,16 @@ NOT_APPLICABLE: dict[str, str] = {
                                                    "system when it translates",
     "claude-api-key[].websockets": "cliproxyd has no WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
-       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key")},
+       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
     "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
     # OAuth channels cliproxyd has no accounts of (an auth file of that type is
     # skipped): their entries are kept, so the management API shows them, but
     # apply to nothing.
     **{f"{section}.{channel}": f"cliproxyd reads no {channel} OAuth accounts, so these apply to nothing "
-                               f"(its channels: claude, codex, gemini-cli, antigravity)"
+                               f"(its channels: claude, codex, gemini-cli, antigravity, xai, kimi, vertex, "
+                               f"qwen, iflow)"
        for section in ("oauth-model-alias", "oauth-excluded-models")
-       for channel in ("vertex", "aistudio", "kimi", "xai", "qwen", "iflow")},
+       for channel in ("aistudio",)},
 }
 
 _INDEX = re.compile(r"\[\d+\]")
@@ -653,6 +651,8 @@ TOP_LEVEL = {
     "claude-api-key",
     "gemini-api-key",
     "codex-api-key",
+    "xai-api-key",
+    "vertex-api-key",
     "max-body-mb",
     "remote-management",
     "timeouts",
@@ -776,6 +776,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         claude_api_key=_parse_provider_keys(r, "claude-api-key"),
         gemini_api_key=_parse_provider_keys(r, "gemini-api-key"),
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
+        xai_api_key=_parse_provider_keys(r, "xai-api-key"),
+        vertex_api_key=_parse_provider_keys(r, "vertex-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
         auth_auto_refresh_workers=r.nonneg_int("auth-auto-refresh-workers"),
         remote_management=RemoteManagement(

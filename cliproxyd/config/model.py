@@ -143,7 +143,7 @@ class OpenAICompatProvider:
 
 @frozen
 class ProviderKey:
-    """One C{claude-api-key[]}, C{gemini-api-key[]} or C{codex-api-key[]} item."""
+    """One C{claude-api-key[]}, C{gemini-api-key[]}, C{codex-api-key[]}, C{xai-api-key[]} or C{vertex-api-key[]} item."""
 
     api_key: str = field(repr=False)  # api-key
     base_url: str = ""  # base-url ("" = the provider's public API)
@@ -359,6 +359,8 @@ class Config:
     claude_api_key: tuple[ProviderKey, ...] = ()  # claude-api-key
     gemini_api_key: tuple[ProviderKey, ...] = ()  # gemini-api-key
     codex_api_key: tuple[ProviderKey, ...] = ()  # codex-api-key
+    xai_api_key: tuple[ProviderKey, ...] = ()  # xai-api-key
+    vertex_api_key: tuple[ProviderKey, ...] = ()  # vertex-api-key
     #: max-body-mb: the largest client request body accepted, in MiB
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
@@ -418,7 +420,8 @@ class Config:
         naming a model wins, as the first credential does in the lists.
         """
         out: dict[str, ModelInfo] = {}
-        entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.openai_compatibility]
+        entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.xai_api_key,
+                   *self.vertex_api_key, *self.openai_compatibility]
         for entry in entries:
             for m in entry.models:
                 if m.info == ModelInfo():
