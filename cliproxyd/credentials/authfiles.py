@@ -21,7 +21,7 @@ from typing import AbstractSet, Any, Iterable, Mapping
 from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
+from cliproxyd.config.model import CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, ScopedErrorRule
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
@@ -333,7 +333,29 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         headers=_file_headers(data),
         account=account,
         proxy=proxy,
+        cloak=_file_cloak(data) if channel == "claude" else None,
     )
+
+
+def _file_cloak(data: dict[str, Any]) -> CloakConfig | None:
+    """
+    A Claude file's own cloak settings, as CLIProxyAPI reads them from its
+    metadata: C{cloak_mode}, C{cloak_strict_mode}, C{cloak_sensitive_words}
+    (a comma list), C{cloak_cache_user_id}; None when the file sets none.
+    """
+    mode = str(data.get("cloak_mode") or "").strip().lower()
+    if mode and mode not in CLOAK_MODES:
+        raise AuthFileError(f"cloak_mode must be one of {', '.join(CLOAK_MODES)}, not {mode!r}")
+    strict = _bool(data, "cloak_strict_mode")
+    words = data.get("cloak_sensitive_words")
+    if words is not None and not isinstance(words, str):
+        raise AuthFileError(f"cloak_sensitive_words must be a comma list, not {words!r}")
+    cache = _bool(data, "cloak_cache_user_id")
+    if not mode and strict is None and not words and cache is None:
+        return None
+    return CloakConfig(mode=mode, strict_mode=bool(strict),
+                       sensitive_words=tuple(w.strip() for w in (words or "").split(",") if w.strip()),
+                       cache_user_id=cache)
 
 
 def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:

@@ -7,7 +7,8 @@ account's current access token as a bearer, read per request because the
 refresher replaces it. A credential file's C{base_url} overrides where the
 requests go.
 
-- C{claude}: Anthropic Messages with the OAuth beta header.
+- C{claude}: Anthropic Messages with the OAuth beta header and Claude
+  Code's identity (L{cliproxyd.executors.cloak}).
 - C{codex}: the ChatGPT Codex Responses endpoint, which only streams; an
   answer the client wants whole is collected from the stream's
   C{response.completed} event.
@@ -28,6 +29,7 @@ from twisted.web.http_headers import Headers
 from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAUTH_BASE_URLS
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.executors import cloak
 from cliproxyd.executors.stream import StreamConsumer, StreamRelay, first_error, stream_error
 from cliproxyd.executors.upstreams import (
     ANTHROPIC_VERSION,
@@ -38,8 +40,9 @@ from cliproxyd.executors.upstreams import (
 from cliproxyd.formats.request import dumps, loads
 from cliproxyd.modelnames import parse_model
 
-CLAUDE_OAUTH_BETAS = b"claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14"
-CODEX_USER_AGENT = b"codex_cli_rs/0.63.0"
+#: What Codex (its terminal UI) sends, as CLIProxyAPI does.
+CODEX_USER_AGENT = b"codex-tui/0.146.0 (Mac OS 26.5.0; arm64) iTerm.app/3.6.10 (codex-tui; 0.146.0)"
+CODEX_ORIGINATOR = b"codex-tui"
 GEMINI_CLI_USER_AGENT = b"GeminiCLI/0.17.1"
 ANTIGRAVITY_USER_AGENT = b"antigravity/1.11.9 linux/amd64"
 
@@ -58,16 +61,16 @@ class _Bearer:
 
 
 class ClaudeOAuthExecutor(_Bearer, ClaudeExecutor):
-    """Anthropic Messages for a Claude Code account."""
+    """
+    Anthropic Messages for a Claude Code account: always Claude Code's
+    headers and the OAuth beta; the body cloaked unless its cloak mode is
+    C{never} (L{cliproxyd.executors.cloak}).
+    """
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
-        headers = {b"anthropic-version": [ANTHROPIC_VERSION], b"anthropic-beta": [CLAUDE_OAUTH_BETAS]}
-        d = self._wire.claude_defaults
-        for name, value in ((b"user-agent", d.user_agent), (b"x-stainless-package-version", d.package_version),
-                            (b"x-stainless-runtime-version", d.runtime_version), (b"x-stainless-os", d.os),
-                            (b"x-stainless-arch", d.arch), (b"x-stainless-timeout", d.timeout)):
-            if value:
-                headers[name] = [value.encode("latin-1")]
+        headers = cloak.identity_headers(self._wire.claude_defaults, oauth=True)
+        headers.update(self.identity_headers(cred))
+        headers[b"anthropic-version"] = [ANTHROPIC_VERSION]
         return headers
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
@@ -97,16 +100,31 @@ def completed_response(body: bytes) -> bytes | None:
 
 
 class CodexOAuthExecutor(_Bearer, CodexExecutor):
-    """The ChatGPT Codex backend for a Codex account: always a stream upstream, with the account id header."""
+    """
+    The ChatGPT Codex backend for a Codex account: always a stream upstream,
+    with the account id header and Codex's identity: its C{User-Agent}
+    (C{codex-header-defaults.user-agent} over the built-in one) and
+    C{Originator}, whatever the client sent, unless
+    C{codex.disable-codex-cloaking}, where a client's own two go as sent.
+    """
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         agent = self._wire.codex_defaults.user_agent
-        headers = {b"originator": [b"codex_cli_rs"],
+        headers = {b"originator": [CODEX_ORIGINATOR],
                    b"user-agent": [agent.encode("latin-1") if agent else CODEX_USER_AGENT]}
         assert cred.account is not None
         if cred.account.account_id:
             headers[b"chatgpt-account-id"] = [cred.account.account_id.encode("latin-1")]
         return headers
+
+    def from_client(self, cred: Credential, req: Outbound, headers: Headers) -> None:
+        client = getattr(req, "headers", None)
+        if not self._wire.disable_codex_cloaking or client is None:
+            return
+        for name in (b"user-agent", b"originator"):
+            values = client.getRawHeaders(name)
+            if values:
+                headers.setRawHeaders(name, values[:1])
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
         data = dict(loads(self.body(req, upstream)))

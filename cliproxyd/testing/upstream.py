@@ -2,7 +2,9 @@
 A simulated upstream with scriptable faults per API key, speaking all four
 wire formats: OpenAI chat completions (C{/v1/chat/completions}), OpenAI
 Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
-count) and Gemini (C{/v1beta/models/M:generateContent},
+count; an OAuth bearer there must come with Claude Code's identity, its
+OAuth beta, user agent and system prompt, as Anthropic's does) and Gemini
+(C{/v1beta/models/M:generateContent},
 C{:streamGenerateContent?alt=sse}, C{:countTokens}), each with its own key
 header, stream framing and error bodies.
 
@@ -237,6 +239,12 @@ class SimulatedUpstream:
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_api(self, request: IRequest) -> Any:
+        if not _header(request, b"x-api-key"):
+            # An OAuth bearer: Anthropic serves it only to what looks like Claude Code.
+            problem = _claude_code_identity_problem(request)
+            if problem is not None:
+                request.setHeader(b"content-type", JSON)
+                return self._error(request, claude, problem[0], problem[1], problem[2])
         return self._serve(request, claude, _claude_key(request))
 
     @app.route("/v1/messages/count_tokens", methods=["POST"])
@@ -570,6 +578,32 @@ def _enveloped(sse: bytes) -> bytes:
     """Gemini SSE as Code Assist sends it: every event inside C{{"response": ...}}."""
     return b"\n".join(b'data: {"response": ' + line[5:].strip() + b"}" if line.startswith(b"data:") else line
                       for line in sse.split(b"\n"))
+
+
+#: The sentence Claude Code's system prompt opens with.
+CLAUDE_CODE_IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
+
+
+def _claude_code_identity_problem(request: IRequest) -> tuple[int, str, str] | None:
+    """
+    What Anthropic's Messages endpoint holds against an OAuth request (status,
+    message, error type): no OAuth beta, or not Claude Code's user agent and
+    system prompt. None for a request it serves.
+    """
+    betas = ",".join(v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"anthropic-beta", []))
+    if "oauth-2025-04-20" not in betas:
+        return 401, "OAuth authentication is currently not supported.", "authentication_error"
+    body = request.content.read()
+    request.content.seek(0)
+    try:
+        system = jsontext.loads(body).get("system")
+    except (ValueError, AttributeError):
+        return None  # the route's own checks answer a broken body
+    texts = [b.get("text") for b in system[:2] if isinstance(b, dict)] if isinstance(system, list) else []
+    if CLAUDE_CODE_IDENTITY not in texts or not _header(request, b"user-agent").startswith("claude-cli/"):
+        return 400, ("This credential is only authorized for use with Claude Code and cannot be used for "
+                     "other API requests."), "invalid_request_error"
+    return None
 
 
 def _claude_key(request: IRequest) -> str:
