@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from cliproxyd import jsontext
 from cliproxyd.config.model import ClaudeHeaderDefaults, CodexHeaderDefaults, Config, Timeouts
 from cliproxyd.credentials import Credential
+from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.executors.stream import (
     MAX_ERROR_BODY,
@@ -112,8 +113,12 @@ class HTTPExecutor:
     protocol = "openai"
 
     def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts,
-                 wire: WireSettings = WireSettings()) -> None:
+                 wire: WireSettings = WireSettings(), save_account: SaveFn | None = None) -> None:
         self._client_for = client_chooser(client)
+        #: writes an OAuth account's file back (what an executor learns of an account, say its project)
+        self._save_account = save_account
+        #: account file -> the project lookup running for it (L{cliproxyd.executors.oauth.GeminiCLIExecutor})
+        self._discoveries: dict[str, Any] = {}
         self._clock = clock
         self._timeouts = timeouts
         self._wire = wire

@@ -5,7 +5,8 @@ Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
 count; an OAuth bearer there must come with Claude Code's identity, its
 OAuth beta, user agent and system prompt, as Anthropic's does) and Gemini
 (C{/v1beta/models/M:generateContent},
-C{:streamGenerateContent?alt=sse}, C{:countTokens}), each with its own key
+C{:streamGenerateContent?alt=sse}, C{:countTokens}; and Code Assist's
+C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with its own key
 header, stream framing and error bodies.
 
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
@@ -77,6 +78,7 @@ from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
+from cliproxyd.testing.codeassist import CodeAssistAccounts
 
 JSON = b"application/json"
 
@@ -204,6 +206,8 @@ class SimulatedUpstream:
     known_keys: frozenset[str] | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
     seen: deque[SeenRequest] = field(factory=lambda: deque(maxlen=SEEN_LIMIT))
+    #: Code Assist's accounts and their projects (loadCodeAssist, onboardUser)
+    code_assist_accounts: CodeAssistAccounts = field(factory=CodeAssistAccounts)
     _counter: int = 0
 
     app = Klein()
@@ -262,7 +266,22 @@ class SimulatedUpstream:
         key = _bearer(request)
         if method == "countTokens":
             return self._serve(request, gemini, key, count=True, envelope=True)
+        if method in ("loadCodeAssist", "onboardUser"):
+            request.setHeader(b"content-type", JSON)
+            try:
+                body = jsontext.loads(request.content.read())
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return self._error(request, gemini, 400, "invalid request", "INVALID_ARGUMENT")
+            accounts = self.code_assist_accounts
+            return json.dumps(accounts.load(key, body) if method == "loadCodeAssist"
+                              else accounts.onboard(key, body)).encode()
         if method in ("generateContent", "streamGenerateContent"):
+            if not _enveloped_project(request):
+                request.setHeader(b"content-type", JSON)
+                return self._error(request, gemini, 400, "Invalid project resource name: projects/",
+                                   "INVALID_ARGUMENT")
             return self._serve(request, gemini, key, stream=method == "streamGenerateContent", envelope=True)
         request.setResponseCode(404)
         return gemini.error_body(404, f"unknown method {method}")
@@ -578,6 +597,17 @@ def _enveloped(sse: bytes) -> bytes:
     """Gemini SSE as Code Assist sends it: every event inside C{{"response": ...}}."""
     return b"\n".join(b'data: {"response": ' + line[5:].strip() + b"}" if line.startswith(b"data:") else line
                       for line in sse.split(b"\n"))
+
+
+def _enveloped_project(request: IRequest) -> str:
+    """The C{project} a Code Assist request's envelope names ("" for none; a broken body is the route's)."""
+    body = request.content.read()
+    request.content.seek(0)
+    try:
+        data = jsontext.loads(body)
+    except ValueError:
+        return "?"
+    return str(data.get("project") or "") if isinstance(data, dict) else "?"
 
 
 #: The sentence Claude Code's system prompt opens with.
