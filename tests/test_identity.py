@@ -260,3 +260,51 @@ def test_disable_codex_cloaking_passes_the_clients_own_identity(tmp_path):
     # A client that sends none still gets Codex's.
     assert h.chat(model="gpt-5-codex")[0] == 200
     assert h.upstream.seen[-1].headers["originator"] == "codex-tui"
+
+
+# -- Codex models by plan -------------------------------------------------------------------------
+
+
+def codex_account(tmp_path, plan: str | None):
+    from cliproxyd.testing.authserver import unsigned_jwt
+
+    data = {"type": "codex", "access_token": "at", "refresh_token": "r"}
+    if plan is not None:
+        data["id_token"] = unsigned_jwt({"email": "c@x.com", "https://api.openai.com/auth": {
+            "chatgpt_account_id": "a", "chatgpt_plan_type": plan}})
+    (tmp_path / "codex.json").write_text(json.dumps(data))
+    account = parse_account(str(tmp_path / "codex.json"), (tmp_path / "codex.json").read_bytes())
+    return {r.name for r in credential_for(account, parse_config({})[0]).routes}
+
+
+@pytest.mark.parametrize("plan, has, lacks", [
+    ("free", "gpt-5.4-mini", "gpt-5.4"),
+    ("Team", "gpt-5.6-sol", "gpt-5.3-codex-spark"),
+    ("business", "gpt-5.4", "gpt-5.3-codex-spark"),
+    ("go", "gpt-5.4", "gpt-5.3-codex-spark"),
+    ("plus", "gpt-5.3-codex-spark", "gpt-5-codex"),
+    ("pro", "gpt-5.3-codex-spark", "gpt-5-codex"),
+])
+def test_a_codex_account_serves_its_plans_models(tmp_path, plan, has, lacks):
+    models = codex_account(tmp_path, plan)
+    assert has in models and lacks not in models
+
+
+def test_a_codex_account_of_no_known_plan_serves_the_built_in_list(tmp_path):
+    from cliproxyd.credentials.authfiles import OAUTH_MODELS
+
+    assert codex_account(tmp_path, None) == set(OAUTH_MODELS["codex"])
+    assert codex_account(tmp_path, "enterprise-x") == set(OAUTH_MODELS["codex"])
+
+
+def test_a_free_codex_account_is_not_offered_a_pro_model(tmp_path):
+    from cliproxyd.testing.authserver import unsigned_jwt
+
+    (tmp_path / "codex-b.json").write_text(json.dumps({
+        "type": "codex", "access_token": "at-codex", "refresh_token": "r", "account_id": "a-7",
+        "base_url": "http://upstream.test/backend-api/codex",
+        "id_token": unsigned_jwt({"https://api.openai.com/auth": {"chatgpt_plan_type": "free"}})}))
+    h = Harness({"auth-dir": str(tmp_path)})
+    assert h.chat(model="gpt-5.5")[0] == 200
+    assert h.chat(model="gpt-5.3-codex-spark")[0] == 404
+    assert h.upstream.seen[-1].model == "gpt-5.5"

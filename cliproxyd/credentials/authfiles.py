@@ -11,6 +11,7 @@ needs is computed once per file load into an immutable L{Credential}.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -42,6 +43,20 @@ OAUTH_MODELS: dict[str, tuple[str, ...]] = {
     "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
                     "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
 }
+
+#: The models a Codex account serves by its ChatGPT plan (its id_token's
+#: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
+#: not known serves C{OAUTH_MODELS["codex"]}.
+CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
+    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
+    "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
+             "codex-auto-review"),
+    "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
+             "gpt-5.6-luna", "codex-auto-review"),
+}
+CODEX_PLAN_MODELS["pro"] = CODEX_PLAN_MODELS["plus"]
+# Business and Go accounts get the Team list.
+CODEX_PLAN_MODELS["business"] = CODEX_PLAN_MODELS["go"] = CODEX_PLAN_MODELS["team"]
 
 #: Where each OAuth upstream is, unless a file's C{base_url} says otherwise.
 OAUTH_BASE_URLS: dict[str, tuple[str, ...]] = {
@@ -85,6 +100,33 @@ def parse_time(value: Any) -> float | None:
 def format_time(seconds: float) -> str:
     """RFC 3339 in UTC, as CLIProxyAPI writes C{expired} and C{last_refresh}."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (it came straight from the token endpoint over TLS); {} if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def codex_plan(data: dict[str, Any]) -> str:
+    """A Codex file's ChatGPT plan (lower case), from its C{id_token}'s claims; "" when it has none."""
+    token = data.get("id_token")
+    auth = jwt_claims(token).get("https://api.openai.com/auth") if isinstance(token, str) else None
+    plan = auth.get("chatgpt_plan_type") if isinstance(auth, dict) else None
+    return plan.strip().lower() if isinstance(plan, str) else ""
+
+
+def account_models(account: OAuthAccount) -> tuple[str, ...]:
+    """The models an account serves before aliases and exclusions: a Codex account's by its plan."""
+    if account.type == "codex":
+        plan_models = CODEX_PLAN_MODELS.get(codex_plan(account.data))
+        if plan_models is not None:
+            return plan_models
+    return OAUTH_MODELS[account.type]
 
 
 def _first(data: dict[str, Any], keys: Iterable[str]) -> Any:
@@ -310,7 +352,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
     channel = account.type
     aliases = dict(config.oauth_model_alias).get(channel, ())
     excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
-    models = oauth_alias_models(OAUTH_MODELS[channel], aliases)
+    models = oauth_alias_models(account_models(account), aliases)
     # The file's own rules, else its channel's oauth-request-scoped-errors (as CLIProxyAPI looks them up).
     scoped = _scoped_rules(data)
     if not scoped:

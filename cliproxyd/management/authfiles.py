@@ -31,11 +31,11 @@ from cliproxyd.credentials.authfiles import (
     OAuthAccount,
     daemon_files,
     format_time,
+    jwt_claims,
     parse_account,
     parse_time,
 )
 from cliproxyd.credentials.index import auth_index
-from cliproxyd.credentials.login import jwt_claims
 from cliproxyd.credentials.model import API_KEY_PROVIDERS
 from cliproxyd.management.access import Refused
 from cliproxyd.management.http import JSON, Resource, arg, args, parse_json, read_body, read_json, respond, route
