@@ -308,3 +308,36 @@ def test_a_free_codex_account_is_not_offered_a_pro_model(tmp_path):
     assert h.chat(model="gpt-5.5")[0] == 200
     assert h.chat(model="gpt-5.3-codex-spark")[0] == 404
     assert h.upstream.seen[-1].model == "gpt-5.5"
+
+
+# -- model ids in Claude model lists --------------------------------------------------------------
+
+
+def listed_ids(h: Harness) -> set[str]:
+    code, _, raw = h.request("GET", "/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert code == 200
+    return {m["id"] for m in json.loads(raw)["data"]}
+
+
+def test_claude_lists_name_other_models_by_a_claude_id_and_requests_may_use_it():
+    from tests.conftest import config_data
+
+    h = Harness(config_data())
+    ids = listed_ids(h)
+    assert "claude-fable-5-dd-inim-o4-tpg" in ids and "claude-fable-5-dd-o4-tpg" in ids
+    message = {"model": "claude-fable-5-dd-o4-tpg", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    code, _, raw = h.request("POST", "/v1/messages", message, {"anthropic-version": "2023-06-01"})
+    assert code == 200, raw
+    assert h.upstream.seen[-1].model == "gpt-4o"
+    # The OpenAI list, and a Claude list with the switch on, name models as they are.
+    assert "gpt-4o" in {m["id"] for m in json.loads(h.request("GET", "/v1/models")[2])["data"]}
+    assert "gpt-4o" in listed_ids(Harness(config_data(**{"claude-code": {"disable-cloaking-model-list": True}})))
+
+
+def test_claude_model_ids_stay_and_a_listed_id_keeps_its_thinking_suffix():
+    from cliproxyd.modelnames import claude_listed_id, claude_listed_name
+
+    assert claude_listed_id("claude-haiku-4-5") == "claude-haiku-4-5"
+    assert claude_listed_name(claude_listed_id("team/kimi")) == "team/kimi"
+    assert claude_listed_name("claude-fable-5-dd-o4-tpg(high)") == "gpt-4o(high)"
+    assert claude_listed_name("claude-fable-5-dd-") == "claude-fable-5-dd-"

@@ -73,7 +73,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
-    "claude-code": "cliproxyd never cloaks model ids; Claude model lists show the names clients ask for",
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
@@ -677,6 +676,7 @@ TOP_LEVEL = {
     "redis-usage-queue-retention-seconds",
     "codex",
     "disable-claude-cloak-mode",
+    "claude-code",
     "auth-auto-refresh-workers",
     "proxy-url",
     "passthrough-headers",
@@ -735,6 +735,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
     # (NOT_APPLICABLE says, key by key, what cliproxyd does instead of the rest).
     cx = r.child("codex")
     cx.check_keys({"disable-codex-cloaking"})
+    cc = r.child("claude-code")
+    cc.check_keys({"disable-cloaking-model-list"})
 
     t = r.child("timeouts")
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
@@ -768,6 +770,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         transient_error_cooldown_seconds=r.get("transient-error-cooldown-seconds", int, 0),
         disable_claude_cloak_mode=r.get("disable-claude-cloak-mode", bool, False),
         disable_codex_cloaking=cx.get("disable-codex-cloaking", bool, False),
+        disable_cloaking_model_list=cc.get("disable-cloaking-model-list", bool, False),
         quota_exceeded=QuotaExceededConfig(
             switch_project=qe.get("switch-project", bool, False),
             switch_preview_model=qe.get("switch-preview-model", bool, False),

@@ -367,6 +367,8 @@ class Config:
     disable_claude_cloak_mode: bool = False
     #: codex.disable-codex-cloaking: a client's own User-Agent and Originator go to Codex as sent
     disable_codex_cloaking: bool = False
+    #: claude-code.disable-cloaking-model-list: Claude model lists name every model by its own name
+    disable_cloaking_model_list: bool = False
     payload: PayloadConfig = field(factory=PayloadConfig)
 
     @property

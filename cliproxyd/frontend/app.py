@@ -43,7 +43,7 @@ from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
-from cliproxyd.modelnames import parse_model
+from cliproxyd.modelnames import claude_listed_id, claude_listed_name, parse_model
 from cliproxyd.frontend.wire import (
     JSON_KEEPALIVE,
     SSE_KEEPALIVE,
@@ -202,7 +202,10 @@ class _Served:
         catalogue = gen.config.model_catalogue()
         self.facts = {name: catalogue[name] for name in self.model_ids if name in catalogue}
         self.models_openai = openai_chat.models_body(models, created, self.facts)
-        self.models_claude = claude.models_body(models, created, self.facts)
+        # Claude clients see models that are not Claude's under a claude- id (as CLIProxyAPI lists
+        # them) unless claude-code.disable-cloaking-model-list; requests name either.
+        self.models_claude = claude.models_body(models, created, self.facts,
+                                                None if config.disable_cloaking_model_list else claude_listed_id)
         self.models_gemini = gemini.models_body(models, self.facts)
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
@@ -375,7 +378,8 @@ class Frontend:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), render
+            named = claude_listed_name if fmt is claude else None
+            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders, named), render
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
 
