@@ -161,3 +161,23 @@ async def test_discovery_on_loopback(tmp_path):
         assert json.loads((tmp_path / "gemini-l.json").read_text())["project_id"] == "proj-loop"
     finally:
         await stack.close()
+
+
+# -- several projects in one file ----------------------------------------------------------------
+
+
+def test_each_project_of_a_split_file_is_listed_with_its_own_state(tmp_path):
+    gemini_file(tmp_path, project_id="p1,p2")
+    h = Harness({"auth-dir": str(tmp_path), "quota-exceeded": {"switch-project": True},
+                 "remote-management": {"secret-key": "m"}})
+    h.upstream.script("ya29-a", "status:429:30", "ok")
+    assert h.chat(model="gemini-2.5-pro")[0] == 200
+    assert [s.envelope["project"] for s in h.upstream.seen] == ["p1", "p2"]
+    code, _, raw = h.request("GET", "/v0/management/auth-files", headers={"Authorization": "Bearer m"})
+    assert code == 200
+    first, second = json.loads(raw)["files"]
+    assert (first["id"], first["project_id"], first["runtime_only"]) == ("gemini-cli:gemini-a.json", "p1,p2", False)
+    assert (first["status"], first["failed"]) == ("cooling", 1)
+    assert (second["id"], second["project_id"], second["runtime_only"]) == ("gemini-cli:gemini-a.json#p2", "p2", True)
+    assert (second["status"], second["success"], second["label"]) == ("active", 1, "a@x.com [p2]")
+    assert first["name"] == second["name"] == "gemini-a.json"
