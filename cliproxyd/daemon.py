@@ -184,10 +184,12 @@ def build_daemon(
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     # The daemon's own calls (not a credential's) leave as the config's proxy-url says.
     own_calls = ConfiguredClient(client, lambda: running().proxy_url) if client is not None else None
+    save_account = file_saver(run_in_thread)
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
-                          file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
+                          save_account, source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor)
+                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor,
+                        save_account=save_account)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys,
                       listen_fixed=listen_fixed)

@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from cliproxyd.modelnames import claude_listed_id
 from tests.test_e2e import processes
 from tests.test_sdk_matrix import four_upstreams
 
@@ -94,7 +95,9 @@ def test_anthropic_lists_and_refuses_by_scope(daemon):
     import anthropic as sdk
 
     client = anthropic(daemon, "sk-lb-scoped")
-    assert sorted(m.id for m in client.models.list()) == ALLOWED
+    # A Claude list names the models that are not Claude's under claude- ids (claude-code cloaking), the
+    # key's list too.
+    assert sorted(m.id for m in client.models.list()) == sorted(claude_listed_id(name) for name in ALLOWED)
     with pytest.raises(sdk.PermissionDeniedError) as e:
         client.messages.create(model="via-codex", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 403 and e.value.body["error"]["type"] == "permission_error"

@@ -138,7 +138,7 @@ def test_a_multipart_upload_of_several_files_writes_each_under_its_name(rig):
     assert (code, body) == (200, {"status": "ok", "uploaded": 2, "files": ["claude-a.json", "codex-c.json"],
                                   "failed": []})
     assert (rig.auth_dir / "codex-c.json").read_bytes() == codex_file()
-    assert {"claude-sonnet-4-5", "gpt-5"} <= rig.models()
+    assert {"claude-sonnet-4-5", "gpt-5.5"} <= rig.models()  # gpt-5.5: in the pro plan's list
 
 
 def test_a_multipart_upload_names_the_bad_files_and_keeps_the_good(rig):

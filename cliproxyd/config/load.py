@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from attrs import evolve
 
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 from cliproxyd.config import payload as P
@@ -25,9 +26,11 @@ from cliproxyd.config.model import (
     MAX_WEIGHT,
     SCOPED_ERROR_ACTIONS,
     STRATEGIES,
+    CLOAK_MODES,
     APIKeyEntry,
     ClaudeHeaderDefaults,
     ClientKey,
+    CloakConfig,
     CodexHeaderDefaults,
     Config,
     LoggingConfig,
@@ -73,14 +76,10 @@ NOT_APPLICABLE: dict[str, str] = {
     "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
-    "disable-claude-cloak-mode": "cliproxyd never cloaks Claude requests; the client's system prompt always "
-                                 "passes as sent",
-    "claude-code": "cliproxyd never cloaks model ids; Claude model lists show the names clients ask for",
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
     "codex.identity-confuse": "cliproxyd sends Codex requests with the client's own identifiers",
-    "codex.disable-codex-cloaking": "cliproxyd never replaces a client's Codex User-Agent or Originator",
     "codex.stream-bootstrap-buffering": "cliproxyd always holds a stream until its first content, so an "
                                         "overloaded upstream fails over without this switch",
     "codex.optimize-multi-agent-v2": "cliproxyd passes Codex multi-agent items as the client sent them",
@@ -105,8 +104,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "openai-compatibility[].support-prompt-cache-key": "cliproxyd derives no prompt_cache_key; a client's own "
                                                        "passes as sent",
     "codex-api-key[].alpha-search": "cliproxyd serves no /v1/alpha/search route",
-    "claude-api-key[].cloak": "cliproxyd never cloaks Claude requests; the client's system prompt always passes "
-                              "as sent",
     "claude-api-key[].fingerprint-profile": "cliproxyd sends the client's own request fingerprint and headers",
     "claude-api-key[].experimental-cch-signing": "cliproxyd signs no Claude billing blocks",
     "claude-api-key[].rebuild-mid-system-message": "cliproxyd passes a Claude client's messages as sent, and "
@@ -510,9 +507,28 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     )
 
 
-def _parse_provider_key(r: _Reader) -> ProviderKey:
+def _parse_cloak(r: _Reader) -> CloakConfig:
+    """A C{cloak} block (C{claude-api-key[].cloak})."""
+    r.check_keys({"mode", "strict-mode", "sensitive-words", "cache-user-id"})
+    mode = r.string("mode").lower()
+    if mode and mode not in CLOAK_MODES:
+        raise r.error("mode", f"must be one of {', '.join(CLOAK_MODES)}, not {mode!r}")
+    return CloakConfig(
+        mode=mode,
+        strict_mode=r.get("strict-mode", bool, False),
+        sensitive_words=tuple(w.strip() for w in r.strings("sensitive-words") if w.strip()),
+        cache_user_id=r.get("cache-user-id", bool, None),
+    )
+
+
+def _parse_claude_key(r: _Reader) -> ProviderKey:
+    key = _parse_provider_key(r, ("cloak",))
+    return evolve(key, cloak=_parse_cloak(r.child("cloak"))) if r.data.get("cloak") is not None else key
+
+
+def _parse_provider_key(r: _Reader, extra: tuple[str, ...] = ()) -> ProviderKey:
     r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
-                  "priority", *ROUTING_ENTRY_KEYS}, frozenset({"cloak", "websockets"}))
+                  "priority", *ROUTING_ENTRY_KEYS, *extra}, frozenset({"cloak", "websockets"}))
     base_url = r.string("base-url")
     return ProviderKey(
         api_key=_no_newlines(r, "api-key", r.string("api-key", required=True).strip()),
@@ -531,7 +547,7 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
 
 
 def _parse_provider_keys(r: _Reader, key: str) -> tuple[ProviderKey, ...]:
-    entries = r.items(key, _parse_provider_key)
+    entries = r.items(key, _parse_claude_key if key == "claude-api-key" else _parse_provider_key)
     seen: dict[tuple[str, str], int] = {}
     for i, e in enumerate(entries):
         if e.api_key == "":
@@ -663,6 +679,8 @@ TOP_LEVEL = {
     "usage-statistics-enabled",
     "redis-usage-queue-retention-seconds",
     "codex",
+    "disable-claude-cloak-mode",
+    "claude-code",
     "auth-auto-refresh-workers",
     "proxy-url",
     "passthrough-headers",
@@ -717,9 +735,12 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
          "panel-github-repository"},
     )
 
-    # CLIProxyAPI's codex section holds only switches that cannot apply
-    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead).
-    r.child("codex").check_keys(())
+    # Of CLIProxyAPI's codex section only disable-codex-cloaking applies
+    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead of the rest).
+    cx = r.child("codex")
+    cx.check_keys({"disable-codex-cloaking"})
+    cc = r.child("claude-code")
+    cc.check_keys({"disable-cloaking-model-list"})
 
     t = r.child("timeouts")
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
@@ -752,6 +773,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         force_model_prefix=r.get("force-model-prefix", bool, False),
         disable_cooling=r.get("disable-cooling", bool, False),
         transient_error_cooldown_seconds=r.get("transient-error-cooldown-seconds", int, 0),
+        disable_claude_cloak_mode=r.get("disable-claude-cloak-mode", bool, False),
+        disable_codex_cloaking=cx.get("disable-codex-cloaking", bool, False),
+        disable_cloaking_model_list=cc.get("disable-cloaking-model-list", bool, False),
         quota_exceeded=QuotaExceededConfig(
             switch_project=qe.get("switch-project", bool, False),
             switch_preview_model=qe.get("switch-preview-model", bool, False),

@@ -141,6 +141,24 @@ class OpenAICompatProvider:
     proxy_url: ProxySetting = INHERIT
 
 
+#: C{cloak.mode} values: cloak OAuth accounts and keys with a cloak block (auto), every request, or none.
+CLOAK_MODES = ("auto", "always", "never")
+
+
+@frozen
+class CloakConfig:
+    """
+    C{claude-api-key[].cloak} (or an auth file's C{cloak_*} fields): how
+    requests of one Claude credential wear the Claude Code identity (see
+    L{cliproxyd.executors.cloak}).
+    """
+
+    mode: str = ""  # mode: auto | always | never ("" = the global default)
+    strict_mode: bool = False  # strict-mode: drop the client's own system prompt
+    sensitive_words: tuple[str, ...] = ()  # sensitive-words: broken up with a zero-width space
+    cache_user_id: bool | None = None  # cache-user-id: one metadata.user_id per credential
+
+
 @frozen
 class ProviderKey:
     """One C{claude-api-key[]}, C{gemini-api-key[]}, C{codex-api-key[]}, C{xai-api-key[]} or C{vertex-api-key[]} item."""
@@ -158,6 +176,8 @@ class ProviderKey:
     request_retry: int | None = None  # request-retry (None: the global value)
     request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
     proxy_url: ProxySetting = INHERIT  # proxy-url (over the global one)
+    #: cloak (claude-api-key only): None when the entry has no cloak block
+    cloak: CloakConfig | None = None
 
 
 @frozen
@@ -383,6 +403,12 @@ class Config:
     nonstream_keepalive_interval: float = 0
     claude_header_defaults: ClaudeHeaderDefaults = field(factory=ClaudeHeaderDefaults)
     codex_header_defaults: CodexHeaderDefaults = field(factory=CodexHeaderDefaults)
+    #: disable-claude-cloak-mode: Claude credentials cloak only when their own cloak settings say so
+    disable_claude_cloak_mode: bool = False
+    #: codex.disable-codex-cloaking: a client's own User-Agent and Originator go to Codex as sent
+    disable_codex_cloaking: bool = False
+    #: claude-code.disable-cloaking-model-list: Claude model lists name every model by its own name
+    disable_cloaking_model_list: bool = False
     payload: PayloadConfig = field(factory=PayloadConfig)
 
     @property

@@ -11,6 +11,7 @@ needs is computed once per file load into an immutable L{Credential}.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import AbstractSet, Any, Iterable, Mapping
 from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
+from cliproxyd.config.model import CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, ScopedErrorRule
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
@@ -63,6 +64,20 @@ XAI_API_BASE_URL = "https://api.x.ai/v1"
 XAI_CLI_BASE_URL = "https://cli-chat-proxy.grok.com/v1"
 #: the Vertex location of a service-account file that names none
 DEFAULT_VERTEX_LOCATION = "us-central1"
+
+#: The models a Codex account serves by its ChatGPT plan (its id_token's
+#: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
+#: not known serves C{OAUTH_MODELS["codex"]}.
+CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
+    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
+    "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
+             "codex-auto-review"),
+    "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
+             "gpt-5.6-luna", "codex-auto-review"),
+}
+CODEX_PLAN_MODELS["pro"] = CODEX_PLAN_MODELS["plus"]
+# Business and Go accounts get the Team list.
+CODEX_PLAN_MODELS["business"] = CODEX_PLAN_MODELS["go"] = CODEX_PLAN_MODELS["team"]
 
 #: Where each OAuth upstream is, unless a file's C{base_url} says otherwise.
 OAUTH_BASE_URLS: dict[str, tuple[str, ...]] = {
@@ -114,6 +129,33 @@ def parse_time(value: Any) -> float | None:
 def format_time(seconds: float) -> str:
     """RFC 3339 in UTC, as CLIProxyAPI writes C{expired} and C{last_refresh}."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (it came straight from the token endpoint over TLS); {} if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def codex_plan(data: dict[str, Any]) -> str:
+    """A Codex file's ChatGPT plan (lower case), from its C{id_token}'s claims; "" when it has none."""
+    token = data.get("id_token")
+    auth = jwt_claims(token).get("https://api.openai.com/auth") if isinstance(token, str) else None
+    plan = auth.get("chatgpt_plan_type") if isinstance(auth, dict) else None
+    return plan.strip().lower() if isinstance(plan, str) else ""
+
+
+def account_models(account: OAuthAccount) -> tuple[str, ...]:
+    """The models an account serves before aliases and exclusions: a Codex account's by its plan."""
+    if account.type == "codex":
+        plan_models = CODEX_PLAN_MODELS.get(codex_plan(account.data))
+        if plan_models is not None:
+            return plan_models
+    return OAUTH_MODELS[account.type]
 
 
 def _first(data: dict[str, Any], keys: Iterable[str]) -> Any:
@@ -425,7 +467,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
     channel = account.type
     aliases = dict(config.oauth_model_alias).get(channel, ())
     excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
-    models = oauth_alias_models(OAUTH_MODELS[channel], aliases)
+    models = oauth_alias_models(account_models(account), aliases)
     # The file's own rules, else its channel's oauth-request-scoped-errors (as CLIProxyAPI looks them up).
     scoped = _scoped_rules(data)
     if not scoped:
@@ -449,6 +491,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         account=account,
         proxy=proxy,
         project=account.vertex_project if channel == "vertex" else "",
+        cloak=_file_cloak(data) if channel == "claude" else None,
     )
 
 
@@ -485,6 +528,28 @@ def account_base_url(account: OAuthAccount, base_url: str) -> str:
             return "https://aiplatform.googleapis.com"
         return f"https://{location}-aiplatform.googleapis.com"
     return OAUTH_BASE_URLS[kind][0]
+
+
+
+def _file_cloak(data: dict[str, Any]) -> CloakConfig | None:
+    """
+    A Claude file's own cloak settings, as CLIProxyAPI reads them from its
+    metadata: C{cloak_mode}, C{cloak_strict_mode}, C{cloak_sensitive_words}
+    (a comma list), C{cloak_cache_user_id}; None when the file sets none.
+    """
+    mode = str(data.get("cloak_mode") or "").strip().lower()
+    if mode and mode not in CLOAK_MODES:
+        raise AuthFileError(f"cloak_mode must be one of {', '.join(CLOAK_MODES)}, not {mode!r}")
+    strict = _bool(data, "cloak_strict_mode")
+    words = data.get("cloak_sensitive_words")
+    if words is not None and not isinstance(words, str):
+        raise AuthFileError(f"cloak_sensitive_words must be a comma list, not {words!r}")
+    cache = _bool(data, "cloak_cache_user_id")
+    if not mode and strict is None and not words and cache is None:
+        return None
+    return CloakConfig(mode=mode, strict_mode=bool(strict),
+                       sensitive_words=tuple(w.strip() for w in (words or "").split(",") if w.strip()),
+                       cache_user_id=cache)
 
 
 def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:

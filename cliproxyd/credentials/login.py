@@ -43,7 +43,7 @@ from twisted.web.server import Site
 
 from cliproxyd.fileio import atomic_write
 from cliproxyd.proxies import INHERIT, EnvironmentProxies, ProxySetting, ProxyURLError, parse_proxy_setting
-from cliproxyd.credentials.authfiles import format_time
+from cliproxyd.credentials.authfiles import format_time, jwt_claims
 from cliproxyd.credentials.device import DEVICE_PROVIDERS
 from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
 from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
@@ -341,16 +341,6 @@ async def _userinfo_email(client: Any, url: str, access_token: str, clock: IReac
     except ValueError:
         data = None
     return _text(data.get("email")) if isinstance(data, dict) else ""
-
-
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, unverified (it came straight from the token endpoint over TLS); {} if unreadable."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 # -- the credential file ------------------------------------------------------------

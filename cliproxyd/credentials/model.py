@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import DEFAULT_WEIGHT, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
+from cliproxyd.config.model import DEFAULT_WEIGHT, CloakConfig, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 from cliproxyd.proxies import INHERIT, ProxySetting
@@ -113,6 +113,9 @@ class Credential:
     #: how its upstream calls leave: the key's or file's proxy-url, else the provider's, else the
     #: global one; inherit means the environment's proxies (L{cliproxyd.outbound.OutboundClients})
     proxy: ProxySetting = INHERIT
+    #: a Claude credential's own cloak settings (a claude-api-key's cloak block, an auth file's
+    #: cloak_* fields); None when it has none
+    cloak: CloakConfig | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -278,6 +281,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         weight=entry.weight,
         scoped_errors=ScopedErrors(entry.request_scoped_errors),
         proxy=entry.proxy_url.over(proxy),
+        cloak=entry.cloak,
     )
 
 

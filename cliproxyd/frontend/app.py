@@ -47,7 +47,7 @@ from cliproxyd.conductor.keylimits import KeyLimited, KeyMeter, Refusal, Scope, 
 from cliproxyd.config.model import ClientKey
 from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
 from cliproxyd.frontend.keys import KeyModels, Metering
-from cliproxyd.modelnames import parse_model
+from cliproxyd.modelnames import claude_listed_id, claude_listed_name, parse_model
 from cliproxyd.frontend.wire import (
     JSON_KEEPALIVE,
     SSE_KEEPALIVE,
@@ -215,10 +215,14 @@ class _Served:
         catalogue = gen.config.model_catalogue()
         self.facts = {name: catalogue[name] for name in self.model_ids if name in catalogue}
         self.models_openai = openai_chat.models_body(models, created, self.facts)
-        self.models_claude = claude.models_body(models, created, self.facts)
+        # Claude clients see models that are not Claude's under a claude- id (as CLIProxyAPI lists
+        # them) unless claude-code.disable-cloaking-model-list; requests name either.
+        claude_ids = None if config.disable_cloaking_model_list else claude_listed_id
+        self.models_claude = claude.models_body(models, created, self.facts, claude_ids)
         self.models_gemini = gemini.models_body(models, self.facts)
         self.key_models = KeyModels(models, self.conductor.providers, lambda allowed: (
-            openai_chat.models_body(allowed, created, self.facts), claude.models_body(allowed, created, self.facts),
+            openai_chat.models_body(allowed, created, self.facts),
+            claude.models_body(allowed, created, self.facts, claude_ids),
             gemini.models_body(allowed, self.facts)))
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
@@ -410,7 +414,8 @@ class Frontend:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), render
+            named = claude_listed_name if fmt is claude else None
+            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders, named), render
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
 

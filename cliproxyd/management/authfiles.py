@@ -35,11 +35,11 @@ from cliproxyd.credentials.authfiles import (
     OAuthAccount,
     daemon_files,
     format_time,
+    jwt_claims,
     parse_account,
     parse_time,
 )
 from cliproxyd.credentials.index import auth_index
-from cliproxyd.credentials.login import jwt_claims
 from cliproxyd.credentials.model import API_KEY_PROVIDERS
 from cliproxyd.management.access import Refused
 from cliproxyd.management.http import JSON, Resource, arg, args, parse_json, read_body, read_json, respond, route
@@ -214,16 +214,28 @@ class AuthFiles(Resource):
         store = self._store()
         only_name, only_index = arg(request, "name"), arg(request, "auth_index")
         gen = self.context.generation()
-        by_name = {c.account.name: c for c in gen.creds if c.account is not None}
+        by_name: dict[str, list[Any]] = {}
+        for c in gen.creds:
+            if c.account is not None:
+                by_name.setdefault(c.account.name, []).append(c)
         files = []
         for info in await store.files():
             if only_name is not None and info.name != only_name:
                 continue
-            entry = self._entry(info, by_name.get(info.name))
-            if only_index is not None and entry["auth_index"] != only_index:
-                continue
-            files.append(entry)
+            creds = by_name.get(info.name) or [None]
+            # A Gemini CLI file split into one credential per project
+            # (quota-exceeded.switch-project) lists each further project as an
+            # entry of its own, as CLIProxyAPI lists its per-project auths.
+            entries = [self._entry(info, creds[0])] + [self._project_entry(info, c) for c in creds[1:]]
+            files.extend(e for e in entries if only_index is None or e["auth_index"] == only_index)
         return respond(request, {"files": files})
+
+    def _project_entry(self, info: Any, cred: Any) -> dict[str, Any]:
+        """The entry of one further project of a file: its own state, runtime only (the file is the first's)."""
+        entry = self._entry(info, cred)
+        entry.update(runtime_only=True, project_id=cred.project,
+                     label=f"{cred.account.email or info.name} [{cred.project}]")
+        return entry
 
     def _entry(self, info: Any, cred: Any) -> dict[str, Any]:
         """One file of the listing, in CLIProxyAPI's shape (and a few fields of ours)."""
