@@ -36,6 +36,7 @@ from cliproxyd.assembly import Assembly, GenerationSource
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
+from cliproxyd.config.load import parse_redis_url
 from cliproxyd.config.model import Config
 from cliproxyd.credentials.refresh import CONCURRENCY as REFRESH_CONCURRENCY
 from cliproxyd.credentials.authfiles import OAuthAccount, account_proxy
@@ -62,6 +63,7 @@ from cliproxyd.state import MemoryStateStore
 from cliproxyd.outbound import ConfiguredClient
 from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
+from cliproxyd.state.redisstore import RedisStateStore, tcp_connect
 
 
 class WebLogins(Service):
@@ -113,6 +115,16 @@ def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting
     return lambda account: account_proxy(account, source.config())
 
 
+def _state_store(clock: IReactorTime, url: str | None, reactor: Any) -> MemoryStateStore:
+    """The embedded store, or with a C{state-store} URL the one shared through Redis."""
+    if not url:
+        return MemoryStateStore()
+    where = parse_redis_url(url)
+    connect = tcp_connect(reactor if reactor is not None else clock, clock, where.host, where.port, where.db,
+                          password=where.password, username=where.username, tls=where.tls)
+    return RedisStateStore(clock, connect, shown=where.shown)
+
+
 def build_daemon(
     clock: IReactorTime,
     client: Any,
@@ -136,6 +148,8 @@ def build_daemon(
     log_rotate_bytes: int = ROTATE_BYTES,
     refresh_workers: int = 0,
     listen_fixed: bool = False,
+    state_store: str | None = None,
+    state_reactor: Any = None,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -163,6 +177,9 @@ def build_daemon(
     @param log_rotate_bytes: main.log's size at which it is rotated.
     @param listen_fixed: C{--listen} says where to listen; see L{Runtime}.
     @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
+    @param state_store: C{state-store}: a Redis URL shares the StateStore
+        (and coordinates token refreshes) through Redis; None keeps it in memory.
+    @param state_reactor: what connects to Redis (C{clock} by default: the reactor).
     """
     environ = {} if environ is None else environ
     source = GenerationSource()
@@ -174,7 +191,7 @@ def build_daemon(
 
     log_files = LogFiles(log_directory(config_path, environ), loaded, clock, run_in_thread=run_in_thread,
                          publisher=log_publisher, rotate_bytes=log_rotate_bytes)
-    state = MemoryStateStore()
+    state = _state_store(clock, state_store, state_reactor)
     usage = Usage(clock)
     recent = RecentRequests(clock)
     records = UsageRecords(clock, retention=lambda: running().usage_queue_retention)
@@ -182,7 +199,8 @@ def build_daemon(
     # The daemon's own calls (not a credential's) leave as the config's proxy-url says.
     own_calls = ConfiguredClient(client, lambda: running().proxy_url) if client is not None else None
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
-                          file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
+                          file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY,
+                          cluster=state if isinstance(state, RedisStateStore) else None)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
@@ -214,6 +232,10 @@ def build_daemon(
         # restored cooldowns are in place before the first pick; stopped
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
+    if isinstance(state, RedisStateStore):
+        # Connecting starts before the first generation (which never waits
+        # for it); stopped after the requests drain, so their changes are sent.
+        services.append(state.service)
     services.append(runtime)
     if log_files.directory:
         # After the runtime: these read the running config.
