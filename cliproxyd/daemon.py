@@ -63,7 +63,7 @@ from cliproxyd.state import MemoryStateStore
 from cliproxyd.outbound import ConfiguredClient
 from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
-from cliproxyd.state.redisstore import RedisStateStore, tcp_connect
+from cliproxyd.state.redisstore import SEP, RedisStateStore, tcp_connect
 
 
 class WebLogins(Service):
@@ -120,9 +120,22 @@ def _state_store(clock: IReactorTime, url: str | None, reactor: Any) -> MemorySt
     if not url:
         return MemoryStateStore()
     where = parse_redis_url(url)
-    connect = tcp_connect(reactor if reactor is not None else clock, clock, where.host, where.port, where.db,
+    reactor = reactor if reactor is not None else clock
+    connect = tcp_connect(reactor, reactor, where.host, where.port, where.db,
                           password=where.password, username=where.username, tls=where.tls)
-    return RedisStateStore(clock, connect, shown=where.shown)
+    return RedisStateStore(clock, connect, shown=where.shown, timers=reactor)
+
+
+def _follow_shared_state(source: GenerationSource) -> Callable[[str, str], None]:
+    """What tells the running conductor's scheduler that another instance changed a cooldown or suspension."""
+
+    def changed(kind: str, name: str) -> None:
+        generation = source.current
+        if generation is not None:
+            cred_id, _, key = name.partition(SEP)
+            generation.conductor.state_changed(kind, cred_id, key)
+
+    return changed
 
 
 def build_daemon(
@@ -179,7 +192,7 @@ def build_daemon(
     @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
     @param state_store: C{state-store}: a Redis URL shares the StateStore
         (and coordinates token refreshes) through Redis; None keeps it in memory.
-    @param state_reactor: what connects to Redis (C{clock} by default: the reactor).
+    @param state_reactor: what connects to Redis and runs its flushes (C{clock} by default: the reactor).
     """
     environ = {} if environ is None else environ
     source = GenerationSource()
@@ -236,6 +249,8 @@ def build_daemon(
         # Connecting starts before the first generation (which never waits
         # for it); stopped after the requests drain, so their changes are sent.
         services.append(state.service)
+    if isinstance(state, RedisStateStore):
+        state.on_change = _follow_shared_state(source)
     services.append(runtime)
     if log_files.directory:
         # After the runtime: these read the running config.

@@ -310,6 +310,8 @@ class Refresher:
                 if self._accounts().get(account.path) is account:
                     self._adopt(account, tokens)
                 return True
+            if isinstance(tokens, dict) and tokens.get("access_token") == account.access_token:
+                return True  # already taken as it was published (L{_published})
             status = self._status[account.path]
             status.last_error = "another instance held the refresh lock and published no tokens"
             status.next_after = self._clock.seconds() + self._failure_backoff

@@ -428,6 +428,7 @@ class RedisStateStore(MemoryStateStore):
 
     @param connect: opens connections (L{tcp_connect}).
     @param prefix: the keys' and channels' common start; its braces are the Cluster hash tag.
+    @param timers: what runs the flushes and reconnections (C{clock} by default).
     """
 
     log = Logger()
@@ -443,9 +444,13 @@ class RedisStateStore(MemoryStateStore):
         values: Iterable[Replicated] | None = None,
         counters: Iterable[Counted] | None = None,
         flush_delay: float = FLUSH_DELAY,
+        timers: IReactorTime | None = None,
     ) -> None:
         super().__init__()
         self._clock = clock
+        #: what runs the flushes and the reconnection job (C{clock}; tests
+        #: give the conductor a Clock and the connection the reactor)
+        self._timers = timers or clock
         self._connect = connect
         self._prefix = prefix
         self._shown = shown
@@ -475,12 +480,15 @@ class RedisStateStore(MemoryStateStore):
         self._next_attempt = 0.0
         self._down_logged = False
         self._token_listeners: list[Callable[[str, dict], None]] = []
+        #: called with (kind, field) after a change from Redis is applied (the daemon
+        #: points it at the running conductor, whose scheduler indexes cooldowns)
+        self.on_change: Callable[[str, str], None] | None = None
         #: what the management API shows
         self.connected = False
         self.last_error = ""
         self.loads = 0
         self.reconnects = 0
-        self.service = Periodic("state-store-redis", BACKOFF_FIRST, self._tick, clock, now=True,
+        self.service = Periodic("state-store-redis", BACKOFF_FIRST, self._tick, self._timers, now=True,
                                 on_stop=self.close)
         for kind in self._values.values():
             for method, fields_of in kind.watch.items():
@@ -522,7 +530,7 @@ class RedisStateStore(MemoryStateStore):
 
     def _schedule(self) -> None:
         if self.connected and self._flush_call is None and not self._flushing:
-            self._flush_call = self._clock.callLater(self._flush_delay, self._flush)
+            self._flush_call = self._timers.callLater(self._flush_delay, self._flush)
 
     @property
     def pending_writes(self) -> int:
@@ -664,13 +672,15 @@ class RedisStateStore(MemoryStateStore):
             kind.put(self, name, kind.merge(kind.get(self, name), remote, now))
         else:
             kind.put(self, name, remote if remote is not None and kind.keep(remote, now) else None)
+        if self.on_change is not None:
+            self.on_change(kind.name, name)
 
     # -- connecting, loading, losing ------------------------------------------------
 
     def _tick(self) -> "Deferred[None] | None":
         if self.connected or self._connecting:
             return None
-        if self._clock.seconds() < self._next_attempt:
+        if self._timers.seconds() < self._next_attempt:
             return None
         return self._open()
 
@@ -726,6 +736,8 @@ class RedisStateStore(MemoryStateStore):
                 for name in list(kind.fields(self)):
                     if name not in remote and (kind.name, name) not in self._pending:
                         kind.put(self, name, None)
+                        if self.on_change is not None:
+                            self.on_change(kind.name, name)
         for counter in self._counters.values():
             remote = await conn.hgetall(self._key(counter.name)) or {}
             if created and self.loads and not remote:
@@ -760,7 +772,7 @@ class RedisStateStore(MemoryStateStore):
         self.last_error = why
         self._attempts += 1
         delay = min(BACKOFF_FIRST * 2 ** (self._attempts - 1), BACKOFF_MAX)
-        self._next_attempt = self._clock.seconds() + delay
+        self._next_attempt = self._timers.seconds() + delay
         if not self._down_logged:
             self._down_logged = True
             self.log.warn("state store: Redis at {url} is unavailable ({why}); serving on the local view, "
