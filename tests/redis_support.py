@@ -2,7 +2,7 @@
 A real redis-server for the tests that share state through Redis: started
 on a free loopback port in the test's tmp_path with nothing saved to disk
 (C{--save '' --appendonly no}), stoppable and restartable on the same port
-(Redis killed mid-load). Tests skip only when /usr/bin/redis-server is
+(Redis killed mid-load); the C{redis_server} fixture in conftest starts one. Tests skip only when /usr/bin/redis-server is
 missing; CI installs it (C{.ci/run}), so CI never skips.
 """
 
@@ -79,16 +79,15 @@ class RedisServer:
         return out.stdout.decode().strip()
 
 
-@pytest.fixture
-def redis_server(tmp_path):
+def start_redis(tmp_path) -> RedisServer:
+    """A started L{RedisServer} in C{tmp_path}, or the test skipped when redis-server is missing."""
     if not os.path.exists(REDIS_SERVER):
         pytest.skip(f"{REDIS_SERVER} is not installed (apt-get install redis-server; CI installs it)")
     directory = tmp_path / "redis"
     directory.mkdir()
     server = RedisServer(str(directory))
     server.start()
-    yield server
-    server.stop()
+    return server
 
 
 async def until(reactor: Any, predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.005) -> float:

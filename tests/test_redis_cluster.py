@@ -22,8 +22,8 @@ from cliproxyd.credentials.authfiles import parse_account
 from cliproxyd.credentials.refresh import Refresher
 from cliproxyd.daemon import build_daemon
 from cliproxyd.state.redisstore import RedisStateStore
-from tests.conftest import Harness, _now, auth_server, config_data  # noqa: F401 (fixture)
-from tests.redis_support import redis_server, until  # noqa: F401 (fixture)
+from tests.conftest import Harness, _now, config_data
+from tests.redis_support import until
 
 MODELS = [{"name": "claude-sonnet-4-5"}, {"name": "claude-opus-4-1"}, {"name": "gemini-2.5-pro"}]
 

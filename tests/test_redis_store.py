@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from cliproxyd.config.load import parse_redis_url
 from cliproxyd.state.records import GroupState, ModelState
 from cliproxyd.state.redisstore import RedisStateStore, tcp_connect
-from tests.redis_support import redis_server, until  # noqa: F401 (the fixture)
+from tests.redis_support import until
 
 
 def make_store(reactor, server, **kw) -> RedisStateStore:
