@@ -192,3 +192,27 @@ def test_unreachable_redis_answers_the_lock_with_none():
     store = RedisStateStore(Clock(), lambda sub, on: Deferred())
     d = store.acquire("acct.json", 30)
     assert d.result is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flush_sent_twice_under_one_batch_id_counts_once_and_a_stale_write_is_a_conflict(
+        reactor, redis_server):
+    import json as _json
+
+    from cliproxyd.state.redisstore import FLUSH_SCRIPT
+
+    where = parse_redis_url(redis_server.url)
+    conn = await tcp_connect(reactor, reactor, where.host, where.port, where.db)(False, None)
+    try:
+        payload = _json.dumps({"ops": [["model_states", "{t}:model_states", "c\x1fm", '{"a": 1}', ""]],
+                               "incr": [["{t}:usage", "m\x1frequests", 3]], "msg_incr": [["usage", "m\x1frequests", 3]]})
+        first = await conn.eval(FLUSH_SCRIPT, ["{t}:batch:one", "{t}:changes"], [payload, "me", "60"])
+        again = await conn.eval(FLUSH_SCRIPT, ["{t}:batch:one", "{t}:changes"], [payload, "me", "60"])
+        assert _json.loads(first) in ({}, []) and again == "dup"
+        assert redis_server.command("HGET", "{t}:usage", "m\x1frequests") == "3"
+        # the same write under a new id expects the field absent: it is there now, so a conflict
+        third = await conn.eval(FLUSH_SCRIPT, ["{t}:batch:two", "{t}:changes"], [payload, "me", "60"])
+        assert _json.loads(third) == [["model_states", "c\x1fm", '{"a": 1}']]
+        assert redis_server.command("HGET", "{t}:usage", "m\x1frequests") == "6"  # deltas always apply
+    finally:
+        conn.transport.loseConnection()

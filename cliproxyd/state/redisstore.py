@@ -472,6 +472,8 @@ class RedisStateStore(MemoryStateStore):
         self._in_flight: set[tuple[str, str]] = set()
         self._flush_call: Any = None
         self._flushing = False
+        #: fires when the flush in flight is over
+        self._flush_done: Deferred[None] = succeed(None)
         self._conn: Any = None
         self._sub: Any = None
         self._connecting = False
@@ -503,9 +505,9 @@ class RedisStateStore(MemoryStateStore):
         inner = getattr(self, method)
         pending = self._pending
 
-        def changed(*args: Any) -> Any:
-            result = inner(*args)
-            for name in fields_of(*args):
+        def changed(*args: Any, **kw: Any) -> Any:
+            result = inner(*args, **kw)
+            for name in fields_of(*args, **kw):
                 pending.add((kind, name))
             if self._flush_call is None:
                 self._schedule()
@@ -517,9 +519,9 @@ class RedisStateStore(MemoryStateStore):
         inner = getattr(self, method)
         deltas = self._deltas
 
-        def counted(*args: Any) -> Any:
-            result = inner(*args)
-            for name, delta in deltas_of(*args):
+        def counted(*args: Any, **kw: Any) -> Any:
+            result = inner(*args, **kw)
+            for name, delta in deltas_of(*args, **kw):
                 key = (kind, name)
                 deltas[key] = deltas.get(key, 0) + delta
             if self._flush_call is None:
@@ -597,6 +599,7 @@ class RedisStateStore(MemoryStateStore):
         payload = {"ops": ops, "incr": [[self._key(k), name, d] for (k, name), d in deltas.items()],
                    "msg_incr": [[k, name, d] for (k, name), d in deltas.items()]}
         self._flushing = True
+        self._flush_done = Deferred()
         self._in_flight = {(op[0], op[2]) for op in ops}
         conn = self._conn
         d = conn.eval(FLUSH_SCRIPT, [f"{self._prefix}:batch:{batch_id}", self._channel],
@@ -604,6 +607,7 @@ class RedisStateStore(MemoryStateStore):
 
         def sent(answer: Any) -> None:
             self._flushing = False
+            self._flush_done.callback(None)
             self._in_flight = set()
             self._unsent = None
             conflicts = json.loads(answer) if isinstance(answer, str) and answer.startswith(("[", "{")) else []
@@ -622,6 +626,7 @@ class RedisStateStore(MemoryStateStore):
 
         def failed(f: Failure) -> None:
             self._flushing = False
+            self._flush_done.callback(None)
             self._in_flight = set()
             # the values are read again at the next flush; the deltas go again under the same id
             for kind_name, _hash, name, _new, _expect in ops:
@@ -704,6 +709,8 @@ class RedisStateStore(MemoryStateStore):
         if self._down_logged or self.loads > 1:
             self.reconnects += 1
             self.log.info("state store: Redis at {url} is back; state reconciled", url=self._shown)
+        elif self.loads == 1:
+            self.log.info("state store: shared through Redis at {url}; its state loaded", url=self._shown)
         self._down_logged = False
         self.last_error = ""
         for p in (sub, conn):
@@ -712,6 +719,8 @@ class RedisStateStore(MemoryStateStore):
             self._schedule()
 
     async def _load(self, conn: Any) -> None:
+        if self._unsent is not None and await conn.exists(f"{self._prefix}:batch:{self._unsent[0]}"):
+            self._unsent = None  # it was applied; only its answer was lost
         fresh = uuid.uuid4().hex
         epoch_key = f"{self._prefix}:epoch"
         await conn.set(epoch_key, fresh, only_if_not_exists=True)
@@ -799,7 +808,13 @@ class RedisStateStore(MemoryStateStore):
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        d = self._flush() if self.connected else succeed(None)
+        if self._flushing:
+            # the flush in flight first, then one for what came after it
+            d = Deferred()
+            self._flush_done.addCallback(lambda _: self._flush() if self.connected else None).chainDeferred(d)
+        else:
+            d = self._flush() if self.connected else succeed(None)
+        d.addTimeout(REPLY_TIMEOUT * 2, self._timers)
 
         def closed(_: Any) -> None:
             self.connected = False
