@@ -90,6 +90,15 @@ def start_redis(tmp_path) -> RedisServer:
     return server
 
 
+def connector(reactor: Any, server: RedisServer) -> Any:
+    """How a store reaches C{server} (L{cliproxyd.state.redisstore.tcp_connect} on the reactor)."""
+    from cliproxyd.config.load import parse_redis_url
+    from cliproxyd.state.redisstore import tcp_connect
+
+    where = parse_redis_url(server.url)
+    return tcp_connect(reactor, reactor, where.host, where.port, where.db)
+
+
 async def until(reactor: Any, predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.005) -> float:
     """
     Wait (on the reactor, bounded) until C{predicate()} holds; returns the

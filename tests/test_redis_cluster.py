@@ -23,7 +23,7 @@ from cliproxyd.credentials.refresh import Refresher
 from cliproxyd.daemon import build_daemon
 from cliproxyd.state.redisstore import RedisStateStore
 from tests.conftest import Harness, _now, config_data
-from tests.redis_support import until
+from tests.redis_support import connector, until
 
 MODELS = [{"name": "claude-sonnet-4-5"}, {"name": "claude-opus-4-1"}, {"name": "gemini-2.5-pro"}]
 
@@ -197,7 +197,7 @@ def claude_account(directory, refresh_token: str, now: float):
 async def test_a_token_refresh_across_three_instances_happens_once(reactor, redis_server, auth_server, tmp_path):
     server = auth_server("claude")
     live = server.sim.issue_refresh_token()
-    stores = [RedisStateStore(reactor, _connect(reactor, redis_server)) for _ in range(3)]
+    stores = [RedisStateStore(reactor, connector(reactor, redis_server)) for _ in range(3)]
     for s in stores:
         s.service.startService()
     refreshers, accounts, saved = [], [], []
@@ -246,7 +246,7 @@ async def test_an_instance_due_after_the_refresh_takes_the_published_tokens(reac
     """One that was down when the tokens were published finds them in Redis instead of refreshing again."""
     server = auth_server("claude")
     live = server.sim.issue_refresh_token()
-    a, b = (RedisStateStore(reactor, _connect(reactor, redis_server)) for _ in range(2))
+    a, b = (RedisStateStore(reactor, connector(reactor, redis_server)) for _ in range(2))
     a.service.startService()
     try:
         await until(reactor, lambda: a.connected)
@@ -277,10 +277,3 @@ async def test_an_instance_due_after_the_refresh_takes_the_published_tokens(reac
         await a.service.stopService()
         await b.service.stopService()
 
-
-def _connect(reactor, server):
-    from cliproxyd.config.load import parse_redis_url
-    from cliproxyd.state.redisstore import tcp_connect
-
-    where = parse_redis_url(server.url)
-    return tcp_connect(reactor, reactor, where.host, where.port, where.db)

@@ -23,9 +23,8 @@ from cliproxyd.state.redisstore import (
     RedisStateStore,
     Replicated,
     longer_or_newer,
-    tcp_connect,
 )
-from tests.redis_support import until
+from tests.redis_support import connector, until
 
 NOW = 1_000_000.0
 
@@ -208,8 +207,7 @@ PROBES = Replicated(
 
 @pytest_twisted.ensureDeferred
 async def test_a_kind_registered_once_is_replicated(reactor, redis_server):
-    where = parse_redis_url(redis_server.url)
-    a, b = (WithProbes(reactor, tcp_connect(reactor, reactor, where.host, where.port, where.db)) for _ in range(2))
+    a, b = (WithProbes(reactor, connector(reactor, redis_server)) for _ in range(2))
     for s in (a, b):
         s.service.startService()
     try:

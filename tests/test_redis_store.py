@@ -12,15 +12,13 @@ import json
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from cliproxyd.config.load import parse_redis_url
 from cliproxyd.state.records import GroupState, ModelState
-from cliproxyd.state.redisstore import RedisStateStore, tcp_connect
-from tests.redis_support import until
+from cliproxyd.state.redisstore import RedisStateStore
+from tests.redis_support import connector, until
 
 
 def make_store(reactor, server, **kw) -> RedisStateStore:
-    where = parse_redis_url(server.url)
-    store = RedisStateStore(reactor, tcp_connect(reactor, reactor, where.host, where.port, where.db), **kw)
+    store = RedisStateStore(reactor, connector(reactor, server), **kw)
     return store
 
 
@@ -201,8 +199,7 @@ async def test_a_flush_sent_twice_under_one_batch_id_counts_once_and_a_stale_wri
 
     from cliproxyd.state.redisstore import FLUSH_SCRIPT
 
-    where = parse_redis_url(redis_server.url)
-    conn = await tcp_connect(reactor, reactor, where.host, where.port, where.db)(False, None)
+    conn = await connector(reactor, redis_server)(False, None)
     try:
         payload = _json.dumps({"ops": [["model_states", "{t}:model_states", "c\x1fm", '{"a": 1}', ""]],
                                "incr": [["{t}:usage", "m\x1frequests", 3]], "msg_incr": [["usage", "m\x1frequests", 3]]})
