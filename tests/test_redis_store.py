@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
@@ -213,3 +214,27 @@ async def test_a_flush_sent_twice_under_one_batch_id_counts_once_and_a_stale_wri
         assert redis_server.command("HGET", "{t}:usage", "m\x1frequests") == "6"  # deltas always apply
     finally:
         conn.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_instance_started_while_redis_is_down_serves_and_joins_when_it_comes_up(reactor, tmp_path):
+    from tests.redis_support import REDIS_SERVER, RedisServer
+
+    if not __import__("os").path.exists(REDIS_SERVER):
+        pytest.skip(f"{REDIS_SERVER} is not installed")
+    (tmp_path / "r").mkdir()
+    server = RedisServer(str(tmp_path / "r"))  # its port chosen, nothing listening yet
+    store = make_store(reactor, server)
+    store.service.startService()
+    try:
+        await until(reactor, lambda: store.last_error != "")
+        assert not store.connected
+        store.record("cred-1", "m", reactor.seconds(), 200)  # served from memory
+        server.start()
+        await until(reactor, lambda: store.connected, timeout=10)
+        await until(reactor, lambda: store.pending_writes == 0)
+        assert server.command("HGET", "{cliproxyd}:stats", "cred-1\x1frequests") == "1"
+        assert store.describe()["last_error"] == ""
+    finally:
+        await store.service.stopService()
+        server.stop()

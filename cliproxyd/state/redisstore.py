@@ -413,8 +413,16 @@ def tcp_connect(reactor: Any, clock: IReactorTime, host: str, port: int, db: int
             p.whenDisconnected().addCallback(lambda _: failed("connection closed during set-up"))
             return p
 
-        connectProtocol(endpoint, proto).addCallbacks(connected, lambda f: failed(str(f.value)))
-        return ready.addTimeout(timeout * 2, clock)
+        attempt = connectProtocol(endpoint, proto).addCallbacks(connected, lambda f: failed(str(f.value)))
+
+        def given_up(f: Failure) -> Failure:
+            # a timeout or a failed AUTH/SELECT: nothing of this attempt stays open
+            attempt.cancel()
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+            return f
+
+        return ready.addTimeout(timeout * 2, clock).addErrback(given_up)
 
     return connect
 
