@@ -9,7 +9,11 @@ replicated in the background:
     and schedules one flush C{flush_delay} seconds later; the flush reads
     the entries' current values and sends them with one Lua script call
     that writes them to Redis hashes and publishes them on one channel,
-    atomically. No request ever waits on it.
+    atomically. No request ever waits on it. Each value is written only if
+    Redis still holds what this instance last saw of it; otherwise another
+    instance wrote first, and the script hands its value back: the two are
+    merged by the kind's rule and the result is sent again (so two
+    instances cooling one key at once keep the longer cooldown).
   - every instance is subscribed to that channel and applies what the
     others publish as soon as it arrives (well within a second).
   - at connect (start, and after every reconnect) the whole of each hash
