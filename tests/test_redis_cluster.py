@@ -277,3 +277,38 @@ async def test_an_instance_due_after_the_refresh_takes_the_published_tokens(reac
         await a.service.stopService()
         await b.service.stopService()
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_when_the_one_refresh_fails_the_others_stop_waiting_and_do_not_refresh(reactor, redis_server,
+                                                                                    auth_server, tmp_path):
+    server = auth_server("claude")
+    live = server.sim.issue_refresh_token()
+    server.sim.fail_next(1, status=503)
+    stores = [RedisStateStore(reactor, connector(reactor, redis_server)) for _ in range(2)]
+    for s in stores:
+        s.service.startService()
+    try:
+        await until(reactor, lambda: all(s.connected for s in stores))
+        now = reactor.seconds()
+        refreshers = []
+        for n, store in enumerate(stores):
+            (tmp_path / str(n)).mkdir()
+            account = claude_account(tmp_path / str(n), live, now)
+
+            def refresh(acct):
+                return Deferred.fromCoroutine(tokens.refresh(server.client, server.provider, acct.refresh_token,
+                                                             clock=reactor))
+
+            source = SimpleNamespace(current=SimpleNamespace(accounts={account.name: account}))
+            refreshers.append(Refresher(reactor, refresh, lambda _: succeed(None), source, cluster=store))
+        assert [r.check() for r in refreshers] == [1, 1]
+        # both are over long before the lock's 90 s: the loser heard that the refresh failed
+        await until(reactor, lambda: all(r.running_refreshes == 0 for r in refreshers), timeout=10)
+        assert server.sim.calls["refresh_token"] == 1
+        errors = sorted(r.status(next(iter(r._accounts().values()))).last_error for r in refreshers)
+        assert errors[0] == "the refresh by another instance failed" and errors[1]
+        assert live in server.sim.refresh_tokens  # never spent: the next try can still use it
+    finally:
+        for s in stores:
+            await s.service.stopService()

@@ -105,11 +105,12 @@ class ClusterTokens(Protocol):
 
     def release(self, account: str, token: str) -> "Deferred[Any]": ...
 
-    def publish_tokens(self, account: str, tokens: dict) -> "Deferred[Any]": ...
+    def publish_tokens(self, account: str, tokens: dict | None) -> "Deferred[Any]":
+        """Store and announce the new tokens; None announces that the refresh failed (nothing stored)."""
 
     def latest_tokens(self, account: str) -> "Deferred[dict | None]": ...
 
-    def on_tokens(self, listener: Callable[[str, dict], None]) -> None: ...
+    def on_tokens(self, listener: Callable[[str, dict | None], None]) -> None: ...
 
 
 def account_tokens(account: OAuthAccount) -> dict:
@@ -256,8 +257,12 @@ class Refresher:
 
     # -- across instances --------------------------------------------------------------
 
-    def _published(self, name: str, tokens: dict) -> None:
-        """Another instance refreshed C{name}: its tokens are used here at once."""
+    def _published(self, name: str, tokens: dict | None) -> None:
+        """
+        Another instance refreshed C{name}: its tokens are used here at once
+        (C{None}: its refresh failed; whoever waits for it stops waiting).
+        """
+        tokens = tokens if isinstance(tokens, dict) else {}
         for account in self._accounts().values():
             if account.name == name and _newer(tokens, account):
                 self._adopt(account, tokens)
@@ -313,7 +318,8 @@ class Refresher:
             if isinstance(tokens, dict) and tokens.get("access_token") == account.access_token:
                 return True  # already taken as it was published (L{_published})
             status = self._status[account.path]
-            status.last_error = "another instance held the refresh lock and published no tokens"
+            status.last_error = ("the refresh by another instance failed" if tokens == {} else
+                                 "another instance held the refresh lock and published no tokens")
             status.next_after = self._clock.seconds() + self._failure_backoff
             return False
         try:
@@ -323,8 +329,8 @@ class Refresher:
                 if not is_due(account, self._clock.seconds()):
                     return True  # refreshed a moment ago elsewhere: not again
             ok = await self._refresh_once(account)
-            if ok:
-                await cluster.publish_tokens(account.name, account_tokens(account))
+            # the new tokens, or word that there are none (the others stop waiting)
+            await cluster.publish_tokens(account.name, account_tokens(account) if ok else None)
             return ok
         finally:
             await cluster.release(account.name, lease)

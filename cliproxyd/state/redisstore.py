@@ -493,7 +493,7 @@ class RedisStateStore(MemoryStateStore):
         self._attempts = 0
         self._next_attempt = 0.0
         self._down_logged = False
-        self._token_listeners: list[Callable[[str, dict], None]] = []
+        self._token_listeners: list[Callable[[str, dict | None], None]] = []
         #: called with (kind, field) after a change from Redis is applied (the daemon
         #: points it at the running conductor, whose scheduler indexes cooldowns)
         self.on_change: Callable[[str, str], None] | None = None
@@ -840,7 +840,7 @@ class RedisStateStore(MemoryStateStore):
 
     # -- one token refresher per account (ClusterTokens) ------------------------------
 
-    def on_tokens(self, listener: Callable[[str, dict], None]) -> None:
+    def on_tokens(self, listener: Callable[[str, dict | None], None]) -> None:
         """C{listener(account, tokens)} runs for each account's tokens another instance publishes."""
         self._token_listeners.append(listener)
 
@@ -863,13 +863,14 @@ class RedisStateStore(MemoryStateStore):
         return self._conn.eval(RELEASE_SCRIPT, [f"{self._prefix}:lock:{account}"], [token]).addErrback(
             lambda _: None)
 
-    def publish_tokens(self, account: str, tokens: dict) -> "Deferred[Any]":
-        """Store C{account}'s new tokens and tell every instance."""
+    def publish_tokens(self, account: str, tokens: dict | None) -> "Deferred[Any]":
+        """Store C{account}'s new tokens and tell every instance; None tells them the refresh failed."""
         if not self.connected:
             return succeed(None)
-        text = json.dumps(tokens)
         message = json.dumps({"src": self.instance, "account": account, "tokens": tokens})
-        d1 = self._conn.set(f"{self._prefix}:tokens:{account}", text, expire=TOKENS_TTL)
+        if tokens is None:
+            return self._conn.publish(self._token_channel, message).addErrback(lambda _: None)
+        d1 = self._conn.set(f"{self._prefix}:tokens:{account}", json.dumps(tokens), expire=TOKENS_TTL)
         d2 = self._conn.publish(self._token_channel, message)
         return d1.addCallback(lambda _: d2).addErrback(lambda _: None)
 
