@@ -33,6 +33,7 @@ from twisted.web.resource import IResource
 
 from cliproxyd._version import __version__
 from cliproxyd.assembly import Assembly, GenerationSource
+from cliproxyd.conductor.keylimits import KeyMeter
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
@@ -205,6 +206,8 @@ def build_daemon(
     log_files = LogFiles(log_directory(config_path, environ), loaded, clock, run_in_thread=run_in_thread,
                          publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     state = _state_store(clock, state_store, state_reactor)
+    # client-keys' windows and counters: records in the store (kept across restarts with it)
+    keys = KeyMeter(clock, state)
     usage = Usage(clock)
     recent = RecentRequests(clock)
     records = UsageRecords(clock, retention=lambda: running().usage_queue_retention)
@@ -226,7 +229,7 @@ def build_daemon(
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
         recent=recent, client=own_calls, reactor=listener, oauth_providers=oauth_providers,
-        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
+        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files, keys=keys,
     )
 
     def panel_settings() -> Any:
@@ -237,7 +240,8 @@ def build_daemon(
     updater = PanelUpdater(where, own_calls, clock, panel_settings, run_in_thread=run_in_thread,
                            api_base=panel_api_base) if where else None
     panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
-    frontend = Frontend(source, clock, management=management.app.resource())
+    frontend = Frontend(source, clock, management=management.app.resource(), keys=keys,
+                        run_in_thread=run_in_thread)
 
     services: list[IService] = []
     if state_path:

@@ -56,7 +56,7 @@ def test_cliproxyapi_files_of_every_type_are_read(tmp_path):
                                                           "expiry": "2026-11-22T10:00:00Z"}})
     write(tmp_path, "antigravity-d.json", {"type": "antigravity", "access_token": "ya30", "refresh_token": "r4",
                                            "timestamp": 1_700_000_000_000, "expires_in": 3599})
-    write(tmp_path, "qwen-e.json", {"type": "qwen", "access_token": "q"})  # another provider: not ours
+    write(tmp_path, "other-e.json", {"type": "someday", "access_token": "q"})  # a provider we have no executor for
     write(tmp_path, "notes.txt", "not a credential")
     scan = scan_auth_dir(str(tmp_path))
     assert scan.problems == {}

@@ -124,7 +124,7 @@ class Credential:
     @property
     def secret(self) -> str:
         """What this credential authenticates with right now (the current access token of an account)."""
-        return self.account.access_token if self.account is not None else self.api_key
+        return self.account.bearer if self.account is not None else self.api_key
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
         """The headers every upstream request of this credential carries, but the key (its executor adds that)."""
@@ -249,6 +249,13 @@ API_KEY_PROVIDERS = (
                    ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview")),
     APIKeyProvider("codex-api-key", "codex", "https://api.openai.com/v1",
                    ("gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-5.1", "gpt-5.1-codex")),
+    APIKeyProvider("xai-api-key", "xai", "https://api.x.ai/v1",
+                   ("grok-4.6", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning", "grok-4.20-0309-non-reasoning",
+                    "grok-3-mini", "grok-3-mini-fast")),
+    # Vertex AI's express mode (an API key, no project), or a Vertex-compatible gateway's base-url.
+    APIKeyProvider("vertex-api-key", "vertex", "https://aiplatform.googleapis.com",
+                   ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+                    "gemini-3-flash-preview")),
 )
 
 

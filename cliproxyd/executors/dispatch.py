@@ -12,6 +12,14 @@ from twisted.internet.interfaces import IReactorTime
 
 from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
+from cliproxyd.executors.accounts import (
+    IFlowExecutor,
+    KimiExecutor,
+    QwenExecutor,
+    VertexAPIKeyExecutor,
+    VertexExecutor,
+    XAIExecutor,
+)
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
@@ -38,6 +46,13 @@ EXECUTORS: dict[str, type[HTTPExecutor]] = {
     "codex": CodexOAuthExecutor,
     "gemini-cli": GeminiCLIExecutor,
     "antigravity": AntigravityExecutor,
+    "xai": XAIExecutor,
+    "xai-api-key": XAIExecutor,
+    "kimi": KimiExecutor,
+    "vertex": VertexExecutor,
+    "vertex-api-key": VertexAPIKeyExecutor,
+    "qwen": QwenExecutor,
+    "iflow": IFlowExecutor,
 }
 
 

@@ -108,14 +108,17 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
             headers[b"chatgpt-account-id"] = [cred.account.account_id.encode("latin-1")]
         return headers
 
-    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
-        data = dict(loads(self.body(req, upstream)))
-        # The backend answers only streams, keeps nothing and wants instructions.
+    def stream_body(self, data: dict[str, Any]) -> None:
+        """Make C{data} what the backend takes: it answers only streams, keeps nothing and wants instructions."""
         data["stream"] = True
         data["store"] = False
         data.setdefault("instructions", "")
         data.pop("previous_response_id", None)
         data.pop("max_output_tokens", None)
+
+    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
+        data = dict(loads(self.body(req, upstream)))
+        self.stream_body(data)
         body = dumps(data)
         url = self.url(cred, parse_model(upstream).base, True)
         response = await self._send(cred, url, body, True, req)

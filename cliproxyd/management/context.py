@@ -56,6 +56,7 @@ class Context:
         (L{cliproxyd.credentials.providers.PROVIDERS} by default; tests
         point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
     @ivar log_files: the log directory and main.log (L{cliproxyd.management.logs.LogFiles}); C{None} without one.
+    @ivar keys: the client keys' meter (L{cliproxyd.conductor.keylimits.KeyMeter}); C{None} without one.
     """
 
     state: StateStore
@@ -74,6 +75,7 @@ class Context:
     reactor: Any = None
     oauth_providers: Any = None
     log_files: Any = None
+    keys: Any = None
 
     # -- the running daemon ---------------------------------------------------------------
 

@@ -3,8 +3,10 @@ A simulated upstream with scriptable faults per API key, speaking all four
 wire formats: OpenAI chat completions (C{/v1/chat/completions}), OpenAI
 Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
 count) and Gemini (C{/v1beta/models/M:generateContent},
-C{:streamGenerateContent?alt=sse}, C{:countTokens}), each with its own key
-header, stream framing and error bodies.
+C{:streamGenerateContent?alt=sse}, C{:countTokens}; and Vertex AI's paths for
+the same, C{/v1/projects/P/locations/L/publishers/google/models/M:...} with a
+bearer and C{/v1/publishers/google/models/M:...} with a key), each with its
+own key header, stream framing and error bodies.
 
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
@@ -261,8 +263,21 @@ class SimulatedUpstream:
 
     @app.route("/v1beta/models/<path:target>", methods=["POST"])
     def gemini_api(self, request: IRequest, target: str) -> Any:
+        return self._gemini(request, target, _header(request, b"x-goog-api-key"))
+
+    @app.route("/v1/projects/<project>/locations/<location>/publishers/google/models/<path:target>",
+               methods=["POST"])
+    def vertex_api(self, request: IRequest, project: str, location: str, target: str) -> Any:
+        """Vertex AI for a service account: Gemini bodies, the project and location in the path, a bearer."""
+        return self._gemini(request, target, _bearer(request))
+
+    @app.route("/v1/publishers/google/models/<path:target>", methods=["POST"])
+    def vertex_express(self, request: IRequest, target: str) -> Any:
+        """Vertex AI with an API key (express mode): C{x-goog-api-key}, no project."""
+        return self._gemini(request, target, _header(request, b"x-goog-api-key"))
+
+    def _gemini(self, request: IRequest, target: str, key: str) -> Any:
         model, _, method = target.rpartition(":")
-        key = _header(request, b"x-goog-api-key")
         if method == "countTokens":
             return self._serve(request, gemini, key, model, count=True)
         if method in ("generateContent", "streamGenerateContent"):
