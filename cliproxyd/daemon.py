@@ -37,6 +37,7 @@ from cliproxyd.conductor.keylimits import KeyMeter
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
+from cliproxyd.config.load import parse_redis_url
 from cliproxyd.config.model import Config
 from cliproxyd.credentials.refresh import CONCURRENCY as REFRESH_CONCURRENCY
 from cliproxyd.credentials.authfiles import OAuthAccount, account_proxy
@@ -63,6 +64,7 @@ from cliproxyd.state import MemoryStateStore
 from cliproxyd.outbound import ConfiguredClient
 from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
+from cliproxyd.state.redisstore import SEP, RedisStateStore, tcp_connect
 
 
 class WebLogins(Service):
@@ -114,6 +116,29 @@ def _proxy_of(source: GenerationSource) -> Callable[[OAuthAccount], ProxySetting
     return lambda account: account_proxy(account, source.config())
 
 
+def _state_store(clock: IReactorTime, url: str | None, reactor: Any) -> MemoryStateStore:
+    """The embedded store, or with a C{state-store} URL the one shared through Redis."""
+    if not url:
+        return MemoryStateStore()
+    where = parse_redis_url(url)
+    reactor = reactor if reactor is not None else clock
+    connect = tcp_connect(reactor, reactor, where.host, where.port, where.db,
+                          password=where.password, username=where.username, tls=where.tls)
+    return RedisStateStore(clock, connect, shown=where.shown, timers=reactor)
+
+
+def _follow_shared_state(source: GenerationSource) -> Callable[[str, str], None]:
+    """What tells the running conductor's scheduler that another instance changed a cooldown or suspension."""
+
+    def changed(kind: str, name: str) -> None:
+        generation = source.current
+        if generation is not None:
+            cred_id, _, key = name.partition(SEP)
+            generation.conductor.state_changed(kind, cred_id, key)
+
+    return changed
+
+
 def build_daemon(
     clock: IReactorTime,
     client: Any,
@@ -137,6 +162,8 @@ def build_daemon(
     log_rotate_bytes: int = ROTATE_BYTES,
     refresh_workers: int = 0,
     listen_fixed: bool = False,
+    state_store: str | None = None,
+    state_reactor: Any = None,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -164,6 +191,9 @@ def build_daemon(
     @param log_rotate_bytes: main.log's size at which it is rotated.
     @param listen_fixed: C{--listen} says where to listen; see L{Runtime}.
     @param refresh_workers: token refreshes run at once (C{auth-auto-refresh-workers}; 0: the default).
+    @param state_store: C{state-store}: a Redis URL shares the StateStore
+        (and coordinates token refreshes) through Redis; None keeps it in memory.
+    @param state_reactor: what connects to Redis and runs its flushes (C{clock} by default: the reactor).
     """
     environ = {} if environ is None else environ
     source = GenerationSource()
@@ -175,7 +205,7 @@ def build_daemon(
 
     log_files = LogFiles(log_directory(config_path, environ), loaded, clock, run_in_thread=run_in_thread,
                          publisher=log_publisher, rotate_bytes=log_rotate_bytes)
-    state = MemoryStateStore()
+    state = _state_store(clock, state_store, state_reactor)
     # client-keys' windows and counters: records in the store (kept across restarts with it)
     keys = KeyMeter(clock, state)
     usage = Usage(clock)
@@ -186,7 +216,8 @@ def build_daemon(
     own_calls = ConfiguredClient(client, lambda: running().proxy_url) if client is not None else None
     save_account = file_saver(run_in_thread)
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
-                          save_account, source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
+                          save_account, source, concurrency=refresh_workers or REFRESH_CONCURRENCY,
+                          cluster=state if isinstance(state, RedisStateStore) else None)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
                         observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor,
                         save_account=save_account)
@@ -220,6 +251,12 @@ def build_daemon(
         # restored cooldowns are in place before the first pick; stopped
         # after the requests drain, so their outcomes are saved too.
         services.append(StatePersistence(state, state_path, clock, run_in_thread=run_in_thread))
+    if isinstance(state, RedisStateStore):
+        # Connecting starts before the first generation (which never waits
+        # for it); stopped after the requests drain, so their changes are sent.
+        services.append(state.service)
+    if isinstance(state, RedisStateStore):
+        state.on_change = _follow_shared_state(source)
     services.append(runtime)
     if log_files.directory:
         # After the runtime: these read the running config.

@@ -66,6 +66,7 @@ RESTART_ONLY = (
     (("port",), "port"),
     (("tls",), "tls"),
     (("state_path",), "state-file"),
+    (("state_store",), "state-store"),
     (("auth_auto_refresh_workers",), "auth-auto-refresh-workers"),
     (("timeouts", "connect"), "timeouts.connect-seconds"),
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),

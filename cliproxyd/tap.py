@@ -258,7 +258,7 @@ def build(options: Options, reactor) -> IService:
                               poll=max(0.0, options["watch-interval"]),
                               refresh_workers=config.auth_auto_refresh_workers,
                               require_client_keys=not local, listen_fixed=bool(options["listen"]),
-                              listener=reactor, environ=os.environ)
+                              listener=reactor, environ=os.environ, state_store=config.state_store)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)

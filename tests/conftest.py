@@ -231,3 +231,13 @@ async def auth_server(reactor):
     yield make
     for server in made:
         await server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free port in tmp_path (L{tests.redis_support}); killed after the test."""
+    from tests.redis_support import start_redis
+
+    server = start_redis(tmp_path)
+    yield server
+    server.stop()

@@ -299,6 +299,18 @@ class Conductor:
         for key in self._group_slots.get((cred_id, group_id), ()):
             self._refresh_slot(cred_id, key, now)
 
+    def state_changed(self, kind: str, cred_id: str, key: str) -> None:
+        """
+        Another instance changed shared state (C{state-store}): the
+        scheduler follows a (credential, model) cooldown (C{kind}
+        C{model_states}) or a (credential, group) suspension (C{group_states}).
+        """
+        now = self._clock.seconds()
+        if kind == "model_states":
+            self._refresh_slot(cred_id, key, now)
+        elif kind == "group_states":
+            self._refresh_group(cred_id, key, now)
+
     @property
     def executor(self) -> Executor:
         """What sends this conductor's requests (warmups send theirs through it too)."""

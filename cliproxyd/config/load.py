@@ -14,7 +14,9 @@ import hashlib
 import os
 import re
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import urlsplit
+
+from attrs import field, frozen
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from attrs import evolve
@@ -644,6 +646,7 @@ def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T
 
 TOP_LEVEL = {
     "host",
+    "state-store",
     "port",
     "tls",
     "api-keys",
@@ -827,9 +830,75 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         usage_statistics_enabled=r.get("usage-statistics-enabled", bool, False),
         usage_queue_retention=_usage_queue_retention(r),
         proxy_url=_proxy(r),
+        state_store=_state_store(r),
         **_parse_wire(r),
     )
     return config, warnings
+
+
+@frozen
+class RedisAddress:
+    """A C{state-store} URL taken apart (the password is a secret: never logged)."""
+
+    host: str
+    port: int
+    db: int
+    password: str | None = field(default=None, repr=False)
+    username: str | None = None
+    tls: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for logs and the management API."""
+        scheme = "rediss" if self.tls else "redis"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(text: str) -> RedisAddress:
+    """
+    C{redis://[[user]:password@]host[:port][/db]} or C{rediss://...} (TLS).
+
+    @raise ValueError: saying what is wrong (never echoing the password).
+    """
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise ValueError("not a redis:// or rediss:// URL (bad host or port)") from None
+    if url.scheme not in ("redis", "rediss"):
+        raise ValueError(f"must be a redis:// or rediss:// URL, not {url.scheme or 'no'} scheme")
+    if not url.hostname:
+        raise ValueError("the URL names no host")
+    if url.query or url.fragment:
+        raise ValueError("query strings and fragments are not understood")
+    path = url.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the database must be a number (/0 to /15...), not {path!r}")
+    return RedisAddress(
+        host=url.hostname,
+        port=port or 6379,
+        db=int(path or 0),
+        password=unquote(url.password) if url.password is not None else None,
+        username=unquote(url.username) if url.username else None,
+        tls=url.scheme == "rediss",
+    )
+
+
+def _state_store(r: _Reader) -> str | None:
+    """
+    C{state-store}: where the StateStore lives. Absent or empty: in memory
+    (and the state file), the default; C{redis://[:password@]host:port/db}
+    or C{rediss://} (TLS): shared through Redis (L{cliproxyd.state.redis}).
+    """
+    text = (r.string("state-store") or "").strip()
+    if not text:
+        return None
+    try:
+        parse_redis_url(text)
+    except ValueError as e:
+        raise r.error("state-store", str(e)) from None
+    return text
 
 
 # -- streaming, keep-alives, header defaults, payload rules ----------------------------

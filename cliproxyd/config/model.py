@@ -396,6 +396,9 @@ class Config:
     #: proxy-url: every upstream call's proxy, unless a key or auth file says otherwise
     #: (inherit: the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY)
     proxy_url: ProxySetting = INHERIT
+    #: state-store: "redis://[:password@]host:port/db" (or rediss://) shares the StateStore
+    #: through Redis; None: memory and the state file (the default)
+    state_store: str | None = None
     #: passthrough-headers: the upstream's response headers (filtered) go on to the client
     passthrough_headers: bool = False
     streaming: Streaming = field(factory=Streaming)

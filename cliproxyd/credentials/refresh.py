@@ -14,6 +14,19 @@ request.
 A 401 from upstream asks for a refresh now (L{Refresher.refresh_now}):
 requests that meet the same expired token share one refresh, and an account
 whose refresh just failed is not asked again until its back-off ends.
+
+With a shared state store (C{state-store: redis://...}), refreshes are
+coordinated across every instance on it (L{ClusterTokens}): an instance
+takes the account's lock before it refreshes; the one that wins reads the
+tokens last published first (another instance may have refreshed a moment
+ago: then it adopts those instead of spending the refresh token again),
+refreshes, writes the file, publishes the new tokens and releases the lock.
+An instance that finds the lock held waits for the published tokens and
+adopts them; every instance adopts published tokens as they arrive. So an
+account is refreshed once per expiry and a rotated refresh token is never
+sent twice. With Redis unreachable an instance refreshes on its own (an
+account left to expire serves no one); with no shared store nothing of
+this applies.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ PENDING_BACKOFF = 60.0
 FAILURE_BACKOFF = 300.0
 #: A token endpoint that has not answered by then has failed.
 REFRESH_TIMEOUT = 30.0
+#: The cluster-wide refresh lock's lifetime (a refresh, its file write and some margin).
+LOCK_TTL = REFRESH_TIMEOUT * 3
 
 #: Refresh an account's tokens: fires with an object with C{access_token},
 #: C{refresh_token}, C{expires_in} and C{id_token} (L{cliproxyd.credentials.tokens.TokenGrant}).
@@ -78,6 +93,47 @@ def is_due(account: OAuthAccount, now: float) -> bool:
     return now - account.last_refresh >= lead
 
 
+class ClusterTokens(Protocol):
+    """
+    The refresh coordination a shared state store offers
+    (L{cliproxyd.state.redisstore.RedisStateStore}); accounts are named by
+    their file name, the same on every instance.
+    """
+
+    def acquire(self, account: str, ttl: float) -> "Deferred[str | None]":
+        """The lock's token; "" when another instance holds it; None when the store is unreachable."""
+
+    def release(self, account: str, token: str) -> "Deferred[Any]": ...
+
+    def publish_tokens(self, account: str, tokens: dict | None) -> "Deferred[Any]":
+        """Store and announce the new tokens; None announces that the refresh failed (nothing stored)."""
+
+    def latest_tokens(self, account: str) -> "Deferred[dict | None]": ...
+
+    def on_tokens(self, listener: Callable[[str, dict | None], None]) -> None: ...
+
+
+def account_tokens(account: OAuthAccount) -> dict:
+    """What is published of an account after a refresh (secrets: they go to the shared store only)."""
+    return {
+        "access_token": account.access_token,
+        "refresh_token": account.refresh_token,
+        "expires_at": account.expires_at,
+        "last_refresh": account.last_refresh,
+        "id_token": account.data.get("id_token", "") if isinstance(account.data.get("id_token"), str) else "",
+    }
+
+
+def _newer(tokens: dict | None, account: OAuthAccount) -> bool:
+    """Whether published C{tokens} are newer than the account's own."""
+    if not isinstance(tokens, dict) or not isinstance(tokens.get("access_token"), str):
+        return False
+    when = tokens.get("last_refresh")
+    if not isinstance(when, (int, float)):
+        return False
+    return account.last_refresh is None or when > account.last_refresh
+
+
 class AccountsSource(Protocol):
     """
     Where the accounts to keep fresh are: C{current.accounts} (file name ->
@@ -108,6 +164,8 @@ class Refresher:
         pending_backoff: float = PENDING_BACKOFF,
         failure_backoff: float = FAILURE_BACKOFF,
         timeout: float = REFRESH_TIMEOUT,
+        cluster: ClusterTokens | None = None,
+        lock_ttl: float = LOCK_TTL,
     ) -> None:
         self._clock = clock
         self._refresh = refresh
@@ -119,6 +177,14 @@ class Refresher:
         self._semaphore = DeferredSemaphore(concurrency)
         self._status: dict[str, RefreshStatus] = {}
         self._in_flight: dict[str, Deferred[bool]] = {}
+        self._cluster = cluster
+        self._lock_ttl = lock_ttl
+        #: account name -> waiters for its tokens to be published by another instance
+        self._awaiting: dict[str, list[Deferred[dict | None]]] = {}
+        #: refreshes this instance left to another (it held the lock), and tokens adopted
+        self.adopted = 0
+        if cluster is not None:
+            cluster.on_tokens(self._published)
 
     # -- which accounts ---------------------------------------------------------------
 
@@ -189,7 +255,87 @@ class Refresher:
         d.addBoth(done)
         return d
 
+    # -- across instances --------------------------------------------------------------
+
+    def _published(self, name: str, tokens: dict | None) -> None:
+        """
+        Another instance refreshed C{name}: its tokens are used here at once
+        (C{None}: its refresh failed; whoever waits for it stops waiting).
+        """
+        tokens = tokens if isinstance(tokens, dict) else {}
+        for account in self._accounts().values():
+            if account.name == name and _newer(tokens, account):
+                self._adopt(account, tokens)
+        for waiter in self._awaiting.pop(name, []):
+            waiter.callback(tokens)
+
+    def _adopt(self, account: OAuthAccount, tokens: dict) -> None:
+        now = self._clock.seconds()
+        expires_at = tokens.get("expires_at")
+        expires_in = expires_at - now if isinstance(expires_at, (int, float)) and expires_at > now else None
+        account.apply_grant(tokens["access_token"], tokens.get("refresh_token") or "", expires_in, now,
+                            tokens.get("id_token") or "")
+        account.last_refresh = tokens["last_refresh"]
+        if expires_in is None and isinstance(expires_at, (int, float)):
+            account.expires_at = expires_at
+        status = self._status.setdefault(account.path, RefreshStatus())
+        status.last_refresh = account.last_refresh
+        status.last_error = ""
+        status.next_after = 0.0
+        self.adopted += 1
+        self.log.info("took the refreshed token of {account} from another instance", account=account.name)
+
+    def _wait_published(self, name: str) -> "Deferred[dict | None]":
+        d: Deferred[dict | None] = Deferred()
+        self._awaiting.setdefault(name, []).append(d)
+
+        def gave_up() -> None:
+            waiters = self._awaiting.get(name, [])
+            if d in waiters:
+                waiters.remove(d)
+                d.callback(None)
+
+        call = self._clock.callLater(self._lock_ttl, gave_up)
+        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return d
+
     async def _run(self, account: OAuthAccount) -> bool:
+        cluster = self._cluster
+        if cluster is None:
+            return await self._refresh_once(account)
+        lease = await cluster.acquire(account.name, self._lock_ttl)
+        if lease is None:
+            return await self._refresh_once(account)  # the store is unreachable: on our own
+        if lease == "":
+            # Another instance is refreshing it: its tokens are what we use.
+            tokens = await self._wait_published(account.name)
+            if tokens is None:
+                tokens = await cluster.latest_tokens(account.name)
+            if _newer(tokens, account):
+                if self._accounts().get(account.path) is account:
+                    self._adopt(account, tokens)
+                return True
+            if isinstance(tokens, dict) and tokens.get("access_token") == account.access_token:
+                return True  # already taken as it was published (L{_published})
+            status = self._status[account.path]
+            status.last_error = ("the refresh by another instance failed" if tokens == {} else
+                                 "another instance held the refresh lock and published no tokens")
+            status.next_after = self._clock.seconds() + self._failure_backoff
+            return False
+        try:
+            tokens = await cluster.latest_tokens(account.name)
+            if _newer(tokens, account):
+                self._adopt(account, tokens)
+                if not is_due(account, self._clock.seconds()):
+                    return True  # refreshed a moment ago elsewhere: not again
+            ok = await self._refresh_once(account)
+            # the new tokens, or word that there are none (the others stop waiting)
+            await cluster.publish_tokens(account.name, account_tokens(account) if ok else None)
+            return ok
+        finally:
+            await cluster.release(account.name, lease)
+
+    async def _refresh_once(self, account: OAuthAccount) -> bool:
         status = self._status[account.path]
         try:
             d = self._refresh(account)

@@ -45,6 +45,8 @@ class Status(Resource):
             "warmups": ctx.warmup_status(),
             # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
             "restart_needed": getattr(ctx.runtime, "restart_needed", []),
+            # memory (the default) or redis: connected, last error, writes not yet in Redis
+            "state_store": ctx.state.describe(),
             "credentials": creds,
         })
 

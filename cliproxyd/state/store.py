@@ -141,6 +141,7 @@ class StateStore(Protocol):
     def key_usages(self) -> dict[str, KeyUsage]: ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
     def restore(self, data: Any, now: float) -> list[str]: ...
+    def describe(self) -> dict[str, Any]: ...
 
 
 class MemoryStateStore:
@@ -284,6 +285,10 @@ class MemoryStateStore:
             if entry is not None and entry[0] == cred_id:
                 del self._affinity[key]
                 self.dirty = True
+
+    def describe(self) -> dict[str, Any]:
+        """What C{/status} says of the store (L{cliproxyd.state.redisstore} adds its connection)."""
+        return {"kind": "memory", "connected": None, "last_error": "", "pending_writes": 0}
 
     # -- client keys --------------------------------------------------------------
 
