@@ -153,7 +153,7 @@ def test_stopping_drains_every_worker_and_fires_when_the_last_has_ended():
 
 
 def test_a_worker_that_does_not_drain_in_time_is_killed_and_the_stop_is_not_clean():
-    sup, clock, spawn, events = supervisor(2, drain=20.0)
+    sup, clock, spawn, _ = supervisor(2, drain=20.0)
     sup.startService()
     clock.advance(0)
     done = []
@@ -170,7 +170,7 @@ def test_a_worker_that_does_not_drain_in_time_is_killed_and_the_stop_is_not_clea
 
 
 def test_a_restart_that_is_due_is_cancelled_by_the_stop():
-    sup, clock, spawn, events = supervisor(2)
+    sup, clock, spawn, _ = supervisor(2)
     sup.startService()
     clock.advance(0)
     spawn.running()[0].exit(1)

@@ -641,6 +641,8 @@ TOP_LEVEL = {
     "quota-exceeded",
     "oauth-request-scoped-errors",
     "state-file",
+    "state-store",
+    "workers",
     "oauth-model-alias",
     "oauth-excluded-models",
     "oauth-quota-groups",
@@ -753,6 +755,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         ),
         oauth_request_scoped_errors=_parse_oauth_scoped_errors(r.child("oauth-request-scoped-errors")),
         state_file=os.path.expanduser(r.string("state-file")),
+        state_store=_state_store(r),
+        workers=_workers(r),
         oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
         oauth_excluded_models=_parse_oauth_exclusions(r.child("oauth-excluded-models")),
         oauth_quota_groups=_parse_quota_groups(r),
@@ -799,6 +803,29 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         **_parse_wire(r),
     )
     return config, warnings
+
+
+def _state_store(r: _Reader) -> str | None:
+    """C{state-store}: a shared StateStore's URL (redis:// or rediss://), or None for the embedded one."""
+    url = r.string("state-store")
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("redis", "rediss") or not rest.strip("/"):
+        raise r.error("state-store", "must be a redis:// or rediss:// URL (redis://HOST:PORT/DB)")
+    return url
+
+
+#: workers: the most worker processes one parent runs.
+MAX_WORKERS = 256
+
+
+def _workers(r: _Reader) -> int:
+    """C{workers}: how many worker processes serve the listener (1: the daemon serves it itself)."""
+    value = r.get("workers", int, 1)
+    if not 1 <= value <= MAX_WORKERS:
+        raise r.error("workers", f"must be between 1 and {MAX_WORKERS}, not {value}")
+    return value
 
 
 # -- streaming, keep-alives, header defaults, payload rules ----------------------------

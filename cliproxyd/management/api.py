@@ -110,6 +110,8 @@ class ManagementAPI:
         oauth_providers: Any = None,
         management_password: str = "",
         log_files: Any = None,
+        peers: Any = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         """
         @param management_password: C{MANAGEMENT_PASSWORD} from the
@@ -117,6 +119,8 @@ class ManagementAPI:
         @param runtime: the running generation (its C{current}, whose
             C{config.remote_management} says who may use this API) and
             reloads (its C{reload(reason)}): L{cliproxyd.runtime.Runtime}.
+        @param peers: in a worker process, the other workers' counts; see L{Context}.
+        @param on_change: after a config or auth-file write; see L{Context}.
         """
         self.context = Context(
             state=state,
@@ -135,6 +139,8 @@ class ManagementAPI:
             reactor=reactor,
             oauth_providers=oauth_providers,
             log_files=log_files,
+            peers=peers,
+            on_change=on_change,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.

@@ -19,9 +19,12 @@ the L{Supervisor} is given.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
-from typing import Any, Callable
+import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
@@ -78,7 +81,7 @@ class Slot:
 class WorkerProcess(ProcessProtocol):
     """Tells the supervisor when the worker in C{slot} has ended."""
 
-    def __init__(self, supervisor: "Supervisor", slot: Slot) -> None:
+    def __init__(self, supervisor: Supervisor, slot: Slot) -> None:
         self._supervisor = supervisor
         self._slot = slot
 
@@ -209,7 +212,7 @@ class Supervisor(Service):
 
     # -- stopping -----------------------------------------------------------------------
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         self._stopping = True
         if self._first is not None and self._first.active():
@@ -262,7 +265,11 @@ def open_listener(endpoint: Any) -> socket.socket:
     @raise ValueError: other endpoints (C{unix:}, C{ssl:}), which workers cannot share.
     @raise CannotListenError: the address is in use or not ours.
     """
-    from twisted.internet.endpoints import AdoptedStreamServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+    from twisted.internet.endpoints import (
+        AdoptedStreamServerEndpoint,
+        TCP4ServerEndpoint,
+        TCP6ServerEndpoint,
+    )
 
     if isinstance(endpoint, AdoptedStreamServerEndpoint):
         return socket.socket(endpoint.addressFamily, socket.SOCK_STREAM, fileno=os.dup(endpoint.fileno))
@@ -282,18 +289,71 @@ def open_listener(endpoint: Any) -> socket.socket:
     return sock
 
 
-def process_spawner(reactor: Any, command: Callable[[int], list[str]], env: dict[str, str],
+def process_spawner(reactor: Any, command: Callable[[int], list[str]], env: Callable[[], dict[str, str]],
                     listening: Callable[[], int]) -> Spawn:
     """
     How the daemon starts a worker: C{command(index)} (its argv, the same
-    python first) with C{env}, standard input, output and error shared with
+    python first) with the environment C{env()}, standard input, output and error shared with
     the parent (so its log goes where the parent's goes), and the listening
     socket (C{listening()}, a file descriptor) as L{LISTEN_FD}.
     """
 
     def spawn(index: int, protocol: ProcessProtocol) -> Any:
         argv = command(index)
-        return reactor.spawnProcess(protocol, argv[0], argv, env=env,
+        return reactor.spawnProcess(protocol, argv[0], argv, env=env(),
                                     childFDs={0: 0, 1: 1, 2: 2, LISTEN_FD: listening()})
 
     return spawn
+
+
+class WorkerHome(Service):
+    """
+    What the parent holds for its workers: the listening socket (opened at
+    start, before privileges are dropped) and a runtime directory, made at
+    start under C{root} (systemd's C{RUNTIME_DIRECTORY}, or the temporary
+    directory) and removed at stop, where the workers leave their counts
+    and the C{prometheus} directory multiprocess metrics share.
+    """
+
+    name = "listener"
+
+    def __init__(self, endpoint: Any, root: str | None = None) -> None:
+        self._endpoint = endpoint
+        self._root = root
+        self.socket: socket.socket | None = None
+        self.directory = ""
+
+    @property
+    def metrics_directory(self) -> str:
+        return os.path.join(self.directory, "prometheus")
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        if self.socket is None:
+            self.socket = open_listener(self._endpoint)
+
+    def startService(self) -> None:
+        self.privilegedStartService()
+        Service.startService(self)
+        self.directory = tempfile.mkdtemp(prefix="cliproxyd-workers-", dir=self._root)
+        os.mkdir(self.metrics_directory, 0o700)
+
+    def fileno(self) -> int:
+        assert self.socket is not None, "the listener is closed"
+        return self.socket.fileno()
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        """A worker's environment: C{base} with C{PROMETHEUS_MULTIPROC_DIR} set to this parent's directory."""
+        return {**base, "PROMETHEUS_MULTIPROC_DIR": self.metrics_directory}
+
+    def close(self) -> None:
+        """No new workers will adopt the socket: the parent lets go of it (the workers still hold it)."""
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            sock.close()
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.close()
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
