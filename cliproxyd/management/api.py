@@ -179,6 +179,9 @@ class ManagementAPI:
 
     def _authorize(self, request: IRequest):
         self._follow()
+        if self.context.peers is not None:
+            # Which worker answers (with --workers N): operators and tests can tell them apart.
+            request.setHeader(b"x-cliproxyd-worker", b"%d" % self.context.peers.index)
         return maybeDeferred(self.access.check, request)
 
     @app.route("/<path:name>", methods=["GET", "PUT", "PATCH", "DELETE"])
