@@ -43,6 +43,7 @@ from cliproxyd.workers.supervisor import (
     DRAIN_MARGIN,
     Supervisor,
     WorkerHome,
+    can_share,
     process_spawner,
 )
 from cliproxyd.workers.worker import AdoptedListener, WorkerRole, parent_watch

@@ -17,7 +17,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
 from cliproxyd.config import ConfigError, parse_config
-from cliproxyd.management.status import process_counts
 from cliproxyd.tap import Options, makeService, worker_command
 from cliproxyd.workers.peers import STALE_SECONDS, PeerCounts, merge, read_peers
 from cliproxyd.workers.supervisor import LISTEN_FD, WorkerHome, open_listener
@@ -307,3 +306,18 @@ def test_only_the_first_worker_writes_the_state_file(tmp_path):
         h = Harness(worker=WorkerRole(index, str(tmp_path), 1), state_path=str(tmp_path / "state.json"))
         names.append([s.name for s in h.daemon.services])
     assert "state" in names[0] and "state" not in names[1]
+
+
+def test_a_systemd_socket_is_passed_on_as_systemd_passed_it():
+    from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+    given = socket.create_server(("127.0.0.1", 0))
+    try:
+        # what systemd:domain=INET:index=0 makes of the socket systemd passed
+        endpoint = AdoptedStreamServerEndpoint(MemoryReactorClock(), given.fileno(), socket.AF_INET)
+        shared = open_listener(endpoint)
+        assert shared.fileno() != given.fileno()
+        assert shared.getsockname() == given.getsockname() and shared.family == socket.AF_INET
+        shared.close()
+    finally:
+        given.close()

@@ -256,25 +256,34 @@ class Supervisor(Service):
 # -- the real processes --------------------------------------------------------------------
 
 
-def open_listener(endpoint: Any) -> socket.socket:
-    """
-    The listening socket that C{endpoint} (a server endpoint of
-    L{serverFromString}) describes, for workers to adopt: TCP (v4 or v6) is
-    bound here; C{systemd:} endpoints hand over the socket systemd passed.
-
-    @raise ValueError: other endpoints (C{unix:}, C{ssl:}), which workers cannot share.
-    @raise CannotListenError: the address is in use or not ours.
-    """
+def can_share(endpoint: Any) -> bool:
+    """Whether workers can share C{endpoint}'s socket (L{open_listener} opens it): TCP, v4 or v6, and C{systemd:}."""
     from twisted.internet.endpoints import (
         AdoptedStreamServerEndpoint,
         TCP4ServerEndpoint,
         TCP6ServerEndpoint,
     )
 
+    return isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, AdoptedStreamServerEndpoint))
+
+
+def open_listener(endpoint: Any) -> socket.socket:
+    """
+    The listening socket that C{endpoint} (a server endpoint of
+    L{serverFromString} that L{can_share}) describes, for workers to adopt:
+    TCP (v4 or v6) is bound here; C{systemd:} endpoints hand over the
+    socket systemd passed.
+
+    @raise CannotListenError: the address is in use or not ours.
+    """
+    from twisted.internet.endpoints import (
+        AdoptedStreamServerEndpoint,
+        TCP6ServerEndpoint,
+    )
+
+    assert can_share(endpoint), endpoint
     if isinstance(endpoint, AdoptedStreamServerEndpoint):
         return socket.socket(endpoint.addressFamily, socket.SOCK_STREAM, fileno=os.dup(endpoint.fileno))
-    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
-        raise ValueError("workers share tcp:, tcp6: and systemd: listeners only (for TLS use the config's tls)")
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
     interface = endpoint._interface or ("::" if family == socket.AF_INET6 else "0.0.0.0")
     sock = socket.socket(family, socket.SOCK_STREAM)
