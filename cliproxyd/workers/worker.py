@@ -53,7 +53,8 @@ class WorkerRole:
 class AdoptedListener(Service):
     """
     Serves C{factory} on the listening socket the parent passed as
-    L{LISTEN_FD}, in place of a listener of its own.
+    L{LISTEN_FD}, in place of a listener of its own. A worker ignores
+    SIGINT once it serves: its parent says when it stops (SIGTERM).
     """
 
     name = "frontend"
@@ -78,6 +79,10 @@ class AdoptedListener(Service):
         if self.port is None:
             self.privilegedStartService()
         Service.startService(self)
+        if hasattr(self._reactor, "callFromThread"):  # a real reactor, in a worker process
+            # Ctrl-C in a terminal reaches the whole process group: the
+            # parent passes it on as the one SIGTERM drain of every worker.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
