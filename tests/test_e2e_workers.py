@@ -33,13 +33,13 @@ pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="needs redis-s
 
 
 class EnvProc(Proc):
-    """A L{Proc} with environment variables of its own."""
+    """A L{Proc} with environment variables of its own, leading a process group of its own (its workers')."""
 
     def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
         self.log = log
         self._out = open(log, "wb")
         self.p = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, env={**ENV, **env},
-                                  cwd=log.parent)
+                                  cwd=log.parent, start_new_session=True)
 
 
 def request(url: str, data: dict | list | None = None, *, key: str = CLIENT_KEY, method: str | None = None):
@@ -186,6 +186,20 @@ def test_a_management_write_reaches_every_worker(machine):
     serve_until(url, lambda: all(n > before[pid] for pid, n in requests_by_pid(url).items()), key=NEW_KEY,
                 what="both workers to take the new key")
     assert "SIGHUP passed on to 2 workers" in daemon.text()
+
+    # A worker leaves SIGINT to its parent: one that gets it alone keeps serving.
+    interrupted = min(requests_by_pid(url))
+    os.kill(interrupted, signal.SIGINT)
+    counted = requests_by_pid(url).get(interrupted)
+    assert counted is not None, "the worker ended on SIGINT"
+    serve_until(url, lambda: requests_by_pid(url).get(interrupted, -1) >= counted + 3,
+                what="the interrupted worker to serve on")
+
+    # Ctrl-C in a terminal: SIGINT to the whole process group is one drain, led by the parent.
+    os.killpg(daemon.p.pid, signal.SIGINT)
+    assert daemon.p.wait(timeout=30) == -signal.SIGINT  # as twistd ends on SIGINT
+    log = daemon.text()
+    assert log.count("stopped: exit 0") == 2 and "restarting it in" not in log, log
 
 
 def management(url: str, path: str) -> tuple[str, dict]:
