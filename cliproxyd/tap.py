@@ -11,6 +11,7 @@ does no other I/O than reading the config (see L{build}).
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
 import re
@@ -405,9 +406,30 @@ def build_parent(options: Options, config_path: str, config, listen: str, endpoi
         _HashManagementKey(config_path, config.remote_management.secret_key).setServiceParent(root)
     supervisor.setServiceParent(root)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_one_unless_drained, reactor, supervisor)
     log.info("cliproxyd {version} on {listen}: {count} workers, state in {store}", version=__version__,
              listen=listen, count=count, store=_redacted_url(config.state_store))
     return root
+
+
+def _exit_status(status: int) -> None:
+    """End the process with C{status} (at exit, once everything else has been said)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
+
+
+def _exit_one_unless_drained(reactor, supervisor: Supervisor, at_exit=atexit.register) -> None:
+    """
+    The parent's exit status says whether every worker drained: 0 (also
+    after the SIGTERM that asked for the stop) when each ended by itself
+    with status 0, 1 when one had to be killed or ended otherwise.
+    """
+    if supervisor.clean:
+        return
+    log.error("not every worker drained cleanly: exit status 1")
+    reactor._exitSignal = None
+    at_exit(_exit_status, 1)
 
 
 def _redacted_url(url: str) -> str:

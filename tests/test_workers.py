@@ -321,3 +321,29 @@ def test_a_systemd_socket_is_passed_on_as_systemd_passed_it():
         shared.close()
     finally:
         given.close()
+
+
+def test_the_parent_exits_one_unless_every_worker_drained():
+    from cliproxyd.tap import _exit_one_unless_drained, _exit_status
+
+    class Reactor:
+        _exitSignal = signal.SIGTERM
+
+    class Drained:
+        clean = True
+
+    registered = []
+    reactor = Reactor()
+    _exit_one_unless_drained(reactor, Drained(), at_exit=lambda *a: registered.append(a))
+    assert registered == [] and reactor._exitSignal == signal.SIGTERM  # the SIGTERM trigger makes that 0
+    Drained.clean = False
+    _exit_one_unless_drained(reactor, Drained(), at_exit=lambda *a: registered.append(a))
+    assert registered == [(_exit_status, 1)] and reactor._exitSignal is None
+
+
+def test_the_parent_logs_the_state_store_without_its_password():
+    from cliproxyd.tap import _redacted_url
+
+    assert _redacted_url("redis://:s3cret@db.example:6379/0") == "redis://***@db.example:6379/0"
+    assert _redacted_url("rediss://app:s3cret@db.example/1") == "rediss://app:***@db.example/1"
+    assert _redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -192,6 +192,20 @@ def test_stopping_before_the_first_spawn_starts_nothing():
     assert done == [None] and spawn.started == [] and events == ["draining", "stopped"]
 
 
+def test_each_worker_that_ends_is_reported_by_pid_before_its_restart():
+    clock, spawn, ended = Clock(), Spawner(), []
+    sup = Supervisor(2, spawn, clock, 5.0, on_ended=lambda pid: ended.append((pid, len(spawn.started))))
+    sup.startService()
+    clock.advance(0)
+    spawn.running()[1].exit(sig=9)
+    assert ended == [(1001, 2)]  # reported, not yet replaced
+    clock.advance(RESTART_MAX)
+    sup.stopService()
+    for process in spawn.running().values():
+        process.exit(0)
+    assert sorted(pid for pid, _ in ended) == [1000, 1001, 1002]
+
+
 def test_at_least_one_worker():
     with pytest.raises(ValueError):
         Supervisor(0, Spawner(), Clock(), 1.0)

@@ -114,14 +114,18 @@ class Supervisor(Service):
     stop, whether every worker ended by itself with exit status 0.
 
     @param spawn: starts a worker (L{process_spawner} in the daemon).
-    @param on_stopped: runs once every worker has ended (closes the socket).
+    @param on_stopped: runs once every worker has ended.
+    @param on_draining: runs when the stop begins, before the workers are told (the parent lets go of the socket).
+    @param on_ended: runs with a worker's pid each time one ends, before any
+        restart (multiprocess metrics forget its live gauges there).
     """
 
     name = "workers"
     log = Logger()
 
     def __init__(self, count: int, spawn: Spawn, clock: IReactorTime, drain_timeout: float,
-                 on_stopped: Callable[[], None] | None = None, on_draining: Callable[[], None] | None = None) -> None:
+                 on_stopped: Callable[[], None] | None = None, on_draining: Callable[[], None] | None = None,
+                 on_ended: Callable[[int], None] | None = None) -> None:
         if count < 1:
             raise ValueError("a supervisor needs at least one worker")
         self._spawn = spawn
@@ -129,6 +133,7 @@ class Supervisor(Service):
         self._drain_timeout = drain_timeout
         self._on_stopped = on_stopped
         self._on_draining = on_draining
+        self._on_ended = on_ended
         self.slots = [Slot(i) for i in range(count)]
         self._first: IDelayedCall | None = None
         self._stopping = False
@@ -173,6 +178,11 @@ class Supervisor(Service):
         """The process in C{slot} has ended (called by its L{WorkerProcess})."""
         how = slot.last_exit = describe_exit(reason)
         slot.process = None
+        if self._on_ended is not None and slot.pid is not None:
+            try:
+                self._on_ended(slot.pid)
+            except Exception:
+                self.log.failure("after worker {index} (pid {pid}) ended", index=slot.index, pid=slot.pid)
         if self._stopping:
             if how != "exit 0":
                 self.clean = False
