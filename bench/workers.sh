@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 1 worker against --workers 2 (and more: WORKERS="1 2 4"), interleaved by
-# round, with nginx direct in the same run. The daemon's config is
+# round (the order reversed every other round: the peer that runs second in a
+# round is measured slower on this machine), with nginx direct in the same run. The daemon's config is
 # bench/cliproxyd-bench-workers.yaml: the shared state-store on a
 # redis-server this script starts on 127.0.0.1:16379 (in a temporary
 # directory, nothing saved), used by every count of workers alike.
@@ -33,8 +34,10 @@ cleanup() { stop_daemon; kill -TERM "$REDIS" 2>/dev/null || true; wait "$REDIS" 
             rm -rf "$REDIS_DIR"; "$HARNESS/upstream/upstream.sh" stop >/dev/null || true; }
 trap cleanup EXIT
 
+REVERSED="$(echo $WORKERS | tr ' ' '\n' | tac | tr '\n' ' ')"
 for round in $(seq "$ROUNDS"); do
-  for n in $WORKERS; do
+  if [ $((round % 2)) = 0 ]; then ORDER="$REVERSED"; else ORDER="$WORKERS"; fi
+  for n in $ORDER; do
     LOG="$(mktemp /tmp/cliproxyd-bench-daemon.XXXXXX.log)"
     PYTHONPATH="$ROOT" "$PYTHON" -c "from twisted.scripts.twistd import run; run()" \
       -n --pidfile= cliproxyd --config "$HERE/cliproxyd-bench-workers.yaml" --workers "$n" >"$LOG" 2>&1 &
