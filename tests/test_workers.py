@@ -12,7 +12,7 @@ import signal
 import socket
 
 import pytest
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
@@ -22,14 +22,12 @@ from cliproxyd.workers.peers import STALE_SECONDS, PeerCounts, merge, read_peers
 from cliproxyd.workers.supervisor import LISTEN_FD, WorkerHome, open_listener
 from cliproxyd.workers.worker import AdoptedListener, WorkerRole, parent_watch
 from tests.conftest import Harness, unused_port
+from tests.conftest import _now as now
+from tests.test_config_edit import result_of
 from tests.test_tap import tree
 from tests.test_tls import self_signed
 
 STORE = "redis://127.0.0.1:6379/0"
-
-
-def now(f, *args):
-    return maybeDeferred(f, *args)
 
 
 def options(*argv):
@@ -244,15 +242,6 @@ def test_counts_add_up_and_the_latest_use_says_the_last_status():
     assert own["credentials"]["a"]["requests"] == 3  # nothing of the input is changed
 
 
-def settle(d):
-    results = []
-    d.addBoth(results.append)
-    assert results, "not fired"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
-
-
 def test_a_worker_publishes_its_counts_and_reads_only_fresh_peers(tmp_path):
     clock = Clock()
     clock.advance(1000)
@@ -263,11 +252,11 @@ def test_a_worker_publishes_its_counts_and_reads_only_fresh_peers(tmp_path):
     a.service.startService()
     b.service.startService()
     assert sorted(os.listdir(tmp_path)) == ["worker-0.json", "worker-1.json"]
-    total = settle(Deferred.fromCoroutine(a.machine()))
+    total = result_of(Deferred.fromCoroutine(a.machine()))
     assert total["in_flight"] == 5 and total["credentials"]["a"]["requests"] == 7
     theirs["in_flight"] = 0
     clock.advance(1.0)  # the next publication
-    assert settle(Deferred.fromCoroutine(a.machine()))["in_flight"] == 1
+    assert result_of(Deferred.fromCoroutine(a.machine()))["in_flight"] == 1
     # b dies without its stop (its file stays): past STALE_SECONDS it no longer counts
     b.service._loop.stop()
     clock.advance(STALE_SECONDS + 1)
