@@ -217,7 +217,8 @@ def test_the_worker_fd_is_after_stdio():
 
 
 def counts(index, pid, in_flight, usage, creds, at=100.0):
-    return {"index": index, "pid": pid, "at": at, "in_flight": in_flight, "usage": usage, "credentials": creds}
+    return {"index": index, "pid": pid, "at": at, "in_flight": in_flight, "usage": usage, "credentials": creds,
+            "attempts": sum(c["requests"] for c in creds.values())}
 
 
 def test_counts_add_up_and_the_latest_use_says_the_last_status():
@@ -237,9 +238,17 @@ def test_counts_add_up_and_the_latest_use_says_the_last_status():
     assert total["credentials"]["a"] == {"requests": 7, "successes": 5, "failures": 2, "last_status": 429,
                                          "last_error": "slow down", "last_used_at": 60.0, "last_failed_at": 60.0}
     assert total["credentials"]["b"]["requests"] == 1
-    assert total["workers"] == [{"index": 0, "pid": 11, "in_flight": 2, "requests": 3},
-                                {"index": 1, "pid": 12, "in_flight": 1, "requests": 5}]
+    assert total["workers"] == [{"index": 0, "pid": 11, "in_flight": 2, "attempts": 3},
+                                {"index": 1, "pid": 12, "in_flight": 1, "attempts": 5}]
     assert own["credentials"]["a"]["requests"] == 3  # nothing of the input is changed
+
+
+def test_counters_a_shared_store_holds_are_not_added_again():
+    own = {"index": 0, "pid": 11, "in_flight": 1, "attempts": 3}
+    peer = {"index": 1, "pid": 12, "in_flight": 2, "attempts": 4}
+    total = merge(own, [peer])
+    assert total == {"in_flight": 3, "workers": [{"index": 0, "pid": 11, "in_flight": 1, "attempts": 3},
+                                                 {"index": 1, "pid": 12, "in_flight": 2, "attempts": 4}]}
 
 
 def test_a_worker_publishes_its_counts_and_reads_only_fresh_peers(tmp_path):
@@ -279,10 +288,17 @@ def test_status_answers_for_every_worker(tmp_path):
     code, headers, body = workers[0].request("GET", "/v0/management/status", headers=auth)
     status = json.loads(body)
     assert code == 200 and headers.getRawHeaders("x-cliproxyd-worker") == ["0"]
-    assert [(w["index"], w["requests"]) for w in status["workers"]] == [(0, 1), (1, 2)]
+    assert [(w["index"], w["attempts"]) for w in status["workers"]] == [(0, 1), (1, 2)]
     assert status["answered_by"] == {"index": 0, "pid": os.getpid()}
     assert sum(c["requests"] for c in status["credentials"]) == 3
     assert sum(u["requests"] for u in status["usage"].values()) == 3
+    # A store that shares its counters between processes already holds the machine's: they are not added again.
+    for h in workers:
+        h.state.shares_counters = True
+        h.daemon.services[[s.name for s in h.daemon.services].index("publish-counts")].run_now()
+    shared = json.loads(workers[0].request("GET", "/v0/management/status", headers=auth)[2])
+    assert [w["attempts"] for w in shared["workers"]] == [1, 2]
+    assert sum(c["requests"] for c in shared["credentials"]) == 1  # worker 0's own store (a shared one: all)
     # A daemon of its own says nothing of workers.
     alone = json.loads(Harness(environ={"MANAGEMENT_PASSWORD": "pw"}).request(
         "GET", "/v0/management/status", headers=auth)[2])

@@ -19,15 +19,20 @@ from cliproxyd.management.http import Resource, read_json, respond, route, whole
 def process_counts(ctx: Any) -> dict[str, Any]:
     """
     What this process counted that adds up across worker processes (see
-    L{cliproxyd.workers.peers.merge}): requests in flight, usage per model,
-    the counters of each credential.
+    L{cliproxyd.workers.peers.merge}): requests in flight, the attempts it
+    made and, unless the StateStore already shares them between processes
+    (its C{shares_counters}), usage per model and the counters of each
+    credential.
     """
     state = ctx.state
-    return {
+    counts: dict[str, Any] = {
         "in_flight": ctx.in_flight(),
-        "usage": {model: u.as_json() for model, u in state.usage().items()},
-        "credentials": {cred.id: state.stats(cred.id).as_json() for cred in ctx.conductor().creds},
+        "attempts": ctx.usage.total if ctx.usage is not None else 0,
     }
+    if not getattr(state, "shares_counters", False):
+        counts["usage"] = {model: u.as_json() for model, u in state.usage().items()}
+        counts["credentials"] = {cred.id: state.stats(cred.id).as_json() for cred in ctx.conductor().creds}
+    return counts
 
 
 class Status(Resource):
@@ -55,13 +60,14 @@ class Status(Resource):
                 "models": sorted({r.name for r in cred.routes}),
                 "proxy": cred.proxy.describe(),  # the password masked
             }
-            entry.update(counts["credentials"].get(cred.id) or ctx.state.stats(cred.id).as_json())
+            entry.update(counts.get("credentials", {}).get(cred.id) or ctx.state.stats(cred.id).as_json())
             creds.append(entry)
         answer = {
             "version": __version__,
             "uptime_seconds": round(ctx.clock.seconds() - ctx.started, 3),
             "in_flight": counts["in_flight"],
-            "usage": dict(sorted(counts["usage"].items())),
+            "usage": dict(sorted(counts["usage"].items())) if "usage" in counts
+            else {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
             "warmups": ctx.warmup_status(),
             # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
             "restart_needed": getattr(ctx.runtime, "restart_needed", []),

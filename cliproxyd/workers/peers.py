@@ -94,30 +94,30 @@ def merge(own: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
     The machine's counts from each worker's: C{in_flight} and, per model
     (C{usage}) and per credential (C{credentials}), the L{SUMMED} counters
     add up; a credential's L{LATEST} fields and C{last_failed_at} come
-    from the worker that saw it last. C{workers} lists each worker's pid,
-    in-flight and request count. Nothing in C{own} is changed.
+    from the worker that saw it last. C{workers} lists each worker's slot,
+    pid, requests in flight and upstream attempts. C{usage} and
+    C{credentials} are left out when the workers do not count them
+    themselves (a StateStore that shares its counters already holds the
+    machine's). Nothing in C{own} is changed.
     """
-    total: dict[str, Any] = {
-        "in_flight": 0,
-        "usage": {},
-        "credentials": {},
-        "workers": [],
-    }
+    total: dict[str, Any] = {"in_flight": 0, "workers": []}
     for counts in sorted([own, *peers], key=lambda c: c.get("index", 0)):
         total["in_flight"] += counts.get("in_flight", 0)
-        for model, usage in counts.get("usage", {}).items():
-            _add(total["usage"].setdefault(model, {k: 0 for k in SUMMED}), usage)
-        requests = 0
-        for cred_id, stats in counts.get("credentials", {}).items():
-            mine = total["credentials"].get(cred_id)
-            if mine is None:
-                total["credentials"][cred_id] = dict(stats)
-            else:
-                _add(mine, stats)
-                _latest(mine, stats)
-            requests += stats.get("requests", 0)
+        if "usage" in counts:
+            usage_total = total.setdefault("usage", {})
+            for model, usage in counts["usage"].items():
+                _add(usage_total.setdefault(model, {k: 0 for k in SUMMED}), usage)
+        if "credentials" in counts:
+            creds = total.setdefault("credentials", {})
+            for cred_id, stats in counts["credentials"].items():
+                mine = creds.get(cred_id)
+                if mine is None:
+                    creds[cred_id] = dict(stats)
+                else:
+                    _add(mine, stats)
+                    _latest(mine, stats)
         total["workers"].append({"index": counts.get("index"), "pid": counts.get("pid"),
-                                 "in_flight": counts.get("in_flight", 0), "requests": requests})
+                                 "in_flight": counts.get("in_flight", 0), "attempts": counts.get("attempts", 0)})
     return total
 
 
