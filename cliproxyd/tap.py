@@ -249,18 +249,19 @@ def build(options: Options, reactor) -> IService:
             f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
             "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
         )
+    role = None
+    if options["worker-index"] is not None:
+        role = WorkerRole(options["worker-index"], options["worker-dir"], options["worker-parent"])
+    endpoint = None
     try:
         if tls is not None:
             assert config is not None
             endpoint = SSL4ServerEndpoint(reactor, config.port, tls, interface=config.host or "0.0.0.0")
-        else:
+        elif role is None:  # a worker adopts its parent's socket: what --listen says was the parent's to open
             endpoint = serverFromString(reactor, listen)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        # (IndexError: a systemd: index beyond the sockets systemd passed)
         raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
-
-    role = None
-    if options["worker-index"] is not None:
-        role = WorkerRole(options["worker-index"], options["worker-dir"], options["worker-parent"])
     count = options["workers"] if options["workers"] is not None else (config.workers if config else 1)
     if role is None and count > 1:
         assert config is not None and config_path is not None
@@ -372,15 +373,12 @@ def build_parent(options: Options, config_path: str, config, listen: str, endpoi
     if config.state_store is None:
         raise StartupError(f"--workers {count} needs state-store in the config (redis://HOST:PORT/DB): "
                            "workers must share cooldowns, quota groups and token refreshes")
-    from twisted.internet.endpoints import (
-        AdoptedStreamServerEndpoint,
-        TCP4ServerEndpoint,
-        TCP6ServerEndpoint,
-    )
+    from twisted.internet.endpoints import TCP4ServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint) and config.tls.enable and not options["listen"]:
+        # The config's tls: the parent opens plain TCP, each worker speaks TLS on it.
         endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.host or "0.0.0.0")
-    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, AdoptedStreamServerEndpoint)):
+    if not can_share(endpoint):
         raise StartupError(f"workers cannot share {listen!r}: listen on tcp:, tcp6: or systemd: "
                            "(for TLS, the config's tls section)")
     home = WorkerHome(endpoint, os.environ.get("RUNTIME_DIRECTORY") or None)

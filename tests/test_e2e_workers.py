@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,11 +36,11 @@ pytestmark = pytest.mark.skipif(not os.path.exists(REDIS), reason="needs redis-s
 class EnvProc(Proc):
     """A L{Proc} with environment variables of its own, leading a process group of its own (its workers')."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str], **popen) -> None:
         self.log = log
         self._out = open(log, "wb")
         self.p = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, env={**ENV, **env},
-                                  cwd=log.parent, start_new_session=True)
+                                  cwd=log.parent, start_new_session=True, **popen)
 
 
 def request(url: str, data: dict | list | None = None, *, key: str = CLIENT_KEY, method: str | None = None):
@@ -73,9 +74,29 @@ def requests_by_pid(url: str) -> dict[int, int]:
     return {w["pid"]: w["attempts"] for w in status(url).get("workers", [])}
 
 
+def systemd_socket(port: int) -> tuple[list[str], dict[str, str], dict, int]:
+    """
+    How systemd starts a socket-activated service: the listening socket as
+    fd 3, LISTEN_FDS=1 (and its name) and LISTEN_PID the service's pid (set by a shell that
+    then becomes the daemon): a command prefix, environment, Popen arguments and the fd.
+    """
+    sock = socket.create_server(("127.0.0.1", port))
+    fd = sock.detach()
+
+    def as_fd_3() -> None:
+        os.dup2(fd, 3)
+
+    prefix = ["/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh"]
+    return prefix, {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "cliproxyd.socket"}, {"preexec_fn": as_fd_3, "pass_fds": (fd, 3)}, fd
+
+
 @pytest.fixture
-def machine(tmp_path: Path):
-    """The upstream, redis-server and `twistd --workers 2`: their URLs, the daemon and its config file."""
+def machine(tmp_path: Path, request):
+    """
+    The upstream, redis-server and `twistd --workers 2`: their URLs, the
+    daemon and its config file. Its param: how the daemon listens, "tcp" (by
+    default) or "systemd" (a socket passed as systemd passes it).
+    """
     up_port, redis_port, port = unused_port(), unused_port(), unused_port()
     redis = subprocess.Popen([REDIS, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", str(tmp_path)],
@@ -94,10 +115,16 @@ def machine(tmp_path: Path):
             "models": [{"name": "sim-small", "alias": "gpt-4o-mini"}],
         }],
     }))
+    prefix, env, popen, listen = [], {}, {}, f"tcp:{port}:interface=127.0.0.1"
+    if getattr(request, "param", "tcp") == "systemd":
+        prefix, env, popen, given = systemd_socket(port)
+        listen = "systemd:domain=INET:index=0"
     # --watch-interval 0: a management write reaches the other worker through the parent, not a poll.
-    daemon = EnvProc([*TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(path), "--workers", "2",
-                      "--watch-interval", "0", "--listen", f"tcp:{port}:interface=127.0.0.1"],
-                     tmp_path / "daemon.log", {"MANAGEMENT_PASSWORD": PASSWORD, "RUNTIME_DIRECTORY": str(tmp_path)})
+    daemon = EnvProc([*prefix, *TWISTD, "-n", "--pidfile=", "cliproxyd", "--config", str(path), "--workers", "2",
+                      "--watch-interval", "0", "--listen", listen], tmp_path / "daemon.log",
+                     {"MANAGEMENT_PASSWORD": PASSWORD, "RUNTIME_DIRECTORY": str(tmp_path), **env}, **popen)
+    if popen:
+        os.close(given)  # the daemon holds it now, as a service holds systemd's
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{up_port}/v1/models")[0] == 200, what="the upstream")
@@ -109,6 +136,14 @@ def machine(tmp_path: Path):
         upstream.stop()
         redis.terminate()
         redis.wait(timeout=10)
+
+
+@pytest.mark.parametrize("machine", ["systemd"], indirect=True)
+def test_workers_serve_a_socket_systemd_passed(machine):
+    url, daemon = machine.url, machine.daemon
+    serve_until(url, lambda: all(n > 0 for n in requests_by_pid(url).values()), what="both workers to serve")
+    assert "worker 1 of parent" in daemon.text()
+    assert daemon.stop() == 0, daemon.text()
 
 
 def serve_until(url: str, done, key: str = CLIENT_KEY, what: str = "condition") -> None:

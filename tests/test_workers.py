@@ -323,6 +323,7 @@ def test_a_systemd_socket_is_passed_on_as_systemd_passed_it():
         shared = open_listener(endpoint)
         assert shared.fileno() != given.fileno()
         assert shared.getsockname() == given.getsockname() and shared.family == socket.AF_INET
+        assert shared.getblocking() is False  # systemd passes a blocking one
         shared.close()
     finally:
         given.close()
@@ -352,3 +353,17 @@ def test_the_parent_logs_the_state_store_without_its_password():
     assert _redacted_url("redis://:s3cret@db.example:6379/0") == "redis://***@db.example:6379/0"
     assert _redacted_url("rediss://app:s3cret@db.example/1") == "rediss://app:***@db.example/1"
     assert _redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_worker_does_not_open_what_listen_names_its_parent_did(tmp_path, monkeypatch):
+    """A worker of a socket-activated parent is not socket-activated itself (LISTEN_PID is the parent's)."""
+    monkeypatch.setenv("LISTEN_PID", "1")
+    path = write_config(tmp_path, **{"state-store": STORE, "api-keys": ["k"]})
+    worker = makeService(options("--config", path, "--listen", "systemd:domain=INET:index=0", "--worker-index", "0",
+                                 "--worker-dir", str(tmp_path), "--worker-parent", "1"), reactor=MemoryReactorClock())
+    assert isinstance(worker.getServiceNamed("frontend"), AdoptedListener)
+    # The parent itself, with no socket from systemd: one line, not a traceback.
+    with pytest.raises(SystemExit) as info:
+        makeService(options("--config", path, "--listen", "systemd:domain=INET:index=0", "--workers", "2"),
+                    reactor=MemoryReactorClock())
+    assert info.value.code.startswith("cliproxyd: 'systemd:domain=INET:index=0' is not a valid endpoint string")

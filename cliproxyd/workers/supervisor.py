@@ -293,7 +293,11 @@ def open_listener(endpoint: Any) -> socket.socket:
 
     assert can_share(endpoint), endpoint
     if isinstance(endpoint, AdoptedStreamServerEndpoint):
-        return socket.socket(endpoint.addressFamily, socket.SOCK_STREAM, fileno=os.dup(endpoint.fileno))
+        sock = socket.socket(endpoint.addressFamily, socket.SOCK_STREAM, fileno=os.dup(endpoint.fileno))
+        # systemd passes a blocking socket (unless NonBlocking=yes); a worker's
+        # reactor accepts until there is nothing left, which must not block.
+        sock.setblocking(False)
+        return sock
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
     interface = endpoint._interface or ("::" if family == socket.AF_INET6 else "0.0.0.0")
     sock = socket.socket(family, socket.SOCK_STREAM)

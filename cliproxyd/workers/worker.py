@@ -70,6 +70,7 @@ class AdoptedListener(Service):
         Service.privilegedStartService(self)
         inherited = socket.socket(fileno=self._fd)  # its family, from the socket itself
         family = inherited.family
+        inherited.setblocking(False)  # the reactor accepts until nothing is left
         try:
             self.port = self._reactor.adoptStreamPort(self._fd, family, self._factory)
         finally:
