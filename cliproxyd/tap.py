@@ -395,7 +395,7 @@ def build_parent(options: Options, config_path: str, config, listen: str, endpoi
 
     spawn = process_spawner(reactor, argv, lambda: home.environment(dict(os.environ)), home.fileno)
     drain = config.timeouts.shutdown + CLOSE_GRACE + DRAIN_MARGIN
-    supervisor = Supervisor(count, spawn, reactor, drain, on_draining=home.close)
+    supervisor = Supervisor(count, spawn, reactor, drain, on_draining=home.close, on_ended=home.worker_ended)
     root = ServiceTree()
     root.setName("cliproxyd")
     home.setServiceParent(root)

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -139,6 +140,9 @@ def test_the_parent_opens_the_socket_and_a_runtime_directory_it_removes(tmp_path
         assert os.path.isdir(home.metrics_directory)
         env = home.environment({"PATH": "/bin"})
         assert env == {"PATH": "/bin", "PROMETHEUS_MULTIPROC_DIR": home.metrics_directory}
+        (Path(home.directory) / "worker-1.json").write_text("{}")
+        home.worker_ended(1, 4242)  # a dead worker's counts go at once
+        assert sorted(os.listdir(home.directory)) == ["prometheus"]
         home.close()
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=5)

@@ -192,18 +192,18 @@ def test_stopping_before_the_first_spawn_starts_nothing():
     assert done == [None] and spawn.started == [] and events == ["draining", "stopped"]
 
 
-def test_each_worker_that_ends_is_reported_by_pid_before_its_restart():
+def test_each_worker_that_ends_is_reported_by_slot_and_pid_before_its_restart():
     clock, spawn, ended = Clock(), Spawner(), []
-    sup = Supervisor(2, spawn, clock, 5.0, on_ended=lambda pid: ended.append((pid, len(spawn.started))))
+    sup = Supervisor(2, spawn, clock, 5.0, on_ended=lambda index, pid: ended.append((index, pid, len(spawn.started))))
     sup.startService()
     clock.advance(0)
     spawn.running()[1].exit(sig=9)
-    assert ended == [(1001, 2)]  # reported, not yet replaced
+    assert ended == [(1, 1001, 2)]  # reported, not yet replaced
     clock.advance(RESTART_MAX)
     sup.stopService()
     for process in spawn.running().values():
         process.exit(0)
-    assert sorted(pid for pid, _ in ended) == [1000, 1001, 1002]
+    assert sorted((index, pid) for index, pid, _ in ended) == [(0, 1000), (1, 1001), (1, 1002)]
 
 
 def test_at_least_one_worker():

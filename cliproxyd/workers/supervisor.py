@@ -35,6 +35,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cliproxyd.workers.peers import counts_path
+
 #: The file descriptor a worker finds the listening socket on.
 LISTEN_FD = 3
 #: The first restart delay; it doubles with each worker death that follows a short run.
@@ -116,8 +118,9 @@ class Supervisor(Service):
     @param spawn: starts a worker (L{process_spawner} in the daemon).
     @param on_stopped: runs once every worker has ended.
     @param on_draining: runs when the stop begins, before the workers are told (the parent lets go of the socket).
-    @param on_ended: runs with a worker's pid each time one ends, before any
-        restart (multiprocess metrics forget its live gauges there).
+    @param on_ended: runs with a worker's slot and pid each time one ends,
+        before any restart (its counts leave C{/status}; multiprocess
+        metrics forget its live gauges there).
     """
 
     name = "workers"
@@ -125,7 +128,7 @@ class Supervisor(Service):
 
     def __init__(self, count: int, spawn: Spawn, clock: IReactorTime, drain_timeout: float,
                  on_stopped: Callable[[], None] | None = None, on_draining: Callable[[], None] | None = None,
-                 on_ended: Callable[[int], None] | None = None) -> None:
+                 on_ended: Callable[[int, int], None] | None = None) -> None:
         if count < 1:
             raise ValueError("a supervisor needs at least one worker")
         self._spawn = spawn
@@ -180,7 +183,7 @@ class Supervisor(Service):
         slot.process = None
         if self._on_ended is not None and slot.pid is not None:
             try:
-                self._on_ended(slot.pid)
+                self._on_ended(slot.index, slot.pid)
             except Exception:
                 self.log.failure("after worker {index} (pid {pid}) ended", index=slot.index, pid=slot.pid)
         if self._stopping:
@@ -368,6 +371,14 @@ class WorkerHome(Service):
     def environment(self, base: dict[str, str]) -> dict[str, str]:
         """A worker's environment: C{base} with C{PROMETHEUS_MULTIPROC_DIR} set to this parent's directory."""
         return {**base, "PROMETHEUS_MULTIPROC_DIR": self.metrics_directory}
+
+    def worker_ended(self, index: int, pid: int) -> None:
+        """Worker C{index} has ended: its counts leave the machine's at once (its replacement writes them anew)."""
+        if self.directory:
+            try:
+                os.remove(counts_path(self.directory, index))
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         """No new workers will adopt the socket: the parent lets go of it (the workers still hold it)."""
