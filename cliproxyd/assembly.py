@@ -30,6 +30,7 @@ from cliproxyd.conductor.warmup import Warmups
 from cliproxyd.config.model import Config
 from cliproxyd.credentials import Credential, credentials_from_config
 from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_credentials
+from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors import Executors
 from cliproxyd.executors.upstreams import WireSettings
 from cliproxyd.replies import Executor
@@ -99,6 +100,7 @@ class Assembly:
         on_unauthorized: Unauthorized | None = None,
         observers: Iterable[Callable[[Attempt], None]] = (),
         wrap_executor: Callable[[Executor], Executor] | None = None,
+        save_account: SaveFn | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -107,6 +109,7 @@ class Assembly:
         self._on_unauthorized = on_unauthorized
         self._observers = tuple(observers)
         self._wrap_executor = wrap_executor
+        self._save_account = save_account
 
     def build(self, config: Config, scan: AuthDirScan | None = None) -> Generation:
         """A whole generation from C{config} and the accounts of C{scan} (none by default)."""
@@ -117,7 +120,7 @@ class Assembly:
         if settings.warmup.enabled and settings.strategy != "fill-first":
             log.warn("routing.warmup is enabled but routing.strategy is not fill-first: no warmups will be sent")
         executor: Executor = Executors(self.client, self.clock, config.timeouts, creds,
-                                         WireSettings.from_config(config))
+                                         WireSettings.from_config(config), self._save_account)
         if self._wrap_executor is not None:
             executor = self._wrap_executor(executor)
         conductor = Conductor(

@@ -33,6 +33,7 @@ from twisted.web.resource import IResource
 
 from cliproxyd._version import __version__
 from cliproxyd.assembly import Assembly, GenerationSource
+from cliproxyd.conductor.keylimits import KeyMeter
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
@@ -185,16 +186,20 @@ def build_daemon(
     log_files = LogFiles(log_directory(config_path, environ), loaded, clock, run_in_thread=run_in_thread,
                          publisher=log_publisher, rotate_bytes=log_rotate_bytes)
     state = MemoryStateStore()
+    # client-keys' windows and counters: records in the store (kept across restarts with it)
+    keys = KeyMeter(clock, state)
     usage = Usage(clock)
     recent = RecentRequests(clock)
     records = UsageRecords(clock, retention=lambda: running().usage_queue_retention)
     warmups = Warmups(state, clock, prune_interval=warmup_ttl)
     # The daemon's own calls (not a credential's) leave as the config's proxy-url says.
     own_calls = ConfiguredClient(client, lambda: running().proxy_url) if client is not None else None
+    save_account = file_saver(run_in_thread)
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
-                          file_saver(run_in_thread), source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
+                          save_account, source, concurrency=refresh_workers or REFRESH_CONCURRENCY)
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor)
+                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor,
+                        save_account=save_account)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys,
                       listen_fixed=listen_fixed)
@@ -207,7 +212,7 @@ def build_daemon(
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
         recent=recent, client=own_calls, reactor=listener, oauth_providers=oauth_providers,
-        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files,
+        management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files, keys=keys,
         peers=peers, on_change=worker.notify_parent if worker is not None else None,
     )
 
@@ -219,7 +224,8 @@ def build_daemon(
     updater = PanelUpdater(where, own_calls, clock, panel_settings, run_in_thread=run_in_thread,
                            api_base=panel_api_base) if where else None
     panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
-    frontend = Frontend(source, clock, management=management.app.resource())
+    frontend = Frontend(source, clock, management=management.app.resource(), keys=keys,
+                        run_in_thread=run_in_thread)
 
     services: list[IService] = []
     if state_path:

@@ -139,3 +139,33 @@ def compile_exclusions(patterns: Iterable[str]) -> re.Pattern[str] | None:
 
 def is_excluded(exclusions: re.Pattern[str] | None, model: str) -> bool:
     return exclusions is not None and exclusions.match(model.lower()) is not None
+
+
+# -- model ids in Claude model lists -------------------------------------------
+
+#: What a model whose name does not start with C{claude-} is listed as to Claude clients
+#: (C{claude-code.disable-cloaking-model-list} off): this prefix and its name reversed.
+CLAUDE_LIST_PREFIX = "claude-fable-5-dd-"
+
+
+def claude_listed_id(name: str) -> str:
+    """
+    How a Claude model list names C{name}, as CLIProxyAPI names it: as it is
+    when it starts with C{claude-}, else L{CLAUDE_LIST_PREFIX} and the name
+    reversed, so that clients that accept only Claude model ids (Claude Code)
+    can pick it.
+    """
+    if not name or name.startswith("claude-"):
+        return name
+    return CLAUDE_LIST_PREFIX + name[::-1]
+
+
+def claude_listed_name(model: str) -> str:
+    """The model a listed id stands for (L{claude_listed_id} undone; a thinking suffix kept); others as they are."""
+    base, suffix = model, ""
+    if model.endswith(")") and "(" in model:
+        cut = model.rindex("(")
+        base, suffix = model[:cut], model[cut:]
+    if not base.startswith(CLAUDE_LIST_PREFIX) or base == CLAUDE_LIST_PREFIX:
+        return model
+    return base[len(CLAUDE_LIST_PREFIX):][::-1] + suffix

@@ -341,7 +341,7 @@ class Runtime(ServiceTree):
         """The config file's text as a config this daemon can run; ConfigError otherwise."""
         path = self._config_path or ""
         config, warnings = parse_config_bytes(raw, path)
-        if self._require_client_keys and not config.api_keys:
+        if self._require_client_keys and not config.api_keys and not config.client_keys:
             raise ConfigError(path, "api-keys", "is empty, but the daemon listens beyond loopback: anyone who "
                                                 "can reach it could use your credentials; keep a key")
         return config, warnings

@@ -241,13 +241,15 @@ def build(options: Options, reactor) -> IService:
             log.info("tls in the config is not used: --listen {listen} says how to listen",
                      listen=options["listen"])
         listen = options["listen"] or config.listen
-        api_keys, state_path, secret = config.api_keys, config.state_path, config.remote_management.secret_key
+        # client-keys entries guard the listener as api-keys do
+        api_keys = config.api_keys + tuple(k.name for k in config.client_keys)
+        state_path, secret = config.state_path, config.remote_management.secret_key
 
     local = endpoint_is_local(listen)
     if not api_keys and not local:
         raise StartupError(
             f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
-            "use your credentials. Add api-keys to the config or listen on 127.0.0.1."
+            "use your credentials. Add api-keys (or client-keys) to the config or listen on 127.0.0.1."
         )
     role = None
     if options["worker-index"] is not None:

@@ -111,7 +111,7 @@ def test_edit_changes_the_json_and_keeps_the_mode(tmp_path, store):
 
 
 def test_edit_refuses_a_file_that_is_no_credential_and_writes_nothing(tmp_path, store):
-    (tmp_path / "other.json").write_bytes(b'{"type": "qwen"}')
+    (tmp_path / "other.json").write_bytes(b'{"type": "someday"}')
     (tmp_path / "broken.json").write_bytes(b"{nope")
     with pytest.raises(AuthFileError, match="not an OAuth credential cliproxyd serves"):
         result(store.edit("other.json", lambda d: d.update(disabled=True)))
@@ -119,7 +119,7 @@ def test_edit_refuses_a_file_that_is_no_credential_and_writes_nothing(tmp_path, 
         result(store.edit("broken.json", lambda d: d.update(disabled=True)))
     with pytest.raises(FileNotFoundError):
         result(store.edit("none.json", lambda d: d.update(disabled=True)))
-    assert (tmp_path / "other.json").read_bytes() == b'{"type": "qwen"}'
+    assert (tmp_path / "other.json").read_bytes() == b'{"type": "someday"}'
     assert (tmp_path / "broken.json").read_bytes() == b"{nope"
 
 

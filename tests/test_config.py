@@ -96,15 +96,15 @@ def test_bad_values_name_their_yaml_path(data, path, problem):
 
 def test_unknown_and_not_yet_supported_keys_are_warnings():
     _, warnings = parse_config(
-        {"colour": "blue", "vertex-api-key": [], "routing": {"strategy": "rr", "sticky": True},
+        {"colour": "blue", "xai": {"inject-x-search": True}, "routing": {"strategy": "rr", "sticky": True},
          "openai-compatibility": [provider(extra=1)]}
     )
     assert sorted(warnings) == [
         "colour: unknown key; ignored",
         "openai-compatibility[0].extra: unknown key; ignored",
         "routing.sticky: unknown key; ignored",
-        "vertex-api-key: not used by cliproxyd: cliproxyd has no Vertex executor; use gemini-api-key "
-        "(with base-url for a Gemini-compatible gateway) instead",
+        "xai: not used by cliproxyd: cliproxyd never adds xAI's x_search tool; a client's own tools pass "
+        "as sent",
     ]
 
 

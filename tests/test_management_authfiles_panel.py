@@ -138,7 +138,7 @@ def test_a_multipart_upload_of_several_files_writes_each_under_its_name(rig):
     assert (code, body) == (200, {"status": "ok", "uploaded": 2, "files": ["claude-a.json", "codex-c.json"],
                                   "failed": []})
     assert (rig.auth_dir / "codex-c.json").read_bytes() == codex_file()
-    assert {"claude-sonnet-4-5", "gpt-5"} <= rig.models()
+    assert {"claude-sonnet-4-5", "gpt-5.5"} <= rig.models()  # gpt-5.5: in the pro plan's list
 
 
 def test_a_multipart_upload_names_the_bad_files_and_keeps_the_good(rig):
@@ -148,7 +148,7 @@ def test_a_multipart_upload_names_the_bad_files_and_keeps_the_good(rig):
     assert [f["name"] for f in body["failed"]] == ["bad.json", "x.txt"]
     assert "not JSON" in body["failed"][0]["error"] and "must end in .json" in body["failed"][1]["error"]
     assert os.listdir(rig.auth_dir) == ["good.json"]
-    raw, headers = multipart(("bad.json", b'{"type": "qwen", "access_token": "t"}'))
+    raw, headers = multipart(("bad.json", b'{"type": "someday", "access_token": "t"}'))
     code, body = rig.call("POST", "/auth-files", raw=raw, headers=headers)
     assert code == 400 and "type must be one of" in body["error"]
     raw, headers = multipart(("x.json", b"{}"))
@@ -291,7 +291,9 @@ def test_the_models_of_a_file_and_of_a_channel(rig):
     code, body = rig.call("GET", "/model-definitions/gemini_cli")
     assert code == 200 and body["channel"] == "gemini-cli"
     code, body = rig.call("GET", "/model-definitions/kimi")
-    assert code == 400 and body["channel"] == "kimi" and "unknown channel" in body["error"]
+    assert code == 200 and body["channel"] == "kimi" and "kimi-k2" in {m["id"] for m in body["models"]}
+    code, body = rig.call("GET", "/model-definitions/aistudio")
+    assert code == 400 and body["channel"] == "aistudio" and "unknown channel" in body["error"]
 
 
 @pytest.mark.parametrize("kind, body, says", [

@@ -39,6 +39,7 @@ PATHS = (
     "/logging-to-file", "/logs-max-total-size-mb", "/request-log", "/error-logs-max-files",
     "/usage-statistics-enabled", "/logs", "/request-error-logs", "/request-error-logs/<name>",
     "/request-log-by-id/<request_id>",
+    "/client-keys", "/client-keys/<name>", "/client-keys/<name>/rotate", "/client-keys/<name>/reset",
     # no routes
     "/", "/nope", "/Status", "/status/", "/status/x", "//status", "/routing", "/routing/nope",
     "/quota-groups/", "/quota-groups/nope", "/config.yaml/x", "/credentials/reset/x", "/api-keys/0",
@@ -257,7 +258,7 @@ PUT     /auth-files/models           | 404 not found | 401 missing management ke
 PATCH   /auth-files/models           | 404 not found | 401 missing management key | 404 not found
 DELETE  /auth-files/models           | 404 not found | 401 missing management key | 404 not found
 OPTIONS /auth-files/models           | 405 method not allowed | 405 method not allowed | 405 method not allowed
-GET     /model-definitions/<channel> | 404 not found | 401 missing management key | 400 unknown channel: one of claude, codex, gemini-cli, antigravity, gemini
+GET     /model-definitions/<channel> | 404 not found | 401 missing management key | 400 unknown channel: one of claude, codex, gemini-cli, antigravity, xai, kimi, vertex, qwen, iflow, gemini
 HEAD    /model-definitions/<channel> | 404 | 401 | 400
 POST    /model-definitions/<channel> | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /model-definitions/<channel> | 404 not found | 401 missing management key | 404 not found
@@ -266,7 +267,7 @@ DELETE  /model-definitions/<channel> | 404 not found | 401 missing management ke
 OPTIONS /model-definitions/<channel> | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /vertex/import               | 404 not found | 401 missing management key | 404 not found
 HEAD    /vertex/import               | 404 | 401 | 404
-POST    /vertex/import               | 404 not found | 401 missing management key | 400 cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, or log a Gemini CLI or Antigravity account in
+POST    /vertex/import               | 404 not found | 401 missing management key | 400 invalid json: unexpected character, expected a string key: line 1 column 2 (char 1)
 PUT     /vertex/import               | 404 not found | 401 missing management key | 404 not found
 PATCH   /vertex/import               | 404 not found | 401 missing management key | 404 not found
 DELETE  /vertex/import               | 404 not found | 401 missing management key | 404 not found
@@ -306,15 +307,15 @@ PUT     /antigravity-auth-url        | 404 not found | 401 missing management ke
 PATCH   /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
 DELETE  /antigravity-auth-url        | 404 not found | 401 missing management key | 404 not found
 OPTIONS /antigravity-auth-url        | 405 method not allowed | 405 method not allowed | 405 method not allowed
-GET     /kimi-auth-url               | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-HEAD    /kimi-auth-url               | 404 | 401 | 400
+GET     /kimi-auth-url               | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the token endpoint answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+HEAD    /kimi-auth-url               | 404 | 401 | 200
 POST    /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 PATCH   /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 DELETE  /kimi-auth-url               | 404 not found | 401 missing management key | 404 not found
 OPTIONS /kimi-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
-GET     /xai-auth-url                | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-HEAD    /xai-auth-url                | 404 | 401 | 400
+GET     /xai-auth-url                | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the discovery document answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+HEAD    /xai-auth-url                | 404 | 401 | 200
 POST    /xai-auth-url                | 405 method not allowed | 405 method not allowed | 405 method not allowed
 PUT     /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
 PATCH   /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
@@ -404,6 +405,34 @@ PUT     /request-log-by-id/<request_id> | 404 not found | 401 missing management
 PATCH   /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
 DELETE  /request-log-by-id/<request_id> | 404 not found | 401 missing management key | 404 not found
 OPTIONS /request-log-by-id/<request_id> | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys                 | 404 not found | 401 missing management key | 200
+HEAD    /client-keys                 | 404 | 401 | 200
+POST    /client-keys                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /client-keys                 | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys                 | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys                 | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys                 | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>          | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+HEAD    /client-keys/<name>          | 404 | 401 | 404
+POST    /client-keys/<name>          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /client-keys/<name>          | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>          | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE  /client-keys/<name>          | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+OPTIONS /client-keys/<name>          | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+HEAD    /client-keys/<name>/rotate   | 404 | 401 | 404
+POST    /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+PUT     /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys/<name>/rotate   | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys/<name>/rotate   | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+HEAD    /client-keys/<name>/reset    | 404 | 401 | 404
+POST    /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 no client key is named '<name>'
+PUT     /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+PATCH   /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+DELETE  /client-keys/<name>/reset    | 404 not found | 401 missing management key | 404 not found
+OPTIONS /client-keys/<name>/reset    | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /                            | 404 not found | 404 not found | 404 not found
 HEAD    /                            | 404 | 404 | 404
 POST    /                            | 404 not found | 404 not found | 404 not found
@@ -555,7 +584,7 @@ def test_every_route_and_method_answers_as_recorded(tmp_path):
 SAMPLES = {":id": "x", ":name": "x.log", ":channel": "claude"}
 
 #: CLIProxyAPI's reasons, shown in the table by their name in L{catalog}.
-REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "VERTEX", "XAI", "INTERACTIONS")}
+REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "INTERACTIONS")}
 
 #: Every CLIProxyAPI route (catalog.CLIPROXYAPI_ROUTES, in its order) as cliproxyd answers it
 #: (method path | API off, with the key | no key | with the key): a status of its own
@@ -651,17 +680,17 @@ PUT    /codex-api-key                         | 404 not found | 401 missing mana
 PATCH  /codex-api-key                         | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /codex-api-key                         | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /xai-api-key                           | 404 not found | 401 missing management key | 200
-PUT    /xai-api-key                           | 404 not found | 401 missing management key | 501 XAI
-PATCH  /xai-api-key                           | 404 not found | 401 missing management key | 501 XAI
-DELETE /xai-api-key                           | 404 not found | 401 missing management key | 501 XAI
+PUT    /xai-api-key                           | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH  /xai-api-key                           | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE /xai-api-key                           | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /openai-compatibility                  | 404 not found | 401 missing management key | 200
 PUT    /openai-compatibility                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /openai-compatibility                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /openai-compatibility                  | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /vertex-api-key                        | 404 not found | 401 missing management key | 200
-PUT    /vertex-api-key                        | 404 not found | 401 missing management key | 501 VERTEX
-PATCH  /vertex-api-key                        | 404 not found | 401 missing management key | 501 VERTEX
-DELETE /vertex-api-key                        | 404 not found | 401 missing management key | 501 VERTEX
+PUT    /vertex-api-key                        | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH  /vertex-api-key                        | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE /vertex-api-key                        | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /oauth-excluded-models                 | 404 not found | 401 missing management key | 200
 PUT    /oauth-excluded-models                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /oauth-excluded-models                 | 404 not found | 401 missing management key | 400 the body is not valid JSON
@@ -682,12 +711,12 @@ POST   /auth-files                            | 404 not found | 401 missing mana
 DELETE /auth-files                            | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /auth-files/status                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PATCH  /auth-files/fields                     | 404 not found | 401 missing management key | 400 the body is not valid JSON
-POST   /vertex/import                         | 404 not found | 401 missing management key | 400 cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, or log a Gemini CLI or Antigravity account in
+POST   /vertex/import                         | 404 not found | 401 missing management key | 400 invalid json: unexpected character, expected a string key: line 1 column 2 (char 1)
 GET    /anthropic-auth-url                    | 404 not found | 401 missing management key | 200
 GET    /codex-auth-url                        | 404 not found | 401 missing management key | 200
 GET    /antigravity-auth-url                  | 404 not found | 401 missing management key | 200
-GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 400 cliproxyd has no kimi login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
-GET    /xai-auth-url                          | 404 not found | 401 missing management key | 400 cliproxyd has no xai login: it logs in claude (anthropic), codex, gemini-cli and antigravity accounts
+GET    /kimi-auth-url                         | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the token endpoint answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+GET    /xai-auth-url                          | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the discovery document answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
 GET    /get-auth-status                       | 404 not found | 401 missing management key | 200
 DELETE /oauth-session                         | 404 not found | 401 missing management key | 404 no pending login with that state
 """

@@ -307,7 +307,7 @@ def test_bad_auth_file_requests_are_400_or_404(rig):
         assert (code, body) == (400, {"error": f"name {problem}"}), name
     code, body = rig.call("POST", "/auth-files?name=a.json", raw=b"{nope")
     assert code == 400 and body["error"].startswith("a.json: not JSON")
-    code, body = rig.call("POST", "/auth-files?name=a.json", raw=b'{"type": "qwen", "access_token": "t"}')
+    code, body = rig.call("POST", "/auth-files?name=a.json", raw=b'{"type": "someday", "access_token": "t"}')
     assert code == 400 and "type must be one of" in body["error"]
     assert rig.call("GET", "/auth-files/download?name=none.json") == (404, {"error": "no auth file 'none.json'"})
     assert rig.call("PATCH", "/auth-files/status", {"name": "none.json", "disabled": True}) == \
@@ -321,7 +321,7 @@ def test_bad_auth_file_requests_are_400_or_404(rig):
     assert rig.call("DELETE", "/auth-files")[0] == 400
     assert rig.call("DELETE", "/auth-files?name=none.json") == (404, {"error": "no auth file 'none.json'"})
     (rig.auth_dir / "broken.json").write_text("{nope")
-    (rig.auth_dir / "other.json").write_text('{"type": "qwen"}')
+    (rig.auth_dir / "other.json").write_text('{"type": "someday"}')
     rig.call("POST", "/auth-files?name=b.json", raw=claude_file())
     files = {f["name"]: f for f in rig.call("GET", "/auth-files")[1]["files"]}
     assert files["broken.json"]["status"] == "error" and "not JSON" in files["broken.json"]["status_message"]

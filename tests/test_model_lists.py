@@ -13,6 +13,7 @@ import json
 import pytest
 
 from cliproxyd.config import ConfigError, parse_config
+from cliproxyd.modelnames import claude_listed_name
 from tests.conftest import UPSTREAM, Harness
 
 KIMI = {
@@ -50,7 +51,7 @@ def test_openai_list_carries_the_configured_fields_and_plain_models_stay_plain()
 
 def test_claude_list_shows_display_name_and_token_limits():
     h = harness()
-    data = {m["id"]: m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
+    data = {claude_listed_name(m["id"]): m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
     assert data["kimi"]["display_name"] == "Kimi K2"
     assert data["kimi"]["max_input_tokens"] == 262144 and data["kimi"]["max_tokens"] == 16384
     assert data["plain"]["display_name"] == "plain" and "max_tokens" not in data["plain"]
@@ -85,7 +86,7 @@ def test_api_key_entries_models_carry_fields():
     h = Harness({"claude-api-key": [{"api-key": "k", "base-url": UPSTREAM,
                                      "models": [{"name": "claude-sonnet-4-5", "alias": "sonnet",
                                                  "display-name": "Sonnet", "max-context-length": 200000}]}]})
-    data = {m["id"]: m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
+    data = {claude_listed_name(m["id"]): m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
     assert data["sonnet"]["display_name"] == "Sonnet" and data["sonnet"]["max_input_tokens"] == 200000
 
 
@@ -98,7 +99,7 @@ def test_oauth_model_alias_display_name_names_the_alias_in_every_list(tmp_path):
     data = {m["id"]: m for m in listed(h, "/v1/models")["data"]}
     assert data["sonnet"]["display_name"] == "Claude Sonnet (pool)"
     assert "display_name" not in data["claude-sonnet-4-5"]  # the forked original keeps its own name
-    claude = {m["id"]: m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
+    claude = {claude_listed_name(m["id"]): m for m in listed(h, "/v1/models", {"anthropic-version": "2023-06-01"})["data"]}
     assert claude["sonnet"]["display_name"] == "Claude Sonnet (pool)"
     gemini = {m["name"]: m for m in listed(h, "/v1beta/models")["models"]}
     assert gemini["models/sonnet"]["displayName"] == "Claude Sonnet (pool)"

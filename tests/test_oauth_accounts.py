@@ -14,7 +14,6 @@ import os
 import pytest
 import pytest_twisted
 import treq
-
 from attrs import evolve
 
 from cliproxyd.assembly import Assembly
@@ -27,6 +26,7 @@ from cliproxyd.credentials.authfiles import (
     parse_time,
     scan_auth_dir,
 )
+from cliproxyd.credentials.refresh import file_saver
 from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
 from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
@@ -56,7 +56,7 @@ def test_cliproxyapi_files_of_every_type_are_read(tmp_path):
                                                           "expiry": "2026-11-22T10:00:00Z"}})
     write(tmp_path, "antigravity-d.json", {"type": "antigravity", "access_token": "ya30", "refresh_token": "r4",
                                            "timestamp": 1_700_000_000_000, "expires_in": 3599})
-    write(tmp_path, "qwen-e.json", {"type": "qwen", "access_token": "q"})  # another provider: not ours
+    write(tmp_path, "other-e.json", {"type": "someday", "access_token": "q"})  # a provider we have no executor for
     write(tmp_path, "notes.txt", "not a credential")
     scan = scan_auth_dir(str(tmp_path))
     assert scan.problems == {}
@@ -169,8 +169,8 @@ class OAuthStack:
             suffix = "/backend-api/codex" if data["type"] == "codex" else ""
             write(auth_dir, name, {"base_url": base + suffix, **data})
         self.pool, client = make_http_client(reactor, 5)
-        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=evolve(config, auth_dir=str(auth_dir)),
-                          poll=0)
+        assembly = Assembly(client, reactor, MemoryStateStore(), save_account=file_saver())
+        runtime = Runtime(assembly, config=evolve(config, auth_dir=str(auth_dir)), poll=0)
         runtime.start()
         assert runtime.current.problems == {}
         self.conductor = runtime.current.conductor
@@ -302,8 +302,8 @@ async def test_antigravity_falls_back_to_its_second_endpoint(tmp_path):
         write(tmp_path, "ag.json", {"type": "antigravity", "access_token": "ya29-ag", "project_id": "p"})
         gen = Assembly(client, reactor, MemoryStateStore()).build(CONFIG, scan_auth_dir(str(tmp_path)))
         conductor = gen.conductor
-        from cliproxyd.formats.request import ClientRequest
         from cliproxyd.formats import openai_chat
+        from cliproxyd.formats.request import ClientRequest
 
         req = ClientRequest.decode(openai_chat, json.dumps(
             {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}).encode(), None, None)

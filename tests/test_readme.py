@@ -56,6 +56,7 @@ def keys_the_loader_reads() -> set[tuple[str, str]]:
     data["oauth-quota-groups"] = [{"id": "g", "providers": ["p"], "models": ["m*"]}]
     data["openai-compatibility"][0]["api-keys"] = ["legacy-key"]
     data["routing"]["warmup"] = {"enabled": False}
+    data["client-keys"] = [{"name": "n", "key": "k"}]
     load._Reader.check_keys = recording
     try:
         load.parse_config(data)
@@ -69,6 +70,7 @@ def test_every_key_the_loader_reads_at_any_depth_is_in_the_readme_and_the_exampl
     readme = (ROOT / "README.rst").read_text()
     keys = keys_the_loader_reads()
     assert ("tls", "cert") in keys and ("openai-compatibility[].models[]", "display-name") in keys
+    assert ("client-keys[]", "daily-tokens") in keys
     for section, key in sorted(keys):
         where = f"{section}.{key}" if section else key
         assert f"``{key}" in readme or f"``{where}" in readme, f"{where} is not in README.rst"

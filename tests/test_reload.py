@@ -301,6 +301,10 @@ def test_a_reload_may_not_remove_the_last_client_key_of_a_public_listener(tmp_pa
     assert runtime.current.config.api_keys == ("k",)
     assert "api-keys: is empty, but the daemon listens beyond loopback" in runtime.last_error
     assert runtime.reloads["rejected"] == 1
+    # client-keys guard a public listener as api-keys do
+    config.write_text(json.dumps({"client-keys": [{"name": "n", "key": "ck"}]}))
+    assert runtime.reload("test").result is True
+    assert runtime.current.config.api_keys == ()
 
 
 def test_restart_only_settings_say_so_when_a_reload_changes_them(tmp_path):

@@ -23,20 +23,24 @@ UPSTREAMS = ["via-openai", "via-claude", "via-gemini", "via-codex"]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
+def four_upstreams(up: str) -> dict:
+    """The providers of a config: one model of each upstream format (L{UPSTREAMS}) at the simulated upstream C{up}."""
+    return {
+        "openai-compatibility": [{"name": "sim", "base-url": up + "/v1", "api-key-entries": [{"api-key": "sk-o"}],
+                                  "models": [{"name": "sim-small", "alias": "via-openai"}]}],
+        "claude-api-key": [{"api-key": "sk-c", "base-url": up,
+                            "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
+        "gemini-api-key": [{"api-key": "sk-g", "base-url": up,
+                            "models": [{"name": "gemini-sim", "alias": "via-gemini"}]}],
+        "codex-api-key": [{"api-key": "sk-x", "base-url": up + "/v1",
+                           "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
+    }
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     def config(up: str) -> dict:
-        return {
-            "api-keys": [KEY],
-            "openai-compatibility": [{"name": "sim", "base-url": up + "/v1", "api-key-entries": [{"api-key": "sk-o"}],
-                                      "models": [{"name": "sim-small", "alias": "via-openai"}]}],
-            "claude-api-key": [{"api-key": "sk-c", "base-url": up,
-                                "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
-            "gemini-api-key": [{"api-key": "sk-g", "base-url": up,
-                                "models": [{"name": "gemini-sim", "alias": "via-gemini"}]}],
-            "codex-api-key": [{"api-key": "sk-x", "base-url": up + "/v1",
-                               "models": [{"name": "codex-sim", "alias": "via-codex"}]}],
-        }
+        return {"api-keys": [KEY], **four_upstreams(up)}
 
     with processes(tmp_path_factory.mktemp("matrix"), config) as (url, up, _):
         yield url, up

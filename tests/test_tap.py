@@ -190,6 +190,8 @@ def test_no_api_keys_refuses_every_interface_but_loopback(tmp_path):
                 reactor=MemoryReactorClock())
     path.write_text("host: ''\napi-keys: [k]\n")
     makeService(options("--config", str(path)), reactor=MemoryReactorClock())
+    path.write_text("host: ''\nclient-keys: [{name: n, key: k}]\n")
+    makeService(options("--config", str(path)), reactor=MemoryReactorClock())
 
 
 @pytest.mark.parametrize(

@@ -216,9 +216,14 @@ def test_claude_and_codex_header_defaults_reach_their_oauth_requests(tmp_path):
 def test_without_header_defaults_the_built_in_identity_stays(tmp_path):
     h = oauth_harness(tmp_path)
     h.chat(model="gpt-5-codex")
-    assert h.upstream.seen[-1].headers["user-agent"].startswith("codex_cli_rs/0.63")
+    seen = h.upstream.seen[-1].headers
+    assert seen["user-agent"].startswith("codex-tui/0.146.0") and seen["originator"] == "codex-tui"
     h.chat(model="claude-haiku-4-5")
-    assert "x-stainless-os" not in h.upstream.seen[-1].headers
+    seen = h.upstream.seen[-1].headers
+    # Claude Code 2.1.220's own headers, as CLIProxyAPI sends them.
+    assert seen["user-agent"] == "claude-cli/2.1.220 (external, cli)" and seen["x-app"] == "cli"
+    assert (seen["x-stainless-package-version"], seen["x-stainless-runtime-version"], seen["x-stainless-os"],
+            seen["x-stainless-arch"], seen["x-stainless-timeout"]) == ("0.94.0", "v26.3.0", "MacOS", "arm64", "600")
 
 
 def test_entry_headers_are_sent_and_dollar_values_copy_the_clients_header():

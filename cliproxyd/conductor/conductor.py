@@ -98,6 +98,8 @@ class RequestMeta:
 
     pinned: str | None = None
     session: tuple[str, ...] = ()
+    #: the providers that may serve it (a client key's C{providers}); empty: any
+    providers: frozenset[str] = frozenset()
 
 
 NO_META = RequestMeta()
@@ -306,6 +308,10 @@ class Conductor:
         """C{(model, owned_by)} for every model a client can ask for."""
         return self._models
 
+    def providers(self, model: str) -> tuple[str, ...]:
+        """The providers whose credentials serve C{model} (its thinking suffix ignored); none for an unknown one."""
+        return self._providers.get(parse_model(model).base, ())
+
     # -- the three paths ----------------------------------------------------------
 
     async def execute(self, req: Outbound, meta: RequestMeta = NO_META) -> Reply | StreamReply:
@@ -394,7 +400,9 @@ class Conductor:
     async def _round(self, route: str, suffix: str, meta: RequestMeta, call: Call, count: bool):
         # The session's binding keys for this route, when session-affinity is on.
         sessions = tuple(f"{route}|{sid}" for sid in meta.session) if self._sessions and not meta.pinned else ()
-        tried: set[str] = set()
+        # Credentials of providers the request may not use count as tried from the start.
+        tried: set[str] = set() if not meta.providers else {
+            c.id for c, _, _ in self.scheduler.members(route) if c.provider not in meta.providers}
         attempted: set[str] = set()
         last: UpstreamError | None = None
         while not (self._max_creds and len(attempted) >= self._max_creds):

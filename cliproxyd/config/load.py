@@ -9,12 +9,15 @@ returned as warnings, never fatal: a newer or older config file still loads.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 import re
 from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from attrs import evolve
 
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 from cliproxyd.config import payload as P
@@ -23,8 +26,11 @@ from cliproxyd.config.model import (
     MAX_WEIGHT,
     SCOPED_ERROR_ACTIONS,
     STRATEGIES,
+    CLOAK_MODES,
     APIKeyEntry,
     ClaudeHeaderDefaults,
+    ClientKey,
+    CloakConfig,
     CodexHeaderDefaults,
     Config,
     LoggingConfig,
@@ -70,24 +76,17 @@ NOT_APPLICABLE: dict[str, str] = {
     "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
-    "disable-claude-cloak-mode": "cliproxyd never cloaks Claude requests; the client's system prompt always "
-                                 "passes as sent",
-    "claude-code": "cliproxyd never cloaks model ids; Claude model lists show the names clients ask for",
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
     "codex.identity-confuse": "cliproxyd sends Codex requests with the client's own identifiers",
-    "codex.disable-codex-cloaking": "cliproxyd never replaces a client's Codex User-Agent or Originator",
     "codex.stream-bootstrap-buffering": "cliproxyd always holds a stream until its first content, so an "
                                         "overloaded upstream fails over without this switch",
     "codex.optimize-multi-agent-v2": "cliproxyd passes Codex multi-agent items as the client sent them",
     "codex.live-media-relay": "cliproxyd relays no WebRTC media; Codex Live connects to OpenAI directly",
     "antigravity": "cliproxyd does not rewrite Antigravity system instructions",
-    "xai": "cliproxyd has no xAI executor; add xAI as an openai-compatibility provider",
-    "xai-api-key": "cliproxyd has no xAI executor; list xAI under openai-compatibility "
-                   "(base-url https://api.x.ai/v1) instead",
-    "vertex-api-key": "cliproxyd has no Vertex executor; use gemini-api-key (with base-url for a "
-                      "Gemini-compatible gateway) instead",
+    "xai": "cliproxyd never adds xAI's x_search tool; a client's own tools pass as sent",
+    "xai-api-key[].websockets": "cliproxyd has no WebSocket transport; xAI keys are used over HTTP",
     "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
                                           "and the next credential or priority tier serves",
     "claude-header-defaults.timezone": "cliproxyd does not cloak Claude requests; no timezone is made up for "
@@ -105,8 +104,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "openai-compatibility[].support-prompt-cache-key": "cliproxyd derives no prompt_cache_key; a client's own "
                                                        "passes as sent",
     "codex-api-key[].alpha-search": "cliproxyd serves no /v1/alpha/search route",
-    "claude-api-key[].cloak": "cliproxyd never cloaks Claude requests; the client's system prompt always passes "
-                              "as sent",
     "claude-api-key[].fingerprint-profile": "cliproxyd sends the client's own request fingerprint and headers",
     "claude-api-key[].experimental-cch-signing": "cliproxyd signs no Claude billing blocks",
     "claude-api-key[].rebuild-mid-system-message": "cliproxyd passes a Claude client's messages as sent, and "
@@ -114,15 +111,16 @@ NOT_APPLICABLE: dict[str, str] = {
                                                    "system when it translates",
     "claude-api-key[].websockets": "cliproxyd has no WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
-       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key")},
+       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
     "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
     # OAuth channels cliproxyd has no accounts of (an auth file of that type is
     # skipped): their entries are kept, so the management API shows them, but
     # apply to nothing.
     **{f"{section}.{channel}": f"cliproxyd reads no {channel} OAuth accounts, so these apply to nothing "
-                               f"(its channels: claude, codex, gemini-cli, antigravity)"
+                               f"(its channels: claude, codex, gemini-cli, antigravity, xai, kimi, vertex, "
+                               f"qwen, iflow)"
        for section in ("oauth-model-alias", "oauth-excluded-models")
-       for channel in ("vertex", "aistudio", "kimi", "xai", "qwen", "iflow")},
+       for channel in ("aistudio",)},
 }
 
 _INDEX = re.compile(r"\[\d+\]")
@@ -509,9 +507,28 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     )
 
 
-def _parse_provider_key(r: _Reader) -> ProviderKey:
+def _parse_cloak(r: _Reader) -> CloakConfig:
+    """A C{cloak} block (C{claude-api-key[].cloak})."""
+    r.check_keys({"mode", "strict-mode", "sensitive-words", "cache-user-id"})
+    mode = r.string("mode").lower()
+    if mode and mode not in CLOAK_MODES:
+        raise r.error("mode", f"must be one of {', '.join(CLOAK_MODES)}, not {mode!r}")
+    return CloakConfig(
+        mode=mode,
+        strict_mode=r.get("strict-mode", bool, False),
+        sensitive_words=tuple(w.strip() for w in r.strings("sensitive-words") if w.strip()),
+        cache_user_id=r.get("cache-user-id", bool, None),
+    )
+
+
+def _parse_claude_key(r: _Reader) -> ProviderKey:
+    key = _parse_provider_key(r, ("cloak",))
+    return evolve(key, cloak=_parse_cloak(r.child("cloak"))) if r.data.get("cloak") is not None else key
+
+
+def _parse_provider_key(r: _Reader, extra: tuple[str, ...] = ()) -> ProviderKey:
     r.check_keys({"api-key", "base-url", "prefix", "headers", "proxy-url", "models", "excluded-models",
-                  "priority", *ROUTING_ENTRY_KEYS}, frozenset({"cloak", "websockets"}))
+                  "priority", *ROUTING_ENTRY_KEYS, *extra}, frozenset({"cloak", "websockets"}))
     base_url = r.string("base-url")
     return ProviderKey(
         api_key=_no_newlines(r, "api-key", r.string("api-key", required=True).strip()),
@@ -530,7 +547,7 @@ def _parse_provider_key(r: _Reader) -> ProviderKey:
 
 
 def _parse_provider_keys(r: _Reader, key: str) -> tuple[ProviderKey, ...]:
-    entries = r.items(key, _parse_provider_key)
+    entries = r.items(key, _parse_claude_key if key == "claude-api-key" else _parse_provider_key)
     seen: dict[tuple[str, str], int] = {}
     for i, e in enumerate(entries):
         if e.api_key == "":
@@ -630,6 +647,7 @@ TOP_LEVEL = {
     "port",
     "tls",
     "api-keys",
+    "client-keys",
     "auth-dir",
     "debug",
     "request-retry",
@@ -651,6 +669,8 @@ TOP_LEVEL = {
     "claude-api-key",
     "gemini-api-key",
     "codex-api-key",
+    "xai-api-key",
+    "vertex-api-key",
     "max-body-mb",
     "remote-management",
     "timeouts",
@@ -661,6 +681,8 @@ TOP_LEVEL = {
     "usage-statistics-enabled",
     "redis-usage-queue-retention-seconds",
     "codex",
+    "disable-claude-cloak-mode",
+    "claude-code",
     "auth-auto-refresh-workers",
     "proxy-url",
     "passthrough-headers",
@@ -715,9 +737,12 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
          "panel-github-repository"},
     )
 
-    # CLIProxyAPI's codex section holds only switches that cannot apply
-    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead).
-    r.child("codex").check_keys(())
+    # Of CLIProxyAPI's codex section only disable-codex-cloaking applies
+    # (NOT_APPLICABLE says, key by key, what cliproxyd does instead of the rest).
+    cx = r.child("codex")
+    cx.check_keys({"disable-codex-cloaking"})
+    cc = r.child("claude-code")
+    cc.check_keys({"disable-cloaking-model-list"})
 
     t = r.child("timeouts")
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
@@ -741,6 +766,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         port=port,
         tls=_parse_tls(r.child("tls")),
         api_keys=tuple(_dedupe(api_keys)),
+        client_keys=_parse_client_keys(r, api_keys),
         auth_dir=os.path.expanduser(auth_dir) if auth_dir else "",
         debug=r.get("debug", bool, False),
         request_retry=r.nonneg_int("request-retry"),
@@ -749,6 +775,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         force_model_prefix=r.get("force-model-prefix", bool, False),
         disable_cooling=r.get("disable-cooling", bool, False),
         transient_error_cooldown_seconds=r.get("transient-error-cooldown-seconds", int, 0),
+        disable_claude_cloak_mode=r.get("disable-claude-cloak-mode", bool, False),
+        disable_codex_cloaking=cx.get("disable-codex-cloaking", bool, False),
+        disable_cloaking_model_list=cc.get("disable-cloaking-model-list", bool, False),
         quota_exceeded=QuotaExceededConfig(
             switch_project=qe.get("switch-project", bool, False),
             switch_preview_model=qe.get("switch-preview-model", bool, False),
@@ -775,6 +804,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         claude_api_key=_parse_provider_keys(r, "claude-api-key"),
         gemini_api_key=_parse_provider_keys(r, "gemini-api-key"),
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
+        xai_api_key=_parse_provider_keys(r, "xai-api-key"),
+        vertex_api_key=_parse_provider_keys(r, "vertex-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
         auth_auto_refresh_workers=r.nonneg_int("auth-auto-refresh-workers"),
         remote_management=RemoteManagement(
@@ -829,6 +860,86 @@ def _workers(r: _Reader) -> int:
 
 
 # -- streaming, keep-alives, header defaults, payload rules ----------------------------
+
+
+_SHA256_KEY = re.compile(r"sha256:[0-9a-f]{64}")
+#: The fields of a C{client-keys} entry.
+CLIENT_KEY_FIELDS = ("key", "name", "models", "excluded-models", "providers", "rpm", "tpm", "daily-tokens",
+                     "monthly-tokens", "max-parallel", "expires", "disabled")
+
+
+def _expires(r: _Reader) -> float | None:
+    """C{expires}: an RFC 3339 time, a date (its UTC midnight) or epoch seconds."""
+    value = r.data.get("expires")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise r.error("expires", "must be an RFC 3339 time (2027-01-31T00:00:00Z), a date or epoch "
+                                     "seconds") from None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.timestamp()
+    if isinstance(value, datetime.date):
+        return datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.timezone.utc).timestamp()
+    return r.nonneg_float("expires", 0.0)
+
+
+def _parse_client_key(r: _Reader) -> ClientKey:
+    r.check_keys(CLIENT_KEY_FIELDS)
+    key = r.string("key", required=True)
+    if key.startswith(BCRYPT_PREFIXES) and not is_bcrypt_hash(key):
+        raise r.error("key", "starts like a bcrypt hash ($2a$, $2b$ or $2y$) but is not a valid one")
+    if key.startswith("sha256:") and not _SHA256_KEY.fullmatch(key):
+        raise r.error("key", "a sha256 hash is sha256: and 64 lower-case hex digits")
+    if "\n" in key or "\r" in key:
+        raise r.error("key", "must be one line")
+    return ClientKey(
+        name=r.string("name", required=True),
+        key=key,
+        models=tuple(m.strip() for m in r.strings("models") if m.strip()),
+        excluded_models=tuple(m.strip() for m in r.strings("excluded-models") if m.strip()),
+        providers=tuple(p.strip().lower() for p in r.strings("providers") if p.strip()),
+        rpm=r.nonneg_int("rpm"),
+        tpm=r.nonneg_int("tpm"),
+        daily_tokens=r.nonneg_int("daily-tokens"),
+        monthly_tokens=r.nonneg_int("monthly-tokens"),
+        max_parallel=r.nonneg_int("max-parallel"),
+        expires=_expires(r),
+        disabled=r.get("disabled", bool, False),
+    )
+
+
+def _key_identity(key: str) -> str:
+    """A plain or C{sha256:} key as the SHA-256 it is looked up by (a bcrypt hash as it is)."""
+    if key.startswith("sha256:"):
+        return key
+    if key.startswith(BCRYPT_PREFIXES):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _parse_client_keys(r: _Reader, api_keys: list[str]) -> tuple[ClientKey, ...]:
+    """
+    C{client-keys}: names and keys are unique (a plain key and its
+    C{sha256:} are the same key), and no key is also one of C{api-keys}.
+    """
+    keys = r.items("client-keys", _parse_client_key)
+    names: dict[str, int] = {}
+    secrets: dict[str, str] = {_key_identity(k): "api-keys" for k in api_keys}
+    for i, k in enumerate(keys):
+        if k.name in names:
+            raise ConfigError(r.source, f"client-keys[{i}].name",
+                              f"{k.name!r} is already used by client-keys[{names[k.name]}]")
+        names[k.name] = i
+        identity = _key_identity(k.key)
+        if identity in secrets:
+            raise ConfigError(r.source, f"client-keys[{i}].key", f"is the same key as {secrets[identity]}")
+        secrets[identity] = f"client-keys[{i}]"
+    return tuple(keys)
 
 
 #: redis-usage-queue-retention-seconds: CLIProxyAPI's default and its ceiling.

@@ -141,9 +141,27 @@ class OpenAICompatProvider:
     proxy_url: ProxySetting = INHERIT
 
 
+#: C{cloak.mode} values: cloak OAuth accounts and keys with a cloak block (auto), every request, or none.
+CLOAK_MODES = ("auto", "always", "never")
+
+
+@frozen
+class CloakConfig:
+    """
+    C{claude-api-key[].cloak} (or an auth file's C{cloak_*} fields): how
+    requests of one Claude credential wear the Claude Code identity (see
+    L{cliproxyd.executors.cloak}).
+    """
+
+    mode: str = ""  # mode: auto | always | never ("" = the global default)
+    strict_mode: bool = False  # strict-mode: drop the client's own system prompt
+    sensitive_words: tuple[str, ...] = ()  # sensitive-words: broken up with a zero-width space
+    cache_user_id: bool | None = None  # cache-user-id: one metadata.user_id per credential
+
+
 @frozen
 class ProviderKey:
-    """One C{claude-api-key[]}, C{gemini-api-key[]} or C{codex-api-key[]} item."""
+    """One C{claude-api-key[]}, C{gemini-api-key[]}, C{codex-api-key[]}, C{xai-api-key[]} or C{vertex-api-key[]} item."""
 
     api_key: str = field(repr=False)  # api-key
     base_url: str = ""  # base-url ("" = the provider's public API)
@@ -158,6 +176,8 @@ class ProviderKey:
     request_retry: int | None = None  # request-retry (None: the global value)
     request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
     proxy_url: ProxySetting = INHERIT  # proxy-url (over the global one)
+    #: cloak (claude-api-key only): None when the entry has no cloak block
+    cloak: CloakConfig | None = None
 
 
 @frozen
@@ -292,11 +312,49 @@ class CodexHeaderDefaults:
 
 
 @frozen
+class ClientKey:
+    """
+    One entry of C{client-keys}: a client key with a name, a scope and limits.
+
+    C{key} is the key itself, or its hash (L{hashed}): a bcrypt hash
+    (C{$2a$}, C{$2b$}, C{$2y$}) or C{sha256:<64 hex digits>}. A limit of 0
+    is no limit; empty C{models} and C{providers} allow everything.
+    """
+
+    name: str  # name
+    key: str  # key
+    models: tuple[str, ...] = ()  # models: globs of the model names the key may ask for
+    excluded_models: tuple[str, ...] = ()  # excluded-models
+    providers: tuple[str, ...] = ()  # providers: the providers that may serve it (lower case)
+    rpm: int = 0  # rpm: requests in any 60 seconds
+    tpm: int = 0  # tpm: tokens in any 60 seconds
+    daily_tokens: int = 0  # daily-tokens: tokens per UTC day
+    monthly_tokens: int = 0  # monthly-tokens: tokens per UTC month
+    max_parallel: int = 0  # max-parallel: requests at once
+    expires: float | None = None  # expires: epoch seconds from an RFC 3339 time or a date
+    disabled: bool = False  # disabled
+
+    @property
+    def hashed(self) -> str:
+        """C{"bcrypt"}, C{"sha256"}, or C{""} when C{key} is the key itself."""
+        if self.key.startswith(("$2a$", "$2b$", "$2y$")):
+            return "bcrypt"
+        if self.key.startswith("sha256:"):
+            return "sha256"
+        return ""
+
+    @property
+    def token_limited(self) -> bool:
+        return bool(self.tpm or self.daily_tokens or self.monthly_tokens)
+
+
+@frozen
 class Config:
     host: str = ""
     port: int = DEFAULT_PORT
     tls: TLSConfig = field(factory=TLSConfig)
     api_keys: tuple[str, ...] = ()  # api-keys
+    client_keys: tuple[ClientKey, ...] = ()  # client-keys
     auth_dir: str = ""  # auth-dir
     debug: bool = False
     request_retry: int = 0  # request-retry
@@ -325,6 +383,8 @@ class Config:
     claude_api_key: tuple[ProviderKey, ...] = ()  # claude-api-key
     gemini_api_key: tuple[ProviderKey, ...] = ()  # gemini-api-key
     codex_api_key: tuple[ProviderKey, ...] = ()  # codex-api-key
+    xai_api_key: tuple[ProviderKey, ...] = ()  # xai-api-key
+    vertex_api_key: tuple[ProviderKey, ...] = ()  # vertex-api-key
     #: max-body-mb: the largest client request body accepted, in MiB
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
@@ -347,6 +407,12 @@ class Config:
     nonstream_keepalive_interval: float = 0
     claude_header_defaults: ClaudeHeaderDefaults = field(factory=ClaudeHeaderDefaults)
     codex_header_defaults: CodexHeaderDefaults = field(factory=CodexHeaderDefaults)
+    #: disable-claude-cloak-mode: Claude credentials cloak only when their own cloak settings say so
+    disable_claude_cloak_mode: bool = False
+    #: codex.disable-codex-cloaking: a client's own User-Agent and Originator go to Codex as sent
+    disable_codex_cloaking: bool = False
+    #: claude-code.disable-cloaking-model-list: Claude model lists name every model by its own name
+    disable_cloaking_model_list: bool = False
     payload: PayloadConfig = field(factory=PayloadConfig)
 
     @property
@@ -384,7 +450,8 @@ class Config:
         naming a model wins, as the first credential does in the lists.
         """
         out: dict[str, ModelInfo] = {}
-        entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.openai_compatibility]
+        entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.xai_api_key,
+                   *self.vertex_api_key, *self.openai_compatibility]
         for entry in entries:
             for m in entry.models:
                 if m.info == ModelInfo():

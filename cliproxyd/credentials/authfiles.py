@@ -11,6 +11,7 @@ needs is computed once per file load into an immutable L{Credential}.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import AbstractSet, Any, Iterable, Mapping
 from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
+from cliproxyd.config.model import CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, ScopedErrorRule
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
@@ -32,6 +33,12 @@ OAUTH_TYPES = {
     "gemini": "gemini-cli",
     "gemini-cli": "gemini-cli",
     "antigravity": "antigravity",
+    "xai": "xai",
+    "kimi": "kimi",
+    "vertex": "vertex",
+    # Accounts of providers CLIProxyAPI has since dropped; their files still work here.
+    "qwen": "qwen",
+    "iflow": "iflow",
 }
 
 #: The models an OAuth account serves (before C{oauth-model-alias} and exclusions).
@@ -41,7 +48,36 @@ OAUTH_MODELS: dict[str, tuple[str, ...]] = {
     "gemini-cli": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview"),
     "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
                     "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
+    "xai": ("grok-4.6", "grok-build-0.1", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning",
+            "grok-4.20-0309-non-reasoning", "grok-3-mini", "grok-3-mini-fast"),
+    # Kimi's upstream names drop the "kimi-" (executors.accounts.kimi_upstream_model).
+    "kimi": ("kimi-k2", "kimi-k2-thinking", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k2.7-code-highspeed"),
+    "vertex": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+               "gemini-3-flash-preview"),
+    "qwen": ("coder-model", "qwen3-coder-plus", "qwen3-coder-flash"),
+    "iflow": ("qwen3-coder-plus", "qwen3-max", "qwen3-vl-plus", "qwen3-max-preview", "glm-4.6", "kimi-k2",
+              "deepseek-v3.2", "deepseek-v3.1", "deepseek-r1", "deepseek-v3", "qwen3-32b",
+              "qwen3-235b-a22b-thinking-2507", "qwen3-235b-a22b-instruct", "qwen3-235b"),
 }
+
+XAI_API_BASE_URL = "https://api.x.ai/v1"
+XAI_CLI_BASE_URL = "https://cli-chat-proxy.grok.com/v1"
+#: the Vertex location of a service-account file that names none
+DEFAULT_VERTEX_LOCATION = "us-central1"
+
+#: The models a Codex account serves by its ChatGPT plan (its id_token's
+#: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
+#: not known serves C{OAUTH_MODELS["codex"]}.
+CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
+    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
+    "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
+             "codex-auto-review"),
+    "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
+             "gpt-5.6-luna", "codex-auto-review"),
+}
+CODEX_PLAN_MODELS["pro"] = CODEX_PLAN_MODELS["plus"]
+# Business and Go accounts get the Team list.
+CODEX_PLAN_MODELS["business"] = CODEX_PLAN_MODELS["go"] = CODEX_PLAN_MODELS["team"]
 
 #: Where each OAuth upstream is, unless a file's C{base_url} says otherwise.
 OAUTH_BASE_URLS: dict[str, tuple[str, ...]] = {
@@ -50,6 +86,14 @@ OAUTH_BASE_URLS: dict[str, tuple[str, ...]] = {
     "gemini-cli": ("https://cloudcode-pa.googleapis.com",),
     # Antigravity's daily endpoint first, then its sandbox twin when that fails.
     "antigravity": ("https://daily-cloudcode-pa.googleapis.com", "https://daily-cloudcode-pa.sandbox.googleapis.com"),
+    # Grok CLI's chat proxy, unless the file says using_api: then the public API.
+    "xai": (XAI_CLI_BASE_URL, XAI_API_BASE_URL),
+    "kimi": ("https://api.kimi.com/coding",),
+    # {location}-aiplatform.googleapis.com, from the file's location (vertex_base_url).
+    "vertex": ("https://us-central1-aiplatform.googleapis.com",),
+    # Or the file's resource_url (qwen_base_url).
+    "qwen": ("https://portal.qwen.ai/v1",),
+    "iflow": ("https://apis.iflow.cn/v1",),
 }
 
 _EXPIRY_KEYS = ("expired", "expire", "expires_at", "expiresAt", "expiry", "expires")
@@ -87,6 +131,33 @@ def format_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (it came straight from the token endpoint over TLS); {} if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def codex_plan(data: dict[str, Any]) -> str:
+    """A Codex file's ChatGPT plan (lower case), from its C{id_token}'s claims; "" when it has none."""
+    token = data.get("id_token")
+    auth = jwt_claims(token).get("https://api.openai.com/auth") if isinstance(token, str) else None
+    plan = auth.get("chatgpt_plan_type") if isinstance(auth, dict) else None
+    return plan.strip().lower() if isinstance(plan, str) else ""
+
+
+def account_models(account: OAuthAccount) -> tuple[str, ...]:
+    """The models an account serves before aliases and exclusions: a Codex account's by its plan."""
+    if account.type == "codex":
+        plan_models = CODEX_PLAN_MODELS.get(codex_plan(account.data))
+        if plan_models is not None:
+            return plan_models
+    return OAUTH_MODELS[account.type]
+
+
 def _first(data: dict[str, Any], keys: Iterable[str]) -> Any:
     for key in keys:
         if key in data:
@@ -110,6 +181,9 @@ class OAuthAccount:
     last_refresh: float | None = None
     #: the SHA-256 of the file as last read or written, to tell our own writes from an operator's edits
     digest: str = ""
+    #: a Vertex service account's private key (loaded once, when the file is read), which signs
+    #: the assertions its access tokens are bought with
+    signing_key: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -128,6 +202,45 @@ class OAuthAccount:
         return str(self.data.get("account_id") or "")
 
     @property
+    def bearer(self) -> str:
+        """
+        What the account's upstream requests authenticate with: the access
+        token, but for an iFlow account its C{api_key}, which the iFlow
+        login (and each refresh) fetches with the access token.
+        """
+        if self.type == "iflow":
+            return str(self.data.get("api_key") or "")
+        return self.access_token
+
+    @property
+    def can_refresh(self) -> bool:
+        """Whether new access tokens can be had: a refresh token, or a service account's key."""
+        return bool(self.refresh_token) or self.signing_key is not None
+
+    @property
+    def writes_tokens(self) -> bool:
+        """
+        Whether refreshed tokens are written back to the file. A Vertex
+        service-account file is the operator's key as Google issued it:
+        its short-lived tokens stay in memory, and a restart buys a new one.
+        """
+        return self.type != "vertex"
+
+    @property
+    def service_account(self) -> dict[str, Any]:
+        sa = self.data.get("service_account")
+        return sa if isinstance(sa, dict) else {}
+
+    @property
+    def vertex_project(self) -> str:
+        return str(self.data.get("project_id") or self.data.get("project")
+                   or self.service_account.get("project_id") or "").strip()
+
+    @property
+    def vertex_location(self) -> str:
+        return str(self.data.get("location") or "").strip() or DEFAULT_VERTEX_LOCATION
+
+    @property
     def _token_holder(self) -> dict[str, Any]:
         """Where the file keeps its tokens: a nested C{token} object (Gemini CLI files) or the top level."""
         nested = self.data.get("token")
@@ -136,8 +249,14 @@ class OAuthAccount:
         return self.data
 
     def apply_grant(self, access_token: str, refresh_token: str, expires_in: float | None,
-                    now: float, id_token: str = "") -> None:
-        """Take a refreshed token, in memory and in the JSON that will be written back."""
+                    now: float, id_token: str = "", fields: Mapping[str, Any] | None = None) -> None:
+        """
+        Take a refreshed token, in memory and in the JSON that will be
+        written back; C{fields} are other top-level fields the refresh
+        brought (Qwen's C{resource_url}, iFlow's C{api_key}).
+        """
+        if fields:
+            self.data.update(fields)
         self.access_token = access_token
         self.refresh_token = refresh_token or self.refresh_token
         self.expires_at = now + expires_in if expires_in else None
@@ -214,7 +333,13 @@ def parse_account(path: str, raw: bytes) -> OAuthAccount | None:
     refresh = data.get("refresh_token") or nested.get("refresh_token") or ""
     if not isinstance(access, str) or not isinstance(refresh, str):
         raise AuthFileError("access_token and refresh_token must be strings")
-    if not access and not refresh:
+    signing_key = None
+    if provider == "vertex":
+        signing_key = _vertex_key(data)
+    elif provider == "iflow" and not refresh:
+        if not isinstance(data.get("api_key"), str) or not data["api_key"]:
+            raise AuthFileError("has neither api_key nor refresh_token")
+    elif not access and not refresh:
         raise AuthFileError("has neither access_token nor refresh_token")
     expires = parse_time(_first(data, _EXPIRY_KEYS))
     if expires is None:
@@ -232,7 +357,39 @@ def parse_account(path: str, raw: bytes) -> OAuthAccount | None:
         expires_at=expires,
         last_refresh=parse_time(_first(data, _LAST_REFRESH_KEYS)),
         digest=digest(raw),
+        signing_key=signing_key,
     )
+
+
+def _vertex_key(data: dict[str, Any]) -> Any:
+    """
+    The private key of a Vertex file's C{service_account} (a Google
+    service-account key, as C{vertex/import} stores it), loaded.
+
+    @raise AuthFileError: no usable service account, or no project.
+    """
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    sa = data.get("service_account")
+    if not isinstance(sa, dict):
+        raise AuthFileError("service_account must be the service account's key object")
+    for name in ("client_email", "private_key"):
+        if not isinstance(sa.get(name), str) or not sa[name].strip():
+            raise AuthFileError(f"service_account.{name} must be a non-empty string")
+    token_uri = sa.get("token_uri")
+    if token_uri is not None and (not isinstance(token_uri, str) or not token_uri.startswith(("http://", "https://"))):
+        raise AuthFileError("service_account.token_uri must be an http(s) URL")
+    if not str(data.get("project_id") or data.get("project") or sa.get("project_id") or "").strip():
+        raise AuthFileError("has no project_id (nor service_account.project_id)")
+    try:
+        # Files written by hand sometimes carry the PEM's line breaks as the two characters \n.
+        key = load_pem_private_key(sa["private_key"].replace("\\n", "\n").encode(), password=None)
+    except (ValueError, TypeError) as e:
+        raise AuthFileError(f"service_account.private_key is not a PEM private key: {e}") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise AuthFileError("service_account.private_key must be an RSA key (Google signs with RS256)")
+    return key
 
 
 def _strings(data: dict[str, Any], *keys: str) -> tuple[str, ...]:
@@ -310,7 +467,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
     channel = account.type
     aliases = dict(config.oauth_model_alias).get(channel, ())
     excluded = dict(config.oauth_excluded_models).get(channel, ()) + _strings(data, "excluded_models", "excluded-models")
-    models = oauth_alias_models(OAUTH_MODELS[channel], aliases)
+    models = oauth_alias_models(account_models(account), aliases)
     # The file's own rules, else its channel's oauth-request-scoped-errors (as CLIProxyAPI looks them up).
     scoped = _scoped_rules(data)
     if not scoped:
@@ -321,7 +478,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         provider=channel,
         kind=channel,
         api_key="",
-        base_url=(base_url.rstrip("/") if base_url else OAUTH_BASE_URLS[channel][0]),
+        base_url=account_base_url(account, base_url.rstrip("/") if base_url else ""),
         prefix=prefix,
         priority=_int(data, "priority") or 0,
         routes=build_routes(models, prefix, config.force_model_prefix, excluded),
@@ -333,7 +490,66 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         headers=_file_headers(data),
         account=account,
         proxy=proxy,
+        project=account.vertex_project if channel == "vertex" else "",
+        cloak=_file_cloak(data) if channel == "claude" else None,
     )
+
+
+def account_base_url(account: OAuthAccount, base_url: str) -> str:
+    """
+    Where an account's requests go: its file's C{base_url} (without a
+    trailing slash), else its provider's, with these files' own rules:
+
+    - xai: Grok CLI's chat proxy, unless C{using_api} is true (then the file's
+      C{base_url}, else the public API). The public API's address, which
+      CLIProxyAPI's login writes as C{base_url}, does not count as a choice.
+    - qwen: the file's C{resource_url} (a host, given C{https://} and C{/v1}).
+    - vertex: C{https://LOCATION-aiplatform.googleapis.com} (C{global}: no
+      location in the host).
+    """
+    data, kind = account.data, account.type
+    if kind == "xai":
+        using_api = data.get("using_api")
+        if isinstance(using_api, str):
+            using_api = using_api.strip().lower() == "true"
+        if using_api:
+            return base_url or XAI_API_BASE_URL
+        return base_url if base_url and base_url != XAI_API_BASE_URL else XAI_CLI_BASE_URL
+    if base_url:
+        return base_url
+    if kind == "qwen" and isinstance(data.get("resource_url"), str) and data["resource_url"].strip():
+        resource = data["resource_url"].strip().rstrip("/")
+        if not resource.lower().startswith(("http://", "https://")):
+            resource = "https://" + resource
+        return resource if resource.lower().endswith("/v1") else resource + "/v1"
+    if kind == "vertex":
+        location = account.vertex_location
+        if location == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{location}-aiplatform.googleapis.com"
+    return OAUTH_BASE_URLS[kind][0]
+
+
+
+def _file_cloak(data: dict[str, Any]) -> CloakConfig | None:
+    """
+    A Claude file's own cloak settings, as CLIProxyAPI reads them from its
+    metadata: C{cloak_mode}, C{cloak_strict_mode}, C{cloak_sensitive_words}
+    (a comma list), C{cloak_cache_user_id}; None when the file sets none.
+    """
+    mode = str(data.get("cloak_mode") or "").strip().lower()
+    if mode and mode not in CLOAK_MODES:
+        raise AuthFileError(f"cloak_mode must be one of {', '.join(CLOAK_MODES)}, not {mode!r}")
+    strict = _bool(data, "cloak_strict_mode")
+    words = data.get("cloak_sensitive_words")
+    if words is not None and not isinstance(words, str):
+        raise AuthFileError(f"cloak_sensitive_words must be a comma list, not {words!r}")
+    cache = _bool(data, "cloak_cache_user_id")
+    if not mode and strict is None and not words and cache is None:
+        return None
+    return CloakConfig(mode=mode, strict_mode=bool(strict),
+                       sensitive_words=tuple(w.strip() for w in (words or "").split(",") if w.strip()),
+                       cache_user_id=cache)
 
 
 def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:

@@ -43,7 +43,8 @@ from twisted.web.server import Site
 
 from cliproxyd.fileio import atomic_write
 from cliproxyd.proxies import INHERIT, EnvironmentProxies, ProxySetting, ProxyURLError, parse_proxy_setting
-from cliproxyd.credentials.authfiles import format_time
+from cliproxyd.credentials.authfiles import format_time, jwt_claims
+from cliproxyd.credentials.device import DEVICE_PROVIDERS
 from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
 from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
 
@@ -56,7 +57,7 @@ DEFAULT_AUTH_DIR = "~/.cli-proxy-api"
 #: Points authorize, token and userinfo at one server (tests, trials).
 BASE_ENV = "CLIPROXYD_OAUTH_BASE"
 #: The providers a login can be for (C{gemini} is also accepted).
-LOGIN_PROVIDERS = ("claude", "codex", "gemini-cli", "antigravity")
+LOGIN_PROVIDERS = ("claude", "codex", "gemini-cli", "antigravity", "xai", "kimi")
 
 ReadLine = Callable[[], "Awaitable[str] | Deferred[str]"]
 
@@ -342,16 +343,6 @@ async def _userinfo_email(client: Any, url: str, access_token: str, clock: IReac
     return _text(data.get("email")) if isinstance(data, dict) else ""
 
 
-def jwt_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, unverified (it came straight from the token endpoint over TLS); {} if unreadable."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 # -- the credential file ------------------------------------------------------------
 
 #: The fields a login writes, per provider: on a re-login these are replaced
@@ -518,7 +509,9 @@ def add_command(subparsers: Any) -> None:
         help="log an OAuth account in and write its credential file",
         description="Log an account in with OAuth (PKCE) and write its credential file to the auth directory.",
     )
-    p.add_argument("--provider", required=True, metavar="{" + ",".join(LOGIN_PROVIDERS) + "}",
+    p.add_argument("provider_name", nargs="?", metavar="PROVIDER",
+                   help="whose account to log in: " + ", ".join(LOGIN_PROVIDERS) + " (or --provider)")
+    p.add_argument("--provider", metavar="{" + ",".join(LOGIN_PROVIDERS) + "}",
                    help="whose account to log in")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--auth-dir", metavar="DIR", help=f"where the file goes (default: {DEFAULT_AUTH_DIR})")
@@ -576,9 +569,12 @@ def main(args: argparse.Namespace) -> NoReturn:
     from twisted.internet.task import react
 
     try:
-        name = args.provider.strip().lower()
+        given = args.provider or getattr(args, "provider_name", None)
+        if not given or (args.provider and getattr(args, "provider_name", None)):
+            raise LoginError(f"name one provider (login PROVIDER, or --provider): one of {', '.join(LOGIN_PROVIDERS)}")
+        name = given.strip().lower()
         if name not in LOGIN_PROVIDERS and name != "gemini":
-            raise LoginError(f"unknown provider {args.provider!r}; one of: {', '.join(LOGIN_PROVIDERS)}")
+            raise LoginError(f"unknown provider {given!r}; one of: {', '.join(LOGIN_PROVIDERS)}")
         provider = PROVIDERS[name]
         base = args.oauth_base or os.environ.get(BASE_ENV, "")
         if base:
@@ -595,14 +591,29 @@ def main(args: argparse.Namespace) -> NoReturn:
 
     async def run(reactor: Any) -> None:
         try:
-            await login(reactor, provider, auth_dir, no_browser=args.no_browser, project_id=args.project_id,
-                        callback_port=args.callback_port, proxy=proxy)
+            if provider.type in DEVICE_PROVIDERS:
+                await _device(reactor, provider, auth_dir, proxy)
+            else:
+                await login(reactor, provider, auth_dir, no_browser=args.no_browser, project_id=args.project_id,
+                            callback_port=args.callback_port, proxy=proxy)
         except LoginError as e:
             _fail(e)
         except Exception as e:  # react would log it where nobody looks
             _fail(LoginError(f"unexpected error: {type(e).__name__}: {e}"))
 
     react(run)
+
+
+async def _device(reactor: Any, provider: OAuthProvider, auth_dir: str, proxy: ProxySetting) -> str:
+    """A device-code login (xAI, Kimi) in the terminal, its calls leaving as C{proxy} says."""
+    from cliproxyd.credentials.device import device_login
+    from cliproxyd.outbound import OutboundClients
+
+    pool = OutboundClients(reactor, CONNECT_TIMEOUT, EnvironmentProxies.from_environ(os.environ))
+    try:
+        return await device_login(reactor, provider, auth_dir, client=pool.client_for(proxy), out=sys.stdout)
+    finally:
+        await pool.closeCachedConnections()
 
 
 def _fail(error: LoginError) -> NoReturn:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import DEFAULT_WEIGHT, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
+from cliproxyd.config.model import DEFAULT_WEIGHT, CloakConfig, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 from cliproxyd.proxies import INHERIT, ProxySetting
@@ -113,6 +113,9 @@ class Credential:
     #: how its upstream calls leave: the key's or file's proxy-url, else the provider's, else the
     #: global one; inherit means the environment's proxies (L{cliproxyd.outbound.OutboundClients})
     proxy: ProxySetting = INHERIT
+    #: a Claude credential's own cloak settings (a claude-api-key's cloak block, an auth file's
+    #: cloak_* fields); None when it has none
+    cloak: CloakConfig | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -124,7 +127,7 @@ class Credential:
     @property
     def secret(self) -> str:
         """What this credential authenticates with right now (the current access token of an account)."""
-        return self.account.access_token if self.account is not None else self.api_key
+        return self.account.bearer if self.account is not None else self.api_key
 
     def request_headers(self) -> dict[bytes, list[bytes]]:
         """The headers every upstream request of this credential carries, but the key (its executor adds that)."""
@@ -249,6 +252,13 @@ API_KEY_PROVIDERS = (
                    ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview")),
     APIKeyProvider("codex-api-key", "codex", "https://api.openai.com/v1",
                    ("gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-5.1", "gpt-5.1-codex")),
+    APIKeyProvider("xai-api-key", "xai", "https://api.x.ai/v1",
+                   ("grok-4.6", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning", "grok-4.20-0309-non-reasoning",
+                    "grok-3-mini", "grok-3-mini-fast")),
+    # Vertex AI's express mode (an API key, no project), or a Vertex-compatible gateway's base-url.
+    APIKeyProvider("vertex-api-key", "vertex", "https://aiplatform.googleapis.com",
+                   ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+                    "gemini-3-flash-preview")),
 )
 
 
@@ -271,6 +281,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         weight=entry.weight,
         scoped_errors=ScopedErrors(entry.request_scoped_errors),
         proxy=entry.proxy_url.over(proxy),
+        cloak=entry.cloak,
     )
 
 

@@ -45,6 +45,16 @@ class OAuthProvider:
     callback_path: str
     authorize_params: tuple[tuple[str, str], ...] = ()
     userinfo_url: str = ""
+    #: RFC 8628 device authorization endpoint, for the providers whose logins are device flows
+    device_url: str = ""
+    #: OpenID discovery document naming the token and device endpoints (xAI), used when no
+    #: token endpoint is known otherwise (a file's C{token_endpoint})
+    discovery_url: str = ""
+    #: the token endpoint wants the client as HTTP Basic authentication too (iFlow)
+    basic_auth: bool = False
+    #: how the account is refreshed: C{"refresh_token"}, or C{"jwt-bearer"} for a Google service
+    #: account, whose file holds a private key instead of a refresh token (Vertex)
+    grant: str = "refresh_token"
 
 
 CLAUDE = OAuthProvider(
@@ -114,9 +124,83 @@ ANTIGRAVITY = OAuthProvider(
     userinfo_url=GOOGLE_USERINFO,
 )
 
+XAI = OAuthProvider(
+    type="xai",
+    authorize_url="",
+    # Found through discovery unless the file names its token_endpoint.
+    token_url="",
+    client_id="b1a00492-073a-47ea-816f-4c329264a828",
+    client_secret="",
+    scopes=("openid", "profile", "email", "offline_access", "grok-cli:access", "api:access"),
+    token_body="form",
+    lead=5 * 60.0,
+    callback_port=0,
+    callback_path="",
+    discovery_url="https://auth.x.ai/.well-known/openid-configuration",
+)
+
+KIMI = OAuthProvider(
+    type="kimi",
+    authorize_url="",
+    token_url="https://auth.kimi.com/api/oauth/token",
+    client_id="17e5f671-d194-4dfb-9706-5516cb48c098",
+    client_secret="",
+    scopes=(),
+    token_body="form",
+    lead=5 * 60.0,
+    callback_port=0,
+    callback_path="",
+    device_url="https://auth.kimi.com/api/oauth/device_authorization",
+)
+
+QWEN = OAuthProvider(
+    type="qwen",
+    authorize_url="",
+    token_url="https://chat.qwen.ai/api/v1/oauth2/token",
+    client_id="f0304373b74a44d2b584a3fb70ca9e56",
+    client_secret="",
+    scopes=("openid", "profile", "email", "model.completion"),
+    token_body="form",
+    lead=20 * 60.0,
+    callback_port=0,
+    callback_path="",
+    device_url="https://chat.qwen.ai/api/v1/oauth2/device/code",
+)
+
+IFLOW = OAuthProvider(
+    type="iflow",
+    authorize_url="https://iflow.cn/oauth",
+    token_url="https://iflow.cn/oauth/token",
+    client_id="10009311001",
+    client_secret="4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW",
+    scopes=(),
+    token_body="form",
+    lead=24 * HOUR,
+    callback_port=11451,
+    callback_path="/oauth2callback",
+    # The account's API key (what requests carry) comes with the user's details.
+    userinfo_url="https://iflow.cn/api/oauth/getUserInfo",
+    basic_auth=True,
+)
+
+VERTEX = OAuthProvider(
+    type="vertex",
+    authorize_url="",
+    # A service account file's own token_uri wins.
+    token_url=GOOGLE_TOKEN,
+    client_id="",
+    client_secret="",
+    scopes=("https://www.googleapis.com/auth/cloud-platform",),
+    token_body="form",
+    lead=5 * 60.0,
+    callback_port=0,
+    callback_path="",
+    grant="jwt-bearer",
+)
+
 #: by credential-file C{type}; C{gemini} files are Gemini CLI accounts
 PROVIDERS: dict[str, OAuthProvider] = {
-    p.type: p for p in (CLAUDE, CODEX, GEMINI_CLI, ANTIGRAVITY)
+    p.type: p for p in (CLAUDE, CODEX, GEMINI_CLI, ANTIGRAVITY, XAI, KIMI, QWEN, IFLOW, VERTEX)
 }
 PROVIDERS["gemini"] = GEMINI_CLI
 
@@ -124,7 +208,8 @@ PROVIDERS["gemini"] = GEMINI_CLI
 def at_base(provider: OAuthProvider, base: str) -> OAuthProvider:
     """
     C{provider} with every endpoint on one origin: C{BASE/authorize},
-    C{BASE/token} and (when it has one) C{BASE/userinfo}. This is how tests
+    C{BASE/token} and (when it has them) C{BASE/userinfo}, C{BASE/device}
+    and the discovery document C{BASE/.well-known/openid-configuration}. This is how tests
     and C{CLIPROXYD_OAUTH_BASE} point a login at L{SimulatedAuthServer}.
 
     @see: L{cliproxyd.testing.authserver.SimulatedAuthServer}
@@ -133,6 +218,9 @@ def at_base(provider: OAuthProvider, base: str) -> OAuthProvider:
     return evolve(
         provider,
         authorize_url=f"{base}/authorize",
-        token_url=f"{base}/token",
+        # A provider found through discovery keeps doing so (the server's discovery names /token).
+        token_url=f"{base}/token" if provider.token_url else "",
         userinfo_url=f"{base}/userinfo" if provider.userinfo_url else "",
+        device_url=f"{base}/device" if provider.device_url or provider.discovery_url else "",
+        discovery_url=f"{base}/.well-known/openid-configuration" if provider.discovery_url else "",
     )

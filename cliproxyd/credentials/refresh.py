@@ -144,7 +144,7 @@ class Refresher:
             del self._status[path]  # its file is gone
         started = 0
         for account in accounts.values():
-            if account.path in self._in_flight or not account.refresh_token:
+            if account.path in self._in_flight or not account.can_refresh:
                 continue
             if now < self._status.get(account.path, RefreshStatus()).next_after:
                 continue
@@ -161,7 +161,7 @@ class Refresher:
         whether a new token is in place. Shares a refresh already running.
         """
         account = cred.account
-        if account is None or not account.refresh_token:
+        if account is None or not account.can_refresh:
             return succeed(False)
         running = self._in_flight.get(account.path)
         if running is not None:
@@ -208,12 +208,13 @@ class Refresher:
             self.log.info("token refresh of {account} dropped: its file changed meanwhile", account=account.name)
             return False
         account.apply_grant(grant.access_token, grant.refresh_token, grant.expires_in, now,
-                            getattr(grant, "id_token", ""))
+                            getattr(grant, "id_token", ""), getattr(grant, "fields", None))
         status.last_refresh = now
         status.last_error = ""
         status.next_after = 0.0
         try:
-            await self._save(account)
+            if account.writes_tokens:
+                await self._save(account)
         except Exception as e:
             # The new token is in use; only the copy on disk is stale.
             status.last_error = f"refreshed, but the file could not be written: {e}"
@@ -288,6 +289,22 @@ def account_refresher(client: Any, clock: IReactorTime,
 
         http = client_for(proxy_of(account) if proxy_of is not None else INHERIT)
         provider = PROVIDERS[account.type]
+        if provider.grant == "jwt-bearer":
+            sa = account.service_account
+            return Deferred.fromCoroutine(tokens.service_account_token(
+                http, provider, account.signing_key, sa["client_email"], token_url=sa.get("token_uri") or None,
+                key_id=str(sa.get("private_key_id") or ""), clock=clock))
+        if account.type == "xai":
+            return Deferred.fromCoroutine(tokens.refresh(
+                http, provider, account.refresh_token,
+                token_url=str(account.data.get("token_endpoint") or "") or None, clock=clock))
+        if account.type == "kimi":
+            device = str(account.data.get("device_id") or "")
+            return Deferred.fromCoroutine(tokens.refresh(
+                http, provider, account.refresh_token, clock=clock,
+                headers={"x-msh-platform": "cliproxyd", **({"x-msh-device-id": device} if device else {})}))
+        if account.type == "iflow":
+            return Deferred.fromCoroutine(tokens.refresh_iflow(http, provider, account.refresh_token, clock=clock))
         nested = account.data.get("token") if isinstance(account.data.get("token"), dict) else {}
         token_url = nested.get("token_uri") or account.data.get("token_uri") or None
         return Deferred.fromCoroutine(tokens.refresh(

@@ -14,6 +14,7 @@ them, and only the error fields of an error answer are quoted.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -64,6 +65,8 @@ class TokenGrant:
     expires_in: float | None
     id_token: str = field(default="", repr=False)
     raw: dict = field(factory=dict, repr=False)
+    #: other fields of the account's file this grant changes (Qwen's C{resource_url}, iFlow's C{api_key})
+    fields: dict = field(factory=dict, repr=False)
 
 
 class TokenError(Exception):
@@ -98,9 +101,11 @@ async def refresh(
     token_url: str | None = None,
     clock: IReactorTime,
     timeout: float = TOKEN_TIMEOUT,
+    headers: dict[str, str] | None = None,
 ) -> TokenGrant:
     """
-    Trade C{refresh_token} for a new access token.
+    Trade C{refresh_token} for a new access token (C{headers}: more request
+    headers, as Kimi's device headers).
 
     @param client: a treq C{HTTPClient} (or C{StubTreq}).
     @param client_id, client_secret, token_url: override the provider's
@@ -119,9 +124,117 @@ async def refresh(
     secret = client_secret if client_secret is not None else provider.client_secret
     if secret:
         fields["client_secret"] = secret
-    raw = await _post(client, provider, token_url or provider.token_url, fields,
-                      (refresh_token, secret), clock, timeout)
+    url = token_url or provider.token_url or await discover_token_url(client, provider, clock=clock, timeout=timeout)
+    raw = await _post(client, provider, url, fields, (refresh_token, secret), clock, timeout, extra_headers=headers)
     return _grant(raw, refresh_token)
+
+
+async def discover_token_url(client: Any, provider: OAuthProvider, *, clock: IReactorTime,
+                             timeout: float = TOKEN_TIMEOUT) -> str:
+    """The C{token_endpoint} of the provider's OpenID discovery document (xAI's)."""
+    return (await discover(client, provider, clock=clock, timeout=timeout))["token_endpoint"]
+
+
+async def discover(client: Any, provider: OAuthProvider, *, clock: IReactorTime,
+                   timeout: float = TOKEN_TIMEOUT) -> dict[str, str]:
+    """
+    The token and device endpoints of the provider's OpenID discovery
+    document, checked to be http(s) URLs.
+
+    @raise TokenError: no document, or one without a usable token endpoint.
+    """
+    if not provider.discovery_url:
+        raise TokenError(0, f"{provider.type} has no token endpoint to use", permanent=True)
+    raw = await get_json(client, provider.discovery_url, clock=clock, timeout=timeout, what="the discovery document")
+    out = {}
+    for name in ("token_endpoint", "device_authorization_endpoint"):
+        value = raw.get(name)
+        if isinstance(value, str) and value.startswith(("https://", "http://")):
+            out[name] = value
+    if "token_endpoint" not in out:
+        raise TokenError(0, "the discovery document names no token_endpoint")
+    return out
+
+
+async def get_json(client: Any, url: str, *, clock: IReactorTime, timeout: float = TOKEN_TIMEOUT,
+                   headers: dict[str, str] | None = None, secrets: tuple[str, ...] = (),
+                   what: str = "the server") -> dict:
+    """GET a JSON object (a discovery document, iFlow's user details), within C{timeout}; else L{TokenError}."""
+    async def call() -> tuple[int, bytes]:
+        response = await client.get(url, headers={"accept": "application/json", **(headers or {})})
+        return response.code, await response.content()
+
+    status, content = await _timed(call(), clock, timeout, secrets, what)
+    if not 200 <= status < 300:
+        raise _error(status, content, secrets, what)
+    try:
+        raw = json.loads(content)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise TokenError(status, f"{what} answered {status} with something that is not a JSON object")
+    return raw
+
+
+async def refresh_iflow(client: Any, provider: OAuthProvider, refresh_token: str, *,
+                        clock: IReactorTime, timeout: float = TOKEN_TIMEOUT) -> TokenGrant:
+    """
+    An iFlow refresh: new tokens, then the account's details (with the new
+    access token), whose C{apiKey} is what iFlow's API takes; the grant's
+    C{fields} carry it (and the account's email) into the file.
+    """
+    grant = await refresh(client, provider, refresh_token, clock=clock, timeout=timeout)
+    url = f"{provider.userinfo_url}?{urlencode({'accessToken': grant.access_token})}"
+    info = await get_json(client, url, clock=clock, timeout=timeout, secrets=(grant.access_token,),
+                          what="iFlow's user info")
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    api_key = data.get("apiKey")
+    if not info.get("success") or not isinstance(api_key, str) or not api_key:
+        raise TokenError(200, "iFlow's user info has no apiKey")
+    fields = {"api_key": api_key}
+    email = data.get("email") or data.get("phone")
+    if isinstance(email, str) and email:
+        fields["email"] = email
+    return TokenGrant(grant.access_token, grant.refresh_token, grant.expires_in, grant.id_token, grant.raw, fields)
+
+
+#: The lifetime asked of a service account's access token (Google's maximum).
+ASSERTION_LIFETIME = 3600
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def service_account_assertion(key: Any, email: str, audience: str, scopes: tuple[str, ...], now: float,
+                              key_id: str = "") -> str:
+    """A Google service account's signed JWT (RS256) asking C{audience} for a token of C{scopes}."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    header = {"alg": "RS256", "typ": "JWT", **({"kid": key_id} if key_id else {})}
+    issued = int(now)
+    claims = {"iss": email, "scope": " ".join(scopes), "aud": audience, "iat": issued,
+              "exp": issued + ASSERTION_LIFETIME}
+    signing_input = _b64(json.dumps(header, separators=(",", ":")).encode()) + "." + \
+        _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return signing_input + "." + _b64(signature)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+async def service_account_token(client: Any, provider: OAuthProvider, key: Any, email: str, *,
+                                token_url: str | None = None, key_id: str = "", clock: IReactorTime,
+                                timeout: float = TOKEN_TIMEOUT) -> TokenGrant:
+    """
+    An access token for a service account (Vertex): a JWT signed with its
+    private key, traded at its C{token_uri} (RFC 7523's jwt-bearer grant).
+    """
+    url = token_url or provider.token_url
+    assertion = service_account_assertion(key, email, url, provider.scopes, clock.seconds(), key_id)
+    fields = {"grant_type": JWT_BEARER, "assertion": assertion}
+    raw = await _post(client, provider, url, fields, (assertion,), clock, timeout)
+    return _grant(raw, "")
 
 
 async def exchange_code(
@@ -170,44 +283,69 @@ async def _post(
     secrets: tuple[str, ...],
     clock: IReactorTime,
     timeout: float,
+    *,
+    extra_headers: dict[str, str] | None = None,
+    need_token: bool = True,
+    errors_in_body: bool = False,
 ) -> dict:
+    """
+    POST C{fields} to C{url}: the answer's JSON object. C{need_token}: it
+    must grant an C{access_token}; C{errors_in_body}: an OAuth error answer
+    (a 4xx whose body has C{error}, as a device flow's polls get) is
+    returned, not raised.
+    """
     if provider.token_body == "json":
         body = json.dumps(fields).encode()
         content_type = "application/json"
     else:
         body = urlencode(fields).encode()
         content_type = "application/x-www-form-urlencoded"
-    headers = {"content-type": content_type, "accept": "application/json"}
+    headers = {"content-type": content_type, "accept": "application/json", **(extra_headers or {})}
+    if provider.basic_auth:
+        pair = f"{provider.client_id}:{provider.client_secret}".encode()
+        headers["authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
 
     async def call() -> tuple[int, bytes]:
         response = await client.post(url, data=body, headers=headers)
         return response.code, await response.content()
 
-    def timed_out(result: object, seconds: float) -> None:
-        # Whatever the cancelled request failed with (CancelledError,
-        # ResponseNeverReceived, ...), the reason is the timeout.
-        raise TokenError(0, f"the token endpoint did not answer within {seconds:g} s")
-
-    d = Deferred.fromCoroutine(call())
-    d.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
-    try:
-        status, content = await d
-    except TokenError:
-        raise
-    except Exception as e:
-        reason = _scrub(f"{type(e).__name__}: {e}", secrets)
-        raise TokenError(0, f"cannot reach the token endpoint: {_one_line(reason)}") from None
-    if not 200 <= status < 300:
-        raise _error(status, content, secrets)
+    status, content = await _timed(call(), clock, timeout, secrets, "the token endpoint")
     try:
         raw = json.loads(content)
     except ValueError:
         raw = None
+    if errors_in_body and 400 <= status < 500 and isinstance(raw, dict) and isinstance(raw.get("error"), str):
+        return raw
+    if not 200 <= status < 300:
+        raise _error(status, content, secrets)
     if not isinstance(raw, dict):
         raise TokenError(status, f"the token endpoint answered {status} with something that is not a JSON object")
-    if not isinstance(raw.get("access_token"), str) or not raw["access_token"]:
+    if need_token and (not isinstance(raw.get("access_token"), str) or not raw["access_token"]):
         raise TokenError(status, f"the token endpoint answered {status} without an access_token")
     return raw
+
+
+async def _timed(call: Any, clock: IReactorTime, timeout: float, secrets: tuple[str, ...],
+                 what: str) -> tuple[int, bytes]:
+    """Run the request coroutine C{call} within C{timeout}: (status, body), else L{TokenError}."""
+    def timed_out(result: object, seconds: float) -> None:
+        # Whatever the cancelled request failed with (CancelledError,
+        # ResponseNeverReceived, ...), the reason is the timeout.
+        raise TokenError(0, f"{what} did not answer within {seconds:g} s")
+
+    d = Deferred.fromCoroutine(call)
+    d.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
+    try:
+        return await d
+    except TokenError:
+        raise
+    except Exception as e:
+        reason = _scrub(f"{type(e).__name__}: {e}", secrets)
+        raise TokenError(0, f"cannot reach {what}: {_one_line(reason)}") from None
+
+
+#: Top-level fields of a token answer that belong in the account's file (Qwen names its API host).
+_GRANT_FIELDS = ("resource_url",)
 
 
 def _grant(raw: dict, sent_refresh_token: str) -> TokenGrant:
@@ -219,6 +357,7 @@ def _grant(raw: dict, sent_refresh_token: str) -> TokenGrant:
         expires_in=_seconds(raw.get("expires_in")),
         id_token=id_token if isinstance(id_token, str) else "",
         raw=raw,
+        fields={k: raw[k] for k in _GRANT_FIELDS if isinstance(raw.get(k), str) and raw[k]},
     )
 
 
@@ -235,13 +374,13 @@ def _seconds(value: Any) -> float | None:
 # -- errors -------------------------------------------------------------------------
 
 
-def _error(status: int, content: bytes, secrets: tuple[str, ...]) -> TokenError:
+def _error(status: int, content: bytes, secrets: tuple[str, ...], what: str = "the token endpoint") -> TokenError:
     """A TokenError for a non-2xx answer, quoting only its error fields."""
     code, detail = _error_fields(content)
     permanent = status in PERMANENT_STATUSES or (code in PERMANENT_ERRORS and status != 429 and status < 500)
     text = ": ".join(part for part in (code, detail) if part) or "no error message"
     text = _one_line(_scrub(text, secrets))
-    return TokenError(status, f"the token endpoint answered {status}: {text}", permanent)
+    return TokenError(status, f"{what} answered {status}: {text}", permanent)
 
 
 def _error_fields(content: bytes) -> tuple[str, str]:

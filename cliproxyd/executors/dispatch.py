@@ -12,6 +12,15 @@ from twisted.internet.interfaces import IReactorTime
 
 from cliproxyd.config.model import Timeouts
 from cliproxyd.credentials import Credential
+from cliproxyd.executors.accounts import (
+    IFlowExecutor,
+    KimiExecutor,
+    QwenExecutor,
+    VertexAPIKeyExecutor,
+    VertexExecutor,
+    XAIExecutor,
+)
+from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
@@ -38,6 +47,13 @@ EXECUTORS: dict[str, type[HTTPExecutor]] = {
     "codex": CodexOAuthExecutor,
     "gemini-cli": GeminiCLIExecutor,
     "antigravity": AntigravityExecutor,
+    "xai": XAIExecutor,
+    "xai-api-key": XAIExecutor,
+    "kimi": KimiExecutor,
+    "vertex": VertexExecutor,
+    "vertex-api-key": VertexAPIKeyExecutor,
+    "qwen": QwenExecutor,
+    "iflow": IFlowExecutor,
 }
 
 
@@ -45,8 +61,9 @@ class Executors:
     """The conductor's one executor: each credential's request goes to the executor of its kind."""
 
     def __init__(self, client: HTTPClient, clock: IReactorTime, timeouts: Timeouts,
-                 creds: Iterable[Credential] = (), wire: WireSettings = WireSettings()) -> None:
-        self._by_kind = {kind: cls(client, clock, timeouts, wire) for kind, cls in EXECUTORS.items()}
+                 creds: Iterable[Credential] = (), wire: WireSettings = WireSettings(),
+                 save_account: SaveFn | None = None) -> None:
+        self._by_kind = {kind: cls(client, clock, timeouts, wire, save_account) for kind, cls in EXECUTORS.items()}
         creds = tuple(creds)
         # Headers and URLs are worked out once per credential, here, not per request.
         for kind, executor in self._by_kind.items():

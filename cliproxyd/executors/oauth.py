@@ -7,7 +7,8 @@ account's current access token as a bearer, read per request because the
 refresher replaces it. A credential file's C{base_url} overrides where the
 requests go.
 
-- C{claude}: Anthropic Messages with the OAuth beta header.
+- C{claude}: Anthropic Messages with the OAuth beta header and Claude
+  Code's identity (L{cliproxyd.executors.cloak}).
 - C{codex}: the ChatGPT Codex Responses endpoint, which only streams; an
   answer the client wants whole is collected from the stream's
   C{response.completed} event.
@@ -22,12 +23,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from cliproxyd.credentials import Credential
 from cliproxyd.credentials.authfiles import OAUTH_BASE_URLS
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
+from cliproxyd.executors import cloak, projects
 from cliproxyd.executors.stream import StreamConsumer, StreamRelay, first_error, stream_error
 from cliproxyd.executors.upstreams import (
     ANTHROPIC_VERSION,
@@ -38,8 +42,9 @@ from cliproxyd.executors.upstreams import (
 from cliproxyd.formats.request import dumps, loads
 from cliproxyd.modelnames import parse_model
 
-CLAUDE_OAUTH_BETAS = b"claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14"
-CODEX_USER_AGENT = b"codex_cli_rs/0.63.0"
+#: What Codex (its terminal UI) sends, as CLIProxyAPI does.
+CODEX_USER_AGENT = b"codex-tui/0.146.0 (Mac OS 26.5.0; arm64) iTerm.app/3.6.10 (codex-tui; 0.146.0)"
+CODEX_ORIGINATOR = b"codex-tui"
 GEMINI_CLI_USER_AGENT = b"GeminiCLI/0.17.1"
 ANTIGRAVITY_USER_AGENT = b"antigravity/1.11.9 linux/amd64"
 
@@ -58,16 +63,16 @@ class _Bearer:
 
 
 class ClaudeOAuthExecutor(_Bearer, ClaudeExecutor):
-    """Anthropic Messages for a Claude Code account."""
+    """
+    Anthropic Messages for a Claude Code account: always Claude Code's
+    headers and the OAuth beta; the body cloaked unless its cloak mode is
+    C{never} (L{cliproxyd.executors.cloak}).
+    """
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
-        headers = {b"anthropic-version": [ANTHROPIC_VERSION], b"anthropic-beta": [CLAUDE_OAUTH_BETAS]}
-        d = self._wire.claude_defaults
-        for name, value in ((b"user-agent", d.user_agent), (b"x-stainless-package-version", d.package_version),
-                            (b"x-stainless-runtime-version", d.runtime_version), (b"x-stainless-os", d.os),
-                            (b"x-stainless-arch", d.arch), (b"x-stainless-timeout", d.timeout)):
-            if value:
-                headers[name] = [value.encode("latin-1")]
+        headers = cloak.identity_headers(self._wire.claude_defaults, oauth=True)
+        headers.update(self.identity_headers(cred))
+        headers[b"anthropic-version"] = [ANTHROPIC_VERSION]
         return headers
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
@@ -97,25 +102,43 @@ def completed_response(body: bytes) -> bytes | None:
 
 
 class CodexOAuthExecutor(_Bearer, CodexExecutor):
-    """The ChatGPT Codex backend for a Codex account: always a stream upstream, with the account id header."""
+    """
+    The ChatGPT Codex backend for a Codex account: always a stream upstream,
+    with the account id header and Codex's identity: its C{User-Agent}
+    (C{codex-header-defaults.user-agent} over the built-in one) and
+    C{Originator}, whatever the client sent, unless
+    C{codex.disable-codex-cloaking}, where a client's own two go as sent.
+    """
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         agent = self._wire.codex_defaults.user_agent
-        headers = {b"originator": [b"codex_cli_rs"],
+        headers = {b"originator": [CODEX_ORIGINATOR],
                    b"user-agent": [agent.encode("latin-1") if agent else CODEX_USER_AGENT]}
         assert cred.account is not None
         if cred.account.account_id:
             headers[b"chatgpt-account-id"] = [cred.account.account_id.encode("latin-1")]
         return headers
 
-    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
-        data = dict(loads(self.body(req, upstream)))
-        # The backend answers only streams, keeps nothing and wants instructions.
+    def from_client(self, cred: Credential, req: Outbound, headers: Headers) -> None:
+        client = getattr(req, "headers", None)
+        if not self._wire.disable_codex_cloaking or client is None:
+            return
+        for name in (b"user-agent", b"originator"):
+            values = client.getRawHeaders(name)
+            if values:
+                headers.setRawHeaders(name, values[:1])
+
+    def stream_body(self, data: dict[str, Any]) -> None:
+        """Make C{data} what the backend takes: it answers only streams, keeps nothing and wants instructions."""
         data["stream"] = True
         data["store"] = False
         data.setdefault("instructions", "")
         data.pop("previous_response_id", None)
         data.pop("max_output_tokens", None)
+
+    async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
+        data = dict(loads(self.body(req, upstream)))
+        self.stream_body(data)
         body = dumps(data)
         url = self.url(cred, parse_model(upstream).base, True)
         response = await self._send(cred, url, body, True, req)
@@ -180,9 +203,17 @@ class UnwrappingRelay(StreamRelay):
 
 
 class GeminiCLIExecutor(_Bearer, GeminiExecutor):
-    """Code Assist C{v1internal} for a Gemini CLI account, with the account's project."""
+    """
+    Code Assist C{v1internal} for a Gemini CLI account, with the account's
+    project. An account whose file names none has it found (and is
+    onboarded) before its first request (L{cliproxyd.executors.projects}),
+    once however many requests wait for it; the project is written back to
+    the file, as Gemini CLI's login would have.
+    """
 
     protocol = "gemini-cli"
+    #: whether an account without a project has one looked up (Antigravity's files always name theirs)
+    discovers_project = True
 
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return {b"user-agent": [GEMINI_CLI_USER_AGENT],
@@ -208,12 +239,64 @@ class GeminiCLIExecutor(_Bearer, GeminiExecutor):
         # without it the first project is used.
         return cred.project or cred.account.project_id.split(",")[0].strip()
 
-    def envelope(self, cred: Credential, model: str, body: bytes) -> bytes:
-        return b'{"model":' + dumps(model) + b',"project":' + dumps(self.project(cred)) + b',"request":' + body + b"}"
+    def envelope(self, cred: Credential, model: str, body: bytes, project: str) -> bytes:
+        return b'{"model":' + dumps(model) + b',"project":' + dumps(project) + b',"request":' + body + b"}"
+
+    async def known_project(self, cred: Credential) -> str:
+        """The project the account's requests name: its file's, else the one found on Code Assist."""
+        project = self.project(cred)
+        if project or not self.discovers_project:
+            return project
+        assert cred.account is not None
+        key = cred.account.path
+        # Each request waits on its own Deferred: one that is cancelled (its
+        # client went away) leaves the lookup running for the others.
+        waiter: Deferred[str] = Deferred()
+        waiters = self._discoveries.get(key)
+        if waiters is None:
+            self._discoveries[key] = [waiter]
+            Deferred.fromCoroutine(self._discover(cred)).addBoth(self._discovered, key)
+        else:
+            waiters.append(waiter)
+        return await waiter
+
+    def _discovered(self, result: Any, key: str) -> None:
+        for waiter in self._discoveries.pop(key, ()):
+            if not waiter.called:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+
+    async def _discover(self, cred: Credential) -> str:
+        account = cred.account
+        assert account is not None
+
+        async def call(method: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await self._send(cred, self._url(cred.base_url, method), dumps(body), False)
+            return self._answer_object(cred, await self._read(response))
+
+        try:
+            project = await projects.discover(call, self._clock)
+        except projects.NoProject as e:
+            self.log.warn("{cred}: no Google Cloud project: {why}", cred=cred.fingerprint, why=str(e))
+            raise UpstreamError("http", f"the Gemini CLI account has no project: {e}", status=403,
+                                fmt=self.format.NAME) from None
+        if not self.project(cred):
+            account.data["project_id"] = project
+            self.log.info("{cred}: Google Cloud project {project} found on Code Assist",
+                          cred=cred.fingerprint, project=project)
+            if self._save_account is not None:
+                try:
+                    await self._save_account(account)
+                except Exception as e:  # noqa: BLE001 - the project is known; only the file lags
+                    self.log.warn("{cred}: could not write the project back to its file: {why}",
+                                  cred=cred.fingerprint, why=str(e) or type(e).__name__)
+        return self.project(cred)
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
         model = parse_model(upstream).base
-        body = self.envelope(cred, model, self.body(req, upstream))
+        body = self.envelope(cred, model, self.body(req, upstream), await self.known_project(cred))
         method = "streamGenerateContent?alt=sse" if req.stream else "generateContent"
         bases = self.base_urls(cred)
         for i, base in enumerate(bases):
@@ -267,14 +350,16 @@ class AntigravityExecutor(GeminiCLIExecutor):
             return (cred.base_url,)
         return OAUTH_BASE_URLS["antigravity"]
 
-    def envelope(self, cred: Credential, model: str, body: bytes) -> bytes:
+    discovers_project = False
+
+    def envelope(self, cred: Credential, model: str, body: bytes, project: str) -> bytes:
         request = loads(body)
         request["sessionId"] = f"-{uuid.uuid4().int % 10**18}"
         return dumps({
             "model": model,
             "userAgent": "antigravity",
             "requestType": "agent",
-            "project": self.project(cred),
+            "project": project,
             "requestId": f"agent-{uuid.uuid4()}",
             "request": request,
         })

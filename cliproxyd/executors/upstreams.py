@@ -7,6 +7,7 @@ generateContent and OpenAI Responses (Codex).
 from __future__ import annotations
 
 import json
+import uuid
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any, Callable, Iterable
@@ -23,6 +24,7 @@ from twisted.web.http_headers import Headers
 from cliproxyd import jsontext
 from cliproxyd.config.model import ClaudeHeaderDefaults, CodexHeaderDefaults, Config, Timeouts
 from cliproxyd.credentials import Credential
+from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.replies import Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.executors.stream import (
     MAX_ERROR_BODY,
@@ -33,6 +35,7 @@ from cliproxyd.executors.stream import (
     json_answer,
     retry_hint_from_body,
 )
+from cliproxyd.executors import cloak
 from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
@@ -75,10 +78,15 @@ class WireSettings:
     payload: PayloadRules | None = field(default=None, eq=False)
     claude_defaults: ClaudeHeaderDefaults = ClaudeHeaderDefaults()
     codex_defaults: CodexHeaderDefaults = CodexHeaderDefaults()
+    #: disable-claude-cloak-mode: Claude credentials cloak only when their own settings say so
+    disable_claude_cloak: bool = False
+    #: codex.disable-codex-cloaking: the client's User-Agent and Originator go to Codex as sent
+    disable_codex_cloaking: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "WireSettings":
-        return cls(PayloadRules.of(config.payload), config.claude_header_defaults, config.codex_header_defaults)
+        return cls(PayloadRules.of(config.payload), config.claude_header_defaults, config.codex_header_defaults,
+                   config.disable_claude_cloak_mode, config.disable_codex_cloaking)
 
 
 def dynamic_headers(cred: Credential) -> tuple[tuple[bytes, bytes], ...]:
@@ -105,8 +113,12 @@ class HTTPExecutor:
     protocol = "openai"
 
     def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts,
-                 wire: WireSettings = WireSettings()) -> None:
+                 wire: WireSettings = WireSettings(), save_account: SaveFn | None = None) -> None:
         self._client_for = client_chooser(client)
+        #: writes an OAuth account's file back (what an executor learns of an account, say its project)
+        self._save_account = save_account
+        #: account file -> the project lookup running for it (L{cliproxyd.executors.oauth.GeminiCLIExecutor})
+        self._discoveries: dict[str, Any] = {}
         self._clock = clock
         self._timeouts = timeouts
         self._wire = wire
@@ -141,8 +153,12 @@ class HTTPExecutor:
         """Where the upstream counts tokens, or None to estimate them here."""
         return None
 
+    def shape(self, cred: Credential, req: Outbound, body: bytes) -> bytes:
+        """The body as C{cred}'s upstream gets it (L{ClaudeExecutor} cloaks it); as it is by default."""
+        return body
+
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
-        body = self.body(req, upstream)
+        body = self.shape(cred, req, self.body(req, upstream))
         url = self.url(cred, parse_model(upstream).base, req.stream)
         response = await self._send(cred, url, body, req.stream, req)
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
@@ -202,6 +218,9 @@ class HTTPExecutor:
             raise UpstreamError("broken", "the upstream count is not a count", status=502) from None
         return Reply(response.code, b"application/json", body, fmt=self.format.NAME, tokens=tokens)
 
+    def from_client(self, cred: Credential, req: Outbound, headers: Headers) -> None:
+        """Take what this upstream passes on of the client's own headers into C{headers} (nothing by default)."""
+
     def request_headers(self, cred: Credential) -> Headers:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
@@ -218,6 +237,8 @@ class HTTPExecutor:
                     headers.setRawHeaders(name, values)
                 else:
                     headers.removeHeader(name)
+        if req is not None:
+            self.from_client(cred, req, headers)
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
@@ -279,13 +300,57 @@ class OpenAICompatExecutor(HTTPExecutor):
 
 
 class ClaudeExecutor(HTTPExecutor):
-    """Anthropic Messages: C{POST {base-url}/v1/messages} with C{x-api-key}."""
+    """
+    Anthropic Messages: C{POST {base-url}/v1/messages} with C{x-api-key}; a
+    key with a C{cloak} block (and every Claude OAuth account, see
+    L{cliproxyd.executors.cloak}) sends Claude Code's identity.
+    """
 
     format = claude
     protocol = "claude"
 
+    def prepare(self, creds: Iterable[Credential]) -> None:
+        creds = tuple(creds)
+        disabled = self._wire.disable_claude_cloak
+        #: credential id -> its cloak policy, for the credentials that cloak
+        self._cloak = {c.id: p for c in creds if (p := cloak.policy_for(c, disabled)) is not None}
+        #: credential id -> the session id its cloaked requests carry (header and user_id)
+        self._sessions = {c: str(uuid.uuid4()) for c in self._cloak}
+        self._user_ids: dict[str, str] = {}
+        self._version = cloak.claude_code_version(self._wire.claude_defaults)
+        super().prepare(creds)
+
+    def identity_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
+        """Claude Code's headers, for a credential that cloaks (none for one that does not)."""
+        if cred.id not in self._cloak:
+            return {}
+        headers = cloak.identity_headers(self._wire.claude_defaults, oauth=cred.account is not None)
+        headers[b"x-claude-code-session-id"] = [self._sessions[cred.id].encode()]
+        return headers
+
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
-        return {b"x-api-key": [cred.api_key.encode("latin-1")], b"anthropic-version": [ANTHROPIC_VERSION]}
+        return {**self.identity_headers(cred), b"x-api-key": [cred.api_key.encode("latin-1")],
+                b"anthropic-version": [ANTHROPIC_VERSION]}
+
+    def shape(self, cred: Credential, req: Outbound, body: bytes) -> bytes:
+        policy = self._cloak.get(cred.id)
+        if policy is None:
+            return body
+        try:
+            data = jsontext.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(data, dict) or cloak.is_claude_code(getattr(req, "headers", None), data):
+            return body
+        return jsontext.dumps(cloak.cloak(data, policy, self._version, lambda: self._user_id(cred, policy)))
+
+    def _user_id(self, cred: Credential, policy: cloak.CloakPolicy) -> str:
+        if not policy.cache_user_id:
+            return cloak.new_user_id()
+        user_id = self._user_ids.get(cred.id)
+        if user_id is None:
+            user_id = self._user_ids[cred.id] = cloak.new_user_id(self._sessions[cred.id])
+        return user_id
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/v1/messages"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from attrs import Factory, define
 from twisted.logger import Logger
@@ -639,13 +639,19 @@ def _model(name: str, created_at: str, facts: common.ModelFacts | None) -> dict[
 
 
 def models_body(models: list[tuple[str, str]], created: int,
-                facts: Mapping[str, common.ModelFacts] | None = None) -> bytes:
+                facts: Mapping[str, common.ModelFacts] | None = None,
+                listed: Callable[[str], str] | None = None) -> bytes:
     """
     Claude's C{/v1/models} page: every model, with C{created} as its creation
-    time; C{facts} gives a model's display name and token limits.
+    time; C{facts} gives a model's display name and token limits; C{listed},
+    when given, the id each model is listed under (its display name stays
+    its own).
     """
     created_at = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     facts = facts or {}
     data = [_model(name, created_at, facts.get(name)) for name, _ in models]
+    if listed is not None:
+        for entry in data:
+            entry["id"] = listed(entry["id"])
     return common.json_body({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                              "last_id": data[-1]["id"] if data else None})

@@ -17,7 +17,7 @@ or nests more than L{cliproxyd.jsontext.MAX_DEPTH} levels, is the client's
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
@@ -51,16 +51,20 @@ class ClientRequest:
 
     @classmethod
     def decode(cls, fmt: ModuleType, raw: bytes, model: str | None = None,
-               stream: bool | None = None, headers: Any = None) -> "ClientRequest":
+               stream: bool | None = None, headers: Any = None,
+               named: Callable[[str], str] | None = None) -> "ClientRequest":
         """
         Parse a client body of format C{fmt}; C{model} and C{stream} are given
-        when the URL carries them (Gemini). Raises L{C.BadRequest}.
+        when the URL carries them (Gemini); C{named}, when given, says which
+        model the body's model name stands for. Raises L{C.BadRequest}.
         """
         try:
             data = loads(raw)
         except ValueError as e:
             raise C.BadRequest(f"the body is not valid JSON: {e}") from None
         body_model, body_stream = fmt.validate(data)
+        if named is not None:
+            body_model = named(body_model)
         model = body_model if model is None else model
         if not model.strip():
             raise C.BadRequest("model: a non-empty model name is required")

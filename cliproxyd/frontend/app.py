@@ -20,6 +20,7 @@ from attrs import field as attrs_field
 from attrs import frozen
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.threads import deferToThread
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,8 +43,11 @@ from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
-from cliproxyd.frontend.access import AccessDenied, ClientAccess
-from cliproxyd.modelnames import parse_model
+from cliproxyd.conductor.keylimits import KeyLimited, KeyMeter, Refusal, Scope, estimate_tokens
+from cliproxyd.config.model import ClientKey
+from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
+from cliproxyd.frontend.keys import KeyModels, Metering
+from cliproxyd.modelnames import claude_listed_id, claude_listed_name, parse_model
 from cliproxyd.frontend.wire import (
     JSON_KEEPALIVE,
     SSE_KEEPALIVE,
@@ -100,6 +104,13 @@ def cooling_problem(e: AllCooling) -> Problem:
     headers = {b"retry-after": str(max(1, seconds)).encode()} if seconds is not None else {}
     return Problem(429, f"All credentials for model {e.model} are cooling down{via}",
                    "model_cooldown", headers, extra=extra)
+
+
+def limit_problem(r: Refusal) -> Problem:
+    """A client key over a limit: 429 with Retry-After until the window frees."""
+    seconds = max(1, math.ceil(r.retry_after))
+    return Problem(429, f"{r.message}; try again in {seconds}s", "client_key_limit",
+                   {b"retry-after": str(seconds).encode()}, extra={"limit": r.limit})
 
 
 def _upstream_body(e: UpstreamError) -> dict[str, Any]:
@@ -186,10 +197,12 @@ def _wants_gemini_shape(request: IRequest) -> bool:
 class _Served:
     """What the frontend serves from one generation, worked out once when it comes into service."""
 
-    def __init__(self, gen: Any, created: int) -> None:
+    def __init__(self, gen: Any, created: int, run_in_thread: RunInThread = deferToThread) -> None:
         self.gen = gen
         self.conductor: Conductor = gen.conductor
-        self.access = ClientAccess(gen.config.api_keys)
+        self.access = ClientAccess(gen.config.api_keys, gen.config.client_keys, run_in_thread)
+        #: each client-keys entry's scope, by name
+        self.scopes = {k.name: Scope(k) for k in gen.config.client_keys}
         self.session_affinity: bool = gen.config.routing.session_affinity
         self.max_body: int = gen.max_body
         config = gen.config
@@ -202,10 +215,28 @@ class _Served:
         catalogue = gen.config.model_catalogue()
         self.facts = {name: catalogue[name] for name in self.model_ids if name in catalogue}
         self.models_openai = openai_chat.models_body(models, created, self.facts)
-        self.models_claude = claude.models_body(models, created, self.facts)
+        # Claude clients see models that are not Claude's under a claude- id (as CLIProxyAPI lists
+        # them) unless claude-code.disable-cloaking-model-list; requests name either.
+        claude_ids = None if config.disable_cloaking_model_list else claude_listed_id
+        self.models_claude = claude.models_body(models, created, self.facts, claude_ids)
         self.models_gemini = gemini.models_body(models, self.facts)
+        self.key_models = KeyModels(models, self.conductor.providers, lambda allowed: (
+            openai_chat.models_body(allowed, created, self.facts),
+            claude.models_body(allowed, created, self.facts, claude_ids),
+            gemini.models_body(allowed, self.facts)))
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
+
+    def lists(self, grant: str | ClientKey | None) -> tuple[bytes, bytes, bytes]:
+        """The OpenAI, Claude and Gemini model lists the caller sees."""
+        if isinstance(grant, ClientKey):
+            return self.key_models.lists(grant, self.scopes[grant.name])
+        return self.models_openai, self.models_claude, self.models_gemini
+
+    def may_use(self, key: ClientKey, model: str) -> bool:
+        """Whether C{key}'s scope allows C{model} and a provider serving it."""
+        scope = self.scopes[key.name]
+        return scope.allows_model(model) and bool(scope.allowed_providers(self.conductor.providers(model)))
 
     def force_mapping(self, model: str) -> bool:
         """Whether answers for C{model} (as the client asked, thinking suffix and all) are renamed."""
@@ -242,8 +273,16 @@ class Frontend:
     app = Klein()
     log = Logger()
 
-    def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None) -> None:
+    def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None,
+                 keys: KeyMeter | None = None, run_in_thread: RunInThread = deferToThread) -> None:
+        """
+        @param keys: counts client keys' requests against their limits (its
+            records in the daemon's StateStore); one of its own by default.
+        @param run_in_thread: where bcrypt-hashed client keys are checked.
+        """
         self.clock = clock
+        self.keys = keys if keys is not None else KeyMeter(clock)
+        self._run_in_thread = run_in_thread
         self._origin = Origin(now=clock.seconds)  # translated answers are created at the reactor's time
         self.management = management
         self._source = source
@@ -260,7 +299,7 @@ class Frontend:
         gen = self._source.current
         last = self._last
         if last is None or last.gen is not gen:
-            last = self._last = _Served(gen, int(self.clock.seconds()))
+            last = self._last = _Served(gen, int(self.clock.seconds()), self._run_in_thread)
         return last
 
     def resource(self) -> IResource:
@@ -297,14 +336,12 @@ class Frontend:
         return b'{"status":"ok"}'
 
     @app.route("/v1/models", methods=["GET"])
-    def models(self, request: IRequest) -> bytes:
+    async def models(self, request: IRequest) -> bytes:
         served = self.served()
         if _wants_claude_list(request):
-            self._check_access(served, request, render_claude)
-            body = served.models_claude
+            body = served.lists(await self._check_access(served, request, render_claude))[1]
         else:
-            self._check_access(served, request)
-            body = served.models_openai
+            body = served.lists(await self._check_access(served, request))[0]
         request.setHeader(b"content-type", JSON)
         return body
 
@@ -325,11 +362,11 @@ class Frontend:
         return self._count(request, claude)
 
     @app.route("/v1beta/models", methods=["GET"])
-    def gemini_models(self, request: IRequest) -> bytes:
+    async def gemini_models(self, request: IRequest) -> bytes:
         served = self.served()
-        self._check_access(served, request, render_gemini)
+        body = served.lists(await self._check_access(served, request, render_gemini))[2]
         request.setHeader(b"content-type", JSON)
-        return served.models_gemini
+        return body
 
     @app.route("/v1beta/models/<path:target>", methods=["GET", "POST"])
     @app.route("/v1/models/<path:target>", methods=["GET", "POST"])
@@ -345,17 +382,20 @@ class Frontend:
             return self._generate(request, gemini, model, stream=True, sse=sse)
         if method == "countTokens":
             return self._count(request, gemini, model)
-        self._check_access(self.served(), request, render_gemini)
+        return self._no_method(request, model, method)
+
+    async def _no_method(self, request: IRequest, model: str, method: str) -> bytes:
+        await self._check_access(self.served(), request, render_gemini)
         raise render_gemini(Problem(404, f"Method {method!r} is not supported for models/{model}",
                                     "not_found"))
 
-    def _model(self, request: IRequest, target: str) -> bytes:
+    async def _model(self, request: IRequest, target: str) -> bytes:
         model = target.removeprefix("models/")
         gemini_client = request.path.startswith(b"/v1beta/") or _wants_gemini_shape(request)
         render = render_gemini if gemini_client else render_openai
         served = self.served()
-        self._check_access(served, request, render)
-        if model not in served.model_ids:
+        grant = await self._check_access(served, request, render)
+        if model not in served.model_ids or (isinstance(grant, ClientKey) and not served.may_use(grant, model)):
             raise render(Problem(404, f"The model {model!r} does not exist",
                                  "model_not_found"))
         request.setHeader(b"content-type", JSON)
@@ -369,13 +409,13 @@ class Frontend:
     def _decode(self, served: _Served, request: IRequest, fmt: ModuleType, model: str | None = None,
                 stream: bool | None = None) -> tuple[ClientRequest, Render]:
         render = RENDER[fmt.NAME]
-        self._check_access(served, request, render)
         raw = request.content.read()
         if getattr(request, "body_too_large", False) or len(raw) > served.max_body:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), render
+            named = claude_listed_name if fmt is claude else None
+            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders, named), render
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
 
@@ -390,10 +430,45 @@ class Frontend:
     async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
                         stream: bool | None = None, sse: bool = True) -> bytes:
         served = self.served()
+        grant = await self._check_access(served, request, RENDER[fmt.NAME])
         req, render = self._decode(served, request, fmt, model, stream)
+        if not isinstance(grant, ClientKey):
+            return await self._serve(request, served, fmt, req, render, sse)
+        providers = self._scope(served, grant, req, render)
+        try:
+            ticket = self.keys.admit(grant, estimate_tokens(len(req.raw)))
+        except KeyLimited as e:
+            raise render(limit_problem(e.refusal)) from None
+        metering = Metering(self.keys, ticket)
+        try:
+            return await self._serve(request, served, fmt, req, render, sse, providers, metering)
+        finally:
+            metering.settle()
+
+    def _scope(self, served: _Served, key: ClientKey, req: ClientRequest, render: Render) -> frozenset[str]:
+        """
+        A client key's request within its scope, or a 403 saying what is not
+        allowed; the providers it may be served by (empty: any).
+        """
+        scope = served.scopes[key.name]
+        if not scope.allows_model(req.model):
+            raise render(Problem(403, f"client key {key.name!r} may not use the model {req.model!r}",
+                                 "model_not_allowed"))
+        if not scope.providers:
+            return frozenset()
+        serving = served.conductor.providers(req.model)
+        if serving and not scope.allowed_providers(serving):
+            raise render(Problem(
+                403, f"client key {key.name!r} may not use {', '.join(serving)}, the providers serving "
+                     f"{req.model!r} (it may use {', '.join(sorted(scope.providers))})", "provider_not_allowed"))
+        return scope.providers
+
+    async def _serve(self, request: IRequest, served: _Served, fmt: ModuleType, req: ClientRequest,
+                     render: Render, sse: bool, providers: frozenset[str] = frozenset(),
+                     metering: Metering | None = None) -> bytes:
         early = self._early_answer(served, request, fmt, req, sse)
         try:
-            result = await self._conduct(request, served, served.conductor.execute, req, render)
+            result = await self._conduct(request, served, served.conductor.execute, req, render, providers)
         except ClientError as e:
             if early is None or not early.committed:
                 raise
@@ -404,6 +479,8 @@ class Frontend:
                 del self._early[request]
         committed = early is not None and early.committed
         if not isinstance(result, StreamReply):
+            if metering is not None:
+                metering.answer(result)
             answer = self._answer(request, result, fmt, req, render, served.force_mapping(req.model))
             if served.passthrough_headers and not committed:
                 pass_headers(request, result.headers)
@@ -421,7 +498,8 @@ class Frontend:
         try:
             if same:
                 naming = ModelNamingConsumer(out, fmt, req.model) if served.force_mapping(req.model) else None
-                error = await result.relay.attach(naming or out)
+                relayed = naming or out
+                error = await result.relay.attach(relayed if metering is None else metering.tap(relayed, result.fmt))
                 if naming is not None:
                     naming.flush()
                 if error is not None:
@@ -432,7 +510,7 @@ class Frontend:
             encoder = (fmt.StreamEncoder(req.model, origin=self._origin) if sse
                        else fmt.StreamEncoder(req.model, sse=False, origin=self._origin))
             consumer = TranslatingConsumer(out, upstream.StreamDecoder(origin=self._origin), encoder)
-            error = await result.relay.attach(consumer)
+            error = await result.relay.attach(consumer if metering is None else metering.tap(consumer, result.fmt))
             if error is not None:
                 self._stream_failed(req, error)
                 consumer.fail(error.message)  # nothing, when the upstream's error event was translated already
@@ -500,21 +578,25 @@ class Frontend:
 
     async def _count(self, request: IRequest, fmt: ModuleType, model: str | None = None) -> bytes:
         served = self.served()
+        grant = await self._check_access(served, request, RENDER[fmt.NAME])
         req, render = self._decode(served, request, fmt, model, stream=False)
-        result = await self._conduct(request, served, served.conductor.count, req, render)
+        providers = self._scope(served, grant, req, render) if isinstance(grant, ClientKey) else frozenset()
+        result = await self._conduct(request, served, served.conductor.count, req, render, providers)
         request.setHeader(b"content-type", JSON)
         if result.fmt == fmt.NAME and not result.local:
             return result.body
         return dumps(fmt.count_body(result.tokens or 0))
 
     async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
-                       render: Render) -> Any:
+                       render: Render, providers: frozenset[str] = frozenset()) -> Any:
         meta = NO_META
         if served.session_affinity:
             # Once per request, from what is already decoded.
             sessions = session_ids(request.getHeader, req.data)
             if sessions:
                 meta = RequestMeta(session=sessions)
+        if providers:
+            meta = evolve(meta, providers=providers)
         waiting = self._waiting[request] = ensureDeferred(run(req, meta))
         try:
             return await waiting
@@ -563,11 +645,24 @@ class Frontend:
 
     # -- errors ---------------------------------------------------------------
 
-    def _check_access(self, served: _Served, request: IRequest, render: Render = render_openai) -> str | None:
+    async def _check_access(self, served: _Served, request: IRequest,
+                            render: Render = render_openai) -> "str | ClientKey | None":
+        """
+        The caller's key: an C{api-keys} key, a C{client-keys} entry (not
+        disabled, not expired) or C{None} (no keys configured); else a 401.
+        """
         try:
-            return served.access.check(request)
+            grant = served.access.check(request)
+            if isinstance(grant, Deferred):
+                grant = await grant
         except AccessDenied as e:
             raise render(Problem(401, str(e), "invalid_api_key")) from None
+        if isinstance(grant, ClientKey):
+            if grant.disabled:
+                raise render(Problem(401, f"The client key {grant.name!r} is disabled", "invalid_api_key"))
+            if grant.expires is not None and grant.expires <= self.clock.seconds():
+                raise render(Problem(401, f"The client key {grant.name!r} has expired", "invalid_api_key"))
+        return grant
 
     @app.handle_errors(ClientError)
     def _client_error(self, request: IRequest, failure: Failure) -> bytes:

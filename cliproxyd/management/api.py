@@ -23,6 +23,7 @@ routes with L{route} and reading the daemon through the shared L{Context}:
   - L{Logs} (C{logs}): C{/logs}, C{/request-error-logs*}, C{/request-log-by-id/<id>}
   - L{OAuthMaps} (C{oauthmaps}): C{/oauth-excluded-models}, C{/oauth-model-alias}, C{/oauth-request-scoped-errors}
   - L{KeyUsage} (C{keyusage}): C{/api-key-usage}, C{/usage-queue}, C{/reset-quota}, C{/latest-version}
+  - L{ClientKeys} (C{clientkeys}): C{/client-keys*}, the C{client-keys} entries and their usage
 
 A CLIProxyAPI route none of them serves answers a 501 saying what cliproxyd
 does instead (L{catalog}).
@@ -59,6 +60,7 @@ from cliproxyd.management import catalog
 from cliproxyd.management.access import ManagementAccess, Refused
 from cliproxyd.management.apicall import ApiCall
 from cliproxyd.management.authfiles import AuthFiles
+from cliproxyd.management.clientkeys import ClientKeys
 from cliproxyd.management.context import Context
 from cliproxyd.management.http import Resource, respond, routes
 from cliproxyd.management.keyusage import KeyUsage
@@ -75,7 +77,7 @@ from cliproxyd.state import StateStore
 
 #: The resources, in the order C{/<name>} asks them whether a name is theirs.
 RESOURCES: tuple[type[Resource], ...] = (Status, QuotaGroups, Settings, Lists, AuthFiles, OAuthLogins,
-                                          ApiCall, Logs, OAuthMaps, KeyUsage)
+                                          ApiCall, Logs, OAuthMaps, KeyUsage, ClientKeys)
 
 
 class ManagementAPI:
@@ -110,6 +112,7 @@ class ManagementAPI:
         oauth_providers: Any = None,
         management_password: str = "",
         log_files: Any = None,
+        keys: Any = None,
         peers: Any = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
@@ -139,6 +142,7 @@ class ManagementAPI:
             reactor=reactor,
             oauth_providers=oauth_providers,
             log_files=log_files,
+            keys=keys,
             peers=peers,
             on_change=on_change,
         )

@@ -17,6 +17,8 @@ C{source}, C{account_type} and, for Codex, the claims of the C{id_token}.
 
 from __future__ import annotations
 
+import json
+import re
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any, Callable
@@ -26,16 +28,18 @@ from twisted.web.iweb import IRequest
 
 from cliproxyd.credentials.authdir import AuthDir, InvalidName, valid_name
 from cliproxyd.credentials.authfiles import (
+    DEFAULT_VERTEX_LOCATION,
     OAUTH_MODELS,
+    OAUTH_TYPES,
     AuthFileError,
     OAuthAccount,
     daemon_files,
     format_time,
+    jwt_claims,
     parse_account,
     parse_time,
 )
 from cliproxyd.credentials.index import auth_index
-from cliproxyd.credentials.login import jwt_claims
 from cliproxyd.credentials.model import API_KEY_PROVIDERS
 from cliproxyd.management.access import Refused
 from cliproxyd.management.http import JSON, Resource, arg, args, parse_json, read_body, read_json, respond, route
@@ -57,6 +61,11 @@ CHANNELS: dict[str, tuple[tuple[str, ...], str]] = {
     "codex": (OAUTH_MODELS["codex"], "openai"),
     "gemini-cli": (OAUTH_MODELS["gemini-cli"], "google"),
     "antigravity": (OAUTH_MODELS["antigravity"], "antigravity"),
+    "xai": (OAUTH_MODELS["xai"], "xai"),
+    "kimi": (OAUTH_MODELS["kimi"], "moonshot"),
+    "vertex": (OAUTH_MODELS["vertex"], "google"),
+    "qwen": (OAUTH_MODELS["qwen"], "qwen"),
+    "iflow": (OAUTH_MODELS["iflow"], "iflow"),
     "gemini": (next(p.models for p in API_KEY_PROVIDERS if p.provider == "gemini"), "google"),
 }
 _OWNERS = {name: owner for name, (_, owner) in CHANNELS.items()}
@@ -107,6 +116,22 @@ def multipart_files(request: IRequest, raw: bytes) -> list[tuple[str, bytes]] | 
 
     @raise Refused: 400, a form without a file, or a file part without a name.
     """
+    form = multipart_form(request, raw)
+    if form is None:
+        return None
+    files = form[0]
+    if not files:
+        raise Refused(400, "no files uploaded: send each file as a 'file' part with a file name")
+    return files
+
+
+def multipart_form(request: IRequest, raw: bytes) -> tuple[list[tuple[str, bytes]], dict[str, str]] | None:
+    """
+    A C{multipart/form-data} body's files, C{(file name, bytes)} in order,
+    and its plain fields (the first of each name); None for a body of another type.
+
+    @raise Refused: 400, a body that is not a multipart form.
+    """
     kind = (request.getHeader(b"content-type") or b"").decode("latin-1")
     if kind.split(";")[0].strip().lower() != _MULTIPART:
         return None
@@ -114,16 +139,18 @@ def multipart_files(request: IRequest, raw: bytes) -> list[tuple[str, bytes]] | 
     message = BytesParser(policy=HTTP).parsebytes(head + raw)
     if not message.is_multipart():
         raise Refused(400, "invalid multipart form: no parts (is the boundary right?)")
-    files = []
+    files, fields = [], {}
     for part in message.iter_parts():
-        disposition = part.get_content_disposition()
-        if disposition != "form-data" or part.get_param("filename", header="content-disposition") is None:
-            continue  # a plain form field
+        if part.get_content_disposition() != "form-data":
+            continue
+        if part.get_param("filename", header="content-disposition") is None:
+            name = part.get_param("name", header="content-disposition")
+            if isinstance(name, str):
+                fields.setdefault(name, (part.get_payload(decode=True) or b"").decode("utf-8", "replace"))
+            continue
         filename = part.get_filename() or ""
         files.append((filename.replace("\\", "/").rsplit("/", 1)[-1], part.get_payload(decode=True) or b""))
-    if not files:
-        raise Refused(400, "no files uploaded: send each file as a 'file' part with a file name")
-    return files
+    return files, fields
 
 
 def _check_field(key: str, value: Any) -> Any:
@@ -187,16 +214,28 @@ class AuthFiles(Resource):
         store = self._store()
         only_name, only_index = arg(request, "name"), arg(request, "auth_index")
         gen = self.context.generation()
-        by_name = {c.account.name: c for c in gen.creds if c.account is not None}
+        by_name: dict[str, list[Any]] = {}
+        for c in gen.creds:
+            if c.account is not None:
+                by_name.setdefault(c.account.name, []).append(c)
         files = []
         for info in await store.files():
             if only_name is not None and info.name != only_name:
                 continue
-            entry = self._entry(info, by_name.get(info.name))
-            if only_index is not None and entry["auth_index"] != only_index:
-                continue
-            files.append(entry)
+            creds = by_name.get(info.name) or [None]
+            # A Gemini CLI file split into one credential per project
+            # (quota-exceeded.switch-project) lists each further project as an
+            # entry of its own, as CLIProxyAPI lists its per-project auths.
+            entries = [self._entry(info, creds[0])] + [self._project_entry(info, c) for c in creds[1:]]
+            files.extend(e for e in entries if only_index is None or e["auth_index"] == only_index)
         return respond(request, {"files": files})
+
+    def _project_entry(self, info: Any, cred: Any) -> dict[str, Any]:
+        """The entry of one further project of a file: its own state, runtime only (the file is the first's)."""
+        entry = self._entry(info, cred)
+        entry.update(runtime_only=True, project_id=cred.project,
+                     label=f"{cred.account.email or info.name} [{cred.project}]")
+        return entry
 
     def _entry(self, info: Any, cred: Any) -> dict[str, Any]:
         """One file of the listing, in CLIProxyAPI's shape (and a few fields of ours)."""
@@ -300,9 +339,39 @@ class AuthFiles(Resource):
 
     @route("/vertex/import", "POST")
     async def vertex(self, request: IRequest) -> bytes:
-        """The panel's Vertex service-account import: cliproxyd serves no Vertex credentials, and says so."""
-        raise Refused(400, "cliproxyd serves no Vertex service-account credentials: use a gemini-api-key entry, "
-                           "or log a Gemini CLI or Antigravity account in")
+        """
+        The panel's Vertex import: a service account's key file (the form's
+        C{file}; or the key as the body) and an optional C{location} (form
+        field or query; C{us-central1} by default) become
+        C{vertex-PROJECT.json}, with CLIProxyAPI's fields.
+        """
+        raw = read_body(request)
+        form = multipart_form(request, raw)
+        location = ""
+        if form is not None:
+            files, fields = form
+            if not files:
+                raise Refused(400, "file required")
+            raw, location = files[0][1], fields.get("location", "")
+        try:
+            sa = parse_json(raw)
+        except ValueError as e:
+            raise Refused(400, f"invalid json: {e}") from None
+        if not isinstance(sa, dict):
+            raise Refused(400, "invalid service account: not a JSON object")
+        project = str(sa.get("project_id") or "").strip()
+        if not project:
+            raise Refused(400, "project_id missing")
+        location = location.strip() or (arg(request, "location") or "").strip() or DEFAULT_VERTEX_LOCATION
+        email = str(sa.get("client_email") or "").strip()
+        name = _name(f"vertex-{re.sub(r'[^A-Za-z0-9._-]+', '-', project).strip('-') or 'project'}.json")
+        record = {"service_account": sa, "project_id": project, "email": email, "location": location,
+                  "type": "vertex"}
+        data = json.dumps(record, indent=2).encode() + b"\n"
+        await self._store().write(name, self._checked(name, data))
+        await self.context.reload()
+        return respond(request, {"status": "ok", "auth-file": name, "project_id": project, "email": email,
+                                 "location": location})
 
     @route("/auth-files/download", "GET")
     async def download(self, request: IRequest) -> bytes:
@@ -364,7 +433,7 @@ class AuthFiles(Resource):
         except AuthFileError as e:
             raise Refused(400, f"{name}: {e}") from None
         if account is None:
-            raise Refused(400, f"{name}: type must be one of claude, codex, gemini (gemini-cli), antigravity")
+            raise Refused(400, f"{name}: type must be one of {', '.join(sorted(OAUTH_TYPES))}")
         return raw
 
     @route("/auth-files", "DELETE")

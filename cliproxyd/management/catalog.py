@@ -155,14 +155,6 @@ PLUGINS = (
     "install, enable or configure. cliproxyd is configured in config.yaml (GET/PUT /config.yaml) and its "
     "OAuth accounts are files in auth-dir (/auth-files)"
 )
-VERTEX = (
-    "cliproxyd does not serve Vertex credentials yet: nothing was written; serve Gemini through "
-    "gemini-api-key or a gemini-cli/antigravity account in auth-dir"
-)
-XAI = (
-    "cliproxyd has no xAI provider: nothing was written; add xAI as an openai-compatibility provider "
-    "(base-url https://api.x.ai/v1, its keys under api-key-entries)"
-)
 INTERACTIONS = (
     "cliproxyd does not serve Gemini's Interactions API: nothing was written; Gemini API keys go "
     "under gemini-api-key"
@@ -171,8 +163,6 @@ INTERACTIONS = (
 #: Why cliproxyd does not serve a route: (path pattern, reason), first match wins.
 _REASONS: tuple[tuple[str, str], ...] = (
     (r"/plugins(/.*)?|/plugin-store(/.*)?", PLUGINS),
-    (r"/vertex-api-key", VERTEX),
-    (r"/xai-api-key", XAI),
     (r"/interactions-api-key", INTERACTIONS),
 )
 _COMPILED = tuple((re.compile(pattern), reason) for pattern, reason in _REASONS)

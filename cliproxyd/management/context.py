@@ -56,6 +56,7 @@ class Context:
         (L{cliproxyd.credentials.providers.PROVIDERS} by default; tests
         point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
     @ivar log_files: the log directory and main.log (L{cliproxyd.management.logs.LogFiles}); C{None} without one.
+    @ivar keys: the client keys' meter (L{cliproxyd.conductor.keylimits.KeyMeter}); C{None} without one.
     @ivar peers: in a worker process, the other workers' counts
         (L{cliproxyd.workers.peers.PeerCounts}: its C{machine()} and C{index});
         C{None} in a daemon of its own.
@@ -80,6 +81,7 @@ class Context:
     reactor: Any = None
     oauth_providers: Any = None
     log_files: Any = None
+    keys: Any = None
     peers: Any = None
     on_change: Callable[[], None] | None = None
 

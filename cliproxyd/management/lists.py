@@ -27,13 +27,13 @@ LISTS = {
     "claude-api-key": "api-key",
     "gemini-api-key": "api-key",
     "codex-api-key": "api-key",
+    "xai-api-key": "api-key",
+    "vertex-api-key": "api-key",
 }
 
 #: CLIProxyAPI's lists of providers cliproxyd does not serve: C{GET} shows
 #: what config.yaml has; a write is a 501 saying what to do instead.
 READ_ONLY = {
-    "vertex-api-key": catalog.VERTEX,
-    "xai-api-key": catalog.XAI,
     "interactions-api-key": catalog.INTERACTIONS,
 }
 

@@ -18,6 +18,11 @@ account is read and its file written atomically into C{auth-dir}
 fields), then a reload picks it up. C{GET /get-auth-status?state=} says
 C{wait}, C{ok} or C{error} with the reason.
 
+C{GET /xai-auth-url} and C{/kimi-auth-url} start device-code logins
+(L{cliproxyd.credentials.device}): the answer's C{url} is where the user
+approves the C{user_code}, and the daemon polls the token endpoint until
+then; no callback comes, C{/get-auth-status} follows them the same way.
+
 A pending login expires after L{PENDING_SECONDS} on the injected clock (its
 callback port is closed then); a finished one is remembered
 L{FINISHED_SECONDS} for the panel's last poll, then forgotten.
@@ -39,6 +44,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site
 
+from cliproxyd.credentials.device import DeviceCode, poll_device, start_device, write_device_login
 from cliproxyd.credentials.login import (
     BASE_ENV,
     LoginError,
@@ -62,9 +68,7 @@ MAX_PENDING = 32
 
 #: The provider of each name the panel uses, by the file type it logs in.
 NAMES = {"anthropic": "claude", "claude": "claude", "codex": "codex", "gemini-cli": "gemini-cli",
-         "gemini": "gemini-cli", "antigravity": "antigravity"}
-#: Providers the panel knows that cliproxyd has no login for.
-NOT_HERE = ("kimi", "xai", "qwen", "iflow")
+         "gemini": "gemini-cli", "antigravity": "antigravity", "kimi": "kimi", "xai": "xai"}
 
 _STATE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -92,6 +96,8 @@ class Login:
     taken: bool = False
     file: str = ""
     timer: Any = field(default=None, repr=False)
+    #: a device-code login (xAI, Kimi): the daemon polls the token endpoint, no callback comes
+    device: bool = False
 
 
 class _Callback(WebResource):
@@ -169,10 +175,73 @@ class OAuthLogins(Resource):
 
     @route("/kimi-auth-url", "GET")
     @route("/xai-auth-url", "GET")
-    async def elsewhere(self, request: IRequest) -> bytes:
-        """Providers the panel offers that cliproxyd does not pool: a 400 that says so."""
-        raise Refused(400, f"cliproxyd has no {_panel_name(request)} login: it logs in claude (anthropic), codex, "
-                           f"gemini-cli and antigravity accounts")
+    async def device(self, request: IRequest) -> bytes:
+        """
+        Start a Kimi or xAI login, a device flow: the answer's C{url} is
+        where the user approves (C{user_code} is the code to confirm), and
+        the daemon polls the token endpoint until then (C{/get-auth-status}
+        follows it, C{DELETE /oauth-session} gives it up).
+        """
+        if request.method == b"HEAD":
+            return respond(request, {"status": "ok"})
+        gen = self.context.generation()
+        if gen is None or not gen.config.auth_dir:
+            raise Refused(409, "auth-dir is not set in the config: a login has nowhere to write its file")
+        client, clock = self.context.client, self.context.clock
+        if client is None:
+            raise Refused(500, "this daemon has no outbound HTTP client")
+        panel_name = _panel_name(request)
+        provider = self.providers()[NAMES[panel_name]]
+        try:
+            code = await start_device(client, provider, clock=clock)
+        except TokenError as e:
+            self.log.warn("web login to {provider}: no device code: {error}", provider=provider.type, error=e.message)
+            raise Refused(502, f"failed to start device authorization flow: {e.message}") from None
+        now = clock.seconds()
+        self._expire(now)
+        state = f"{panel_name}-{secrets.token_urlsafe(18)}"
+        login = Login(provider, panel_name, state, "", "", "", now + PENDING_SECONDS, device=True)
+        self._logins[state] = login
+        d = Deferred.fromCoroutine(self._poll(login, code))
+        self._running.add(d)
+        d.addErrback(lambda f: self.log.failure("web login to {provider} crashed", f, provider=provider.type))
+        d.addBoth(lambda _: self._running.discard(d))
+        self.log.info("web login to {provider} started; waiting for the device code's approval",
+                      provider=provider.type)
+        body: dict[str, Any] = {"status": "ok", "url": code.url, "state": state, "flow": "device",
+                                "user_code": code.user_code, "expires_in": int(code.expires_in)}
+        return respond(request, body)
+
+    async def _poll(self, login: Login, code: DeviceCode) -> None:
+        """Wait for the approval, write the account's file and reload: the login is then C{ok}."""
+        provider, clock = login.provider, self.context.clock
+        try:
+            try:
+                grant = await poll_device(self.context.client, provider, code, clock=clock,
+                                          pending=lambda: login.status == "wait")
+            except TokenError as e:
+                if login.status != "wait":
+                    return  # cancelled, or the daemon stopped: already failed
+                raise LoginError(f"the {provider.type} login failed: {e.message}") from None
+            path = await self._write(write_device_login, provider, grant, code, clock.seconds())
+        except LoginError as e:
+            self._fail(login, str(e))
+            return
+        await self._written(login, path)
+
+    async def _write(self, write: Any, *args: Any) -> str:
+        """C{write(auth_dir, *args)} in a thread: a finished login's file, in the running config's auth-dir."""
+        gen = self.context.generation()
+        if gen is None or not gen.config.auth_dir:
+            raise LoginError("auth-dir is not set in the config any more")
+        return await self.context.run_in_thread(write, gen.config.auth_dir, *args)
+
+    async def _written(self, login: Login, path: str) -> None:
+        """The login's file is written: reload, and the login is C{ok}."""
+        login.file = os.path.basename(path)
+        await self.context.reload()
+        self.log.info("web login to {provider} wrote {file}", provider=login.provider.type, file=login.file)
+        self._finish(login, "ok")
 
     async def _start(self, request: IRequest, panel_name: str) -> bytes:
         gen = self.context.generation()
@@ -353,6 +422,8 @@ class OAuthLogins(Resource):
             raise Refused(409, login.error)
         if login.taken:
             raise Refused(409, "oauth flow is not pending: its answer has come already")
+        if login.device:
+            raise Refused(400, "this login is a device flow: it finishes when the code is approved, with no callback")
         if provider:
             claimed = NAMES.get(provider) if by_name else provider
             if claimed is None:
@@ -385,15 +456,8 @@ class OAuthLogins(Resource):
             except TokenError as e:
                 raise LoginError(f"the {provider.type} token endpoint refused the code: {e.message}") from None
             account = await read_account(client, provider, grant, clock)
-            gen = self.context.generation()
-            if gen is None or not gen.config.auth_dir:
-                raise LoginError("auth-dir is not set in the config any more")
-            path = await self.context.run_in_thread(write_login, gen.config.auth_dir, provider, grant, account,
-                                                    login.project_id, clock.seconds())
+            path = await self._write(write_login, provider, grant, account, login.project_id, clock.seconds())
         except LoginError as e:
             self._fail(login, str(e))
             return
-        login.file = os.path.basename(path)
-        await self.context.reload()
-        self.log.info("web login to {provider} wrote {file}", provider=provider.type, file=login.file)
-        self._finish(login, "ok")
+        await self._written(login, path)

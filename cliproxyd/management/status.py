@@ -139,7 +139,14 @@ class Status(Resource):
 
     @route("/usage", "GET")
     async def usage(self, request: IRequest) -> bytes:
-        """The usage counters since start-up and the C{?limit=} most recent attempts."""
+        """
+        The usage counters since start-up and the C{?limit=} most recent
+        attempts; and each client key's usage by name (C{client-keys}).
+        """
         limit = whole_number(request, "limit")
         usage = self.context.usage
-        return respond(request, {"usage": usage.as_json(limit) if usage else {}})
+        answer: dict[str, Any] = {"usage": usage.as_json(limit) if usage else {}}
+        gen, meter = self.context.generation(), self.context.keys
+        if gen is not None and meter is not None and gen.config.client_keys:
+            answer["client-keys"] = {k.name: meter.report(k) for k in gen.config.client_keys}
+        return respond(request, answer)

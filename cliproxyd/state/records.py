@@ -7,8 +7,9 @@ rules) is policy, and lives in L{cliproxyd.conductor}.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from attrs import evolve, frozen
+from attrs import Factory, asdict, define, evolve, frozen
 
 
 @frozen
@@ -59,3 +60,64 @@ class GroupState:
 
     def cleared_auto(self) -> "GroupState":
         return evolve(self, auto_until=None, auto_reason="")
+
+
+@define
+class KeyUsage:
+    """
+    What one client key (by its C{client-keys} name) has used, in the
+    windows its limits look at. The windows' rules live in
+    L{cliproxyd.conductor.keylimits}; this is the record, JSON-able both ways.
+
+    @ivar starts: the start times of its requests in the last minute (only while it has an C{rpm}).
+    @ivar seconds: C{[second, tokens]} of the last minute, oldest first (only while it has a C{tpm}).
+    @ivar day: the UTC day C{day_tokens} counts (C{YYYY-MM-DD}); C{month} the same for C{month_tokens}.
+    """
+
+    starts: list[float] = Factory(list)
+    seconds: list[list[int]] = Factory(list)
+    day: str = ""
+    day_tokens: int = 0
+    month: str = ""
+    month_tokens: int = 0
+    requests: int = 0
+    tokens: int = 0
+    refused: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "KeyUsage":
+        """The record C{as_json} wrote. @raise TypeError: a field of the wrong type."""
+        if not isinstance(raw, dict):
+            raise TypeError("not a mapping")
+        out = cls()
+        for name in ("day", "month"):
+            value = raw.get(name, "")
+            if not isinstance(value, str):
+                raise TypeError(f"{name} is not a string")
+            setattr(out, name, value)
+        for name in ("day_tokens", "month_tokens", "requests", "tokens", "refused"):
+            value = raw.get(name, 0)
+            if not _whole(value):
+                raise TypeError(f"{name} is not a whole number")
+            setattr(out, name, value)
+        starts = raw.get("starts", [])
+        if not isinstance(starts, list) or not all(_number(t) for t in starts):
+            raise TypeError("starts is not a list of times")
+        out.starts = sorted(float(t) for t in starts)
+        seconds = raw.get("seconds", [])
+        if not isinstance(seconds, list) or not all(
+                isinstance(s, list) and len(s) == 2 and _whole(s[0]) and _whole(s[1]) for s in seconds):
+            raise TypeError("seconds is not a list of [second, tokens]")
+        out.seconds = sorted([s[0], s[1]] for s in seconds)
+        return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

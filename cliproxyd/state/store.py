@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from attrs import asdict, define
 
-from cliproxyd.state.records import GroupState, ModelState
+from cliproxyd.state.records import GroupState, KeyUsage, ModelState
 
 T = TypeVar("T")
 
@@ -135,6 +135,10 @@ class StateStore(Protocol):
     def session(self, key: str, now: float) -> str | None: ...
     def bind_session(self, keys: tuple[str, ...], cred_id: str, until: float) -> None: ...
     def unbind_session(self, keys: tuple[str, ...], cred_id: str) -> None: ...
+    def key_usage(self, name: str) -> KeyUsage | None: ...
+    def set_key_usage(self, name: str, usage: KeyUsage) -> None: ...
+    def drop_key_usage(self, name: str) -> None: ...
+    def key_usages(self) -> dict[str, KeyUsage]: ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
     def restore(self, data: Any, now: float) -> list[str]: ...
 
@@ -149,6 +153,8 @@ class MemoryStateStore:
         #: session key -> [credential id, expiry]; the list is updated in place when a use extends it
         self._affinity: OrderedDict[str, list[Any]] = OrderedDict()
         self._groups: dict[str, dict[str, GroupState]] = {}
+        #: client key name -> what it used (L{KeyUsage}: JSON-able both ways, one record a key)
+        self._keys: dict[str, KeyUsage] = {}
         #: set by every change worth persisting; the persistence service clears it
         self.dirty = False
 
@@ -279,6 +285,23 @@ class MemoryStateStore:
                 del self._affinity[key]
                 self.dirty = True
 
+    # -- client keys --------------------------------------------------------------
+
+    def key_usage(self, name: str) -> KeyUsage | None:
+        """The record of client key C{name}; the caller changes it and hands it back with L{set_key_usage}."""
+        return self._keys.get(name)
+
+    def set_key_usage(self, name: str, usage: KeyUsage) -> None:
+        self._keys[name] = usage
+        self.dirty = True
+
+    def drop_key_usage(self, name: str) -> None:
+        if self._keys.pop(name, None) is not None:
+            self.dirty = True
+
+    def key_usages(self) -> dict[str, KeyUsage]:
+        return dict(self._keys)
+
     # -- snapshot -----------------------------------------------------------------
 
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -302,6 +325,7 @@ class MemoryStateStore:
             "model_states": models,
             "group_states": groups,
             "affinity": {k: list(v) for k, v in self._affinity.items() if v[1] > now},
+            "key_usage": {name: usage.as_json() for name, usage in self._keys.items()},
         }
 
     def restore(self, data: Any, now: float) -> list[str]:
@@ -326,7 +350,17 @@ class MemoryStateStore:
         affinity = data.get("affinity") or {}
         if not isinstance(affinity, dict):
             raise ValueError("affinity is not a mapping")
+        raw_keys = data.get("key_usage") or {}
+        if not isinstance(raw_keys, dict):
+            raise ValueError("key_usage is not a mapping")
+        keys = {}
+        for name, raw in raw_keys.items():
+            try:
+                keys[str(name)] = KeyUsage.from_json(raw)
+            except TypeError as e:
+                problems.append(f"key_usage.{name}: {e}")
         # Nothing is applied until the whole snapshot has been read.
+        self._keys.update(keys)
         self._models.update(models)
         self._groups.update(groups)
         for key, entry in list(affinity.items())[-MAX_AFFINITY:]:

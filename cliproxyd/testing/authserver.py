@@ -76,7 +76,15 @@ _PREFIXES = {
     "codex": ("sim-codex-at-", "rt_sim-"),
     "gemini-cli": ("ya29.sim-", "1//sim-"),
     "antigravity": ("ya29.sim-", "1//sim-"),
+    "vertex": ("ya29.sim-sa-", ""),
+    "xai": ("sim-xai-at-", "sim-xai-rt-"),
+    "kimi": ("sim-kimi-at-", "sim-kimi-rt-"),
+    "qwen": ("sim-qwen-at-", "sim-qwen-rt-"),
+    "iflow": ("sim-iflow-at-", "sim-iflow-rt-"),
 }
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @define
@@ -142,6 +150,18 @@ class SimulatedAuthServer:
     access_tokens: dict[str, str] = field(factory=dict)
     _codes: dict[str, _Authorization] = field(factory=dict)
     _faults: dict[str, deque[_Fault]] = field(factory=dict)
+    #: device code -> whether the user has approved it (L{approve_devices})
+    devices: dict[str, bool] = field(factory=dict)
+    #: service account email -> its public key (L{service_account})
+    service_keys: dict[str, Any] = field(factory=dict)
+    #: the claims of the last service-account assertion taken
+    last_assertion: dict[str, Any] | None = None
+    #: iFlow: the API key its user info hands out
+    iflow_api_key: str = "sk-iflow-sim-0001"
+    #: Qwen: the API host its token answers name
+    resource_url: str = "portal.qwen.ai"
+    #: the last token request's headers (lower-case names)
+    last_headers: dict[str, str] = field(factory=dict)
 
     app = Klein()
 
@@ -184,6 +204,53 @@ class SimulatedAuthServer:
         queue = self._faults.setdefault(grant, deque())
         queue.extend(_Fault(0, None, arrived) for _ in range(n))
         return arrived
+
+    def service_account(self, token_uri: str, project: str = "sim-project",
+                        email: str = "robot@sim-project.iam.gserviceaccount.com") -> dict[str, Any]:
+        """
+        A new Google service-account key (a fresh RSA key) whose assertions
+        this server takes at C{token_uri}: the key file as Google issues it.
+        """
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.service_keys[email] = key.public_key()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        return {"type": "service_account", "project_id": project, "private_key_id": "sim-key-1",
+                "private_key": pem, "client_email": email, "client_id": "100000000000000000002",
+                "token_uri": token_uri}
+
+    def approve_devices(self) -> None:
+        """The user approves every device code issued so far (a device flow's polls then get tokens)."""
+        for code in self.devices:
+            self.devices[code] = True
+
+    # -- discovery and device authorization (RFC 8628) --------------------------------
+
+    @app.route("/.well-known/openid-configuration", methods=["GET"])
+    def discovery(self, request: IRequest) -> bytes:
+        self.calls["discovery"] += 1
+        request.setHeader(b"content-type", JSON)
+        base = f"http://{request.getHeader(b'host').decode('latin-1')}"
+        return json.dumps({"issuer": base, "token_endpoint": base + "/token",
+                           "device_authorization_endpoint": base + "/device"}).encode()
+
+    @app.route("/device", methods=["POST"])
+    def device(self, request: IRequest) -> bytes:
+        self.calls["device"] += 1
+        request.setHeader(b"content-type", JSON)
+        body = {k: v[0] for k, v in parse_qs(request.content.read().decode(), keep_blank_values=True).items()}
+        if body.get("client_id") != self.provider.client_id:
+            return self._error(request, 401, "invalid_client", "unknown client_id")
+        code = self._token("code")
+        self.devices[code] = False
+        user_code = secrets.token_hex(4).upper()
+        base = f"http://{request.getHeader(b'host').decode('latin-1')}"
+        return json.dumps({"device_code": code, "user_code": user_code, "verification_uri": base + "/activate",
+                           "verification_uri_complete": f"{base}/activate?user_code={user_code}",
+                           "expires_in": 900, "interval": 5}).encode()
 
     # -- the authorization endpoint ---------------------------------------------------
 
@@ -253,6 +320,8 @@ class SimulatedAuthServer:
         grant = str(body.get("grant_type", ""))
         self.calls[grant] += 1
         self.last_body, self.last_format = body, fmt
+        self.last_headers = {k.decode().lower(): v[0].decode("latin-1")
+                             for k, v in request.requestHeaders.getAllRawHeaders()}
         queue = self._faults.get(grant)
         if queue:
             fault = queue.popleft()
@@ -264,6 +333,10 @@ class SimulatedAuthServer:
             if isinstance(fault.body, dict):
                 return json.dumps(fault.body).encode()
             return fault.body.encode() if isinstance(fault.body, str) else fault.body
+        if grant == JWT_BEARER:
+            return self._assertion(request, body)
+        if self.provider.basic_auth and not self._basic_ok(request):
+            return self._error(request, 401, "invalid_client", "the client's Basic authentication is missing")
         if body.get("client_id") != self.provider.client_id or (
             self.provider.client_secret and body.get("client_secret") != self.provider.client_secret
         ):
@@ -272,6 +345,12 @@ class SimulatedAuthServer:
             return self._exchange(request, body, fmt)
         if grant == "refresh_token":
             return self._refresh(request, body)
+        if grant == DEVICE_GRANT and str(body.get("device_code")) in self.devices:
+            code = str(body["device_code"])
+            if not self.devices[code]:
+                return self._error(request, 400, "authorization_pending", "the user has not approved yet")
+            del self.devices[code]
+            return self._grant(self.email, new_refresh=True)
         return self._error(request, 400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
 
     def _exchange(self, request: IRequest, body: dict[str, Any], fmt: str) -> bytes:
@@ -297,6 +376,36 @@ class SimulatedAuthServer:
             del self.refresh_tokens[old]
         return self._grant(email, new_refresh=self.rotate)
 
+    def _basic_ok(self, request: IRequest) -> bool:
+        pair = f"{self.provider.client_id}:{self.provider.client_secret}".encode()
+        return request.getHeader(b"authorization") == b"Basic " + base64.b64encode(pair)
+
+    def _assertion(self, request: IRequest, body: dict[str, Any]) -> bytes:
+        """RFC 7523: a service account's RS256 JWT, checked against its public key, for an access token."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def part(text: str) -> bytes:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+        try:
+            head, claims_part, signature = str(body.get("assertion", "")).split(".")
+            header, claims = json.loads(part(head)), json.loads(part(claims_part))
+            key = self.service_keys[claims["iss"]]
+            if header.get("alg") != "RS256":
+                raise ValueError("alg must be RS256")
+            key.verify(part(signature), f"{head}.{claims_part}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, KeyError, TypeError, InvalidSignature) as e:
+            return self._error(request, 400, "invalid_grant", f"invalid JWT signature or claims: {e!r}")
+        now = self.clock.seconds()
+        if not claims.get("aud", "").endswith("/token") or not claims["iat"] - 60 <= now < claims["exp"]:
+            return self._error(request, 400, "invalid_grant", "the assertion's audience or times are wrong")
+        if claims["exp"] - claims["iat"] > 3600 or not set(claims.get("scope", "").split()) & set(self.provider.scopes):
+            return self._error(request, 400, "invalid_scope", "the assertion lives too long or asks no scope")
+        self.last_assertion = claims
+        return self._grant(claims["iss"], new_refresh=False)
+
     def _grant(self, email: str, new_refresh: bool) -> bytes:
         access = self._token("access")
         self.access_tokens[access] = email
@@ -311,6 +420,11 @@ class SimulatedAuthServer:
         if self.provider.type == "claude":
             answer["account"] = {"uuid": self.account_id, "email_address": email}
             answer["organization"] = {"uuid": "org-sim-0001", "name": "Simulated Org"}
+        elif self.provider.type == "qwen":
+            answer["resource_url"] = self.resource_url
+        elif self.provider.type == "xai":
+            answer["id_token"] = unsigned_jwt({"iss": "https://auth.x.ai", "sub": f"user-{self.account_id}",
+                                               "email": email})
         elif self.provider.type == "codex":
             now = int(self.clock.seconds())
             answer["id_token"] = unsigned_jwt({
@@ -334,6 +448,13 @@ class SimulatedAuthServer:
     def userinfo(self, request: IRequest) -> bytes:
         self.calls["userinfo"] += 1
         request.setHeader(b"content-type", JSON)
+        if self.provider.type == "iflow":
+            # iFlow's getUserInfo: the access token in the query, the account's API key in the answer.
+            token = request.args.get(b"accessToken", [b""])[0].decode()
+            if token not in self.access_tokens:
+                return json.dumps({"success": False, "message": "invalid token"}).encode()
+            return json.dumps({"success": True, "data": {"apiKey": self.iflow_api_key,
+                                                         "email": self.access_tokens[token]}}).encode()
         auth = (request.getHeader(b"authorization") or b"").decode("latin-1")
         email = self.access_tokens.get(auth[7:]) if auth.lower().startswith("bearer ") else None
         if email is None:

@@ -2,9 +2,14 @@
 A simulated upstream with scriptable faults per API key, speaking all four
 wire formats: OpenAI chat completions (C{/v1/chat/completions}), OpenAI
 Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
-count) and Gemini (C{/v1beta/models/M:generateContent},
-C{:streamGenerateContent?alt=sse}, C{:countTokens}), each with its own key
-header, stream framing and error bodies.
+count; an OAuth bearer there must come with Claude Code's identity, its
+OAuth beta, user agent and system prompt, as Anthropic's does) and Gemini
+(C{/v1beta/models/M:generateContent}, C{:streamGenerateContent?alt=sse},
+C{:countTokens}; Vertex AI's paths for the same,
+C{/v1/projects/P/locations/L/publishers/google/models/M:...} with a bearer and
+C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
+C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
+its own key header, stream framing and error bodies.
 
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
@@ -75,6 +80,7 @@ from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
+from cliproxyd.testing.codeassist import CodeAssistAccounts
 
 JSON = b"application/json"
 
@@ -202,6 +208,8 @@ class SimulatedUpstream:
     known_keys: frozenset[str] | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
     seen: deque[SeenRequest] = field(factory=lambda: deque(maxlen=SEEN_LIMIT))
+    #: Code Assist's accounts and their projects (loadCodeAssist, onboardUser)
+    code_assist_accounts: CodeAssistAccounts = field(factory=CodeAssistAccounts)
     _counter: int = 0
 
     app = Klein()
@@ -237,6 +245,12 @@ class SimulatedUpstream:
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_api(self, request: IRequest) -> Any:
+        if not _header(request, b"x-api-key"):
+            # An OAuth bearer: Anthropic serves it only to what looks like Claude Code.
+            problem = _claude_code_identity_problem(request)
+            if problem is not None:
+                request.setHeader(b"content-type", JSON)
+                return self._error(request, claude, problem[0], problem[1], problem[2])
         return self._serve(request, claude, _claude_key(request))
 
     @app.route("/v1/messages/count_tokens", methods=["POST"])
@@ -254,15 +268,43 @@ class SimulatedUpstream:
         key = _bearer(request)
         if method == "countTokens":
             return self._serve(request, gemini, key, count=True, envelope=True)
+        if method in ("loadCodeAssist", "onboardUser"):
+            request.setHeader(b"content-type", JSON)
+            try:
+                body = jsontext.loads(request.content.read())
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return self._error(request, gemini, 400, "invalid request", "INVALID_ARGUMENT")
+            accounts = self.code_assist_accounts
+            return json.dumps(accounts.load(key, body) if method == "loadCodeAssist"
+                              else accounts.onboard(key, body)).encode()
         if method in ("generateContent", "streamGenerateContent"):
+            if not _enveloped_project(request):
+                request.setHeader(b"content-type", JSON)
+                return self._error(request, gemini, 400, "Invalid project resource name: projects/",
+                                   "INVALID_ARGUMENT")
             return self._serve(request, gemini, key, stream=method == "streamGenerateContent", envelope=True)
         request.setResponseCode(404)
         return gemini.error_body(404, f"unknown method {method}")
 
     @app.route("/v1beta/models/<path:target>", methods=["POST"])
     def gemini_api(self, request: IRequest, target: str) -> Any:
+        return self._gemini(request, target, _header(request, b"x-goog-api-key"))
+
+    @app.route("/v1/projects/<project>/locations/<location>/publishers/google/models/<path:target>",
+               methods=["POST"])
+    def vertex_api(self, request: IRequest, project: str, location: str, target: str) -> Any:
+        """Vertex AI for a service account: Gemini bodies, the project and location in the path, a bearer."""
+        return self._gemini(request, target, _bearer(request))
+
+    @app.route("/v1/publishers/google/models/<path:target>", methods=["POST"])
+    def vertex_express(self, request: IRequest, target: str) -> Any:
+        """Vertex AI with an API key (express mode): C{x-goog-api-key}, no project."""
+        return self._gemini(request, target, _header(request, b"x-goog-api-key"))
+
+    def _gemini(self, request: IRequest, target: str, key: str) -> Any:
         model, _, method = target.rpartition(":")
-        key = _header(request, b"x-goog-api-key")
         if method == "countTokens":
             return self._serve(request, gemini, key, model, count=True)
         if method in ("generateContent", "streamGenerateContent"):
@@ -570,6 +612,43 @@ def _enveloped(sse: bytes) -> bytes:
     """Gemini SSE as Code Assist sends it: every event inside C{{"response": ...}}."""
     return b"\n".join(b'data: {"response": ' + line[5:].strip() + b"}" if line.startswith(b"data:") else line
                       for line in sse.split(b"\n"))
+
+
+def _enveloped_project(request: IRequest) -> str:
+    """The C{project} a Code Assist request's envelope names ("" for none; a broken body is the route's)."""
+    body = request.content.read()
+    request.content.seek(0)
+    try:
+        data = jsontext.loads(body)
+    except ValueError:
+        return "?"
+    return str(data.get("project") or "") if isinstance(data, dict) else "?"
+
+
+#: The sentence Claude Code's system prompt opens with.
+CLAUDE_CODE_IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
+
+
+def _claude_code_identity_problem(request: IRequest) -> tuple[int, str, str] | None:
+    """
+    What Anthropic's Messages endpoint holds against an OAuth request (status,
+    message, error type): no OAuth beta, or not Claude Code's user agent and
+    system prompt. None for a request it serves.
+    """
+    betas = ",".join(v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"anthropic-beta", []))
+    if "oauth-2025-04-20" not in betas:
+        return 401, "OAuth authentication is currently not supported.", "authentication_error"
+    body = request.content.read()
+    request.content.seek(0)
+    try:
+        system = jsontext.loads(body).get("system")
+    except (ValueError, AttributeError):
+        return None  # the route's own checks answer a broken body
+    texts = [b.get("text") for b in system[:2] if isinstance(b, dict)] if isinstance(system, list) else []
+    if CLAUDE_CODE_IDENTITY not in texts or not _header(request, b"user-agent").startswith("claude-cli/"):
+        return 400, ("This credential is only authorized for use with Claude Code and cannot be used for "
+                     "other API requests."), "invalid_request_error"
+    return None
 
 
 def _claude_key(request: IRequest) -> str:
