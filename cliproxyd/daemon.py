@@ -55,6 +55,7 @@ from cliproxyd.management.logs import LogFiles, RequestRecorder
 from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
 from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.root import Root
+from cliproxyd.management.status import process_counts
 from cliproxyd.management.usage import Usage, UsagePersistence
 from cliproxyd.management.usagequeue import UsageRecords
 from cliproxyd.replies import Executor
@@ -65,6 +66,8 @@ from cliproxyd.outbound import ConfiguredClient
 from cliproxyd.proxies import ProxySetting
 from cliproxyd.state.persist import StatePersistence
 from cliproxyd.state.redisstore import SEP, RedisStateStore, tcp_connect
+from cliproxyd.workers.peers import PeerCounts
+from cliproxyd.workers.worker import WorkerRole
 
 
 class WebLogins(Service):
@@ -164,6 +167,7 @@ def build_daemon(
     listen_fixed: bool = False,
     state_store: str | None = None,
     state_reactor: Any = None,
+    worker: WorkerRole | None = None,
 ) -> Daemon:
     """
     Build the daemon over C{client} (the outbound HTTP client) and C{clock}.
@@ -194,7 +198,13 @@ def build_daemon(
     @param state_store: C{state-store}: a Redis URL shares the StateStore
         (and coordinates token refreshes) through Redis; None keeps it in memory.
     @param state_reactor: what connects to Redis and runs its flushes (C{clock} by default: the reactor).
+    @param worker: this daemon is one of C{--workers N}: it publishes its
+        counts for the others, answers C{/status} for all of them, asks its
+        parent to reload every worker after a management write, and writes
+        the state and usage files only if it is the first slot.
     """
+    if worker is not None and not worker.persists:
+        state_path = usage_path = ""
     environ = {} if environ is None else environ
     source = GenerationSource()
     running = source.config  # the running config (the defaults before the first generation)
@@ -226,12 +236,15 @@ def build_daemon(
                       listen_fixed=listen_fixed)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
     in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request))
+    peers = PeerCounts(worker.directory, worker.index, lambda: process_counts(management.context), clock,
+                       run_in_thread) if worker is not None else None
     management = ManagementAPI(
         runtime, state, clock, in_flight.__len__,
         config_file=ConfigFile(config_path, run_in_thread=run_in_thread) if config_path else None,
         refresher=refresher, usage=usage, records=records, warmups=warmups, run_in_thread=run_in_thread,
         recent=recent, client=own_calls, reactor=listener, oauth_providers=oauth_providers,
         management_password=environ.get("MANAGEMENT_PASSWORD", "").strip(), log_files=log_files, keys=keys,
+        peers=peers, on_change=worker.notify_parent if worker is not None else None,
     )
 
     def panel_settings() -> Any:
@@ -258,6 +271,9 @@ def build_daemon(
     if isinstance(state, RedisStateStore):
         state.on_change = _follow_shared_state(source)
     services.append(runtime)
+    if peers is not None:
+        # After the runtime (the counts name its credentials); stopped after the drain.
+        services.append(peers.service)
     if log_files.directory:
         # After the runtime: these read the running config.
         services.append(log_files.service)

@@ -67,6 +67,7 @@ RESTART_ONLY = (
     (("tls",), "tls"),
     (("state_path",), "state-file"),
     (("state_store",), "state-store"),
+    (("workers",), "workers"),
     (("auth_auto_refresh_workers",), "auth-auto-refresh-workers"),
     (("timeouts", "connect"), "timeouts.connect-seconds"),
     (("timeouts", "shutdown"), "timeouts.shutdown-seconds"),

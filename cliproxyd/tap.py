@@ -11,10 +11,12 @@ does no other I/O than reading the config (see L{build}).
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
 import re
 import signal
+import sys
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
@@ -22,6 +24,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -32,10 +35,19 @@ from cliproxyd.config.model import Timeouts, TLSConfig
 from cliproxyd.daemon import build_daemon
 from cliproxyd.demo import DEMO_LISTEN, DemoUpstream
 from cliproxyd.frontend import TrackingSite
+from cliproxyd.frontend.site import CLOSE_GRACE
 from cliproxyd.management.access import check_hashable, ensure_hashed
 from cliproxyd.outbound import HTTPPoolService, OutboundClients
 from cliproxyd.proxies import EnvironmentProxies, ProxyURLError
 from cliproxyd.service import ServiceTree
+from cliproxyd.workers.supervisor import (
+    DRAIN_MARGIN,
+    Supervisor,
+    WorkerHome,
+    can_share,
+    process_spawner,
+)
+from cliproxyd.workers.worker import AdoptedListener, WorkerRole, parent_watch
 
 log = Logger(namespace="cliproxyd.tap")
 
@@ -67,6 +79,17 @@ class Options(usage.Options):
             "(0: only reload on SIGHUP or a management API write).",
             float,
         ],
+        [
+            "workers",
+            "w",
+            None,
+            "Worker processes sharing the listener (overrides workers in the config; "
+            "more than 1 needs state-store).",
+            int,
+        ],
+        ["worker-index", None, None, "Set by the parent of --workers for its workers; not for operators.", int],
+        ["worker-dir", None, None, "Set by the parent of --workers for its workers; not for operators."],
+        ["worker-parent", None, None, "Set by the parent of --workers for its workers; not for operators.", int],
     ]
     optFlags = [
         ["demo", None, "Serve simulated upstreams started in this process; needs no config."],
@@ -77,6 +100,13 @@ class Options(usage.Options):
             raise usage.UsageError("--demo runs without a config; drop --config")
         if not self["demo"] and not self["config"]:
             raise usage.UsageError("give --config FILE (or --demo to try cliproxyd out)")
+        if self["workers"] is not None and self["workers"] < 1:
+            raise usage.UsageError("--workers must be 1 or more")
+        if self["demo"] and (self["workers"] or 1) > 1:
+            raise usage.UsageError("--workers needs --config (with state-store): the demo is one process")
+        inner = [self["worker-index"] is not None, self["worker-dir"] is not None, self["worker-parent"] is not None]
+        if any(inner) and not all(inner):
+            raise usage.UsageError("--worker-index, --worker-dir and --worker-parent go together (the parent sets them)")
 
 
 def _split_endpoint(description: str) -> list[str]:
@@ -221,14 +251,23 @@ def build(options: Options, reactor) -> IService:
             f"refusing to listen on {listen!r} with no api-keys: anyone who can reach it could "
             "use your credentials. Add api-keys (or client-keys) to the config or listen on 127.0.0.1."
         )
+    role = None
+    if options["worker-index"] is not None:
+        role = WorkerRole(options["worker-index"], options["worker-dir"], options["worker-parent"])
+    endpoint = None
     try:
         if tls is not None:
             assert config is not None
             endpoint = SSL4ServerEndpoint(reactor, config.port, tls, interface=config.host or "0.0.0.0")
-        else:
+        elif role is None:  # a worker adopts its parent's socket: what --listen says was the parent's to open
             endpoint = serverFromString(reactor, listen)
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        # (IndexError: a systemd: index beyond the sockets systemd passed)
         raise StartupError(f"{listen!r} is not a valid endpoint string: {e}") from None
+    count = options["workers"] if options["workers"] is not None else (config.workers if config else 1)
+    if role is None and count > 1:
+        assert config is not None and config_path is not None
+        return build_parent(options, config_path, config, listen, endpoint, count, reactor)
 
     root = ServiceTree()
     root.setName("cliproxyd")
@@ -258,7 +297,8 @@ def build(options: Options, reactor) -> IService:
                               poll=max(0.0, options["watch-interval"]),
                               refresh_workers=config.auth_auto_refresh_workers,
                               require_client_keys=not local, listen_fixed=bool(options["listen"]),
-                              listener=reactor, environ=os.environ, state_store=config.state_store)
+                              listener=reactor, environ=os.environ, state_store=config.state_store,
+                              worker=role)
     else:
         assert demo is not None
         daemon = build_daemon(reactor, client, config=demo.config, poll=0)
@@ -269,12 +309,21 @@ def build(options: Options, reactor) -> IService:
     # body are due and between requests, never while an answer is sent.
     site = TrackingSite(daemon.resource(), daemon.in_flight, daemon.source,
                         timeout=timeouts.client_idle or None, reactor=reactor)
-    listener = StreamServerEndpointService(endpoint, site)
-    listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
-    listener.setName("frontend")
+    if role is None:
+        listener = StreamServerEndpointService(endpoint, site)
+        listener._raiseSynchronously = True  # a busy port stops start-up instead of a log line
+        listener.setName("frontend")
+    else:
+        # The parent's socket; TLS (the config's tls) is this worker's to speak.
+        factory = TLSMemoryBIOFactory(tls, False, site) if tls is not None else site
+        listener = AdoptedListener(reactor, factory)
+        parent_watch(role, reactor.stop, reactor).setServiceParent(root)
     listener.setServiceParent(root)
 
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
+    if role is not None:
+        log.info("worker {index} of parent {parent} serves its listener", index=role.index, parent=role.parent)
+        return root
     log.info(
         "cliproxyd {version} on {listen}: client keys {access}, management {management}",
         version=__version__,
@@ -284,6 +333,114 @@ def build(options: Options, reactor) -> IService:
         else "off",
     )
     return root
+
+
+#: twistd's and twist's options a worker gets from its parent's command line (how to log, which reactor).
+_FORWARDED = ("--logger", "--reactor", "-r", "--log-format", "--log-level")
+_TWISTD = "from twisted.scripts.twistd import run; run()"
+_TWIST = "from twisted.application.twist._twist import Twist; Twist.main()"
+
+
+def worker_command(argv: list[str], python: str, plugin_args: list[str]) -> list[str]:
+    """
+    A worker's command line: the same python running the parent's runner
+    (twistd, in the foreground and with no pid file, or twist), with the
+    parent's options that say how to log and which reactor to use
+    (L{_FORWARDED}; not its log or pid file, which are the parent's own),
+    then C{plugin_args}.
+    """
+    first = argv[0] if argv else ""
+    twist = os.path.basename(first) == "twist" or first.endswith(os.path.join("twisted", "__main__.py"))
+    forwarded: list[str] = []
+    rest = argv[1:]
+    for i, arg in enumerate(rest):
+        if arg == "cliproxyd":
+            break
+        name, eq, _ = arg.partition("=")
+        if name in _FORWARDED:
+            forwarded.append(arg)
+            if not eq and i + 1 < len(rest):
+                forwarded.append(rest[i + 1])
+    if twist:
+        return [python, "-c", _TWIST, *forwarded, *plugin_args]
+    return [python, "-c", _TWISTD, "--nodaemon", "--pidfile=", *forwarded, *plugin_args]
+
+
+def build_parent(options: Options, config_path: str, config, listen: str, endpoint, count: int,
+                 reactor) -> IService:
+    """
+    The parent of C{count} workers: it opens the listener C{endpoint} and
+    runs the workers (each a C{cliproxyd --config} of its own, adopting the
+    listener), passes SIGHUP and SIGTERM on, and serves nothing itself.
+    """
+    if config.state_store is None:
+        raise StartupError(f"--workers {count} needs state-store in the config (redis://HOST:PORT/DB): "
+                           "workers must share cooldowns, quota groups and token refreshes")
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    if isinstance(endpoint, SSL4ServerEndpoint) and config.tls.enable and not options["listen"]:
+        # The config's tls: the parent opens plain TCP, each worker speaks TLS on it.
+        endpoint = TCP4ServerEndpoint(reactor, config.port, interface=config.host or "0.0.0.0")
+    if not can_share(endpoint):
+        raise StartupError(f"workers cannot share {listen!r}: listen on tcp:, tcp6: or systemd: "
+                           "(for TLS, the config's tls section)")
+    home = WorkerHome(endpoint, os.environ.get("RUNTIME_DIRECTORY") or None)
+    plugin_args = ["cliproxyd", "--config", os.path.abspath(config_path),
+                   "--watch-interval", repr(options["watch-interval"])]
+    if options["listen"]:
+        plugin_args += ["--listen", options["listen"]]
+    command = worker_command(sys.argv, sys.executable, plugin_args)
+    parent = os.getpid()
+
+    def argv(index: int) -> list[str]:
+        return [*command, "--worker-index", str(index), "--worker-dir", home.directory,
+                "--worker-parent", str(parent)]
+
+    spawn = process_spawner(reactor, argv, lambda: home.environment(dict(os.environ)), home.fileno)
+    drain = config.timeouts.shutdown + CLOSE_GRACE + DRAIN_MARGIN
+    supervisor = Supervisor(count, spawn, reactor, drain, on_draining=home.close, on_ended=home.worker_ended)
+    root = ServiceTree()
+    root.setName("cliproxyd")
+    home.setServiceParent(root)
+    if config.remote_management.secret_key:
+        # Hashed once, by the parent, before any worker reads the file.
+        _HashManagementKey(config_path, config.remote_management.secret_key).setServiceParent(root)
+    supervisor.setServiceParent(root)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_one_unless_drained, reactor, supervisor)
+    log.info("cliproxyd {version} on {listen}: {count} workers, state in {store}", version=__version__,
+             listen=listen, count=count, store=_redacted_url(config.state_store))
+    return root
+
+
+def _exit_status(status: int) -> None:
+    """End the process with C{status} (at exit, once everything else has been said)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
+
+
+def _exit_one_unless_drained(reactor, supervisor: Supervisor, at_exit=atexit.register) -> None:
+    """
+    The parent's exit status says whether every worker drained: 0 (also
+    after the SIGTERM that asked for the stop) when each ended by itself
+    with status 0, 1 when one had to be killed or ended otherwise.
+    """
+    if supervisor.clean:
+        return
+    log.error("not every worker drained cleanly: exit status 1")
+    reactor._exitSignal = None
+    at_exit(_exit_status, 1)
+
+
+def _redacted_url(url: str) -> str:
+    """A URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"
 
 
 def _log_environment(environment: EnvironmentProxies, environ: dict | os._Environ) -> None:

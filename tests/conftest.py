@@ -67,14 +67,14 @@ class Harness:
     StubTreq around the simulated upstream. Time is a Clock.
     """
 
-    def __init__(self, data: dict | None = None, *, warmups: bool = False, wrap_executor=None) -> None:
+    def __init__(self, data: dict | None = None, *, warmups: bool = False, wrap_executor=None, **daemon: Any) -> None:
         self.config, self.warnings = parse_config(data if data is not None else config_data())
         self.clock = Clock()
         self.upstream = SimulatedUpstream(self.clock)
         self.up = StubTreq(self.upstream.resource())
         self.daemon = build_daemon(self.clock, self.up, config=self.config, poll=0,
                                    warmup_ttl=self.config.routing.warmup.ttl, run_in_thread=_now,
-                                   wrap_executor=wrap_executor)
+                                   wrap_executor=wrap_executor, **daemon)
         self.state, self.usage, self.runtime = self.daemon.state, self.daemon.usage, self.daemon.runtime
         self.management = self.daemon.management
         self.runtime.start()

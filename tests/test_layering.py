@@ -34,12 +34,14 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"config", "credentials", "assembly", "state"},
     # The composition: every part wired (daemon), and the twistd plugin around it (tap).
     "daemon": {"assembly", "conductor", "config", "credentials", "frontend", "management", "replies", "runtime",
-               "state"},
+               "state", "workers"},
     "tap": {"*"},
     "demo": {"config", "testing", "frontend"},
     "__main__": {"credentials"},
     # Simulated upstreams and servers, for tests, benchmarks and --demo.
     "testing": {"formats", "credentials", "frontend"},
+    # --workers N: the parent's supervisor and the workers' shared counters.
+    "workers": set(),
     "__init__": set(),
 }
 

@@ -646,7 +646,6 @@ def _dedupe(items: Iterable[T], key: Callable[[T], Any] = lambda x: x) -> list[T
 
 TOP_LEVEL = {
     "host",
-    "state-store",
     "port",
     "tls",
     "api-keys",
@@ -662,6 +661,8 @@ TOP_LEVEL = {
     "quota-exceeded",
     "oauth-request-scoped-errors",
     "state-file",
+    "state-store",
+    "workers",
     "oauth-model-alias",
     "oauth-excluded-models",
     "oauth-quota-groups",
@@ -785,6 +786,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         ),
         oauth_request_scoped_errors=_parse_oauth_scoped_errors(r.child("oauth-request-scoped-errors")),
         state_file=os.path.expanduser(r.string("state-file")),
+        workers=_workers(r),
         oauth_model_alias=_parse_oauth_aliases(r.child("oauth-model-alias")),
         oauth_excluded_models=_parse_oauth_exclusions(r.child("oauth-excluded-models")),
         oauth_quota_groups=_parse_quota_groups(r),
@@ -899,6 +901,18 @@ def _state_store(r: _Reader) -> str | None:
     except ValueError as e:
         raise r.error("state-store", str(e)) from None
     return text
+
+
+#: workers: the most worker processes one parent runs.
+MAX_WORKERS = 256
+
+
+def _workers(r: _Reader) -> int:
+    """C{workers}: how many worker processes serve the listener (1: the daemon serves it itself)."""
+    value = r.get("workers", int, 1)
+    if not 1 <= value <= MAX_WORKERS:
+        raise r.error("workers", f"must be between 1 and {MAX_WORKERS}, not {value}")
+    return value
 
 
 # -- streaming, keep-alives, header defaults, payload rules ----------------------------

@@ -369,6 +369,8 @@ class Config:
     oauth_request_scoped_errors: tuple[tuple[str, tuple[ScopedErrorRule, ...]], ...] = ()
     #: state-file: where cooldowns survive restarts ("" = <auth-dir>/cliproxyd-state.json, or none)
     state_file: str = ""
+    #: workers: worker processes sharing the listener (1 = none: the daemon serves it itself)
+    workers: int = 1
     oauth_model_alias: tuple[tuple[str, tuple[ModelAlias, ...]], ...] = ()  # oauth-model-alias
     #: oauth-excluded-models: provider -> model patterns its OAuth credentials never serve
     oauth_excluded_models: tuple[tuple[str, tuple[str, ...]], ...] = ()

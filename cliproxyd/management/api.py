@@ -113,6 +113,8 @@ class ManagementAPI:
         management_password: str = "",
         log_files: Any = None,
         keys: Any = None,
+        peers: Any = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         """
         @param management_password: C{MANAGEMENT_PASSWORD} from the
@@ -120,6 +122,8 @@ class ManagementAPI:
         @param runtime: the running generation (its C{current}, whose
             C{config.remote_management} says who may use this API) and
             reloads (its C{reload(reason)}): L{cliproxyd.runtime.Runtime}.
+        @param peers: in a worker process, the other workers' counts; see L{Context}.
+        @param on_change: after a config or auth-file write; see L{Context}.
         """
         self.context = Context(
             state=state,
@@ -139,6 +143,8 @@ class ManagementAPI:
             oauth_providers=oauth_providers,
             log_files=log_files,
             keys=keys,
+            peers=peers,
+            on_change=on_change,
         )
         self.resources = tuple(kind(self.context) for kind in RESOURCES)
         # Off until a generation says otherwise; see _settings.
@@ -177,6 +183,9 @@ class ManagementAPI:
 
     def _authorize(self, request: IRequest):
         self._follow()
+        if self.context.peers is not None:
+            # Which worker answers (with --workers N): operators and tests can tell them apart.
+            request.setHeader(b"x-cliproxyd-worker", b"%d" % self.context.peers.index)
         return maybeDeferred(self.access.check, request)
 
     @app.route("/<path:name>", methods=["GET", "PUT", "PATCH", "DELETE"])

@@ -57,6 +57,12 @@ class Context:
         point them at L{cliproxyd.testing.authserver.SimulatedAuthServer}).
     @ivar log_files: the log directory and main.log (L{cliproxyd.management.logs.LogFiles}); C{None} without one.
     @ivar keys: the client keys' meter (L{cliproxyd.conductor.keylimits.KeyMeter}); C{None} without one.
+    @ivar peers: in a worker process, the other workers' counts
+        (L{cliproxyd.workers.peers.PeerCounts}: its C{machine()} and C{index});
+        C{None} in a daemon of its own.
+    @ivar on_change: after a write and its reload, tells the other
+        processes serving this config to reload too (a worker signals its
+        parent); C{None} when there are none.
     """
 
     state: StateStore
@@ -76,6 +82,8 @@ class Context:
     oauth_providers: Any = None
     log_files: Any = None
     keys: Any = None
+    peers: Any = None
+    on_change: Callable[[], None] | None = None
 
     # -- the running daemon ---------------------------------------------------------------
 
@@ -98,6 +106,8 @@ class Context:
         """Apply what was written: the running generation is the new one when this returns."""
         if self.runtime is not None:
             await self.runtime.reload("management API")
+        if self.on_change is not None:
+            self.on_change()
 
     # -- the config file ------------------------------------------------------------------
 

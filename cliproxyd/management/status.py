@@ -6,6 +6,7 @@ routing state (C{/credentials}), clearing a credential's cooldowns
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -15,14 +16,38 @@ from cliproxyd.management.access import Refused
 from cliproxyd.management.http import Resource, read_json, respond, route, whole_number
 
 
+def process_counts(ctx: Any) -> dict[str, Any]:
+    """
+    What this process counted that adds up across worker processes (see
+    L{cliproxyd.workers.peers.merge}): requests in flight, the attempts it
+    made and, unless the StateStore already shares them between processes
+    (its C{shares_counters}), usage per model and the counters of each
+    credential.
+    """
+    state = ctx.state
+    counts: dict[str, Any] = {
+        "in_flight": ctx.in_flight(),
+        "attempts": ctx.usage.total if ctx.usage is not None else 0,
+    }
+    if not getattr(state, "shares_counters", False):
+        counts["usage"] = {model: u.as_json() for model, u in state.usage().items()}
+        counts["credentials"] = {cred.id: state.stats(cred.id).as_json() for cred in ctx.conductor().creds}
+    return counts
+
+
 class Status(Resource):
     """C{/status}, C{/credentials}, C{/credentials/reset} and C{/usage}."""
 
     @route("/status", "GET")
     async def status(self, request: IRequest) -> bytes:
-        """Uptime, in-flight requests and every credential with its counters."""
+        """
+        Uptime, in-flight requests and every credential with its counters:
+        with worker processes, every worker's counts added up (and a
+        C{workers} list: each one's pid, in-flight and requests).
+        """
         ctx = self.context
         conductor = ctx.conductor()
+        counts = await ctx.peers.machine() if ctx.peers is not None else process_counts(ctx)
         creds = []
         for cred in conductor.creds:
             entry: dict[str, Any] = {
@@ -35,20 +60,25 @@ class Status(Resource):
                 "models": sorted({r.name for r in cred.routes}),
                 "proxy": cred.proxy.describe(),  # the password masked
             }
-            entry.update(ctx.state.stats(cred.id).as_json())
+            entry.update(counts.get("credentials", {}).get(cred.id) or ctx.state.stats(cred.id).as_json())
             creds.append(entry)
-        return respond(request, {
+        answer = {
             "version": __version__,
             "uptime_seconds": round(ctx.clock.seconds() - ctx.started, 3),
-            "in_flight": ctx.in_flight(),
-            "usage": {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
+            "in_flight": counts["in_flight"],
+            "usage": dict(sorted(counts["usage"].items())) if "usage" in counts
+            else {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
             "warmups": ctx.warmup_status(),
             # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
             "restart_needed": getattr(ctx.runtime, "restart_needed", []),
             # memory (the default) or redis: connected, last error, writes not yet in Redis
             "state_store": ctx.state.describe(),
             "credentials": creds,
-        })
+        }
+        if "workers" in counts:
+            answer["workers"] = counts["workers"]
+            answer["answered_by"] = {"index": ctx.peers.index, "pid": os.getpid()}
+        return respond(request, answer)
 
     @route("/credentials", "GET")
     async def credentials(self, request: IRequest) -> bytes:

@@ -443,6 +443,9 @@ class RedisStateStore(MemoryStateStore):
     @param timers: what runs the flushes and reconnections (C{clock} by default).
     """
 
+    #: the counters are the cluster's (replicated as deltas): /status must not add them up per worker
+    shares_counters = True
+
     log = Logger()
 
     def __init__(
