@@ -30,6 +30,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
+from cliproxyd.conductor.headroom import reader_for
+from cliproxyd.conductor.pacing import (
+    HEADROOM_LOW,
+    add_failure,
+    admit,
+    back_at,
+    count_request,
+    count_tokens,
+    limit_until,
+    pace_live,
+    share,
+)
 from cliproxyd.conductor.policy import (
     TRANSIENT_COOLDOWN,
     apply_failure,
@@ -47,7 +59,7 @@ from cliproxyd.credentials import Credential, Route
 from cliproxyd.replies import Executor, Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
-from cliproxyd.state.records import GroupState, ModelState
+from cliproxyd.state.records import GroupState, ModelState, Pace
 
 
 class UnknownModel(Exception):
@@ -153,6 +165,10 @@ class ConductorSettings:
     session_ttl: float = 3600.0
     #: streaming.bootstrap-retries: reruns of a stream that failed before its first byte
     bootstrap_retries: int = 0
+    #: routing.headroom: steer away from credentials their upstream says are nearly spent
+    headroom: bool = True
+    #: routing.slow-start-seconds: the ramp after a cooldown, and the failure penalty (0: neither)
+    slow_start: float = 30.0
 
     @classmethod
     def from_config(cls, config: Config) -> "ConductorSettings":
@@ -169,6 +185,8 @@ class ConductorSettings:
             debug=config.debug,
             warmup=WarmupSettings(w.enabled, frozenset(w.providers), w.ttl, w.timeout),
             bootstrap_retries=config.streaming.bootstrap_retries,
+            headroom=config.routing.headroom,
+            slow_start=config.routing.slow_start_seconds,
         )
 
 
@@ -253,6 +271,11 @@ class Conductor:
         self._group_of: dict[tuple[str, str], QuotaGroup] = {}
         self._group_slots: dict[tuple[str, str], set[str]] = {}
         self._by_id = {c.id: c for c in creds}
+        # Pacing (issue 16), worked out here so a pick pays dict lookups only.
+        self._limits = {c.id: c.limits for c in creds if c.limits}
+        self._readers = {c.id: r for c in creds if (r := reader_for(c.kind))} if settings.headroom else {}
+        self._slow_start = settings.slow_start
+        self._pacing = bool(self._readers) or self._slow_start > 0
         if quota_groups:
             for cred in creds:
                 for r in cred.routes:
@@ -396,10 +419,11 @@ class Conductor:
         sessions = tuple(f"{route}|{sid}" for sid in meta.session) if self._sessions and not meta.pinned else ()
         tried: set[str] = set()
         attempted: set[str] = set()
+        limited: list[float] = []  # when each credential skipped at its local limit frees
         last: UpstreamError | None = None
         while not (self._max_creds and len(attempted) >= self._max_creds):
             now = self._clock.seconds()
-            pick = self._pick(route, meta, sessions, tried, now)
+            pick = self._pick(route, meta, sessions, tried, now, limited)
             if pick is None:
                 break
             cred = pick.cred
@@ -413,9 +437,12 @@ class Conductor:
             for upstream in models:
                 state_key = upstream if pick.route.pooled else pick.route.state_key
                 started = self._clock.seconds()
+                if cred.id in self._limits:
+                    self._state.set_limit_window(cred.id, count_request(self._state.limit_window(cred.id), started))
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
+                    self._read_headroom(cred, e.headers)
                     action = _scoped_action(cred, e)
                     if action is None:
                         stop = is_request_invalid(e.status, e.detail)
@@ -430,6 +457,9 @@ class Conductor:
                         raise RequestInvalid(e) from None
                     last = e
                     continue
+                self._read_headroom(cred, result.headers)
+                if cred.id in self._limits and self._limits[cred.id].tpm is not None:
+                    self._count_tokens(cred, result)
                 if isinstance(result, StreamReply):
                     self._settle_stream_later(cred, state_key, upstream, started, result)
                 else:
@@ -440,7 +470,11 @@ class Conductor:
         cooling = None
         if last is None:
             now = self._clock.seconds()
-            cooling = AllCooling(route, self._providers[route], self._earliest(route, now), now)
+            until = self._earliest(route, now)
+            if limited:
+                # A local limit frees like a cooldown ends: the answer says the first.
+                until = min(limited) if until is None else min(until, *limited)
+            cooling = AllCooling(route, self._providers[route], until, now)
         raise _RoundFailed(last, cooling, len(attempted))
 
     async def _attempt(self, call: Call, cred: Credential, model: str) -> Reply | StreamReply:
@@ -458,10 +492,11 @@ class Conductor:
         return await call(cred, model)
 
     def _pick(self, route: str, meta: RequestMeta, sessions: tuple[str, ...], tried: set[str],
-              now: float) -> Pick | None:
+              now: float, limited: list[float]) -> Pick | None:
         if meta.pinned:
             # A pinned request never leaves its credential.
-            return self.scheduler.pick_exactly(route, meta.pinned, tried, now)
+            pick = self.scheduler.pick_exactly(route, meta.pinned, tried, now)
+            return None if pick is not None and self._at_limit(pick, tried, now, limited) else pick
         # A session's binding outranks priority while its credential is
         # available; a cooling or failed one is left for the usual pick (and
         # the session is bound to whichever answers).
@@ -469,9 +504,116 @@ class Conductor:
             cred_id = self._state.session(key, now)
             if cred_id is not None:
                 pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
-                if pick is not None:
+                if pick is not None and not self._at_limit(pick, tried, now, limited):
                     return pick
-        return self.scheduler.pick(route, tried, now)
+        if not self._limits and not self._pacing:
+            return self.scheduler.pick(route, tried, now)
+        return self._paced_pick(route, tried, now, limited)
+
+    # -- pacing (issue 16) ------------------------------------------------------------
+
+    def _at_limit(self, pick: Pick, tried: set[str], now: float, limited: list[float]) -> bool:
+        """A credential at its local limit is skipped for the round, like a cooling one."""
+        limits = self._limits.get(pick.cred.id)
+        if limits is None:
+            return False
+        until = limit_until(self._state.limit_window(pick.cred.id), limits, now)
+        if until is None:
+            return False
+        tried.add(pick.cred.id)
+        limited.append(until)
+        self._state.count_pacing("limit_skips")
+        return True
+
+    def _paced_pick(self, route: str, tried: set[str], now: float, limited: list[float]) -> Pick | None:
+        """
+        The scheduler's pick, with the local limits (hard: skipped) and the
+        shares of L{cliproxyd.conductor.pacing} (soft: a credential below its
+        share is passed over for the next one of the same priority, and
+        taken when there is none, so traffic never leaves a tier for them).
+        """
+        passed: list[Pick] = []
+        found = None
+        while True:
+            pick = self.scheduler.pick(route, tried, now)
+            if pick is None:
+                break
+            if self._at_limit(pick, tried, now, limited):
+                continue
+            if passed and pick.cred.priority < passed[0].cred.priority:
+                break  # the tier has no other: take the first passed over
+            if self._admitted(pick.cred.id, now):
+                found = pick
+                break
+            passed.append(pick)
+            tried.add(pick.cred.id)
+        for p in passed:
+            tried.discard(p.cred.id)
+        if found is None and passed:
+            found = passed[0]
+        if passed and found is not passed[0]:
+            self._state.count_pacing("passed_over", len(passed))
+        return found
+
+    def _admitted(self, cred_id: str, now: float) -> bool:
+        pace = self._state.pace(cred_id)
+        headroom = self._state.headroom(cred_id) if self._readers else None
+        if pace is None and headroom is None:
+            return True
+        s = share(pace, headroom, now, self._slow_start)
+        if s >= 1.0:
+            if pace is not None and not pace_live(pace, now, self._slow_start):
+                self._state.set_pace(cred_id, None)
+            return True
+        ok, credit = admit(pace.credit if pace is not None else 0.0, s)
+        if pace is not None:
+            self._state.set_pace(cred_id, Pace(pace.since, pace.penalty, pace.penalty_at, credit))
+        return ok
+
+    def _read_headroom(self, cred: Credential, headers: object) -> None:
+        """What the answer's rate-limit headers say; only a nearly spent credential is remembered."""
+        reader = self._readers.get(cred.id)
+        if reader is None or headers is None:
+            return
+        now = self._clock.seconds()
+        reading = reader(headers, now)
+        if reading is None:
+            return
+        if reading.fraction < HEADROOM_LOW:
+            self._state.set_headroom(cred.id, reading)
+            self._state.count_pacing("headroom_low_readings")
+        elif self._state.headroom(cred.id) is not None:
+            self._state.set_headroom(cred.id, None)
+
+    def _count_tokens(self, cred: Credential, result: Reply | StreamReply) -> None:
+        """A whole answer's token usage, for C{tpm} (a stream's is not known here)."""
+        data = getattr(result, "data", None)
+        if not isinstance(data, dict):
+            return
+        usage = data.get("usage") or data.get("usageMetadata") or (data.get("response") or {}).get("usage")
+        if not isinstance(usage, dict):
+            return
+        tokens = usage.get("total_tokens") or usage.get("totalTokenCount")
+        if tokens is None:
+            tokens = (usage.get("input_tokens") or 0) + (usage.get("output_tokens") or 0)
+        if isinstance(tokens, int) and tokens > 0:
+            now = self._clock.seconds()
+            self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+
+    def _paced_failure(self, cred_id: str, back: float | None, now: float) -> None:
+        """A failure adds to the penalty; a cooldown sets where the ramp starts."""
+        if self._slow_start <= 0:
+            return
+        pace = add_failure(self._state.pace(cred_id) or Pace(), now)
+        if back is not None and not math.isinf(back):
+            pace = back_at(pace, back)
+        self._state.set_pace(cred_id, pace)
+
+    def came_back(self, cred_id: str, now: float) -> None:
+        """A cooldown ended early (a probe, a reset): the ramp starts now."""
+        if self._slow_start > 0:
+            pace = self._state.pace(cred_id) or Pace()
+            self._state.set_pace(cred_id, Pace(now, pace.penalty, pace.penalty_at, 0.0))
 
     def _maybe_warm(self, route: str, primary: Pick, now: float) -> None:
         """Fill-first over several providers: warm the others' next credentials (never for counts or pins)."""
@@ -574,6 +716,8 @@ class Conductor:
             self._refresh_slot(cred.id, state_key, now)
             if status == 429 and new.blocked(now):
                 self._suspend_group(cred, state_key, new.next_retry_at, now)
+        if error is not None and new is not old:
+            self._paced_failure(cred.id, new.next_retry_at if new.blocked(now) else None, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
         attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)

@@ -21,7 +21,7 @@ from typing import AbstractSet, Any, Iterable, Mapping
 from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, ScopedErrorRule
+from cliproxyd.config.model import MAX_WEIGHT, SCOPED_ERROR_ACTIONS, Config, LocalLimits, ScopedErrorRule
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
@@ -333,7 +333,19 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         headers=_file_headers(data),
         account=account,
         proxy=proxy,
+        limits=_limits(data),
     )
+
+
+def _limits(data: dict[str, Any]) -> LocalLimits:
+    """The file's C{rpm}, C{tpm} and C{rpd}: positive numbers, or absent."""
+    values = {}
+    for key in ("rpm", "tpm", "rpd"):
+        value = _int(data, key)
+        if value is not None and value <= 0:
+            raise AuthFileError(f"{key} must be more than 0 (leave it out for no limit), not {value}")
+        values[key] = value
+    return LocalLimits(**values)
 
 
 def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import DEFAULT_WEIGHT, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
+from cliproxyd.config.model import DEFAULT_WEIGHT, Config, LocalLimits, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 from cliproxyd.proxies import INHERIT, ProxySetting
@@ -113,6 +113,8 @@ class Credential:
     #: how its upstream calls leave: the key's or file's proxy-url, else the provider's, else the
     #: global one; inherit means the environment's proxies (L{cliproxyd.outbound.OutboundClients})
     proxy: ProxySetting = INHERIT
+    #: rpm, tpm, rpd: local limits (L{cliproxyd.conductor.pacing}); empty: none
+    limits: LocalLimits = field(factory=LocalLimits)
 
     @property
     def fingerprint(self) -> str:
@@ -226,6 +228,7 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool,
             weight=entry.weight,
             scoped_errors=scoped,
             proxy=entry.proxy_url.over(provider.proxy_url.over(proxy)),
+            limits=entry.limits,
         )
         for entry in provider.api_key_entries
     ]
@@ -271,6 +274,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         weight=entry.weight,
         scoped_errors=ScopedErrors(entry.request_scoped_errors),
         proxy=entry.proxy_url.over(proxy),
+        limits=entry.limits,
     )
 
 
