@@ -51,6 +51,7 @@ from cliproxyd.conductor.policy import (
     retry_wait,
     transient_cooldown,
 )
+from cliproxyd.conductor.probes import PROBED_REASONS, Candidate, ProbeSettings
 from cliproxyd.conductor.quota import QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
@@ -169,6 +170,8 @@ class ConductorSettings:
     headroom: bool = True
     #: routing.slow-start-seconds: the ramp after a cooldown, and the failure penalty (0: neither)
     slow_start: float = 30.0
+    #: routing.reset-probe (L{cliproxyd.conductor.probes})
+    reset_probe: ProbeSettings = ProbeSettings()
 
     @classmethod
     def from_config(cls, config: Config) -> "ConductorSettings":
@@ -187,6 +190,8 @@ class ConductorSettings:
             bootstrap_retries=config.streaming.bootstrap_retries,
             headroom=config.routing.headroom,
             slow_start=config.routing.slow_start_seconds,
+            reset_probe=ProbeSettings(config.routing.reset_probe.enabled, config.routing.reset_probe.after_seconds,
+                                      config.routing.reset_probe.interval_seconds),
         )
 
 
@@ -276,6 +281,12 @@ class Conductor:
         self._readers = {c.id: r for c in creds if (r := reader_for(c.kind))} if settings.headroom else {}
         self._slow_start = settings.slow_start
         self._pacing = bool(self._readers) or self._slow_start > 0
+        # state key -> the upstream model a reset probe asks for
+        self._probe_models = {
+            c.id: {**{r.state_key: r.upstream[0] for r in c.routes if not r.pooled},
+                   **{m: m for r in c.routes if r.pooled for m in r.upstream}}
+            for c in creds
+        }
         if quota_groups:
             for cred in creds:
                 for r in cred.routes:
@@ -608,6 +619,73 @@ class Conductor:
         if back is not None and not math.isinf(back):
             pace = back_at(pace, back)
         self._state.set_pace(cred_id, pace)
+
+    # -- reset probes (issue 16; the prober is L{cliproxyd.conductor.probes.ResetProber}) --
+
+    def probe_candidates(self, now: float) -> list[Candidate]:
+        """Every cooldown and automatic group suspension a probe could end, with the model to probe."""
+        out = []
+        for cred in self.creds:
+            if cred.disabled:
+                continue
+            upstream = self._probe_models.get(cred.id, {})
+            for key, st in self._state.model_states(cred.id).items():
+                if st.blocked(now) and st.reason in PROBED_REASONS and key in upstream:
+                    out.append(Candidate(cred.id, key, upstream[key], st.next_retry_at,
+                                         now if st.updated_at is None else st.updated_at))
+        for cred_id, group_id, g in self._state.group_states():
+            keys = self._group_slots.get((cred_id, group_id))
+            if not keys or not g.auto_active(now) or g.manual:
+                continue
+            upstream = self._probe_models.get(cred_id, {})
+            model = next((upstream[k] for k in sorted(keys) if k in upstream), None)
+            if model is not None:
+                out.append(Candidate(cred_id, f"group:{group_id}", model, g.auto_until,
+                                         now if g.updated_at is None else g.updated_at))
+        return out
+
+    def settle_probe(self, c: Candidate, error: UpstreamError | None, ok: bool, now: float) -> None:
+        """
+        A probe's answer: a success ends the cooldown it probed (every
+        model of the group, for a group) and the group's automatic
+        suspension; a 429 with a hint moves the cooldown to it; anything
+        else leaves the cooldown as it is.
+        """
+        group_id = c.target.removeprefix("group:") if c.target.startswith("group:") else None
+        keys = sorted(self._group_slots.get((c.cred_id, group_id), ())) if group_id else [c.target]
+        if ok:
+            for key in keys:
+                if self._state.model_state(c.cred_id, key).blocked(now):
+                    self.reset_cooldowns(c.cred_id, key)
+            if group_id is not None:
+                self.clear_auto(c.cred_id, [group_id])
+            else:
+                group = self._group_of.get((c.cred_id, c.target))
+                if group is not None:
+                    self.clear_auto(c.cred_id, [group.id])
+            self.came_back(c.cred_id, now)
+            return
+        if error is None or error.status != 429 or error.retry_after is None:
+            return
+        until = now + error.retry_after
+        cred = self._by_id[c.cred_id]
+        for key in keys:
+            old = self._state.model_state(c.cred_id, key)
+            if old.blocked(now):
+                self._state.set_model_state(c.cred_id, key, ModelState(
+                    unavailable=True, next_retry_at=until, backoff_level=old.backoff_level, quota_exceeded=True,
+                    reason="quota", last_status=429, last_error=error.detail[:500], updated_at=old.updated_at))
+                self._refresh_slot(c.cred_id, key, now)
+        if group_id is not None:
+            old_g = self._state.group_state(c.cred_id, group_id)
+            self._state.set_group_state(c.cred_id, group_id, GroupState(
+                auto_until=until, auto_reason=old_g.auto_reason, manual=old_g.manual,
+                manual_reason=old_g.manual_reason, updated_by="reset-probe", updated_at=old_g.updated_at))
+            self._refresh_group(c.cred_id, group_id, now)
+        if self._slow_start > 0:
+            self._state.set_pace(c.cred_id, back_at(self._state.pace(c.cred_id) or Pace(), until))
+        self.log.info("probe of {provider} key {key_fp}: still limited, for {seconds:.0f}s more (its new hint)",
+                      provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, seconds=until - now)
 
     def came_back(self, cred_id: str, now: float) -> None:
         """A cooldown ended early (a probe, a reset): the ramp starts now."""
