@@ -245,3 +245,23 @@ def test_a_bad_pacing_entry_is_a_problem_not_a_crash():
     store = MemoryStateStore()
     problems = store.restore({"version": 1, "limit_windows": {"c1": {"minute_requests": "x"}}}, 0.0)
     assert problems and "limit_windows.c1" in problems[0]
+
+
+def test_management_status_shows_the_pacing_counters_and_each_credentials_limits_and_headroom():
+    data = _keys({"api-key": "sk-up-1", "rpm": 1}, {"api-key": "sk-up-2"})
+    data["remote-management"] = {"secret-key": "mgmt-secret"}
+    h = Harness(data)
+    h.upstream.limit("sk-up-2", "openai", 0.0, reset_seconds=30)
+    h.chat(), h.chat(), h.chat()
+    status, _, body = h.request("GET", "/v0/management/status", headers={"Authorization": "Bearer mgmt-secret"})
+    assert status == 200
+    import json
+    report = json.loads(body)
+    pacing = report["pacing"]
+    assert pacing["limit_skips"] >= 1 and pacing["headroom_low_readings"] >= 1 and pacing["probes_sent"] == 0
+    assert pacing["reset_probe"] == {"enabled": True, "after_seconds": 600.0, "interval_seconds": 300.0}
+    first, second = report["credentials"]
+    assert first["pacing"]["limits"]["rpm"] == 1 and first["pacing"]["limits"]["minute_requests"] == 1
+    assert first["pacing"]["limits"]["limited_for_seconds"] == 60.0
+    assert second["pacing"]["headroom"]["source"] == "openai-requests"
+    assert second["pacing"]["share"] == 0.0

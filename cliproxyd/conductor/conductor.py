@@ -276,6 +276,7 @@ class Conductor:
         self._group_of: dict[tuple[str, str], QuotaGroup] = {}
         self._group_slots: dict[tuple[str, str], set[str]] = {}
         self._by_id = {c.id: c for c in creds}
+        self._cred_groups: dict[str, set[str]] = {}
         # Pacing (issue 16), worked out here so a pick pays dict lookups only.
         self._limits = {c.id: c.limits for c in creds if c.limits}
         self._readers = {c.id: r for c in creds if (r := reader_for(c.kind))} if settings.headroom else {}
@@ -296,6 +297,7 @@ class Conductor:
                         if group is None:
                             continue
                         self._group_of[(cred.id, key)] = group
+                        self._cred_groups.setdefault(cred.id, set()).add(group.id)
                         if not r.pooled:
                             self._group_slots.setdefault((cred.id, group.id), set()).add(key)
                     if r.pooled and any((cred.id, m) in self._group_of for m in r.upstream):
@@ -686,6 +688,47 @@ class Conductor:
             self._state.set_pace(c.cred_id, back_at(self._state.pace(c.cred_id) or Pace(), until))
         self.log.info("probe of {provider} key {key_fp}: still limited, for {seconds:.0f}s more (its new hint)",
                       provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, seconds=until - now)
+
+    # -- what the management API shows ------------------------------------------------
+
+    def pacing_counters(self) -> dict[str, object]:
+        """The issue 16 counters, with the settings they run under."""
+        counters = dict.fromkeys(("limit_skips", "passed_over", "headroom_low_readings", "probes_sent",
+                                  "probes_succeeded", "probes_failed", "budget_stops"), 0)
+        counters.update(self._state.pacing_counters())
+        return {**counters, "headroom": bool(self._readers), "slow_start_seconds": self._slow_start,
+                "reset_probe": {"enabled": self.settings.reset_probe.enabled,
+                                "after_seconds": self.settings.reset_probe.after,
+                                "interval_seconds": self.settings.reset_probe.interval}}
+
+    def pacing_status(self, cred: Credential, now: float) -> dict[str, object]:
+        """One credential's limits and their use, its headroom, its share and its probes (only what it has)."""
+        out: dict[str, object] = {}
+        limits = self._limits.get(cred.id)
+        if limits is not None:
+            w = self._state.limit_window(cred.id)
+            until = limit_until(w, limits, now)
+            out["limits"] = {"rpm": limits.rpm, "tpm": limits.tpm, "rpd": limits.rpd,
+                             "minute_requests": w.minute_requests, "minute_tokens": w.minute_tokens,
+                             "day_requests": w.day_requests,
+                             "limited_for_seconds": None if until is None else round(until - now, 3)}
+        h = self._state.headroom(cred.id)
+        if h is not None:
+            out["headroom"] = {"fraction": h.fraction, "reset_at": h.reset_at, "source": h.source}
+        pace = self._state.pace(cred.id)
+        if pace is not None or h is not None:
+            out["share"] = round(share(pace, h, now, self._slow_start), 3)
+        probes = {t: st for t, st in ((k, self._state.probe_state(cred.id, k)) for k in self._probe_targets(cred.id))
+                  if st.sent}
+        if probes:
+            out["probes"] = {t: {"sent": st.sent, "succeeded": st.succeeded, "running": st.running_since is not None,
+                                 "last_at": st.last_at, "last_ok": st.last_ok, "last_status": st.last_status}
+                             for t, st in sorted(probes.items())}
+        return out
+
+    def _probe_targets(self, cred_id: str) -> list[str]:
+        groups = sorted(self._cred_groups.get(cred_id, ()))
+        return [*self._probe_models.get(cred_id, {}), *(f"group:{g}" for g in groups)]
 
     def came_back(self, cred_id: str, now: float) -> None:
         """A cooldown ended early (a probe, a reset): the ramp starts now."""

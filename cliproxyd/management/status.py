@@ -23,6 +23,7 @@ class Status(Resource):
         """Uptime, in-flight requests and every credential with its counters."""
         ctx = self.context
         conductor = ctx.conductor()
+        now = ctx.clock.seconds()
         creds = []
         for cred in conductor.creds:
             entry: dict[str, Any] = {
@@ -36,6 +37,9 @@ class Status(Resource):
                 "proxy": cred.proxy.describe(),  # the password masked
             }
             entry.update(ctx.state.stats(cred.id).as_json())
+            pacing = conductor.pacing_status(cred, now)
+            if pacing:
+                entry["pacing"] = pacing
             creds.append(entry)
         return respond(request, {
             "version": __version__,
@@ -43,6 +47,8 @@ class Status(Resource):
             "in_flight": ctx.in_flight(),
             "usage": {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
             "warmups": ctx.warmup_status(),
+            # issue 16: probes sent and their outcomes, picks skipped at a limit or passed over
+            "pacing": conductor.pacing_counters(),
             # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
             "restart_needed": getattr(ctx.runtime, "restart_needed", []),
             "credentials": creds,
