@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
+from cliproxyd.conductor.budget import RetryBudget, spent_by
 from cliproxyd.conductor.headroom import reader_for
 from cliproxyd.conductor.pacing import (
     HEADROOM_LOW,
@@ -111,6 +112,8 @@ class RequestMeta:
 
     pinned: str | None = None
     session: tuple[str, ...] = ()
+    #: the request's retry budget (L{cliproxyd.conductor.budget}), spent as it goes
+    budget: RetryBudget | None = None
 
 
 NO_META = RequestMeta()
@@ -131,11 +134,14 @@ class Attempt:
 
 
 class _RoundFailed(Exception):
-    def __init__(self, last: UpstreamError | None, cooling: AllCooling | None, attempts: int) -> None:
+    def __init__(self, last: UpstreamError | None, cooling: AllCooling | None, attempts: int,
+                 budget_spent: bool = False) -> None:
         super().__init__(last, cooling)
         self.last = last
         self.cooling = cooling
         self.attempts = attempts
+        #: the round ended because the request's retry budget allowed no more
+        self.budget_spent = budget_spent
 
 
 Call = Callable[[Credential, str], Awaitable[Reply | StreamReply]]
@@ -357,6 +363,9 @@ class Conductor:
         def call(cred: Credential, upstream: str) -> Awaitable[Reply | StreamReply]:
             return self._executor.execute(cred, req, upstream)
 
+        if meta.budget is not None:
+            req.retry_budget = meta.budget  # type: ignore[attr-defined]
+
         if not req.stream or not self.settings.bootstrap_retries:
             return await self._run(req.model, meta, call, count=False)
         return await self._bootstrap(req.model, meta, call)
@@ -396,6 +405,9 @@ class Conductor:
         def call(cred: Credential, upstream: str) -> Awaitable[Reply]:
             return self._executor.count_tokens(cred, req, upstream)
 
+        if meta.budget is not None:
+            req.retry_budget = meta.budget  # type: ignore[attr-defined]
+
         return await self._run(req.model, meta, call, count=True)
 
     # -- rounds -------------------------------------------------------------------
@@ -412,7 +424,15 @@ class Conductor:
             except _RoundFailed as failed:
                 now = self._clock.seconds()
                 wait = self._retry_wait(route, attempt, now)
+                budget = meta.budget
+                if wait is not None and budget is not None and not (
+                        budget.allows(now) and budget.allows_wait(now, wait)):
+                    wait = None  # no round the budget cannot pay for, or that would start too late
+                    self._state.count_pacing("budget_stops")
                 if wait is None:
+                    if failed.last is None and failed.budget_spent:
+                        raise AllAttemptsFailed(model, UpstreamError(
+                            "timeout", "the request's retry budget is spent", status=504), 0) from None
                     if failed.last is None:
                         assert failed.cooling is not None
                         raise failed.cooling from None
@@ -434,8 +454,14 @@ class Conductor:
         attempted: set[str] = set()
         limited: list[float] = []  # when each credential skipped at its local limit frees
         last: UpstreamError | None = None
+        budget = meta.budget
+        spent = False
         while not (self._max_creds and len(attempted) >= self._max_creds):
             now = self._clock.seconds()
+            if budget is not None and not budget.allows(now):
+                spent = True
+                self._state.count_pacing("budget_stops")
+                break
             pick = self._pick(route, meta, sessions, tried, now, limited)
             if pick is None:
                 break
@@ -450,12 +476,17 @@ class Conductor:
             for upstream in models:
                 state_key = upstream if pick.route.pooled else pick.route.state_key
                 started = self._clock.seconds()
+                if budget is not None and not budget.allows(started):
+                    break  # the round's next pick finds the budget spent
                 if cred.id in self._limits:
                     self._state.set_limit_window(cred.id, count_request(self._state.limit_window(cred.id), started))
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
                     self._read_headroom(cred, e.headers)
+                    if budget is not None:
+                        # A proxy behind us says what it spent of what it was given.
+                        budget.spend(spent_by(e.headers) if self._executor_forwards(cred) else 1)
                     action = _scoped_action(cred, e)
                     if action is None:
                         stop = is_request_invalid(e.status, e.detail)
@@ -471,6 +502,8 @@ class Conductor:
                     last = e
                     continue
                 self._read_headroom(cred, result.headers)
+                if budget is not None:
+                    budget.spend(1)
                 if cred.id in self._limits and self._limits[cred.id].tpm is not None:
                     self._count_tokens(cred, result)
                 if isinstance(result, StreamReply):
@@ -480,6 +513,8 @@ class Conductor:
                 if sessions:
                     self._state.bind_session(sessions, cred.id, self._clock.seconds() + self._session_ttl)
                 return result
+        if spent:
+            raise _RoundFailed(last, None, len(attempted), budget_spent=True)
         cooling = None
         if last is None:
             now = self._clock.seconds()
@@ -522,6 +557,11 @@ class Conductor:
         if not self._limits and not self._pacing:
             return self.scheduler.pick(route, tried, now)
         return self._paced_pick(route, tried, now, limited)
+
+    @staticmethod
+    def _executor_forwards(cred: Credential) -> bool:
+        """Whether C{cred}'s upstream may be another proxy (it gets the retry budget)."""
+        return cred.kind == "openai-compatibility"
 
     # -- pacing (issue 16) ------------------------------------------------------------
 
