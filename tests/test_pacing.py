@@ -265,3 +265,36 @@ def test_management_status_shows_the_pacing_counters_and_each_credentials_limits
     assert first["pacing"]["limits"]["limited_for_seconds"] == 60.0
     assert second["pacing"]["headroom"]["source"] == "openai-requests"
     assert second["pacing"]["share"] == 0.0
+
+
+def test_limits_must_be_positive_and_errors_name_their_path():
+    import pytest
+
+    from cliproxyd.config import parse_config
+    from cliproxyd.config.load import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_config({"claude-api-key": [{"api-key": "k", "rpm": 0}]})
+    assert "claude-api-key[0].rpm" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config(_keys({"api-key": "a", "tpm": "lots"}))
+    assert "openai-compatibility[0].api-key-entries[0].tpm" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"routing": {"reset-probe": {"interval-seconds": 0}}})
+    assert "routing.reset-probe.interval-seconds" in str(e.value)
+    config, _ = parse_config({"gemini-api-key": [{"api-key": "k", "rpm": 5, "tpm": 1000, "rpd": 100}]})
+    assert config.gemini_api_key[0].limits == Limits(5, 1000, 100)
+
+
+def test_an_auth_files_limits_are_read_and_checked():
+    import pytest
+
+    from cliproxyd.config import parse_config
+    from cliproxyd.credentials.authfiles import AuthFileError, OAuthAccount, credential_for
+
+    config, _ = parse_config({})
+    account = OAuthAccount("/x/claude-a.json", "claude", {"rpm": "30", "rpd": 500}, "t", "r")
+    assert credential_for(account, config).limits == Limits(rpm=30, rpd=500)
+    bad = OAuthAccount("/x/claude-b.json", "claude", {"tpm": -1}, "t", "r")
+    with pytest.raises(AuthFileError, match="tpm"):
+        credential_for(bad, config)
