@@ -13,6 +13,7 @@ from twisted.web.http_headers import Headers
 
 from cliproxyd.conductor.headroom import parse_duration, reader_for
 from cliproxyd.conductor.pacing import (
+    HEADROOM_TRUST,
     MIN_RAMP_SHARE,
     Limits,
     add_failure,
@@ -106,6 +107,10 @@ def test_a_spent_headroom_is_share_zero_until_its_reset():
     assert share(None, h, 10.0, 30) == 0.0
     assert share(None, h, 50.0, 30) == 1.0
     assert share(None, Headroom(fraction=0.5), 10.0, 30) == 1.0
+    # without a reset time (or with a far one) a low reading is believed for HEADROOM_TRUST, then read afresh
+    stale = Headroom(fraction=0.0, reset_at=None, read_at=100.0)
+    assert share(None, stale, 100.0 + HEADROOM_TRUST - 1, 30) == 0.0
+    assert share(None, stale, 100.0 + HEADROOM_TRUST, 30) == 1.0
 
 
 # -- headroom headers: real shapes ------------------------------------------------------

@@ -478,7 +478,7 @@ class Conductor:
                 started = self._clock.seconds()
                 if budget is not None and not budget.allows(started):
                     break  # the round's next pick finds the budget spent
-                if cred.id in self._limits:
+                if cred.id in self._limits and not count:
                     self._state.set_limit_window(cred.id, count_request(self._state.limit_window(cred.id), started))
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)

@@ -35,6 +35,9 @@ PENALTY_HALF_LIFE = 60.0
 PENALTY_GRACE = 1.0
 #: Below this fraction of its tightest limit a credential is steered away from.
 HEADROOM_LOW = 0.05
+#: How long a low reading is believed without a newer one: a credential passed over
+#: gets no answers to read, so after this it is picked again and read afresh.
+HEADROOM_TRUST = 900.0
 
 
 Limits = LocalLimits
@@ -125,10 +128,15 @@ def penalty_factor(p: Pace, now: float) -> float:
 
 
 def headroom_share(h: Headroom | None, now: float) -> float:
-    """0 while the upstream says the tightest limit is nearly spent (until its reset), else 1."""
+    """
+    0 while the upstream says the tightest limit is nearly spent: until its
+    reset, and for at most L{HEADROOM_TRUST} after the reading; else 1.
+    """
     if h is None or h.fraction >= HEADROOM_LOW:
         return 1.0
     if h.reset_at is not None and now >= h.reset_at:
+        return 1.0
+    if h.read_at is not None and now >= h.read_at + HEADROOM_TRUST:
         return 1.0
     return 0.0
 

@@ -391,8 +391,7 @@ class MemoryStateStore:
         """The issue 16 kinds worth keeping: windows still counting, readings not yet reset, ramps, probes."""
         return {
             "limit_windows": {c: asdict(w) for c, w in self._limit_windows.items() if w.live(now)},
-            "headroom": {c: asdict(h) for c, h in self._headroom.items()
-                         if h.reset_at is not None and h.reset_at > now},
+            "headroom": {c: asdict(h) for c, h in self._headroom.items() if h.reset_at is None or h.reset_at > now},
             "pace": {c: asdict(p) for c, p in self._pace.items()
                      if (p.since is not None and p.since > now - 3600) or p.penalty},
             "probes": {c: {t: {k: v for k, v in asdict(st).items() if k != "running_since"}
