@@ -629,13 +629,15 @@ class Conductor:
         if reader is None or headers is None:
             return
         now = self._clock.seconds()
-        reading = reader(headers, now)
+        stored = self._state.headroom(cred.id) is not None
+        # Without a stored reading only a low one matters (a healthy answer builds nothing).
+        reading = reader(headers, now, HEADROOM_LOW, stored)
         if reading is None:
             return
         if reading.fraction < HEADROOM_LOW:
             self._state.set_headroom(cred.id, reading)
             self._state.count_pacing("headroom_low_readings")
-        elif self._state.headroom(cred.id) is not None:
+        elif stored:
             self._state.set_headroom(cred.id, None)
 
     def _count_tokens(self, cred: Credential, result: Reply | StreamReply) -> None:

@@ -31,9 +31,11 @@ import re
 from datetime import datetime
 from typing import Any, Callable
 
+from attrs import frozen
+
 from cliproxyd.state.records import Headroom
 
-Reader = Callable[[Any, float], "Headroom | None"]
+Reader = Callable[..., "Headroom | None"]
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -77,74 +79,100 @@ def parse_rfc3339(text: str | None) -> float | None:
         return None
 
 
-def _tightest(readings: list[tuple[float, float | None, str]]) -> tuple[float, float | None, str] | None:
-    """The reading with the least left; of equals, the one that resets last."""
-    if not readings:
-        return None
-    return min(readings, key=lambda r: (r[0], -(r[1] or 0.0)))
+@frozen
+class Meter:
+    """
+    One limit an answer may report: the header that says what is left (or
+    used), the one with the limit (for counts), and the one with its reset.
+
+    @ivar kind: C{count} (remaining of limit), C{used1} (utilisation 0 to
+        1), C{used100} (percent used) or C{rejected} (a status header whose
+        value C{rejected} means nothing is left).
+    @ivar reset_kind: C{duration} (OpenAI's C{"6m0s"} from now), C{rfc3339},
+        C{epoch} (Unix seconds) or C{after} (seconds from now).
+    """
+
+    source: str
+    kind: str
+    value: bytes
+    reset: bytes
+    reset_kind: str
+    limit: bytes = b""
 
 
-def _fraction(remaining: float | None, limit: float | None) -> float | None:
-    if remaining is None:
+def _count_meters(prefix: str, what: str, reset_kind: str, style: str) -> Meter:
+    if style == "openai":  # x-ratelimit-remaining-requests, x-ratelimit-limit-requests, x-ratelimit-reset-requests
+        names = [f"{prefix}-{part}-{what}" for part in ("remaining", "limit", "reset")]
+    else:  # anthropic-ratelimit-requests-remaining, ...-limit, ...-reset
+        names = [f"{prefix}-{what}-{part}" for part in ("remaining", "limit", "reset")]
+    remaining, limit, reset = (n.encode() for n in names)
+    return Meter(f"{style}-{what}", "count", remaining, reset, reset_kind, limit)
+
+
+_U = "anthropic-ratelimit-unified"
+#: The meters of each header family.
+FAMILIES: dict[str, tuple[Meter, ...]] = {
+    "openai": tuple(_count_meters("x-ratelimit", w, "duration", "openai") for w in ("requests", "tokens")),
+    "anthropic": tuple(_count_meters("anthropic-ratelimit", w, "rfc3339", "anthropic")
+                       for w in ("requests", "tokens", "input-tokens", "output-tokens")),
+    "unified": (
+        Meter("unified-5h", "used1", f"{_U}-5h-utilization".encode(), f"{_U}-5h-reset".encode(), "epoch"),
+        Meter("unified-7d", "used1", f"{_U}-7d-utilization".encode(), f"{_U}-7d-reset".encode(), "epoch"),
+        Meter("unified-status", "rejected", f"{_U}-status".encode(), f"{_U}-reset".encode(), "epoch"),
+    ),
+    "codex": tuple(Meter(f"codex-{w}", "used100", f"x-codex-{w}-used-percent".encode(),
+                         f"x-codex-{w}-reset-after-seconds".encode(), "after") for w in ("primary", "secondary")),
+}
+
+
+def _value(headers: Any, name: bytes) -> float | None:
+    """A number header, read straight from its bytes."""
+    values = headers.getRawHeaders(name)
+    if not values:
         return None
+    try:
+        return float(values[0])
+    except ValueError:
+        return None
+
+
+def _left(headers: Any, m: Meter) -> float | None:
+    """The fraction of C{m}'s limit left, or None when the answer does not say."""
+    if m.kind == "rejected":
+        return 0.0 if _get(headers, m.value) == "rejected" else None
+    value = _value(headers, m.value)
+    if value is None:
+        return None
+    if m.kind == "used1":
+        return max(0.0, min(1.0, 1.0 - value))
+    if m.kind == "used100":
+        return max(0.0, min(1.0, 1.0 - value / 100.0))
+    limit = _value(headers, m.limit)
     if limit is None or limit <= 0:
-        return 0.0 if remaining <= 0 else None  # without a limit only "none left" means anything
-    return max(0.0, min(1.0, remaining / limit))
+        return 0.0 if value <= 0 else None  # without a limit only "none left" means anything
+    return max(0.0, min(1.0, value / limit))
 
 
-def _openai(headers: Any, now: float) -> list[tuple[float, float | None, str]]:
-    out = []
-    for what in (b"requests", b"tokens"):
-        f = _fraction(_number(_get(headers, b"x-ratelimit-remaining-" + what)),
-                      _number(_get(headers, b"x-ratelimit-limit-" + what)))
-        if f is not None:
-            reset = parse_duration(_get(headers, b"x-ratelimit-reset-" + what))
-            out.append((f, None if reset is None else now + reset, "openai-" + what.decode()))
-    return out
+def _reset(headers: Any, m: Meter, now: float) -> float | None:
+    raw = _get(headers, m.reset)
+    if m.reset_kind == "rfc3339":
+        return parse_rfc3339(raw)
+    if m.reset_kind == "duration":
+        after = parse_duration(raw)
+    else:
+        after = _number(raw)
+        if m.reset_kind == "epoch":
+            return after
+    return None if after is None else now + after
 
-
-def _anthropic(headers: Any, now: float) -> list[tuple[float, float | None, str]]:
-    out = []
-    for what in (b"requests", b"tokens", b"input-tokens", b"output-tokens"):
-        base = b"anthropic-ratelimit-" + what
-        f = _fraction(_number(_get(headers, base + b"-remaining")), _number(_get(headers, base + b"-limit")))
-        if f is not None:
-            out.append((f, parse_rfc3339(_get(headers, base + b"-reset")), "anthropic-" + what.decode()))
-    return out
-
-
-def _unified(headers: Any, now: float) -> list[tuple[float, float | None, str]]:
-    out = []
-    for window in (b"5h", b"7d"):
-        used = _number(_get(headers, b"anthropic-ratelimit-unified-" + window + b"-utilization"))
-        if used is not None:
-            reset = _number(_get(headers, b"anthropic-ratelimit-unified-" + window + b"-reset"))
-            out.append((max(0.0, 1.0 - used), reset, "unified-" + window.decode()))
-    if _get(headers, b"anthropic-ratelimit-unified-status") == "rejected":
-        out.append((0.0, _number(_get(headers, b"anthropic-ratelimit-unified-reset")), "unified-status"))
-    return out
-
-
-def _codex(headers: Any, now: float) -> list[tuple[float, float | None, str]]:
-    out = []
-    for window in (b"primary", b"secondary"):
-        used = _number(_get(headers, b"x-codex-" + window + b"-used-percent"))
-        if used is not None:
-            after = _number(_get(headers, b"x-codex-" + window + b"-reset-after-seconds"))
-            out.append((max(0.0, 1.0 - used / 100.0), None if after is None else now + after,
-                        "codex-" + window.decode()))
-    return out
-
-
-_FAMILIES = {"openai": _openai, "anthropic": _anthropic, "unified": _unified, "codex": _codex}
 
 #: Which families each provider's answers carry (by credential kind; anything else: openai).
 FAMILIES_BY_KIND: dict[str, tuple[str, ...]] = {
-    "claude": ("anthropic", "unified"),
-    "claude-api-key": ("anthropic", "unified"),
-    "codex": ("codex", "openai"),
-    "codex-api-key": ("codex", "openai"),
-    "openai-compatibility": ("openai", "anthropic"),
+    "claude": ("unified", "anthropic"),
+    "claude-api-key": ("anthropic",),
+    "codex": ("codex",),
+    "codex-api-key": ("openai",),
+    "openai-compatibility": ("openai",),
     "gemini": (),
     "gemini-api-key": (),
     "gemini-cli": (),
@@ -155,19 +183,27 @@ FAMILIES_BY_KIND: dict[str, tuple[str, ...]] = {
 
 def reader_for(kind: str) -> Reader | None:
     """The headroom reader of a credential kind, or None when its answers carry no such headers."""
-    families = tuple(_FAMILIES[f] for f in FAMILIES_BY_KIND.get(kind, ("openai",)))
-    if not families:
+    meters = tuple(m for f in FAMILIES_BY_KIND.get(kind, ("openai",)) for m in FAMILIES[f])
+    if not meters:
         return None
 
-    def read(headers: Any, now: float) -> Headroom | None:
+    def read(headers: Any, now: float, low: float = 1.0, high: bool = True) -> Headroom | None:
+        """
+        The tightest limit the headers report, or None when they report
+        none (or, without C{high}, when it is not below C{low}); its reset
+        is read only when less than C{low} of it is left.
+        """
         if headers is None:
             return None
-        readings: list[tuple[float, float | None, str]] = []
-        for family in families:
-            readings.extend(family(headers, now))
-        best = _tightest(readings)
-        if best is None:
+        best: Meter | None = None
+        least = 2.0
+        for m in meters:
+            left = _left(headers, m)
+            if left is not None and left < least:
+                best, least = m, left
+        if best is None or (not high and least >= low):
             return None
-        return Headroom(fraction=best[0], reset_at=best[1], read_at=now, source=best[2])
+        return Headroom(fraction=least, reset_at=_reset(headers, best, now) if least < low else None,
+                        read_at=now, source=best.source)
 
     return read

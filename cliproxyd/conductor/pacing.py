@@ -77,12 +77,10 @@ def limit_until(w: LimitWindow, limits: Limits, now: float) -> float | None:
 def count_request(w: LimitWindow, now: float) -> LimitWindow:
     """One request sent: counted in the minute and the day (a window starts at its first request)."""
     w = _rolled(w, now)
-    return evolve(
-        w,
-        minute_start=now if w.minute_start is None else w.minute_start,
-        minute_requests=w.minute_requests + 1,
-        day_start=now if w.day_start is None else w.day_start,
-        day_requests=w.day_requests + 1,
+    # Built directly rather than evolved: this runs on every attempt of a limited credential.
+    return LimitWindow(
+        now if w.minute_start is None else w.minute_start, w.minute_requests + 1, w.minute_tokens,
+        now if w.day_start is None else w.day_start, w.day_requests + 1,
     )
 
 
