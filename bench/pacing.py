@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         for i, c in enumerate(built):
             runs[i].append(per_request(c, args.loops))
     off = statistics.median(runs[0])
-    for (name, _, _), figures in zip(cases, runs):
+    for (name, _, _), figures in zip(cases, runs, strict=True):
         figure = statistics.median(figures)
         print(f"| {name} | {figure:.2f} | {figure / off:.2f}x |")
 

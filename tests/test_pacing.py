@@ -92,6 +92,7 @@ def test_the_ramp_rises_from_a_tenth_to_the_full_share():
     assert ramp(p, 115.0, 30) == 0.5
     assert ramp(p, 130.0, 30) == 1.0
     assert ramp(p, 115.0, 0) == 1.0  # slow start off
+    assert ramp(p, 99.0, 30) == 1.0  # while it cools, its other models go on at their full share
 
 
 def test_one_failure_is_free_several_score_down_and_it_decays():

@@ -113,8 +113,13 @@ def back_at(p: Pace, when: float) -> Pace:
 
 
 def ramp(p: Pace, now: float, slow_start: float) -> float:
-    """The slow-start share: from L{MIN_RAMP_SHARE} up to 1 over C{slow_start} seconds after C{since}."""
-    if p.since is None or slow_start <= 0 or now >= p.since + slow_start:
+    """
+    The slow-start share: from L{MIN_RAMP_SHARE} up to 1 over C{slow_start}
+    seconds after C{since}. Before C{since} it is 1: what cools is out of
+    selection anyway, and the credential's other models (a quota group's
+    neighbours) go on at their full share.
+    """
+    if p.since is None or slow_start <= 0 or now < p.since or now >= p.since + slow_start:
         return 1.0
     return max(MIN_RAMP_SHARE, (now - p.since) / slow_start)
 

@@ -267,20 +267,20 @@ class MemoryStateStore:
         return self._headroom.get(cred_id)
 
     def set_headroom(self, cred_id: str, reading: Headroom | None) -> None:
-        if reading is None:
-            self._headroom.pop(cred_id, None)
-        else:
-            self._headroom[cred_id] = reading
-        self.dirty = True
+        self._put(self._headroom, cred_id, reading)
 
     def pace(self, cred_id: str) -> Pace | None:
         return self._pace.get(cred_id)
 
     def set_pace(self, cred_id: str, pace: Pace | None) -> None:
-        if pace is None:
-            self._pace.pop(cred_id, None)
+        self._put(self._pace, cred_id, pace)
+
+    def _put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        """Keep C{value} under C{key}, or forget the key for None."""
+        if value is None:
+            table.pop(key, None)
         else:
-            self._pace[cred_id] = pace
+            table[key] = value
         self.dirty = True
 
     def probe_state(self, cred_id: str, target: str) -> ProbeState:
