@@ -304,3 +304,18 @@ def test_an_auth_files_limits_are_read_and_checked():
     bad = OAuthAccount("/x/claude-b.json", "claude", {"tpm": -1}, "t", "r")
     with pytest.raises(AuthFileError, match="tpm"):
         credential_for(bad, config)
+
+
+def test_a_key_that_keeps_failing_is_scored_down_unless_cooling_is_off():
+    def run(**top):
+        h = Harness(config_data(routing={"slow-start-seconds": 30}, **top))
+        h.upstream.script("sk-up-1", "status:418", "status:418", "status:418", "ok")  # 418 cools nothing
+        for _ in range(3):
+            assert h.chat()[0] == 200  # each failed over to key 2
+        h.upstream.seen.clear()
+        for _ in range(12):
+            h.chat()
+        return h.keys_seen().count("sk-up-1")
+
+    assert run() <= 4  # three failures in a row: scored down, well under its half (6)
+    assert run(**{"disable-cooling": True}) == 6  # cooling off: no penalty either

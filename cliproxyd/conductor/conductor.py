@@ -655,14 +655,23 @@ class Conductor:
             now = self._clock.seconds()
             self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
 
-    def _paced_failure(self, cred_id: str, back: float | None, now: float) -> None:
-        """A failure adds to the penalty; a cooldown sets where the ramp starts."""
+    def _paced_failure(self, cred: Credential, back: float | None, now: float) -> None:
+        """
+        A failure adds to the penalty, unless cooling is off for the
+        credential (the penalty is a softer cooldown); a cooldown sets where
+        the ramp starts.
+        """
         if self._slow_start <= 0:
             return
-        pace = add_failure(self._state.pace(cred_id) or Pace(), now)
+        cred_id = cred.id
+        old = pace = self._state.pace(cred_id) or Pace()
+        disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
+        if not disable:
+            pace = add_failure(pace, now)
         if back is not None and not math.isinf(back):
             pace = back_at(pace, back)
-        self._state.set_pace(cred_id, pace)
+        if pace != old:
+            self._state.set_pace(cred_id, pace)
 
     # -- reset probes (issue 16; the prober is L{cliproxyd.conductor.probes.ResetProber}) --
 
@@ -880,7 +889,7 @@ class Conductor:
             if status == 429 and new.blocked(now):
                 self._suspend_group(cred, state_key, new.next_retry_at, now)
         if error is not None and new is not old:
-            self._paced_failure(cred.id, new.next_retry_at if new.blocked(now) else None, now)
+            self._paced_failure(cred, new.next_retry_at if new.blocked(now) else None, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
         attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)
