@@ -34,6 +34,7 @@ from twisted.web.resource import IResource
 from cliproxyd._version import __version__
 from cliproxyd.assembly import Assembly, GenerationSource
 from cliproxyd.conductor.keylimits import KeyMeter
+from cliproxyd.conductor.probes import ResetProber
 from cliproxyd.conductor.quota import reaper
 from cliproxyd.conductor.warmup import PRUNE_INTERVAL, Warmups
 from cliproxyd.config.edit import ConfigFile
@@ -287,7 +288,11 @@ def build_daemon(
             run_in_thread=run_in_thread))
     conducting = ServiceTree()
     conducting.setName("conductor")
-    for job in (reaper(state, clock), warmups, refresh_job(refresher, clock)):
+    def conductor() -> Any:
+        return source.current.conductor if source.current is not None else None
+
+    prober = ResetProber(conductor, state, clock)
+    for job in (reaper(state, clock), warmups, refresh_job(refresher, clock), prober):
         job.setServiceParent(conducting)
     services += [conducting, in_flight, WebLogins(management)]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,

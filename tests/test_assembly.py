@@ -35,7 +35,9 @@ def test_every_conductor_setting_comes_from_the_config():
     config, _ = parse_config({
         "routing": {"strategy": "fill-first", "warmup": {"enabled": True, "providers": ["x"], "ttl-seconds": 7,
                                                          "timeout-seconds": 3},
-                    "session-affinity": True, "session-affinity-ttl": "5m"},
+                    "session-affinity": True, "session-affinity-ttl": "5m",
+                    "headroom": False, "slow-start-seconds": 5,
+                    "reset-probe": {"enabled": False, "after-seconds": 60, "interval-seconds": 30}},
         "max-retry-credentials": 3, "request-retry": 2, "max-retry-interval": 9,
         "disable-cooling": True, "debug": True, "transient-error-cooldown-seconds": 7,
         "disable-cooling": True, "debug": True,

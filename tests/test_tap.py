@@ -51,7 +51,8 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
     assert tree(service) == [
         "http-pool", ("state", ["state-flush"]), ("runtime", ["reload-poll"]),
         ("log-files", ["log-follow", "log-cleaner"]), "panel-update", ("usage-state", ["state-flush"]),
-        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
+        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh",
+                       ("reset-probes", ["reset-probe"])]),
         "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing
     service.startService()
@@ -160,7 +161,8 @@ def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
     service = makeService(options("--demo"), reactor=reactor)
     assert tree(service) == [
         "http-pool", "demo-upstream", "runtime",
-        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh"]),
+        ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh",
+                       ("reset-probes", ["reset-probe"])]),
         "in-flight", "web-logins", "frontend"]
     assert reactor.tcpServers == []  # building binds nothing, not even the demo's upstream
     service.startService()

@@ -30,6 +30,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 
+from cliproxyd.conductor.budget import RetryBudget, spent_by
+from cliproxyd.conductor.headroom import reader_for
+from cliproxyd.conductor.pacing import (
+    HEADROOM_LOW,
+    add_failure,
+    admit,
+    back_at,
+    count_request,
+    count_tokens,
+    limit_until,
+    pace_live,
+    share,
+)
 from cliproxyd.conductor.policy import (
     TRANSIENT_COOLDOWN,
     apply_failure,
@@ -39,6 +52,7 @@ from cliproxyd.conductor.policy import (
     retry_wait,
     transient_cooldown,
 )
+from cliproxyd.conductor.probes import PROBED_REASONS, Candidate, ProbeSettings
 from cliproxyd.conductor.quota import QuotaGroup, group_for
 from cliproxyd.conductor.scheduler import Pick, Scheduler
 from cliproxyd.conductor.warmup import Warmups, WarmupSettings
@@ -47,7 +61,7 @@ from cliproxyd.credentials import Credential, Route
 from cliproxyd.replies import Executor, Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
-from cliproxyd.state.records import GroupState, ModelState
+from cliproxyd.state.records import GroupState, ModelState, Pace
 
 
 class UnknownModel(Exception):
@@ -100,6 +114,8 @@ class RequestMeta:
     session: tuple[str, ...] = ()
     #: the providers that may serve it (a client key's C{providers}); empty: any
     providers: frozenset[str] = frozenset()
+    #: the request's retry budget (L{cliproxyd.conductor.budget}), spent as it goes
+    budget: RetryBudget | None = None
 
 
 NO_META = RequestMeta()
@@ -120,11 +136,14 @@ class Attempt:
 
 
 class _RoundFailed(Exception):
-    def __init__(self, last: UpstreamError | None, cooling: AllCooling | None, attempts: int) -> None:
+    def __init__(self, last: UpstreamError | None, cooling: AllCooling | None, attempts: int,
+                 budget_spent: bool = False) -> None:
         super().__init__(last, cooling)
         self.last = last
         self.cooling = cooling
         self.attempts = attempts
+        #: the round ended because the request's retry budget allowed no more
+        self.budget_spent = budget_spent
 
 
 Call = Callable[[Credential, str], Awaitable[Reply | StreamReply]]
@@ -155,6 +174,12 @@ class ConductorSettings:
     session_ttl: float = 3600.0
     #: streaming.bootstrap-retries: reruns of a stream that failed before its first byte
     bootstrap_retries: int = 0
+    #: routing.headroom: steer away from credentials their upstream says are nearly spent
+    headroom: bool = True
+    #: routing.slow-start-seconds: the ramp after a cooldown, and the failure penalty (0: neither)
+    slow_start: float = 30.0
+    #: routing.reset-probe (L{cliproxyd.conductor.probes})
+    reset_probe: ProbeSettings = ProbeSettings()
 
     @classmethod
     def from_config(cls, config: Config) -> "ConductorSettings":
@@ -171,6 +196,10 @@ class ConductorSettings:
             debug=config.debug,
             warmup=WarmupSettings(w.enabled, frozenset(w.providers), w.ttl, w.timeout),
             bootstrap_retries=config.streaming.bootstrap_retries,
+            headroom=config.routing.headroom,
+            slow_start=config.routing.slow_start_seconds,
+            reset_probe=ProbeSettings(config.routing.reset_probe.enabled, config.routing.reset_probe.after_seconds,
+                                      config.routing.reset_probe.interval_seconds),
         )
 
 
@@ -255,6 +284,18 @@ class Conductor:
         self._group_of: dict[tuple[str, str], QuotaGroup] = {}
         self._group_slots: dict[tuple[str, str], set[str]] = {}
         self._by_id = {c.id: c for c in creds}
+        self._cred_groups: dict[str, set[str]] = {}
+        # Pacing (issue 16), worked out here so a pick pays dict lookups only.
+        self._limits = {c.id: c.limits for c in creds if c.limits}
+        self._readers = {c.id: r for c in creds if (r := reader_for(c.kind))} if settings.headroom else {}
+        self._slow_start = settings.slow_start
+        self._pacing = bool(self._readers) or self._slow_start > 0
+        # state key -> the upstream model a reset probe asks for
+        self._probe_models = {
+            c.id: {**{r.state_key: r.upstream[0] for r in c.routes if not r.pooled},
+                   **{m: m for r in c.routes if r.pooled for m in r.upstream}}
+            for c in creds
+        }
         if quota_groups:
             for cred in creds:
                 for r in cred.routes:
@@ -264,6 +305,7 @@ class Conductor:
                         if group is None:
                             continue
                         self._group_of[(cred.id, key)] = group
+                        self._cred_groups.setdefault(cred.id, set()).add(group.id)
                         if not r.pooled:
                             self._group_slots.setdefault((cred.id, group.id), set()).add(key)
                     if r.pooled and any((cred.id, m) in self._group_of for m in r.upstream):
@@ -339,6 +381,9 @@ class Conductor:
         def call(cred: Credential, upstream: str) -> Awaitable[Reply | StreamReply]:
             return self._executor.execute(cred, req, upstream)
 
+        if meta.budget is not None:
+            req.retry_budget = meta.budget  # type: ignore[attr-defined]
+
         if not req.stream or not self.settings.bootstrap_retries:
             return await self._run(req.model, meta, call, count=False)
         return await self._bootstrap(req.model, meta, call)
@@ -378,6 +423,9 @@ class Conductor:
         def call(cred: Credential, upstream: str) -> Awaitable[Reply]:
             return self._executor.count_tokens(cred, req, upstream)
 
+        if meta.budget is not None:
+            req.retry_budget = meta.budget  # type: ignore[attr-defined]
+
         return await self._run(req.model, meta, call, count=True)
 
     # -- rounds -------------------------------------------------------------------
@@ -394,7 +442,15 @@ class Conductor:
             except _RoundFailed as failed:
                 now = self._clock.seconds()
                 wait = self._retry_wait(route, attempt, now)
+                budget = meta.budget
+                if wait is not None and budget is not None and not (
+                        budget.allows(now) and budget.allows_wait(now, wait)):
+                    wait = None  # no round the budget cannot pay for, or that would start too late
+                    self._state.count_pacing("budget_stops")
                 if wait is None:
+                    if failed.last is None and failed.budget_spent:
+                        raise AllAttemptsFailed(model, UpstreamError(
+                            "timeout", "the request's retry budget is spent", status=504), 0) from None
                     if failed.last is None:
                         assert failed.cooling is not None
                         raise failed.cooling from None
@@ -416,10 +472,17 @@ class Conductor:
         tried: set[str] = set() if not meta.providers else {
             c.id for c, _, _ in self.scheduler.members(route) if c.provider not in meta.providers}
         attempted: set[str] = set()
+        limited: list[float] = []  # when each credential skipped at its local limit frees
         last: UpstreamError | None = None
+        budget = meta.budget
+        spent = False
         while not (self._max_creds and len(attempted) >= self._max_creds):
             now = self._clock.seconds()
-            pick = self._pick(route, meta, sessions, tried, now)
+            if budget is not None and not budget.allows(now):
+                spent = True
+                self._state.count_pacing("budget_stops")
+                break
+            pick = self._pick(route, meta, sessions, tried, now, limited)
             if pick is None:
                 break
             cred = pick.cred
@@ -433,9 +496,17 @@ class Conductor:
             for upstream in models:
                 state_key = upstream if pick.route.pooled else pick.route.state_key
                 started = self._clock.seconds()
+                if budget is not None and not budget.allows(started):
+                    break  # the round's next pick finds the budget spent
+                if cred.id in self._limits and not count:
+                    self._state.set_limit_window(cred.id, count_request(self._state.limit_window(cred.id), started))
                 try:
                     result = await self._attempt(call, cred, f"{upstream}({suffix})" if suffix else upstream)
                 except UpstreamError as e:
+                    self._read_headroom(cred, e.headers)
+                    if budget is not None:
+                        # A proxy behind us says what it spent of what it was given.
+                        budget.spend(spent_by(e.headers) if self._executor_forwards(cred) else 1)
                     action = _scoped_action(cred, e)
                     if action is None:
                         stop = is_request_invalid(e.status, e.detail)
@@ -450,6 +521,11 @@ class Conductor:
                         raise RequestInvalid(e) from None
                     last = e
                     continue
+                self._read_headroom(cred, result.headers)
+                if budget is not None:
+                    budget.spend(1)
+                if cred.id in self._limits and self._limits[cred.id].tpm is not None:
+                    self._count_tokens(cred, result)
                 if isinstance(result, StreamReply):
                     self._settle_stream_later(cred, state_key, upstream, started, result)
                 else:
@@ -457,10 +533,16 @@ class Conductor:
                 if sessions:
                     self._state.bind_session(sessions, cred.id, self._clock.seconds() + self._session_ttl)
                 return result
+        if spent:
+            raise _RoundFailed(last, None, len(attempted), budget_spent=True)
         cooling = None
         if last is None:
             now = self._clock.seconds()
-            cooling = AllCooling(route, self._providers[route], self._earliest(route, now), now)
+            until = self._earliest(route, now)
+            if limited:
+                # A local limit frees like a cooldown ends: the answer says the first.
+                until = min(limited) if until is None else min(until, *limited)
+            cooling = AllCooling(route, self._providers[route], until, now)
         raise _RoundFailed(last, cooling, len(attempted))
 
     async def _attempt(self, call: Call, cred: Credential, model: str) -> Reply | StreamReply:
@@ -478,10 +560,11 @@ class Conductor:
         return await call(cred, model)
 
     def _pick(self, route: str, meta: RequestMeta, sessions: tuple[str, ...], tried: set[str],
-              now: float) -> Pick | None:
+              now: float, limited: list[float]) -> Pick | None:
         if meta.pinned:
             # A pinned request never leaves its credential.
-            return self.scheduler.pick_exactly(route, meta.pinned, tried, now)
+            pick = self.scheduler.pick_exactly(route, meta.pinned, tried, now)
+            return None if pick is not None and self._at_limit(pick, tried, now, limited) else pick
         # A session's binding outranks priority while its credential is
         # available; a cooling or failed one is left for the usual pick (and
         # the session is bound to whichever answers).
@@ -489,9 +572,240 @@ class Conductor:
             cred_id = self._state.session(key, now)
             if cred_id is not None:
                 pick = self.scheduler.pick_exactly(route, cred_id, tried, now)
-                if pick is not None:
+                if pick is not None and not self._at_limit(pick, tried, now, limited):
                     return pick
-        return self.scheduler.pick(route, tried, now)
+        if not self._limits and not self._pacing:
+            return self.scheduler.pick(route, tried, now)
+        return self._paced_pick(route, tried, now, limited)
+
+    @staticmethod
+    def _executor_forwards(cred: Credential) -> bool:
+        """Whether C{cred}'s upstream may be another proxy (it gets the retry budget)."""
+        return cred.kind == "openai-compatibility"
+
+    # -- pacing (issue 16) ------------------------------------------------------------
+
+    def _at_limit(self, pick: Pick, tried: set[str], now: float, limited: list[float]) -> bool:
+        """A credential at its local limit is skipped for the round, like a cooling one."""
+        limits = self._limits.get(pick.cred.id)
+        if limits is None:
+            return False
+        until = limit_until(self._state.limit_window(pick.cred.id), limits, now)
+        if until is None:
+            return False
+        tried.add(pick.cred.id)
+        limited.append(until)
+        self._state.count_pacing("limit_skips")
+        return True
+
+    def _paced_pick(self, route: str, tried: set[str], now: float, limited: list[float]) -> Pick | None:
+        """
+        The scheduler's pick, with the local limits (hard: skipped) and the
+        shares of L{cliproxyd.conductor.pacing} (soft: a credential below its
+        share is passed over for the next one of the same priority, and
+        taken when there is none, so traffic never leaves a tier for them).
+        """
+        passed: list[Pick] = []
+        found = None
+        while True:
+            pick = self.scheduler.pick(route, tried, now)
+            if pick is None:
+                break
+            if self._at_limit(pick, tried, now, limited):
+                continue
+            if passed and pick.cred.priority < passed[0].cred.priority:
+                break  # the tier has no other: take the first passed over
+            if self._admitted(pick.cred.id, now):
+                found = pick
+                break
+            passed.append(pick)
+            tried.add(pick.cred.id)
+        for p in passed:
+            tried.discard(p.cred.id)
+        if found is None and passed:
+            found = passed[0]
+        if passed and found is not passed[0]:
+            self._state.count_pacing("passed_over", len(passed))
+        return found
+
+    def _admitted(self, cred_id: str, now: float) -> bool:
+        pace = self._state.pace(cred_id)
+        headroom = self._state.headroom(cred_id) if self._readers else None
+        if pace is None and headroom is None:
+            return True
+        s = share(pace, headroom, now, self._slow_start)
+        if s >= 1.0:
+            if pace is not None and not pace_live(pace, now, self._slow_start):
+                self._state.set_pace(cred_id, None)
+            return True
+        ok, credit = admit(pace.credit if pace is not None else 0.0, s)
+        if pace is not None:
+            self._state.set_pace(cred_id, Pace(pace.since, pace.penalty, pace.penalty_at, credit))
+        return ok
+
+    def _read_headroom(self, cred: Credential, headers: object) -> None:
+        """What the answer's rate-limit headers say; only a nearly spent credential is remembered."""
+        reader = self._readers.get(cred.id)
+        if reader is None or headers is None:
+            return
+        now = self._clock.seconds()
+        stored = self._state.headroom(cred.id) is not None
+        # Without a stored reading only a low one matters (a healthy answer builds nothing).
+        reading = reader(headers, now, HEADROOM_LOW, stored)
+        if reading is None:
+            return
+        if reading.fraction < HEADROOM_LOW:
+            self._state.set_headroom(cred.id, reading)
+            self._state.count_pacing("headroom_low_readings")
+        elif stored:
+            self._state.set_headroom(cred.id, None)
+
+    def _count_tokens(self, cred: Credential, result: Reply | StreamReply) -> None:
+        """A whole answer's token usage, for C{tpm} (a stream's is not known here)."""
+        data = getattr(result, "data", None)
+        if not isinstance(data, dict):
+            return
+        usage = data.get("usage") or data.get("usageMetadata") or (data.get("response") or {}).get("usage")
+        if not isinstance(usage, dict):
+            return
+        tokens = usage.get("total_tokens") or usage.get("totalTokenCount")
+        if tokens is None:
+            tokens = (usage.get("input_tokens") or 0) + (usage.get("output_tokens") or 0)
+        if isinstance(tokens, int) and tokens > 0:
+            now = self._clock.seconds()
+            self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+
+    def _paced_failure(self, cred: Credential, back: float | None, now: float) -> None:
+        """
+        A failure adds to the penalty, unless cooling is off for the
+        credential (the penalty is a softer cooldown); a cooldown sets where
+        the ramp starts.
+        """
+        if self._slow_start <= 0:
+            return
+        cred_id = cred.id
+        old = pace = self._state.pace(cred_id) or Pace()
+        disable = self._disable_cooling if cred.disable_cooling is None else cred.disable_cooling
+        if not disable:
+            pace = add_failure(pace, now)
+        if back is not None and not math.isinf(back):
+            pace = back_at(pace, back)
+        if pace != old:
+            self._state.set_pace(cred_id, pace)
+
+    # -- reset probes (issue 16; the prober is L{cliproxyd.conductor.probes.ResetProber}) --
+
+    def probe_candidates(self, now: float) -> list[Candidate]:
+        """Every cooldown and automatic group suspension a probe could end, with the model to probe."""
+        out = []
+        for cred in self.creds:
+            if cred.disabled:
+                continue
+            upstream = self._probe_models.get(cred.id, {})
+            for key, st in self._state.model_states(cred.id).items():
+                if st.blocked(now) and st.reason in PROBED_REASONS and key in upstream:
+                    out.append(Candidate(cred.id, key, upstream[key], st.next_retry_at,
+                                         now if st.updated_at is None else st.updated_at))
+        for cred_id, group_id, g in self._state.group_states():
+            keys = self._group_slots.get((cred_id, group_id))
+            if not keys or not g.auto_active(now) or g.manual:
+                continue
+            upstream = self._probe_models.get(cred_id, {})
+            model = next((upstream[k] for k in sorted(keys) if k in upstream), None)
+            if model is not None:
+                out.append(Candidate(cred_id, f"group:{group_id}", model, g.auto_until,
+                                         now if g.updated_at is None else g.updated_at))
+        return out
+
+    def settle_probe(self, c: Candidate, error: UpstreamError | None, ok: bool, now: float) -> None:
+        """
+        A probe's answer: a success ends the cooldown it probed (every
+        model of the group, for a group) and the group's automatic
+        suspension; a 429 with a hint moves the cooldown to it; anything
+        else leaves the cooldown as it is.
+        """
+        group_id = c.target.removeprefix("group:") if c.target.startswith("group:") else None
+        keys = sorted(self._group_slots.get((c.cred_id, group_id), ())) if group_id else [c.target]
+        if ok:
+            for key in keys:
+                if self._state.model_state(c.cred_id, key).blocked(now):
+                    self.reset_cooldowns(c.cred_id, key)
+            if group_id is not None:
+                self.clear_auto(c.cred_id, [group_id])
+            else:
+                group = self._group_of.get((c.cred_id, c.target))
+                if group is not None:
+                    self.clear_auto(c.cred_id, [group.id])
+            self.came_back(c.cred_id, now)
+            return
+        if error is None or error.status != 429 or error.retry_after is None:
+            return
+        until = now + error.retry_after
+        cred = self._by_id[c.cred_id]
+        for key in keys:
+            old = self._state.model_state(c.cred_id, key)
+            if old.blocked(now):
+                self._state.set_model_state(c.cred_id, key, ModelState(
+                    unavailable=True, next_retry_at=until, backoff_level=old.backoff_level, quota_exceeded=True,
+                    reason="quota", last_status=429, last_error=error.detail[:500], updated_at=old.updated_at))
+                self._refresh_slot(c.cred_id, key, now)
+        if group_id is not None:
+            old_g = self._state.group_state(c.cred_id, group_id)
+            self._state.set_group_state(c.cred_id, group_id, GroupState(
+                auto_until=until, auto_reason=old_g.auto_reason, manual=old_g.manual,
+                manual_reason=old_g.manual_reason, updated_by="reset-probe", updated_at=old_g.updated_at))
+            self._refresh_group(c.cred_id, group_id, now)
+        if self._slow_start > 0:
+            self._state.set_pace(c.cred_id, back_at(self._state.pace(c.cred_id) or Pace(), until))
+        self.log.info("probe of {provider} key {key_fp}: still limited, for {seconds:.0f}s more (its new hint)",
+                      provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, seconds=until - now)
+
+    # -- what the management API shows ------------------------------------------------
+
+    def pacing_counters(self) -> dict[str, object]:
+        """The issue 16 counters, with the settings they run under."""
+        counters = dict.fromkeys(("limit_skips", "passed_over", "headroom_low_readings", "probes_sent",
+                                  "probes_succeeded", "probes_failed", "budget_stops"), 0)
+        counters.update(self._state.pacing_counters())
+        return {**counters, "headroom": bool(self._readers), "slow_start_seconds": self._slow_start,
+                "reset_probe": {"enabled": self.settings.reset_probe.enabled,
+                                "after_seconds": self.settings.reset_probe.after,
+                                "interval_seconds": self.settings.reset_probe.interval}}
+
+    def pacing_status(self, cred: Credential, now: float) -> dict[str, object]:
+        """One credential's limits and their use, its headroom, its share and its probes (only what it has)."""
+        out: dict[str, object] = {}
+        limits = self._limits.get(cred.id)
+        if limits is not None:
+            w = self._state.limit_window(cred.id)
+            until = limit_until(w, limits, now)
+            out["limits"] = {"rpm": limits.rpm, "tpm": limits.tpm, "rpd": limits.rpd,
+                             "minute_requests": w.minute_requests, "minute_tokens": w.minute_tokens,
+                             "day_requests": w.day_requests,
+                             "limited_for_seconds": None if until is None else round(until - now, 3)}
+        h = self._state.headroom(cred.id)
+        if h is not None:
+            out["headroom"] = {"fraction": h.fraction, "reset_at": h.reset_at, "source": h.source}
+        pace = self._state.pace(cred.id)
+        if pace is not None or h is not None:
+            out["share"] = round(share(pace, h, now, self._slow_start), 3)
+        probes = {t: st for t, st in ((k, self._state.probe_state(cred.id, k)) for k in self._probe_targets(cred.id))
+                  if st.sent}
+        if probes:
+            out["probes"] = {t: {"sent": st.sent, "succeeded": st.succeeded, "running": st.running_since is not None,
+                                 "last_at": st.last_at, "last_ok": st.last_ok, "last_status": st.last_status}
+                             for t, st in sorted(probes.items())}
+        return out
+
+    def _probe_targets(self, cred_id: str) -> list[str]:
+        groups = sorted(self._cred_groups.get(cred_id, ()))
+        return [*self._probe_models.get(cred_id, {}), *(f"group:{g}" for g in groups)]
+
+    def came_back(self, cred_id: str, now: float) -> None:
+        """A cooldown ended early (a probe, a reset): the ramp starts now."""
+        if self._slow_start > 0:
+            pace = self._state.pace(cred_id) or Pace()
+            self._state.set_pace(cred_id, Pace(now, pace.penalty, pace.penalty_at, 0.0))
 
     def _maybe_warm(self, route: str, primary: Pick, now: float) -> None:
         """Fill-first over several providers: warm the others' next credentials (never for counts or pins)."""
@@ -594,6 +908,8 @@ class Conductor:
             self._refresh_slot(cred.id, state_key, now)
             if status == 429 and new.blocked(now):
                 self._suspend_group(cred, state_key, new.next_retry_at, now)
+        if error is not None and new is not old:
+            self._paced_failure(cred, new.next_retry_at if new.blocked(now) else None, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
         attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)

@@ -35,6 +35,7 @@ from cliproxyd.config.model import (
     CloakConfig,
     CodexHeaderDefaults,
     Config,
+    LocalLimits,
     LoggingConfig,
     ModelAlias,
     ModelEntry,
@@ -44,6 +45,7 @@ from cliproxyd.config.model import (
     QuotaExceededConfig,
     QuotaGroupConfig,
     RemoteManagement,
+    ResetProbeConfig,
     RoutingConfig,
     ScopedErrorRule,
     Thinking,
@@ -296,14 +298,25 @@ def _http_url(r: _Reader, key: str, value: str) -> str:
 
 
 def _parse_key_entry(r: _Reader) -> APIKeyEntry:
-    r.check_keys({"api-key", "proxy-url", "weight"})
+    r.check_keys({"api-key", "proxy-url", "weight", "rpm", "tpm", "rpd"})
     key = _no_newlines(r, "api-key", r.string("api-key", required=True))
-    return APIKeyEntry(api_key=key, proxy_url=_proxy(r), weight=_weight(r))
+    return APIKeyEntry(api_key=key, proxy_url=_proxy(r), weight=_weight(r), limits=_limits(r))
 
 
 # -- routing keys of an entry (weight, disable-cooling, request-retry, request-scoped-errors) --
 
-ROUTING_ENTRY_KEYS = {"weight", "disable-cooling", "request-retry", "request-scoped-errors"}
+ROUTING_ENTRY_KEYS = {"weight", "disable-cooling", "request-retry", "request-scoped-errors", "rpm", "tpm", "rpd"}
+
+
+def _limits(r: _Reader) -> LocalLimits:
+    """C{rpm}, C{tpm}, C{rpd}: each a positive whole number, or absent (no limit)."""
+    values = {}
+    for key in ("rpm", "tpm", "rpd"):
+        value = r.get(key, int, None)
+        if value is not None and value <= 0:
+            raise r.error(key, f"must be more than 0 (leave it out for no limit), not {value}")
+        values[key] = value
+    return LocalLimits(**values)
 
 
 def _weight(r: _Reader) -> int:
@@ -545,6 +558,7 @@ def _parse_provider_key(r: _Reader, extra: tuple[str, ...] = ()) -> ProviderKey:
         request_retry=_retry_override(r),
         request_scoped_errors=_scoped_rules(r),
         proxy_url=_proxy(r),
+        limits=_limits(r),
     )
 
 
@@ -721,7 +735,10 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         api_keys.append(key)
 
     routing = r.child("routing")
-    routing.check_keys({"strategy", "session-affinity", "session-affinity-ttl", "warmup"})
+    routing.check_keys({"strategy", "session-affinity", "session-affinity-ttl", "warmup", "reset-probe", "headroom",
+                        "slow-start-seconds"})
+    rp = routing.child("reset-probe")
+    rp.check_keys({"enabled", "after-seconds", "interval-seconds"})
     wr = routing.child("warmup")
     wr.check_keys({"enabled", "providers", "ttl-seconds", "timeout-seconds"})
     strategy = routing.string("strategy", "round-robin") or "round-robin"
@@ -794,6 +811,13 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             strategy=STRATEGIES[strategy.lower()],
             session_affinity=routing.get("session-affinity", bool, False),
             session_affinity_ttl=_duration(routing, "session-affinity-ttl", 3600.0),
+            reset_probe=ResetProbeConfig(
+                enabled=rp.get("enabled", bool, True),
+                after_seconds=rp.nonneg_float("after-seconds", 600.0),
+                interval_seconds=rp.positive("interval-seconds", 300.0),
+            ),
+            headroom=routing.get("headroom", bool, True),
+            slow_start_seconds=routing.nonneg_float("slow-start-seconds", 30.0),
             warmup=WarmupConfig(
                 enabled=wr.get("enabled", bool, False),
                 providers=tuple(p.strip().lower() for p in wr.strings("providers") if p.strip()),

@@ -102,12 +102,25 @@ class ScopedErrorRule:
 
 
 @frozen
+class LocalLimits:
+    """C{rpm}, C{tpm} and C{rpd} of a key entry or auth file (None: no limit); see L{cliproxyd.conductor.pacing}."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.rpd is not None
+
+
+@frozen
 class APIKeyEntry:
     """One C{api-key-entries[]} item."""
 
     api_key: str = field(repr=False)  # api-key
     proxy_url: ProxySetting = INHERIT  # proxy-url (over the provider's, then the global one)
     weight: int = DEFAULT_WEIGHT  # weight (weighted-round-robin; 0 = excluded)
+    limits: LocalLimits = field(factory=LocalLimits)  # rpm, tpm, rpd
 
 
 @frozen
@@ -178,6 +191,7 @@ class ProviderKey:
     proxy_url: ProxySetting = INHERIT  # proxy-url (over the global one)
     #: cloak (claude-api-key only): None when the entry has no cloak block
     cloak: CloakConfig | None = None
+    limits: LocalLimits = field(factory=LocalLimits)  # rpm, tpm, rpd
 
 
 @frozen
@@ -200,8 +214,21 @@ class WarmupConfig:
 
 
 @frozen
+class ResetProbeConfig:
+    """C{routing.reset-probe}: re-check long cooldowns cheaply (see L{cliproxyd.conductor.probes})."""
+
+    enabled: bool = True
+    after_seconds: float = 600.0  # after-seconds: only cooldowns longer than this are probed
+    interval_seconds: float = 300.0  # interval-seconds: between two probes of one credential
+
+
+@frozen
 class RoutingConfig:
     strategy: str = "round-robin"
+    reset_probe: ResetProbeConfig = field(factory=ResetProbeConfig)  # reset-probe
+    #: headroom: steer away from a credential whose upstream says it is about to run out
+    headroom: bool = True
+    slow_start_seconds: float = 30.0  # slow-start-seconds: the ramp after a cooldown (0: none)
     warmup: WarmupConfig = field(factory=WarmupConfig)
     #: session-affinity: a request of a session (L{cliproxyd.conductor.session})
     #: prefers the credential its session is bound to, while that one is available

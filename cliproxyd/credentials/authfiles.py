@@ -22,7 +22,8 @@ from typing import AbstractSet, Any, Iterable, Mapping
 from attrs import define, evolve, field
 
 from cliproxyd import jsontext
-from cliproxyd.config.model import CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, ScopedErrorRule
+from cliproxyd.config.model import (CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, LocalLimits,
+                                    ScopedErrorRule)
 from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
@@ -492,6 +493,7 @@ def credential_for(account: OAuthAccount, config: Config) -> Credential:
         proxy=proxy,
         project=account.vertex_project if channel == "vertex" else "",
         cloak=_file_cloak(data) if channel == "claude" else None,
+        limits=_limits(data),
     )
 
 
@@ -550,6 +552,18 @@ def _file_cloak(data: dict[str, Any]) -> CloakConfig | None:
     return CloakConfig(mode=mode, strict_mode=bool(strict),
                        sensitive_words=tuple(w.strip() for w in (words or "").split(",") if w.strip()),
                        cache_user_id=cache)
+
+
+
+def _limits(data: dict[str, Any]) -> LocalLimits:
+    """The file's C{rpm}, C{tpm} and C{rpd}: positive numbers, or absent."""
+    values = {}
+    for key in ("rpm", "tpm", "rpd"):
+        value = _int(data, key)
+        if value is not None and value <= 0:
+            raise AuthFileError(f"{key} must be more than 0 (leave it out for no limit), not {value}")
+        values[key] = value
+    return LocalLimits(**values)
 
 
 def account_proxy(account: OAuthAccount, config: Config) -> ProxySetting:

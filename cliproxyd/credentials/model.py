@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Iterable
 from attrs import field, frozen
 
 from cliproxyd._version import __version__
-from cliproxyd.config.model import DEFAULT_WEIGHT, CloakConfig, Config, ModelAlias, OpenAICompatProvider, ProviderKey, ScopedErrorRule
+from cliproxyd.config.model import (DEFAULT_WEIGHT, CloakConfig, Config, LocalLimits, ModelAlias, OpenAICompatProvider,
+                                    ProviderKey, ScopedErrorRule)
 from cliproxyd.logging import fingerprint
 from cliproxyd.modelnames import compile_exclusions, is_excluded
 from cliproxyd.proxies import INHERIT, ProxySetting
@@ -116,6 +117,8 @@ class Credential:
     #: a Claude credential's own cloak settings (a claude-api-key's cloak block, an auth file's
     #: cloak_* fields); None when it has none
     cloak: CloakConfig | None = None
+    #: rpm, tpm, rpd: local limits (L{cliproxyd.conductor.pacing}); empty: none
+    limits: LocalLimits = field(factory=LocalLimits)
 
     @property
     def fingerprint(self) -> str:
@@ -229,6 +232,7 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool,
             weight=entry.weight,
             scoped_errors=scoped,
             proxy=entry.proxy_url.over(provider.proxy_url.over(proxy)),
+            limits=entry.limits,
         )
         for entry in provider.api_key_entries
     ]
@@ -282,6 +286,7 @@ def _api_key_credential(spec: APIKeyProvider, entry: ProviderKey, force_prefix: 
         scoped_errors=ScopedErrors(entry.request_scoped_errors),
         proxy=entry.proxy_url.over(proxy),
         cloak=entry.cloak,
+        limits=entry.limits,
     )
 
 

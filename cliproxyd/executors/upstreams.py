@@ -111,6 +111,8 @@ class HTTPExecutor:
     format: ModuleType = openai_chat
     #: the upstream protocol, as payload rules name it
     protocol = "openai"
+    #: whether the upstream may be another proxy, which gets the request's retry budget
+    forwards_budget = False
 
     def __init__(self, client: HTTPClient | OutboundClients, clock: IReactorTime, timeouts: Timeouts,
                  wire: WireSettings = WireSettings(), save_account: SaveFn | None = None) -> None:
@@ -241,6 +243,10 @@ class HTTPExecutor:
             self.from_client(cred, req, headers)
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
+        if self.forwards_budget:
+            budget = getattr(req, "retry_budget", None)
+            if budget is not None:
+                headers.setRawHeaders(b"x-cliproxyd-retry-budget", [budget.header()])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
         d = client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
         timed_out = []
@@ -294,6 +300,7 @@ class OpenAICompatExecutor(HTTPExecutor):
     """C{POST {base-url}/chat/completions} with a bearer key."""
 
     format = openai_chat
+    forwards_budget = True
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/chat/completions"

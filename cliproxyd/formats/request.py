@@ -48,6 +48,9 @@ class ClientRequest:
         self.stream = stream
         self._canonical = canonical
         self._bodies: dict[tuple[str, str], bytes] = {}
+        #: the request's retry budget (L{cliproxyd.conductor.budget}), set by the conductor when it has
+        #: one; an executor whose upstream may be another proxy sends what is left of it
+        self.retry_budget: Any = None
 
     @classmethod
     def decode(cls, fmt: ModuleType, raw: bytes, model: str | None = None,

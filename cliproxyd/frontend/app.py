@@ -37,6 +37,8 @@ from cliproxyd.conductor.conductor import (
     RequestMeta,
     UnknownModel,
 )
+from cliproxyd.conductor.budget import HEADER as BUDGET_HEADER
+from cliproxyd.conductor.budget import SPENT_HEADER, RetryBudget, parse_budget
 from cliproxyd.conductor.session import session_ids
 from cliproxyd.formats import FORMATS, Origin, claude, gemini, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
@@ -597,6 +599,11 @@ class Frontend:
                 meta = RequestMeta(session=sessions)
         if providers:
             meta = evolve(meta, providers=providers)
+        budget = parse_budget(request.getHeader(BUDGET_HEADER))
+        if budget is not None:
+            meta = evolve(meta, budget=budget)
+            # Whatever the answer, a proxy in front learns what this request spent.
+            render = _reporting_spent(render, budget)
         waiting = self._waiting[request] = ensureDeferred(run(req, meta))
         try:
             return await waiting
@@ -687,6 +694,16 @@ class Frontend:
         self.log.failure("unhandled error on {path}", failure, path=request.path)
         problem = Problem(500, "internal error", "internal_server_error")
         return _write(request, _path_renderer(request)(problem))
+
+
+def _reporting_spent(render: Render, budget: RetryBudget) -> Render:
+    """C{render}, with C{x-cliproxyd-attempts} saying what the request's retry budget paid for."""
+
+    def reporting(problem: Problem) -> ClientError:
+        headers = {**problem.headers, SPENT_HEADER: str(budget.spent).encode()}
+        return render(evolve(problem, headers=headers))
+
+    return reporting
 
 
 def _write(request: IRequest, e: ClientError) -> bytes:

@@ -48,6 +48,7 @@ class Status(Resource):
         ctx = self.context
         conductor = ctx.conductor()
         counts = await ctx.peers.machine() if ctx.peers is not None else process_counts(ctx)
+        now = ctx.clock.seconds()
         creds = []
         for cred in conductor.creds:
             entry: dict[str, Any] = {
@@ -61,6 +62,9 @@ class Status(Resource):
                 "proxy": cred.proxy.describe(),  # the password masked
             }
             entry.update(counts.get("credentials", {}).get(cred.id) or ctx.state.stats(cred.id).as_json())
+            pacing = conductor.pacing_status(cred, now)
+            if pacing:
+                entry["pacing"] = pacing
             creds.append(entry)
         answer = {
             "version": __version__,
@@ -69,6 +73,8 @@ class Status(Resource):
             "usage": dict(sorted(counts["usage"].items())) if "usage" in counts
             else {model: u.as_json() for model, u in sorted(ctx.state.usage().items())},
             "warmups": ctx.warmup_status(),
+            # issue 16: probes sent and their outcomes, picks skipped at a limit or passed over
+            "pacing": conductor.pacing_counters(),
             # config changes that wait for a restart (host, port, tls, ...): see runtime.RESTART_ONLY
             "restart_needed": getattr(ctx.runtime, "restart_needed", []),
             # memory (the default) or redis: connected, last error, writes not yet in Redis

@@ -121,3 +121,70 @@ def _number(value: Any) -> bool:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+# -- issue 16: what pacing learns (JSON-able, one small get/set pair each on the store) --
+
+
+@frozen
+class LimitWindow:
+    """
+    One credential's use against its local C{rpm}, C{tpm} and C{rpd}: a
+    minute window and a day window, each fixed from its first request.
+    """
+
+    minute_start: float | None = None
+    minute_requests: int = 0
+    minute_tokens: int = 0
+    day_start: float | None = None
+    day_requests: int = 0
+
+    def live(self, now: float) -> bool:
+        """Whether any window still counts (otherwise the record can go)."""
+        return (self.day_start is not None and now < self.day_start + 86400.0) or (
+            self.minute_start is not None and now < self.minute_start + 60.0)
+
+
+@frozen
+class Headroom:
+    """
+    The rate-limit state an upstream last reported for a credential:
+    C{fraction} of its tightest limit left (0: nothing), until C{reset_at}
+    (None: unknown), read at C{read_at}.
+    """
+
+    fraction: float = 1.0
+    reset_at: float | None = None
+    read_at: float | None = None
+    #: which limit was the tightest (a header family name), for the status page
+    source: str = ""
+
+
+@frozen
+class Pace:
+    """
+    Slow start and the failure penalty of one credential.
+
+    @ivar since: when its last cooldown ended (its ramp starts there).
+    @ivar penalty: recent failures, decayed to C{penalty_at}.
+    @ivar credit: picks earned while its share is below 1 (see
+        L{cliproxyd.conductor.pacing.admit}).
+    """
+
+    since: float | None = None
+    penalty: float = 0.0
+    penalty_at: float | None = None
+    credit: float = 0.0
+
+
+@frozen
+class ProbeState:
+    """
+    Reset probes of one credential's model or quota group: one may be
+    running (C{running_since}); the last ran at C{last_at} with C{last_ok}.
+    """
+
+    running_since: float | None = None
+    last_at: float | None = None
+    last_ok: bool | None = None
+    last_status: int | None = None
+    sent: int = 0
+    succeeded: int = 0

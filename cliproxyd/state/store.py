@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from attrs import asdict, define
 
-from cliproxyd.state.records import GroupState, KeyUsage, ModelState
+from cliproxyd.state.records import GroupState, Headroom, KeyUsage, LimitWindow, ModelState, Pace, ProbeState
 
 T = TypeVar("T")
 
@@ -76,6 +76,20 @@ _GROUP_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: The issue 16 kinds: snapshot key -> (record type, its fields' types). Each is kept
+#: per credential (probes: per credential and target) behind one get/set pair.
+_NUM = (int, float)
+_OPT = (int, float, type(None))
+_PACING_TYPES: dict[str, tuple[type, dict[str, tuple[type, ...]]]] = {
+    "limit_windows": (LimitWindow, {"minute_start": _OPT, "minute_requests": (int,), "minute_tokens": (int,),
+                                    "day_start": _OPT, "day_requests": (int,)}),
+    "headroom": (Headroom, {"fraction": _NUM, "reset_at": _OPT, "read_at": _OPT, "source": (str,)}),
+    "pace": (Pace, {"since": _OPT, "penalty": _NUM, "penalty_at": _OPT, "credit": _NUM}),
+    "probes": (ProbeState, {"last_at": _OPT, "last_ok": (bool, type(None)), "last_status": (int, type(None)),
+                            "sent": (int,), "succeeded": (int,)}),
+}
+
+
 def _checked(cls: type, types: dict[str, tuple[type, ...]], raw: Any) -> Any:
     """An attrs value from snapshot data, every field type-checked."""
     if not isinstance(raw, dict):
@@ -118,6 +132,14 @@ def _restore_nested(
     return out
 
 
+_EMPTY_WINDOW = LimitWindow()
+_NO_PROBE = ProbeState()
+
+
+def _flatten(nested: dict[str, dict[str, T]]) -> list[tuple[str, str, T]]:
+    return [(outer, inner, v) for outer, items in nested.items() for inner, v in items.items()]
+
+
 class StateStore(Protocol):
     dirty: bool
 
@@ -139,6 +161,16 @@ class StateStore(Protocol):
     def set_key_usage(self, name: str, usage: KeyUsage) -> None: ...
     def drop_key_usage(self, name: str) -> None: ...
     def key_usages(self) -> dict[str, KeyUsage]: ...
+    def limit_window(self, cred_id: str) -> LimitWindow: ...
+    def set_limit_window(self, cred_id: str, window: LimitWindow) -> None: ...
+    def headroom(self, cred_id: str) -> Headroom | None: ...
+    def set_headroom(self, cred_id: str, reading: Headroom | None) -> None: ...
+    def pace(self, cred_id: str) -> Pace | None: ...
+    def set_pace(self, cred_id: str, pace: Pace | None) -> None: ...
+    def probe_state(self, cred_id: str, target: str) -> ProbeState: ...
+    def set_probe_state(self, cred_id: str, target: str, state: ProbeState) -> None: ...
+    def pacing_counters(self) -> dict[str, int]: ...
+    def count_pacing(self, name: str, n: int = 1) -> None: ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
     def restore(self, data: Any, now: float) -> list[str]: ...
     def describe(self) -> dict[str, Any]: ...
@@ -156,6 +188,13 @@ class MemoryStateStore:
         self._groups: dict[str, dict[str, GroupState]] = {}
         #: client key name -> what it used (L{KeyUsage}: JSON-able both ways, one record a key)
         self._keys: dict[str, KeyUsage] = {}
+        # issue 16: local limit windows, headroom readings, slow start and penalties
+        # (per credential), reset probes (per credential and target), and their counters
+        self._limit_windows: dict[str, LimitWindow] = {}
+        self._headroom: dict[str, Headroom] = {}
+        self._pace: dict[str, Pace] = {}
+        self._probes: dict[str, dict[str, ProbeState]] = {}
+        self._pacing_counters: dict[str, int] = {}
         #: set by every change worth persisting; the persistence service clears it
         self.dirty = False
 
@@ -221,6 +260,49 @@ class MemoryStateStore:
     def group_states(self) -> list[tuple[str, str, GroupState]]:
         """Every (credential, group) with a state."""
         return [(c, g, st) for c, groups in self._groups.items() for g, st in groups.items()]
+
+    # -- pacing (issue 16) ---------------------------------------------------------
+
+    def limit_window(self, cred_id: str) -> LimitWindow:
+        return self._limit_windows.get(cred_id) or _EMPTY_WINDOW
+
+    def set_limit_window(self, cred_id: str, window: LimitWindow) -> None:
+        self._limit_windows[cred_id] = window
+        self.dirty = True
+
+    def headroom(self, cred_id: str) -> Headroom | None:
+        return self._headroom.get(cred_id)
+
+    def set_headroom(self, cred_id: str, reading: Headroom | None) -> None:
+        self._put(self._headroom, cred_id, reading)
+
+    def pace(self, cred_id: str) -> Pace | None:
+        return self._pace.get(cred_id)
+
+    def set_pace(self, cred_id: str, pace: Pace | None) -> None:
+        self._put(self._pace, cred_id, pace)
+
+    def _put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        """Keep C{value} under C{key}, or forget the key for None."""
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+        self.dirty = True
+
+    def probe_state(self, cred_id: str, target: str) -> ProbeState:
+        return self._probes.get(cred_id, {}).get(target) or _NO_PROBE
+
+    def set_probe_state(self, cred_id: str, target: str, state: ProbeState) -> None:
+        self._probes.setdefault(cred_id, {})[target] = state
+        self.dirty = True
+
+    def pacing_counters(self) -> dict[str, int]:
+        """Probes sent and their outcomes, picks skipped or passed over, and why."""
+        return dict(self._pacing_counters)
+
+    def count_pacing(self, name: str, n: int = 1) -> None:
+        self._pacing_counters[name] = self._pacing_counters.get(name, 0) + n
 
     # -- counters -----------------------------------------------------------------
 
@@ -331,7 +413,37 @@ class MemoryStateStore:
             "group_states": groups,
             "affinity": {k: list(v) for k, v in self._affinity.items() if v[1] > now},
             "key_usage": {name: usage.as_json() for name, usage in self._keys.items()},
+            **self._pacing_snapshot(now),
         }
+
+    def _pacing_snapshot(self, now: float) -> dict[str, Any]:
+        """The issue 16 kinds worth keeping: windows still counting, readings not yet reset, ramps, probes."""
+        return {
+            "limit_windows": {c: asdict(w) for c, w in self._limit_windows.items() if w.live(now)},
+            "headroom": {c: asdict(h) for c, h in self._headroom.items() if h.reset_at is None or h.reset_at > now},
+            "pace": {c: asdict(p) for c, p in self._pace.items()
+                     if (p.since is not None and p.since > now - 3600) or p.penalty},
+            "probes": {c: {t: {k: v for k, v in asdict(st).items() if k != "running_since"}
+                           for t, st in targets.items()} for c, targets in self._probes.items()},
+        }
+
+    def _restore_pacing(self, data: dict[str, Any], problems: list[str]) -> None:
+        for name, (cls, types) in _PACING_TYPES.items():
+            raw = data.get(name) or {}
+            if not isinstance(raw, dict):
+                problems.append(f"{name}: not a mapping")
+                continue
+            if name == "probes":
+                for cred_id, target, st in _flatten(
+                        _restore_nested(raw, name, lambda r, cls=cls, types=types: _checked(cls, types, r), bool, problems)):
+                    self._probes.setdefault(cred_id, {})[target] = st
+                continue
+            table = {"limit_windows": self._limit_windows, "headroom": self._headroom, "pace": self._pace}[name]
+            for cred_id, item in raw.items():
+                try:
+                    table[cred_id] = _checked(cls, types, item)
+                except (TypeError, ValueError) as e:
+                    problems.append(f"{name}.{cred_id}: {e}")
 
     def restore(self, data: Any, now: float) -> list[str]:
         """
@@ -366,6 +478,7 @@ class MemoryStateStore:
                 problems.append(f"key_usage.{name}: {e}")
         # Nothing is applied until the whole snapshot has been read.
         self._keys.update(keys)
+        self._restore_pacing(data, problems)
         self._models.update(models)
         self._groups.update(groups)
         for key, entry in list(affinity.items())[-MAX_AFFINITY:]:

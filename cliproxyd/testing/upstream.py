@@ -210,6 +210,8 @@ class SimulatedUpstream:
     seen: deque[SeenRequest] = field(factory=lambda: deque(maxlen=SEEN_LIMIT))
     #: Code Assist's accounts and their projects (loadCodeAssist, onboardUser)
     code_assist_accounts: CodeAssistAccounts = field(factory=CodeAssistAccounts)
+    #: key -> the rate-limit headers its answers carry (see L{ratelimit_headers})
+    ratelimits: dict[str, dict[bytes, bytes]] = field(factory=dict)
     _counter: int = 0
 
     app = Klein()
@@ -220,6 +222,10 @@ class SimulatedUpstream:
     def script(self, key: str, *specs: str) -> None:
         """Set the behaviours of C{key}: one per request, the last one repeating."""
         self.scripts[key] = [Behaviour.parse(s) for s in specs]
+
+    def limit(self, key: str, family: str, left: float, reset_seconds: float = 60.0) -> None:
+        """Answers for C{key} report C{left} (0 to 1) of its limit, in C{family}'s real header shape."""
+        self.ratelimits[key] = ratelimit_headers(family, left, reset_seconds, self.clock.seconds())
 
     def _next(self, key: str) -> Behaviour:
         script = self.scripts.get(key)
@@ -320,6 +326,8 @@ class SimulatedUpstream:
         # one a gateway in front of it adds (never passed on).
         request.setHeader(b"x-ratelimit-remaining-requests", b"%d" % (999 - self._counter))
         request.setHeader(b"x-litellm-model-id", b"sim")
+        for name, value in self.ratelimits.get(key, {}).items():
+            request.setHeader(name, value)
         outer: dict[str, Any] = {}
         try:
             data = jsontext.loads(request.content.read())  # strictly, and without recursion, as the daemon reads
@@ -525,6 +533,47 @@ _OVERLOAD_KINDS = {"openai": ("server_error", "server_is_overloaded"), "claude":
 
 #: A keep-alive: Claude's ping event, or an SSE comment (index: is the format Claude's).
 _KEEPALIVE = (b": keep-alive\n\n", b'event: ping\ndata: {"type": "ping"}\n\n')
+
+
+#: The rate-limit header families L{ratelimit_headers} speaks.
+RATELIMIT_FAMILIES = ("openai", "anthropic", "unified", "codex")
+
+
+def ratelimit_headers(family: str, left: float, reset_seconds: float, now: float) -> dict[bytes, bytes]:
+    """
+    The headers a real provider sends with C{left} (0 to 1) of its limit
+    remaining and a reset in C{reset_seconds}: OpenAI's C{x-ratelimit-*}
+    (resets as C{"6m0s"}), Anthropic's C{anthropic-ratelimit-*} (RFC 3339
+    resets), Claude subscriptions' unified utilisation (epoch resets) or
+    Codex's used percentages.
+    """
+    from datetime import datetime, timezone
+
+    limit = 1000
+    remaining = int(round(left * limit))
+    if family == "openai":
+        minutes, seconds = divmod(int(reset_seconds), 60)
+        reset = f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
+        return {b"x-ratelimit-limit-requests": b"%d" % limit, b"x-ratelimit-remaining-requests": b"%d" % remaining,
+                b"x-ratelimit-reset-requests": reset.encode(),
+                b"x-ratelimit-limit-tokens": b"200000", b"x-ratelimit-remaining-tokens": b"199000",
+                b"x-ratelimit-reset-tokens": b"20ms"}
+    if family == "anthropic":
+        at = datetime.fromtimestamp(now + reset_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        return {b"anthropic-ratelimit-requests-limit": b"%d" % limit,
+                b"anthropic-ratelimit-requests-remaining": b"%d" % remaining,
+                b"anthropic-ratelimit-requests-reset": at}
+    if family == "unified":
+        status = b"rejected" if left <= 0 else (b"allowed_warning" if left < 0.2 else b"allowed")
+        return {b"anthropic-ratelimit-unified-status": status,
+                b"anthropic-ratelimit-unified-5h-utilization": b"%.2f" % (1 - left),
+                b"anthropic-ratelimit-unified-5h-reset": b"%d" % int(now + reset_seconds),
+                b"anthropic-ratelimit-unified-reset": b"%d" % int(now + reset_seconds)}
+    if family == "codex":
+        return {b"x-codex-primary-used-percent": b"%d" % int(round((1 - left) * 100)),
+                b"x-codex-primary-window-minutes": b"300",
+                b"x-codex-primary-reset-after-seconds": b"%d" % int(reset_seconds)}
+    raise ValueError(f"unknown rate-limit family {family!r}; one of {', '.join(RATELIMIT_FAMILIES)}")
 
 
 def _stream_error(fmt: ModuleType, shape: str | None, overloaded: bool = False) -> bytes:
