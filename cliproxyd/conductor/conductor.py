@@ -115,6 +115,9 @@ class Attempt:
     error: str
     latency: float
     count: bool = False
+    #: a success's time until its answer could be relayed: a stream's first content
+    #: (C{latency} runs to its end), a JSON answer's whole body (C{latency} itself)
+    first_byte: float | None = None
 
 
 class _RoundFailed(Exception):
@@ -542,6 +545,7 @@ class Conductor:
         decision: str,
         count: bool = False,
         action: str | None = None,
+        first_byte: float | None = None,
     ) -> None:
         """
         The one place an attempt's outcome lands. C{action} is the
@@ -576,7 +580,10 @@ class Conductor:
                 self._suspend_group(cred, state_key, new.next_retry_at, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
-        attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)
+        if error is None and first_byte is None:
+            first_byte = latency
+        attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency,
+                          first_byte=first_byte if error is None else None)
         for observer in self._observers:
             observer(attempt)
         if error is None and not self._debug:
@@ -671,11 +678,13 @@ class Conductor:
         event (a failure of this credential); or by a client leaving
         (nothing).
         """
+        first_byte = self._clock.seconds() - started
 
         def ended(error: UpstreamError | None) -> None:
             decision = "success" if error is None else "stream failed after it started"
             action = None if error is None else _scoped_action(cred, error)
-            self._settle(cred, state_key, upstream, started, error, False, decision, action=action)
+            self._settle(cred, state_key, upstream, started, error, False, decision, action=action,
+                         first_byte=first_byte)
 
         def left(failure):
             failure.trap(CancelledError)

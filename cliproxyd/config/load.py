@@ -28,6 +28,7 @@ from cliproxyd.config.model import (
     CodexHeaderDefaults,
     Config,
     LoggingConfig,
+    MetricsConfig,
     ModelAlias,
     ModelEntry,
     ModelInfo,
@@ -652,6 +653,7 @@ TOP_LEVEL = {
     "max-body-mb",
     "remote-management",
     "timeouts",
+    "metrics",
     "logging-to-file",
     "logs-max-total-size-mb",
     "request-log",
@@ -722,6 +724,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
                   "client-idle-seconds"})
     d = Timeouts()
 
+    mr = r.child("metrics")
+    mr.check_keys({"enabled", "public", "overhead-header"})
+
     providers = r.items("openai-compatibility", _parse_compat)
     seen: dict[str, int] = {}
     for i, p in enumerate(providers):
@@ -786,6 +791,11 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             stream_idle=t.positive("stream-idle-seconds", d.stream_idle),
             shutdown=t.positive("shutdown-seconds", d.shutdown),
             client_idle=t.nonneg_float("client-idle-seconds", d.client_idle),
+        ),
+        metrics=MetricsConfig(
+            enabled=mr.get("enabled", bool, True),
+            public=mr.get("public", bool, False),
+            overhead_header=mr.get("overhead-header", bool, False),
         ),
         logging=LoggingConfig(
             to_file=r.get("logging-to-file", bool, False),

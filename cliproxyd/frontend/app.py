@@ -43,6 +43,7 @@ from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
+from cliproxyd.metrics import OTHER_MODEL, Metrics
 from cliproxyd.modelnames import parse_model
 from cliproxyd.frontend.wire import (
     JSON_KEEPALIVE,
@@ -194,6 +195,9 @@ class _Served:
         self.max_body: int = gen.max_body
         config = gen.config
         self.passthrough_headers: bool = config.passthrough_headers
+        #: metrics.overhead-header: answers tell cliproxyd's own time on them
+        self.overhead_header: bool = config.metrics.enabled and config.metrics.overhead_header
+        self.metrics_enabled: bool = config.metrics.enabled
         self.keepalive: float = config.streaming.keepalive_seconds
         self.nonstream_keepalive: float = config.nonstream_keepalive_interval
         models = gen.conductor.models()
@@ -206,6 +210,13 @@ class _Served:
         self.models_gemini = gemini.models_body(models, self.facts)
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
+
+    def model_label(self, model: str) -> str:
+        """How the metrics name a request for C{model}: the model served (no thinking suffix), or OTHER_MODEL."""
+        if model in self.model_ids:
+            return model
+        base = parse_model(model).base
+        return base if base in self.model_ids else OTHER_MODEL
 
     def force_mapping(self, model: str) -> bool:
         """Whether answers for C{model} (as the client asked, thinking suffix and all) are renamed."""
@@ -226,6 +237,34 @@ def _renamed(result: Reply, fmt: ModuleType, model: str) -> bytes:
     return result.body
 
 
+#: The route label of Gemini's model methods (whichever of /v1beta and /v1 the client used).
+GEMINI_ROUTES = {m: f"/v1beta/models/*:{m}" for m in ("generateContent", "streamGenerateContent", "countTokens")}
+
+#: The answer header that tells cliproxyd's own time on a request (metrics.overhead-header).
+OVERHEAD_HEADER = b"x-cliproxyd-overhead-ms"
+
+
+class _Measure:
+    """What the metrics learn of one request while it runs (L{Frontend._measured})."""
+
+    __slots__ = ("started", "model", "waited", "answered", "translated", "header")
+
+    def __init__(self, started: float, header: bool) -> None:
+        self.started = started
+        #: the model label: a model served, or OTHER_MODEL (set once the body is decoded)
+        self.model = OTHER_MODEL
+        #: seconds spent waiting for the conductor's answer, and when it came (0: not yet)
+        self.waited = 0.0
+        self.answered = 0.0
+        self.translated = False
+        #: whether the answer carries OVERHEAD_HEADER
+        self.header = header
+
+    def overhead(self, now: float) -> float:
+        """The route's time so far without the wait for the upstream."""
+        return max(0.0, now - self.started - self.waited)
+
+
 class GenerationView(Protocol):
     """The running generation as the frontend reads it (L{cliproxyd.assembly.GenerationSource})."""
 
@@ -242,8 +281,14 @@ class Frontend:
     app = Klein()
     log = Logger()
 
-    def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None) -> None:
+    def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None,
+                 metrics: Metrics | None = None, metrics_page: Any = None) -> None:
         self.clock = clock
+        #: the request path's figures (None: not counted), and C{GET /metrics}
+        self.metrics = metrics
+        self.metrics_page = metrics_page
+        #: requests being measured: what L{_measured} learns of each while it runs
+        self._measures: dict[IRequest, _Measure] = {}
         self._origin = Origin(now=clock.seconds)  # translated answers are created at the reactor's time
         self.management = management
         self._source = source
@@ -310,19 +355,19 @@ class Frontend:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     def chat_completions(self, request: IRequest) -> Any:
-        return self._generate(request, openai_chat)
+        return self._measured(request, "/v1/chat/completions", openai_chat, self._generate, request, openai_chat)
 
     @app.route("/v1/responses", methods=["POST"])
     def openai_responses(self, request: IRequest) -> Any:
-        return self._generate(request, responses)
+        return self._measured(request, "/v1/responses", responses, self._generate, request, responses)
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_messages(self, request: IRequest) -> Any:
-        return self._generate(request, claude)
+        return self._measured(request, "/v1/messages", claude, self._generate, request, claude)
 
     @app.route("/v1/messages/count_tokens", methods=["POST"])
     def claude_count(self, request: IRequest) -> Any:
-        return self._count(request, claude)
+        return self._measured(request, "/v1/messages/count_tokens", claude, self._count, request, claude)
 
     @app.route("/v1beta/models", methods=["GET"])
     def gemini_models(self, request: IRequest) -> bytes:
@@ -339,12 +384,14 @@ class Frontend:
         model, _, method = target.rpartition(":")
         model = model.removeprefix("models/")
         if method == "generateContent":
-            return self._generate(request, gemini, model, stream=False)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._generate, request, gemini, model,
+                                  stream=False)
         if method == "streamGenerateContent":
             sse = request.args.get(b"alt", [b""])[0] == b"sse"
-            return self._generate(request, gemini, model, stream=True, sse=sse)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._generate, request, gemini, model,
+                                  stream=True, sse=sse)
         if method == "countTokens":
-            return self._count(request, gemini, model)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._count, request, gemini, model)
         self._check_access(self.served(), request, render_gemini)
         raise render_gemini(Problem(404, f"Method {method!r} is not supported for models/{model}",
                                     "not_found"))
@@ -375,9 +422,13 @@ class Frontend:
             raise render(Problem(413, f"The request body is larger than {served.max_body} bytes (max-body-mb)",
                                  "request_too_large"))
         try:
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders), render
+            req = ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders)
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
+        measure = self._measures.get(request)
+        if measure is not None:
+            measure.model = served.model_label(req.model)
+        return req, render
 
     def _refused(self, render: Render, e: BadRequest, about: str) -> ClientError:
         """
@@ -516,8 +567,18 @@ class Frontend:
             if sessions:
                 meta = RequestMeta(session=sessions)
         waiting = self._waiting[request] = ensureDeferred(run(req, meta))
+        measure = self._measures.get(request)
         try:
-            return await waiting
+            if measure is None:
+                return await waiting
+            asked = self.clock.seconds()
+            result = await waiting
+            measure.answered = now = self.clock.seconds()
+            measure.waited = now - asked
+            measure.translated = result.fmt != req.fmt.NAME
+            if measure.header:  # a stream's head goes out before the route returns: its figure so far
+                request.setHeader(OVERHEAD_HEADER, b"%.3f" % (measure.overhead(now) * 1000))
+            return result
         except CancelledError:
             if request not in self._ended:
                 raise  # the client went away
@@ -554,6 +615,51 @@ class Frontend:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         return _ClientConsumer(request)
+
+    async def _measured(self, request: IRequest, route: str, fmt: ModuleType, serve: Callable[..., Any],
+                        *args: Any, **kw: Any) -> bytes:
+        """
+        Run a generate or count route, counted in the metrics: the request
+        by route, client format, model and the status it was answered with,
+        and cliproxyd's own time on it (L{_Measure.overhead}), in the
+        C{x-cliproxyd-overhead-ms} header too when C{metrics.overhead-header}
+        asks. A stream's own time ends when its head is sent.
+        """
+        metrics = self.metrics
+        served = self.served()
+        if metrics is None or not served.metrics_enabled:
+            return await serve(*args, **kw)
+        measure = self._measures[request] = _Measure(self.clock.seconds(), served.overhead_header)
+        status = 200
+        try:
+            body = await serve(*args, **kw)
+            status = request.code
+            return body
+        except ClientError as e:
+            status = e.status
+            raise
+        except CancelledError:
+            status = 499  # the client went away before its answer
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            del self._measures[request]
+            now = self.clock.seconds()
+            stream = measure.answered and request.startedWriting
+            overhead = measure.overhead(measure.answered if stream else now)
+            if measure.header and not request.startedWriting:
+                request.setHeader(OVERHEAD_HEADER, b"%.3f" % (overhead * 1000))
+            metrics.request(route, fmt.NAME, measure.model, status)
+            metrics.overhead(overhead, measure.translated)
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_route(self, request: IRequest) -> bytes:
+        """Prometheus's scrape (L{cliproxyd.management.metrics.MetricsPage}, which says who may read it)."""
+        if self.metrics_page is None:
+            raise NotFound()
+        return await self.metrics_page.answer(request)
 
     @app.route("/v0/management", branch=True)
     def management_api(self, request: IRequest) -> Any:
