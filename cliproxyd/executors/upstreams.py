@@ -37,7 +37,7 @@ from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.modelnames import parse_model
-from cliproxyd.outbound import OutboundClients, client_chooser
+from cliproxyd.outbound import OutboundClients, client_chooser, post
 
 ANTHROPIC_VERSION = b"2023-06-01"
 
@@ -221,7 +221,7 @@ class HTTPExecutor:
         if stream:
             headers.setRawHeaders(b"accept", [b"text/event-stream"])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
-        d = client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+        d = post(client, url, headers, body)
         timed_out = []
 
         def expire() -> None:
