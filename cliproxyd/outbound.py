@@ -5,22 +5,22 @@ from __future__ import annotations
 from http.cookiejar import CookieJar
 from typing import Any, Callable, Hashable
 
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from hyperlink import EncodedURL
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.python.failure import Failure
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     ContentDecoderAgent,
     GzipDecoder,
     HTTPConnectionPool,
-    URI,
     _HTTP11ClientFactory,
 )
 from twisted.web.error import SchemeNotSupported
