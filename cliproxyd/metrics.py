@@ -5,8 +5,8 @@ Two kinds of figures:
 
   - counted on the request path: client requests (route, client format,
     model, status), upstream attempts (provider, credential fingerprint,
-    model, outcome) and three histograms (upstream time to first byte,
-    upstream total time, cliproxyd's own overhead). Each label set's child
+    model, outcome) and three histograms (a stream's upstream time to first
+    byte, upstream total time, cliproxyd's own overhead). Each label set's child
     is looked up once and kept, so a request costs a dict look-up and an
     increment per figure, never a label parse.
   - read when Prometheus scrapes (L{Metrics.add_collector}): cooldowns and
@@ -93,8 +93,8 @@ class Metrics:
                                  "fingerprint, upstream model and outcome",
                                  ("provider", "credential", "model", "outcome"), registry=r)
         self._first_byte = Histogram("cliproxyd_upstream_first_byte_seconds",
-                                     "Time from sending an attempt until its answer could be relayed (a "
-                                     "stream's first content, a JSON answer's whole body), successes only",
+                                     "Successful streamed attempts: time from sending until the first "
+                                     "content could be relayed (a JSON answer's is its upstream_seconds)",
                                      ("provider",), buckets=UPSTREAM_BUCKETS, registry=r)
         self._upstream = Histogram("cliproxyd_upstream_seconds", "Time from sending an attempt until it "
                                    "ended (a stream's last byte), every attempt", ("provider",),
@@ -142,14 +142,11 @@ class Metrics:
             )
         counter, total, first = children
         counter.inc()
-        total.observe(attempt.latency)
+        latency = attempt.latency
+        total.observe(latency)
         first_byte = getattr(attempt, "first_byte", None)
-        if attempt.ok and first_byte is not None:
+        if first_byte is not None:  # a stream's (a JSON answer's is its upstream_seconds)
             first.observe(first_byte)
-
-    def forget_credentials(self) -> None:
-        """A reload: label children of credentials that may be gone are made again on their next attempt."""
-        self._attempt_children = {}
 
     # -- scrape time -----------------------------------------------------------------
 

@@ -96,8 +96,8 @@ def test_attempts_show_provider_fingerprint_model_and_outcome_and_never_a_key():
     assert value(found, attempts, provider="sim", credential=second, model="gpt-4o-mini", outcome="success") == 1
     assert "sk-up-1" not in text and "sk-up-2" not in text
     assert value(found, "cliproxyd_upstream_seconds_count", provider="sim") == 2
-    # The first-byte histogram counts successes only.
-    assert value(found, "cliproxyd_upstream_first_byte_seconds_count", provider="sim") == 1
+    # The first-byte histogram is the streams' (a JSON answer's first byte comes with its whole body).
+    assert value(found, "cliproxyd_upstream_first_byte_seconds_count", provider="sim") == 0
     # The 429 cooled sk-up-1 down: the gauge says so while it lasts, and not after.
     assert value(found, "cliproxyd_cooldowns", provider="sim", model="gpt-4o-mini") == 1
     assert value(found, "cliproxyd_credentials", provider="sim") == 2
@@ -124,6 +124,7 @@ def test_a_streams_first_byte_comes_before_its_end_and_the_overhead_leaves_out_t
     first = value(found, "cliproxyd_upstream_first_byte_seconds_sum", provider="sim")
     total = value(found, "cliproxyd_upstream_seconds_sum", provider="sim")
     assert 2 <= first < total
+    assert value(found, "cliproxyd_upstream_first_byte_seconds_count", provider="sim") == 1
     # cliproxyd itself took no time on the Clock: all of it was the upstream's.
     assert value(found, "cliproxyd_overhead_seconds_count", path="passthrough") == 1
     assert value(found, "cliproxyd_overhead_seconds_sum", path="passthrough") == 0

@@ -115,8 +115,8 @@ class Attempt:
     error: str
     latency: float
     count: bool = False
-    #: a success's time until its answer could be relayed: a stream's first content
-    #: (C{latency} runs to its end), a JSON answer's whole body (C{latency} itself)
+    #: a streamed success's time until its first content could be relayed (C{latency} runs
+    #: to its end); None otherwise (a JSON answer's first byte comes with its whole body)
     first_byte: float | None = None
 
 
@@ -580,8 +580,6 @@ class Conductor:
                 self._suspend_group(cred, state_key, new.next_retry_at, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
-        if error is None and first_byte is None:
-            first_byte = latency
         attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency,
                           first_byte=first_byte if error is None else None)
         for observer in self._observers:

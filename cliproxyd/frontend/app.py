@@ -616,23 +616,33 @@ class Frontend:
         request.setHeader(b"x-accel-buffering", b"no")
         return _ClientConsumer(request)
 
-    async def _measured(self, request: IRequest, route: str, fmt: ModuleType, serve: Callable[..., Any],
-                        *args: Any, **kw: Any) -> bytes:
+    def _measured(self, request: IRequest, route: str, fmt: ModuleType, serve: Callable[..., Any],
+                  *args: Any, **kw: Any) -> Any:
         """
-        Run a generate or count route, counted in the metrics: the request
-        by route, client format, model and the status it was answered with,
-        and cliproxyd's own time on it (L{_Measure.overhead}), in the
+        Run a generate or count route, counted in the metrics when they are
+        on (L{_metered}); with them off, the route as it is.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return serve(*args, **kw)
+        served = self.served()
+        if not served.metrics_enabled:
+            return serve(*args, **kw)
+        measure = self._measures[request] = _Measure(self.clock.seconds(), served.overhead_header)
+        return self._metered(request, route, fmt, metrics, measure, serve(*args, **kw))
+
+    async def _metered(self, request: IRequest, route: str, fmt: ModuleType, metrics: Metrics, measure: _Measure,
+                       answer: Any) -> bytes:
+        """
+        Await a route's C{answer}, then count the request by route, client
+        format, model and the status it was answered with, and cliproxyd's
+        own time on it (L{_Measure.overhead}), in the
         C{x-cliproxyd-overhead-ms} header too when C{metrics.overhead-header}
         asks. A stream's own time ends when its head is sent.
         """
-        metrics = self.metrics
-        served = self.served()
-        if metrics is None or not served.metrics_enabled:
-            return await serve(*args, **kw)
-        measure = self._measures[request] = _Measure(self.clock.seconds(), served.overhead_header)
         status = 200
         try:
-            body = await serve(*args, **kw)
+            body = await answer
             status = request.code
             return body
         except ClientError as e:
@@ -646,9 +656,8 @@ class Frontend:
             raise
         finally:
             del self._measures[request]
-            now = self.clock.seconds()
-            stream = measure.answered and request.startedWriting
-            overhead = measure.overhead(measure.answered if stream else now)
+            answered = measure.answered
+            overhead = measure.overhead(answered if answered and request.startedWriting else self.clock.seconds())
             if measure.header and not request.startedWriting:
                 request.setHeader(OVERHEAD_HEADER, b"%.3f" % (overhead * 1000))
             metrics.request(route, fmt.NAME, measure.model, status)
