@@ -43,6 +43,7 @@ from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
 from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.frontend.access import AccessDenied, ClientAccess
+from cliproxyd.frontend.routing import keep_routes
 from cliproxyd.metrics import OTHER_MODEL, Metrics
 from cliproxyd.modelnames import parse_model
 from cliproxyd.frontend.wire import (
@@ -278,7 +279,7 @@ class Frontend:
     reload swaps generations finishes on the one it started with.
     """
 
-    app = Klein()
+    app = keep_routes(Klein())  # each path matched once (see cliproxyd.frontend.routing)
     log = Logger()
 
     def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None,
