@@ -11,6 +11,8 @@ is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 
     python -m bench.callgrind [--metrics on|off] [--stream] [--keys N] [--requests 300] [--scrape-every 0]
 
+CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
+
 Prints one line: the settings and instructions per request (Ir/request).
 """
 
@@ -26,7 +28,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the checkout whose daemon is measured (another commit's tree, e.g. from git archive, for a before/after)
+ROOT = os.environ.get("CLIPROXYD_ROOT") or HERE
 MGMT_HASH = "$2b$04$pkbB8Fqg3NUc.UqLMJD5c.3me50YcS3GiA4EhWIqDwFq5wEBZ2UDq"  # bcrypt of bench-mgmt
 
 
@@ -79,7 +83,7 @@ def main() -> None:
     with open(path, "w") as f:
         f.write(config(args.port, upstream, args.metrics == "on", args.keys))
     out = os.path.join(work, "callgrind.out")
-    python = os.environ.get("PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+    python = os.environ.get("PYTHON", os.path.join(HERE, ".venv", "bin", "python"))
     daemon = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
          python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "cliproxyd",
@@ -123,7 +127,7 @@ def main() -> None:
     for name in os.listdir(work):
         if name.startswith("callgrind.out"):
             with open(os.path.join(work, name)) as f:
-                m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+                m = re.search(r"^totals: (\d+)", f.read(), re.M)
             total += int(m.group(1)) if m else 0
     print(f"metrics={args.metrics} stream={args.stream} keys={args.keys} scrape_every={args.scrape_every} "
           f"requests={args.requests} Ir/request={total / args.requests:,.0f}  ({work})")
