@@ -9,7 +9,8 @@ sent (with GET /metrics every SCRAPE_EVERY of them, if asked), and the count
 is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 ``UPSTREAM_PORT`` as there).
 
-    python -m bench.callgrind [--metrics on|off] [--stream] [--keys N] [--requests 300] [--scrape-every 0]
+    python -m bench.callgrind [--metrics on|off] [--stream] [--client openai|claude] [--keys N]
+                              [--requests 300] [--scrape-every 0]
 
 CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
 
@@ -76,6 +77,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--scrape-every", type=int, default=0)
     p.add_argument("--port", type=int, default=18419)
+    p.add_argument("--client", choices=("openai", "claude"), default="openai",
+                   help="claude: the request and answer are translated (the upstream speaks OpenAI)")
     args = p.parse_args()
     upstream = int(os.environ.get("UPSTREAM_PORT", "18080"))
     work = tempfile.mkdtemp(prefix="cliproxyd-callgrind-")
@@ -91,13 +94,19 @@ def main() -> None:
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_up(args.port)
-        body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream,
-                           "messages": [{"role": "user", "content": "Say hello in one short sentence."}]})
+        message = {"role": "user", "content": "Say hello in one short sentence."}
+        if args.client == "claude":
+            path = "/v1/messages"
+            body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "max_tokens": 64,
+                               "messages": [message]})
+        else:
+            path = "/v1/chat/completions"
+            body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "messages": [message]})
         headers = {"Authorization": "Bearer sk-bench-client", "Content-Type": "application/json"}
         conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
 
         def one() -> None:
-            conn.request("POST", "/v1/chat/completions", body, headers)
+            conn.request("POST", path, body, headers)
             r = conn.getresponse()
             data = r.read()
             assert r.status == 200, (r.status, data[:200])
@@ -129,7 +138,7 @@ def main() -> None:
             with open(os.path.join(work, name)) as f:
                 m = re.search(r"^totals: (\d+)", f.read(), re.M)
             total += int(m.group(1)) if m else 0
-    print(f"metrics={args.metrics} stream={args.stream} keys={args.keys} scrape_every={args.scrape_every} "
+    print(f"client={args.client} metrics={args.metrics} stream={args.stream} keys={args.keys} scrape_every={args.scrape_every} "
           f"requests={args.requests} Ir/request={total / args.requests:,.0f}  ({work})")
 
 
