@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from cliproxyd.config import parse_config
@@ -240,3 +241,60 @@ def test_one_process_counts_alone_without_the_directory():
     found = samples(m.render().decode())
     assert value(found, "cliproxyd_requests_total", route="/v1/responses", format="responses", model="gpt-4o",
                  status="502") == 1
+
+
+# -- a client that leaves (loopback) ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_before_its_answer_is_counted_as_499(reactor):
+    from twisted.internet.protocol import ClientFactory, Protocol
+    from twisted.internet.task import deferLater
+
+    from cliproxyd.daemon import build_daemon
+    from cliproxyd.frontend import QuietSite
+    from cliproxyd.outbound import make_http_client
+    from cliproxyd.testing.upstream import SimulatedUpstream
+
+    upstream = SimulatedUpstream(reactor)
+    upstream.script("sk-up-1", "hang")
+    up_port = reactor.listenTCP(0, QuietSite(upstream.resource()), interface="127.0.0.1")
+    data = config_data(**{"metrics": {"public": True}})
+    data["openai-compatibility"][0]["base-url"] = f"http://127.0.0.1:{up_port.getHost().port}/v1"
+    config, _ = parse_config(data)
+    pool, client = make_http_client(reactor, 5)
+    daemon = build_daemon(reactor, client, config=config, poll=0)
+    daemon.runtime.start()
+    port = reactor.listenTCP(0, QuietSite(daemon.resource()), interface="127.0.0.1")
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+    raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    connected: list = []
+
+    class Leaver(Protocol):
+        def connectionMade(self):
+            connected.append(self)
+            self.transport.write(raw)
+
+    reactor.connectTCP("127.0.0.1", port.getHost().port, ClientFactory.forProtocol(Leaver))
+
+    def counted() -> float:
+        return value(samples(daemon.metrics.render().decode()), "cliproxyd_requests_total",
+                     route="/v1/chat/completions", format="openai", model="gpt-4o-mini", status="499")
+
+    try:
+        for _ in range(200):
+            if upstream.seen:
+                break
+            await deferLater(reactor, 0.05)
+        assert upstream.seen and counted() == 0
+        connected[0].transport.abortConnection()
+        for _ in range(200):
+            if counted():
+                break
+            await deferLater(reactor, 0.05)
+        assert counted() == 1
+    finally:
+        await port.stopListening()
+        await up_port.stopListening()
+        await pool.closeCachedConnections()
