@@ -85,6 +85,8 @@ class Assembly:
     """
     Builds generations over the parts that outlive them.
 
+    @param metric_observers: observers of attempts for the metrics, given
+        only to the conductors of configs with C{metrics.enabled}.
     @param wrap_executor: given each generation's real L{Executors},
         returns what the conductor sends through (tests put a double or a
         recorder there; production leaves it out).
@@ -99,6 +101,7 @@ class Assembly:
         warmups: Warmups | None = None,
         on_unauthorized: Unauthorized | None = None,
         observers: Iterable[Callable[[Attempt], None]] = (),
+        metric_observers: Iterable[Callable[[Attempt], None]] = (),
         wrap_executor: Callable[[Executor], Executor] | None = None,
         save_account: SaveFn | None = None,
     ) -> None:
@@ -108,6 +111,7 @@ class Assembly:
         self.warmups = warmups
         self._on_unauthorized = on_unauthorized
         self._observers = tuple(observers)
+        self._metric_observers = tuple(metric_observers)
         self._wrap_executor = wrap_executor
         self._save_account = save_account
 
@@ -132,7 +136,7 @@ class Assembly:
             quota_groups=quota_groups(config),
             warmups=self.warmups,
             on_unauthorized=self._on_unauthorized,
-            observers=self._observers,
+            observers=self._observers + (self._metric_observers if config.metrics.enabled else ()),
         )
         accounts = {name: a for name, a in scan.accounts.items() if name not in unusable}
         return Generation(config, accounts, creds, conductor, {**scan.problems, **unusable})

@@ -53,12 +53,14 @@ from cliproxyd.frontend import Frontend, InFlight
 from cliproxyd.logging import ROTATE_BYTES, log_directory
 from cliproxyd.management import ManagementAPI
 from cliproxyd.management.logs import LogFiles, RequestRecorder
+from cliproxyd.management.metrics import MetricsPage, pool_figures, state_figures, work_figures
 from cliproxyd.management.panel import DEFAULT_API_BASE, Panel, PanelUpdater, panel_path
 from cliproxyd.management.recent import RecentRequests
 from cliproxyd.management.root import Root
 from cliproxyd.management.status import process_counts
 from cliproxyd.management.usage import Usage, UsagePersistence
 from cliproxyd.management.usagequeue import UsageRecords
+from cliproxyd.metrics import Metrics
 from cliproxyd.replies import Executor
 from cliproxyd.runtime import POLL_SECONDS, Runtime
 from cliproxyd.service import ServiceTree
@@ -98,6 +100,8 @@ class Daemon:
     in_flight: InFlight
     management: ManagementAPI
     frontend: Frontend
+    #: what GET /metrics shows
+    metrics: Metrics
     #: C{state} (when there is a state file), C{runtime}, C{panel-update}, C{conductor}, C{in-flight}, C{web-logins}
     services: tuple[IService, ...]
     #: C{/management.html}, and what keeps it current (None when it has nowhere to live)
@@ -141,6 +145,15 @@ def _follow_shared_state(source: GenerationSource) -> Callable[[str, str], None]
             generation.conductor.state_changed(kind, cred_id, key)
 
     return changed
+def _fingerprints(source: GenerationSource) -> Callable[[str], str]:
+    """How the metrics name a credential: its fingerprint in the running generation (never its key)."""
+
+    def fingerprint(cred_id: str) -> str:
+        gen = source.current
+        cred = gen.conductor.credential(cred_id) if gen is not None else None
+        return cred.fingerprint if cred is not None else "unknown"
+
+    return fingerprint
 
 
 def build_daemon(
@@ -229,9 +242,14 @@ def build_daemon(
     refresher = Refresher(clock, refresh or account_refresher(client, clock, _proxy_of(source)),
                           save_account, source, concurrency=refresh_workers or REFRESH_CONCURRENCY,
                           cluster=state if isinstance(state, RedisStateStore) else None)
+    metrics = Metrics(fingerprint=_fingerprints(source))
+    metrics.add_collector(state_figures(source, state, clock))
+    metrics.add_collector(work_figures(refresher, warmups))
+    if hasattr(client, "pools"):
+        metrics.add_collector(pool_figures(client.pools))
     assembly = Assembly(client, clock, state, warmups=warmups, on_unauthorized=refresher.refresh_now,
-                        observers=(usage.record, recent.record, records.record), wrap_executor=wrap_executor,
-                        save_account=save_account)
+                        observers=(usage.record, recent.record, records.record), metric_observers=(metrics.attempt,),
+                        wrap_executor=wrap_executor, save_account=save_account)
     runtime = Runtime(assembly, source, config_path=config_path, config=config, poll=poll,
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys,
                       listen_fixed=listen_fixed)
@@ -257,7 +275,8 @@ def build_daemon(
                            api_base=panel_api_base) if where else None
     panel = Panel(where, panel_settings, run_in_thread=run_in_thread, updater=updater)
     frontend = Frontend(source, clock, management=management.app.resource(), keys=keys,
-                        run_in_thread=run_in_thread)
+                        run_in_thread=run_in_thread, metrics=metrics,
+                        metrics_page=MetricsPage(metrics, source, management))
 
     services: list[IService] = []
     if state_path:
@@ -296,4 +315,4 @@ def build_daemon(
         job.setServiceParent(conducting)
     services += [conducting, in_flight, WebLogins(management)]
     return Daemon(source, state, usage, warmups, refresher, assembly, runtime, in_flight, management,
-                  frontend, tuple(services), panel, updater, log_files)
+                  frontend, metrics, tuple(services), panel, updater, log_files)

@@ -5,21 +5,27 @@ from __future__ import annotations
 from http.cookiejar import CookieJar
 from typing import Any, Callable, Hashable
 
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
+    ContentDecoderAgent,
+    GzipDecoder,
     HTTPConnectionPool,
-    URI,
     _HTTP11ClientFactory,
 )
-from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.error import SchemeNotSupported
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from cliproxyd.proxies import EnvironmentProxies, ProxySetting, ProxyURL
@@ -30,6 +36,9 @@ from cliproxyd.proxies.endpoints import ProxyEndpointFactory
 MAX_IDLE_PER_HOST = 128
 #: Below the keep-alive limit of the common providers, so we close first.
 IDLE_CONNECTION_SECONDS = 60
+#: Upstream URLs whose parsed form an L{UpstreamAgent} keeps (they come from the
+#: config: base URLs, and for Gemini the model names); past this many it starts over.
+MAX_KNOWN_URLS = 4096
 
 
 def is_closing(transport: object) -> bool:
@@ -162,6 +171,81 @@ class BytesProducer:
         pass
 
 
+class UpstreamAgent(Agent):
+    """
+    An Agent that parses each upstream URL once. Twisted's parses the URL
+    and works out the Host header on every request (an IPv6 check included);
+    the URLs an executor sends to are a few, made from the config, so their
+    parsed form and Host value are kept (at most L{MAX_KNOWN_URLS}).
+    """
+
+    _known: dict[bytes, tuple[URI, tuple[bytes, bytes, int], bytes]]
+
+    @classmethod
+    def usingEndpointFactory(cls, reactor: Any, endpointFactory: Any, pool: Any = None) -> "UpstreamAgent":
+        agent = super().usingEndpointFactory(reactor, endpointFactory, pool)
+        agent._known = {}
+        return agent
+
+    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
+                bodyProducer: IBodyProducer | None = None) -> "Deferred[IResponse]":
+        known = self._known.get(uri)
+        if known is None:
+            parsed = URI.fromBytes(uri.strip())
+            if parsed.scheme not in (b"http", b"https"):
+                return super().request(method, uri, headers, bodyProducer)  # its own error, as before
+            known = (parsed, (parsed.scheme, parsed.host, parsed.port),
+                     self._computeHostValue(parsed.scheme, parsed.host, parsed.port))
+            if len(self._known) >= MAX_KNOWN_URLS:
+                self._known.clear()
+            self._known[uri] = known
+        parsed, key, host = known
+        try:
+            endpoint = self._getEndpoint(parsed)
+        except SchemeNotSupported:
+            return fail(Failure())
+        headers = Headers() if headers is None else headers.copy()
+        if not headers.hasHeader(b"host"):
+            headers.addRawHeader(b"host", host)
+        return self._requestWithEndpoint(key, endpoint, method, parsed, headers, bodyProducer, parsed.originForm)
+
+
+class UpstreamClient(HTTPClient):
+    """
+    treq's client, plus L{send}: the executors' request path, straight to
+    the agent. treq's C{request} wraps the agent anew on every call (a
+    cookie agent and a cookie jar scoped to the URL, whose stdlib request
+    object costs more than the rest, a content decoder) and re-encodes the
+    URL through hyperlink; upstream calls keep no cookies and follow no
+    redirects, so L{send} skips all of that and only decodes gzip, as treq
+    does, through a decoder made once. Everything else (token endpoints,
+    the management API's calls) uses treq as it is.
+    """
+
+    def __init__(self, agent: IAgent) -> None:
+        super().__init__(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
+        self._decoding = ContentDecoderAgent(agent, [(b"gzip", GzipDecoder)])
+
+    def send(self, method: bytes, url: str, headers: Headers, body: bytes) -> "Deferred[IResponse]":
+        """C{method} C{url} with C{headers} and C{body}: the upstream's response (any status), gzip decoded."""
+        return self._decoding.request(method, _url_bytes(url), headers, BytesProducer(body))
+
+
+def _url_bytes(url: str) -> bytes:
+    """C{url} as a request line has it: as it is when it is ASCII, else encoded as treq encodes it."""
+    try:
+        return url.encode("ascii")
+    except UnicodeEncodeError:
+        return EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
+
+
+def post(client: Any, url: str, headers: Headers, body: bytes) -> "Deferred[Any]":
+    """An upstream POST through C{client}: L{UpstreamClient.send}, or treq's request for any other client (a stub)."""
+    if isinstance(client, UpstreamClient):
+        return client.send(b"POST", url, headers, body)
+    return client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+
+
 def _pool(reactor: IReactorTime) -> UpstreamPool:
     pool = UpstreamPool(reactor, persistent=True)
     pool.maxPersistentPerHost = MAX_IDLE_PER_HOST
@@ -169,15 +253,16 @@ def _pool(reactor: IReactorTime) -> UpstreamPool:
     return pool
 
 
-def _client(agent: IAgent) -> HTTPClient:
-    return HTTPClient(agent, cookiejar=_NoCookies(), data_to_body_producer=BytesProducer)
+def _client(agent: IAgent) -> UpstreamClient:
+    return UpstreamClient(agent)
 
 
 def make_http_client(reactor: IReactorTime, connect_timeout: float,
                      tls: Any = None) -> tuple[HTTPConnectionPool, HTTPClient]:
     """The direct pool and its client."""
     pool = _pool(reactor)
-    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout, tls), pool=pool)
+    agent = UpstreamAgent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, connect_timeout, tls),
+                                               pool=pool)
     return pool, _client(agent)
 
 
@@ -246,7 +331,7 @@ class OutboundClients:
         if made is None:
             pool = _pool(self._reactor)
             factory = ProxyEndpointFactory(self._reactor, proxy, self._timeout, self._tls)
-            made = pool, _client(Agent.usingEndpointFactory(self._reactor, factory, pool=pool))
+            made = pool, _client(UpstreamAgent.usingEndpointFactory(self._reactor, factory, pool=pool))
             self._proxied[proxy] = made
             self.log.info("outbound proxy {proxy}: a connection pool of its own", proxy=proxy.redacted())
         return made

@@ -118,3 +118,65 @@ async def test_a_reused_connection_closed_unanswered_moves_on_without_cooling_th
     finally:
         await daemon.close()
         await raw.stopListening()
+
+
+# -- the executors' request path (UpstreamClient.send) ----------------------------------
+
+
+class Echo:
+    """A twisted.web resource that answers each POST with what it saw, gzipped when asked, setting a cookie."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def render(self, request):
+        import gzip
+
+        seen = {"path": request.uri.decode(), "host": request.getHeader(b"host").decode(),
+                "cookie": request.getHeader(b"cookie"), "body": request.content.read().decode(),
+                "accept-encoding": request.getHeader(b"accept-encoding")}
+        seen = {k: v.decode() if isinstance(v, bytes) else v for k, v in seen.items()}
+        self.seen.append(seen)
+        request.addCookie(b"session", b"one-credentials-cookie")
+        body = json.dumps(seen).encode()
+        if b"gzip" in (request.getHeader(b"x-want") or b""):
+            request.setHeader(b"content-encoding", b"gzip")
+            body = gzip.compress(body)
+        request.setHeader(b"content-type", b"application/json")
+        return body
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_sends_go_straight_to_the_agent_keep_no_cookies_and_decode_gzip(reactor):
+    from treq import content
+    from twisted.web.http_headers import Headers
+
+    from cliproxyd.outbound import UpstreamClient, post
+
+    echo = Echo()
+    port = reactor.listenTCP(0, QuietSite(echo), interface="127.0.0.1")
+    pool, client = make_http_client(reactor, 5)
+    assert isinstance(client, UpstreamClient)
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        first = await post(client, base + "/v1/chat/completions", Headers({b"x-want": [b"gzip"]}), b'{"a":1}')
+        assert first.code == 200
+        seen = json.loads(await content(first))  # decoded: it came gzipped
+        assert seen == {"path": "/v1/chat/completions", "host": f"127.0.0.1:{port.getHost().port}", "cookie": None,
+                        "body": '{"a":1}', "accept-encoding": "gzip"}
+        # The upstream's cookie is not sent back with the next request; a non-ASCII path is encoded as treq would.
+        second = await post(client, base + "/v1beta/models/modèle:generateContent", Headers(), b"{}")
+        assert json.loads(await content(second))["cookie"] is None
+        assert echo.seen[1]["path"] == "/v1beta/models/mod%C3%A8le:generateContent"
+        # Each URL was parsed once, and is known from then on.
+        agent = client._agent
+        assert set(agent._known) == {(base + "/v1/chat/completions").encode(),
+                                     (base + "/v1beta/models/mod%C3%A8le:generateContent").encode()}
+        third = await post(client, base + "/v1/chat/completions", Headers(), b"{}")
+        assert json.loads(await content(third))["host"] == f"127.0.0.1:{port.getHost().port}"
+        assert len(agent._known) == 2
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()

@@ -133,6 +133,9 @@ class Attempt:
     error: str
     latency: float
     count: bool = False
+    #: a streamed success's time until its first content could be relayed (C{latency} runs
+    #: to its end); None otherwise (a JSON answer's first byte comes with its whole body)
+    first_byte: float | None = None
 
 
 class _RoundFailed(Exception):
@@ -876,6 +879,7 @@ class Conductor:
         decision: str,
         count: bool = False,
         action: str | None = None,
+        first_byte: float | None = None,
     ) -> None:
         """
         The one place an attempt's outcome lands. C{action} is the
@@ -912,7 +916,8 @@ class Conductor:
             self._paced_failure(cred, new.next_retry_at if new.blocked(now) else None, now)
         self._state.record(cred.id, state_key, now, status or None, message)
         latency = now - started
-        attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency)
+        attempt = Attempt(cred.id, cred.provider, state_key, error is None, status or None, message, latency,
+                          first_byte=first_byte if error is None else None)
         for observer in self._observers:
             observer(attempt)
         if error is None and not self._debug:
@@ -1007,11 +1012,13 @@ class Conductor:
         event (a failure of this credential); or by a client leaving
         (nothing).
         """
+        first_byte = self._clock.seconds() - started
 
         def ended(error: UpstreamError | None) -> None:
             decision = "success" if error is None else "stream failed after it started"
             action = None if error is None else _scoped_action(cred, error)
-            self._settle(cred, state_key, upstream, started, error, False, decision, action=action)
+            self._settle(cred, state_key, upstream, started, error, False, decision, action=action,
+                         first_byte=first_byte)
 
         def left(failure):
             failure.trap(CancelledError)

@@ -37,6 +37,7 @@ from cliproxyd.config.model import (
     Config,
     LocalLimits,
     LoggingConfig,
+    MetricsConfig,
     ModelAlias,
     ModelEntry,
     ModelInfo,
@@ -690,6 +691,7 @@ TOP_LEVEL = {
     "max-body-mb",
     "remote-management",
     "timeouts",
+    "metrics",
     "logging-to-file",
     "logs-max-total-size-mb",
     "request-log",
@@ -767,6 +769,9 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
     t.check_keys({"connect-seconds", "response-seconds", "stream-idle-seconds", "shutdown-seconds",
                   "client-idle-seconds"})
     d = Timeouts()
+
+    mr = r.child("metrics")
+    mr.check_keys({"enabled", "public", "overhead-header"})
 
     providers = r.items("openai-compatibility", _parse_compat)
     seen: dict[str, int] = {}
@@ -846,6 +851,11 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
             stream_idle=t.positive("stream-idle-seconds", d.stream_idle),
             shutdown=t.positive("shutdown-seconds", d.shutdown),
             client_idle=t.nonneg_float("client-idle-seconds", d.client_idle),
+        ),
+        metrics=MetricsConfig(
+            enabled=mr.get("enabled", bool, True),
+            public=mr.get("public", bool, False),
+            overhead_header=mr.get("overhead-header", bool, False),
         ),
         logging=LoggingConfig(
             to_file=r.get("logging-to-file", bool, False),

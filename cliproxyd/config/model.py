@@ -300,6 +300,18 @@ class Timeouts:
 
 
 @frozen
+class MetricsConfig:
+    """C{metrics}: cliproxyd's own section (CLIProxyAPI has no Prometheus endpoint)."""
+
+    #: enabled: requests and attempts are counted and GET /metrics answers (false: neither)
+    enabled: bool = True
+    #: public: GET /metrics needs no management key (false: the management API's rules apply)
+    public: bool = False
+    #: overhead-header: answers carry x-cliproxyd-overhead-ms, cliproxyd's own time on them
+    overhead_header: bool = False
+
+
+@frozen
 class TLSConfig:
     """C{tls}: serve HTTPS with this certificate and key (PEM files)."""
 
@@ -416,6 +428,7 @@ class Config:
     #: auth-auto-refresh-workers: OAuth token refreshes run at once (0: the default, 16)
     auth_auto_refresh_workers: int = 0
     timeouts: Timeouts = field(factory=Timeouts)
+    metrics: MetricsConfig = field(factory=MetricsConfig)
     #: logging-to-file, logs-max-total-size-mb, request-log, error-logs-max-files
     logging: LoggingConfig = field(factory=LoggingConfig)
     #: usage-statistics-enabled: the usage counters are kept across restarts

@@ -185,6 +185,8 @@ class Refresher:
         self.adopted = 0
         if cluster is not None:
             cluster.on_tokens(self._published)
+        #: refreshes ended, by outcome (succeeded, failed, dropped), by provider: read by the metrics
+        self.counts: dict[tuple[str, str], int] = {}
 
     # -- which accounts ---------------------------------------------------------------
 
@@ -298,6 +300,9 @@ class Refresher:
         call = self._clock.callLater(self._lock_ttl, gave_up)
         d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
         return d
+    def _count(self, account: OAuthAccount, outcome: str) -> None:
+        key = (account.type, outcome)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
     async def _run(self, account: OAuthAccount) -> bool:
         cluster = self._cluster
@@ -345,14 +350,17 @@ class Refresher:
             now = self._clock.seconds()
             status.last_error = _describe(e, self._timeout)
             status.next_after = now + self._failure_backoff
+            self._count(account, "failed")
             self.log.warn("token refresh of {account} failed: {why}; next try in {backoff:.0f}s",
                           account=account.name, why=status.last_error, backoff=self._failure_backoff)
             return False
         now = self._clock.seconds()
         if self._accounts().get(account.path) is not account:
             # The file was edited or removed while we waited: it wins.
+            self._count(account, "dropped")
             self.log.info("token refresh of {account} dropped: its file changed meanwhile", account=account.name)
             return False
+        self._count(account, "succeeded")
         account.apply_grant(grant.access_token, grant.refresh_token, grant.expires_in, now,
                             getattr(grant, "id_token", ""), getattr(grant, "fields", None))
         status.last_refresh = now

@@ -40,7 +40,7 @@ from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.modelnames import parse_model
-from cliproxyd.outbound import OutboundClients, client_chooser
+from cliproxyd.outbound import OutboundClients, client_chooser, post
 
 ANTHROPIC_VERSION = b"2023-06-01"
 
@@ -248,7 +248,7 @@ class HTTPExecutor:
             if budget is not None:
                 headers.setRawHeaders(b"x-cliproxyd-retry-budget", [budget.header()])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
-        d = client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+        d = post(client, url, headers, body)
         timed_out = []
 
         def expire() -> None:

@@ -49,6 +49,8 @@ from cliproxyd.conductor.keylimits import KeyLimited, KeyMeter, Refusal, Scope, 
 from cliproxyd.config.model import ClientKey
 from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
 from cliproxyd.frontend.keys import KeyModels, Metering
+from cliproxyd.frontend.routing import keep_routes
+from cliproxyd.metrics import OTHER_MODEL, Metrics
 from cliproxyd.modelnames import claude_listed_id, claude_listed_name, parse_model
 from cliproxyd.frontend.wire import (
     JSON_KEEPALIVE,
@@ -209,6 +211,9 @@ class _Served:
         self.max_body: int = gen.max_body
         config = gen.config
         self.passthrough_headers: bool = config.passthrough_headers
+        #: metrics.overhead-header: answers tell cliproxyd's own time on them
+        self.overhead_header: bool = config.metrics.enabled and config.metrics.overhead_header
+        self.metrics_enabled: bool = config.metrics.enabled
         self.keepalive: float = config.streaming.keepalive_seconds
         self.nonstream_keepalive: float = config.nonstream_keepalive_interval
         models = gen.conductor.models()
@@ -240,6 +245,13 @@ class _Served:
         scope = self.scopes[key.name]
         return scope.allows_model(model) and bool(scope.allowed_providers(self.conductor.providers(model)))
 
+    def model_label(self, model: str) -> str:
+        """How the metrics name a request for C{model}: the model served (no thinking suffix), or OTHER_MODEL."""
+        if model in self.model_ids:
+            return model
+        base = parse_model(model).base
+        return base if base in self.model_ids else OTHER_MODEL
+
     def force_mapping(self, model: str) -> bool:
         """Whether answers for C{model} (as the client asked, thinking suffix and all) are renamed."""
         return bool(self.force_mapped) and (model in self.force_mapped
@@ -259,6 +271,34 @@ def _renamed(result: Reply, fmt: ModuleType, model: str) -> bytes:
     return result.body
 
 
+#: The route label of Gemini's model methods (whichever of /v1beta and /v1 the client used).
+GEMINI_ROUTES = {m: f"/v1beta/models/*:{m}" for m in ("generateContent", "streamGenerateContent", "countTokens")}
+
+#: The answer header that tells cliproxyd's own time on a request (metrics.overhead-header).
+OVERHEAD_HEADER = b"x-cliproxyd-overhead-ms"
+
+
+class _Measure:
+    """What the metrics learn of one request while it runs (L{Frontend._measured})."""
+
+    __slots__ = ("started", "model", "waited", "answered", "translated", "header")
+
+    def __init__(self, started: float, header: bool) -> None:
+        self.started = started
+        #: the model label: a model served, or OTHER_MODEL (set once the body is decoded)
+        self.model = OTHER_MODEL
+        #: seconds spent waiting for the conductor's answer, and when it came (0: not yet)
+        self.waited = 0.0
+        self.answered = 0.0
+        self.translated = False
+        #: whether the answer carries OVERHEAD_HEADER
+        self.header = header
+
+    def overhead(self, now: float) -> float:
+        """The route's time so far without the wait for the upstream."""
+        return max(0.0, now - self.started - self.waited)
+
+
 class GenerationView(Protocol):
     """The running generation as the frontend reads it (L{cliproxyd.assembly.GenerationSource})."""
 
@@ -272,19 +312,25 @@ class Frontend:
     reload swaps generations finishes on the one it started with.
     """
 
-    app = Klein()
+    app = keep_routes(Klein())  # each path matched once (see cliproxyd.frontend.routing)
     log = Logger()
 
     def __init__(self, source: GenerationView, clock: IReactorTime, management: IResource | None = None,
-                 keys: KeyMeter | None = None, run_in_thread: RunInThread = deferToThread) -> None:
+                 keys: KeyMeter | None = None, run_in_thread: RunInThread = deferToThread,
+                 metrics: Metrics | None = None, metrics_page: Any = None) -> None:
         """
         @param keys: counts client keys' requests against their limits (its
             records in the daemon's StateStore); one of its own by default.
         @param run_in_thread: where bcrypt-hashed client keys are checked.
+        @param metrics: the request path's figures (None: not counted); C{metrics_page} serves C{GET /metrics}.
         """
         self.clock = clock
         self.keys = keys if keys is not None else KeyMeter(clock)
         self._run_in_thread = run_in_thread
+        self.metrics = metrics
+        self.metrics_page = metrics_page
+        #: requests being measured: what L{_measured} learns of each while it runs
+        self._measures: dict[IRequest, _Measure] = {}
         self._origin = Origin(now=clock.seconds)  # translated answers are created at the reactor's time
         self.management = management
         self._source = source
@@ -349,19 +395,19 @@ class Frontend:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     def chat_completions(self, request: IRequest) -> Any:
-        return self._generate(request, openai_chat)
+        return self._measured(request, "/v1/chat/completions", openai_chat, self._generate, request, openai_chat)
 
     @app.route("/v1/responses", methods=["POST"])
     def openai_responses(self, request: IRequest) -> Any:
-        return self._generate(request, responses)
+        return self._measured(request, "/v1/responses", responses, self._generate, request, responses)
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_messages(self, request: IRequest) -> Any:
-        return self._generate(request, claude)
+        return self._measured(request, "/v1/messages", claude, self._generate, request, claude)
 
     @app.route("/v1/messages/count_tokens", methods=["POST"])
     def claude_count(self, request: IRequest) -> Any:
-        return self._count(request, claude)
+        return self._measured(request, "/v1/messages/count_tokens", claude, self._count, request, claude)
 
     @app.route("/v1beta/models", methods=["GET"])
     async def gemini_models(self, request: IRequest) -> bytes:
@@ -378,12 +424,14 @@ class Frontend:
         model, _, method = target.rpartition(":")
         model = model.removeprefix("models/")
         if method == "generateContent":
-            return self._generate(request, gemini, model, stream=False)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._generate, request, gemini, model,
+                                  stream=False)
         if method == "streamGenerateContent":
             sse = request.args.get(b"alt", [b""])[0] == b"sse"
-            return self._generate(request, gemini, model, stream=True, sse=sse)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._generate, request, gemini, model,
+                                  stream=True, sse=sse)
         if method == "countTokens":
-            return self._count(request, gemini, model)
+            return self._measured(request, GEMINI_ROUTES[method], gemini, self._count, request, gemini, model)
         return self._no_method(request, model, method)
 
     async def _no_method(self, request: IRequest, model: str, method: str) -> bytes:
@@ -417,9 +465,13 @@ class Frontend:
                                  "request_too_large"))
         try:
             named = claude_listed_name if fmt is claude else None
-            return ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders, named), render
+            req = ClientRequest.decode(fmt, raw, model, stream, request.requestHeaders, named)
         except BadRequest as e:
             raise self._refused(render, e, request.path.decode("utf-8", "replace")) from None
+        measure = self._measures.get(request)
+        if measure is not None:
+            measure.model = served.model_label(req.model)
+        return req, render
 
     def _refused(self, render: Render, e: BadRequest, about: str) -> ClientError:
         """
@@ -605,8 +657,18 @@ class Frontend:
             # Whatever the answer, a proxy in front learns what this request spent.
             render = _reporting_spent(render, budget)
         waiting = self._waiting[request] = ensureDeferred(run(req, meta))
+        measure = self._measures.get(request)
         try:
-            return await waiting
+            if measure is None:
+                return await waiting
+            asked = self.clock.seconds()
+            result = await waiting
+            measure.answered = now = self.clock.seconds()
+            measure.waited = now - asked
+            measure.translated = result.fmt != req.fmt.NAME
+            if measure.header:  # a stream's head goes out before the route returns: its figure so far
+                request.setHeader(OVERHEAD_HEADER, b"%.3f" % (measure.overhead(now) * 1000))
+            return result
         except CancelledError:
             if request not in self._ended:
                 raise  # the client went away
@@ -643,6 +705,55 @@ class Frontend:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         return _ClientConsumer(request)
+
+    def _measured(self, request: IRequest, route: str, fmt: ModuleType, serve: Callable[..., Any],
+                  *args: Any, **kw: Any) -> Any:
+        """
+        Run a generate or count route, counted in the metrics when they are
+        on (L{_metered}); with them off, the route as it is.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return serve(*args, **kw)
+        served = self.served()
+        if not served.metrics_enabled:
+            return serve(*args, **kw)
+        measure = self._measures[request] = _Measure(self.clock.seconds(), served.overhead_header)
+        # A callback, not a coroutine around the route's: that would be one more frame every resume goes through.
+        return ensureDeferred(serve(*args, **kw)).addBoth(self._metered, request, route, fmt, metrics, measure)
+
+    def _metered(self, result: Any, request: IRequest, route: str, fmt: ModuleType, metrics: Metrics,
+                 measure: _Measure) -> Any:
+        """
+        A route's answer (C{result}, or its failure, passed on as it is):
+        count the request by route, client format, model and the status it
+        was answered with, and cliproxyd's own time on it
+        (L{_Measure.overhead}), in the C{x-cliproxyd-overhead-ms} header too
+        when C{metrics.overhead-header} asks. A stream's own time ends when
+        its head is sent.
+        """
+        if isinstance(result, Failure):
+            error = result.value
+            # 499: the client went away before its answer
+            status = (error.status if isinstance(error, ClientError)
+                      else 499 if isinstance(error, CancelledError) else 500)
+        else:
+            status = request.code
+        del self._measures[request]
+        answered = measure.answered
+        overhead = measure.overhead(answered if answered and request.startedWriting else self.clock.seconds())
+        if measure.header and not request.startedWriting:
+            request.setHeader(OVERHEAD_HEADER, b"%.3f" % (overhead * 1000))
+        metrics.request(route, fmt.NAME, measure.model, status)
+        metrics.overhead(overhead, measure.translated)
+        return result
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_route(self, request: IRequest) -> bytes:
+        """Prometheus's scrape (L{cliproxyd.management.metrics.MetricsPage}, which says who may read it)."""
+        if self.metrics_page is None:
+            raise NotFound()
+        return await self.metrics_page.answer(request)
 
     @app.route("/v0/management", branch=True)
     def management_api(self, request: IRequest) -> Any:

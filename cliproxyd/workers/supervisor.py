@@ -35,6 +35,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cliproxyd.metrics import worker_exited
 from cliproxyd.workers.peers import counts_path
 
 #: The file descriptor a worker finds the listening socket on.
@@ -379,6 +380,9 @@ class WorkerHome(Service):
                 os.remove(counts_path(self.directory, index))
             except FileNotFoundError:
                 pass
+        if self.metrics_directory:
+            # its live gauges leave the /metrics sums; its counters stay, as Prometheus wants
+            worker_exited(pid, self.metrics_directory)
 
     def close(self) -> None:
         """No new workers will adopt the socket: the parent lets go of it (the workers still hold it)."""

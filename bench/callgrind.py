@@ -1,0 +1,146 @@
+"""
+Instructions per request, counted by valgrind's callgrind: repeatable on a
+busy machine where wall-clock figures are not.
+
+The daemon (this checkout, one process, twistd) runs under callgrind with
+instrumentation off; a client in this process (one keep-alive connection)
+sends the warm-up requests, instrumentation is turned on, REQUESTS more are
+sent (with GET /metrics every SCRAPE_EVERY of them, if asked), and the count
+is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
+``UPSTREAM_PORT`` as there).
+
+    python -m bench.callgrind [--metrics on|off] [--stream] [--client openai|claude] [--keys N]
+                              [--requests 300] [--scrape-every 0]
+
+CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
+
+Prints one line: the settings and instructions per request (Ir/request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the checkout whose daemon is measured (another commit's tree, e.g. from git archive, for a before/after)
+ROOT = os.environ.get("CLIPROXYD_ROOT") or HERE
+MGMT_HASH = "$2b$04$pkbB8Fqg3NUc.UqLMJD5c.3me50YcS3GiA4EhWIqDwFq5wEBZ2UDq"  # bcrypt of bench-mgmt
+
+
+def config(port: int, upstream: int, metrics: bool, keys: int) -> str:
+    entries = "\n".join(f'      - api-key: "sk-upstream-key-{i + 1}"' for i in range(keys))
+    return f"""host: "127.0.0.1"
+port: {port}
+api-keys: ["sk-bench-client"]
+remote-management:
+  secret-key: "{MGMT_HASH}"
+metrics:
+  enabled: {str(metrics).lower()}
+openai-compatibility:
+  - name: "bench"
+    base-url: "http://127.0.0.1:{upstream}/auto/v1"
+    api-key-entries:
+{entries}
+    models:
+      - name: "gpt-4o-mini"
+"""
+
+
+def wait_up(port: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the daemon did not start")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--metrics", choices=("on", "off"), default="on")
+    p.add_argument("--stream", action="store_true")
+    p.add_argument("--keys", type=int, default=2)
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--scrape-every", type=int, default=0)
+    p.add_argument("--port", type=int, default=18419)
+    p.add_argument("--client", choices=("openai", "claude"), default="openai",
+                   help="claude: the request and answer are translated (the upstream speaks OpenAI)")
+    args = p.parse_args()
+    upstream = int(os.environ.get("UPSTREAM_PORT", "18080"))
+    work = tempfile.mkdtemp(prefix="cliproxyd-callgrind-")
+    path = os.path.join(work, "config.yaml")
+    with open(path, "w") as f:
+        f.write(config(args.port, upstream, args.metrics == "on", args.keys))
+    out = os.path.join(work, "callgrind.out")
+    python = os.environ.get("PYTHON", os.path.join(HERE, ".venv", "bin", "python"))
+    daemon = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "cliproxyd",
+         "--config", path],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_up(args.port)
+        message = {"role": "user", "content": "Say hello in one short sentence."}
+        if args.client == "claude":
+            path = "/v1/messages"
+            body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "max_tokens": 64,
+                               "messages": [message]})
+        else:
+            path = "/v1/chat/completions"
+            body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "messages": [message]})
+        headers = {"Authorization": "Bearer sk-bench-client", "Content-Type": "application/json"}
+        conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
+
+        def one() -> None:
+            conn.request("POST", path, body, headers)
+            r = conn.getresponse()
+            data = r.read()
+            assert r.status == 200, (r.status, data[:200])
+
+        def scrape() -> None:
+            conn.request("GET", "/metrics", headers={"Authorization": "Bearer bench-mgmt"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+
+        for _ in range(args.warmup):
+            one()
+        if args.scrape_every:
+            scrape()  # the key's bcrypt check happens once, here
+        subprocess.run(["callgrind_control", "-i", "on", str(daemon.pid)], check=True, capture_output=True)
+        for i in range(args.requests):
+            one()
+            if args.scrape_every and (i + 1) % args.scrape_every == 0:
+                scrape()
+        subprocess.run(["callgrind_control", "-d", str(daemon.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-i", "off", str(daemon.pid)], check=True, capture_output=True)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=120)
+    # The dump holds what was counted from "on" to it; the file written at exit, what came after (nothing).
+    total = 0
+    for name in os.listdir(work):
+        if name.startswith("callgrind.out"):
+            with open(os.path.join(work, name)) as f:
+                m = re.search(r"^totals: (\d+)", f.read(), re.M)
+            total += int(m.group(1)) if m else 0
+    print(f"client={args.client} metrics={args.metrics} stream={args.stream} keys={args.keys} scrape_every={args.scrape_every} "
+          f"requests={args.requests} Ir/request={total / args.requests:,.0f}  ({work})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""
+What ``GET /metrics`` shows, in Prometheus's text format (prometheus-client).
+
+Two kinds of figures:
+
+  - counted on the request path: client requests (route, client format,
+    model, status), upstream attempts (provider, credential fingerprint,
+    model, outcome) and three histograms (a stream's upstream time to first
+    byte, upstream total time, cliproxyd's own overhead). Each label set's child
+    is looked up once and kept, so a request costs a dict look-up and an
+    increment per figure, never a label parse.
+  - read when Prometheus scrapes (L{Metrics.add_collector}): cooldowns and
+    quota-group suspensions from the StateStore, the credentials served,
+    token refreshes and warmups from their owners' counts, and the idle
+    connections of the outbound pools. Nothing is kept for them between
+    scrapes and the request path never touches them.
+
+Worker processes: prometheus-client's multiprocess mode. When
+C{PROMETHEUS_MULTIPROC_DIR} names a directory in the environment of every
+process *before* prometheus-client is imported, each process's counted
+figures go to files there and L{Metrics.render} sums the files of all
+processes (L{multiprocess_dir}); the figures read at scrape time are those
+of the process that answers the scrape (the StateStore it reads is the one
+every worker shares, or its own). The process that starts workers clears the
+directory at start and calls L{worker_exited} for each worker that ends.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+
+#: The content type of L{Metrics.render}'s text.
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+
+#: Upstream times (first byte, total): from a cached answer to a long generation.
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: cliproxyd's own time on a request: tens of microseconds to a few milliseconds.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+#: The model label of a request for a model no credential serves (a client may send any name).
+OTHER_MODEL = "other"
+
+
+def multiprocess_dir(environ: dict[str, str] | None = None) -> str:
+    """The directory of multiprocess mode, or "" when this process counts alone."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    return environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir") or ""
+
+
+def worker_exited(pid: int, directory: str | None = None) -> None:
+    """A worker process ended: its live gauges leave the sums (its counters stay, as they must)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory or multiprocess_dir() or None)
+
+
+class _Scraped:
+    """A collector that asks its functions for metric families when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterable[Metric]]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for source in self.sources:
+            yield from source()
+
+
+class Metrics:
+    """
+    The process's figures. C{request}, C{attempt} and C{overhead} are the
+    request path's (cheap); C{add_collector} adds what is read at scrape
+    time; C{render} is the answer to C{GET /metrics}.
+    """
+
+    def __init__(self, fingerprint: Callable[[str], str] = lambda cred_id: cred_id,
+                 directory: str | None = None) -> None:
+        """
+        @param fingerprint: how a credential id is shown (its fingerprint,
+            never its key); asked once per credential.
+        @param directory: multiprocess mode's directory (L{multiprocess_dir} by default).
+        """
+        self.directory = multiprocess_dir() if directory is None else directory
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self._requests = Counter("cliproxyd_requests", "Client requests answered, by route, client format, "
+                                 "model and status", ("route", "format", "model", "status"), registry=r)
+        self._attempts = Counter("cliproxyd_upstream_attempts", "Upstream attempts, by provider, credential "
+                                 "fingerprint, upstream model and outcome",
+                                 ("provider", "credential", "model", "outcome"), registry=r)
+        self._first_byte = Histogram("cliproxyd_upstream_first_byte_seconds",
+                                     "Successful streamed attempts: time from sending until the first "
+                                     "content could be relayed (a JSON answer's is its upstream_seconds)",
+                                     ("provider",), buckets=UPSTREAM_BUCKETS, registry=r)
+        self._upstream = Histogram("cliproxyd_upstream_seconds", "Time from sending an attempt until it "
+                                   "ended (a stream's last byte), every attempt", ("provider",),
+                                   buckets=UPSTREAM_BUCKETS, registry=r)
+        self._overhead = Histogram("cliproxyd_overhead_seconds", "cliproxyd's own time on a request: "
+                                   "the route's time without the wait for the upstream's answer, by "
+                                   "passthrough or translation", ("path",), buckets=OVERHEAD_BUCKETS,
+                                   registry=r)
+        self._scraped = _Scraped()
+        r.register(self._scraped)
+        self._fingerprint = fingerprint
+        self._request_children: dict[tuple[str, str, str, int], Any] = {}
+        self._attempt_children: dict[tuple[str, str, int | None], tuple[Any, Any, Any]] = {}
+        self._overhead_children = {True: self._overhead.labels("translated"),
+                                   False: self._overhead.labels("passthrough")}
+
+    # -- the request path ------------------------------------------------------------
+
+    def request(self, route: str, fmt: str, model: str, status: int) -> None:
+        """One client request answered (C{model}: as served, or L{OTHER_MODEL})."""
+        key = (route, fmt, model, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self._requests.labels(route, fmt, model, str(status))
+        child.inc()
+
+    def overhead(self, seconds: float, translated: bool) -> None:
+        self._overhead_children[translated].observe(seconds)
+
+    def attempt(self, attempt: Any) -> None:
+        """
+        A conductor observer: one attempt's outcome (L{cliproxyd.conductor.conductor.Attempt}).
+        The outcome label is C{success}, the upstream's status, or
+        C{no_response} when none came (connect errors, timeouts).
+        """
+        key = (attempt.cred_id, attempt.model, None if attempt.ok else attempt.status)
+        children = self._attempt_children.get(key)
+        if children is None:
+            outcome = "success" if attempt.ok else str(attempt.status) if attempt.status else "no_response"
+            provider = attempt.provider
+            children = self._attempt_children[key] = (
+                self._attempts.labels(provider, self._fingerprint(attempt.cred_id), attempt.model, outcome),
+                self._upstream.labels(provider),
+                self._first_byte.labels(provider),
+            )
+        counter, total, first = children
+        counter.inc()
+        latency = attempt.latency
+        total.observe(latency)
+        first_byte = getattr(attempt, "first_byte", None)
+        if first_byte is not None:  # a stream's (a JSON answer's is its upstream_seconds)
+            first.observe(first_byte)
+
+    # -- scrape time -----------------------------------------------------------------
+
+    def add_collector(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """C{source} yields metric families whenever Prometheus scrapes."""
+        self._scraped.sources.append(source)
+
+    def render(self) -> bytes:
+        """The text of C{GET /metrics}: every process's counted figures, and this one's scraped ones."""
+        if not self.directory:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(registry, path=self.directory)
+        registry.register(self._scraped)
+        return generate_latest(registry)
