@@ -46,7 +46,7 @@ from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.authserver import SimulatedAuthServer
 from cliproxyd.testing.upstream import SimulatedUpstream
-from tests.test_oauth_accounts import write
+from tests.test_oauth_accounts import answer_text, write
 
 CONFIG, _ = parse_config({})
 
@@ -311,12 +311,7 @@ async def test_each_account_type_answers_an_openai_client(stack, model, name, pa
             await _tick(stack.reactor)
     code, body = await stack.chat(model, stream)
     assert code == 200, body
-    if stream:
-        assert body.rstrip().endswith(b"data: [DONE]")
-        chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    else:
-        text = json.loads(body)["choices"][0]["message"]["content"]
+    text = answer_text(body, stream)
     assert text.startswith("Hello from the simulated upstream")
     seen = stack.upstream.seen[-1]
     assert seen.path.startswith(path)

@@ -216,18 +216,22 @@ async def stack(tmp_path):
     await s.close()
 
 
+def answer_text(body: bytes, stream: bool) -> str:
+    """The text of an OpenAI chat answer, streamed (which must end with [DONE]) or whole."""
+    if not stream:
+        return json.loads(body)["choices"][0]["message"]["content"]
+    assert body.rstrip().endswith(b"data: [DONE]")
+    chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("model, token, path", CASES)
 @pytest_twisted.ensureDeferred
 async def test_each_account_type_answers_an_openai_client(stack, model, token, path, stream):
     code, body = await stack.chat(model, stream)
     assert code == 200, body
-    if stream:
-        assert body.rstrip().endswith(b"data: [DONE]")
-        chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    else:
-        text = json.loads(body)["choices"][0]["message"]["content"]
+    text = answer_text(body, stream)
     assert text.startswith("Hello from the simulated upstream")
     seen = stack.upstream.seen[-1]
     assert seen.headers["authorization"] == f"Bearer {token}"
