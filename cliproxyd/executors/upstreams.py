@@ -227,9 +227,13 @@ class HTTPExecutor:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
 
-    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None) -> Any:
-        """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
+    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None,
+                    method: bytes = b"POST", headers: Iterable[tuple[bytes, bytes]] = ()) -> Any:
+        """POST C{body} (or C{method} it, with C{headers} added); the response when its status is 2xx, else L{UpstreamError}."""
+        extra = headers
         headers = self.request_headers(cred)
+        for name, value in extra:
+            headers.setRawHeaders(name, [value])
         dynamic = self._dynamic.get(cred.id) if self._dynamic else None
         if dynamic:
             client = getattr(req, "headers", None)
@@ -248,7 +252,7 @@ class HTTPExecutor:
             if budget is not None:
                 headers.setRawHeaders(b"x-cliproxyd-retry-budget", [budget.header()])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
-        d = post(client, url, headers, body)
+        d = post(client, url, headers, body, method)
         timed_out = []
 
         def expire() -> None:
