@@ -754,12 +754,13 @@ class Conductor:
         else:
             return
         cred = self._by_id[c.cred_id]
+        detail = error.detail[:500] if error is not None else "the usage endpoint reports the quota spent"
         for key in keys:
             old = self._state.model_state(c.cred_id, key)
             if old.blocked(now):
                 self._state.set_model_state(c.cred_id, key, ModelState(
                     unavailable=True, next_retry_at=until, backoff_level=old.backoff_level, quota_exceeded=True,
-                    reason="quota", last_status=429, last_error=error.detail[:500], updated_at=old.updated_at))
+                    reason="quota", last_status=429, last_error=detail, updated_at=old.updated_at))
                 self._refresh_slot(c.cred_id, key, now)
         if group_id is not None:
             old_g = self._state.group_state(c.cred_id, group_id)

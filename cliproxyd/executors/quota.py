@@ -53,7 +53,8 @@ class QuotaReading:
     What a usage endpoint says of one credential (and the model probed).
 
     @ivar available: a request for the model would go through now.
-    @ivar reset_at: when the window that holds it resets (None: not said, or available).
+    @ivar reset_at: when the window that holds it resets; when available, when
+        the window with the least left resets (None: not said).
     @ivar fraction: the least fraction left of any window read (0 to 1), None when none said.
     @ivar source: which window gave C{fraction} (C{"claude-five_hour"}, C{"codex-primary"}, ...).
     """
@@ -95,12 +96,12 @@ def _verdict(windows: list[tuple[str, float, float | None]], blocked: bool | Non
         if blocked is None:
             raise ValueError("the answer reports no quota window")
         return QuotaReading(available=not blocked)
-    source, least, _ = min(windows, key=lambda w: w[1])
+    source, least, least_reset = min(windows, key=lambda w: w[1])
     spent = [w for w in windows if w[1] <= EXHAUSTED]
     if blocked is None:
         blocked = bool(spent)
     if not blocked:
-        return QuotaReading(True, None, least, source)
+        return QuotaReading(True, least_reset, least, source)
     resets = [w[2] for w in (spent or windows) if w[2] is not None]
     return QuotaReading(False, max(resets) if resets else None, least, source)
 

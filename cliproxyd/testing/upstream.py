@@ -81,10 +81,13 @@ from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
 from cliproxyd.testing.codeassist import CodeAssistAccounts
+from cliproxyd.testing.quota import AccountQuota
 
 JSON = b"application/json"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "sim-small")
+#: The models Code Assist's quota answers list (with C{models}).
+GOOGLE_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-pro-preview", "gemini-3-flash-preview")
 
 
 #: The shapes of an in-stream error that C{error-first:F} and C{preamble-error:F} can send.
@@ -212,6 +215,10 @@ class SimulatedUpstream:
     code_assist_accounts: CodeAssistAccounts = field(factory=CodeAssistAccounts)
     #: key -> the rate-limit headers its answers carry (see L{ratelimit_headers})
     ratelimits: dict[str, dict[bytes, bytes]] = field(factory=dict)
+    #: token -> its quota as the usage endpoints report it (see L{set_quota}); full when not set
+    quotas: dict[str, AccountQuota] = field(factory=dict)
+    #: the usage endpoints' requests: (path, token, headers)
+    usage_seen: list[tuple[str, str, dict[str, str]]] = field(factory=list)
     _counter: int = 0
 
     app = Klein()
@@ -226,6 +233,41 @@ class SimulatedUpstream:
     def limit(self, key: str, family: str, left: float, reset_seconds: float = 60.0) -> None:
         """Answers for C{key} report C{left} (0 to 1) of its limit, in C{family}'s real header shape."""
         self.ratelimits[key] = ratelimit_headers(family, left, reset_seconds, self.clock.seconds())
+
+    def set_quota(self, token: str, left: float, reset_seconds: float = 3600.0) -> None:
+        """The usage endpoints report C{left} (0 to 1) of C{token}'s window, resetting in C{reset_seconds}."""
+        self.quotas[token] = AccountQuota(left, self.clock.seconds() + reset_seconds)
+
+    def _quota(self, request: IRequest, token: str) -> AccountQuota | None:
+        """Record a usage request; its account's quota, or None (a 401 set) for a key not known."""
+        headers = {k.decode("latin-1").lower(): v[0].decode("latin-1")
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.usage_seen.append((request.path.decode(), token, headers))
+        request.setHeader(b"content-type", JSON)
+        if not token or (self.known_keys is not None and token not in self.known_keys):
+            request.setResponseCode(401)
+            return None
+        return self.quotas.get(token) or AccountQuota(1.0, self.clock.seconds() + 18000)
+
+    # -- the providers' usage endpoints (reset probes read them) ---------------------
+
+    @app.route("/api/oauth/usage", methods=["GET"])
+    def claude_usage(self, request: IRequest) -> bytes:
+        """Claude OAuth's usage; Anthropic serves it only with the OAuth beta."""
+        token = _bearer(request)
+        if "oauth-2025-04-20" not in _header(request, b"anthropic-beta"):
+            token = ""
+        quota = self._quota(request, token)
+        if quota is None:
+            return claude.error_body(401, "OAuth authentication is currently not supported.")
+        return json.dumps(quota.claude()).encode()
+
+    @app.route("/backend-api/wham/usage", methods=["GET"])
+    def codex_usage(self, request: IRequest) -> bytes:
+        quota = self._quota(request, _bearer(request))
+        if quota is None:
+            return json.dumps({"detail": "Unauthorized"}).encode()
+        return json.dumps(quota.codex(self.clock.seconds())).encode()
 
     def _next(self, key: str) -> Behaviour:
         script = self.scripts.get(key)
@@ -274,6 +316,13 @@ class SimulatedUpstream:
         key = _bearer(request)
         if method == "countTokens":
             return self._serve(request, gemini, key, count=True, envelope=True)
+        if method in ("retrieveUserQuota", "fetchAvailableModels"):
+            quota = self._quota(request, key)
+            if quota is None:
+                return gemini.error_body(401, "Request had invalid authentication credentials.")
+            models = GOOGLE_MODELS + self.models
+            return json.dumps(quota.gemini_cli(models) if method == "retrieveUserQuota"
+                              else quota.antigravity(models)).encode()
         if method in ("loadCodeAssist", "onboardUser"):
             request.setHeader(b"content-type", JSON)
             try:
