@@ -29,6 +29,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from cliproxyd.conductor.budget import RetryBudget, spent_by
 from cliproxyd.conductor.headroom import reader_for
@@ -668,7 +669,10 @@ class Conductor:
             self._state.set_headroom(cred.id, None)
 
     def _count_tokens(self, cred: Credential, result: Reply | StreamReply) -> None:
-        """A whole answer's token usage, for C{tpm} (a stream's is not known here)."""
+        """An answer's token usage, for C{tpm}: a whole one's now, a stream's when it ends (L{_count_stream})."""
+        if isinstance(result, StreamReply):
+            self._count_stream(cred, result)
+            return
         data = getattr(result, "data", None)
         if not isinstance(data, dict):
             return
@@ -681,6 +685,27 @@ class Conductor:
         if isinstance(tokens, int) and tokens > 0:
             now = self._clock.seconds()
             self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+
+    def _count_stream(self, cred: Credential, reply: StreamReply) -> None:
+        """
+        A stream's tokens, counted in the minute it ends: read once, from the
+        final usage the relay kept the bytes of (nothing per chunk); a
+        stream the client left reports nothing.
+        """
+        read = getattr(reply.relay, "usage_tokens", None)
+        if read is None:
+            return
+
+        def ended(outcome: object) -> object:
+            # Passed on as it came: the stream's settling reads it next.
+            if not isinstance(outcome, Failure):
+                tokens = read()
+                if tokens:
+                    now = self._clock.seconds()
+                    self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+            return outcome
+
+        reply.relay.ended.addBoth(ended)
 
     def _paced_failure(self, cred: Credential, back: float | None, now: float) -> None:
         """
