@@ -43,6 +43,7 @@ class Sink:
 
 def _relay(fmt, body: bytes, chunk: int = 97, relay_class=StreamRelay):
     relay = relay_class(Clock(), 60.0, fmt)
+    relay.makeConnection(None)
     for i in range(0, len(body), chunk):
         relay.dataReceived(body[i:i + chunk])
         if relay.first.called and relay._consumer is None:
