@@ -189,22 +189,21 @@ def _google_window(source: str, info: dict[str, Any]) -> tuple[str, float, float
     return source, fraction, parse_rfc3339(reset) if isinstance(reset, str) else None
 
 
+def _google_reading(quotas: Any, model: str, what: str) -> QuotaReading:
+    """The reading of C{(source, quota info)} pairs: Code Assist's buckets or Antigravity's models."""
+    windows = [w for source, info in quotas if (w := _google_window(source, info)) is not None]
+    if not windows:
+        raise ValueError(f"the {what} answer has no quota for {model}")
+    return _verdict(windows)
+
+
 def read_gemini_cli(data: Any, model: str, now: float) -> QuotaReading:
     """Code Assist's C{retrieveUserQuota}: C{buckets} per model (and token type)."""
     if not isinstance(data, dict) or not isinstance(data.get("buckets"), list):
         raise ValueError("the quota answer has no buckets")
-    windows = []
-    for b in data["buckets"]:
-        if not isinstance(b, dict):
-            continue
-        bucket_model = _pick(b, "modelId", "model_id")
-        if isinstance(bucket_model, str) and _model_matches(bucket_model, model):
-            w = _google_window(f"gemini-cli-{bucket_model}", b)
-            if w is not None:
-                windows.append(w)
-    if not windows:
-        raise ValueError(f"the quota answer has no bucket for {model}")
-    return _verdict(windows)
+    buckets = ((f"gemini-cli-{m}", b) for b in data["buckets"] if isinstance(b, dict)
+               and isinstance(m := _pick(b, "modelId", "model_id"), str) and _model_matches(m, model))
+    return _google_reading(buckets, model, "quota")
 
 
 def read_antigravity(data: Any, model: str, now: float) -> QuotaReading:
@@ -212,18 +211,10 @@ def read_antigravity(data: Any, model: str, now: float) -> QuotaReading:
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         raise ValueError("the models answer has no models")
-    windows = []
-    for name, entry in models.items():
-        if not isinstance(entry, dict) or not _model_matches(name, model):
-            continue
-        info = _pick(entry, "quotaInfo", "quota_info")
-        if isinstance(info, dict):
-            w = _google_window(f"antigravity-{name}", info)
-            if w is not None:
-                windows.append(w)
-    if not windows:
-        raise ValueError(f"the models answer has no quota for {model}")
-    return _verdict(windows)
+    infos = ((f"antigravity-{name}", info) for name, entry in models.items()
+             if isinstance(entry, dict) and _model_matches(name, model)
+             and isinstance(info := _pick(entry, "quotaInfo", "quota_info"), dict))
+    return _google_reading(infos, model, "models")
 
 
 def _codex_usage_url(cred: Credential) -> str:
