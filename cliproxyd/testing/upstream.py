@@ -11,6 +11,13 @@ C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
 C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
 its own key header, stream framing and error bodies.
 
+It also serves the usage endpoints reset probes read, in their real shapes
+(L{cliproxyd.testing.quota.AccountQuota}): Claude OAuth's
+C{GET /api/oauth/usage} (with the OAuth beta), Codex's
+C{GET /backend-api/wham/usage}, and Code Assist's C{retrieveUserQuota}
+(Gemini CLI) and C{fetchAvailableModels} (Antigravity); L{set_quota} sets
+what an account's report says, L{usage_seen} records what was asked.
+
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
 repeating. A behaviour is one of::
