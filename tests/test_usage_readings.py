@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cliproxyd.conductor.headroom import parse_rfc3339
+from cliproxyd.formats.common import parse_rfc3339
 from cliproxyd.conductor.probes import call_for
 from cliproxyd.executors.quota import (
     QUOTA_CALLS,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
 
-from cliproxyd.conductor.headroom import parse_rfc3339
+from cliproxyd.formats.common import parse_rfc3339
 from cliproxyd.formats.request import dumps
 from cliproxyd.replies import UpstreamError
 
