@@ -32,6 +32,7 @@ from cliproxyd.credentials import Credential, credentials_from_config
 from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_credentials
 from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors import Executors
+from cliproxyd.executors.dispatch import alternate_kinds
 from cliproxyd.executors.upstreams import WireSettings
 from cliproxyd.replies import Executor
 from cliproxyd.state import StateStore
@@ -53,6 +54,12 @@ class Generation:
     #: the largest client request body, in bytes (C{max-body-mb}): read per request, so worked out here
     max_body: int = field(init=False, default=Factory(lambda g: int(g.config.max_body_mb * (1 << 20)),
                                                      takes_self=True))
+
+
+def providers_serving(creds: Iterable[Credential], alt: str) -> frozenset[str]:
+    """The providers with a credential whose executor serves the client endpoint C{alt} (C{"responses/compact"})."""
+    kinds = alternate_kinds(alt)
+    return frozenset(c.provider for c in creds if c.kind in kinds)
 
 
 #: What L{GenerationSource.config} gives before the first generation.

@@ -39,6 +39,7 @@ from cliproxyd.executors import cloak
 from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.modelnames import parse_model
 from cliproxyd.outbound import OutboundClients, client_chooser, post
 
@@ -154,6 +155,17 @@ class HTTPExecutor:
     def count_url(self, cred: Credential, model: str) -> str | None:
         """Where the upstream counts tokens, or None to estimate them here."""
         return None
+
+    #: the client endpoints besides generation this upstream serves (L{COMPACT}), by C{req.alt}
+    alternates: frozenset[str] = frozenset()
+
+    async def execute_alternate(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        """
+        C{req} at the endpoint C{req.alt} names (the frontend offers it only
+        to the providers whose executors have it in L{alternates}).
+        """
+        alt = getattr(req, "alt", "")
+        raise UpstreamError("http", f"{cred.provider} does not serve /{alt}", status=501)
 
     def shape(self, cred: Credential, req: Outbound, body: bytes) -> bytes:
         """The body as C{cred}'s upstream gets it (L{ClaudeExecutor} cloaks it); as it is by default."""
@@ -388,9 +400,24 @@ class CodexExecutor(HTTPExecutor):
 
     format = responses
     protocol = "codex"
+    alternates = frozenset({COMPACT})
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/responses"
+
+    def compact_body(self, data: dict[str, Any]) -> None:
+        """A compaction is answered whole: the body says nothing of streaming."""
+        data.pop("stream", None)
+
+    async def execute_alternate(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        """C{POST {base}/responses/compact}: the Responses body, answered with one C{response.compaction} object."""
+        if getattr(req, "alt", "") != COMPACT:
+            return await super().execute_alternate(cred, req, upstream)
+        data = dict(jsontext.loads(self.body(req, upstream)))
+        self.compact_body(data)
+        response = await self._send(cred, cred.base_url + "/responses/compact", jsontext.dumps(data), False, req)
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
+        return await self._whole(cred, response, content_type)
 
 
 def estimate_tokens(req: C.Request) -> int:
