@@ -661,7 +661,9 @@ def _compaction(answer: C.Response, req: C.Request) -> dict[str, Any]:
     summary = f"sim-compaction:{len(req.messages)}:{answer.id}"
     return {"id": f"cmp_{answer.id}", "object": "response.compaction", "created_at": 0,
             "output": [*kept, {"type": "compaction", "id": f"cmpitem_{answer.id}", "encrypted_content": summary}],
-            "usage": {"input_tokens": 7 * len(req.messages), "output_tokens": 11, "total_tokens": 7 * len(req.messages) + 11}}
+            "usage": {"input_tokens": 7 * len(req.messages), "output_tokens": 11,
+                      "total_tokens": 7 * len(req.messages) + 11, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
 def _response(reply_id: str, model: str, text: str) -> C.Response:
