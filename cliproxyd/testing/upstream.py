@@ -392,10 +392,10 @@ class SimulatedUpstream:
         if count:
             return json.dumps(fmt.count_body(5 + len(json.dumps(data)) // 40)).encode()
         answer = self._answer(req, model, key)
-        if compact:
-            return json.dumps(_compaction(answer, req)).encode()
         if b.name == "garbage":
             return _garbage(request, b.args[0], fmt.response_from_canonical(answer, model))
+        if compact:
+            return json.dumps(_compaction(answer, req)).encode()
         if b.name == "error-first" and not stream:
             return _error_object(fmt, b.args[0] if b.args else None)
         if b.name == "overloaded" and not stream:
