@@ -158,6 +158,7 @@ class SeenRequest:
             "bytes_sent": self.bytes_sent,
             "format": self.format,
             "peer": self.peer,
+            "path": self.path,
         }
 
 
