@@ -33,6 +33,7 @@ from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_cre
 from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors import Executors
 from cliproxyd.executors.dispatch import alternate_kinds
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.executors.upstreams import WireSettings
 from cliproxyd.replies import Executor
 from cliproxyd.state import StateStore
@@ -56,10 +57,17 @@ class Generation:
                                                      takes_self=True))
 
 
-def providers_serving(creds: Iterable[Credential], alt: str) -> frozenset[str]:
-    """The providers with a credential whose executor serves the client endpoint C{alt} (C{"responses/compact"})."""
+def providers_serving(config: Config, creds: Iterable[Credential], alt: str) -> frozenset[str]:
+    """
+    The providers that serve the client endpoint C{alt} (C{"responses/compact"}):
+    those with a credential whose executor serves it, and for compaction the
+    C{openai-compatibility} providers with C{responses-compact: true}.
+    """
     kinds = alternate_kinds(alt)
-    return frozenset(c.provider for c in creds if c.kind in kinds)
+    serving = {c.provider for c in creds if c.kind in kinds}
+    if alt == COMPACT:
+        serving.update(p.name for p in config.openai_compatibility if p.responses_compact)
+    return frozenset(serving)
 
 
 #: What L{GenerationSource.config} gives before the first generation.

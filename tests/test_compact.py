@@ -120,12 +120,16 @@ def test_when_every_key_fails_the_client_gets_the_error_in_openai_shape():
     assert error["type"] == "rate_limit_error" and error["message"]
 
 
-def both_serve(**top) -> Harness:
-    """via-codex served by an openai-compatibility provider (tried first) as well as by the codex keys."""
+def both_serve(compacts: bool = False, **top) -> Harness:
+    """
+    via-codex served by an openai-compatibility provider (tried first) as
+    well as by the codex keys; C{compacts}: the provider has responses-compact.
+    """
     data = fault_config(HOST)
     data["openai-compatibility"].append({"name": "chatty", "base-url": HOST + "/v1", "priority": 5,
                                          "api-key-entries": [{"api-key": "sk-chatty"}],
-                                         "models": [{"name": "chat-sim", "alias": "via-codex"}]})
+                                         "models": [{"name": "chat-sim", "alias": "via-codex"}],
+                                         **({"responses-compact": True} if compacts else {})})
     return Harness({**data, **top})
 
 
@@ -149,6 +153,38 @@ def test_a_client_key_that_may_use_no_compacting_provider_gets_a_400():
     assert nothing_sent(h)
     code, _, body = compact(h, headers={"authorization": "Bearer sk-client-any"})
     assert code == 200, body
+
+
+def test_an_openai_compatibility_provider_with_responses_compact_gets_the_responses_body():
+    h = both_serve(compacts=True)
+    code, _, body = compact(h, instructions="be brief")
+    assert code == 200, body
+    assert json.loads(body)["object"] == "response.compaction"
+    [seen] = h.upstream.seen
+    assert (seen.key, seen.path, seen.format) == ("sk-chatty", PATH, "responses")
+    assert seen.body["model"] == "chat-sim" and seen.body["input"] == INPUT
+    assert seen.body["instructions"] == "be brief" and "messages" not in seen.body
+
+
+def test_a_compacting_openai_compatibility_provider_fails_over_to_the_codex_keys():
+    h = both_serve(compacts=True)
+    h.upstream.script("sk-chatty", "status:500")
+    code, _, body = compact(h)
+    assert code == 200, body
+    assert [s.key for s in h.upstream.seen] == ["sk-chatty", MODELS["via-codex"][1]]
+
+
+def test_responses_compact_is_read_from_the_config_and_checked():
+    from cliproxyd.config import parse_config
+    from cliproxyd.config.load import ConfigError
+
+    data = fault_config(HOST)
+    data["openai-compatibility"][0]["responses-compact"] = True
+    assert parse_config(data)[0].openai_compatibility[0].responses_compact is True
+    data["openai-compatibility"][0]["responses-compact"] = "yes"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert "openai-compatibility[0].responses-compact" in str(raised.value)
 
 
 # -- a Codex account, on loopback --------------------------------------------------------

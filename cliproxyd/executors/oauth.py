@@ -138,7 +138,7 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
 
     def compact_body(self, data: dict[str, Any]) -> None:
         """A compaction at the backend: answered whole, and with instructions, as its streams want them."""
-        data.pop("stream", None)
+        super().compact_body(data)
         data.setdefault("instructions", "")
 
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:

@@ -238,7 +238,7 @@ class _Served:
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
         #: the providers that serve /v1/responses/compact (L{cliproxyd.frontend.endpoints.compact})
-        self.compact_providers = providers_serving(gen.creds, COMPACT)
+        self.compact_providers = providers_serving(config, gen.creds, COMPACT)
 
     def lists(self, grant: str | ClientKey | None) -> tuple[bytes, bytes, bytes]:
         """The OpenAI, Claude and Gemini model lists the caller sees."""

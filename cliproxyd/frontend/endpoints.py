@@ -61,8 +61,9 @@ def compact(served: ServedView, req: ClientRequest,
         able &= providers
     if not able:
         raise Refused(400, f"No configured upstream serves /v1/responses/compact for the model {req.model!r} "
-                           f"(it is served by {', '.join(serving)}; compaction needs a Codex account or a "
-                           "codex-api-key)", "compact_not_supported")
+                           f"(it is served by {', '.join(serving)}; compaction needs a Codex account, a "
+                           "codex-api-key or an openai-compatibility provider with responses-compact: true)",
+                      "compact_not_supported")
     return req.fmt, _compaction(req), frozenset(able)
 
 
