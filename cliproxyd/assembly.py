@@ -33,8 +33,8 @@ from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_cre
 from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors import Executors
 from cliproxyd.executors.dispatch import alternate_kinds
-from cliproxyd.formats.request import COMPACT
 from cliproxyd.executors.upstreams import WireSettings
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.replies import Executor
 from cliproxyd.state import StateStore
 
