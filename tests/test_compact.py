@@ -53,6 +53,14 @@ def test_a_codex_api_key_compacts_the_conversation():
     assert "stream" not in seen.body
 
 
+def test_codex_clis_own_path_is_the_same_route():
+    h = faults()
+    code, _, body = h.request("POST", "/backend-api/codex/responses/compact", {"model": "via-codex", "input": INPUT})
+    assert code == 200, body
+    assert json.loads(body)["object"] == "response.compaction"
+    assert h.upstream.seen[0].path == PATH
+
+
 def test_stream_false_is_left_out_and_stream_true_is_refused():
     h = faults()
     code, _, body = compact(h, stream=False)

@@ -413,6 +413,7 @@ class Frontend:
                               endpoint=endpoints.text_completion)
 
     @app.route("/v1/responses/compact", methods=["POST"])
+    @app.route("/backend-api/codex/responses/compact", methods=["POST"])  # Codex CLI's chatgpt_base_url form
     def responses_compact(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/responses/compact", responses, self._generate, request, responses,
                               endpoint=endpoints.compact)
