@@ -73,6 +73,8 @@ class Executors:
             executor.prepare(c for c in creds if c.kind == kind)
 
     def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        if getattr(req, "alt", ""):  # another endpoint than generation (/v1/responses/compact)
+            return self._by_kind[cred.kind].execute_alternate(cred, req, upstream)
         return self._by_kind[cred.kind].execute(cred, req, upstream)
 
     def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
@@ -83,3 +85,8 @@ class Executors:
         if cred.kind not in QUOTA_CALLS:
             return None
         return read_quota(self._by_kind[cred.kind], cred, parse_model(upstream).base, self._clock.seconds)
+
+
+def alternate_kinds(alt: str) -> frozenset[str]:
+    """The credential kinds whose executors serve the client endpoint C{alt} (L{HTTPExecutor.alternates})."""
+    return frozenset(kind for kind, cls in EXECUTORS.items() if alt in cls.alternates)

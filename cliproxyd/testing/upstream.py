@@ -85,7 +85,7 @@ from zope.interface import implementer
 
 from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
-from cliproxyd.formats import claude, gemini, openai_chat, responses
+from cliproxyd.formats import claude, common, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
 from cliproxyd.testing.codeassist import CodeAssistAccounts
 from cliproxyd.testing.quota import AccountQuota
@@ -168,6 +168,7 @@ class SeenRequest:
             "bytes_sent": self.bytes_sent,
             "format": self.format,
             "peer": self.peer,
+            "path": self.path,
         }
 
 
@@ -298,6 +299,11 @@ class SimulatedUpstream:
     def responses_api(self, request: IRequest) -> Any:
         return self._serve(request, responses, _bearer(request))
 
+    @app.route("/v1/responses/compact", methods=["POST"])
+    def responses_compact(self, request: IRequest) -> Any:
+        """OpenAI's compaction of a Responses conversation: one C{response.compaction} object, never a stream."""
+        return self._serve(request, responses, _bearer(request), compact=True)
+
     @app.route("/v1/messages", methods=["POST"])
     def claude_api(self, request: IRequest) -> Any:
         if not _header(request, b"x-api-key"):
@@ -316,6 +322,11 @@ class SimulatedUpstream:
     def codex_backend(self, request: IRequest) -> Any:
         """The ChatGPT Codex backend: Responses, but only as a stream."""
         return self._serve(request, responses, _bearer(request), stream_only=True)
+
+    @app.route("/backend-api/codex/responses/compact", methods=["POST"])
+    def codex_backend_compact(self, request: IRequest) -> Any:
+        """The ChatGPT Codex backend's compaction: answered whole, like OpenAI's."""
+        return self._serve(request, responses, _bearer(request), compact=True)
 
     @app.route("/v1internal:<method>", methods=["POST"])
     def code_assist(self, request: IRequest, method: str) -> Any:
@@ -376,7 +387,7 @@ class SimulatedUpstream:
 
     async def _serve(self, request: IRequest, fmt: ModuleType, key: str, model: str | None = None,
                      stream: bool | None = None, count: bool = False, envelope: bool = False,
-                     stream_only: bool = False) -> bytes:
+                     stream_only: bool = False, compact: bool = False) -> bytes:
         request.setHeader(b"content-type", JSON)
         # Headers a real provider answers with: one a client may want (passthrough-headers), and
         # one a gateway in front of it adds (never passed on).
@@ -403,6 +414,8 @@ class SimulatedUpstream:
         stream = body_stream if stream is None else stream
         if stream_only and not stream:
             return self._error(request, fmt, 400, "Stream must be set to true", "invalid_request_error")
+        if compact and "stream" in data:
+            return self._error(request, fmt, 400, "Unsupported parameter: 'stream'", "invalid_request_error")
         if self.known_keys is not None and key not in self.known_keys:
             return self._error(request, fmt, 401, "Incorrect API key provided", "authentication_error",
                                "invalid_api_key")
@@ -438,6 +451,8 @@ class SimulatedUpstream:
         answer = self._answer(req, model, key)
         if b.name == "garbage":
             return _garbage(request, b.args[0], fmt.response_from_canonical(answer, model))
+        if compact:
+            return json.dumps(_compaction(answer, req)).encode()
         if b.name == "error-first" and not stream:
             return _error_object(fmt, b.args[0] if b.args else None)
         if b.name == "overloaded" and not stream:
@@ -690,6 +705,22 @@ def _error_kind(code: int) -> str:
     if code >= 500:
         return "server_error"
     return "invalid_request_error"
+
+
+def _compaction(answer: C.Response, req: C.Request) -> dict[str, Any]:
+    """
+    What a compact endpoint answers: the conversation's user turns kept as
+    they were, and the rest as one opaque C{compaction} item (here: how many
+    turns it stands for).
+    """
+    kept = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": common.joined_text(m.parts)}]}
+            for m in req.messages if m.role == "user"]
+    summary = f"sim-compaction:{len(req.messages)}:{answer.id}"
+    return {"id": f"cmp_{answer.id}", "object": "response.compaction", "created_at": 0,
+            "output": [*kept, {"type": "compaction", "id": f"cmpitem_{answer.id}", "encrypted_content": summary}],
+            "usage": {"input_tokens": 7 * len(req.messages), "output_tokens": 11,
+                      "total_tokens": 7 * len(req.messages) + 11, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
 def _response(reply_id: str, model: str, text: str) -> C.Response:
