@@ -291,3 +291,65 @@ async def test_shutdown_ends_a_turn_with_an_error_event_and_closes_with_going_aw
     assert code == 1001
     await wait_for(reactor, lambda: daemon.upstream.seen[0].disconnected)
     await wait_for(reactor, lambda: len(daemon.in_flight) == 0)
+
+
+# -- client keys, affinity, backpressure ------------------------------------------------------
+
+CLIENT_KEYS = {"client-keys": [{"name": "scoped", "key": "sk-scoped", "models": ["other-*"]},
+                               {"name": "rpm", "key": "sk-rpm", "rpm": 1}]}
+
+
+@pytest.mark.parametrize("daemon", [CLIENT_KEYS], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_client_keys_have_their_scope_and_limits_on_every_turn(daemon):
+    def client():
+        with opened(daemon.url, "sk-scoped") as ws:
+            scoped = turn(ws, create("hi"))
+        with opened(daemon.url, "sk-rpm") as ws:
+            return scoped, turn(ws, create("hi")), turn(ws, create("hi"))
+
+    scoped, first, over = await in_thread(client)
+    assert (scoped[0]["status"], scoped[0]["error"]["code"]) == (403, "model_not_allowed")
+    assert first[-1]["type"] == "response.completed"
+    assert (over[0]["status"], over[0]["error"]["code"]) == (429, "client_key_limit")
+    assert int(over[0]["headers"]["retry-after"]) >= 1
+    assert daemon.keys_seen() == ["sk-a"]
+
+
+@pytest.mark.parametrize("daemon, sticky", [
+    ({"routing": {"strategy": "round-robin", "session-affinity": True, "slow-start-seconds": 0}}, True),
+    ({"routing": {"strategy": "round-robin", "slow-start-seconds": 0}}, False),
+], indirect=["daemon"], ids=["affinity", "round-robin"])
+@pytest_twisted.ensureDeferred
+async def test_with_session_affinity_the_turns_of_a_connection_stay_on_one_credential(daemon, sticky):
+    def client():
+        with opened(daemon.url) as ws:
+            for text in ("one", "two", "three"):
+                assert turn(ws, create(text))[-1]["type"] == "response.completed"
+
+    await in_thread(client)
+    seen = daemon.keys_seen()
+    assert len(seen) == 3
+    assert (len(set(seen)) == 1) is sticky
+
+
+TOTAL = 64 * 1024 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_slows_the_upstream(daemon, reactor):
+    daemon.upstream.script("sk-a", f"bytes:{TOTAL}")
+
+    def client():
+        # The client's own queue holds a few messages, then it stops reading its socket.
+        with connect(daemon.url, additional_headers={"Authorization": f"Bearer {KEY}"}, max_queue=4,
+                     open_timeout=10, close_timeout=2) as ws:
+            ws.send(json.dumps(create("hi")))
+            ws.recv(timeout=10)
+            time.sleep(1.5)
+            return daemon.upstream.seen[0].bytes_sent
+
+    sent = await in_thread(client)
+    assert sent < TOTAL / 4, "the upstream kept sending to a client that reads nothing"
+    await wait_for(reactor, lambda: daemon.upstream.seen[0].disconnected)
+    await wait_for(reactor, lambda: len(daemon.in_flight) == 0)

@@ -657,11 +657,11 @@ class Frontend:
         return dumps(fmt.count_body(result.tokens or 0))
 
     async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
-                       render: Render, providers: frozenset[str] = frozenset(), session: tuple[str, ...] = ()) -> Any:
+                       render: Render, providers: frozenset[str] = frozenset(), execution: str = "") -> Any:
         meta = NO_META
         if served.session_affinity:
-            # Once per request, from what is already decoded (C{session}: the caller's own, when it names none).
-            sessions = session_ids(request.getHeader, req.data) or session
+            # Once per request, from what is already decoded (C{execution}: a websocket connection's id).
+            sessions = session_ids(request.getHeader, req.data, execution)
             if sessions:
                 meta = RequestMeta(session=sessions)
         if providers:

@@ -168,8 +168,8 @@ class ResponsesSocket(WebSocketServerProtocol):
         #: the turn under way has sent an event (its stream is relayed)
         self._sink: _EventSink | None = None
         self._turn_state: str | None = None
-        #: the connection's own session id, for affinity when its requests name none
-        self.session = ("ws:" + uuid.uuid4().hex,)
+        #: the connection's id: its turns' session for affinity, when they name no session of their own
+        self.execution = uuid.uuid4().hex
 
     # -- autobahn's callbacks -------------------------------------------------------
 
@@ -318,7 +318,7 @@ class ResponsesSocket(WebSocketServerProtocol):
                     raise render_responses(limit_problem(e.refusal)) from None
                 metering = Metering(front.keys, ticket)
             result = await front._conduct(request, served, served.conductor.execute, req, render_responses,
-                                          providers, session=self.session)
+                                          providers, execution=self.execution)
             collector = OutputCollector()
             ok = await self._relay(served, req, result, collector, metering)
             if ok and collector.done:
