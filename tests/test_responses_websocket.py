@@ -58,7 +58,7 @@ class Daemon:
         runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
         runtime.start()
         self.frontend = Frontend(runtime.source, reactor)
-        self.in_flight = InFlight(reactor, 5, end=self.frontend.end)
+        self.in_flight = InFlight(reactor, 5, end=self.frontend.end, drain=self.frontend.drain)
         site = TrackingSite(self.frontend.resource(), self.in_flight, runtime.source)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"ws://127.0.0.1:{self.port.getHost().port}/v1/responses"
@@ -290,6 +290,37 @@ async def test_shutdown_ends_a_turn_with_an_error_event_and_closes_with_going_aw
     assert got[-1]["type"] == "error" and "shutting down" in got[-1]["message"]
     assert code == 1001
     await wait_for(reactor, lambda: daemon.upstream.seen[0].disconnected)
+    await wait_for(reactor, lambda: len(daemon.in_flight) == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_at_shutdown_an_idle_socket_closes_at_once_and_a_busy_one_after_its_turn(daemon, reactor):
+    daemon.upstream.script("sk-a", "slow:0.1")
+
+    def until_closed(ws: ClientConnection) -> tuple[list[dict], int | None]:
+        got = []
+        try:
+            while True:
+                got.append(json.loads(ws.recv(timeout=10)))
+        except ConnectionClosed as e:
+            return got, e.rcvd.code if e.rcvd else None
+
+    def client():
+        with opened(daemon.url) as idle, opened(daemon.url) as busy:
+            busy.send(json.dumps(create("hi")))
+            first = json.loads(busy.recv(timeout=10))
+            started = time.monotonic()
+            reactor.callFromThread(daemon.in_flight.stopService)
+            idle_got, idle_code = until_closed(idle)
+            idle_after = time.monotonic() - started
+            busy_got, busy_code = until_closed(busy)
+            return idle_got, idle_code, idle_after, [first] + busy_got, busy_code
+
+    idle_got, idle_code, idle_after, busy_got, busy_code = await in_thread(client)
+    assert (idle_got, idle_code) == ([], 1001)
+    assert idle_after < 1.0  # not held until timeouts.shutdown-seconds
+    assert busy_got[-1]["type"] == "response.completed" and busy_code == 1001
+    assert text_of(busy_got).startswith("Hello from the simulated upstream")
     await wait_for(reactor, lambda: len(daemon.in_flight) == 0)
 
 

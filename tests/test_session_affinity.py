@@ -220,8 +220,6 @@ def test_a_request_refused_as_invalid_or_by_a_stop_rule_keeps_the_binding():
 
 
 def test_a_websocket_connection_is_a_session_after_the_explicit_ids_and_before_the_message_hash():
-    from cliproxyd.conductor.session import session_ids
-
     body = {"model": "m", "input": [{"role": "user", "content": "hi"}]}
     assert session_ids(lambda name: None, body, "c0ffee") == ("execution:c0ffee",)
     assert session_ids(lambda name: None, body)[0].startswith("msg:")

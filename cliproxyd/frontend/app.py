@@ -378,6 +378,11 @@ class Frontend:
         waiting.cancel()
         return True
 
+    def drain(self, request: IRequest) -> None:
+        """Shutdown has begun: a websocket upgraded from C{request} closes once its turn is done (at once if idle)."""
+        if self._websocket is not None:
+            self._websocket.drain(request)
+
     # -- routes ---------------------------------------------------------------
 
     @app.route("/healthz", methods=["GET", "HEAD"])

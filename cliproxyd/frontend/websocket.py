@@ -163,6 +163,8 @@ class ResponsesSocket(WebSocketServerProtocol):
         self.maxMessagePayloadSize = max_payload
         self.turns = Turns()
         self.gone = False
+        #: shutdown has begun: no new turn, and a close once the one under way is done
+        self.draining = False
         self._waiting: deque[bytes] = deque()
         self._running: Deferred[None] | None = None
         #: the turn under way has sent an event (its stream is relayed)
@@ -187,7 +189,7 @@ class ResponsesSocket(WebSocketServerProtocol):
         return (None, {TURN_STATE: turn_state}) if turn_state else None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.gone:
+        if self.gone or self.draining:
             return
         if len(self._waiting) >= MAX_WAITING:
             self.send(error_event(429, {
@@ -245,6 +247,12 @@ class ResponsesSocket(WebSocketServerProtocol):
             running.cancel()
         self.close(WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, SHUTDOWN_REASON)
 
+    def drain(self) -> None:
+        """Shutdown has begun: close (1001) now if idle, else once the turn under way is done; take no new turn."""
+        self.draining = True
+        if self._running is None:
+            self.close(WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, SHUTDOWN_REASON)
+
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake with C{code} (autobahn's sendClose takes only 1000 and 3000-4999)."""
         if not self.gone and self.state == WebSocketProtocol.STATE_OPEN:
@@ -253,12 +261,14 @@ class ResponsesSocket(WebSocketServerProtocol):
     # -- the turns --------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        while self._waiting and not self.gone:
+        while self._waiting and not self.gone and not self.draining:
             await self._turn(self._waiting.popleft())
 
     def _idle(self, _: object, running: Deferred[None]) -> None:
         if self._running is running:
             self._running = None
+            if self.draining:
+                self.close(WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, SHUTDOWN_REASON)
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(CancelledError):
@@ -443,6 +453,11 @@ class ResponsesWebsocket:
     def closed(self, socket: ResponsesSocket) -> None:
         if self.sockets.get(socket.request) is socket:
             del self.sockets[socket.request]
+
+    def drain(self, request: IRequest) -> None:
+        socket = self.sockets.get(request)
+        if socket is not None:
+            socket.drain()
 
     def end(self, request: IRequest) -> bool:
         """End the connection upgraded from C{request} (shutdown), if it is one."""
