@@ -8,6 +8,7 @@ thread while the reactor serves). Every wait is bounded.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any, Callable
 
@@ -384,3 +385,29 @@ async def test_a_client_that_stops_reading_slows_the_upstream(daemon, reactor):
     assert sent < TOTAL / 4, "the upstream kept sending to a client that reads nothing"
     await wait_for(reactor, lambda: daemon.upstream.seen[0].disconnected)
     await wait_for(reactor, lambda: len(daemon.in_flight) == 0)
+
+
+# -- the daemon as users run it -------------------------------------------------------------
+
+
+def test_twistd_serves_the_websocket_and_closes_it_going_away_at_sigterm(tmp_path):
+    from tests.test_e2e import processes
+
+    def config(up: str) -> dict:
+        return {"api-keys": [KEY], "timeouts": {"shutdown-seconds": 20}, **codex_keys(up)}
+
+    with processes(tmp_path, config, "--script", "sk-a=status:503") as (url, _, daemon):
+        ws_url = url.replace("http://", "ws://") + "/v1/responses"
+        with opened(ws_url, session_id="s-e2e") as ws:
+            first = turn(ws, create("hi"))
+            second = turn(ws, {"type": "response.create", "previous_response_id": first[-1]["response"]["id"],
+                               "input": "and again"})
+            assert first[-1]["type"] == second[-1]["type"] == "response.completed"
+            assert "(key ...sk-b)" in text_of(second)  # sk-a failed over, then cooled
+            started = time.monotonic()
+            daemon.p.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as caught:
+                ws.recv(timeout=15)
+            assert caught.value.rcvd is not None and caught.value.rcvd.code == 1001
+            assert time.monotonic() - started < 10  # an idle socket does not hold shutdown-seconds
+        assert daemon.p.wait(timeout=20) == 0
