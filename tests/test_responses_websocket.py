@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -48,15 +48,20 @@ def chat_keys(up: str) -> dict:
 class Daemon:
     """The frontend (on a TrackingSite, as the daemon serves it) and a simulated upstream, on loopback."""
 
-    def __init__(self, reactor, providers: Callable[[str], dict] = codex_keys, **top: Any) -> None:
+    def __init__(self, reactor, providers: Callable[[str], dict] = codex_keys, path: Any = None, **top: Any) -> None:
         self.upstream = SimulatedUpstream(reactor)
         self.upstream_port = reactor.listenTCP(0, QuietSite(self.upstream.resource()), interface="127.0.0.1")
         up = f"http://127.0.0.1:{self.upstream_port.getHost().port}"
         data = {"api-keys": [KEY], "routing": {"strategy": "fill-first", "slow-start-seconds": 0},
                 "timeouts": {"stream-idle-seconds": 30}, **providers(up), **top}
-        config, _ = parse_config(data)
         self.pool, client = make_http_client(reactor, 5)
-        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
+        assembly = Assembly(client, reactor, MemoryStateStore())
+        if path is not None:  # a config file, for reloads
+            self.data, self.path = {"auth-dir": str(path.parent), **data}, path
+            path.write_text(json.dumps(self.data))
+            runtime = self.runtime = Runtime(assembly, config_path=str(path), poll=0)
+        else:
+            runtime = self.runtime = Runtime(assembly, config=parse_config(data)[0], poll=0)
         runtime.start()
         self.frontend = Frontend(runtime.source, reactor)
         self.in_flight = InFlight(reactor, 5, end=self.frontend.end, drain=self.frontend.drain)
@@ -326,6 +331,30 @@ async def test_at_shutdown_an_idle_socket_closes_at_once_and_a_busy_one_after_it
 
 
 # -- client keys, affinity, backpressure ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_removed_by_a_reload_gets_a_401_and_the_close_on_its_next_turn(reactor, tmp_path):
+    daemon = Daemon(reactor, path=tmp_path / "config.yaml", **{"api-keys": [KEY, "sk-other"]})
+    try:
+        def client():
+            with opened(daemon.url) as ws:
+                first = turn(ws, create("hi"))
+                daemon.path.write_text(json.dumps({**daemon.data, "api-keys": ["sk-other"]}))
+                reloaded = blockingCallFromThread(reactor, daemon.runtime.reload)  # it runs on the reactor
+                assert reloaded is True
+                refused = turn(ws, create("hi"))
+                with pytest.raises(ConnectionClosed) as caught:
+                    ws.recv(timeout=10)
+                return first, refused, caught.value.rcvd.code
+
+        first, refused, code = await in_thread(client)
+        assert first[-1]["type"] == "response.completed"
+        assert (refused[0]["status"], refused[0]["error"]["code"]) == (401, "invalid_api_key")
+        assert code == 1008
+        assert len(daemon.upstream.seen) == 1
+    finally:
+        await daemon.close()
 
 CLIENT_KEYS = {"client-keys": [{"name": "scoped", "key": "sk-scoped", "models": ["other-*"]},
                                {"name": "rpm", "key": "sk-rpm", "rpm": 1}]}

@@ -78,7 +78,8 @@ NOT_APPLICABLE: dict[str, str] = {
     "credential-in-flight": "a CLIProxyAPI Home (cluster) contract; cliproxyd counts in-flight requests itself "
                             "(management /status in_flight)",
     "ampcode": "cliproxyd serves no Amp routes; point Amp at an OpenAI- or Claude-compatible route instead",
-    "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
+    "ws-auth": "cliproxyd serves no AI Studio relay (/v1/ws); its routes, the Responses websocket included, "
+               "check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
@@ -98,8 +99,8 @@ NOT_APPLICABLE: dict[str, str] = {
                                        "them",
     "claude-header-defaults.stabilize-device-profile": "cliproxyd does not cloak Claude requests; each one "
                                                        "carries the configured identity headers as they are",
-    "codex-header-defaults.beta-features": "cliproxyd serves no Responses websocket, the only place Codex beta "
-                                           "features are sent",
+    "codex-header-defaults.beta-features": "cliproxyd reaches Codex over HTTP only (its Responses websocket is "
+                                           "for clients), and beta features go only on an upstream websocket",
     "interactions-api-key": "cliproxyd serves no /v1beta/interactions route; gemini-api-key serves Gemini "
                             "generateContent",
     "antigravity-signature-cache-enabled": "cliproxyd keeps no signature cache; thinking signatures pass as the "
