@@ -440,3 +440,25 @@ def test_twistd_serves_the_websocket_and_closes_it_going_away_at_sigterm(tmp_pat
             assert caught.value.rcvd is not None and caught.value.rcvd.code == 1001
             assert time.monotonic() - started < 10  # an idle socket does not hold shutdown-seconds
         assert daemon.p.wait(timeout=20) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_wss_through_the_daemons_tls_listener(reactor, tmp_path):
+    import ssl
+
+    from tests.test_tls import self_signed, serve_https
+
+    cert, key = self_signed(tmp_path)
+    service, port = await serve_https(reactor, tmp_path, cert, key)  # makeService, as twistd builds it
+    try:
+        def client():
+            context = ssl.create_default_context(cafile=str(cert))
+            with connect(f"wss://localhost:{port}/v1/responses", ssl=context, open_timeout=10) as ws:
+                # The one provider listens nowhere: every attempt fails, and the turn says so in one event.
+                return turn(ws, {"type": "response.create", "model": "m1", "input": "hi"})
+
+        events = await in_thread(client)
+        assert len(events) == 1 and events[0]["type"] == "error" and events[0]["status"] == 502
+        assert events[0]["error"]["code"] == "upstream_unavailable"
+    finally:
+        await service.stopService()
