@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 from cliproxyd.assembly import Assembly
 from cliproxyd.config import parse_config
 from cliproxyd.frontend import Frontend, InFlight, QuietSite, TrackingSite
+from cliproxyd.metrics import Metrics
 from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
@@ -63,7 +64,8 @@ class Daemon:
         else:
             runtime = self.runtime = Runtime(assembly, config=parse_config(data)[0], poll=0)
         runtime.start()
-        self.frontend = Frontend(runtime.source, reactor)
+        self.metrics = Metrics()
+        self.frontend = Frontend(runtime.source, reactor, metrics=self.metrics)
         self.in_flight = InFlight(reactor, 5, end=self.frontend.end, drain=self.frontend.drain)
         site = TrackingSite(self.frontend.resource(), self.in_flight, runtime.source)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -129,6 +131,9 @@ async def test_turns_in_sequence_continue_one_conversation(daemon):
             return first, second
 
     first, second = await in_thread(client)
+    # Each turn is counted as a request of its own.
+    assert ('cliproxyd_requests_total{format="responses",model="gpt-r",route="/v1/responses (websocket)",'
+            'status="200"} 2.0') in daemon.metrics.render().decode()
     for events in (first, second):
         assert [e["type"] for e in events].count("response.completed") == 1
         assert events[-1]["type"] == "response.completed"
