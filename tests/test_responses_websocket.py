@@ -27,6 +27,7 @@ from cliproxyd.outbound import make_http_client
 from cliproxyd.runtime import Runtime
 from cliproxyd.state import MemoryStateStore
 from cliproxyd.testing.upstream import SimulatedUpstream
+from tests.test_loopback import Daemon as LoopbackDaemon
 from tests.test_loopback import wait_for
 
 KEY = "sk-client"
@@ -46,8 +47,8 @@ def chat_keys(up: str) -> dict:
                                       "models": [{"name": "sim-small", "alias": "gpt-r"}]}]}
 
 
-class Daemon:
-    """The frontend (on a TrackingSite, as the daemon serves it) and a simulated upstream, on loopback."""
+class Daemon(LoopbackDaemon):
+    """The frontend (on a TrackingSite, as the daemon serves it) and a simulated upstream, on loopback (close() as there)."""
 
     def __init__(self, reactor, providers: Callable[[str], dict] = codex_keys, path: Any = None, **top: Any) -> None:
         self.upstream = SimulatedUpstream(reactor)
@@ -73,11 +74,6 @@ class Daemon:
 
     def keys_seen(self) -> list[str]:
         return [s.key for s in self.upstream.seen]
-
-    async def close(self) -> None:
-        await self.port.stopListening()
-        await self.upstream_port.stopListening()
-        await self.pool.closeCachedConnections()
 
 
 @pytest.fixture
