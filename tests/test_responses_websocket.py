@@ -232,7 +232,8 @@ async def test_get_without_the_upgrade_is_a_426_in_the_responses_shape(daemon, r
 @pytest_twisted.ensureDeferred
 async def test_bad_messages_get_an_error_event_and_the_next_turn_is_served(daemon):
     def client():
-        with opened(daemon.url) as ws:
+        with opened(daemon.url, **{"x-codex-turn-state": "ts-1"}) as ws:
+            assert ws.response.headers["x-codex-turn-state"] == "ts-1"  # echoed, as CLIProxyAPI does
             return [turn(ws, "{not json"), turn(ws, "[1, 2]"), turn(ws, {"type": "response.cancel"}),
                     turn(ws, {"type": "response.create", "input": "no model"}),
                     turn(ws, create("hi", previous_response_id="resp_elsewhere")),
@@ -249,6 +250,23 @@ async def test_bad_messages_get_an_error_event_and_the_next_turn_is_served(daemo
     assert refused[6][0]["error"]["code"] == "model_not_found"
     assert served[-1]["type"] == "response.completed"
     assert len(daemon.upstream.seen) == 1  # nothing refused went upstream
+
+
+@pytest.mark.parametrize("daemon", [{"max-body-mb": 1}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_message_over_max_body_mb_closes_the_connection_with_message_too_big(daemon):
+    def client():
+        with opened(daemon.url) as ws:
+            served = turn(ws, create("x" * 500_000))
+            ws.send(json.dumps(create("x" * 1_100_000)))
+            with pytest.raises(ConnectionClosed) as caught:
+                ws.recv(timeout=10)
+            return served, caught.value.rcvd.code
+
+    served, code = await in_thread(client)
+    assert served[-1]["type"] == "response.completed"
+    assert code == 1009
+    assert len(daemon.upstream.seen) == 1
 
 
 # -- leaving ------------------------------------------------------------------------------

@@ -391,7 +391,8 @@ class _Factory(WebSocketServerFactory):
     def __init__(self, front: "Frontend") -> None:
         super().__init__()
         self.front = front
-        self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT)
+        # failByDrop off: a protocol failure (a message too big: 1009) is told in a close frame before the drop.
+        self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, failByDrop=False)
         #: (request, largest message) of the upgrade being rendered, for buildProtocol
         self.pending: tuple[IRequest, int] | None = None
 
