@@ -92,7 +92,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "codex.live-media-relay": "cliproxyd relays no WebRTC media; Codex Live connects to OpenAI directly",
     "antigravity": "cliproxyd does not rewrite Antigravity system instructions",
     "xai": "cliproxyd never adds xAI's x_search tool; a client's own tools pass as sent",
-    "xai-api-key[].websockets": "cliproxyd has no WebSocket transport; xAI keys are used over HTTP",
+    "xai-api-key[].websockets": "cliproxyd has no upstream WebSocket transport; xAI keys are used over HTTP",
     "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
                                           "and the next credential or priority tier serves",
     "claude-header-defaults.timezone": "cliproxyd does not cloak Claude requests; no timezone is made up for "
@@ -115,7 +115,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "claude-api-key[].rebuild-mid-system-message": "cliproxyd passes a Claude client's messages as sent, and "
                                                    "always gathers system messages into Claude's top-level "
                                                    "system when it translates",
-    "claude-api-key[].websockets": "cliproxyd has no WebSocket transport",
+    "claude-api-key[].websockets": "cliproxyd has no upstream WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
        for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
     "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
