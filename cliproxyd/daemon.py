@@ -254,7 +254,8 @@ def build_daemon(
                       run_in_thread=run_in_thread, require_client_keys=require_client_keys,
                       listen_fixed=listen_fixed)
     # At the deadline the frontend ends what it can (made below: looked up when it is needed).
-    in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request))
+    in_flight = InFlight(clock, shutdown_timeout, end=lambda request: frontend.end(request),
+                         drain=lambda request: frontend.drain(request))
     peers = PeerCounts(worker.directory, worker.index, lambda: process_counts(management.context), clock,
                        run_in_thread) if worker is not None else None
     management = ManagementAPI(

@@ -217,3 +217,11 @@ def test_a_request_refused_as_invalid_or_by_a_stop_rule_keeps_the_binding():
     chat_in(h, "t")  # the cursor: b
     chat_in(h, "s")  # still a (picked afresh it would be c)
     assert h.keys_seen() == ["key-a", "key-a", "key-a", "key-b", "key-a"]
+
+
+def test_a_websocket_connection_is_a_session_after_the_explicit_ids_and_before_the_message_hash():
+    body = {"model": "m", "input": [{"role": "user", "content": "hi"}]}
+    assert session_ids(lambda name: None, body, "c0ffee") == ("execution:c0ffee",)
+    assert session_ids(lambda name: None, body)[0].startswith("msg:")
+    assert session_ids(lambda name: b"s-1" if name == b"session_id" else None, body, "c0ffee") == ("codex:s-1",)
+    assert session_ids(lambda name: None, {**body, "prompt_cache_key": "k"}, "c0ffee") == ("pck:k",)

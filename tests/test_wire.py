@@ -261,8 +261,9 @@ def test_wire_keys_load_without_warnings_and_negative_values_turn_features_off()
     })
     assert (config.streaming.keepalive_seconds, config.streaming.bootstrap_retries,
             config.nonstream_keepalive_interval, config.passthrough_headers) == (0, 0, 0, True)
-    assert warnings == ["codex-header-defaults.beta-features: not used by cliproxyd: cliproxyd serves no Responses "
-                        "websocket, the only place Codex beta features are sent"]
+    assert warnings == ["codex-header-defaults.beta-features: not used by cliproxyd: cliproxyd reaches Codex over "
+                        "HTTP only (its Responses websocket is for clients), and beta features go only on an "
+                        "upstream websocket"]
 
 
 # -- on loopback: the bytes themselves ----------------------------------------------------------------

@@ -19,6 +19,7 @@ gives an id wins:
  9. body C{conversation} (Responses: an id, or an object's C{id})  C{conv:<id>}
 10. body C{metadata.user_id}                               C{user:<id>}
 11. body C{conversation_id}                                C{conv:<id>}
+    the Responses websocket connection the request came on  C{execution:<id>}
 12. a hash (BLAKE2b, 64 bits) of the system prompt, the first user message
     and the first assistant message (their first 100 bytes each), in any of
     the four formats: C{msg:<hex>}; with an assistant message, the hash without it
@@ -27,9 +28,8 @@ gives an id wins:
 
 An explicit id is used as it is (trimmed) when it is at most 256 characters
 and has no control character; otherwise that source gives nothing.
-CLIProxyAPI's two other sources, a WebSocket execution session and an
-identity derived from the caller's key, have no counterpart here: cliproxyd
-serves no WebSocket API, and source 12 covers what the derived identity does.
+CLIProxyAPI's identity derived from the caller's key has no counterpart
+here: source 12 covers what it does.
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ def _claude_session(data: dict[str, Any]) -> str:
     return explicit_id(found.group(1)) if found else ""
 
 
-def session_ids(header: Callable[[bytes], bytes | None], data: dict[str, Any]) -> SessionIds:
+def session_ids(header: Callable[[bytes], bytes | None], data: dict[str, Any], execution: str = "") -> SessionIds:
     """
     The session ids of a request: C{()} when it has none, else its primary
     id and, for some sources, a second one bound alongside it.
 
     @param header: the request's header by lower-case name (C{request.getHeader}).
     @param data: the decoded JSON body.
+    @param execution: the id of the websocket connection the request came on, if any.
     """
     for name, prefix in HEADER_SOURCES[:1]:
         if (value := header(name)) is not None and (sid := explicit_id(_text(value))):
@@ -115,6 +116,8 @@ def session_ids(header: Callable[[bytes], bytes | None], data: dict[str, Any]) -
         return ("user:" + sid,)
     if (value := get("conversation_id")) is not None and (sid := explicit_id(value)):
         return ("conv:" + sid,)
+    if execution:
+        return ("execution:" + execution,)
     return message_hash_ids(data)
 
 

@@ -78,7 +78,8 @@ NOT_APPLICABLE: dict[str, str] = {
     "credential-in-flight": "a CLIProxyAPI Home (cluster) contract; cliproxyd counts in-flight requests itself "
                             "(management /status in_flight)",
     "ampcode": "cliproxyd serves no Amp routes; point Amp at an OpenAI- or Claude-compatible route instead",
-    "ws-auth": "cliproxyd has no WebSocket API (/v1/ws); its HTTP routes check api-keys whenever any are set",
+    "ws-auth": "cliproxyd serves no AI Studio relay (/v1/ws); its routes, the Responses websocket included, "
+               "check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
     "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
@@ -91,15 +92,15 @@ NOT_APPLICABLE: dict[str, str] = {
     "codex.live-media-relay": "cliproxyd relays no WebRTC media; Codex Live connects to OpenAI directly",
     "antigravity": "cliproxyd does not rewrite Antigravity system instructions",
     "xai": "cliproxyd never adds xAI's x_search tool; a client's own tools pass as sent",
-    "xai-api-key[].websockets": "cliproxyd has no WebSocket transport; xAI keys are used over HTTP",
+    "xai-api-key[].websockets": "cliproxyd has no upstream WebSocket transport; xAI keys are used over HTTP",
     "quota-exceeded.antigravity-credits": "cliproxyd spends no Antigravity credits; an exhausted account cools "
                                           "and the next credential or priority tier serves",
     "claude-header-defaults.timezone": "cliproxyd does not cloak Claude requests; no timezone is made up for "
                                        "them",
     "claude-header-defaults.stabilize-device-profile": "cliproxyd does not cloak Claude requests; each one "
                                                        "carries the configured identity headers as they are",
-    "codex-header-defaults.beta-features": "cliproxyd serves no Responses websocket, the only place Codex beta "
-                                           "features are sent",
+    "codex-header-defaults.beta-features": "cliproxyd reaches Codex over HTTP only (its Responses websocket is "
+                                           "for clients), and beta features go only on an upstream websocket",
     "interactions-api-key": "cliproxyd serves no /v1beta/interactions route; gemini-api-key serves Gemini "
                             "generateContent",
     "antigravity-signature-cache-enabled": "cliproxyd keeps no signature cache; thinking signatures pass as the "
@@ -114,7 +115,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "claude-api-key[].rebuild-mid-system-message": "cliproxyd passes a Claude client's messages as sent, and "
                                                    "always gathers system messages into Claude's top-level "
                                                    "system when it translates",
-    "claude-api-key[].websockets": "cliproxyd has no WebSocket transport",
+    "claude-api-key[].websockets": "cliproxyd has no upstream WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
        for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
     "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",

@@ -347,6 +347,8 @@ class Frontend:
         self._ended: set[IRequest] = set()
         #: those of them whose keep-alives may have sent a 200 already
         self._early: dict[IRequest, EarlyAnswer] = {}
+        #: the Responses websocket's connections (made on the first upgrade)
+        self._websocket: Any = None
 
     def served(self) -> _Served:
         """The current generation's view, made once per generation."""
@@ -371,7 +373,7 @@ class Frontend:
         @return: whether C{request} was ended so; if not (any other
             request), nothing was done and its connection may be dropped.
         """
-        if end_stream(request):
+        if end_stream(request) or (self._websocket is not None and self._websocket.end(request)):
             return True
         waiting = self._waiting.get(request)
         channel = getattr(request, "channel", None)
@@ -381,6 +383,11 @@ class Frontend:
         self._ended.add(request)
         waiting.cancel()
         return True
+
+    def drain(self, request: IRequest) -> None:
+        """Shutdown has begun: a websocket upgraded from C{request} closes once its turn is done (at once if idle)."""
+        if self._websocket is not None:
+            self._websocket.drain(request)
 
     # -- routes ---------------------------------------------------------------
 
@@ -417,6 +424,19 @@ class Frontend:
     def responses_compact(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/responses/compact", responses, self._generate, request, responses,
                               endpoint=endpoints.compact)
+
+    @app.route("/v1/responses", methods=["GET"])
+    def openai_responses_websocket(self, request: IRequest) -> Any:
+        """The Responses API over a websocket (L{cliproxyd.frontend.websocket})."""
+        return self.websocket.upgrade(request)
+
+    @property
+    def websocket(self) -> Any:
+        if self._websocket is None:
+            from cliproxyd.frontend.websocket import ResponsesWebsocket
+
+            self._websocket = ResponsesWebsocket(self)
+        return self._websocket
 
     @app.route("/v1/messages", methods=["POST"])
     def claude_messages(self, request: IRequest) -> Any:
@@ -671,11 +691,11 @@ class Frontend:
         return dumps(fmt.count_body(result.tokens or 0))
 
     async def _conduct(self, request: IRequest, served: _Served, run: Callable[..., Any], req: ClientRequest,
-                       render: Render, providers: frozenset[str] = frozenset()) -> Any:
+                       render: Render, providers: frozenset[str] = frozenset(), execution: str = "") -> Any:
         meta = NO_META
         if served.session_affinity:
-            # Once per request, from what is already decoded.
-            sessions = session_ids(request.getHeader, req.data)
+            # Once per request, from what is already decoded (C{execution}: a websocket connection's id).
+            sessions = session_ids(request.getHeader, req.data, execution)
             if sessions:
                 meta = RequestMeta(session=sessions)
         if providers:

@@ -22,6 +22,10 @@ def _never(request: Request) -> bool:
     return False
 
 
+def _ignore(request: Request) -> None:
+    pass
+
+
 def _closed(transport: Any) -> bool:
     """Whether a connection is gone (TLS: the connection under it)."""
     if getattr(transport, "disconnected", False):
@@ -50,16 +54,19 @@ class InFlight(Service):
 
     @param end: asks a request to end now, if it can be ended with an
         answer; returns whether it was (by default none is).
+    @param drain: tells each request running when stopping begins that no
+        more is to come (a websocket closes once its turn is done).
     """
 
     name = "in-flight"
     log = Logger()
 
     def __init__(self, clock: IReactorTime, timeout: float,
-                 end: Callable[[Request], bool] = _never) -> None:
+                 end: Callable[[Request], bool] = _never, drain: Callable[[Request], None] = _ignore) -> None:
         self._clock = clock
         self._timeout = timeout
         self._end = end
+        self._drain = drain
         self._requests: set[Request] = set()
         self._drained: Deferred[None] | None = None
         self._deadline: IDelayedCall | None = None
@@ -83,6 +90,8 @@ class InFlight(Service):
 
     def stopService(self) -> "Deferred[None]":
         Service.stopService(self)
+        for request in list(self._requests):
+            self._drain(request)
         if not self._requests:
             return succeed(None)
         self.log.info(
