@@ -42,10 +42,15 @@ OAUTH_TYPES = {
     "iflow": "iflow",
 }
 
+#: The image models every Codex account serves, on /v1/images/* only (CLIProxyAPI's built-in two),
+#: through the backend's image_generation tool.
+CODEX_IMAGE_MODELS = ("gpt-image-1.5", "gpt-image-2")
+
 #: The models an OAuth account serves (before C{oauth-model-alias} and exclusions).
 OAUTH_MODELS: dict[str, tuple[str, ...]] = {
     "claude": ("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5"),
-    "codex": ("gpt-5", "gpt-5-codex", "gpt-5-codex-mini", "gpt-5.1", "gpt-5.1-codex", "gpt-5.1-codex-max"),
+    "codex": ("gpt-5", "gpt-5-codex", "gpt-5-codex-mini", "gpt-5.1", "gpt-5.1-codex", "gpt-5.1-codex-max",
+              *CODEX_IMAGE_MODELS),
     "gemini-cli": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview"),
     "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
                     "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
@@ -70,11 +75,11 @@ DEFAULT_VERTEX_LOCATION = "us-central1"
 #: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
 #: not known serves C{OAUTH_MODELS["codex"]}.
 CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
-    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
+    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review", *CODEX_IMAGE_MODELS),
     "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
-             "codex-auto-review"),
+             "codex-auto-review", *CODEX_IMAGE_MODELS),
     "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
-             "gpt-5.6-luna", "codex-auto-review"),
+             "gpt-5.6-luna", "codex-auto-review", *CODEX_IMAGE_MODELS),
 }
 CODEX_PLAN_MODELS["pro"] = CODEX_PLAN_MODELS["plus"]
 # Business and Go accounts get the Team list.

@@ -21,30 +21,29 @@ from cliproxyd.executors.accounts import (
     XAIExecutor,
 )
 from cliproxyd.credentials.refresh import SaveFn
+from cliproxyd.executors.images import CodexAccountImagesExecutor, CodexKeyImagesExecutor, CompatImagesExecutor
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
-    CodexOAuthExecutor,
     GeminiCLIExecutor,
 )
 from cliproxyd.executors.upstreams import (
     ClaudeExecutor,
-    CodexExecutor,
     GeminiExecutor,
     HTTPExecutor,
-    OpenAICompatExecutor,
     WireSettings,
 )
+from cliproxyd.formats.images import ImageRequest
 from cliproxyd.replies import Outbound, Reply, StreamReply
 
 #: The executor class of each credential kind.
 EXECUTORS: dict[str, type[HTTPExecutor]] = {
-    "openai-compatibility": OpenAICompatExecutor,
+    "openai-compatibility": CompatImagesExecutor,
     "claude-api-key": ClaudeExecutor,
     "gemini-api-key": GeminiExecutor,
-    "codex-api-key": CodexExecutor,
+    "codex-api-key": CodexKeyImagesExecutor,
     "claude": ClaudeOAuthExecutor,
-    "codex": CodexOAuthExecutor,
+    "codex": CodexAccountImagesExecutor,
     "gemini-cli": GeminiCLIExecutor,
     "antigravity": AntigravityExecutor,
     "xai": XAIExecutor,
@@ -70,6 +69,8 @@ class Executors:
             executor.prepare(c for c in creds if c.kind == kind)
 
     def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        if type(req) is ImageRequest:  # /v1/images/*: the executor's Images path (cliproxyd.executors.images)
+            return self._by_kind[cred.kind].images(cred, req, upstream)
         return self._by_kind[cred.kind].execute(cred, req, upstream)
 
     def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:

@@ -82,11 +82,13 @@ class WireSettings:
     disable_claude_cloak: bool = False
     #: codex.disable-codex-cloaking: the client's User-Agent and Originator go to Codex as sent
     disable_codex_cloaking: bool = False
+    #: gpt-image-2-base-model: the Codex model that runs the image tool ("": the default)
+    image_base_model: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "WireSettings":
         return cls(PayloadRules.of(config.payload), config.claude_header_defaults, config.codex_header_defaults,
-                   config.disable_claude_cloak_mode, config.disable_codex_cloaking)
+                   config.disable_claude_cloak_mode, config.disable_codex_cloaking, config.gpt_image_2_base_model)
 
 
 def dynamic_headers(cred: Credential) -> tuple[tuple[bytes, bytes], ...]:
@@ -227,9 +229,16 @@ class HTTPExecutor:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
 
-    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None) -> Any:
-        """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
+    async def images(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        """An Images API request (L{cliproxyd.executors.images}); this upstream serves none."""
+        raise UpstreamError("http", f"{cred.provider} serves no image requests", status=400)
+
+    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None,
+                    content_type: bytes | None = None) -> Any:
+        """POST C{body} (of C{content_type}, JSON by default); the response when its status is 2xx, else L{UpstreamError}."""
         headers = self.request_headers(cred)
+        if content_type is not None:
+            headers.setRawHeaders(b"content-type", [content_type])
         dynamic = self._dynamic.get(cred.id) if self._dynamic else None
         if dynamic:
             client = getattr(req, "headers", None)
