@@ -3,8 +3,9 @@ C{POST /v1/images/generations} and C{POST /v1/images/edits}: OpenAI's
 Images API, served by the credentials whose routes can make images.
 
 Which routes those are is worked out once per generation
-(L{image_providers}): an OpenAI-compatible provider's models marked
-C{image: true}, and the gpt-image models of Codex accounts and keys. A
+(L{cliproxyd.conductor.images.image_providers}): an OpenAI-compatible
+provider's models marked C{image: true}, and the gpt-image models of Codex
+accounts and keys. A
 request names its model (C{gpt-image-2} when it names none); it runs
 through the same conductor as every other request, restricted to the
 providers that can make images of that model (L{RequestMeta.providers},
@@ -15,12 +16,11 @@ answers both routes with a 404, as CLIProxyAPI does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from cliproxyd.config.model import ClientKey, Config
+from cliproxyd.conductor.images import image_providers
 from cliproxyd.conductor.keylimits import KeyLimited, estimate_tokens
-from cliproxyd.credentials import Credential
-from cliproxyd.credentials.authfiles import CODEX_IMAGE_MODELS
+from cliproxyd.config.model import ClientKey
 from cliproxyd.formats import images as I
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.frontend.keys import Metering
@@ -31,26 +31,6 @@ if TYPE_CHECKING:
     from twisted.web.iweb import IRequest
 
     from cliproxyd.frontend.app import Frontend
-
-#: The credential kinds whose executors make images, and how a route of theirs is known to.
-_CODEX_KINDS = frozenset({"codex", "codex-api-key"})
-
-
-def image_providers(config: Config, creds: Iterable[Credential]) -> dict[str, frozenset[str]]:
-    """Each client-facing model name that can make images -> the providers whose credentials make them."""
-    marked = {(p.name, m.route_name) for p in config.openai_compatibility for m in p.models if m.info.image}
-    out: dict[str, set[str]] = {}
-    for cred in creds:
-        for route in cred.routes:
-            if cred.kind == "openai-compatibility":
-                ok = (cred.provider, route.state_key) in marked
-            elif cred.kind in _CODEX_KINDS:
-                ok = all(parse_model(u).base in CODEX_IMAGE_MODELS for u in route.upstream)
-            else:
-                ok = False
-            if ok:
-                out.setdefault(route.name, set()).add(cred.provider)
-    return {name: frozenset(providers) for name, providers in out.items()}
 
 
 class ImageRoutes:
