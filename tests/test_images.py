@@ -49,6 +49,7 @@ def config_for(base: str, auth_dir: str, **top) -> dict:
         }],
         "codex-api-key": [{"api-key": "sk-codex-key", "base-url": base + "/v1",
                            "models": [{"name": "gpt-image-1.5"}]}],
+        "xai-api-key": [{"api-key": "sk-xai-key", "base-url": base + "/v1"}],
         **top,
     }
 
@@ -190,6 +191,33 @@ async def test_gpt_image_2_base_model_runs_the_tool(tmp_path):
         assert s.upstream.seen[-1].body["model"] == "gpt-5.5"
     finally:
         await s.close()
+
+
+# -- xAI: its own Images API --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_xai_key_makes_images_with_xais_aspect_ratio_and_resolution(stack):
+    answer = await stack.sdk(_generate("grok-imagine-image", size="1792x1024", n=2))
+    assert [base64.b64decode(d.b64_json) for d in answer.data] == [PICTURE, PICTURE]
+    assert answer.usage.total_tokens == USAGE["total_tokens"]
+    seen = stack.upstream.seen[-1]
+    assert seen.path == "/v1/images/generations" and seen.key == "sk-xai-key"
+    assert seen.body == {"model": "grok-imagine-image", "prompt": "a red square", "response_format": "b64_json",
+                         "aspect_ratio": "16:9", "resolution": "1k", "n": 2}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_xai_edit_sends_the_upload_as_an_image_url(stack):
+    answer = await stack.sdk(lambda c: c.images.edit(
+        model="grok-imagine-image-quality", prompt="make it green", image=("photo.png", PHOTO, "image/png"),
+        response_format="url"))
+    assert answer.data[0].url == "data:image/png;base64," + PICTURE_B64
+    seen = stack.upstream.seen[-1]
+    assert seen.path == "/v1/images/edits"
+    assert seen.body == {"model": "grok-imagine-image-quality", "prompt": "make it green", "response_format": "url",
+                         "image": {"type": "image_url",
+                                   "url": "data:image/png;base64," + base64.b64encode(PHOTO).decode()}}
 
 
 # -- failover before a byte, and errors in OpenAI's shape ------------------------------------

@@ -24,7 +24,7 @@ from attrs import define, evolve, field
 from cliproxyd import jsontext
 from cliproxyd.config.model import (CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, LocalLimits,
                                     ScopedErrorRule)
-from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
+from cliproxyd.credentials.model import XAI_IMAGE_MODELS, Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
 #: The credential kind (and provider) of each file C{type}; C{gemini} files are Gemini CLI accounts.
@@ -55,7 +55,7 @@ OAUTH_MODELS: dict[str, tuple[str, ...]] = {
     "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
                     "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
     "xai": ("grok-4.6", "grok-build-0.1", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning",
-            "grok-4.20-0309-non-reasoning", "grok-3-mini", "grok-3-mini-fast"),
+            "grok-4.20-0309-non-reasoning", "grok-3-mini", "grok-3-mini-fast", *XAI_IMAGE_MODELS),
     # Kimi's upstream names drop the "kimi-" (executors.accounts.kimi_upstream_model).
     "kimi": ("kimi-k2", "kimi-k2-thinking", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k2.7-code-highspeed"),
     "vertex": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",

@@ -18,10 +18,14 @@ from cliproxyd.executors.accounts import (
     QwenExecutor,
     VertexAPIKeyExecutor,
     VertexExecutor,
-    XAIExecutor,
 )
 from cliproxyd.credentials.refresh import SaveFn
-from cliproxyd.executors.images import CodexAccountImagesExecutor, CodexKeyImagesExecutor, CompatImagesExecutor
+from cliproxyd.executors.images import (
+    CodexAccountImagesExecutor,
+    CodexKeyImagesExecutor,
+    CompatImagesExecutor,
+    XAIImagesExecutor,
+)
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
@@ -46,8 +50,8 @@ EXECUTORS: dict[str, type[HTTPExecutor]] = {
     "codex": CodexAccountImagesExecutor,
     "gemini-cli": GeminiCLIExecutor,
     "antigravity": AntigravityExecutor,
-    "xai": XAIExecutor,
-    "xai-api-key": XAIExecutor,
+    "xai": XAIImagesExecutor,
+    "xai-api-key": XAIImagesExecutor,
     "kimi": KimiExecutor,
     "vertex": VertexExecutor,
     "vertex-api-key": VertexAPIKeyExecutor,

@@ -8,7 +8,10 @@ each the chat executor of its kind with an C{images} method:
   model, and the upstream's Images answer back as it is;
 - a Codex account: the ChatGPT backend's C{/responses} stream with the
   C{image_generation} tool, run by C{gpt-image-2-base-model}, and the
-  images of its C{response.completed} as the Images answer.
+  images of its C{response.completed} as the Images answer;
+- an xAI account or key: xAI's C{/images/generations} or C{/images/edits}
+  (JSON, with xAI's aspect ratio and resolution, uploads as data URLs), and
+  its answer in OpenAI's shape.
 
 A 2xx whose body is not an Images answer (no C{data} list, or no image in
 it) is the attempt's failure, so the next credential is tried before the
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from cliproxyd.credentials import Credential
+from cliproxyd.executors.accounts import XAIExecutor
 from cliproxyd.executors.oauth import CodexOAuthExecutor
 from cliproxyd.executors.stream import first_error, stream_error
 from cliproxyd.executors.upstreams import CodexExecutor, HTTPExecutor, OpenAICompatExecutor
@@ -80,3 +84,14 @@ class CodexAccountImagesExecutor(CodexOAuthExecutor):
             raise UpstreamError("broken", "the Codex stream ended without response.completed", status=502)
         _checked(answer)
         return Reply(response.code, JSON, dumps(answer), fmt=I.NAME, data=answer, headers=response.headers)
+
+
+class XAIImagesExecutor(XAIExecutor):
+    """An xAI account or key: Responses, and xAI's Images API for the grok-imagine models."""
+
+    async def images(self, cred: Credential, req: I.ImageRequest, upstream: str) -> Reply:  # type: ignore[override]
+        body = I.xai_body(req, parse_model(upstream).base)
+        response = await self._send(cred, f"{cred.base_url}/images/{req.endpoint}", body, False, req)
+        answer = await self._read(response)
+        data = _checked(I.xai_answer(self._answer_object(cred, answer), req.response_format, self._clock.seconds()))
+        return Reply(response.code, JSON, dumps(data), fmt=I.NAME, data=data, headers=response.headers)

@@ -375,3 +375,70 @@ def _answer(response: dict[str, Any], items: list[dict[str, Any]], response_form
     if isinstance(usage, dict):
         out["usage"] = usage
     return out
+
+
+# -- xAI's Images API --------------------------------------------------------------------
+
+#: OpenAI sizes and xAI's own words -> xAI's aspect ratios
+_XAI_RATIOS = {"1:1": "1:1", "square": "1:1", "16:9": "16:9", "landscape": "16:9", "9:16": "9:16",
+               "portrait": "9:16", "4:3": "4:3", "3:4": "3:4", "3:2": "3:2", "2:3": "2:3"}
+_XAI_SIZES = {"1024x1024": "1:1", "2048x2048": "1:1", "1792x1024": "16:9", "1024x1792": "9:16",
+              "1536x1024": "3:2", "1024x1536": "2:3"}
+
+
+def xai_body(req: ImageRequest, model: str) -> bytes:
+    """
+    The body of xAI's C{/images/generations} or C{/images/edits}: the prompt,
+    C{aspect_ratio} and C{resolution} (from the client's own, or from an
+    OpenAI C{size}), C{n}, and the images to edit as C{image_url} objects
+    (uploads as data URLs), as CLIProxyAPI builds it.
+    """
+    size = str(req.fields.get("size") or "").strip().lower()
+    ratio = _XAI_SIZES.get(size) or _XAI_RATIOS.get(str(req.fields.get("aspect_ratio") or "").strip().lower())
+    resolution = str(req.fields.get("resolution") or "").strip().lower()
+    if resolution not in ("1k", "2k"):
+        resolution = "2k" if "2048" in size else ""
+    generating = req.endpoint == "generations"
+    body: dict[str, Any] = {"model": model, "prompt": req.prompt, "response_format": req.response_format}
+    if ratio or generating:
+        body["aspect_ratio"] = ratio or "1:1"
+    if resolution or generating:
+        body["resolution"] = resolution or "1k"
+    n = _number(req.fields.get("n"))
+    if n is not None and n > 0:
+        body["n"] = n
+    if not generating:
+        refs = [{"type": "image_url", "url": url} for url in req.images()]
+        if len(refs) == 1:
+            body["image"] = refs[0]
+        else:
+            body["images"] = refs
+    return dumps(body)
+
+
+def xai_answer(data: dict[str, Any], response_format: str, now: float | None = None) -> dict[str, Any]:
+    """xAI's images answer in OpenAI's shape: b64_json or url as the client asked, revised prompts, usage."""
+    created = data.get("created")
+    out: dict[str, Any] = {"created": created if isinstance(created, int) and created > 0
+                           else int(time.time() if now is None else now), "data": []}
+    for item in data.get("data") or ():
+        if not isinstance(item, dict):
+            continue
+        b64 = item.get("b64_json") if isinstance(item.get("b64_json"), str) else ""
+        url = item.get("url") if isinstance(item.get("url"), str) else ""
+        if not (b64 or url):
+            continue
+        image: dict[str, Any] = {}
+        if response_format == "url":
+            mime = item.get("mime_type") if isinstance(item.get("mime_type"), str) else "image/png"
+            image["url"] = url or f"data:{mime};base64,{b64}"
+        elif b64:
+            image["b64_json"] = b64
+        else:
+            image["url"] = url
+        if isinstance(item.get("revised_prompt"), str) and item["revised_prompt"]:
+            image["revised_prompt"] = item["revised_prompt"]
+        out["data"].append(image)
+    if isinstance(data.get("usage"), dict):
+        out["usage"] = data["usage"]
+    return out
