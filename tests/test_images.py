@@ -35,9 +35,16 @@ PHOTO = png(3, 2, (10, 200, 90))
 MASK = png(3, 2, (0, 0, 0))
 
 
+#: client-keys entries: one that may only make pictures, one whose tokens are counted
+SCOPED = "sk-images-scoped"
+METERED = "sk-images-metered"
+
+
 def config_for(base: str, auth_dir: str, **top) -> dict:
     return {
         "api-keys": [CLIENT],
+        "client-keys": [{"name": "pictures-only", "key": SCOPED, "models": ["pictures"], "providers": ["xai"]},
+                        {"name": "metered", "key": METERED, "tpm": 2000}],
         "auth-dir": auth_dir,
         "routing": {"strategy": "fill-first"},
         "openai-compatibility": [{
@@ -73,11 +80,11 @@ class ImageStack:
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
-    def sdk(self, call):
+    def sdk(self, call, key: str = CLIENT):
         """Run a call of the (blocking) openai SDK off the reactor thread, which serves it."""
         import openai
 
-        client = openai.OpenAI(base_url=self.url + "/v1", api_key=CLIENT, max_retries=0, timeout=20)
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=20)
         return deferToThread(call, client)
 
     async def close(self) -> None:
@@ -260,6 +267,49 @@ async def test_a_codex_stream_that_opens_with_an_error_is_that_error(stack):
     with pytest.raises(openai.APIStatusError) as caught:
         await stack.sdk(_generate("gpt-image-2"))
     assert caught.value.status_code >= 500
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_refusal_of_the_request_is_answered_at_once(stack):
+    import openai
+
+    stack.upstream.script("sk-pics-1", "status:400")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await stack.sdk(_generate("pictures"))
+    # the upstream's own OpenAI error body, as it sent it
+    assert caught.value.response.json()["error"]["message"] == "simulated failure 400"
+    assert [r.key for r in stack.upstream.seen] == ["sk-pics-1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_that_does_not_serve_the_model_moves_on(stack):
+    stack.upstream.script("sk-pics-1", "unsupported")
+    answer = await stack.sdk(_generate("pictures"))
+    assert answer.data
+    assert [r.key for r in stack.upstream.seen] == ["sk-pics-1", "sk-pics-2"]
+
+
+@pytest.mark.parametrize("model, code", [("gpt-image-2", "model_not_allowed"), ("pictures", "provider_not_allowed")])
+@pytest_twisted.ensureDeferred
+async def test_a_client_keys_scope_holds_on_the_image_routes(stack, model, code):
+    import openai
+
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await stack.sdk(_generate(model), key=SCOPED)
+    assert caught.value.response.json()["error"]["code"] == code
+    assert not stack.upstream.seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_keys_tokens_count_the_images_usage(stack):
+    import openai
+
+    for _ in range(2):  # 1068 tokens each, by the upstream's usage: the second ends over 2000
+        await stack.sdk(_generate("pictures"), key=METERED)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await stack.sdk(_generate("pictures"), key=METERED)
+    assert caught.value.response.json()["error"]["code"] == "client_key_limit"
+    assert len(stack.upstream.seen) == 2
 
 
 @pytest.mark.parametrize("model, status, words", [
