@@ -379,6 +379,22 @@ async def test_the_other_modes_keep_the_routes(tmp_path, mode):
         await s.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_slow_image_gets_json_keepalives_then_its_answer(tmp_path):
+    from twisted.internet import reactor
+
+    s = ImageStack(reactor, tmp_path, **{"nonstream-keepalive-interval": 0.05})
+    try:
+        s.upstream.script("sk-pics-1", "slow:0.3")
+        response = await treq.post(s.url + "/v1/images/generations", json={"model": "pictures", "prompt": "x"},
+                                   headers={"authorization": f"Bearer {CLIENT}"})
+        body = await response.content()
+        assert response.code == 200 and body.startswith(b"\n")  # blank lines while the picture was drawn
+        assert base64.b64decode(json.loads(body)["data"][0]["b64_json"]) == PICTURE
+    finally:
+        await s.close()
+
+
 # -- config ------------------------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ C{:countTokens}; Vertex AI's paths for the same,
 C{/v1/projects/P/locations/L/publishers/google/models/M:...} with a bearer and
 C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
 C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
-its own key header, stream framing and error bodies.
+its own key header, stream framing and error bodies; and image models
+(C{/v1/images/generations}, C{/v1/images/edits}, the Codex backend's
+image_generation tool: L{cliproxyd.testing.images}).
 
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
@@ -297,7 +299,7 @@ class SimulatedUpstream:
         return behaviour
 
     async def _refused(self, request: IRequest, fmt: ModuleType, b: Behaviour, model: str) -> bytes | None:
-        """The answer of a behaviour that refuses or never answers; None for one that answers."""
+        """The answer of a behaviour that refuses or never answers; None for one that answers (slow: later)."""
         if b.name == "status":
             if len(b.args) > 1:
                 request.setHeader(b"retry-after", b"%d" % int(b.args[1]))
@@ -309,6 +311,8 @@ class SimulatedUpstream:
                                "model_not_supported")
         if b.name == "hang":
             await Deferred()
+        if b.name == "slow":
+            await deferLater(self.clock, b.args[0])
         return None
 
     async def _images(self, request: IRequest, endpoint: str) -> bytes:
