@@ -329,12 +329,10 @@ async def test_a_model_that_makes_no_images_is_a_4xx_naming_it(stack, model, sta
 
 
 @pytest_twisted.ensureDeferred
-async def test_streamed_images_and_missing_prompts_are_refused(stack):
-    for body in ({"model": "pictures", "prompt": "x", "stream": True}, {"model": "pictures"}):
-        response = await treq.post(stack.url + "/v1/images/generations", json=body,
-                                   headers={"authorization": f"Bearer {CLIENT}"})
-        assert response.code == 400
-        assert "error" in json.loads(await response.content())
+async def test_missing_prompts_and_images_are_refused(stack):
+    response = await treq.post(stack.url + "/v1/images/generations", json={"model": "pictures"},
+                               headers={"authorization": f"Bearer {CLIENT}"})
+    assert response.code == 400 and b"prompt is required" in await response.content()
     response = await treq.post(stack.url + "/v1/images/edits", json={"model": "pictures", "prompt": "x"},
                                headers={"authorization": f"Bearer {CLIENT}"})
     assert response.code == 400 and b"image is required" in await response.content()
@@ -391,6 +389,69 @@ async def test_a_slow_image_gets_json_keepalives_then_its_answer(tmp_path):
         body = await response.content()
         assert response.code == 200 and body.startswith(b"\n")  # blank lines while the picture was drawn
         assert base64.b64decode(json.loads(body)["data"][0]["b64_json"]) == PICTURE
+    finally:
+        await s.close()
+
+
+# -- image events (stream: true) ---------------------------------------------------------
+
+
+def _events(stream) -> list:
+    return [(e.type, e) for e in stream]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_streamed_generation_gets_openais_completed_event(stack):
+    events = await stack.sdk(lambda c: _events(c.images.generate(model="pictures", prompt="x", stream=True)))
+    [(kind, event)] = events
+    assert kind == "image_generation.completed" and base64.b64decode(event.b64_json) == PICTURE
+    assert event.usage.total_tokens == USAGE["total_tokens"]
+    assert "stream" not in stack.upstream.seen[-1].body  # the upstream is asked for a whole answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_codex_account_streams_its_partial_images_then_the_image(stack):
+    events = await stack.sdk(lambda c: _events(c.images.generate(model="gpt-image-2", prompt="x", stream=True,
+                                                                 partial_images=1, size="1024x1024")))
+    assert [k for k, _ in events] == ["image_generation.partial_image", "image_generation.completed"]
+    partial, done = events[0][1], events[1][1]
+    assert partial.partial_image_index == 0 and base64.b64decode(partial.b64_json) == PICTURE
+    assert done.size == "1024x1024" and done.usage.total_tokens == USAGE["total_tokens"]
+    assert stack.upstream.seen[-1].body["tools"][0]["partial_images"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_streamed_edit_gets_image_edit_events(stack):
+    events = await stack.sdk(lambda c: _events(c.images.edit(
+        model="grok-imagine-image", prompt="x", image=("p.png", PHOTO, "image/png"), stream=True)))
+    assert [k for k, _ in events] == ["image_edit.completed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_streamed_request_fails_over_and_its_failure_is_an_openai_error(stack):
+    import openai
+
+    stack.upstream.script("sk-pics-1", "status:503")
+    events = await stack.sdk(lambda c: _events(c.images.generate(model="pictures", prompt="x", stream=True)))
+    assert [k for k, _ in events] == ["image_generation.completed"]
+    stack.upstream.script("sk-pics-2", "status:429:30")
+    with pytest.raises(openai.RateLimitError):
+        await stack.sdk(lambda c: _events(c.images.generate(model="pictures", prompt="x", stream=True)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_whose_keepalives_went_out_ends_with_an_error_event(tmp_path):
+    import openai
+    from twisted.internet import reactor
+
+    s = ImageStack(reactor, tmp_path, streaming={"keepalive-seconds": 0.05}, timeouts={"response-seconds": 0.3})
+    try:
+        s.upstream.script("sk-pics-1", "hang")
+        s.upstream.script("sk-pics-2", "hang")
+        with pytest.raises(openai.APIError, match="no response within") as caught:
+            await s.sdk(lambda c: _events(c.images.generate(model="pictures", prompt="x", stream=True)))
+        # a 200 went out with the keep-alives: the failure came as the stream's error event
+        assert not isinstance(caught.value, openai.APIStatusError)
     finally:
         await s.close()
 

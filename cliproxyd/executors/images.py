@@ -13,6 +13,9 @@ each the chat executor of its kind with an C{images} method:
   (JSON, with xAI's aspect ratio and resolution, uploads as data URLs), and
   its answer in OpenAI's shape.
 
+A client that asks for a stream gets the answer as OpenAI's image events
+(L{cliproxyd.formats.images.event_stream}), built from the whole answer.
+
 A 2xx whose body is not an Images answer (no C{data} list, or no image in
 it) is the attempt's failure, so the next credential is tried before the
 client sees a byte; an error status fails over as any other does.
@@ -48,6 +51,16 @@ def _checked(answer: Any) -> dict[str, Any]:
     return answer
 
 
+def _reply(response: Any, req: I.ImageRequest, answer: dict[str, Any], body: bytes | None = None,
+           partials: list[dict[str, Any]] | None = None) -> Reply:
+    """The answer as the client asked for it: JSON (C{body}, when the upstream's passes as it is), or events."""
+    if req.stream:
+        return Reply(response.code, b"text/event-stream", I.event_stream(answer, req.endpoint, partials or ()),
+                     fmt=I.NAME, data=answer, headers=response.headers)
+    return Reply(response.code, JSON, dumps(answer) if body is None else body, fmt=I.NAME, data=answer,
+                 headers=response.headers)
+
+
 class _ImagesAPI(HTTPExecutor):
     """An upstream that speaks the Images API itself."""
 
@@ -56,8 +69,7 @@ class _ImagesAPI(HTTPExecutor):
         url = f"{cred.base_url}/images/{req.endpoint}"
         response = await self._send(cred, url, body, False, req, content_type=content_type)
         answer = await self._read(response)
-        data = _checked(self._answer_object(cred, answer))
-        return Reply(response.code, JSON, answer, fmt=I.NAME, data=data, headers=response.headers)
+        return _reply(response, req, _checked(self._answer_object(cred, answer)), answer)
 
 
 class CompatImagesExecutor(_ImagesAPI, OpenAICompatExecutor):
@@ -76,14 +88,14 @@ class CodexAccountImagesExecutor(CodexOAuthExecutor):
         body = dumps(I.tool_request(req, parse_model(upstream).base, base_model))
         response = await self._send(cred, self.url(cred, base_model, True), body, True, req)
         whole = await self._read(response)
-        answer = I.images_answer(whole, req.response_format, self._clock.seconds())
+        partials: list[dict[str, Any]] = []
+        answer = I.images_answer(whole, req.response_format, self._clock.seconds(), partials)
         if answer is None:
             error = first_error(whole, self.format)
             if error is not None:
                 raise stream_error(*error, self.format.NAME, self._clock.seconds(), self.redact(cred))
             raise UpstreamError("broken", "the Codex stream ended without response.completed", status=502)
-        _checked(answer)
-        return Reply(response.code, JSON, dumps(answer), fmt=I.NAME, data=answer, headers=response.headers)
+        return _reply(response, req, _checked(answer), partials=partials)
 
 
 class XAIImagesExecutor(XAIExecutor):
@@ -93,5 +105,5 @@ class XAIImagesExecutor(XAIExecutor):
         body = I.xai_body(req, parse_model(upstream).base)
         response = await self._send(cred, f"{cred.base_url}/images/{req.endpoint}", body, False, req)
         answer = await self._read(response)
-        data = _checked(I.xai_answer(self._answer_object(cred, answer), req.response_format, self._clock.seconds()))
-        return Reply(response.code, JSON, dumps(data), fmt=I.NAME, data=data, headers=response.headers)
+        return _reply(response, req, _checked(I.xai_answer(self._answer_object(cred, answer), req.response_format,
+                                                           self._clock.seconds())))

@@ -9,8 +9,9 @@ entry says C{image: true}, a Codex API key at api.openai.com) gets it back
 as it came, the model renamed (L{passthrough_body}); the ChatGPT Codex
 backend gets a Responses request whose one tool is C{image_generation}
 (L{tool_request}), and its stream's image calls become the Images answer
-(L{images_answer}). Streamed image answers (C{stream: true}) are refused
-with a 400: nothing is sent.
+(L{images_answer}). A client that asks for C{stream: true} gets OpenAI's
+image events (L{event_stream}) once the upstream's answer is whole: the
+upstream is asked for a whole answer, so failover works as for any other.
 """
 
 from __future__ import annotations
@@ -70,13 +71,15 @@ def sniff(data: bytes) -> str:
 
 
 class Wire:
-    """What the frontend asks of a client's format, for the Images API (whose answers are never streamed)."""
+    """What the frontend asks of a client's format, for the Images API (keep-alives and a late error)."""
 
     NAME = NAME
 
     @staticmethod
     def stream_error_event(message: str) -> bytes:
-        return b""
+        """The error event that ends a stream of image events (the SDK raises it)."""
+        return b"event: error\ndata: " + dumps({"type": "error", "error": {
+            "message": message, "type": "server_error"}}) + b"\n\n"
 
 
 class ImageRequest:
@@ -84,15 +87,16 @@ class ImageRequest:
     What the conductor and the image executors use of an Images request:
     C{model} (as the client asked), C{endpoint} (C{generations} or
     C{edits}), the fields (JSON values, or a form's text) and the uploads.
-    It is never streamed; it has no chat body for any other upstream.
+    It has no chat body for any other upstream.
     """
 
-    stream = False
     fmt = Wire
 
     def __init__(self, endpoint: str, model: str, fields: dict[str, Any], uploads: tuple[Upload, ...] = (),
-                 multipart: bool = False, headers: Any = None) -> None:
+                 multipart: bool = False, headers: Any = None, stream: bool = False) -> None:
         self.endpoint = endpoint
+        #: the client wants image events (L{event_stream}) rather than one JSON answer
+        self.stream = stream
         self.model = model
         self.fields = fields
         #: what session affinity reads session ids from
@@ -159,9 +163,8 @@ def _checked(endpoint: str, fields: dict[str, Any], uploads: tuple[Upload, ...],
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadRequest("prompt is required")
     stream = fields.get("stream")
-    if stream is True or (isinstance(stream, str) and stream.strip().lower() in ("true", "1", "yes", "on")):
-        raise BadRequest("stream: streamed image answers are not supported; leave stream out")
-    req = ImageRequest(endpoint, model.strip(), fields, uploads, multipart, headers)
+    wants = stream is True or (isinstance(stream, str) and stream.strip().lower() in ("true", "1", "yes", "on"))
+    req = ImageRequest(endpoint, model.strip(), fields, uploads, multipart, headers, wants)
     if endpoint == "edits" and not req.images():
         raise BadRequest("image is required (an image file, or images[].image_url)")
     return req
@@ -328,17 +331,25 @@ def _events(body: bytes) -> Iterable[dict[str, Any]]:
             yield event
 
 
-def images_answer(stream: bytes, response_format: str, now: float | None = None) -> dict[str, Any] | None:
+def images_answer(stream: bytes, response_format: str, now: float | None = None,
+                  partials: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """
     The Images answer in a Codex backend stream: the image calls of its
     C{response.completed} (or of its C{response.output_item.done} events,
     when the completed response lists none), with the tool's usage; None
-    when the stream has no C{response.completed}.
+    when the stream has no C{response.completed}. C{partials}, when given,
+    gets the stream's partial images (as L{event_stream} sends them).
     """
     done: list[dict[str, Any]] = []
     for event in _events(stream):
         kind = event.get("type")
-        if kind == "response.output_item.done" and isinstance(event.get("item"), dict):
+        if kind == "response.image_generation_call.partial_image" and partials is not None:
+            b64 = event.get("partial_image_b64")
+            if isinstance(b64, str) and b64:
+                index = event.get("partial_image_index")
+                partials.append({**_image(b64, str(event.get("output_format") or "png"), response_format),
+                                 "partial_image_index": index if isinstance(index, int) else len(partials)})
+        elif kind == "response.output_item.done" and isinstance(event.get("item"), dict):
             done.append(event["item"])
         elif kind == "response.completed" and isinstance(event.get("response"), dict):
             response = event["response"]
@@ -360,13 +371,7 @@ def _answer(response: dict[str, Any], items: list[dict[str, Any]], response_form
             for name in ("background", "output_format", "quality", "size"):
                 if isinstance(call.get(name), str) and call[name]:
                     out[name] = call[name]
-        image: dict[str, Any] = {}
-        result = call["result"].strip()
-        if response_format == "url":
-            image["url"] = f"data:{_MIME.get(str(call.get('output_format') or 'png').lower(), 'image/png')};" \
-                           f"base64,{result}"
-        else:
-            image["b64_json"] = result
+        image = _image(call["result"].strip(), str(call.get("output_format") or "png"), response_format)
         if isinstance(call.get("revised_prompt"), str) and call["revised_prompt"]:
             image["revised_prompt"] = call["revised_prompt"]
         out["data"].append(image)
@@ -375,6 +380,34 @@ def _answer(response: dict[str, Any], items: list[dict[str, Any]], response_form
     if isinstance(usage, dict):
         out["usage"] = usage
     return out
+
+
+def _image(b64: str, output_format: str, response_format: str) -> dict[str, Any]:
+    """One image as the client asked for it: C{b64_json}, or a C{data:} URL."""
+    if response_format == "url":
+        return {"url": f"data:{_MIME.get(output_format.lower(), 'image/png')};base64,{b64}"}
+    return {"b64_json": b64}
+
+
+def event_stream(answer: dict[str, Any], endpoint: str, partials: Iterable[dict[str, Any]] = ()) -> bytes:
+    """
+    An Images answer as OpenAI's image events: each partial image
+    (C{image_generation.partial_image}, or C{image_edit.} for edits), then
+    one C{.completed} event per image, with the answer's size, quality,
+    background, output format and usage.
+    """
+    prefix = "image_edit" if endpoint == "edits" else "image_generation"
+    meta = {"created_at": answer.get("created"),
+            **{k: answer[k] for k in ("background", "output_format", "quality", "size") if k in answer}}
+    out = []
+    for partial in partials:
+        out.append((f"{prefix}.partial_image", {"type": f"{prefix}.partial_image", **partial, **meta}))
+    for item in answer.get("data") or ():
+        event = {"type": f"{prefix}.completed", **item, **meta}
+        if "usage" in answer:
+            event["usage"] = answer["usage"]
+        out.append((f"{prefix}.completed", event))
+    return b"".join(b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n" for name, data in out)
 
 
 # -- xAI's Images API --------------------------------------------------------------------

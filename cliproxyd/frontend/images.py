@@ -99,6 +99,8 @@ class ImageRoutes:
             if not committed:
                 request.setResponseCode(result.status)
                 request.setHeader(b"content-type", result.content_type)
+                if req.stream:
+                    request.setHeader(b"cache-control", b"no-cache")
                 if served.passthrough_headers:
                     pass_headers(request, result.headers)
             return result.body
