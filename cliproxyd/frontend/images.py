@@ -4,9 +4,9 @@ Images API, served by the credentials whose routes can make images.
 
 Which routes those are is worked out once per generation
 (L{cliproxyd.conductor.images.image_providers}): an OpenAI-compatible
-provider's models marked C{image: true}, and the gpt-image models of Codex
-accounts and keys. A
-request names its model (C{gpt-image-2} when it names none); it runs
+provider's models marked C{image: true}, the gpt-image models of Codex
+accounts and keys, and the grok-imagine models of xAI's. A request names
+its model (C{gpt-image-2} when it names none); it runs
 through the same conductor as every other request, restricted to the
 providers that can make images of that model (L{RequestMeta.providers},
 as a client key's scope restricts it), so picks, failover, cooldowns and
