@@ -188,6 +188,13 @@ async def test_a_codex_account_edits_with_the_uploads_as_data_urls(stack):
                           base64.b64encode(PHOTO).decode()}
 
 
+@pytest.mark.parametrize("plan, serves", [("free", False), ("plus", True), ("team", True), (None, True)])
+def test_a_free_codex_account_makes_no_images(tmp_path, plan, serves):
+    from tests.test_identity import codex_account
+
+    assert ("gpt-image-2" in codex_account(tmp_path, plan)) is serves
+
+
 @pytest_twisted.ensureDeferred
 async def test_gpt_image_2_base_model_runs_the_tool(tmp_path):
     from twisted.internet import reactor

@@ -42,8 +42,8 @@ OAUTH_TYPES = {
     "iflow": "iflow",
 }
 
-#: The image models every Codex account serves, on /v1/images/* only (CLIProxyAPI's built-in two),
-#: through the backend's image_generation tool.
+#: The image models a Codex account serves (CLIProxyAPI's built-in two; not a free one's), made on
+#: /v1/images/* through the backend's image_generation tool.
 CODEX_IMAGE_MODELS = ("gpt-image-1.5", "gpt-image-2")
 
 #: The models an OAuth account serves (before C{oauth-model-alias} and exclusions).
@@ -75,7 +75,8 @@ DEFAULT_VERTEX_LOCATION = "us-central1"
 #: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
 #: not known serves C{OAUTH_MODELS["codex"]}.
 CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
-    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review", *CODEX_IMAGE_MODELS),
+    # Free accounts make no images (CLIProxyAPI skips them for image requests).
+    "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
     "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
              "codex-auto-review", *CODEX_IMAGE_MODELS),
     "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
