@@ -70,15 +70,21 @@ class ImageStack:
         auth_dir.mkdir()
         write(auth_dir, "codex-a.json", {"type": "codex", "access_token": "at-codex-a", "refresh_token": "r",
                                          "account_id": "acct-a", "base_url": base + "/backend-api/codex"})
-        config, _ = parse_config(config_for(base, str(auth_dir), **top))
+        self.config_data = config_for(base, str(auth_dir), **top)
+        self.config_path = tmp_path / "config.yaml"
+        self.write_config()
         self.pool, client = make_http_client(reactor, 5)
-        runtime = Runtime(Assembly(client, reactor, MemoryStateStore()), config=config, poll=0)
+        runtime = self.runtime = Runtime(Assembly(client, reactor, MemoryStateStore()),
+                                         config_path=str(self.config_path), poll=0)
         runtime.start()
         assert runtime.current.problems == {}
         self.conductor = runtime.current.conductor
         site = TrackingSite(Frontend(runtime.source, reactor).resource(), InFlight(reactor, 5), runtime.source)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(json.dumps(self.config_data))  # JSON is YAML
 
     def sdk(self, call, key: str = CLIENT):
         """Run a call of the (blocking) openai SDK off the reactor thread, which serves it."""
@@ -369,6 +375,25 @@ async def test_disable_image_generation_answers_404(tmp_path, mode):
         assert not s.upstream.seen
     finally:
         await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_routes_follow_a_reload(stack):
+    import openai
+
+    assert (await stack.sdk(_generate("pictures"))).data
+    stack.config_data["disable-image-generation"] = True
+    stack.write_config()
+    assert await stack.runtime.reload()
+    with pytest.raises(openai.NotFoundError):
+        await stack.sdk(_generate("pictures"))
+    stack.config_data["disable-image-generation"] = False
+    stack.config_data["openai-compatibility"][0]["models"][0]["alias"] = "drawings"
+    stack.write_config()
+    assert await stack.runtime.reload()
+    assert (await stack.sdk(_generate("drawings"))).data
+    with pytest.raises(openai.NotFoundError):
+        await stack.sdk(_generate("pictures"))
 
 
 @pytest.mark.parametrize("mode", ["chat", "passthrough", False])
