@@ -352,6 +352,53 @@ async def test_missing_prompts_and_images_are_refused(stack):
     assert not stack.upstream.seen
 
 
+BOUNDARY = "b0undary"
+FORM = "multipart/form-data; boundary=" + BOUNDARY
+
+
+def form(*parts: str, end: bool = True) -> bytes:
+    body = "".join(f"--{BOUNDARY}\r\n{p}\r\n" for p in parts) + (f"--{BOUNDARY}--\r\n" if end else "")
+    return body.encode()
+
+
+PROMPT = 'Content-Disposition: form-data; name="prompt"\r\n\r\nx'
+IMAGE = 'Content-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNG'
+
+
+@pytest.mark.parametrize("path, body, content_type, words", [
+    ("generations", b"", "application/json", b"not valid JSON"),
+    ("generations", b"[1]", "application/json", b"JSON object"),
+    ("generations", b'{"prompt": "x"}', "text/plain", b"unsupported Content-Type"),
+    ("edits", form(PROMPT, IMAGE, end=False), FORM, b"cut short"),
+    ("edits", form(PROMPT), FORM, b"image is required"),
+    ("edits", form(IMAGE), FORM, b"prompt is required"),
+    ("edits", form(PROMPT, IMAGE), "multipart/form-data", b"boundary"),
+    ("edits", form('Content-Disposition: form-data\r\n\r\nx', IMAGE), FORM, b"no field name"),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_malformed_request_is_a_400_and_nothing_is_sent(stack, path, body, content_type, words):
+    response = await treq.post(stack.url + "/v1/images/" + path, data=body,
+                               headers={"authorization": f"Bearer {CLIENT}", "content-type": content_type})
+    answer = await response.content()
+    assert response.code == 400, answer
+    assert words in answer and json.loads(answer)["error"]["type"] == "invalid_request_error"
+    assert not stack.upstream.seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_over_max_body_mb_is_a_413(tmp_path):
+    from twisted.internet import reactor
+
+    s = ImageStack(reactor, tmp_path, **{"max-body-mb": 0.01})
+    try:
+        response = await treq.post(s.url + "/v1/images/edits", data=form(PROMPT, IMAGE + "x" * 20_000),
+                                   headers={"authorization": f"Bearer {CLIENT}", "content-type": FORM})
+        assert response.code == 413 and b"max-body-mb" in await response.content()
+        assert not s.upstream.seen
+    finally:
+        await s.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_routes_check_the_client_key(stack):
     response = await treq.post(stack.url + "/v1/images/generations", json={"model": "pictures", "prompt": "x"})
