@@ -107,7 +107,7 @@ class ImageRequest:
         #: the client's request headers (for $NAME headers)
         self.headers = headers
         self.retry_budget: Any = None
-        self.raw = b""
+        self._images: list[str] | None = None
 
     @property
     def response_format(self) -> str:
@@ -118,14 +118,21 @@ class ImageRequest:
         return str(self.fields.get("prompt") or "").strip()
 
     def images(self) -> list[str]:
-        """The images to edit, as URLs (uploads as data URLs): the form's files, or JSON's C{images[].image_url}."""
-        files = [u for u in self.uploads if u.field == "image[]"] or [u for u in self.uploads if u.field == "image"]
-        urls = [u.data_url() for u in files]
-        for item in self.fields.get("images") or ():
-            url = item.get("image_url") if isinstance(item, dict) else item if isinstance(item, str) else None
-            if isinstance(url, str) and url.strip():
-                urls.append(url.strip())
-        return urls
+        """
+        The images to edit, as URLs (uploads as data URLs, encoded once):
+        the form's files, or JSON's C{images[].image_url}.
+        """
+        if self._images is None:
+            files = [u for u in self.uploads if u.field == "image[]"] or \
+                [u for u in self.uploads if u.field == "image"]
+            urls = [u.data_url() for u in files]
+            listed = self.fields.get("images")
+            for item in listed if isinstance(listed, list) else ():
+                url = item.get("image_url") if isinstance(item, dict) else item
+                if isinstance(url, str) and url.strip():
+                    urls.append(url.strip())
+            self._images = urls
+        return self._images
 
     def mask(self) -> str:
         """The mask, as a URL ("" when there is none)."""
