@@ -82,8 +82,6 @@ NOT_APPLICABLE: dict[str, str] = {
                "check api-keys whenever any are set",
     "save-cooldown-status": "cliproxyd always keeps cooldowns in its state file (state-file, by default "
                             "<auth-dir>/cliproxyd-state.json), never in .cds files",
-    "disable-image-generation": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
-    "gpt-image-2-base-model": "cliproxyd serves no /v1/images routes and never adds an image_generation tool",
     "video-result-auth-cache-ttl": "cliproxyd serves no video routes",
     "codex.identity-confuse": "cliproxyd sends Codex requests with the client's own identifiers",
     "codex.stream-bootstrap-buffering": "cliproxyd always holds a stream until its first content, so an "
@@ -118,7 +116,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "claude-api-key[].websockets": "cliproxyd has no upstream WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
        for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
-    "openai-compatibility[].models[].image": "cliproxyd serves no /v1/images routes",
     # OAuth channels cliproxyd has no accounts of (an auth file of that type is
     # skipped): their entries are kept, so the management API shows them, but
     # apply to nothing.
@@ -408,11 +405,19 @@ _MODEL_INFO_KEYS = {"display-name", "max-context-length", "max-output-tokens", "
                     "output-modalities", "force-mapping"}
 
 
-def _parse_model(r: _Reader) -> ModelEntry:
-    r.check_keys({"name", "alias", *_MODEL_INFO_KEYS})
+def _parse_model(r: _Reader, image: bool = False) -> ModelEntry:
+    """One C{models[]} item; C{image}: its list may mark image models (openai-compatibility's)."""
+    r.check_keys({"name", "alias", *_MODEL_INFO_KEYS, *(("image",) if image else ())})
     name = r.string("name", required=True)
     alias = r.string("alias")
-    return ModelEntry(name=name, alias=alias, info=_model_info(r))
+    info = _model_info(r)
+    if image and r.get("image", bool, False):
+        info = evolve(info, image=True)
+    return ModelEntry(name=name, alias=alias, info=info)
+
+
+def _parse_image_model(r: _Reader) -> ModelEntry:
+    return _parse_model(r, image=True)
 
 
 def _model_info(r: _Reader) -> ModelInfo:
@@ -504,7 +509,7 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
             entries.append(APIKeyEntry(api_key=_no_newlines(r, f"api-keys[{i}]", key.strip())))
     if not entries:
         r.warnings.append(f"{r.at('api-key-entries')}: provider {name!r} has no API keys; it serves nothing")
-    models = r.items("models", _parse_model)
+    models = r.items("models", _parse_image_model)
     if not models:
         r.warnings.append(f"{r.at('models')}: provider {name!r} lists no models; it serves nothing")
     return OpenAICompatProvider(
@@ -711,6 +716,8 @@ TOP_LEVEL = {
     "claude-header-defaults",
     "codex-header-defaults",
     "payload",
+    "disable-image-generation",
+    "gpt-image-2-base-model",
 }
 
 
@@ -802,6 +809,8 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         disable_cooling=r.get("disable-cooling", bool, False),
         transient_error_cooldown_seconds=r.get("transient-error-cooldown-seconds", int, 0),
         disable_claude_cloak_mode=r.get("disable-claude-cloak-mode", bool, False),
+        disable_image_generation=_image_generation_mode(r),
+        gpt_image_2_base_model=_image_base_model(r),
         disable_codex_cloaking=cx.get("disable-codex-cloaking", bool, False),
         disable_cloaking_model_list=cc.get("disable-cloaking-model-list", bool, False),
         quota_exceeded=QuotaExceededConfig(
@@ -1209,3 +1218,30 @@ def load_config(path: str) -> tuple[Config, list[str]]:
 def parse_config_bytes(text: bytes, source: str = "") -> tuple[Config, list[str]]:
     """Parse the YAML text of a config file; a syntax error is a L{ConfigError} with its line."""
     return parse_config(load_yaml(text, source), source)
+
+
+#: disable-image-generation's values (CLIProxyAPI's four); only "true" turns the /v1/images routes off.
+IMAGE_GENERATION_MODES = {"false": "false", "off": "false", "no": "false", "0": "false", "": "false",
+                          "true": "true", "on": "true", "yes": "true", "1": "true",
+                          "chat": "chat", "passthrough": "passthrough"}
+
+
+def _image_generation_mode(r: _Reader) -> str:
+    """C{disable-image-generation}: true or false, or the words C{chat} or C{passthrough}."""
+    value = r.data.get("disable-image-generation")
+    if value is None:
+        return "false"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    mode = IMAGE_GENERATION_MODES.get(value.strip().lower()) if isinstance(value, str) else None
+    if mode is None:
+        raise r.error("disable-image-generation", f"must be true, false, chat or passthrough, not {value!r}")
+    return mode
+
+
+def _image_base_model(r: _Reader) -> str:
+    """C{gpt-image-2-base-model}: the Codex model that runs the image tool; a gpt- model, or empty."""
+    model = r.string("gpt-image-2-base-model")
+    if model and not model.lower().startswith("gpt-"):
+        raise r.error("gpt-image-2-base-model", f"must name a gpt- model (such as gpt-5.4-mini), not {model!r}")
+    return model

@@ -70,6 +70,8 @@ class ModelInfo:
     input_modalities: tuple[str, ...] = ()  # input-modalities
     output_modalities: tuple[str, ...] = ()  # output-modalities
     force_mapping: bool = False  # force-mapping
+    #: image (openai-compatibility models): served on /v1/images/generations and /v1/images/edits
+    image: bool = False
 
 
 @frozen
@@ -456,6 +458,11 @@ class Config:
     disable_codex_cloaking: bool = False
     #: claude-code.disable-cloaking-model-list: Claude model lists name every model by its own name
     disable_cloaking_model_list: bool = False
+    #: disable-image-generation: "true" answers the /v1/images routes with a 404 ("false", "chat",
+    #: "passthrough": served; cliproxyd never adds an image tool to other routes' requests)
+    disable_image_generation: str = "false"
+    #: gpt-image-2-base-model: the Codex model that runs the image_generation tool ("": the default)
+    gpt_image_2_base_model: str = ""
     payload: PayloadConfig = field(factory=PayloadConfig)
 
     @property

@@ -24,7 +24,7 @@ from attrs import define, evolve, field
 from cliproxyd import jsontext
 from cliproxyd.config.model import (CLOAK_MODES, MAX_WEIGHT, SCOPED_ERROR_ACTIONS, CloakConfig, Config, LocalLimits,
                                     ScopedErrorRule)
-from cliproxyd.credentials.model import Credential, ScopedErrors, build_routes, oauth_alias_models
+from cliproxyd.credentials.model import XAI_IMAGE_MODELS, Credential, ScopedErrors, build_routes, oauth_alias_models
 from cliproxyd.proxies import ProxySetting, ProxyURLError, parse_proxy_setting
 
 #: The credential kind (and provider) of each file C{type}; C{gemini} files are Gemini CLI accounts.
@@ -42,15 +42,20 @@ OAUTH_TYPES = {
     "iflow": "iflow",
 }
 
+#: The image models a Codex account serves (CLIProxyAPI's built-in two; not a free one's), made on
+#: /v1/images/* through the backend's image_generation tool.
+CODEX_IMAGE_MODELS = ("gpt-image-1.5", "gpt-image-2")
+
 #: The models an OAuth account serves (before C{oauth-model-alias} and exclusions).
 OAUTH_MODELS: dict[str, tuple[str, ...]] = {
     "claude": ("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5"),
-    "codex": ("gpt-5", "gpt-5-codex", "gpt-5-codex-mini", "gpt-5.1", "gpt-5.1-codex", "gpt-5.1-codex-max"),
+    "codex": ("gpt-5", "gpt-5-codex", "gpt-5-codex-mini", "gpt-5.1", "gpt-5.1-codex", "gpt-5.1-codex-max",
+              *CODEX_IMAGE_MODELS),
     "gemini-cli": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview"),
     "antigravity": ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
                     "claude-sonnet-4-5", "claude-sonnet-4-5-thinking", "claude-opus-4-5-thinking"),
     "xai": ("grok-4.6", "grok-build-0.1", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning",
-            "grok-4.20-0309-non-reasoning", "grok-3-mini", "grok-3-mini-fast"),
+            "grok-4.20-0309-non-reasoning", "grok-3-mini", "grok-3-mini-fast", *XAI_IMAGE_MODELS),
     # Kimi's upstream names drop the "kimi-" (executors.accounts.kimi_upstream_model).
     "kimi": ("kimi-k2", "kimi-k2-thinking", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k2.7-code-highspeed"),
     "vertex": ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
@@ -70,11 +75,12 @@ DEFAULT_VERTEX_LOCATION = "us-central1"
 #: C{chatgpt_plan_type}), as CLIProxyAPI lists them; an account whose plan is
 #: not known serves C{OAUTH_MODELS["codex"]}.
 CODEX_PLAN_MODELS: dict[str, tuple[str, ...]] = {
+    # Free accounts make no images (CLIProxyAPI skips them for image requests).
     "free": ("gpt-5.4-mini", "gpt-5.5", "gpt-5.6-terra", "gpt-5.6-luna", "codex-auto-review"),
     "team": ("gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna",
-             "codex-auto-review"),
+             "codex-auto-review", *CODEX_IMAGE_MODELS),
     "plus": ("gpt-5.3-codex-spark", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-5.6-terra",
-             "gpt-5.6-luna", "codex-auto-review"),
+             "gpt-5.6-luna", "codex-auto-review", *CODEX_IMAGE_MODELS),
 }
 CODEX_PLAN_MODELS["pro"] = CODEX_PLAN_MODELS["plus"]
 # Business and Go accounts get the Team list.

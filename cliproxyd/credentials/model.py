@@ -238,6 +238,10 @@ def _compat_credentials(provider: OpenAICompatProvider, force_prefix: bool,
     ]
 
 
+#: xAI's image models (CLIProxyAPI's built-in three), served by xAI accounts and keys on /v1/images/* only.
+XAI_IMAGE_MODELS = ("grok-imagine-image", "grok-imagine-image-quality", "grok-imagine-image-2.0")
+
+
 @frozen
 class APIKeyProvider:
     """What an API-key list of the config stands for: a provider, its public API and its default models."""
@@ -258,7 +262,7 @@ API_KEY_PROVIDERS = (
                    ("gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-5.1", "gpt-5.1-codex")),
     APIKeyProvider("xai-api-key", "xai", "https://api.x.ai/v1",
                    ("grok-4.6", "grok-4.5", "grok-4.3", "grok-4.20-0309-reasoning", "grok-4.20-0309-non-reasoning",
-                    "grok-3-mini", "grok-3-mini-fast")),
+                    "grok-3-mini", "grok-3-mini-fast", *XAI_IMAGE_MODELS)),
     # Vertex AI's express mode (an API key, no project), or a Vertex-compatible gateway's base-url.
     APIKeyProvider("vertex-api-key", "vertex", "https://aiplatform.googleapis.com",
                    ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",

@@ -18,39 +18,42 @@ from cliproxyd.executors.accounts import (
     QwenExecutor,
     VertexAPIKeyExecutor,
     VertexExecutor,
-    XAIExecutor,
 )
 from cliproxyd.credentials.refresh import SaveFn
+from cliproxyd.executors.images import (
+    CodexAccountImagesExecutor,
+    CodexKeyImagesExecutor,
+    CompatImagesExecutor,
+    XAIImagesExecutor,
+)
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
-    CodexOAuthExecutor,
     GeminiCLIExecutor,
 )
 from cliproxyd.executors.upstreams import (
     ClaudeExecutor,
-    CodexExecutor,
     GeminiExecutor,
     HTTPExecutor,
-    OpenAICompatExecutor,
     WireSettings,
 )
 from cliproxyd.executors.quota import QUOTA_CALLS, QuotaReading, read_quota
 from cliproxyd.modelnames import parse_model
+from cliproxyd.formats.images import ImageRequest
 from cliproxyd.replies import Outbound, Reply, StreamReply
 
 #: The executor class of each credential kind.
 EXECUTORS: dict[str, type[HTTPExecutor]] = {
-    "openai-compatibility": OpenAICompatExecutor,
+    "openai-compatibility": CompatImagesExecutor,
     "claude-api-key": ClaudeExecutor,
     "gemini-api-key": GeminiExecutor,
-    "codex-api-key": CodexExecutor,
+    "codex-api-key": CodexKeyImagesExecutor,
     "claude": ClaudeOAuthExecutor,
-    "codex": CodexOAuthExecutor,
+    "codex": CodexAccountImagesExecutor,
     "gemini-cli": GeminiCLIExecutor,
     "antigravity": AntigravityExecutor,
-    "xai": XAIExecutor,
-    "xai-api-key": XAIExecutor,
+    "xai": XAIImagesExecutor,
+    "xai-api-key": XAIImagesExecutor,
     "kimi": KimiExecutor,
     "vertex": VertexExecutor,
     "vertex-api-key": VertexAPIKeyExecutor,
@@ -75,6 +78,8 @@ class Executors:
     def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
         if getattr(req, "alt", ""):  # another endpoint than generation (/v1/responses/compact)
             return self._by_kind[cred.kind].execute_alternate(cred, req, upstream)
+        if type(req) is ImageRequest:  # /v1/images/*: the executor's Images path (cliproxyd.executors.images)
+            return self._by_kind[cred.kind].images(cred, req, upstream)
         return self._by_kind[cred.kind].execute(cred, req, upstream)
 
     def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:

@@ -83,11 +83,13 @@ class WireSettings:
     disable_claude_cloak: bool = False
     #: codex.disable-codex-cloaking: the client's User-Agent and Originator go to Codex as sent
     disable_codex_cloaking: bool = False
+    #: gpt-image-2-base-model: the Codex model that runs the image tool ("": the default)
+    image_base_model: str = ""
 
     @classmethod
     def from_config(cls, config: Config) -> "WireSettings":
         return cls(PayloadRules.of(config.payload), config.claude_header_defaults, config.codex_header_defaults,
-                   config.disable_claude_cloak_mode, config.disable_codex_cloaking)
+                   config.disable_claude_cloak_mode, config.disable_codex_cloaking, config.gpt_image_2_base_model)
 
 
 def dynamic_headers(cred: Credential) -> tuple[tuple[bytes, bytes], ...]:
@@ -259,6 +261,10 @@ class HTTPExecutor:
     def request_headers(self, cred: Credential) -> Headers:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
+
+    async def images(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        """An Images API request (L{cliproxyd.executors.images}); this upstream serves none."""
+        raise UpstreamError("http", f"{cred.provider} serves no image requests", status=400)
 
     async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None,
                     method: bytes = b"POST", headers: Iterable[tuple[bytes, bytes]] = ()) -> Any:

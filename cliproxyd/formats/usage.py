@@ -73,6 +73,8 @@ ANSWER_TOKENS: dict[str, Callable[[dict[str, Any]], int | None]] = {
     "claude": _claude,
     "gemini": _gemini,
     "responses": _responses,
+    # An Images answer's usage has Responses' fields (input_tokens, output_tokens, total_tokens).
+    "images": _responses,
 }
 
 

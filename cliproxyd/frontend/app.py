@@ -48,6 +48,7 @@ from cliproxyd.formats.translate import ModelNamingConsumer, TranslatingConsumer
 from cliproxyd.conductor.keylimits import KeyLimited, KeyMeter, Refusal, Scope, estimate_tokens
 from cliproxyd.config.model import ClientKey
 from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
+from cliproxyd.frontend.images import ImageRoutes
 from cliproxyd.frontend.keys import KeyModels, Metering
 from cliproxyd.frontend.routing import keep_routes
 from cliproxyd.frontend import endpoints
@@ -349,6 +350,8 @@ class Frontend:
         self._early: dict[IRequest, EarlyAnswer] = {}
         #: the Responses websocket's connections (made on the first upgrade)
         self._websocket: Any = None
+        #: /v1/images/generations and /v1/images/edits (cliproxyd.frontend.images)
+        self._images = ImageRoutes(self)
 
     def served(self) -> _Served:
         """The current generation's view, made once per generation."""
@@ -445,6 +448,15 @@ class Frontend:
     @app.route("/v1/messages/count_tokens", methods=["POST"])
     def claude_count(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/messages/count_tokens", claude, self._count, request, claude)
+
+    @app.route("/v1/images/generations", methods=["POST"])
+    def images_generations(self, request: IRequest) -> Any:
+        return self._measured(request, "/v1/images/generations", openai_chat, self._images.serve, request,
+                              "generations")
+
+    @app.route("/v1/images/edits", methods=["POST"])
+    def images_edits(self, request: IRequest) -> Any:
+        return self._measured(request, "/v1/images/edits", openai_chat, self._images.serve, request, "edits")
 
     @app.route("/v1beta/models", methods=["GET"])
     async def gemini_models(self, request: IRequest) -> bytes:

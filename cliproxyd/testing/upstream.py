@@ -9,7 +9,9 @@ C{:countTokens}; Vertex AI's paths for the same,
 C{/v1/projects/P/locations/L/publishers/google/models/M:...} with a bearer and
 C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
 C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
-its own key header, stream framing and error bodies.
+its own key header, stream framing and error bodies; and image models
+(C{/v1/images/generations}, C{/v1/images/edits}, the Codex backend's
+image_generation tool: L{cliproxyd.testing.images}).
 
 It also serves the usage endpoints reset probes read, in their real shapes
 (L{cliproxyd.testing.quota.AccountQuota}): Claude OAuth's
@@ -87,6 +89,7 @@ from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, common, gemini, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
+from cliproxyd.testing import images
 from cliproxyd.testing.codeassist import CodeAssistAccounts
 from cliproxyd.testing.quota import AccountQuota
 
@@ -320,13 +323,90 @@ class SimulatedUpstream:
 
     @app.route("/backend-api/codex/responses", methods=["POST"])
     def codex_backend(self, request: IRequest) -> Any:
-        """The ChatGPT Codex backend: Responses, but only as a stream."""
+        """The ChatGPT Codex backend: Responses, but only as a stream (its image tool: L{images})."""
+        raw = request.content.read()
+        request.content.seek(0)
+        try:
+            body = jsontext.loads(raw)
+        except ValueError:
+            body = None
+        tool = images.image_tool(body) if isinstance(body, dict) else None
+        if tool is not None:
+            return self._image_tool(request, body, tool)
         return self._serve(request, responses, _bearer(request), stream_only=True)
 
     @app.route("/backend-api/codex/responses/compact", methods=["POST"])
     def codex_backend_compact(self, request: IRequest) -> Any:
         """The ChatGPT Codex backend's compaction: answered whole, like OpenAI's."""
         return self._serve(request, responses, _bearer(request), compact=True)
+
+    # -- image models (cliproxyd.testing.images) ---------------------------------------
+
+    @app.route("/v1/images/generations", methods=["POST"])
+    def images_generations(self, request: IRequest) -> Any:
+        return self._images(request, "generations")
+
+    @app.route("/v1/images/edits", methods=["POST"])
+    def images_edits(self, request: IRequest) -> Any:
+        return self._images(request, "edits")
+
+    def _seen_image(self, request: IRequest, key: str, model: str, fmt: str, body: Any) -> Behaviour:
+        behaviour = self._next(key)
+        self.seen.append(SeenRequest(key=key, model=model, stream=False, behaviour=behaviour.name, format=fmt,
+                                     body=body, headers=_headers_of(request),
+                                     path=request.path.decode("latin-1")))
+        self._counter += 1
+        return behaviour
+
+    async def _refused(self, request: IRequest, fmt: ModuleType, b: Behaviour, model: str) -> bytes | None:
+        """The answer of a behaviour that refuses or never answers; None for one that answers (slow: later)."""
+        if b.name == "status":
+            if len(b.args) > 1:
+                request.setHeader(b"retry-after", b"%d" % int(b.args[1]))
+            code = int(b.args[0])
+            return self._error(request, fmt, code, f"simulated failure {code}", _error_kind(code))
+        if b.name == "unsupported":
+            return self._error(request, fmt, int(b.args[0]) if b.args else 400,
+                               f"The requested model is not supported: {model}", "invalid_request_error",
+                               "model_not_supported")
+        if b.name == "hang":
+            await Deferred()
+        if b.name == "slow":
+            await deferLater(self.clock, b.args[0])
+        return None
+
+    async def _images(self, request: IRequest, endpoint: str) -> bytes:
+        request.setHeader(b"content-type", JSON)
+        key = _bearer(request)
+        try:
+            body = images.read_images_request(endpoint, request.content.read(),
+                                              request.getHeader(b"content-type") or b"")
+        except (ValueError, C.BadRequest, UnicodeDecodeError) as e:
+            return self._error(request, openai_chat, 400, f"invalid request: {e}", "invalid_request_error")
+        if self.known_keys is not None and key not in self.known_keys:
+            return self._error(request, openai_chat, 401, "Incorrect API key provided", "authentication_error",
+                               "invalid_api_key")
+        model = str(body.get("model", ""))
+        b = self._seen_image(request, key, model, "images", body)
+        refused = await self._refused(request, openai_chat, b, model)
+        if refused is not None:
+            return refused
+        if b.name == "garbage":
+            return b'{"created":1,"data":[]}'
+        return json.dumps(images.images_answer(body, int(self.clock.seconds()))).encode()
+
+    async def _image_tool(self, request: IRequest, body: dict[str, Any], tool: dict[str, Any]) -> bytes:
+        request.setHeader(b"content-type", JSON)
+        key = _bearer(request)
+        model = str(body.get("model", ""))
+        b = self._seen_image(request, key, model, "responses", body)
+        refused = await self._refused(request, responses, b, model)
+        if refused is not None:
+            return refused
+        request.setHeader(b"content-type", b"text/event-stream")
+        if b.name == "error-first":
+            return _stream_error(responses, b.args[0] if b.args else None)
+        return images.tool_stream(body, tool, int(self.clock.seconds()), f"resp_sim{self._counter}")
 
     @app.route("/v1internal:<method>", methods=["POST"])
     def code_assist(self, request: IRequest, method: str) -> Any:
@@ -422,8 +502,7 @@ class SimulatedUpstream:
         behaviour = self._next(key)
         seen = SeenRequest(key=key, model=model, stream=stream, behaviour=behaviour.name, format=fmt.NAME,
                            body=data, envelope={k: v for k, v in outer.items() if k != "request"},
-                           headers={k.decode().lower(): v[0].decode("latin-1")
-                                    for k, v in request.requestHeaders.getAllRawHeaders()},
+                           headers=_headers_of(request),
                            path=request.path.decode("latin-1"),
                            peer=getattr(request.getClientAddress(), "host", ""))
         self.seen.append(seen)
@@ -790,6 +869,11 @@ def _claude_code_identity_problem(request: IRequest) -> tuple[int, str, str] | N
 def _claude_key(request: IRequest) -> str:
     """An API key (C{x-api-key}) or an OAuth access token (a bearer)."""
     return _header(request, b"x-api-key") or _bearer(request)
+
+
+def _headers_of(request: IRequest) -> dict[str, str]:
+    """A request's headers as C{seen} keeps them: lower-case names, first values."""
+    return {k.decode().lower(): v[0].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()}
 
 
 def _header(request: IRequest, name: bytes) -> str:
