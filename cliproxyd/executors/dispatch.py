@@ -21,6 +21,7 @@ from cliproxyd.executors.accounts import (
     XAIExecutor,
 )
 from cliproxyd.credentials.refresh import SaveFn
+from cliproxyd.executors.interactions import InteractionsExecutor
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
@@ -54,6 +55,7 @@ EXECUTORS: dict[str, type[HTTPExecutor]] = {
     "vertex-api-key": VertexAPIKeyExecutor,
     "qwen": QwenExecutor,
     "iflow": IFlowExecutor,
+    "interactions-api-key": InteractionsExecutor,
 }
 
 
