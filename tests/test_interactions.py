@@ -130,3 +130,122 @@ def test_interactions_keys_are_parsed_and_errors_name_their_yaml_path():
         parse_config({"interactions-api-key": [{"api-key": "a"}, {"api-key": ""}]})
     with pytest.raises(ConfigError, match=r"interactions-api-key\[0\]\.weight"):
         parse_config({"interactions-api-key": [{"api-key": "a", "weight": "heavy"}]})
+
+
+# -- through the frontend, on loopback --------------------------------------------------------
+
+
+async def _interact(served: Served, body: dict, headers: dict | None = None, path: str = "/v1beta/interactions"):
+    response = await treq.post(served.url + path, json=body, headers=headers)
+    return response, await response.content()
+
+
+def _events(raw: bytes) -> list[dict]:
+    return [json.loads(p) for p in SSEParser().feed(raw) if p != b"[DONE]"]
+
+
+def _text_of_stream(raw: bytes) -> str:
+    return "".join(e["delta"].get("text", "") for e in _events(raw) if e.get("event_type") == "step.delta")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_interactions_client_reaches_an_interactions_key_as_it_asked():
+    from twisted.internet import reactor
+
+    served = Served(reactor, lambda base: {"interactions-api-key": [
+        {"api-key": "ik-native", "base-url": base, "models": [{"name": "gemini-2.5-flash", "alias": "flash"}]}]})
+    try:
+        ask = {"model": "flash", "input": "hi", "store": False, "previous_interaction_id": "v1_abc"}
+        response, raw = await _interact(served, ask)
+        assert response.code == 200, raw
+        body = json.loads(raw)
+        assert body["status"] == "completed" and body["model"] == "gemini-2.5-flash"  # passed through as it came
+        assert body["steps"][0]["content"][0]["text"].startswith("Hello from the simulated upstream")
+        seen = served.upstream.seen[-1]
+        # Passed through: renamed, and every field the client sent still there for Google to judge.
+        assert seen.path == "/v1beta/interactions" and seen.format == "interactions"
+        assert seen.body == {**ask, "model": "gemini-2.5-flash"}
+        assert seen.headers["x-goog-api-key"] == "ik-native" and seen.headers["api-revision"] == "2026-05-20"
+        # Streamed, at Google's SDK path, with the client's own revision.
+        response, raw = await _interact(served, {**ask, "stream": True}, {"Api-Revision": "2025-12-01"},
+                                        path="/v1/interactions")
+        assert response.code == 200 and response.headers.getRawHeaders(b"content-type")[0].startswith(
+            b"text/event-stream")
+        assert _text_of_stream(raw).startswith("Hello from the simulated upstream")
+        assert _events(raw)[-1]["event_type"] == "interaction.completed"
+        assert served.upstream.seen[-1].headers["api-revision"] == "2025-12-01"
+        assert served.upstream.seen[-1].stream is True
+    finally:
+        await served.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_clients_reach_an_interactions_key_and_an_interactions_client_reaches_other_upstreams():
+    from twisted.internet import reactor
+
+    served = Served(reactor, lambda base: {
+        "interactions-api-key": [{"api-key": "ik-1", "base-url": base,
+                                  "models": [{"name": "gemini-2.5-flash", "alias": "via-interactions"}]}],
+        "gemini-api-key": [{"api-key": "gk-1", "base-url": base,
+                            "models": [{"name": "gemini-2.5-pro", "alias": "via-gemini"}]}],
+        "claude-api-key": [{"api-key": "ck-1", "base-url": base,
+                            "models": [{"name": "claude-sim", "alias": "via-claude"}]}],
+    })
+    try:
+        response, body = await served.chat("via-interactions")  # OpenAI client, Interactions upstream
+        assert response.code == 200, body
+        assert body["choices"][0]["message"]["content"].startswith("Hello from the simulated upstream")
+        seen = served.upstream.seen[-1]
+        assert seen.format == "interactions" and seen.body["input"] == [
+            {"type": "user_input", "content": [{"type": "text", "text": "hi"}]}]
+        for model, fmt in (("via-gemini", "gemini"), ("via-claude", "claude")):
+            for stream in (False, True):
+                ask = {"model": model, "input": [{"type": "user_input", "content": [{"type": "text", "text": "hi"}]}],
+                       "system_instruction": "be brief", "stream": stream}
+                response, raw = await _interact(served, ask)
+                assert response.code == 200, raw
+                text = _text_of_stream(raw) if stream else json.loads(raw)["steps"][0]["content"][0]["text"]
+                assert text.startswith("Hello from the simulated upstream"), raw
+                assert served.upstream.seen[-1].format == fmt
+        # A tool round trip from an Interactions client to Claude: the call, then what the tool said.
+        tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+        ask = {"model": "via-claude", "input": "weather?", "tools": tools}
+        response, raw = await _interact(served, ask)
+        [call] = [s for s in json.loads(raw)["steps"] if s["type"] == "function_call"]
+        assert call["name"] == "get_weather" and call["arguments"] == {"city": "Paris"}
+        ask["input"] = ["weather?", call, {"type": "function_result", "call_id": call["id"], "result": "sunny"}]
+        response, raw = await _interact(served, ask)
+        assert json.loads(raw)["steps"][0]["content"][0]["text"] == "The tool said: sunny"
+    finally:
+        await served.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_key_fails_over_cools_and_all_cooling_is_googles_429():
+    from twisted.internet import reactor
+
+    served = Served(reactor, lambda base: {"routing": {"strategy": "fill-first"}, "interactions-api-key": [
+        {"api-key": "ik-a", "base-url": base}, {"api-key": "ik-b", "base-url": base}]})
+    upstream = served.upstream
+    try:
+        upstream.script("ik-a", "status:429:600")
+        for stream in (False, True):
+            response, raw = await _interact(served, {"model": "gemini-2.5-flash", "input": "hi", "stream": stream})
+            assert response.code == 200, raw
+        # a's 429 once, then it cools: the second request goes to b at once.
+        assert [s.key for s in upstream.seen] == ["ik-a", "ik-b", "ik-b"]
+        upstream.script("ik-b", "error-event")  # a stream whose first event is an error: b fails before a byte
+        response, raw = await _interact(served, {"model": "gemini-2.5-flash", "input": "hi", "stream": True})
+        assert response.code == 500, raw  # the status the error event names, its error as it came
+        assert json.loads(raw)["error"]["message"] == "simulated in-stream error"
+        upstream.script("ik-b", "status:429:600")
+        response, raw = await _interact(served, {"model": "gemini-2.5-flash", "input": "hi"})
+        assert response.code == 429 and response.headers.getRawHeaders(b"retry-after")
+        assert json.loads(raw)["error"]["status"] == "RESOURCE_EXHAUSTED"
+        # A body that is no interaction is the client's 400, in Google's shape, sent nowhere.
+        before = len(upstream.seen)
+        response, raw = await _interact(served, {"model": "gemini-2.5-flash"})
+        assert response.code == 400 and json.loads(raw)["error"]["status"] == "INVALID_ARGUMENT"
+        assert len(upstream.seen) == before
+    finally:
+        await served.close()

@@ -584,7 +584,7 @@ def test_every_route_and_method_answers_as_recorded(tmp_path):
 SAMPLES = {":id": "x", ":name": "x.log", ":channel": "claude"}
 
 #: CLIProxyAPI's reasons, shown in the table by their name in L{catalog}.
-REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "INTERACTIONS")}
+REASONS = {getattr(catalog, n): n for n in ("PLUGINS",)}
 
 #: Every CLIProxyAPI route (catalog.CLIPROXYAPI_ROUTES, in its order) as cliproxyd answers it
 #: (method path | API off, with the key | no key | with the key): a status of its own
@@ -642,9 +642,9 @@ PUT    /gemini-api-key                        | 404 not found | 401 missing mana
 PATCH  /gemini-api-key                        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /gemini-api-key                        | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /interactions-api-key                  | 404 not found | 401 missing management key | 200
-PUT    /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
-PATCH  /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
-DELETE /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
+PUT    /interactions-api-key                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH  /interactions-api-key                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE /interactions-api-key                  | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /logs                                  | 404 not found | 401 missing management key | 400 logging to file disabled
 DELETE /logs                                  | 404 not found | 401 missing management key | 400 logging to file disabled
 GET    /request-error-logs                    | 404 not found | 401 missing management key | 200
