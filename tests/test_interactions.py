@@ -249,3 +249,56 @@ async def test_a_failing_key_fails_over_cools_and_all_cooling_is_googles_429():
         assert len(upstream.seen) == before
     finally:
         await served.close()
+
+
+# -- Google's SDK against the daemon ----------------------------------------------------------
+
+SDK_KEY = "sk-interactions-client"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    from tests.test_e2e import processes
+
+    def config(up: str) -> dict:
+        return {"api-keys": [SDK_KEY],
+                "interactions-api-key": [{"api-key": "ik-sdk", "base-url": up,
+                                          "models": [{"name": "gemini-2.5-flash", "alias": "native-flash"}]}],
+                "gemini-api-key": [{"api-key": "gk-sdk", "base-url": up,
+                                    "models": [{"name": "gemini-2.5-pro", "alias": "via-gemini"}]}]}
+
+    with processes(tmp_path_factory.mktemp("interactions"), config) as (url, up, _):
+        yield url, up
+
+
+@pytest.mark.parametrize("model, upstream_format", [("native-flash", "interactions"), ("via-gemini", "gemini")])
+def test_googles_sdk_creates_interactions_whole_and_streamed(daemon, model, upstream_format):
+    from google import genai
+
+    from tests.test_e2e import http_get
+
+    client = genai.Client(api_key=SDK_KEY, http_options={"base_url": daemon[0]})
+    interaction = client.interactions.create(model=model, input="hi", system_instruction="be brief")
+    assert interaction.status == "completed"
+    assert interaction.output_text.startswith("Hello from the simulated upstream")
+    assert interaction.usage.total_tokens > 0
+    seen = json.loads(http_get(daemon[1] + "/_sim/requests")[1])[-1]
+    assert seen["format"] == upstream_format
+    events = list(client.interactions.create(model=model, input=[
+        {"type": "user_input", "content": [{"type": "text", "text": "hi"}]}], stream=True))
+    assert [e.event_type for e in events][0] == "interaction.created"
+    assert events[-1].event_type == "interaction.completed"
+    text = "".join(e.delta.text for e in events if e.event_type == "step.delta" and e.delta.type == "text")
+    assert text == interaction.output_text
+
+
+def test_googles_sdk_sees_an_unknown_model_as_its_own_error(daemon):
+    from google import genai
+    from google.genai._interactions_errors import NotFoundError
+
+    client = genai.Client(api_key=SDK_KEY, http_options={"base_url": daemon[0]})
+    with pytest.raises(NotFoundError) as raised:
+        client.interactions.create(model="no-such-model", input="hi")
+    error = raised.value.body["error"]
+    assert error["code"] == 404 and error["status"] == "NOT_FOUND" and "no-such-model" in error["message"]
+    assert error["details"][0]["reason"] == "MODEL_NOT_FOUND"

@@ -600,8 +600,18 @@ class StreamEncoder:
 
 
 def error_body(status: int, message: str, extra: dict[str, Any] | None = None) -> bytes:
-    """Google's error shape (C{code} the HTTP status, C{status} its name); C{extra} joins the error object."""
+    """
+    Google's error shape (C{code} the HTTP status, C{status} its name). Of
+    C{extra}, a machine-readable C{code} goes where Google puts a reason, in
+    an ErrorInfo detail (the rest joins the error object).
+    """
     name = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    extra = dict(extra or {})
+    reason = extra.pop("code", None)
+    extra.pop("type", None)  # an OpenAI-style type: Google's status says it
+    if reason:
+        extra["details"] = [*extra.get("details", ()), {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                        "domain": "cliproxyd", "reason": str(reason).upper()}]
     return common.error_json({"code": status, "message": message, "status": name}, extra)
 
 
