@@ -143,7 +143,7 @@ def test_the_command_line_device_login_prints_the_code_and_writes_the_file(tmp_p
 def test_login_takes_the_provider_as_its_argument(monkeypatch, tmp_path):
     ran = {}
 
-    async def fake_device(reactor, provider, auth_dir, proxy):
+    async def fake_device(reactor, provider, auth_dir, proxy, alias=""):
         ran["provider"], ran["auth_dir"] = provider.type, auth_dir
 
     monkeypatch.setattr(login_cli, "_device", fake_device)
