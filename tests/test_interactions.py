@@ -302,3 +302,27 @@ def test_googles_sdk_sees_an_unknown_model_as_its_own_error(daemon):
     error = raised.value.body["error"]
     assert error["code"] == 404 and error["status"] == "NOT_FOUND" and "no-such-model" in error["message"]
     assert error["details"][0]["reason"] == "MODEL_NOT_FOUND"
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_rules_name_the_interactions_protocol_on_both_sides():
+    from twisted.internet import reactor
+
+    served = Served(reactor, lambda base: {
+        "interactions-api-key": [{"api-key": "ik-p", "base-url": base}],
+        "payload": {"override": [
+            {"models": [{"name": "gemini-*", "protocol": "interactions", "from-protocol": "interactions"}],
+             "params": {"generation_config.temperature": 0.2}},
+            {"models": [{"name": "gemini-*", "protocol": "interactions", "from-protocol": "openai"}],
+             "params": {"generation_config.top_p": 0.5}}]},
+    })
+    try:
+        assert served.warnings == []
+        response, raw = await _interact(served, {"model": "gemini-2.5-flash", "input": "hi"})
+        assert response.code == 200, raw
+        assert served.upstream.seen[-1].body["generation_config"] == {"temperature": 0.2}
+        response, _ = await served.chat("gemini-2.5-flash")
+        assert response.code == 200
+        assert served.upstream.seen[-1].body["generation_config"] == {"top_p": 0.5}
+    finally:
+        await served.close()
