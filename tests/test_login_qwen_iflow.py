@@ -164,3 +164,21 @@ def _run(f):
     d = Deferred.fromCoroutine(f(None))
     assert d.called
     raise SystemExit(0)
+
+
+def test_an_iflow_web_login_from_the_panel_writes_the_file_and_serves_it(tmp_path):
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.test_management_logins import LoginRig
+
+    rig = LoginRig(tmp_path, "iflow", email=EMAIL)
+    started = rig.start()
+    query = parse_qs(urlsplit(started["url"]).query)
+    assert query["redirect"] == ["http://localhost:11451/oauth2callback"] and query["state"] == [started["state"]]
+    back = rig.consent(started["url"])
+    assert rig.call("POST", "/oauth-callback", {"provider": "iflow", "redirect_url": back}) == (200, {"status": "ok"})
+    code, body = rig.status(started["state"])
+    assert code == 200 and body["status"] == "ok", body
+    data = json.loads((rig.auth_dir / body["file"]).read_text())
+    assert (data["type"], data["email"], data["api_key"]) == ("iflow", EMAIL, "sk-iflow-sim-0001")
+    assert "glm-4.6" in rig.models()

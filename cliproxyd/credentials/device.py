@@ -167,11 +167,13 @@ def device_record(provider: OAuthProvider, grant: TokenGrant, code: DeviceCode, 
         }
         name = f"xai-{email or subject or int(now * 1000)}.json"
     elif provider.type == "qwen":
+        # Qwen's answer names no account: the alias the user gave, else the time (as CLIProxyAPI's panel login).
+        alias = alias or str(int(now * 1000))
         resource = grant.raw.get("resource_url")
         record = {"type": "qwen", "access_token": grant.access_token, "refresh_token": grant.refresh_token,
                   "last_refresh": format_time(now), "resource_url": resource if isinstance(resource, str) else "",
                   "email": alias, "expired": expired}
-        name = f"qwen-{alias or int(now * 1000)}.json"
+        name = f"qwen-{alias}.json"
     else:
         scope = grant.raw.get("scope") if isinstance(grant.raw.get("scope"), str) else ""
         record = {"type": "kimi", "access_token": grant.access_token, "refresh_token": grant.refresh_token,

@@ -18,7 +18,11 @@ account is read and its file written atomically into C{auth-dir}
 fields), then a reload picks it up. C{GET /get-auth-status?state=} says
 C{wait}, C{ok} or C{error} with the reason.
 
-C{GET /xai-auth-url} and C{/kimi-auth-url} start device-code logins
+C{GET /iflow-auth-url} starts an iFlow login the same way (iFlow's own
+authorization form, its callback on port 11451; the account's API key comes
+from its user info). C{GET /xai-auth-url}, C{/kimi-auth-url} and
+C{/qwen-auth-url} (a Qwen file is named after the time, as CLIProxyAPI's
+panel login named it) start device-code logins
 (L{cliproxyd.credentials.device}): the answer's C{url} is where the user
 approves the C{user_code}, and the daemon polls the token endpoint until
 then; no callback comes, C{/get-auth-status} follows them the same way.
@@ -68,7 +72,8 @@ MAX_PENDING = 32
 
 #: The provider of each name the panel uses, by the file type it logs in.
 NAMES = {"anthropic": "claude", "claude": "claude", "codex": "codex", "gemini-cli": "gemini-cli",
-         "gemini": "gemini-cli", "antigravity": "antigravity", "kimi": "kimi", "xai": "xai"}
+         "gemini": "gemini-cli", "antigravity": "antigravity", "kimi": "kimi", "xai": "xai", "qwen": "qwen",
+         "iflow": "iflow"}
 
 _STATE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -167,6 +172,7 @@ class OAuthLogins(Resource):
     @route("/codex-auth-url", "GET")
     @route("/gemini-cli-auth-url", "GET")
     @route("/antigravity-auth-url", "GET")
+    @route("/iflow-auth-url", "GET")
     async def start(self, request: IRequest) -> bytes:
         """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes in its file) or Antigravity login."""
         if request.method == b"HEAD":
@@ -175,6 +181,7 @@ class OAuthLogins(Resource):
 
     @route("/kimi-auth-url", "GET")
     @route("/xai-auth-url", "GET")
+    @route("/qwen-auth-url", "GET")
     async def device(self, request: IRequest) -> bytes:
         """
         Start a Kimi or xAI login, a device flow: the answer's C{url} is
