@@ -347,14 +347,8 @@ def _usage_in(raw: Any) -> C.Usage:
 
 
 def _usage_out(usage: C.Usage) -> dict[str, int]:
-    output = max(usage.output_tokens - usage.reasoning_tokens, 0)
-    out = {"total_input_tokens": usage.input_tokens, "total_output_tokens": output,
-           "total_tokens": usage.input_tokens + usage.output_tokens}
-    if usage.reasoning_tokens:
-        out["total_thought_tokens"] = usage.reasoning_tokens
-    if usage.cached_tokens:
-        out["total_cached_tokens"] = usage.cached_tokens
-    return out
+    return common.google_usage(usage, "total_input_tokens", "total_output_tokens", "total_tokens",
+                               "total_thought_tokens", "total_cached_tokens")
 
 
 def _interaction(data: dict[str, Any]) -> dict[str, Any]:
