@@ -35,7 +35,8 @@ PATHS = (
     "/auth-files", "/auth-files/download", "/auth-files/status", "/auth-files/fields",
     "/auth-files/models", "/model-definitions/<channel>", "/vertex/import", "/api-call",
     "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
-    "/kimi-auth-url", "/xai-auth-url", "/qwen-auth-url", "/iflow-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
+    "/kimi-auth-url", "/xai-auth-url", "/qwen-auth-url", "/iflow-auth-url", "/get-auth-status", "/oauth-callback",
+    "/oauth-session",
     "/logging-to-file", "/logs-max-total-size-mb", "/request-log", "/error-logs-max-files",
     "/usage-statistics-enabled", "/logs", "/request-error-logs", "/request-error-logs/<name>",
     "/request-log-by-id/<request_id>",
@@ -330,7 +331,7 @@ DELETE  /qwen-auth-url               | 404 not found | 401 missing management ke
 OPTIONS /qwen-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /iflow-auth-url              | 404 not found | 401 missing management key | 200
 HEAD    /iflow-auth-url              | 404 | 401 | 200
-POST    /iflow-auth-url              | 405 method not allowed | 405 method not allowed | 405 method not allowed
+POST    /iflow-auth-url              | 404 not found | 401 missing management key | 400 the body is not valid JSON
 PUT     /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found
 PATCH   /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found
 DELETE  /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found

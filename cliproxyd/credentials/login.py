@@ -554,6 +554,8 @@ def add_command(subparsers: Any) -> None:
                    help="the Google Cloud project (gemini-cli, antigravity)")
     p.add_argument("--callback-port", type=int, metavar="N",
                    help="port of the local callback (default: the provider's)")
+    p.add_argument("--cookie", default="", metavar="COOKIE",
+                   help="iflow: log in with a platform.iflow.cn browser session's cookie (its BXAuth) instead")
     p.add_argument("--email", default="", metavar="EMAIL",
                    help="qwen: the email address or alias its file is named after (asked for when not given)")
     p.add_argument("--oauth-base", default=None, help=argparse.SUPPRESS)
@@ -615,6 +617,9 @@ def main(args: argparse.Namespace) -> NoReturn:
             provider = at_base(provider, base)
         if args.callback_port is not None and not 0 <= args.callback_port <= 65535:
             raise LoginError(f"--callback-port must be between 0 and 65535, not {args.callback_port}")
+        cookie = getattr(args, "cookie", "") or ""
+        if cookie and provider.type != "iflow":
+            raise LoginError("--cookie is for iflow logins only")
         auth_dir = resolve_auth_dir(args.auth_dir, args.config)
         proxy = resolve_proxy(args.config)
         EnvironmentProxies.from_environ(os.environ)
@@ -625,7 +630,9 @@ def main(args: argparse.Namespace) -> NoReturn:
 
     async def run(reactor: Any) -> None:
         try:
-            if provider.type in DEVICE_PROVIDERS:
+            if cookie:
+                await _iflow_cookie(reactor, cookie, auth_dir, proxy, provider.platform_url)
+            elif provider.type in DEVICE_PROVIDERS:
                 alias = (getattr(args, "email", "") or "").strip()
                 if provider.type == "qwen" and not alias:
                     alias = await ask_alias(_stdin_line(reactor), sys.stdout, reactor)
@@ -667,6 +674,24 @@ async def _device(reactor: Any, provider: OAuthProvider, auth_dir: str, proxy: P
                                   alias=alias)
     finally:
         await pool.closeCachedConnections()
+
+
+async def _iflow_cookie(reactor: Any, cookie: str, auth_dir: str, proxy: ProxySetting, url: str) -> str:
+    """iFlow's browser-cookie login in the terminal (L{cliproxyd.credentials.iflow_cookie})."""
+    from cliproxyd.credentials.iflow_cookie import CookieError, cookie_login
+    from cliproxyd.outbound import OutboundClients
+
+    pool = OutboundClients(reactor, CONNECT_TIMEOUT, EnvironmentProxies.from_environ(os.environ))
+    try:
+        path, key = await cookie_login(pool.client_for(proxy), cookie, auth_dir, clock=reactor,
+                                       url=url)
+    except CookieError as e:
+        raise LoginError(f"the iflow cookie login failed: {e}") from None
+    finally:
+        await pool.closeCachedConnections()
+    _say(sys.stdout, f"Logged in to iflow as {key.name} (its key expires {key.expire_time or 'at an unknown time'}); "
+                     f"credential saved to {path}")
+    return path
 
 
 def _fail(error: LoginError) -> NoReturn:

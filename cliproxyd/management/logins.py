@@ -49,6 +49,7 @@ from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site
 
 from cliproxyd.credentials.device import DeviceCode, poll_device, start_device, write_device_login
+from cliproxyd.credentials.iflow_cookie import CookieError, cookie_login
 from cliproxyd.credentials.login import (
     BASE_ENV,
     LoginError,
@@ -178,6 +179,37 @@ class OAuthLogins(Resource):
         if request.method == b"HEAD":
             return respond(request, {"status": "ok"})  # a HEAD starts nothing
         return await self._start(request, _panel_name(request))
+
+    @route("/iflow-auth-url", "POST")
+    async def iflow_cookie(self, request: IRequest) -> bytes:
+        """
+        iFlow's browser-cookie login, C{{"cookie": "...BXAuth=...;"}}: the
+        platform issues the account's key and its file is written at once
+        (C{{"status": "ok", "saved_path", "email", "expired"}}); a cookie
+        whose BXAuth a file already has is a 409 naming the file.
+        """
+        body = read_json(request, dict, "the body must be {\"cookie\": ...}")
+        cookie = body.get("cookie") if isinstance(body, dict) else None
+        if not isinstance(cookie, str) or not cookie.strip():
+            raise Refused(400, "cookie is required")
+        gen = self.context.generation()
+        if gen is None or not gen.config.auth_dir:
+            raise Refused(409, "auth-dir is not set in the config: a login has nowhere to write its file")
+        if self.context.client is None:
+            raise Refused(500, "this daemon has no outbound HTTP client")
+        provider = self.providers()["iflow"]
+        try:
+            path, key = await cookie_login(self.context.client, cookie, gen.config.auth_dir,
+                                           clock=self.context.clock, run_in_thread=self.context.run_in_thread,
+                                           url=provider.platform_url)
+        except CookieError as e:
+            if e.existing:
+                return respond(request, {"status": "error", "error": "duplicate BXAuth found",
+                                         "existing_file": e.existing}, 409)
+            raise Refused(400, str(e)) from None
+        self.log.info("iFlow cookie login wrote {file}", file=os.path.basename(path))
+        await self.context.reload()
+        return respond(request, {"status": "ok", "saved_path": path, "email": key.name, "expired": key.expire_time})
 
     @route("/kimi-auth-url", "GET")
     @route("/xai-auth-url", "GET")

@@ -158,8 +158,12 @@ class SimulatedAuthServer:
     service_keys: dict[str, Any] = field(factory=dict)
     #: the claims of the last service-account assertion taken
     last_assertion: dict[str, Any] | None = None
-    #: iFlow: the API key its user info hands out
+    #: iFlow: the API key its user info (and its platform's cookie login) hands out
     iflow_api_key: str = "sk-iflow-sim-0001"
+    #: iFlow: the BXAuth cookie of the platform's logged-in session
+    iflow_bxauth: str = "sim-bxauth-0001"
+    #: iFlow: when the platform's keys expire, as it writes it
+    iflow_key_expiry: str = "2026-12-31 15:04"
     #: Qwen: the API host its token answers name
     resource_url: str = "portal.qwen.ai"
     #: the last token request's headers (lower-case names)
@@ -480,6 +484,29 @@ class SimulatedAuthServer:
             return json.dumps({"error": {"code": 401, "message": "Invalid Credentials",
                                          "status": "UNAUTHENTICATED"}}).encode()
         return json.dumps({"id": "100000000000000000001", "email": email, "verified_email": True}).encode()
+
+    # -- iFlow's platform: its API key for a logged-in browser's cookie ---------------------
+
+    @app.route("/api/openapi/apikey", methods=["GET", "POST"])
+    def iflow_apikey(self, request: IRequest) -> bytes:
+        """GET: the account's key (its name, the key masked); POST {"name"}: a fresh key of that name."""
+        request.setHeader(b"content-type", JSON)
+        self.calls["apikey-" + request.method.decode().lower()] += 1
+        cookie = (request.getHeader(b"cookie") or b"").decode("latin-1")
+        fields = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in cookie.split(";"))}
+        if fields.get("BXAuth") != self.iflow_bxauth:
+            return json.dumps({"success": False, "code": "401", "message": "not logged in"}).encode()
+        key = {"name": self.email, "apiKeyMask": "sk-****" + self.iflow_api_key[-4:], "apiKey": "",
+               "expireTime": self.iflow_key_expiry, "hasExpired": False}
+        if request.method == b"POST":
+            try:
+                name = json.loads(request.content.read()).get("name")
+            except (ValueError, AttributeError):
+                name = None
+            if name != self.email:
+                return json.dumps({"success": False, "code": "400", "message": "no key of that name"}).encode()
+            key["apiKey"] = self.iflow_api_key
+        return json.dumps({"success": True, "code": "200", "data": key}).encode()
 
     # -- helpers ----------------------------------------------------------------------
 
