@@ -326,3 +326,16 @@ async def test_payload_rules_name_the_interactions_protocol_on_both_sides():
         assert served.upstream.seen[-1].body["generation_config"] == {"top_p": 0.5}
     finally:
         await served.close()
+
+
+def test_a_client_keys_token_count_reads_interactions_usage_whole_and_streamed():
+    from cliproxyd.formats.usage import StreamUsage, answer_tokens
+
+    whole = interactions.response_from_canonical(C.Response("i", "m", (C.Text("hi"),), usage=C.Usage(7, 5)), "m",
+                                                 origin=ORIGIN)
+    assert answer_tokens("interactions", whole) == 12
+    encoder = interactions.StreamEncoder("m", origin=ORIGIN)
+    sse = b"".join(encoder.feed(e) for e in (C.Start("i", "m"), C.TextDelta("hi"), C.UsageEvent(C.Usage(3, 4))))
+    usage = StreamUsage("interactions")
+    usage.feed(sse + encoder.close())
+    assert usage.tokens == 7
