@@ -178,6 +178,7 @@ FAMILIES_BY_KIND: dict[str, tuple[str, ...]] = {
     "gemini-cli": (),
     "antigravity": (),
     "vertex": (),
+    "interactions-api-key": (),
 }
 
 
