@@ -32,7 +32,9 @@ from cliproxyd.credentials import Credential, credentials_from_config
 from cliproxyd.credentials.authfiles import AuthDirScan, OAuthAccount, oauth_credentials
 from cliproxyd.credentials.refresh import SaveFn
 from cliproxyd.executors import Executors
+from cliproxyd.executors.dispatch import alternate_kinds
 from cliproxyd.executors.upstreams import WireSettings
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.replies import Executor
 from cliproxyd.state import StateStore
 
@@ -53,6 +55,19 @@ class Generation:
     #: the largest client request body, in bytes (C{max-body-mb}): read per request, so worked out here
     max_body: int = field(init=False, default=Factory(lambda g: int(g.config.max_body_mb * (1 << 20)),
                                                      takes_self=True))
+
+
+def providers_serving(config: Config, creds: Iterable[Credential], alt: str) -> frozenset[str]:
+    """
+    The providers that serve the client endpoint C{alt} (C{"responses/compact"}):
+    those with a credential whose executor serves it, and for compaction the
+    C{openai-compatibility} providers with C{responses-compact: true}.
+    """
+    kinds = alternate_kinds(alt)
+    serving = {c.provider for c in creds if c.kind in kinds}
+    if alt == COMPACT:
+        serving.update(p.name for p in config.openai_compatibility if p.responses_compact)
+    return frozenset(serving)
 
 
 #: What L{GenerationSource.config} gives before the first generation.

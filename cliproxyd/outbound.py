@@ -228,7 +228,8 @@ class UpstreamClient(HTTPClient):
 
     def send(self, method: bytes, url: str, headers: Headers, body: bytes) -> "Deferred[IResponse]":
         """C{method} C{url} with C{headers} and C{body}: the upstream's response (any status), gzip decoded."""
-        return self._decoding.request(method, _url_bytes(url), headers, BytesProducer(body))
+        producer = BytesProducer(body) if body or method != b"GET" else None
+        return self._decoding.request(method, _url_bytes(url), headers, producer)
 
 
 def _url_bytes(url: str) -> bytes:
@@ -239,11 +240,11 @@ def _url_bytes(url: str) -> bytes:
         return EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
 
 
-def post(client: Any, url: str, headers: Headers, body: bytes) -> "Deferred[Any]":
-    """An upstream POST through C{client}: L{UpstreamClient.send}, or treq's request for any other client (a stub)."""
+def post(client: Any, url: str, headers: Headers, body: bytes, method: bytes = b"POST") -> "Deferred[Any]":
+    """An upstream POST (or C{method}) through C{client}: L{UpstreamClient.send}, or treq's request for any other client (a stub)."""
     if isinstance(client, UpstreamClient):
-        return client.send(b"POST", url, headers, body)
-    return client.request("POST", url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
+        return client.send(method, url, headers, body)
+    return client.request(method.decode(), url, data=body, headers=headers, unbuffered=True, allow_redirects=False)
 
 
 def _pool(reactor: IReactorTime) -> UpstreamPool:

@@ -147,8 +147,9 @@ async def test_a_reset_probe_returns_a_long_cooled_subscription_account_early(tm
         prober.tick()  # the prober's job, once
         assert list(prober._in_flight)  # a probe is out
         await next(iter(prober._in_flight.values()))
-        probe = stack.upstream.seen[-1]
-        assert probe.key == "sk-ant-oat-1" and probe.body["max_tokens"] == 1
+        # The probe read the account's usage endpoint: no request, no tokens spent.
+        assert [(path, token) for path, token, _ in stack.upstream.usage_seen] == [("/api/oauth/usage", "sk-ant-oat-1")]
+        assert stack.keys_seen() == ["sk-ant-oat-2"]
         await stack.chat("claude-haiku-4-5")
         assert stack.keys_seen()[-1] == "sk-ant-oat-1"  # back on the higher tier, two hours early
         assert stack.state.pacing_counters()["probes_succeeded"] == 1

@@ -155,3 +155,43 @@ def test_the_daemon_runs_the_prober():
     h = Harness()
     names = [getattr(s, "name", None) for tree in h.daemon.services for s in getattr(tree, "services", ())]
     assert "reset-probes" in names
+
+
+# -- usage-endpoint probes on a Clock (issue 16) ----------------------------------------
+
+
+def _claude_accounts(tmp_path):
+    from tests.test_oauth_accounts import write
+
+    for n, extra in ((1, {"priority": 10}), (2, {})):
+        write(tmp_path, f"claude-{n}.json", {"type": "claude", "access_token": f"oat-{n}", "refresh_token": "r",
+                                              "base_url": "http://upstream.test", **extra})
+    return {"auth-dir": str(tmp_path), "openai-compatibility": []}
+
+
+def test_a_usage_probe_on_the_clock_keeps_a_spent_window_then_ends_the_cooldown_when_quota_is_back(tmp_path):
+    h, prober = _setup(config_data(**_claude_accounts(tmp_path)))
+    h.upstream.script("oat-1", "status:429:7200", "ok")
+    assert h.chat("claude-haiku-4-5")[0] == 200  # account 1 cools for two hours; account 2 answers
+    cred = next(c for c in h.conductor.creds if c.secret == "oat-1")
+    h.upstream.set_quota("oat-1", 0.0, reset_seconds=3 * 3600)
+    h.clock.advance(299)
+    h.flush()
+    assert h.upstream.usage_seen == []  # not before interval-seconds
+    h.clock.advance(31)
+    h.flush()
+    assert [(p, t) for p, t, _ in h.upstream.usage_seen] == [("/api/oauth/usage", "oat-1")]
+    state = h.state.model_state(cred.id, "claude-haiku-4-5")
+    assert state.blocked(h.clock.seconds()) and abs(state.next_retry_at - 3 * 3600) < 1  # the window's reset
+    h.upstream.seen.clear()
+    assert h.chat("claude-haiku-4-5")[0] == 200 and h.keys_seen() == ["oat-2"]
+    h.upstream.set_quota("oat-1", 0.5)
+    h.clock.advance(330)
+    h.flush()
+    assert len(h.upstream.usage_seen) == 2
+    assert not h.state.model_state(cred.id, "claude-haiku-4-5").blocked(h.clock.seconds())
+    h.upstream.seen.clear()
+    assert h.chat("claude-haiku-4-5")[0] == 200 and h.keys_seen() == ["oat-1"]  # the higher tier, hours early
+    counters = h.conductor.pacing_counters()
+    assert counters["probes_by_usage"] == 2 and counters["probes_succeeded"] == 1 and counters["probes_failed"] == 1
+    prober.stopService()

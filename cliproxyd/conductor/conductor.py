@@ -29,6 +29,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from cliproxyd.conductor.budget import RetryBudget, spent_by
 from cliproxyd.conductor.headroom import reader_for
@@ -61,7 +62,8 @@ from cliproxyd.credentials import Credential, Route
 from cliproxyd.replies import Executor, Outbound, Reply, StreamReply, UpstreamError
 from cliproxyd.modelnames import parse_model
 from cliproxyd.state import StateStore
-from cliproxyd.state.records import GroupState, ModelState, Pace
+from cliproxyd.state.records import GroupState, Headroom, ModelState, Pace
+from cliproxyd.executors.quota import QUOTA_CALLS, QuotaReading
 
 
 class UnknownModel(Exception):
@@ -292,7 +294,10 @@ class Conductor:
         self._limits = {c.id: c.limits for c in creds if c.limits}
         self._readers = {c.id: r for c in creds if (r := reader_for(c.kind))} if settings.headroom else {}
         self._slow_start = settings.slow_start
-        self._pacing = bool(self._readers) or self._slow_start > 0
+        # Headroom also comes from reset probes' usage readings (L{note_quota}).
+        self._headroom = bool(self._readers) or (
+            settings.headroom and settings.reset_probe.enabled and any(c.kind in QUOTA_CALLS for c in creds))
+        self._pacing = self._headroom or self._slow_start > 0
         # state key -> the upstream model a reset probe asks for
         self._probe_models = {
             c.id: {**{r.state_key: r.upstream[0] for r in c.routes if not r.pooled},
@@ -633,7 +638,7 @@ class Conductor:
 
     def _admitted(self, cred_id: str, now: float) -> bool:
         pace = self._state.pace(cred_id)
-        headroom = self._state.headroom(cred_id) if self._readers else None
+        headroom = self._state.headroom(cred_id) if self._headroom else None
         if pace is None and headroom is None:
             return True
         s = share(pace, headroom, now, self._slow_start)
@@ -664,7 +669,10 @@ class Conductor:
             self._state.set_headroom(cred.id, None)
 
     def _count_tokens(self, cred: Credential, result: Reply | StreamReply) -> None:
-        """A whole answer's token usage, for C{tpm} (a stream's is not known here)."""
+        """An answer's token usage, for C{tpm}: a whole one's now, a stream's when it ends (L{_count_stream})."""
+        if isinstance(result, StreamReply):
+            self._count_stream(cred, result)
+            return
         data = getattr(result, "data", None)
         if not isinstance(data, dict):
             return
@@ -677,6 +685,27 @@ class Conductor:
         if isinstance(tokens, int) and tokens > 0:
             now = self._clock.seconds()
             self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+
+    def _count_stream(self, cred: Credential, reply: StreamReply) -> None:
+        """
+        A stream's tokens, counted in the minute it ends: read once, from the
+        final usage the relay kept the bytes of (nothing per chunk); a
+        stream the client left reports nothing.
+        """
+        read = getattr(reply.relay, "usage_tokens", None)
+        if read is None:
+            return
+
+        def ended(outcome: object) -> object:
+            # Passed on as it came: the stream's settling reads it next.
+            if not isinstance(outcome, Failure):
+                tokens = read()
+                if tokens:
+                    now = self._clock.seconds()
+                    self._state.set_limit_window(cred.id, count_tokens(self._state.limit_window(cred.id), tokens, now))
+            return outcome
+
+        reply.relay.ended.addBoth(ended)
 
     def _paced_failure(self, cred: Credential, back: float | None, now: float) -> None:
         """
@@ -708,7 +737,7 @@ class Conductor:
             for key, st in self._state.model_states(cred.id).items():
                 if st.blocked(now) and st.reason in PROBED_REASONS and key in upstream:
                     out.append(Candidate(cred.id, key, upstream[key], st.next_retry_at,
-                                         now if st.updated_at is None else st.updated_at))
+                                         now if st.updated_at is None else st.updated_at, st.reason))
         for cred_id, group_id, g in self._state.group_states():
             keys = self._group_slots.get((cred_id, group_id))
             if not keys or not g.auto_active(now) or g.manual:
@@ -720,12 +749,14 @@ class Conductor:
                                          now if g.updated_at is None else g.updated_at))
         return out
 
-    def settle_probe(self, c: Candidate, error: UpstreamError | None, ok: bool, now: float) -> None:
+    def settle_probe(self, c: Candidate, error: UpstreamError | None, ok: bool, now: float,
+                     reset_at: float | None = None) -> None:
         """
         A probe's answer: a success ends the cooldown it probed (every
         model of the group, for a group) and the group's automatic
-        suspension; a 429 with a hint moves the cooldown to it; anything
-        else leaves the cooldown as it is.
+        suspension; a usage reading's reset time (C{reset_at}) or a 429's
+        hint moves the cooldown to it; anything else leaves the cooldown as
+        it is.
         """
         group_id = c.target.removeprefix("group:") if c.target.startswith("group:") else None
         keys = sorted(self._group_slots.get((c.cred_id, group_id), ())) if group_id else [c.target]
@@ -741,16 +772,20 @@ class Conductor:
                     self.clear_auto(c.cred_id, [group.id])
             self.came_back(c.cred_id, now)
             return
-        if error is None or error.status != 429 or error.retry_after is None:
+        if reset_at is not None and reset_at > now:
+            until = reset_at
+        elif error is not None and error.status == 429 and error.retry_after is not None:
+            until = now + error.retry_after
+        else:
             return
-        until = now + error.retry_after
         cred = self._by_id[c.cred_id]
+        detail = error.detail[:500] if error is not None else "the usage endpoint reports the quota spent"
         for key in keys:
             old = self._state.model_state(c.cred_id, key)
             if old.blocked(now):
                 self._state.set_model_state(c.cred_id, key, ModelState(
                     unavailable=True, next_retry_at=until, backoff_level=old.backoff_level, quota_exceeded=True,
-                    reason="quota", last_status=429, last_error=error.detail[:500], updated_at=old.updated_at))
+                    reason="quota", last_status=429, last_error=detail, updated_at=old.updated_at))
                 self._refresh_slot(c.cred_id, key, now)
         if group_id is not None:
             old_g = self._state.group_state(c.cred_id, group_id)
@@ -763,14 +798,34 @@ class Conductor:
         self.log.info("probe of {provider} key {key_fp}: still limited, for {seconds:.0f}s more (its new hint)",
                       provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, seconds=until - now)
 
+    def note_quota(self, cred_id: str, reading: QuotaReading, now: float) -> None:
+        """
+        A usage endpoint's reading, into headroom as an answer's headers
+        would be: a nearly spent credential is remembered (until its reset),
+        one with room again forgets an older low reading.
+        """
+        if not self._headroom or reading.fraction is None:
+            return
+        stored = self._state.headroom(cred_id) is not None
+        if reading.fraction < HEADROOM_LOW:
+            reset = reading.reset_at
+            if reset is None or reset <= now:
+                reset = None
+            self._state.set_headroom(cred_id, Headroom(fraction=reading.fraction, reset_at=reset, read_at=now,
+                                                       source=reading.source))
+            self._state.count_pacing("headroom_low_readings")
+        elif stored:
+            self._state.set_headroom(cred_id, None)
+
     # -- what the management API shows ------------------------------------------------
 
     def pacing_counters(self) -> dict[str, object]:
         """The issue 16 counters, with the settings they run under."""
         counters = dict.fromkeys(("limit_skips", "passed_over", "headroom_low_readings", "probes_sent",
-                                  "probes_succeeded", "probes_failed", "budget_stops"), 0)
+                                  "probes_succeeded", "probes_failed", "probes_by_usage", "probes_by_count",
+                                  "probes_by_request", "budget_stops"), 0)
         counters.update(self._state.pacing_counters())
-        return {**counters, "headroom": bool(self._readers), "slow_start_seconds": self._slow_start,
+        return {**counters, "headroom": self._headroom, "slow_start_seconds": self._slow_start,
                 "reset_probe": {"enabled": self.settings.reset_probe.enabled,
                                 "after_seconds": self.settings.reset_probe.after,
                                 "interval_seconds": self.settings.reset_probe.interval}}

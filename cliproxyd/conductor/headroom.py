@@ -28,11 +28,11 @@ Which families a credential's answers carry is decided once, at config load
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any, Callable
 
 from attrs import frozen
 
+from cliproxyd.formats.common import parse_rfc3339
 from cliproxyd.state.records import Headroom
 
 Reader = Callable[..., "Headroom | None"]
@@ -68,15 +68,6 @@ def parse_duration(text: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-def parse_rfc3339(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @frozen

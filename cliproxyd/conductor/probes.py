@@ -6,14 +6,26 @@ A 429's reset time may be stale, a 5-hour or weekly window may end early,
 an operator may reset the quota upstream: a cooldown of more than
 C{routing.reset-probe.after-seconds} is probed every
 C{interval-seconds}, off the request path, with the cheapest call that
-shows whether the credential would answer a request again: a one-token
-request with reasoning off. (A count_tokens call is cheaper still, but
-Anthropic and Gemini meter it apart from generation, so its success would
-end a cooldown that still holds.) At most one probe runs per credential at
-a time. A success ends the cooldown and the quota group's automatic
-suspension, so traffic returns to the higher tier at once (with its slow
-start); a failure keeps the cooldown, with the upstream's new hint if it
-sent one.
+shows whether the credential would answer a request again (L{call_for}):
+
+- the provider's own usage endpoint where it has one (Claude and Codex
+  accounts, Gemini CLI, Antigravity; L{cliproxyd.executors.quota}): its
+  answer says whether the model's windows have quota again and when the
+  spent one resets, and it costs no tokens;
+- count_tokens for a Claude or Gemini API key cooled for something other
+  than its quota (a revoked key, an unpaid bill, an upstream that was
+  down): any counted answer shows the key works. A quota cooldown is not
+  probed with a count: Anthropic and Gemini meter counting apart from
+  generation, so a count's success would end a cooldown that still holds;
+- otherwise a one-token request with reasoning off.
+
+A usage endpoint that fails (it may not be served to every account, or be
+limited itself) falls back to the one-token request in the same probe. At
+most one probe runs per credential at a time. Quota back (or a success)
+ends the cooldown and the quota group's automatic suspension, so traffic
+returns to the higher tier at once (with its slow start); still exhausted
+keeps the cooldown, with the reset time the usage endpoint (or the 429)
+gave as its new hint. A usage reading's fractions feed headroom too.
 
 L{due} is the pure rule; L{ResetProber} is the service that applies it to
 the running generation's conductor every tick.
@@ -31,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cliproxyd.formats import canonical as C
+from cliproxyd.executors.quota import QUOTA_CALLS, QuotaReading
 from cliproxyd.formats.request import ClientRequest
 from cliproxyd.replies import UpstreamError
 from cliproxyd.service import Periodic, ServiceTree
@@ -38,6 +51,7 @@ from cliproxyd.state.records import ProbeState
 
 if TYPE_CHECKING:
     from cliproxyd.conductor.conductor import Conductor
+    from cliproxyd.credentials import Credential
     from cliproxyd.state import StateStore
 
 #: A probe's own timeout: it is one token.
@@ -73,6 +87,8 @@ class Candidate:
     model: str
     until: float
     since: float
+    #: why it cools (a L{PROBED_REASONS} reason; a group's suspension is C{quota})
+    reason: str = "quota"
 
 
 def running(state: ProbeState, now: float) -> bool:
@@ -104,9 +120,61 @@ def due(candidates: Iterable[Candidate], probes: Mapping[tuple[str, str], ProbeS
     return sorted(best.values(), key=lambda c: (c.cred_id, c.target))
 
 
+#: The kinds whose count_tokens call goes upstream and proves the key works.
+COUNTED_KINDS = frozenset({"claude-api-key", "gemini-api-key"})
+#: The reasons a count's success ends (not quota: counting is metered apart).
+COUNTED_REASONS = PROBED_REASONS - {"quota"}
+
+
+def call_for(kind: str, reason: str) -> str:
+    """The probe call for a credential of C{kind} cooling for C{reason}: C{usage}, C{count} or C{request}."""
+    if kind in QUOTA_CALLS:
+        return "usage"
+    if kind in COUNTED_KINDS and reason in COUNTED_REASONS:
+        return "count"
+    return "request"
+
+
+@frozen
+class Outcome:
+    """What a probe learned: C{ok} (quota back), the upstream error, the usage reading, the call made."""
+
+    ok: bool
+    error: UpstreamError | None = None
+    reading: QuotaReading | None = None
+    call: str = "request"
+
+
 def probe_request(model: str) -> ClientRequest:
     """The cheapest request a model answers: one token, no reasoning."""
     return ClientRequest.of(C.Request(model, (C.Message("user", (C.Text("hi"),)),), max_tokens=1))
+
+
+async def run_probe(executor: object, cred: Credential, c: Candidate, log: Logger) -> Outcome:
+    """
+    One probe of C{c}: the usage endpoint, count_tokens or a one-token
+    request (L{call_for}); a usage endpoint that fails falls back to the
+    request. Raises what the last call raised (L{UpstreamError} and the
+    like), except that a usage reading saying "exhausted" is an outcome.
+    """
+    call = call_for(cred.kind, c.reason)
+    if call == "usage":
+        read = getattr(executor, "read_quota", None)
+        pending = read(cred, c.model) if read is not None else None
+        if pending is not None:
+            try:
+                reading = await pending
+            except UpstreamError as e:
+                log.info("usage endpoint of {provider} key {key_fp} failed ({why}); probing with a request",
+                         provider=cred.provider, key_fp=cred.fingerprint, why=e.kind if not e.status else e.status)
+            else:
+                return Outcome(reading.available, reading=reading, call="usage")
+        call = "request"
+    if call == "count":
+        await executor.count_tokens(cred, probe_request(c.model), c.model)  # type: ignore[attr-defined]
+        return Outcome(True, call="count")
+    await executor.execute(cred, probe_request(c.model), c.model)  # type: ignore[attr-defined]
+    return Outcome(True, call="request")
 
 
 class ResetProber(ServiceTree):
@@ -155,14 +223,14 @@ class ResetProber(ServiceTree):
         old = self._state.probe_state(c.cred_id, c.target)
         self._state.set_probe_state(c.cred_id, c.target, evolve(old, running_since=now, sent=old.sent + 1))
         self._state.count_pacing("probes_sent")
-        self.log.info("probing {provider} key {key_fp} ({target}, cooling {left:.0f}s more) with {model}",
+        self.log.info("probing {provider} key {key_fp} ({target}, cooling {left:.0f}s more) for {model} by {call}",
                       provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, target=c.target,
-                      left=c.until - now, model=c.model)
-        d = Deferred.fromCoroutine(conductor.executor.execute(cred, probe_request(c.model), c.model))
+                      left=c.until - now, model=c.model, call=call_for(cred.kind, c.reason))
+        d = Deferred.fromCoroutine(run_probe(conductor.executor, cred, c, self.log))
         d.addTimeout(PROBE_TIMEOUT, self._clock)
         self._in_flight[c.cred_id] = d
 
-        def done(result: object) -> None:
+        def done(result: Outcome | Failure) -> None:
             self._in_flight.pop(c.cred_id, None)
             at = self._clock.seconds()
             error = result.value if isinstance(result, Failure) else None
@@ -171,21 +239,32 @@ class ResetProber(ServiceTree):
                 st = self._state.probe_state(c.cred_id, c.target)
                 self._state.set_probe_state(c.cred_id, c.target, evolve(st, running_since=None, last_at=at))
                 return
-            ok = error is None
             if error is not None and not isinstance(error, (UpstreamError, TimeoutError)):
                 self.log.failure("probe of {key_fp} broke", result, key_fp=cred.fingerprint)
-            status = error.status if isinstance(error, UpstreamError) else (None if not ok else 200)
+            outcome = result if isinstance(result, Outcome) else Outcome(
+                False, error if isinstance(error, UpstreamError) else None)
+            ok = outcome.ok
+            if outcome.error is not None:
+                status = outcome.error.status or None
+            else:
+                status = 200 if ok or outcome.reading is not None else None
             st = self._state.probe_state(c.cred_id, c.target)
             self._state.set_probe_state(c.cred_id, c.target, evolve(
-                st, running_since=None, last_at=at, last_ok=ok, last_status=status or None,
+                st, running_since=None, last_at=at, last_ok=ok, last_status=status,
                 succeeded=st.succeeded + ok))
             self._state.count_pacing("probes_succeeded" if ok else "probes_failed")
+            if error is None:
+                self._state.count_pacing(f"probes_by_{outcome.call}")
             live = self._conductor()
             if live is None or live.credential(c.cred_id) is None:
                 return  # the config changed under the probe
-            live.settle_probe(c, error if isinstance(error, UpstreamError) else None, ok, at)
+            if outcome.reading is not None:
+                live.note_quota(c.cred_id, outcome.reading, at)
+            live.settle_probe(c, outcome.error, ok, at,
+                              None if outcome.reading is None else outcome.reading.reset_at)
             if ok:
-                self.log.info("probe of {provider} key {key_fp} answered: its cooldown ({target}) is over",
-                              provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, target=c.target)
+                self.log.info("probe of {provider} key {key_fp} ({call}) answered: its cooldown ({target}) is over",
+                              provider=cred.provider, key_fp=cred.fingerprint, cred=cred.id, target=c.target,
+                              call=outcome.call)
 
         d.addBoth(done)

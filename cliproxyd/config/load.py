@@ -489,7 +489,7 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
     r.check_keys(
         {"name", "base-url", "prefix", "headers", "api-key-entries", "api-keys", "models", "priority",
          "excluded-models", "disabled", "disable-cooling", "request-retry", "request-scoped-errors",
-         "proxy-url"},
+         "proxy-url", "responses-compact"},
     )
     name = r.string("name", required=True).lower()
     if "/" in name:
@@ -519,6 +519,7 @@ def _parse_compat(r: _Reader) -> OpenAICompatProvider:
         request_retry=_retry_override(r),
         request_scoped_errors=_scoped_rules(r),
         proxy_url=_proxy(r),
+        responses_compact=r.get("responses-compact", bool, False),
     )
 
 

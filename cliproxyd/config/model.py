@@ -152,6 +152,8 @@ class OpenAICompatProvider:
     request_scoped_errors: tuple[ScopedErrorRule, ...] = ()  # request-scoped-errors
     #: proxy-url: for the provider's keys that set none (a cliproxyd extension here)
     proxy_url: ProxySetting = INHERIT
+    #: responses-compact: the upstream has {base-url}/responses/compact (a cliproxyd extension)
+    responses_compact: bool = False
 
 
 #: C{cloak.mode} values: cloak OAuth accounts and keys with a cloak block (auto), every request, or none.

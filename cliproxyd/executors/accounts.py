@@ -71,6 +71,8 @@ class _Secret:
 class XAIExecutor(_Secret, CodexOAuthExecutor):
     """xAI's Responses API, for an xAI account or an C{xai-api-key} entry."""
 
+    alternates = frozenset()  # xAI has no /responses/compact
+
     def auth_headers(self, cred: Credential) -> dict[bytes, list[bytes]]:
         return dict(XAI_CLI_HEADERS) if cred.base_url == XAI_CLI_BASE_URL else {}
 

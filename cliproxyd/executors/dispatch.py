@@ -36,6 +36,8 @@ from cliproxyd.executors.upstreams import (
     OpenAICompatExecutor,
     WireSettings,
 )
+from cliproxyd.executors.quota import QUOTA_CALLS, QuotaReading, read_quota
+from cliproxyd.modelnames import parse_model
 from cliproxyd.replies import Outbound, Reply, StreamReply
 
 #: The executor class of each credential kind.
@@ -66,13 +68,27 @@ class Executors:
                  creds: Iterable[Credential] = (), wire: WireSettings = WireSettings(),
                  save_account: SaveFn | None = None) -> None:
         self._by_kind = {kind: cls(client, clock, timeouts, wire, save_account) for kind, cls in EXECUTORS.items()}
+        self._clock = clock
         creds = tuple(creds)
         # Headers and URLs are worked out once per credential, here, not per request.
         for kind, executor in self._by_kind.items():
             executor.prepare(c for c in creds if c.kind == kind)
 
     def execute(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply | StreamReply]:
+        if getattr(req, "alt", ""):  # another endpoint than generation (/v1/responses/compact)
+            return self._by_kind[cred.kind].execute_alternate(cred, req, upstream)
         return self._by_kind[cred.kind].execute(cred, req, upstream)
 
     def count_tokens(self, cred: Credential, req: Outbound, upstream: str) -> Awaitable[Reply]:
         return self._by_kind[cred.kind].count_tokens(cred, req, upstream)
+
+    def read_quota(self, cred: Credential, upstream: str) -> Awaitable[QuotaReading] | None:
+        """C{cred}'s usage endpoint read for model C{upstream}, or None when its kind has none (L{QUOTA_CALLS})."""
+        if cred.kind not in QUOTA_CALLS:
+            return None
+        return read_quota(self._by_kind[cred.kind], cred, parse_model(upstream).base, self._clock.seconds)
+
+
+def alternate_kinds(alt: str) -> frozenset[str]:
+    """The credential kinds whose executors serve the client endpoint C{alt} (L{HTTPExecutor.alternates})."""
+    return frozenset(kind for kind, cls in EXECUTORS.items() if alt in cls.alternates)

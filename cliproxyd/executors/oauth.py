@@ -136,6 +136,11 @@ class CodexOAuthExecutor(_Bearer, CodexExecutor):
         data.pop("previous_response_id", None)
         data.pop("max_output_tokens", None)
 
+    def compact_body(self, data: dict[str, Any]) -> None:
+        """A compaction at the backend: answered whole, and with instructions, as its streams want them."""
+        super().compact_body(data)
+        data.setdefault("instructions", "")
+
     async def execute(self, cred: Credential, req: Outbound, upstream: str) -> Reply | StreamReply:
         data = dict(loads(self.body(req, upstream)))
         self.stream_body(data)

@@ -26,6 +26,7 @@ from cliproxyd.formats import canonical as C
 from cliproxyd.formats.common import error_status
 from cliproxyd.formats.request import dumps, loads
 from cliproxyd.formats.translate import SSEParser
+from cliproxyd.formats.usage import claude_inputs, tail_tokens
 from cliproxyd.replies import UpstreamError
 
 #: Error bodies are read for diagnostics and for the client; never more than this.
@@ -412,6 +413,8 @@ class StreamRelay(_WatchedBody):
         self._ended: Failure | None = None
         self._error: UpstreamError | None = None
         self._registered = False
+        #: input tokens a held event reported (Claude's message_start), for L{usage_tokens}
+        self._head_inputs = 0
 
     def dataReceived(self, data: bytes) -> None:
         self._watch(data)
@@ -428,11 +431,10 @@ class StreamRelay(_WatchedBody):
         self._hold(data)
 
     def _watch(self, data: bytes) -> None:
-        """Note the format's final event when it goes by; until then, keep the stream's last bytes."""
-        if self._final:
-            return
+        """Note the format's final event when it goes by; keep the stream's last bytes (its usage is there)."""
         tail = self._tail
-        self._final = self._end(tail[-_CARRY:] + data)  # with the end of the chunk before: a marker may straddle
+        if not self._final:
+            self._final = self._end(tail[-_CARRY:] + data)  # with the end of the chunk before: a marker may straddle
         tail += data
         if len(tail) > 2 * TAIL:
             del tail[:-TAIL]
@@ -475,6 +477,9 @@ class StreamRelay(_WatchedBody):
         data = self.unwrap(data)
         if name == b"ping" or data.get("type") == "ping":
             return KEEPALIVE
+        message = data.get("message")
+        if isinstance(message, dict) and "usage" in message:  # Claude's message_start: the input tokens
+            self._head_inputs = claude_inputs(message["usage"])
         events = _read(self._decoder, data)
         if events is None:
             return UpstreamError("broken", f"the stream's events are not {self._fmt.NAME} events", status=502)
@@ -558,6 +563,13 @@ class StreamRelay(_WatchedBody):
         problem = self._problem(self._ended)
         self.ended.callback(problem)
         self._done.callback(problem)
+
+    def usage_tokens(self) -> int | None:
+        """
+        The tokens the ended stream reports, read once from the bytes kept
+        of its end (L{tail_tokens}): nothing is parsed per chunk for it.
+        """
+        return tail_tokens(self._fmt.NAME, bytes(self._tail), self._head_inputs)
 
     def _problem(self, reason: Failure) -> UpstreamError | None:
         """What is wrong with a stream that has ended, if anything."""

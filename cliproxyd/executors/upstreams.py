@@ -39,6 +39,7 @@ from cliproxyd.executors import cloak
 from cliproxyd.executors.payload import PayloadRules
 from cliproxyd.formats import canonical as C
 from cliproxyd.formats import claude, gemini, openai_chat, responses
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.modelnames import parse_model
 from cliproxyd.outbound import OutboundClients, client_chooser, post
 
@@ -155,6 +156,32 @@ class HTTPExecutor:
         """Where the upstream counts tokens, or None to estimate them here."""
         return None
 
+    #: the client endpoints besides generation (by C{req.alt}: L{COMPACT}) every credential of this
+    #: kind serves; an C{openai-compatibility} provider serves compaction when its config says so
+    #: (L{cliproxyd.assembly.providers_serving})
+    alternates: frozenset[str] = frozenset()
+
+    def compact_body(self, data: dict[str, Any]) -> None:
+        """A compaction is answered whole: the body says nothing of streaming."""
+        data.pop("stream", None)
+
+    async def execute_alternate(self, cred: Credential, req: Outbound, upstream: str) -> Reply:
+        """
+        C{req} at the endpoint C{req.alt} names: for L{COMPACT}, the client's
+        Responses body (payload rules applied where the upstream speaks
+        Responses) at C{{base}/responses/compact}, answered with one
+        C{response.compaction} object, passed on as a Responses answer.
+        """
+        alt = getattr(req, "alt", "")
+        if alt != COMPACT:
+            raise UpstreamError("http", f"{cred.provider} does not serve /{alt}", status=501)
+        body = self.body(req, upstream) if self.format is responses else req.body_for(upstream, responses)
+        data = dict(jsontext.loads(body))
+        self.compact_body(data)
+        response = await self._send(cred, cred.base_url + "/responses/compact", jsontext.dumps(data), False, req)
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"application/json"])[0]
+        return await self._whole(cred, response, content_type, responses)
+
     def shape(self, cred: Credential, req: Outbound, body: bytes) -> bytes:
         """The body as C{cred}'s upstream gets it (L{ClaudeExecutor} cloaks it); as it is by default."""
         return body
@@ -168,16 +195,22 @@ class HTTPExecutor:
             return await self._relay(cred, response)
         return await self._whole(cred, response, content_type)
 
-    async def _whole(self, cred: Credential, response: Any, content_type: bytes) -> Reply:
-        """A whole answer, once its body is known to be a JSON object (else L{UpstreamError}, see L{json_answer})."""
+    async def _whole(self, cred: Credential, response: Any, content_type: bytes,
+                     fmt: ModuleType | None = None) -> Reply:
+        """
+        A whole answer, once its body is known to be a JSON object (else
+        L{UpstreamError}, see L{json_answer}), of format C{fmt} (by default
+        the upstream's).
+        """
+        name = (fmt or self.format).NAME
         body = await self._read(response)
-        data = self._answer_object(cred, body)
-        return Reply(response.code, content_type, body, fmt=self.format.NAME, data=data, headers=response.headers)
+        data = self._answer_object(cred, body, name)
+        return Reply(response.code, content_type, body, fmt=name, data=data, headers=response.headers)
 
-    def _answer_object(self, cred: Credential, body: bytes) -> dict[str, Any]:
+    def _answer_object(self, cred: Credential, body: bytes, fmt: str = "") -> dict[str, Any]:
         """L{json_answer} of C{body}; an error it raises names the credential by its fingerprint, never its key."""
         try:
-            return json_answer(body, self.format.NAME, self._clock.seconds())
+            return json_answer(body, fmt or self.format.NAME, self._clock.seconds())
         except UpstreamError as e:
             redact = self.redact(cred)
             e.body = redact(e.body)
@@ -227,9 +260,13 @@ class HTTPExecutor:
         """The headers of one request (a fresh object: the caller may add to it)."""
         return Headers(self._headers[cred.id])
 
-    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None) -> Any:
-        """POST C{body}; the response when its status is 2xx, else L{UpstreamError}."""
+    async def _send(self, cred: Credential, url: str, body: bytes, stream: bool, req: Outbound | None = None,
+                    method: bytes = b"POST", headers: Iterable[tuple[bytes, bytes]] = ()) -> Any:
+        """POST C{body} (or C{method} it, with C{headers} added); the response when its status is 2xx, else L{UpstreamError}."""
+        extra = headers
         headers = self.request_headers(cred)
+        for name, value in extra:
+            headers.setRawHeaders(name, [value])
         dynamic = self._dynamic.get(cred.id) if self._dynamic else None
         if dynamic:
             client = getattr(req, "headers", None)
@@ -248,7 +285,7 @@ class HTTPExecutor:
             if budget is not None:
                 headers.setRawHeaders(b"x-cliproxyd-retry-budget", [budget.header()])
         client = self._clients.get(cred.id) or self._client_for(cred.proxy)
-        d = post(client, url, headers, body)
+        d = post(client, url, headers, body, method)
         timed_out = []
 
         def expire() -> None:
@@ -297,7 +334,11 @@ class HTTPExecutor:
 
 
 class OpenAICompatExecutor(HTTPExecutor):
-    """C{POST {base-url}/chat/completions} with a bearer key."""
+    """
+    C{POST {base-url}/chat/completions} with a bearer key; a compaction (for
+    a provider with C{responses-compact}) at C{{base-url}/responses/compact},
+    with the client's Responses body.
+    """
 
     format = openai_chat
     forwards_budget = True
@@ -388,6 +429,7 @@ class CodexExecutor(HTTPExecutor):
 
     format = responses
     protocol = "codex"
+    alternates = frozenset({COMPACT})
 
     def url(self, cred: Credential, model: str, stream: bool) -> str:
         return cred.base_url + "/responses"

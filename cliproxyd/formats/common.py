@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 
 from attrs import frozen
@@ -399,3 +400,13 @@ def sse_json(data: Any) -> bytes:
     still see one data line per event.
     """
     return json.dumps(data, separators=(",", ":")).encode("ascii")
+
+
+def parse_rfc3339(text: str | None) -> float | None:
+    """An RFC 3339 time (Anthropic's and Google's resets, C{Z} or an offset) as Unix seconds, or None."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

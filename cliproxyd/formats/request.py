@@ -25,7 +25,10 @@ from cliproxyd.formats import canonical as C
 from cliproxyd.jsontext import dumps, loads
 from cliproxyd.modelnames import parse_model, parse_reasoning
 
-__all__ = ["ClientRequest", "dumps", "loads"]
+__all__ = ["COMPACT", "ClientRequest", "dumps", "loads"]
+
+#: The client endpoint C{POST /v1/responses/compact}, as a request's C{alt} names it (CLIProxyAPI's name).
+COMPACT = "responses/compact"
 
 
 class ClientRequest:
@@ -51,6 +54,9 @@ class ClientRequest:
         #: the request's retry budget (L{cliproxyd.conductor.budget}), set by the conductor when it has
         #: one; an executor whose upstream may be another proxy sends what is left of it
         self.retry_budget: Any = None
+        #: the client endpoint when it is not generation, as CLIProxyAPI names it (C{"responses/compact"});
+        #: an executor serves it with L{execute_alternate<cliproxyd.executors.upstreams.HTTPExecutor>}
+        self.alt = ""
 
     @classmethod
     def decode(cls, fmt: ModuleType, raw: bytes, model: str | None = None,

@@ -150,3 +150,62 @@ class StreamUsage:
         found = self._read(event) if self._read is not None else None
         if found is not None:
             self.tokens = found
+
+
+#: The usage key of each format's events (a Responses or Gemini CLI envelope needs no other).
+_USAGE_KEYS: dict[str, bytes] = {"openai": b'"usage"', "claude": b'"usage"', "responses": b'"usage"',
+                                 "gemini": b'"usageMetadata"'}
+_DECODER = None
+
+
+def _object_after(text: bytes, at: int) -> dict[str, Any] | None:
+    """The JSON object after the key ending at C{at} (past its colon), or None."""
+    global _DECODER
+    rest = text[at:].lstrip()
+    if not rest.startswith(b":"):
+        return None
+    if _DECODER is None:
+        import json
+
+        _DECODER = json.JSONDecoder()
+    try:
+        value, _ = _DECODER.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def claude_inputs(usage: Any) -> int:
+    """A Claude usage object's input tokens (its cache tokens included)."""
+    if not isinstance(usage, dict):
+        return 0
+    return sum(_int(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+
+
+def tail_tokens(fmt: str, tail: bytes, head_inputs: int = 0) -> int | None:
+    """
+    The tokens a finished stream of format C{fmt} reports, read once from
+    its last bytes (C{tail}): the last usage object in them, which every
+    format sends with (or just before) its final event. Nothing is parsed
+    while the stream runs. A Claude stream reports its input tokens at its
+    start (C{head_inputs}, from C{message_start}) and its output at its end.
+    """
+    key = _USAGE_KEYS.get(fmt)
+    if key is None:
+        return None
+    end = len(tail)
+    for _ in range(4):  # the last usage object that decodes (one cut off at the tail's start is skipped)
+        at = tail.rfind(key, 0, end)
+        if at < 0:
+            return None
+        usage = _object_after(tail, at + len(key))
+        if usage is not None:
+            break
+        end = at
+    else:
+        return None
+    if fmt == "claude":
+        total = max(head_inputs, claude_inputs(usage)) + _int(usage.get("output_tokens"))
+        return total or None
+    wrapped = {"usageMetadata": usage} if fmt == "gemini" else {"usage": usage}
+    return ANSWER_TOKENS[fmt](wrapped) or None

@@ -40,7 +40,7 @@ from cliproxyd.conductor.conductor import (
 from cliproxyd.conductor.budget import HEADER as BUDGET_HEADER
 from cliproxyd.conductor.budget import SPENT_HEADER, RetryBudget, parse_budget
 from cliproxyd.conductor.session import session_ids
-from cliproxyd.formats import FORMATS, Origin, claude, gemini, interactions, openai_chat, responses
+from cliproxyd.formats import FORMATS, Origin, claude, completions, gemini, interactions, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
@@ -50,6 +50,9 @@ from cliproxyd.config.model import ClientKey
 from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
 from cliproxyd.frontend.keys import KeyModels, Metering
 from cliproxyd.frontend.routing import keep_routes
+from cliproxyd.frontend import endpoints
+from cliproxyd.assembly import providers_serving
+from cliproxyd.formats.request import COMPACT
 from cliproxyd.metrics import OTHER_MODEL, Metrics
 from cliproxyd.modelnames import claude_listed_id, claude_listed_name, parse_model
 from cliproxyd.frontend.wire import (
@@ -161,6 +164,7 @@ def renderer(fmt: ModuleType) -> Render:
 RENDER = {name: renderer(fmt) for name, fmt in FORMATS.items()}
 render_openai, render_claude, render_gemini, render_responses = (
     RENDER[f.NAME] for f in (openai_chat, claude, gemini, responses))
+RENDER[completions.NAME] = render_openai  # /v1/completions is OpenAI's, errors and all
 
 
 class _ClientConsumer:
@@ -233,6 +237,8 @@ class _Served:
             gemini.models_body(allowed, self.facts)))
         #: force-mapping: the models whose passed-through answers name the model as the client asked
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
+        #: the providers that serve /v1/responses/compact (L{cliproxyd.frontend.endpoints.compact})
+        self.compact_providers = providers_serving(config, gen.creds, COMPACT)
 
     def lists(self, grant: str | ClientKey | None) -> tuple[bytes, bytes, bytes]:
         """The OpenAI, Claude and Gemini model lists the caller sees."""
@@ -401,6 +407,17 @@ class Frontend:
     def openai_responses(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/responses", responses, self._generate, request, responses)
 
+    @app.route("/v1/completions", methods=["POST"])
+    def text_completions(self, request: IRequest) -> Any:
+        return self._measured(request, "/v1/completions", completions, self._generate, request, completions,
+                              endpoint=endpoints.text_completion)
+
+    @app.route("/v1/responses/compact", methods=["POST"])
+    @app.route("/backend-api/codex/responses/compact", methods=["POST"])  # Codex CLI's chatgpt_base_url form
+    def responses_compact(self, request: IRequest) -> Any:
+        return self._measured(request, "/v1/responses/compact", responses, self._generate, request, responses,
+                              endpoint=endpoints.compact)
+
     @app.route("/v1/messages", methods=["POST"])
     def claude_messages(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/messages", claude, self._generate, request, claude)
@@ -487,13 +504,25 @@ class Frontend:
         return render(Problem(400, f"Invalid request: {e}"))
 
     async def _generate(self, request: IRequest, fmt: ModuleType, model: str | None = None,
-                        stream: bool | None = None, sse: bool = True) -> bytes:
+                        stream: bool | None = None, sse: bool = True, endpoint: Any = None) -> bytes:
+        """
+        @param endpoint: for the endpoints of L{cliproxyd.frontend.endpoints}: the hook that says,
+            from the decoded request, how its answers look, what the conductor runs and which
+            providers may serve it.
+        """
         served = self.served()
         grant = await self._check_access(served, request, RENDER[fmt.NAME])
         req, render = self._decode(served, request, fmt, model, stream)
-        if not isinstance(grant, ClientKey):
-            return await self._serve(request, served, fmt, req, render, sse)
-        providers = self._scope(served, grant, req, render)
+        keyed = isinstance(grant, ClientKey)
+        providers = self._scope(served, grant, req, render) if keyed else frozenset()
+        if endpoint is not None:
+            try:
+                fmt, req, providers = endpoint(served, req, providers)
+            except endpoints.Refused as e:
+                self.log.info("refused a request ({about}): {error}", about=request.path, error=e.message)
+                raise render(Problem(e.status, e.message, e.code)) from None
+        if not keyed:
+            return await self._serve(request, served, fmt, req, render, sse, providers)
         try:
             ticket = self.keys.admit(grant, estimate_tokens(len(req.raw)))
         except KeyLimited as e:
@@ -838,7 +867,8 @@ SHUTDOWN_WAITING = ("cliproxyd is shutting down: no answer came within timeouts.
 
 #: The streaming routes that have one path, and their client formats.
 _STREAM_PATHS = {b"/v1/chat/completions": openai_chat, b"/v1/responses": responses, b"/v1/messages": claude,
-                 b"/v1beta/interactions": interactions, b"/v1/interactions": interactions}
+                 b"/v1/completions": completions, b"/v1beta/interactions": interactions,
+                 b"/v1/interactions": interactions}
 
 
 def stream_format(path: bytes) -> ModuleType | None:

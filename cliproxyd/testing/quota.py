@@ -83,3 +83,66 @@ class SimulatedQuota:
     @app.route("/v1internal:loadCodeAssist", methods=["POST"])
     def antigravity_code_assist(self, request: IRequest) -> bytes:
         return self._take(request) or json.dumps({"currentTier": {"id": "g1-pro-tier", "name": "Pro"}}).encode()
+
+
+# -- the usage answers a reset probe reads, in their real shapes (L{AccountQuota}) --
+
+
+def _rfc3339(at: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AccountQuota:
+    """
+    One account's quota as its provider's usage endpoint reports it: the
+    fraction C{left} (0 to 1) of its tightest window, which resets at
+    C{reset_at} (epoch seconds); a second, roomier window rides along as
+    the real answers have one.
+    """
+
+    def __init__(self, left: float, reset_at: float) -> None:
+        self.left = left
+        self.reset_at = reset_at
+
+    def claude(self) -> dict[str, Any]:
+        """C{GET /api/oauth/usage}: utilization in percent used, RFC 3339 resets; null windows as Anthropic sends."""
+        return {
+            "five_hour": {"utilization": round((1 - self.left) * 100, 1), "resets_at": _rfc3339(self.reset_at)},
+            "seven_day": {"utilization": 35.0, "resets_at": _rfc3339(self.reset_at + 5 * 86400)},
+            "seven_day_oauth_apps": None, "seven_day_opus": None, "seven_day_sonnet": None,
+            "extra_usage": {"is_enabled": False, "monthly_limit": 0, "used_credits": 0, "utilization": None},
+        }
+
+    def codex(self, now: float) -> dict[str, Any]:
+        """C{GET /backend-api/wham/usage}: the 5-hour (primary) and weekly (secondary) windows."""
+        spent = self.left <= 0
+        return {
+            "plan_type": "plus",
+            "rate_limit": {
+                "allowed": not spent, "limit_reached": spent,
+                "primary_window": {"used_percent": int(round((1 - self.left) * 100)), "limit_window_seconds": 18000,
+                                   "reset_after_seconds": max(0, int(self.reset_at - now)),
+                                   "reset_at": int(self.reset_at)},
+                "secondary_window": {"used_percent": 30, "limit_window_seconds": 604800,
+                                     "reset_after_seconds": int(self.reset_at - now) + 86400,
+                                     "reset_at": int(self.reset_at) + 86400},
+            },
+            "credits": {"has_credits": False, "unlimited": False, "balance": "0"},
+        }
+
+    def _google(self) -> dict[str, Any]:
+        # proto3 JSON leaves a zero out: a spent bucket has its resetTime and no remainingFraction.
+        info: dict[str, Any] = {"resetTime": _rfc3339(self.reset_at)}
+        if self.left > 0:
+            info["remainingFraction"] = self.left
+        return info
+
+    def gemini_cli(self, models: tuple[str, ...]) -> dict[str, Any]:
+        """C{POST v1internal:retrieveUserQuota}: a bucket per model (and token type)."""
+        return {"buckets": [{"modelId": m, "tokenType": "REQUESTS", **self._google()} for m in models]}
+
+    def antigravity(self, models: tuple[str, ...]) -> dict[str, Any]:
+        """C{POST v1internal:fetchAvailableModels}: each model with its C{quotaInfo}."""
+        return {"models": {m: {"displayName": m, "quotaInfo": self._google()} for m in models}}

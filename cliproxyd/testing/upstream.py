@@ -11,6 +11,13 @@ C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
 C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
 its own key header, stream framing and error bodies.
 
+It also serves the usage endpoints reset probes read, in their real shapes
+(L{cliproxyd.testing.quota.AccountQuota}): Claude OAuth's
+C{GET /api/oauth/usage} (with the OAuth beta), Codex's
+C{GET /backend-api/wham/usage}, and Code Assist's C{retrieveUserQuota}
+(Gemini CLI) and C{fetchAvailableModels} (Antigravity); L{set_quota} sets
+what an account's report says, L{usage_seen} records what was asked.
+
 Used by the tests, the benchmarks and C{twistd cliproxyd --demo}. Each key
 has a script: a list of behaviours, one consumed per request, the last one
 repeating. A behaviour is one of::
@@ -78,13 +85,16 @@ from zope.interface import implementer
 
 from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
-from cliproxyd.formats import claude, gemini, interactions, openai_chat, responses
+from cliproxyd.formats import claude, common, gemini, interactions, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
 from cliproxyd.testing.codeassist import CodeAssistAccounts
+from cliproxyd.testing.quota import AccountQuota
 
 JSON = b"application/json"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "sim-small")
+#: The models Code Assist's quota answers list (with C{models}).
+GOOGLE_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-pro-preview", "gemini-3-flash-preview")
 
 
 #: The shapes of an in-stream error that C{error-first:F} and C{preamble-error:F} can send.
@@ -158,6 +168,7 @@ class SeenRequest:
             "bytes_sent": self.bytes_sent,
             "format": self.format,
             "peer": self.peer,
+            "path": self.path,
         }
 
 
@@ -212,6 +223,10 @@ class SimulatedUpstream:
     code_assist_accounts: CodeAssistAccounts = field(factory=CodeAssistAccounts)
     #: key -> the rate-limit headers its answers carry (see L{ratelimit_headers})
     ratelimits: dict[str, dict[bytes, bytes]] = field(factory=dict)
+    #: token -> its quota as the usage endpoints report it (see L{set_quota}); full when not set
+    quotas: dict[str, AccountQuota] = field(factory=dict)
+    #: the usage endpoints' requests: (path, token, headers)
+    usage_seen: list[tuple[str, str, dict[str, str]]] = field(factory=list)
     _counter: int = 0
 
     app = Klein()
@@ -226,6 +241,41 @@ class SimulatedUpstream:
     def limit(self, key: str, family: str, left: float, reset_seconds: float = 60.0) -> None:
         """Answers for C{key} report C{left} (0 to 1) of its limit, in C{family}'s real header shape."""
         self.ratelimits[key] = ratelimit_headers(family, left, reset_seconds, self.clock.seconds())
+
+    def set_quota(self, token: str, left: float, reset_seconds: float = 3600.0) -> None:
+        """The usage endpoints report C{left} (0 to 1) of C{token}'s window, resetting in C{reset_seconds}."""
+        self.quotas[token] = AccountQuota(left, self.clock.seconds() + reset_seconds)
+
+    def _quota(self, request: IRequest, token: str) -> AccountQuota | None:
+        """Record a usage request; its account's quota, or None (a 401 set) for a key not known."""
+        headers = {k.decode("latin-1").lower(): v[0].decode("latin-1")
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.usage_seen.append((request.path.decode(), token, headers))
+        request.setHeader(b"content-type", JSON)
+        if not token or (self.known_keys is not None and token not in self.known_keys):
+            request.setResponseCode(401)
+            return None
+        return self.quotas.get(token) or AccountQuota(1.0, self.clock.seconds() + 18000)
+
+    # -- the providers' usage endpoints (reset probes read them) ---------------------
+
+    @app.route("/api/oauth/usage", methods=["GET"])
+    def claude_usage(self, request: IRequest) -> bytes:
+        """Claude OAuth's usage; Anthropic serves it only with the OAuth beta."""
+        token = _bearer(request)
+        if "oauth-2025-04-20" not in _header(request, b"anthropic-beta"):
+            token = ""
+        quota = self._quota(request, token)
+        if quota is None:
+            return claude.error_body(401, "OAuth authentication is currently not supported.")
+        return json.dumps(quota.claude()).encode()
+
+    @app.route("/backend-api/wham/usage", methods=["GET"])
+    def codex_usage(self, request: IRequest) -> bytes:
+        quota = self._quota(request, _bearer(request))
+        if quota is None:
+            return json.dumps({"detail": "Unauthorized"}).encode()
+        return json.dumps(quota.codex(self.clock.seconds())).encode()
 
     def _next(self, key: str) -> Behaviour:
         script = self.scripts.get(key)
@@ -249,6 +299,11 @@ class SimulatedUpstream:
     def responses_api(self, request: IRequest) -> Any:
         return self._serve(request, responses, _bearer(request))
 
+    @app.route("/v1/responses/compact", methods=["POST"])
+    def responses_compact(self, request: IRequest) -> Any:
+        """OpenAI's compaction of a Responses conversation: one C{response.compaction} object, never a stream."""
+        return self._serve(request, responses, _bearer(request), compact=True)
+
     @app.route("/v1/messages", methods=["POST"])
     def claude_api(self, request: IRequest) -> Any:
         if not _header(request, b"x-api-key"):
@@ -268,12 +323,24 @@ class SimulatedUpstream:
         """The ChatGPT Codex backend: Responses, but only as a stream."""
         return self._serve(request, responses, _bearer(request), stream_only=True)
 
+    @app.route("/backend-api/codex/responses/compact", methods=["POST"])
+    def codex_backend_compact(self, request: IRequest) -> Any:
+        """The ChatGPT Codex backend's compaction: answered whole, like OpenAI's."""
+        return self._serve(request, responses, _bearer(request), compact=True)
+
     @app.route("/v1internal:<method>", methods=["POST"])
     def code_assist(self, request: IRequest, method: str) -> Any:
         """Google Code Assist (Gemini CLI, Antigravity): Gemini bodies inside a C{model}/C{project} envelope."""
         key = _bearer(request)
         if method == "countTokens":
             return self._serve(request, gemini, key, count=True, envelope=True)
+        if method in ("retrieveUserQuota", "fetchAvailableModels"):
+            quota = self._quota(request, key)
+            if quota is None:
+                return gemini.error_body(401, "Request had invalid authentication credentials.")
+            models = GOOGLE_MODELS + self.models
+            return json.dumps(quota.gemini_cli(models) if method == "retrieveUserQuota"
+                              else quota.antigravity(models)).encode()
         if method in ("loadCodeAssist", "onboardUser"):
             request.setHeader(b"content-type", JSON)
             try:
@@ -325,7 +392,7 @@ class SimulatedUpstream:
 
     async def _serve(self, request: IRequest, fmt: ModuleType, key: str, model: str | None = None,
                      stream: bool | None = None, count: bool = False, envelope: bool = False,
-                     stream_only: bool = False) -> bytes:
+                     stream_only: bool = False, compact: bool = False) -> bytes:
         request.setHeader(b"content-type", JSON)
         # Headers a real provider answers with: one a client may want (passthrough-headers), and
         # one a gateway in front of it adds (never passed on).
@@ -352,6 +419,8 @@ class SimulatedUpstream:
         stream = body_stream if stream is None else stream
         if stream_only and not stream:
             return self._error(request, fmt, 400, "Stream must be set to true", "invalid_request_error")
+        if compact and "stream" in data:
+            return self._error(request, fmt, 400, "Unsupported parameter: 'stream'", "invalid_request_error")
         if self.known_keys is not None and key not in self.known_keys:
             return self._error(request, fmt, 401, "Incorrect API key provided", "authentication_error",
                                "invalid_api_key")
@@ -387,6 +456,8 @@ class SimulatedUpstream:
         answer = self._answer(req, model, key)
         if b.name == "garbage":
             return _garbage(request, b.args[0], fmt.response_from_canonical(answer, model))
+        if compact:
+            return json.dumps(_compaction(answer, req)).encode()
         if b.name == "error-first" and not stream:
             return _error_object(fmt, b.args[0] if b.args else None)
         if b.name == "overloaded" and not stream:
@@ -642,6 +713,22 @@ def _error_kind(code: int) -> str:
     if code >= 500:
         return "server_error"
     return "invalid_request_error"
+
+
+def _compaction(answer: C.Response, req: C.Request) -> dict[str, Any]:
+    """
+    What a compact endpoint answers: the conversation's user turns kept as
+    they were, and the rest as one opaque C{compaction} item (here: how many
+    turns it stands for).
+    """
+    kept = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": common.joined_text(m.parts)}]}
+            for m in req.messages if m.role == "user"]
+    summary = f"sim-compaction:{len(req.messages)}:{answer.id}"
+    return {"id": f"cmp_{answer.id}", "object": "response.compaction", "created_at": 0,
+            "output": [*kept, {"type": "compaction", "id": f"cmpitem_{answer.id}", "encrypted_content": summary}],
+            "usage": {"input_tokens": 7 * len(req.messages), "output_tokens": 11,
+                      "total_tokens": 7 * len(req.messages) + 11, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
 def _response(reply_id: str, model: str, text: str) -> C.Response:
