@@ -44,7 +44,8 @@ class DeviceRig(ManagementRig):
             self.pump()
 
 
-@pytest.mark.parametrize("provider_type, model", [("xai", "grok-4.5"), ("kimi", "kimi-k2.5")])
+@pytest.mark.parametrize("provider_type, model", [("xai", "grok-4.5"), ("kimi", "kimi-k2.5"),
+                                                 ("qwen", "qwen3-coder-plus")])
 def test_a_device_login_from_the_panel_writes_the_file_once_approved(tmp_path, provider_type, model):
     rig = DeviceRig(tmp_path, provider_type)
     code, started = rig.call("GET", f"/{provider_type}-auth-url?is_webui=true")
@@ -70,6 +71,10 @@ def test_a_device_login_from_the_panel_writes_the_file_once_approved(tmp_path, p
         assert (data["email"], data["auth_kind"], data["token_endpoint"]) == \
             ("ada@example.org", "oauth", f"{AUTH_BASE}/token")
         assert data["base_url"] == "https://api.x.ai/v1" and data["id_token"]
+    elif provider_type == "qwen":
+        # Named after the time, as CLIProxyAPI's panel login named it; the server checked the PKCE verifier.
+        assert status["file"] == f"qwen-{data['email']}.json" and data["email"].isdigit()
+        assert data["resource_url"] == "portal.qwen.ai" and rig.sim.last_body["code_verifier"]
     else:
         assert status["file"].startswith("kimi-") and data["device_id"]
     assert model in rig.models()
@@ -143,7 +148,7 @@ def test_the_command_line_device_login_prints_the_code_and_writes_the_file(tmp_p
 def test_login_takes_the_provider_as_its_argument(monkeypatch, tmp_path):
     ran = {}
 
-    async def fake_device(reactor, provider, auth_dir, proxy):
+    async def fake_device(reactor, provider, auth_dir, proxy, alias=""):
         ran["provider"], ran["auth_dir"] = provider.type, auth_dir
 
     monkeypatch.setattr(login_cli, "_device", fake_device)

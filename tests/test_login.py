@@ -398,12 +398,12 @@ def test_an_unknown_provider_is_one_line_and_exit_status_1(capsys):
     from cliproxyd.__main__ import main
 
     with pytest.raises(SystemExit) as exit:
-        main(["login", "--provider", "qwen", "--auth-dir", "/nonexistent"])
+        main(["login", "--provider", "aistudio", "--auth-dir", "/nonexistent"])
 
     assert exit.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "unknown provider 'qwen'" in err and "claude, codex, gemini-cli, antigravity" in err
+    assert "unknown provider 'aistudio'" in err and "claude, codex, gemini-cli, antigravity" in err and "iflow" in err
 
 
 class LoginProcess(ProcessProtocol):

@@ -28,7 +28,8 @@ from cliproxyd.testing.authserver import SimulatedAuthServer
 from tests.management_support import ManagementRig
 
 AUTH_BASE = "http://auth.test"
-PANEL_NAMES = {"claude": "anthropic", "codex": "codex", "gemini-cli": "gemini-cli", "antigravity": "antigravity"}
+PANEL_NAMES = {"claude": "anthropic", "codex": "codex", "gemini-cli": "gemini-cli", "antigravity": "antigravity",
+               "iflow": "iflow"}
 
 
 class LoginRig(ManagementRig):

@@ -35,7 +35,8 @@ PATHS = (
     "/auth-files", "/auth-files/download", "/auth-files/status", "/auth-files/fields",
     "/auth-files/models", "/model-definitions/<channel>", "/vertex/import", "/api-call",
     "/anthropic-auth-url", "/codex-auth-url", "/gemini-cli-auth-url", "/antigravity-auth-url",
-    "/kimi-auth-url", "/xai-auth-url", "/get-auth-status", "/oauth-callback", "/oauth-session",
+    "/kimi-auth-url", "/xai-auth-url", "/qwen-auth-url", "/iflow-auth-url", "/get-auth-status", "/oauth-callback",
+    "/oauth-session",
     "/logging-to-file", "/logs-max-total-size-mb", "/request-log", "/error-logs-max-files",
     "/usage-statistics-enabled", "/logs", "/request-error-logs", "/request-error-logs/<name>",
     "/request-log-by-id/<request_id>",
@@ -321,6 +322,20 @@ PUT     /xai-auth-url                | 404 not found | 401 missing management ke
 PATCH   /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
 DELETE  /xai-auth-url                | 404 not found | 401 missing management key | 404 not found
 OPTIONS /xai-auth-url                | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /qwen-auth-url               | 404 not found | 401 missing management key | 502 failed to start device authorization flow: the token endpoint answered 404: <!doctype html> <html lang=en> <title>404 Not Found</title> <h1>Not Found</h1> <p>The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.</p>
+HEAD    /qwen-auth-url               | 404 | 401 | 200
+POST    /qwen-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+PUT     /qwen-auth-url               | 404 not found | 401 missing management key | 404 not found
+PATCH   /qwen-auth-url               | 404 not found | 401 missing management key | 404 not found
+DELETE  /qwen-auth-url               | 404 not found | 401 missing management key | 404 not found
+OPTIONS /qwen-auth-url               | 405 method not allowed | 405 method not allowed | 405 method not allowed
+GET     /iflow-auth-url              | 404 not found | 401 missing management key | 200
+HEAD    /iflow-auth-url              | 404 | 401 | 200
+POST    /iflow-auth-url              | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PUT     /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found
+PATCH   /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found
+DELETE  /iflow-auth-url              | 404 not found | 401 missing management key | 404 not found
+OPTIONS /iflow-auth-url              | 405 method not allowed | 405 method not allowed | 405 method not allowed
 GET     /get-auth-status             | 404 not found | 401 missing management key | 200
 HEAD    /get-auth-status             | 404 | 401 | 200
 POST    /get-auth-status             | 405 method not allowed | 405 method not allowed | 405 method not allowed
@@ -584,7 +599,7 @@ def test_every_route_and_method_answers_as_recorded(tmp_path):
 SAMPLES = {":id": "x", ":name": "x.log", ":channel": "claude"}
 
 #: CLIProxyAPI's reasons, shown in the table by their name in L{catalog}.
-REASONS = {getattr(catalog, n): n for n in ("PLUGINS", "INTERACTIONS")}
+REASONS = {getattr(catalog, n): n for n in ("PLUGINS",)}
 
 #: Every CLIProxyAPI route (catalog.CLIPROXYAPI_ROUTES, in its order) as cliproxyd answers it
 #: (method path | API off, with the key | no key | with the key): a status of its own
@@ -642,9 +657,9 @@ PUT    /gemini-api-key                        | 404 not found | 401 missing mana
 PATCH  /gemini-api-key                        | 404 not found | 401 missing management key | 400 the body is not valid JSON
 DELETE /gemini-api-key                        | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /interactions-api-key                  | 404 not found | 401 missing management key | 200
-PUT    /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
-PATCH  /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
-DELETE /interactions-api-key                  | 404 not found | 401 missing management key | 501 INTERACTIONS
+PUT    /interactions-api-key                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
+PATCH  /interactions-api-key                  | 404 not found | 401 missing management key | 400 the body is not valid JSON
+DELETE /interactions-api-key                  | 404 not found | 401 missing management key | 400 say which entry: ?index=, ?api-key=, ?name= or ?value=
 GET    /logs                                  | 404 not found | 401 missing management key | 400 logging to file disabled
 DELETE /logs                                  | 404 not found | 401 missing management key | 400 logging to file disabled
 GET    /request-error-logs                    | 404 not found | 401 missing management key | 200

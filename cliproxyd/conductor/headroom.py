@@ -169,6 +169,7 @@ FAMILIES_BY_KIND: dict[str, tuple[str, ...]] = {
     "gemini-cli": (),
     "antigravity": (),
     "vertex": (),
+    "interactions-api-key": (),
 }
 
 

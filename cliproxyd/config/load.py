@@ -99,8 +99,6 @@ NOT_APPLICABLE: dict[str, str] = {
                                                        "carries the configured identity headers as they are",
     "codex-header-defaults.beta-features": "cliproxyd reaches Codex over HTTP only (its Responses websocket is "
                                            "for clients), and beta features go only on an upstream websocket",
-    "interactions-api-key": "cliproxyd serves no /v1beta/interactions route; gemini-api-key serves Gemini "
-                            "generateContent",
     "antigravity-signature-cache-enabled": "cliproxyd keeps no signature cache; thinking signatures pass as the "
                                            "client sent them",
     "antigravity-signature-bypass-strict": "cliproxyd keeps no signature cache; thinking signatures pass as the "
@@ -115,7 +113,8 @@ NOT_APPLICABLE: dict[str, str] = {
                                                    "system when it translates",
     "claude-api-key[].websockets": "cliproxyd has no upstream WebSocket transport",
     **{f"{kind}[].models[].is-compat": "cliproxyd checks no thinking signatures; thinking blocks pass as sent"
-       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key")},
+       for kind in ("openai-compatibility", "gemini-api-key", "claude-api-key", "codex-api-key", "xai-api-key",
+                    "interactions-api-key")},
     # OAuth channels cliproxyd has no accounts of (an auth file of that type is
     # skipped): their entries are kept, so the management API shows them, but
     # apply to nothing.
@@ -695,6 +694,7 @@ TOP_LEVEL = {
     "codex-api-key",
     "xai-api-key",
     "vertex-api-key",
+    "interactions-api-key",
     "max-body-mb",
     "remote-management",
     "timeouts",
@@ -847,6 +847,7 @@ def parse_config(data: Any, source: str = "") -> tuple[Config, list[str]]:
         codex_api_key=_parse_provider_keys(r, "codex-api-key"),
         xai_api_key=_parse_provider_keys(r, "xai-api-key"),
         vertex_api_key=_parse_provider_keys(r, "vertex-api-key"),
+        interactions_api_key=_parse_provider_keys(r, "interactions-api-key"),
         max_body_mb=r.positive("max-body-mb", Config().max_body_mb),
         auth_auto_refresh_workers=r.nonneg_int("auth-auto-refresh-workers"),
         remote_management=RemoteManagement(

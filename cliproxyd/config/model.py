@@ -178,7 +178,10 @@ class CloakConfig:
 
 @frozen
 class ProviderKey:
-    """One C{claude-api-key[]}, C{gemini-api-key[]}, C{codex-api-key[]}, C{xai-api-key[]} or C{vertex-api-key[]} item."""
+    """
+    One C{claude-api-key[]}, C{gemini-api-key[]}, C{codex-api-key[]}, C{xai-api-key[]}, C{vertex-api-key[]}
+    or C{interactions-api-key[]} item.
+    """
 
     api_key: str = field(repr=False)  # api-key
     base_url: str = ""  # base-url ("" = the provider's public API)
@@ -426,6 +429,7 @@ class Config:
     codex_api_key: tuple[ProviderKey, ...] = ()  # codex-api-key
     xai_api_key: tuple[ProviderKey, ...] = ()  # xai-api-key
     vertex_api_key: tuple[ProviderKey, ...] = ()  # vertex-api-key
+    interactions_api_key: tuple[ProviderKey, ...] = ()  # interactions-api-key
     #: max-body-mb: the largest client request body accepted, in MiB
     max_body_mb: float = 8.0
     remote_management: RemoteManagement = field(factory=RemoteManagement)  # remote-management
@@ -501,7 +505,7 @@ class Config:
         """
         out: dict[str, ModelInfo] = {}
         entries = [*self.claude_api_key, *self.gemini_api_key, *self.codex_api_key, *self.xai_api_key,
-                   *self.vertex_api_key, *self.openai_compatibility]
+                   *self.vertex_api_key, *self.interactions_api_key, *self.openai_compatibility]
         for entry in entries:
             for m in entry.models:
                 if m.info == ModelInfo():

@@ -14,7 +14,7 @@ A rule applies when one of its C{models[]} entries matches: C{name}, a
 glob with C{*}, matched against the upstream model, the model the client
 asked for and that name with its thinking suffix; C{protocol}, the
 upstream's protocol (openai, claude, gemini, gemini-cli, codex,
-antigravity); C{from-protocol}, the client's (openai, responses, claude,
+antigravity, interactions); C{from-protocol}, the client's (openai, responses, claude, interactions,
 gemini); C{headers}, globs over the client's request headers; and
 C{match}, C{not-match}, C{exist}, C{not-exist} over the body.
 
@@ -38,11 +38,11 @@ from typing import Any
 from attrs import frozen
 
 #: The upstream protocols a rule's C{protocol} may name.
-PROTOCOLS = frozenset({"openai", "claude", "gemini", "gemini-cli", "codex", "antigravity"})
+PROTOCOLS = frozenset({"openai", "claude", "gemini", "gemini-cli", "codex", "antigravity", "interactions"})
 #: The client protocols a rule's C{from-protocol} may name (with CLIProxyAPI's spellings of responses).
 FROM_PROTOCOLS = {"openai": "openai", "responses": "responses", "openai-response": "responses",
                   "openai-responses": "responses", "response": "responses", "claude": "claude",
-                  "gemini": "gemini"}
+                  "gemini": "gemini", "interactions": "interactions"}
 
 
 class PathError(ValueError):

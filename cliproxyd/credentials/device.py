@@ -1,7 +1,8 @@
 """
 Device-flow logins (RFC 8628), for the providers whose CLI tools log in
-that way: xAI (Grok CLI; its endpoints found through OpenID discovery) and
-Kimi.
+that way: xAI (Grok CLI; its endpoints found through OpenID discovery),
+Kimi and Qwen (Qwen Code, whose device flow carries a PKCE S256 challenge and
+its verifier, as CLIProxyAPI sent them before it dropped Qwen).
 
 L{start_device} asks for a device code; the user opens the verification
 address (anywhere) and enters or confirms the user code; L{poll_device}
@@ -17,7 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable, TextIO
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
@@ -32,7 +33,9 @@ POLL_INTERVAL = 5.0
 MAX_WAIT = 15 * 60.0
 
 #: The providers that log in with a device code.
-DEVICE_PROVIDERS = ("xai", "kimi")
+DEVICE_PROVIDERS = ("xai", "kimi", "qwen")
+#: The providers whose device flow carries PKCE (RFC 7636 S256).
+PKCE_DEVICE_PROVIDERS = ("qwen",)
 
 
 @frozen
@@ -48,6 +51,8 @@ class DeviceCode:
     token_url: str
     #: Kimi's X-Msh-Device-Id, kept in its file
     device_id: str = ""
+    #: the PKCE verifier whose challenge the authorization carried (Qwen), sent with every poll
+    code_verifier: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
@@ -78,6 +83,12 @@ async def start_device(client: Any, provider: OAuthProvider, *, clock: IReactorT
     fields = {"client_id": provider.client_id}
     if provider.scopes:
         fields["scope"] = " ".join(provider.scopes)
+    verifier = ""
+    if provider.type in PKCE_DEVICE_PROVIDERS:
+        from cliproxyd.credentials.login import make_pkce
+
+        verifier, fields["code_challenge"] = make_pkce()
+        fields["code_challenge_method"] = "S256"
     raw = await _post(client, provider, device_url, fields, (), clock, timeout,
                       extra_headers=_device_headers(provider, device_id), need_token=False)
     code, user = raw.get("device_code"), raw.get("user_code")
@@ -87,7 +98,8 @@ async def start_device(client: Any, provider: OAuthProvider, *, clock: IReactorT
     if not isinstance(uri, str) or not isinstance(complete, str) or not (uri or complete):
         raise TokenError(200, "the device authorization answer has no verification address")
     return DeviceCode(code, user, uri, complete, _number(raw.get("expires_in"), MAX_WAIT),
-                      max(_number(raw.get("interval"), POLL_INTERVAL), POLL_INTERVAL), token_url, device_id)
+                      max(_number(raw.get("interval"), POLL_INTERVAL), POLL_INTERVAL), token_url, device_id,
+                      verifier)
 
 
 def _number(value: Any, default: float) -> float:
@@ -105,13 +117,16 @@ async def poll_device(client: Any, provider: OAuthProvider, code: DeviceCode, *,
     deadline = clock.seconds() + min(code.expires_in, MAX_WAIT)
     interval = code.interval
     fields = {"grant_type": DEVICE_GRANT, "device_code": code.device_code, "client_id": provider.client_id}
+    if code.code_verifier:
+        fields["code_verifier"] = code.code_verifier
     while True:
         if not pending():
             raise TokenError(0, "the login was cancelled", permanent=True)
         if clock.seconds() >= deadline:
             raise TokenError(0, "the device code expired before the login was approved", permanent=True)
         try:
-            raw = await _post(client, provider, code.token_url, fields, (code.device_code,), clock, timeout,
+            raw = await _post(client, provider, code.token_url, fields, (code.device_code, code.code_verifier),
+                              clock, timeout,
                               extra_headers=_device_headers(provider, code.device_id), need_token=False,
                               errors_in_body=True)
         except TokenError as e:
@@ -131,8 +146,12 @@ async def poll_device(client: Any, provider: OAuthProvider, code: DeviceCode, *,
 
 
 def device_record(provider: OAuthProvider, grant: TokenGrant, code: DeviceCode, now: float,
-                  claims: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The file name and fields CLIProxyAPI writes for a device login (C{claims}: the id_token's, if any)."""
+                  claims: dict[str, Any], alias: str = "") -> tuple[str, dict[str, Any]]:
+    """
+    The file name and fields CLIProxyAPI writes for a device login
+    (C{claims}: the id_token's, if any; C{alias}: Qwen's email or alias,
+    which its answer does not name and the user gives).
+    """
     from cliproxyd.credentials.login import _safe_name
 
     expired = format_time(now + grant.expires_in) if grant.expires_in else None
@@ -147,6 +166,14 @@ def device_record(provider: OAuthProvider, grant: TokenGrant, code: DeviceCode, 
             "base_url": XAI_API_BASE_URL, "token_endpoint": code.token_url,
         }
         name = f"xai-{email or subject or int(now * 1000)}.json"
+    elif provider.type == "qwen":
+        # Qwen's answer names no account: the alias the user gave, else the time (as CLIProxyAPI's panel login).
+        alias = alias or str(int(now * 1000))
+        resource = grant.raw.get("resource_url")
+        record = {"type": "qwen", "access_token": grant.access_token, "refresh_token": grant.refresh_token,
+                  "last_refresh": format_time(now), "resource_url": resource if isinstance(resource, str) else "",
+                  "email": alias, "expired": expired}
+        name = f"qwen-{alias}.json"
     else:
         scope = grant.raw.get("scope") if isinstance(grant.raw.get("scope"), str) else ""
         record = {"type": "kimi", "access_token": grant.access_token, "refresh_token": grant.refresh_token,
@@ -159,21 +186,25 @@ def device_record(provider: OAuthProvider, grant: TokenGrant, code: DeviceCode, 
 #: The fields a device login writes; a re-login into the same file keeps the others.
 OWNED = frozenset({"type", "auth_kind", "access_token", "refresh_token", "id_token", "token_type", "expires_in",
                    "expired", "last_refresh", "email", "sub", "base_url", "token_endpoint", "scope", "timestamp",
-                   "device_id"})
+                   "device_id", "resource_url"})
 
 
 def write_device_login(auth_dir: str, provider: OAuthProvider, grant: TokenGrant, code: DeviceCode,
-                       now: float) -> str:
+                       now: float, alias: str = "") -> str:
     """Write a device login's credential file (atomically, mode 0600); blocking. Answers its path."""
     from cliproxyd.credentials.login import jwt_claims, save_credential
 
-    name, record = device_record(provider, grant, code, now, jwt_claims(grant.id_token) if grant.id_token else {})
+    claims = jwt_claims(grant.id_token) if grant.id_token else {}
+    name, record = device_record(provider, grant, code, now, claims, alias)
     return save_credential(auth_dir, name, record, OWNED)
 
 
 async def device_login(reactor: Any, provider: OAuthProvider, auth_dir: str, *, client: Any,
-                       clock: IReactorTime | None = None, out: TextIO) -> str:
-    """The whole login in a terminal: the address and code printed, the approval awaited, the file written."""
+                       clock: IReactorTime | None = None, out: TextIO, alias: str = "") -> str:
+    """
+    The whole login in a terminal: the address and code printed, the
+    approval awaited, the file written (Qwen's named after C{alias}).
+    """
     from cliproxyd.credentials.login import LoginError
 
     clock = clock or reactor
@@ -185,6 +216,6 @@ async def device_login(reactor: Any, provider: OAuthProvider, auth_dir: str, *, 
         grant = await poll_device(client, provider, code, clock=clock)
     except TokenError as e:
         raise LoginError(f"the {provider.type} login failed: {e.message}") from None
-    path = write_device_login(auth_dir, provider, grant, code, clock.seconds())
+    path = write_device_login(auth_dir, provider, grant, code, clock.seconds(), alias)
     out.write(f"Logged in to {provider.type}; credential saved to {path}\n")
     return path

@@ -2,7 +2,9 @@
 C{python -m cliproxyd login}: log an account of a CLI tool's provider in
 and write its credential file to the auth directory.
 
-The flow is OAuth's authorization code with PKCE (S256). By default a
+The flow is OAuth's authorization code with PKCE (S256) (iFlow's: its own
+authorization parameters, no PKCE, the client's secret; then its user info
+hands out the account's API key). By default a
 one-shot web server on C{127.0.0.1:<callback port>} receives the browser
 after consent; with C{--no-browser} (a machine with no browser) the user
 opens the URL anywhere and pastes back the address the browser was sent to.
@@ -34,7 +36,7 @@ from typing import Any, Awaitable, Callable, NoReturn, TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import yaml
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
@@ -46,7 +48,7 @@ from cliproxyd.proxies import INHERIT, EnvironmentProxies, ProxySetting, ProxyUR
 from cliproxyd.credentials.authfiles import format_time, jwt_claims
 from cliproxyd.credentials.device import DEVICE_PROVIDERS
 from cliproxyd.credentials.providers import PROVIDERS, OAuthProvider, at_base
-from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code
+from cliproxyd.credentials.tokens import TokenError, TokenGrant, exchange_code, iflow_user_info
 
 #: Seconds to wait for the browser's callback, or for the pasted address.
 LOGIN_TIMEOUT = 600.0
@@ -57,7 +59,7 @@ DEFAULT_AUTH_DIR = "~/.cli-proxy-api"
 #: Points authorize, token and userinfo at one server (tests, trials).
 BASE_ENV = "CLIPROXYD_OAUTH_BASE"
 #: The providers a login can be for (C{gemini} is also accepted).
-LOGIN_PROVIDERS = ("claude", "codex", "gemini-cli", "antigravity", "xai", "kimi")
+LOGIN_PROVIDERS = ("claude", "codex", "gemini-cli", "antigravity", "xai", "kimi", "qwen", "iflow")
 
 ReadLine = Callable[[], "Awaitable[str] | Deferred[str]"]
 
@@ -71,6 +73,8 @@ class Account:
     email: str
     account_id: str = ""
     plan_type: str = ""
+    #: iFlow: the API key its requests carry, from the account's user info
+    api_key: str = field(default="", repr=False)
 
 
 # -- the authorization request ------------------------------------------------------
@@ -88,6 +92,11 @@ def redirect_uri(provider: OAuthProvider, port: int) -> str:
 
 
 def authorization_url(provider: OAuthProvider, redirect: str, challenge: str, state: str) -> str:
+    if provider.type == "iflow":
+        # iFlow's own form: a phone login page, the callback as "redirect", no PKCE.
+        params = [("loginMethod", "phone"), ("type", "phone"), ("redirect", redirect), ("state", state),
+                  ("client_id", provider.client_id)]
+        return provider.authorize_url + ("&" if "?" in provider.authorize_url else "?") + urlencode(params)
     params = [
         ("client_id", provider.client_id),
         ("response_type", "code"),
@@ -301,8 +310,13 @@ async def _browser_login(reactor: Any, provider: OAuthProvider, port: int, chall
 
 
 async def read_account(client: Any, provider: OAuthProvider, grant: TokenGrant, clock: IReactorTime) -> Account:
-    """Whose tokens these are: Claude says in the token response, Codex in the id_token, Google at userinfo."""
-    if provider.userinfo_url:
+    """
+    Whose tokens these are: Claude says in the token response, Codex in the
+    id_token, Google at userinfo, iFlow in its user info (with the API key).
+    """
+    if provider.type == "iflow":
+        account = await _iflow_account(client, provider, grant, clock)
+    elif provider.userinfo_url:
         email = await _userinfo_email(client, provider.userinfo_url, grant.access_token, clock)
         account = Account(email)
     elif provider.type == "codex":
@@ -319,6 +333,16 @@ async def read_account(client: Any, provider: OAuthProvider, grant: TokenGrant, 
         raise LoginError(f"the {provider.type} answer does not say which account logged in (no email); "
                          f"nothing was saved")
     return account
+
+
+async def _iflow_account(client: Any, provider: OAuthProvider, grant: TokenGrant, clock: IReactorTime) -> Account:
+    """iFlow's getUserInfo (the access token in the query): the account's email, or phone, and its API key."""
+    try:
+        api_key, email = await iflow_user_info(client, provider, grant.access_token, clock=clock,
+                                               timeout=USERINFO_TIMEOUT)
+    except TokenError as e:
+        raise LoginError(f"cannot read the iflow account: {e.message}; nothing was saved") from None
+    return Account(email.strip(), api_key=api_key)
 
 
 async def _userinfo_email(client: Any, url: str, access_token: str, clock: IReactorTime) -> str:
@@ -355,6 +379,8 @@ _OWNED = {
     "gemini-cli": frozenset({"type", "email", "project_id", "token"}),
     "antigravity": frozenset({"type", "access_token", "refresh_token", "expires_in", "timestamp", "expired",
                               "email", "project_id"}),
+    "iflow": frozenset({"type", "access_token", "refresh_token", "last_refresh", "expired", "api_key", "email",
+                        "token_type", "scope", "cookie"}),
 }
 
 
@@ -395,6 +421,12 @@ def credential_record(provider: OAuthProvider, grant: TokenGrant, account: Accou
         if project_id:
             record["project_id"] = project_id
         name = f"antigravity-{email}.json"
+    elif kind == "iflow":
+        record = {"type": "iflow", "access_token": grant.access_token, "refresh_token": grant.refresh_token,
+                  "last_refresh": format_time(now), "expired": expired, "api_key": account.api_key, "email": email,
+                  "token_type": _text(grant.raw.get("token_type")), "scope": _text(grant.raw.get("scope")),
+                  "cookie": ""}
+        name = f"iflow-{email}-{int(now)}.json"
     else:
         raise LoginError(f"cannot log in to {kind}")
     return _safe_name(name), {k: v for k, v in record.items() if v is not None}
@@ -522,6 +554,10 @@ def add_command(subparsers: Any) -> None:
                    help="the Google Cloud project (gemini-cli, antigravity)")
     p.add_argument("--callback-port", type=int, metavar="N",
                    help="port of the local callback (default: the provider's)")
+    p.add_argument("--cookie", default="", metavar="COOKIE",
+                   help="iflow: log in with a platform.iflow.cn browser session's cookie (its BXAuth) instead")
+    p.add_argument("--email", default="", metavar="EMAIL",
+                   help="qwen: the email address or alias its file is named after (asked for when not given)")
     p.add_argument("--oauth-base", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=main)
 
@@ -581,6 +617,9 @@ def main(args: argparse.Namespace) -> NoReturn:
             provider = at_base(provider, base)
         if args.callback_port is not None and not 0 <= args.callback_port <= 65535:
             raise LoginError(f"--callback-port must be between 0 and 65535, not {args.callback_port}")
+        cookie = getattr(args, "cookie", "") or ""
+        if cookie and provider.type != "iflow":
+            raise LoginError("--cookie is for iflow logins only")
         auth_dir = resolve_auth_dir(args.auth_dir, args.config)
         proxy = resolve_proxy(args.config)
         EnvironmentProxies.from_environ(os.environ)
@@ -591,8 +630,13 @@ def main(args: argparse.Namespace) -> NoReturn:
 
     async def run(reactor: Any) -> None:
         try:
-            if provider.type in DEVICE_PROVIDERS:
-                await _device(reactor, provider, auth_dir, proxy)
+            if cookie:
+                await _iflow_cookie(reactor, cookie, auth_dir, proxy, provider.platform_url)
+            elif provider.type in DEVICE_PROVIDERS:
+                alias = (getattr(args, "email", "") or "").strip()
+                if provider.type == "qwen" and not alias:
+                    alias = await ask_alias(_stdin_line(reactor), sys.stdout, reactor)
+                await _device(reactor, provider, auth_dir, proxy, alias)
             else:
                 await login(reactor, provider, auth_dir, no_browser=args.no_browser, project_id=args.project_id,
                             callback_port=args.callback_port, proxy=proxy)
@@ -604,16 +648,50 @@ def main(args: argparse.Namespace) -> NoReturn:
     react(run)
 
 
-async def _device(reactor: Any, provider: OAuthProvider, auth_dir: str, proxy: ProxySetting) -> str:
-    """A device-code login (xAI, Kimi) in the terminal, its calls leaving as C{proxy} says."""
+async def ask_alias(read_line: ReadLine, out: TextIO, clock: IReactorTime, timeout: float = LOGIN_TIMEOUT) -> str:
+    """
+    Qwen's answer names no account: the email address or alias the user
+    gives, which its file is named after (as CLIProxyAPI asked for it).
+    """
+    _say(out, "Qwen does not say which account logs in. Your email address or an alias for it "
+              "(the file is named qwen-ALIAS.json):")
+    line = await _within(ensureDeferred(read_line()), clock, timeout, f"no alias given within {timeout:g} s")
+    alias = line.strip()
+    if not alias:
+        raise LoginError("an email address or alias is required for a qwen login (--email)")
+    return alias
+
+
+async def _device(reactor: Any, provider: OAuthProvider, auth_dir: str, proxy: ProxySetting,
+                  alias: str = "") -> str:
+    """A device-code login (xAI, Kimi, Qwen) in the terminal, its calls leaving as C{proxy} says."""
     from cliproxyd.credentials.device import device_login
     from cliproxyd.outbound import OutboundClients
 
     pool = OutboundClients(reactor, CONNECT_TIMEOUT, EnvironmentProxies.from_environ(os.environ))
     try:
-        return await device_login(reactor, provider, auth_dir, client=pool.client_for(proxy), out=sys.stdout)
+        return await device_login(reactor, provider, auth_dir, client=pool.client_for(proxy), out=sys.stdout,
+                                  alias=alias)
     finally:
         await pool.closeCachedConnections()
+
+
+async def _iflow_cookie(reactor: Any, cookie: str, auth_dir: str, proxy: ProxySetting, url: str) -> str:
+    """iFlow's browser-cookie login in the terminal (L{cliproxyd.credentials.iflow_cookie})."""
+    from cliproxyd.credentials.iflow_cookie import CookieError, cookie_login
+    from cliproxyd.outbound import OutboundClients
+
+    pool = OutboundClients(reactor, CONNECT_TIMEOUT, EnvironmentProxies.from_environ(os.environ))
+    try:
+        path, key = await cookie_login(pool.client_for(proxy), cookie, auth_dir, clock=reactor,
+                                       url=url)
+    except CookieError as e:
+        raise LoginError(f"the iflow cookie login failed: {e}") from None
+    finally:
+        await pool.closeCachedConnections()
+    _say(sys.stdout, f"Logged in to iflow as {key.name} (its key expires {key.expire_time or 'at an unknown time'}); "
+                     f"credential saved to {path}")
+    return path
 
 
 def _fail(error: LoginError) -> NoReturn:

@@ -267,6 +267,10 @@ API_KEY_PROVIDERS = (
     APIKeyProvider("vertex-api-key", "vertex", "https://aiplatform.googleapis.com",
                    ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
                     "gemini-3-flash-preview")),
+    # Google's Interactions API (POST /v1beta/interactions), CLIProxyAPI's "gemini-interactions" provider.
+    APIKeyProvider("interactions-api-key", "gemini-interactions", "https://generativelanguage.googleapis.com",
+                   ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
+                    "gemini-3-flash-preview")),
 )
 
 

@@ -55,6 +55,8 @@ class OAuthProvider:
     #: how the account is refreshed: C{"refresh_token"}, or C{"jwt-bearer"} for a Google service
     #: account, whose file holds a private key instead of a refresh token (Vertex)
     grant: str = "refresh_token"
+    #: iFlow: its platform's API-key endpoint, for the browser-cookie login (L{cliproxyd.credentials.iflow_cookie})
+    platform_url: str = ""
 
 
 CLAUDE = OAuthProvider(
@@ -181,6 +183,7 @@ IFLOW = OAuthProvider(
     # The account's API key (what requests carry) comes with the user's details.
     userinfo_url="https://iflow.cn/api/oauth/getUserInfo",
     basic_auth=True,
+    platform_url="https://platform.iflow.cn/api/openapi/apikey",
 )
 
 VERTEX = OAuthProvider(
@@ -223,4 +226,5 @@ def at_base(provider: OAuthProvider, base: str) -> OAuthProvider:
         userinfo_url=f"{base}/userinfo" if provider.userinfo_url else "",
         device_url=f"{base}/device" if provider.device_url or provider.discovery_url else "",
         discovery_url=f"{base}/.well-known/openid-configuration" if provider.discovery_url else "",
+        platform_url=f"{base}/api/openapi/apikey" if provider.platform_url else "",
     )

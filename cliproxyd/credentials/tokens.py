@@ -184,18 +184,30 @@ async def refresh_iflow(client: Any, provider: OAuthProvider, refresh_token: str
     C{fields} carry it (and the account's email) into the file.
     """
     grant = await refresh(client, provider, refresh_token, clock=clock, timeout=timeout)
-    url = f"{provider.userinfo_url}?{urlencode({'accessToken': grant.access_token})}"
-    info = await get_json(client, url, clock=clock, timeout=timeout, secrets=(grant.access_token,),
+    api_key, email = await iflow_user_info(client, provider, grant.access_token, clock=clock, timeout=timeout)
+    fields = {"api_key": api_key}
+    if email:
+        fields["email"] = email
+    return TokenGrant(grant.access_token, grant.refresh_token, grant.expires_in, grant.id_token, grant.raw, fields)
+
+
+async def iflow_user_info(client: Any, provider: OAuthProvider, access_token: str, *,
+                          clock: IReactorTime, timeout: float = TOKEN_TIMEOUT) -> tuple[str, str]:
+    """
+    iFlow's getUserInfo (the access token in the query): the account's API
+    key and its email (or phone; "" when it names neither).
+
+    @raise TokenError: no answer, or one with no API key.
+    """
+    url = f"{provider.userinfo_url}?{urlencode({'accessToken': access_token})}"
+    info = await get_json(client, url, clock=clock, timeout=timeout, secrets=(access_token,),
                           what="iFlow's user info")
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
     api_key = data.get("apiKey")
     if not info.get("success") or not isinstance(api_key, str) or not api_key:
         raise TokenError(200, "iFlow's user info has no apiKey")
-    fields = {"api_key": api_key}
     email = data.get("email") or data.get("phone")
-    if isinstance(email, str) and email:
-        fields["email"] = email
-    return TokenGrant(grant.access_token, grant.refresh_token, grant.expires_in, grant.id_token, grant.raw, fields)
+    return api_key, email if isinstance(email, str) else ""
 
 
 #: The lifetime asked of a service account's access token (Google's maximum).

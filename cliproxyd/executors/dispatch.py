@@ -26,6 +26,7 @@ from cliproxyd.executors.images import (
     CompatImagesExecutor,
     XAIImagesExecutor,
 )
+from cliproxyd.executors.interactions import InteractionsExecutor
 from cliproxyd.executors.oauth import (
     AntigravityExecutor,
     ClaudeOAuthExecutor,
@@ -59,6 +60,7 @@ EXECUTORS: dict[str, type[HTTPExecutor]] = {
     "vertex-api-key": VertexAPIKeyExecutor,
     "qwen": QwenExecutor,
     "iflow": IFlowExecutor,
+    "interactions-api-key": InteractionsExecutor,
 }
 
 

@@ -294,6 +294,21 @@ def openai_usage(raw: Any, input_key: str, output_key: str) -> C.Usage:
     return C.Usage(int(raw.get(input_key) or 0), int(raw.get(output_key) or 0), int(cached), int(reasoning))
 
 
+def google_usage(usage: C.Usage, prompt: str, output: str, total: str, thoughts: str, cached: str) -> dict[str, int]:
+    """
+    Canonical usage as Google's formats (Gemini, Interactions) count it,
+    under their names: the output without the thoughts, which (and the
+    cached input) are given only when there are any.
+    """
+    out = {prompt: usage.input_tokens, output: max(usage.output_tokens - usage.reasoning_tokens, 0),
+           total: usage.input_tokens + usage.output_tokens}
+    if usage.reasoning_tokens:
+        out[thoughts] = usage.reasoning_tokens
+    if usage.cached_tokens:
+        out[cached] = usage.cached_tokens
+    return out
+
+
 def prefixed_id(prefix: str, given: str, origin: Origin) -> str:
     """
     An answer's id: C{given} if it has C{prefix}, else C{prefix} before it,

@@ -449,14 +449,8 @@ def _usage_in(raw: Any) -> C.Usage:
 
 
 def _usage_out(usage: C.Usage) -> dict[str, int]:
-    out = {"promptTokenCount": usage.input_tokens,
-           "candidatesTokenCount": max(usage.output_tokens - usage.reasoning_tokens, 0),
-           "totalTokenCount": usage.input_tokens + usage.output_tokens}
-    if usage.reasoning_tokens:
-        out["thoughtsTokenCount"] = usage.reasoning_tokens
-    if usage.cached_tokens:
-        out["cachedContentTokenCount"] = usage.cached_tokens
-    return out
+    return common.google_usage(usage, "promptTokenCount", "candidatesTokenCount", "totalTokenCount",
+                               "thoughtsTokenCount", "cachedContentTokenCount")
 
 
 def _stop_in(data: dict[str, Any], candidate: dict[str, Any], calls: bool) -> str | None:

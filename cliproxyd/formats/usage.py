@@ -4,7 +4,8 @@ OpenAI's C{usage} (C{prompt_tokens} + C{completion_tokens}), Claude's
 C{usage} (input, cache and output tokens; in a stream C{message_start}'s,
 updated by C{message_delta}'s), Gemini's C{usageMetadata}
 (C{totalTokenCount}) and Responses' C{usage} (C{input_tokens} +
-C{output_tokens}; in a stream C{response.completed}'s).
+C{output_tokens}; in a stream C{response.completed}'s) and Interactions'
+C{usage} (C{total_tokens}; in a stream C{interaction.completed}'s).
 
 Read only for client keys with token limits (the frontend asks): nothing
 here runs for other requests. L{StreamUsage} reads the events of an SSE
@@ -67,6 +68,18 @@ def _responses(data: dict[str, Any]) -> int | None:
     return total or _int(usage.get("input_tokens")) + _int(usage.get("output_tokens"))
 
 
+def _interactions(data: dict[str, Any]) -> int | None:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        interaction = data.get("interaction")  # a stream's interaction.completed
+        usage = interaction.get("usage") if isinstance(interaction, dict) else None
+        if not isinstance(usage, dict):
+            return None
+    total = _int(usage.get("total_tokens"))
+    return total or _int(usage.get("total_input_tokens")) + _int(usage.get("total_output_tokens")) + \
+        _int(usage.get("total_thought_tokens"))
+
+
 #: format name -> the tokens an answer (or a stream event's data) says it used, if it says
 ANSWER_TOKENS: dict[str, Callable[[dict[str, Any]], int | None]] = {
     "openai": _openai,
@@ -75,6 +88,7 @@ ANSWER_TOKENS: dict[str, Callable[[dict[str, Any]], int | None]] = {
     "responses": _responses,
     # An Images answer's usage has Responses' fields (input_tokens, output_tokens, total_tokens).
     "images": _responses,
+    "interactions": _interactions,
 }
 
 

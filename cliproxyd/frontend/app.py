@@ -40,7 +40,7 @@ from cliproxyd.conductor.conductor import (
 from cliproxyd.conductor.budget import HEADER as BUDGET_HEADER
 from cliproxyd.conductor.budget import SPENT_HEADER, RetryBudget, parse_budget
 from cliproxyd.conductor.session import session_ids
-from cliproxyd.formats import FORMATS, Origin, claude, completions, gemini, openai_chat, responses
+from cliproxyd.formats import FORMATS, Origin, claude, completions, gemini, interactions, openai_chat, responses
 from cliproxyd.formats.canonical import BadRequest
 from cliproxyd.formats.openai_chat import is_error_body
 from cliproxyd.formats.request import ClientRequest, dumps, loads
@@ -457,6 +457,11 @@ class Frontend:
     @app.route("/v1/images/edits", methods=["POST"])
     def images_edits(self, request: IRequest) -> Any:
         return self._measured(request, "/v1/images/edits", openai_chat, self._images.serve, request, "edits")
+
+    @app.route("/v1beta/interactions", methods=["POST"])
+    @app.route("/v1/interactions", methods=["POST"])  # where Google's SDK sends it
+    def interactions_create(self, request: IRequest) -> Any:
+        return self._measured(request, "/v1beta/interactions", interactions, self._generate, request, interactions)
 
     @app.route("/v1beta/models", methods=["GET"])
     async def gemini_models(self, request: IRequest) -> bytes:
@@ -894,7 +899,8 @@ SHUTDOWN_WAITING = ("cliproxyd is shutting down: no answer came within timeouts.
 
 #: The streaming routes that have one path, and their client formats.
 _STREAM_PATHS = {b"/v1/chat/completions": openai_chat, b"/v1/responses": responses, b"/v1/messages": claude,
-                 b"/v1/completions": completions}
+                 b"/v1/completions": completions, b"/v1beta/interactions": interactions,
+                 b"/v1/interactions": interactions}
 
 
 def stream_format(path: bytes) -> ModuleType | None:
@@ -935,6 +941,8 @@ def end_stream(request: IRequest, message: str = SHUTDOWN_MESSAGE) -> bool:
 def _path_renderer(request: IRequest) -> Render:
     """The error shape a path's clients expect, for answers no route made (or a route failed to)."""
     path = request.path
+    if path in (b"/v1beta/interactions", b"/v1/interactions"):
+        return RENDER[interactions.NAME]
     if path.startswith(b"/v1beta/") or (path.startswith(b"/v1/models/") and b":" in path):
         return render_gemini
     if path.startswith(b"/v1/messages"):

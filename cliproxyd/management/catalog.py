@@ -155,15 +155,10 @@ PLUGINS = (
     "install, enable or configure. cliproxyd is configured in config.yaml (GET/PUT /config.yaml) and its "
     "OAuth accounts are files in auth-dir (/auth-files)"
 )
-INTERACTIONS = (
-    "cliproxyd does not serve Gemini's Interactions API: nothing was written; Gemini API keys go "
-    "under gemini-api-key"
-)
 
 #: Why cliproxyd does not serve a route: (path pattern, reason), first match wins.
 _REASONS: tuple[tuple[str, str], ...] = (
     (r"/plugins(/.*)?|/plugin-store(/.*)?", PLUGINS),
-    (r"/interactions-api-key", INTERACTIONS),
 )
 _COMPILED = tuple((re.compile(pattern), reason) for pattern, reason in _REASONS)
 

@@ -39,6 +39,7 @@ ENTRY_FIELDS: dict[str, frozenset[str]] = {
     "codex-api-key": _KEY | {"websockets", "alpha-search"},
     "xai-api-key": _KEY | {"websockets"},
     "vertex-api-key": _KEY,
+    "interactions-api-key": _KEY,
     "openai-compatibility": frozenset({
         "name", "priority", "disabled", "prefix", "base-url", "api-key-entries", "api-keys", "models", "headers",
         "support-prompt-cache-key", "disable-cooling", "request-retry", "request-scoped-errors", "test-model",

@@ -15,7 +15,6 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from cliproxyd.config.edit import delete_path, set_path
-from cliproxyd.management import catalog
 from cliproxyd.management.access import Refused
 from cliproxyd.management.fields import Under, check_entry, check_fields
 from cliproxyd.management.http import Resource, arg, is_read, read_json, respond, whole_number
@@ -29,13 +28,12 @@ LISTS = {
     "codex-api-key": "api-key",
     "xai-api-key": "api-key",
     "vertex-api-key": "api-key",
+    "interactions-api-key": "api-key",
 }
 
 #: CLIProxyAPI's lists of providers cliproxyd does not serve: C{GET} shows
 #: what config.yaml has; a write is a 501 saying what to do instead.
-READ_ONLY = {
-    "interactions-api-key": catalog.INTERACTIONS,
-}
+READ_ONLY: dict[str, str] = {}
 
 
 #: What a PATCH body may say: which entry (one of the first five), and its new value.

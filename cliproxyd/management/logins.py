@@ -18,7 +18,11 @@ account is read and its file written atomically into C{auth-dir}
 fields), then a reload picks it up. C{GET /get-auth-status?state=} says
 C{wait}, C{ok} or C{error} with the reason.
 
-C{GET /xai-auth-url} and C{/kimi-auth-url} start device-code logins
+C{GET /iflow-auth-url} starts an iFlow login the same way (iFlow's own
+authorization form, its callback on port 11451; the account's API key comes
+from its user info). C{GET /xai-auth-url}, C{/kimi-auth-url} and
+C{/qwen-auth-url} (a Qwen file is named after the time, as CLIProxyAPI's
+panel login named it) start device-code logins
 (L{cliproxyd.credentials.device}): the answer's C{url} is where the user
 approves the C{user_code}, and the daemon polls the token endpoint until
 then; no callback comes, C{/get-auth-status} follows them the same way.
@@ -45,6 +49,7 @@ from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site
 
 from cliproxyd.credentials.device import DeviceCode, poll_device, start_device, write_device_login
+from cliproxyd.credentials.iflow_cookie import CookieError, cookie_login
 from cliproxyd.credentials.login import (
     BASE_ENV,
     LoginError,
@@ -68,7 +73,8 @@ MAX_PENDING = 32
 
 #: The provider of each name the panel uses, by the file type it logs in.
 NAMES = {"anthropic": "claude", "claude": "claude", "codex": "codex", "gemini-cli": "gemini-cli",
-         "gemini": "gemini-cli", "antigravity": "antigravity", "kimi": "kimi", "xai": "xai"}
+         "gemini": "gemini-cli", "antigravity": "antigravity", "kimi": "kimi", "xai": "xai", "qwen": "qwen",
+         "iflow": "iflow"}
 
 _STATE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -167,14 +173,47 @@ class OAuthLogins(Resource):
     @route("/codex-auth-url", "GET")
     @route("/gemini-cli-auth-url", "GET")
     @route("/antigravity-auth-url", "GET")
+    @route("/iflow-auth-url", "GET")
     async def start(self, request: IRequest) -> bytes:
         """Start a Claude (C{anthropic}), Codex, Gemini CLI (C{?project_id=} goes in its file) or Antigravity login."""
         if request.method == b"HEAD":
             return respond(request, {"status": "ok"})  # a HEAD starts nothing
         return await self._start(request, _panel_name(request))
 
+    @route("/iflow-auth-url", "POST")
+    async def iflow_cookie(self, request: IRequest) -> bytes:
+        """
+        iFlow's browser-cookie login, C{{"cookie": "...BXAuth=...;"}}: the
+        platform issues the account's key and its file is written at once
+        (C{{"status": "ok", "saved_path", "email", "expired"}}); a cookie
+        whose BXAuth a file already has is a 409 naming the file.
+        """
+        body = read_json(request, dict, "the body must be {\"cookie\": ...}")
+        cookie = body.get("cookie") if isinstance(body, dict) else None
+        if not isinstance(cookie, str) or not cookie.strip():
+            raise Refused(400, "cookie is required")
+        gen = self.context.generation()
+        if gen is None or not gen.config.auth_dir:
+            raise Refused(409, "auth-dir is not set in the config: a login has nowhere to write its file")
+        if self.context.client is None:
+            raise Refused(500, "this daemon has no outbound HTTP client")
+        provider = self.providers()["iflow"]
+        try:
+            path, key = await cookie_login(self.context.client, cookie, gen.config.auth_dir,
+                                           clock=self.context.clock, run_in_thread=self.context.run_in_thread,
+                                           url=provider.platform_url)
+        except CookieError as e:
+            if e.existing:
+                return respond(request, {"status": "error", "error": "duplicate BXAuth found",
+                                         "existing_file": e.existing}, 409)
+            raise Refused(400, str(e)) from None
+        self.log.info("iFlow cookie login wrote {file}", file=os.path.basename(path))
+        await self.context.reload()
+        return respond(request, {"status": "ok", "saved_path": path, "email": key.name, "expired": key.expire_time})
+
     @route("/kimi-auth-url", "GET")
     @route("/xai-auth-url", "GET")
+    @route("/qwen-auth-url", "GET")
     async def device(self, request: IRequest) -> bytes:
         """
         Start a Kimi or xAI login, a device flow: the answer's C{url} is

@@ -152,12 +152,18 @@ class SimulatedAuthServer:
     _faults: dict[str, deque[_Fault]] = field(factory=dict)
     #: device code -> whether the user has approved it (L{approve_devices})
     devices: dict[str, bool] = field(factory=dict)
+    #: device code -> the PKCE challenge its authorization carried (Qwen's device flow)
+    device_challenges: dict[str, str] = field(factory=dict)
     #: service account email -> its public key (L{service_account})
     service_keys: dict[str, Any] = field(factory=dict)
     #: the claims of the last service-account assertion taken
     last_assertion: dict[str, Any] | None = None
-    #: iFlow: the API key its user info hands out
+    #: iFlow: the API key its user info (and its platform's cookie login) hands out
     iflow_api_key: str = "sk-iflow-sim-0001"
+    #: iFlow: the BXAuth cookie of the platform's logged-in session
+    iflow_bxauth: str = "sim-bxauth-0001"
+    #: iFlow: when the platform's keys expire, as it writes it
+    iflow_key_expiry: str = "2026-12-31 15:04"
     #: Qwen: the API host its token answers name
     resource_url: str = "portal.qwen.ai"
     #: the last token request's headers (lower-case names)
@@ -244,8 +250,13 @@ class SimulatedAuthServer:
         body = {k: v[0] for k, v in parse_qs(request.content.read().decode(), keep_blank_values=True).items()}
         if body.get("client_id") != self.provider.client_id:
             return self._error(request, 401, "invalid_client", "unknown client_id")
+        challenge = body.get("code_challenge", "")
+        if self.provider.type == "qwen" and (body.get("code_challenge_method") != "S256" or len(challenge) != 43):
+            return self._error(request, 400, "invalid_request", "Qwen's device flow needs an S256 code_challenge")
         code = self._token("code")
         self.devices[code] = False
+        if challenge:
+            self.device_challenges[code] = challenge
         user_code = secrets.token_hex(4).upper()
         base = f"http://{request.getHeader(b'host').decode('latin-1')}"
         return json.dumps({"device_code": code, "user_code": user_code, "verification_uri": base + "/activate",
@@ -258,6 +269,9 @@ class SimulatedAuthServer:
     def authorize(self, request: IRequest) -> bytes:
         self.calls["authorize"] += 1
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        if self.provider.type == "iflow":
+            # iFlow's own form: the callback as "redirect", a phone login, no PKCE.
+            args["redirect_uri"] = args.get("redirect", "")
         problem = self._check_authorize(args)
         if problem:
             request.setResponseCode(400)
@@ -269,7 +283,7 @@ class SimulatedAuthServer:
             code = self._token("code")
             self._codes[code] = _Authorization(
                 client_id=args["client_id"], redirect_uri=args["redirect_uri"],
-                challenge=args["code_challenge"], state=args["state"], issued_at=self.clock.seconds(),
+                challenge=args.get("code_challenge", ""), state=args["state"], issued_at=self.clock.seconds(),
             )
             query = {"code": code, "state": args["state"]}
         request.setResponseCode(302)
@@ -284,6 +298,10 @@ class SimulatedAuthServer:
         if redirect.scheme != "http" or redirect.hostname not in ("localhost", "127.0.0.1") \
                 or redirect.path != p.callback_path or redirect.query:
             return f"redirect_uri must be http://localhost:PORT{p.callback_path}"
+        if p.type == "iflow":
+            if (args.get("loginMethod"), args.get("type")) != ("phone", "phone"):
+                return "loginMethod and type must be phone"
+            return "" if args.get("state") else "state is required"
         if args.get("response_type") != "code":
             return "response_type must be code"
         if args.get("scope", "").split() != list(p.scopes):
@@ -347,9 +365,13 @@ class SimulatedAuthServer:
             return self._refresh(request, body)
         if grant == DEVICE_GRANT and str(body.get("device_code")) in self.devices:
             code = str(body["device_code"])
+            challenge = self.device_challenges.get(code)
+            if challenge and s256(str(body.get("code_verifier", ""))) != challenge:
+                return self._error(request, 400, "invalid_grant", "code_verifier does not match the code_challenge")
             if not self.devices[code]:
                 return self._error(request, 400, "authorization_pending", "the user has not approved yet")
             del self.devices[code]
+            self.device_challenges.pop(code, None)
             return self._grant(self.email, new_refresh=True)
         return self._error(request, 400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
 
@@ -361,7 +383,7 @@ class SimulatedAuthServer:
         if body.get("redirect_uri") != auth.redirect_uri:
             return self._error(request, 400, "invalid_grant", "redirect_uri does not match the authorization")
         verifier = str(body.get("code_verifier", ""))
-        if not 43 <= len(verifier) <= 128 or s256(verifier) != auth.challenge:
+        if auth.challenge and (not 43 <= len(verifier) <= 128 or s256(verifier) != auth.challenge):
             return self._error(request, 400, "invalid_grant", "code_verifier does not match the code_challenge")
         if fmt == "json" and body.get("state") != auth.state:
             return self._error(request, 400, "invalid_grant", "state does not match the authorization")
@@ -462,6 +484,29 @@ class SimulatedAuthServer:
             return json.dumps({"error": {"code": 401, "message": "Invalid Credentials",
                                          "status": "UNAUTHENTICATED"}}).encode()
         return json.dumps({"id": "100000000000000000001", "email": email, "verified_email": True}).encode()
+
+    # -- iFlow's platform: its API key for a logged-in browser's cookie ---------------------
+
+    @app.route("/api/openapi/apikey", methods=["GET", "POST"])
+    def iflow_apikey(self, request: IRequest) -> bytes:
+        """GET: the account's key (its name, the key masked); POST {"name"}: a fresh key of that name."""
+        request.setHeader(b"content-type", JSON)
+        self.calls["apikey-" + request.method.decode().lower()] += 1
+        cookie = (request.getHeader(b"cookie") or b"").decode("latin-1")
+        fields = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in cookie.split(";"))}
+        if fields.get("BXAuth") != self.iflow_bxauth:
+            return json.dumps({"success": False, "code": "401", "message": "not logged in"}).encode()
+        key = {"name": self.email, "apiKeyMask": "sk-****" + self.iflow_api_key[-4:], "apiKey": "",
+               "expireTime": self.iflow_key_expiry, "hasExpired": False}
+        if request.method == b"POST":
+            try:
+                name = json.loads(request.content.read()).get("name")
+            except (ValueError, AttributeError):
+                name = None
+            if name != self.email:
+                return json.dumps({"success": False, "code": "400", "message": "no key of that name"}).encode()
+            key["apiKey"] = self.iflow_api_key
+        return json.dumps({"success": True, "code": "200", "data": key}).encode()
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ Responses (C{/v1/responses}), Anthropic Messages (C{/v1/messages} and its
 count; an OAuth bearer there must come with Claude Code's identity, its
 OAuth beta, user agent and system prompt, as Anthropic's does) and Gemini
 (C{/v1beta/models/M:generateContent}, C{:streamGenerateContent?alt=sse},
-C{:countTokens}; Vertex AI's paths for the same,
+C{:countTokens}; Google's Interactions API, C{/v1beta/interactions}; Vertex AI's paths for the same,
 C{/v1/projects/P/locations/L/publishers/google/models/M:...} with a bearer and
 C{/v1/publishers/google/models/M:...} with a key; and Code Assist's
 C{v1internal} with its accounts' projects, L{CodeAssistAccounts}), each with
@@ -87,7 +87,7 @@ from zope.interface import implementer
 
 from cliproxyd import jsontext
 from cliproxyd.formats import canonical as C
-from cliproxyd.formats import claude, common, gemini, openai_chat, responses
+from cliproxyd.formats import claude, common, gemini, interactions, openai_chat, responses
 from cliproxyd.formats.translate import SSEParser
 from cliproxyd.testing import images
 from cliproxyd.testing.codeassist import CodeAssistAccounts
@@ -456,6 +456,11 @@ class SimulatedUpstream:
         """Vertex AI with an API key (express mode): C{x-goog-api-key}, no project."""
         return self._gemini(request, target, _header(request, b"x-goog-api-key"))
 
+    @app.route("/v1beta/interactions", methods=["POST"])
+    def interactions_api(self, request: IRequest) -> Any:
+        """Google's Interactions API: C{x-goog-api-key}, the model and the stream flag in the body."""
+        return self._serve(request, interactions, _header(request, b"x-goog-api-key"))
+
     def _gemini(self, request: IRequest, target: str, key: str) -> Any:
         model, _, method = target.rpartition(":")
         if method == "countTokens":
@@ -676,10 +681,13 @@ _OVERLOAD_EVENTS = {
     "responses": b'event: error\ndata: {"type":"error","code":"server_is_overloaded","message":"simulated overload",'
                  b'"param":null,"sequence_number":0}\n\n',
     "gemini": b'data: {"error": {"code": 503, "message": "simulated overload", "status": "UNAVAILABLE"}}\r\n\r\n',
+    "interactions": b'event: error\ndata: {"event_type":"error","error":{"code":"503","message":"simulated overload"}}'
+                    b"\n\n",
 }
 #: The error type (and code) of a whole answer refused by C{overloaded}.
 _OVERLOAD_KINDS = {"openai": ("server_error", "server_is_overloaded"), "claude": ("overloaded_error",),
-                   "responses": ("server_error", "server_is_overloaded"), "gemini": ("UNAVAILABLE",)}
+                   "responses": ("server_error", "server_is_overloaded"), "gemini": ("UNAVAILABLE",),
+                   "interactions": ("UNAVAILABLE",)}
 
 #: A keep-alive: Claude's ping event, or an SSE comment (index: is the format Claude's).
 _KEEPALIVE = (b": keep-alive\n\n", b'event: ping\ndata: {"type": "ping"}\n\n')
