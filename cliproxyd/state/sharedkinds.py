@@ -206,6 +206,10 @@ def _apply(u: KeyUsage, which: str, what: str, delta: int) -> None:
         setattr(u, what, max(0, getattr(u, what) + delta))
 
 
+def _empty(u: KeyUsage) -> bool:
+    return not (u.starts or u.seconds or u.day_tokens or u.month_tokens or u.requests or u.tokens or u.refused)
+
+
 def _usage_add(store: Any, field: str, delta: int) -> None:
     name, which, what = field.split(SEP)
     usage = store._keys.get(name)
@@ -217,7 +221,7 @@ def _usage_add(store: Any, field: str, delta: int) -> None:
     # what arrives is not ours to send again
     sent = _sent(store)
     _apply(sent.setdefault(name, KeyUsage()), which, what, delta)
-    if usage == KeyUsage():
+    if _empty(usage):
         del store._keys[name]
         sent.pop(name, None)
     store.dirty = True
