@@ -313,9 +313,16 @@ async def test_three_probers_send_one_probe_for_a_long_cooldown(reactor, redis_s
         await until(reactor, lambda: all(i.state.model_state(cred, "gpt-4o").blocked(now) for i in three))
         three[0].upstream.script("sk-up-1", "status:429:7000")  # the probe: still limited
         for p in probers:
-            p.startService()  # each ticks at once
-        await until(reactor, lambda: all(not p._in_flight for p in probers))
-        three[0].flush()
+            p.startService()
+        for p in probers:
+            p.tick()  # all three find the probe due at once
+
+        def finished() -> bool:
+            for i in three:
+                i.flush()  # the probe goes through its instance's HTTP client
+            return all(not p._in_flight for p in probers)
+
+        await until(reactor, finished)
         assert len(three[0].upstream.seen) == 1  # one probe, from one of the three
         await settled(reactor, [i.state for i in three])
         counters = three[2].state.pacing_counters()
@@ -326,7 +333,7 @@ async def test_three_probers_send_one_probe_for_a_long_cooldown(reactor, redis_s
         for i, p in zip(three, probers):
             i.clock.advance(60)
             p.tick()
-        await until(reactor, lambda: all(not p._in_flight for p in probers))
+        await until(reactor, finished)
         assert len(three[0].upstream.seen) == 1
     finally:
         for p in probers:
@@ -365,7 +372,8 @@ def test_pace_keeps_the_later_ramp_and_the_stronger_penalty_and_its_own_credit()
     local, remote = Pace(since=100.0, penalty=1.0, penalty_at=160.0, credit=0.4), Pace(200.0, 3.0, 100.0, 0.9)
     got = stronger_pace(local, remote, 160.0)
     assert got == Pace(200.0, 3.0, 100.0, 0.4)
-    assert stronger_pace(remote, local, 400.0).penalty == 1.0  # later on, the newer one is stronger
+    # two failures just now beat those three, a minute older
+    assert stronger_pace(Pace(penalty=2.0, penalty_at=160.0), remote, 160.0) == Pace(200.0, 2.0, 160.0, 0.0)
 
 
 def test_the_latest_probe_record_wins():
