@@ -41,15 +41,24 @@ What is shared, and each kind's merge rule (L{VALUES}, L{COUNTERS}):
   - C{stats}, C{usage}: the per-credential and per-model request, success
     and failure counts, as deltas. C{last_status}, C{last_error} and the
     timestamps of L{CredentialStats} stay local.
+  - C{limit_windows}, C{key_usage}, C{pacing} (counters per time bucket)
+    and C{headroom}, C{pace}, C{probe_states} (values): the issue 16 kinds
+    and client keys' usage, with their rules in
+    L{cliproxyd.state.sharedkinds}.
+  - reservations (L{RedisStateStore.reserve}): C{SET NX PX}, one holder
+    cluster-wide (reset probes per credential, warmups per provider and
+    credential); taken locally while Redis is unavailable.
   - not shared: routing cursors and alias-pool offsets (each instance
     round-robins on its own; sharing them would cost a round trip per pick
     and buys nothing, the spread evens out).
 
-Adding a kind (the seam for state other parts add, e.g. probe
-reservations, local rpm/tpm/rpd windows, headroom, client-key usage
-windows): give its store methods, then register it once, by appending a
+Adding a kind: give its store methods, then register it once, by appending a
 L{Replicated} (a value per field, with C{to_json}, C{from_json}, C{merge},
-C{keep}) to L{VALUES} or a L{Counted} (integer deltas) to L{COUNTERS}.
+C{keep}) to L{VALUES} or a L{Counted} (integer deltas) to L{COUNTERS}. A
+L{Counted} whose deltas are a difference of records (C{diff}, run before
+the method) may name time buckets in its fields (C{expires}: a bucket that
+is over is dropped from Redis at a flush) and be rebuilt at a reconnect
+from Redis's fields through C{add} alone (C{clear}).
 C{watch} names the store methods that change it and how their arguments
 name the changed fields; the store wraps those methods, so nothing else
 changes::
@@ -66,7 +75,7 @@ uses these through its C{ClusterTokens} protocol).
 Redis keys (all under one hash tag, so Redis Cluster keeps them in one
 slot): C{{prefix}:<kind>} hashes, C{{prefix}:epoch},
 C{{prefix}:batch:<id>} (one day), C{{prefix}:lock:<account>},
-C{{prefix}:tokens:<account>}; channels C{{prefix}:changes} and
+C{{prefix}:tokens:<account>}, C{{prefix}:reserve:<name>}; channels C{{prefix}:changes} and
 C{{prefix}:tokens}.
 """
 
