@@ -63,6 +63,26 @@ async def settled(reactor, stores) -> None:
     await until(reactor, lambda: all(s.pending_writes == 0 and not s._flushing for s in stores))
 
 
+def clock_at(t: float) -> Clock:
+    clock = Clock()
+    clock.advance(t)
+    return clock
+
+
+async def started(reactor, server, clock, n: int) -> list[RedisStateStore]:
+    """C{n} stores on C{server} (their records on C{clock}, their connections on the reactor), connected."""
+    stores = [RedisStateStore(clock, connector(reactor, server), timers=reactor) for _ in range(n)]
+    for s in stores:
+        s.service.startService()
+    await until(reactor, lambda: all(s.connected for s in stores))
+    return stores
+
+
+async def stopped(stores) -> None:
+    for s in stores:
+        await s.service.stopService()
+
+
 async def stop(instances) -> None:
     for i in instances:
         await i.state.service.stopService()
@@ -111,13 +131,9 @@ async def test_a_credential_at_its_rpm_on_one_instance_is_skipped_on_the_others(
 
 @pytest_twisted.ensureDeferred
 async def test_windows_opened_at_once_on_two_instances_become_one_holding_both_counts(reactor, redis_server):
-    clock = Clock()
-    clock.advance(1000)
-    a, b = (RedisStateStore(clock, connector(reactor, redis_server), timers=reactor) for _ in range(2))
-    for s in (a, b):
-        s.service.startService()
+    clock = clock_at(1000)
+    a, b = await started(reactor, redis_server, clock, 2)
     try:
-        await until(reactor, lambda: a.connected and b.connected)
         # both open a window before either hears of the other's
         a.set_limit_window("k", count_request(a.limit_window("k"), 1000.0))
         b.set_limit_window("k", count_tokens(count_request(b.limit_window("k"), 1000.5), 40, 1000.5))
@@ -129,11 +145,9 @@ async def test_windows_opened_at_once_on_two_instances_become_one_holding_both_c
         b.set_limit_window("k", count_request(b.limit_window("k"), 1010.0))
         await until(reactor, lambda: a.limit_window("k").minute_requests == 3)
         # a late instance rebuilds the same window from Redis's two buckets
-        late = RedisStateStore(clock, connector(reactor, redis_server), timers=reactor)
-        late.service.startService()
-        await until(reactor, lambda: late.connected)
+        (late,) = await started(reactor, redis_server, clock, 1)
         assert late.limit_window("k") == a.limit_window("k")
-        await late.service.stopService()
+        await stopped([late])
         # a bucket that is over leaves Redis at the next flush
         clock.advance(70)
         a.set_limit_window("k", count_request(a.limit_window("k"), clock.seconds()))
@@ -142,8 +156,7 @@ async def test_windows_opened_at_once_on_two_instances_become_one_holding_both_c
         minutes = sorted(f for f in fields if f.split(SEP)[1] == "m")
         assert minutes == [f"k{SEP}m{SEP}1070.0{SEP}r"]  # the windows of 1000.0 and 1000.5 are gone
     finally:
-        for s in (a, b):
-            await s.service.stopService()
+        await stopped([a, b])
 
 
 # -- client keys ----------------------------------------------------------------------------
@@ -184,15 +197,11 @@ async def test_a_client_keys_quota_used_on_one_instance_counts_on_the_others(rea
 
 @pytest_twisted.ensureDeferred
 async def test_a_key_usage_reset_on_one_instance_is_a_reset_everywhere(reactor, redis_server):
-    clock = Clock()
-    clock.advance(86400 * 20000)
-    stores = [RedisStateStore(clock, connector(reactor, redis_server), timers=reactor) for _ in range(2)]
-    for s in stores:
-        s.service.startService()
+    clock = clock_at(86400 * 20000)
+    stores = await started(reactor, redis_server, clock, 2)
     key = ClientKey(name="t", key="sk-t", tpm=100000, daily_tokens=10**6)
     meters = [KeyMeter(clock, s) for s in stores]
     try:
-        await until(reactor, lambda: all(s.connected for s in stores))
         for m in meters:
             m.settle(m.admit(key, 10), 250)
         await settled(reactor, stores)
@@ -203,8 +212,7 @@ async def test_a_key_usage_reset_on_one_instance_is_a_reset_everywhere(reactor, 
         await until(reactor, lambda: stores[0].key_usage("t") is None)
         assert meters[0].report(key)["tokens"] == 0
     finally:
-        for s in stores:
-            await s.service.stopService()
+        await stopped(stores)
 
 
 # -- Redis killed and restarted ------------------------------------------------------------
@@ -212,13 +220,10 @@ async def test_a_key_usage_reset_on_one_instance_is_a_reset_everywhere(reactor, 
 
 @pytest_twisted.ensureDeferred
 async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reactor, redis_server):
-    clock = Clock()
-    clock.advance(86400 * 20000 + 100)
-    stores = [RedisStateStore(clock, connector(reactor, redis_server), timers=reactor) for _ in range(3)]
+    clock = clock_at(86400 * 20000 + 100)
+    stores = await started(reactor, redis_server, clock, 3)
     key = ClientKey(name="t", key="sk-t", rpm=1000, tpm=10**6, monthly_tokens=10**9)
     meters = [KeyMeter(clock, s) for s in stores]
-    for s in stores:
-        s.service.startService()
 
     def use(n: int) -> None:
         for i in range(n):
@@ -228,7 +233,6 @@ async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reac
             clock.advance(0.25)
 
     try:
-        await until(reactor, lambda: all(s.connected for s in stores))
         use(30)
         await settled(reactor, stores)
         # every instance has heard of every count (Redis comes back empty: what it
@@ -255,8 +259,7 @@ async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reac
         day = {fields[i]: int(fields[i + 1]) for i in range(0, len(fields), 2) if fields[i].split(SEP)[1] == "d"}
         assert sum(day.values()) == 60
     finally:
-        for s in stores:
-            await s.service.stopService()
+        await stopped(stores)
 
 
 # -- probes: at most one at a time, cluster-wide ---------------------------------------------
@@ -265,13 +268,10 @@ async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reac
 @pytest_twisted.ensureDeferred
 async def test_a_reservation_has_one_holder_cluster_wide_over_random_interleavings(reactor, redis_server):
     clock = Clock()
-    stores = [RedisStateStore(clock, connector(reactor, redis_server), timers=reactor) for _ in range(3)]
-    for s in stores:
-        s.service.startService()
+    stores = await started(reactor, redis_server, clock, 3)
     rng = random.Random(17)
     held: dict[str, tuple[int, str]] = {}  # name -> (store, token)
     try:
-        await until(reactor, lambda: all(s.connected for s in stores))
         taken = 0
         for _ in range(60):
             # some instances try at once, in a random order, for random credentials
@@ -292,8 +292,7 @@ async def test_a_reservation_has_one_holder_cluster_wide_over_random_interleavin
                     del held[name]
         assert taken > 10
     finally:
-        for s in stores:
-            await s.service.stopService()
+        await stopped(stores)
 
 
 @pytest_twisted.ensureDeferred
@@ -384,13 +383,9 @@ def test_the_latest_probe_record_wins():
 
 @pytest_twisted.ensureDeferred
 async def test_headroom_and_pace_travel_and_the_credit_stays_local(reactor, redis_server):
-    clock = Clock()
-    clock.advance(1000)
-    a, b = (RedisStateStore(clock, connector(reactor, redis_server), timers=reactor) for _ in range(2))
-    for s in (a, b):
-        s.service.startService()
+    clock = clock_at(1000)
+    a, b = await started(reactor, redis_server, clock, 2)
     try:
-        await until(reactor, lambda: a.connected and b.connected)
         a.set_headroom("k", Headroom(0.01, 2000.0, 1000.0, "anthropic-ratelimit"))
         b.set_pace("k", Pace(since=1000.0, penalty=2.0, penalty_at=1000.0, credit=0.7))
         a.set_pace("k2", Pace(since=900.0, credit=0.3))
@@ -407,5 +402,4 @@ async def test_headroom_and_pace_travel_and_the_credit_stays_local(reactor, redi
         a.set_headroom("k", None)
         await until(reactor, lambda: b.headroom("k") is None)
     finally:
-        for s in (a, b):
-            await s.service.stopService()
+        await stopped([a, b])

@@ -78,13 +78,14 @@ def _window_fields(cred: str, w: LimitWindow) -> list[tuple[str, int]]:
 def window_diff(store: Any, cred: str, w: LimitWindow) -> Iterable[tuple[str, int]]:
     """What C{set_limit_window(cred, w)} adds to the windows the store holds."""
     # a field names its window's start: a window that started over has nothing held
-    held = dict(_window_fields(cred, store._limit_windows.get(cred) or _EMPTY_WINDOW))
-    out = []
-    for name, value in _window_fields(cred, w):
-        delta = value - held.get(name, 0)
-        if delta > 0:
-            out.append((name, delta))
-    return out
+    return _increases(_window_fields(cred, store._limit_windows.get(cred) or _EMPTY_WINDOW),
+                      _window_fields(cred, w))
+
+
+def _increases(held: Iterable[tuple[str, int]], new: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The fields of C{new} that grew from C{held}, and by how much (a window that moved on is not un-counted)."""
+    before = dict(held)
+    return [(name, value - before.get(name, 0)) for name, value in new if value > before.get(name, 0)]
 
 
 def _window_add(store: Any, name: str, delta: int) -> None:
@@ -151,14 +152,9 @@ def _sent(store: Any) -> dict[str, KeyUsage]:
 def usage_diff(store: Any, name: str, usage: KeyUsage) -> Iterable[tuple[str, int]]:
     """What C{set_key_usage(name, usage)} adds; the record it hands in becomes the one sent."""
     sent = _sent(store)
-    held = dict(_usage_fields(name, sent.get(name) or KeyUsage()))
+    held = _usage_fields(name, sent.get(name) or KeyUsage())
     sent[name] = _copy(usage)
-    out = []
-    for field, value in _usage_fields(name, usage):
-        delta = value - held.get(field, 0)
-        if delta > 0:
-            out.append((field, delta))
-    return out
+    return _increases(held, _usage_fields(name, usage))
 
 
 def usage_drop(store: Any, name: str) -> Iterable[tuple[str, int]]:
