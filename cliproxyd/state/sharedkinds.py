@@ -17,9 +17,11 @@ values, so no instance's count overwrites another's:
     and their totals): request starts and tokens per second
     (C{name|s|<second>}, C{name|t|<second>}), tokens per UTC day and month
     (C{name|d|<day>}, C{name|M|<month>}) and the totals
-    (C{name|n|requests}, C{|tokens}, C{|refused}). What a set adds is the
-    difference between the record handed in and the one last sent
-    (windows that moved on are not un-counted). A start counted elsewhere
+    (C{name|n|requests}, C{|tokens}, C{|refused}). What a set adds is how
+    far the fields a request can change (the latest second's starts and
+    tokens, the day, the month, the totals: a cost that does not grow with
+    the windows) moved from what was last sent or received (windows that
+    moved on are not un-counted). A start counted elsewhere
     is taken at the end of its second, so a key is never let in early. A
     key's usage reset is sent as the negative of what it held.
   - C{pacing}: the counters of C{/status}'s C{pacing}, plain deltas.
@@ -46,6 +48,7 @@ at once:
 
 from __future__ import annotations
 
+import bisect
 import calendar
 from collections import Counter
 from typing import Any, Iterable
@@ -78,14 +81,14 @@ def _window_fields(cred: str, w: LimitWindow) -> list[tuple[str, int]]:
 def window_diff(store: Any, cred: str, w: LimitWindow) -> Iterable[tuple[str, int]]:
     """What C{set_limit_window(cred, w)} adds to the windows the store holds."""
     # a field names its window's start: a window that started over has nothing held
-    return _increases(_window_fields(cred, store._limit_windows.get(cred) or _EMPTY_WINDOW),
+    return _increases(dict(_window_fields(cred, store._limit_windows.get(cred) or _EMPTY_WINDOW)),
                       _window_fields(cred, w))
 
 
-def _increases(held: Iterable[tuple[str, int]], new: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+def _increases(held: dict[str, int], new: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """The fields of C{new} that grew from C{held}, and by how much (a window that moved on is not un-counted)."""
-    before = dict(held)
-    return [(name, value - before.get(name, 0)) for name, value in new if value > before.get(name, 0)]
+    get = held.get
+    return [(name, value - get(name, 0)) for name, value in new if value > get(name, 0)]
 
 
 def _window_add(store: Any, name: str, delta: int) -> None:
@@ -128,11 +131,6 @@ def _window_expires(name: str) -> float:
 _TOTALS = ("requests", "tokens", "refused")
 
 
-def _copy(u: KeyUsage) -> KeyUsage:
-    return KeyUsage(list(u.starts), [list(s) for s in u.seconds], u.day, u.day_tokens, u.month, u.month_tokens,
-                    u.requests, u.tokens, u.refused)
-
-
 def _usage_fields(name: str, u: KeyUsage) -> list[tuple[str, int]]:
     out = [(f"{name}{SEP}s{SEP}{sec}", n) for sec, n in Counter(int(t) for t in u.starts).items()]
     out += [(f"{name}{SEP}t{SEP}{sec}", tokens) for sec, tokens in u.seconds if tokens]
@@ -144,17 +142,40 @@ def _usage_fields(name: str, u: KeyUsage) -> list[tuple[str, int]]:
     return out
 
 
-def _sent(store: Any) -> dict[str, KeyUsage]:
-    """Each key's usage as last sent (or received): what the next set is compared with."""
+def _tail(name: str, u: KeyUsage) -> list[tuple[str, int]]:
+    """
+    The fields a request can have changed: the starts of the latest second
+    (a start is appended at its time), its tokens' second, the day, the
+    month and the totals. Reading them costs the same however full the
+    windows are.
+    """
+    out = []
+    starts = u.starts
+    if starts:
+        sec = int(starts[-1])
+        out.append((f"{name}{SEP}s{SEP}{sec}", len(starts) - bisect.bisect_left(starts, sec)))
+    if u.seconds and u.seconds[-1][1]:
+        out.append((f"{name}{SEP}t{SEP}{u.seconds[-1][0]}", u.seconds[-1][1]))
+    if u.day and u.day_tokens:
+        out.append((f"{name}{SEP}d{SEP}{u.day}", u.day_tokens))
+    if u.month and u.month_tokens:
+        out.append((f"{name}{SEP}M{SEP}{u.month}", u.month_tokens))
+    out += [(f"{name}{SEP}n{SEP}{what}", getattr(u, what)) for what in _TOTALS if getattr(u, what)]
+    return out
+
+
+def _sent(store: Any) -> dict[str, dict[str, int]]:
+    """Each key's L{_tail} fields as last sent (or received): what the next set is compared with."""
     return store.scratch.setdefault("key_usage", {})
 
 
 def usage_diff(store: Any, name: str, usage: KeyUsage) -> Iterable[tuple[str, int]]:
-    """What C{set_key_usage(name, usage)} adds; the record it hands in becomes the one sent."""
+    """What C{set_key_usage(name, usage)} adds; its fields become the ones sent."""
     sent = _sent(store)
-    held = _usage_fields(name, sent.get(name) or KeyUsage())
-    sent[name] = _copy(usage)
-    return _increases(held, _usage_fields(name, usage))
+    tail = _tail(name, usage)
+    held = sent.get(name) or {}
+    sent[name] = dict(tail)
+    return _increases(held, tail)
 
 
 def usage_drop(store: Any, name: str) -> Iterable[tuple[str, int]]:
@@ -168,8 +189,8 @@ def _apply(u: KeyUsage, which: str, what: str, delta: int) -> None:
     if which == "s":
         sec = int(what)
         if delta > 0:
-            u.starts.extend([sec + _SECOND_END] * delta)
-            u.starts.sort()
+            for _ in range(delta):
+                bisect.insort(u.starts, sec + _SECOND_END)
         else:
             drop = -delta
             kept = []
@@ -215,11 +236,11 @@ def _usage_add(store: Any, field: str, delta: int) -> None:
         usage = store._keys[name] = KeyUsage()
     _apply(usage, which, what, delta)
     # what arrives is not ours to send again
-    sent = _sent(store)
-    _apply(sent.setdefault(name, KeyUsage()), which, what, delta)
+    sent = _sent(store).setdefault(name, {})
+    sent[field] = sent.get(field, 0) + delta
     if _empty(usage):
         del store._keys[name]
-        sent.pop(name, None)
+        _sent(store).pop(name, None)
     store.dirty = True
 
 
