@@ -134,12 +134,16 @@ _TOTALS = ("requests", "tokens", "refused")
 def _usage_fields(name: str, u: KeyUsage) -> list[tuple[str, int]]:
     out = [(f"{name}{SEP}s{SEP}{sec}", n) for sec, n in Counter(int(t) for t in u.starts).items()]
     out += [(f"{name}{SEP}t{SEP}{sec}", tokens) for sec, tokens in u.seconds if tokens]
+    return out + _calendar_and_totals(name, u)
+
+
+def _calendar_and_totals(name: str, u: KeyUsage) -> list[tuple[str, int]]:
+    out = []
     if u.day and u.day_tokens:
         out.append((f"{name}{SEP}d{SEP}{u.day}", u.day_tokens))
     if u.month and u.month_tokens:
         out.append((f"{name}{SEP}M{SEP}{u.month}", u.month_tokens))
-    out += [(f"{name}{SEP}n{SEP}{what}", getattr(u, what)) for what in _TOTALS if getattr(u, what)]
-    return out
+    return out + [(f"{name}{SEP}n{SEP}{what}", getattr(u, what)) for what in _TOTALS if getattr(u, what)]
 
 
 def _tail(name: str, u: KeyUsage) -> list[tuple[str, int]]:
@@ -156,12 +160,7 @@ def _tail(name: str, u: KeyUsage) -> list[tuple[str, int]]:
         out.append((f"{name}{SEP}s{SEP}{sec}", len(starts) - bisect.bisect_left(starts, sec)))
     if u.seconds and u.seconds[-1][1]:
         out.append((f"{name}{SEP}t{SEP}{u.seconds[-1][0]}", u.seconds[-1][1]))
-    if u.day and u.day_tokens:
-        out.append((f"{name}{SEP}d{SEP}{u.day}", u.day_tokens))
-    if u.month and u.month_tokens:
-        out.append((f"{name}{SEP}M{SEP}{u.month}", u.month_tokens))
-    out += [(f"{name}{SEP}n{SEP}{what}", getattr(u, what)) for what in _TOTALS if getattr(u, what)]
-    return out
+    return out + _calendar_and_totals(name, u)
 
 
 def _sent(store: Any) -> dict[str, dict[str, int]]:
