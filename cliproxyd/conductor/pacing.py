@@ -23,14 +23,12 @@ from __future__ import annotations
 from attrs import evolve
 
 from cliproxyd.config.model import LocalLimits
-from cliproxyd.state.records import Headroom, LimitWindow, Pace
+from cliproxyd.state.records import PENALTY_HALF_LIFE, Headroom, LimitWindow, Pace  # noqa: F401 (the half-life lives with Pace)
 
 MINUTE = 60.0
 DAY = 86400.0
 #: The least share a ramping credential has, so it is tried at once rather than after a pause.
 MIN_RAMP_SHARE = 0.1
-#: The failure penalty halves in this many seconds.
-PENALTY_HALF_LIFE = 60.0
 #: Failures (decayed) a credential may have before it is scored down: one failure is not a pattern.
 PENALTY_GRACE = 1.0
 #: Below this fraction of its tightest limit a credential is steered away from.
@@ -97,9 +95,7 @@ def count_tokens(w: LimitWindow, tokens: int, now: float) -> LimitWindow:
 
 
 def decayed_penalty(p: Pace, now: float) -> float:
-    if not p.penalty or p.penalty_at is None:
-        return 0.0
-    return p.penalty * 0.5 ** (max(0.0, now - p.penalty_at) / PENALTY_HALF_LIFE)
+    return p.penalty_now(now)
 
 
 def add_failure(p: Pace, now: float) -> Pace:

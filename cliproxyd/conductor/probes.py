@@ -21,7 +21,8 @@ shows whether the credential would answer a request again (L{call_for}):
 
 A usage endpoint that fails (it may not be served to every account, or be
 limited itself) falls back to the one-token request in the same probe. At
-most one probe runs per credential at a time. Quota back (or a success)
+most one probe runs per credential at a time, cluster-wide with the Redis
+store (a reservation taken in Redis before the probe is sent). Quota back (or a success)
 ends the cooldown and the quota group's automatic suspension, so traffic
 returns to the higher tier at once (with its slow start); still exhausted
 keeps the cooldown, with the reset time the usage endpoint (or the 429)
@@ -193,10 +194,13 @@ class ResetProber(ServiceTree):
         self._conductor = conductor
         self._state = state
         self._clock = clock
+        #: set at stop: a reservation answered afterwards sends nothing
+        self._stopped = False
         self._in_flight: dict[str, Deferred[object]] = {}
         Periodic("reset-probe", tick, self.tick, clock).setServiceParent(self)
 
     def stopService(self) -> Deferred[None]:
+        self._stopped = True
         for d in list(self._in_flight.values()):
             d.cancel()
         return super().stopService()
@@ -217,8 +221,40 @@ class ResetProber(ServiceTree):
             self._start(conductor, c, now)
 
     def _start(self, conductor: Conductor, c: Candidate, now: float) -> None:
+        """
+        Reserve the credential's probe in the StateStore first (with the
+        Redis store: cluster-wide, so no two instances probe one credential
+        at once), then send it; a reservation another holds skips it.
+        """
+        if conductor.credential(c.cred_id) is None:
+            return
+        name = f"probe:{c.cred_id}"
+        reserving = self._state.reserve(name, STALE_RESERVATION, now)
+        self._in_flight[c.cred_id] = reserving  # the slot is taken while the store answers
+
+        def reserved(token: str | None) -> None:
+            if self._in_flight.get(c.cred_id) is reserving:
+                del self._in_flight[c.cred_id]
+            if token is None:
+                self._state.count_pacing("probes_held_elsewhere")
+                return
+            if self._stopped:
+                self._state.unreserve(name, token)
+                return
+            self._send(conductor, c, self._clock.seconds(), name, token)
+
+        def lost(f: Failure) -> None:
+            if self._in_flight.get(c.cred_id) is reserving:
+                del self._in_flight[c.cred_id]
+            if not f.check(CancelledError):
+                self.log.failure("probe reservation of {cred} broke", f, cred=c.cred_id)
+
+        reserving.addCallbacks(reserved, lost)
+
+    def _send(self, conductor: Conductor, c: Candidate, now: float, name: str, token: str) -> None:
         cred = conductor.credential(c.cred_id)
         if cred is None:
+            self._state.unreserve(name, token)
             return
         old = self._state.probe_state(c.cred_id, c.target)
         self._state.set_probe_state(c.cred_id, c.target, evolve(old, running_since=now, sent=old.sent + 1))
@@ -232,6 +268,7 @@ class ResetProber(ServiceTree):
 
         def done(result: Outcome | Failure) -> None:
             self._in_flight.pop(c.cred_id, None)
+            self._state.unreserve(name, token)
             at = self._clock.seconds()
             error = result.value if isinstance(result, Failure) else None
             if isinstance(error, CancelledError):

@@ -69,13 +69,17 @@ class Warmups(ServiceTree):
         self._state = state
         self._clock = clock
         self._ttl: dict[tuple[str, str], float] = {}
+        #: set at stop: a reservation answered afterwards sends nothing
+        self._stopped = False
         self._in_flight: dict[str, Deferred[None]] = {}
-        self.counts = {"sent": 0, "succeeded": 0, "failed": 0, "skipped_ttl": 0, "skipped_in_flight": 0}
+        self.counts = {"sent": 0, "succeeded": 0, "failed": 0, "skipped_ttl": 0, "skipped_in_flight": 0,
+                       "skipped_elsewhere": 0}
         Periodic("warmup-prune", prune_interval, self.prune, clock).setServiceParent(self)
 
     # -- service ------------------------------------------------------------------
 
     def stopService(self) -> "Deferred[None]":
+        self._stopped = True
         for d in list(self._in_flight.values()):
             d.cancel()
         return super().stopService()
@@ -122,7 +126,36 @@ class Warmups(ServiceTree):
             if model is None:
                 continue
             self._ttl[key] = now + settings.ttl
-            self._start(executor, settings.timeout, provider, pick, model, key)
+            self._reserve(executor, settings, provider, pick, model, key, now)
+
+    def _reserve(self, executor: Executor, settings: WarmupSettings, provider: str, pick: "Pick", model: str,
+                 key: tuple[str, str], now: float) -> None:
+        """
+        The TTL reservation in the StateStore too (with the Redis store:
+        cluster-wide, so one instance warms a credential per TTL); held
+        elsewhere, this instance skips it for the TTL as well.
+        """
+        name = f"warmup:{provider}:{pick.cred.id}"
+        reserving = self._state.reserve(name, settings.ttl, now)
+        self._in_flight[provider] = reserving  # one in flight per provider, from now
+
+        def reserved(token: str | None) -> None:
+            if self._in_flight.get(provider) is reserving:
+                del self._in_flight[provider]
+            if token is None:
+                self.counts["skipped_elsewhere"] += 1
+                return
+            if self._stopped:
+                self._state.unreserve(name, token)
+                return
+            self._start(executor, settings.timeout, provider, pick, model, key, (name, token))
+
+        def lost(f: Failure) -> None:
+            if self._in_flight.get(provider) is reserving:
+                del self._in_flight[provider]
+            self._ttl.pop(key, None)
+
+        reserving.addCallbacks(reserved, lost)
 
     def _model(self, pick: "Pick", now: float) -> str | None:
         """The upstream model to warm, without touching the pool's rotation, and with no suffix."""
@@ -133,7 +166,7 @@ class Warmups(ServiceTree):
         return None
 
     def _start(self, executor: Executor, timeout: float, provider: str, pick: "Pick", model: str,
-               key: tuple[str, str]) -> None:
+               key: tuple[str, str], reservation: tuple[str, str]) -> None:
         req = ClientRequest.of(C.Request(model, (C.Message("user", (C.Text("hi"),)),), max_tokens=1))
         d = Deferred.fromCoroutine(executor.execute(pick.cred, req, model))
         d.addTimeout(timeout, self._clock)
@@ -152,6 +185,7 @@ class Warmups(ServiceTree):
             if isinstance(result, Failure):
                 error = result.value
                 self._ttl.pop(key, None)  # a failed warmup may be retried at once
+                self._state.unreserve(*reservation)
                 self.counts["failed"] += 1
                 if not isinstance(error, CancelledError):
                     why = "timed out" if isinstance(error, TimeoutError) else str(error)

@@ -32,7 +32,35 @@ def process_counts(ctx: Any) -> dict[str, Any]:
     if not getattr(state, "shares_counters", False):
         counts["usage"] = {model: u.as_json() for model, u in state.usage().items()}
         counts["credentials"] = {cred.id: state.stats(cred.id).as_json() for cred in ctx.conductor().creds}
+    else:
+        # the shared counters are whole already; what stays local is who used a credential last, and how
+        latest = {}
+        for cred in ctx.conductor().creds:
+            stats = state.stats(cred.id)
+            if stats.last_used_at is not None:
+                latest[cred.id] = {k: getattr(stats, k) for k in _LATEST}
+        counts["latest"] = latest
+    if ctx.usage is not None:
+        # /usage's counters and its most recent attempts (the latest PUBLISHED_RECENT of each worker)
+        counts["attempt_usage"] = ctx.usage.as_json(PUBLISHED_RECENT)
     return counts
+
+
+#: What of a credential's counters only the worker that used it knows.
+_LATEST = ("last_status", "last_error", "last_used_at", "last_failed_at")
+#: With worker processes, each one's latest attempts this many go into the machine's C{/usage}.
+PUBLISHED_RECENT = 100
+
+
+def machine_stats(counts: dict[str, Any] | None, state: Any, cred_id: str) -> dict[str, Any]:
+    """A credential's counters for the whole machine (C{counts}: L{process_counts} merged; None: this process)."""
+    if counts is not None and cred_id in counts.get("credentials", {}):
+        return counts["credentials"][cred_id]
+    stats = state.stats(cred_id).as_json()
+    latest = (counts or {}).get("latest", {}).get(cred_id)
+    if latest is not None and (latest.get("last_used_at") or 0) >= (stats.get("last_used_at") or 0):
+        stats.update({k: latest.get(k) for k in _LATEST})
+    return stats
 
 
 class Status(Resource):
@@ -61,7 +89,7 @@ class Status(Resource):
                 "models": sorted({r.name for r in cred.routes}),
                 "proxy": cred.proxy.describe(),  # the password masked
             }
-            entry.update(counts.get("credentials", {}).get(cred.id) or ctx.state.stats(cred.id).as_json())
+            entry.update(machine_stats(counts, ctx.state, cred.id))
             pacing = conductor.pacing_status(cred, now)
             if pacing:
                 entry["pacing"] = pacing
@@ -93,6 +121,8 @@ class Status(Resource):
         it can next be used, its last error and its counters.
         """
         state = self.context.state
+        # with worker processes: the counters and last errors of the whole machine
+        counts = await self.context.peers.machine() if self.context.peers is not None else None
         now = self.context.clock.seconds()
         out = []
         for cred in self.context.conductor().creds:
@@ -113,7 +143,7 @@ class Status(Resource):
             blocked = [s.next_retry_at for s in states.values() if s.blocked(now)]
             served = {r.state_key for r in cred.routes}
             all_cooling = bool(served) and served <= {k for k, s in states.items() if s.blocked(now)}
-            stats = state.stats(cred.id)
+            stats = machine_stats(counts, state, cred.id)
             out.append({
                 "id": cred.id,
                 "provider": cred.provider,
@@ -126,8 +156,8 @@ class Status(Resource):
                 "unavailable": all_cooling,
                 "next_retry_at": min(blocked) if all_cooling else None,
                 "model_states": models,
-                "last_error": stats.last_error,
-                "counters": stats.as_json(),
+                "last_error": stats["last_error"],
+                "counters": stats,
             })
         return respond(request, {"now": now, "credentials": out})
 
@@ -154,6 +184,12 @@ class Status(Resource):
         limit = whole_number(request, "limit")
         usage = self.context.usage
         answer: dict[str, Any] = {"usage": usage.as_json(limit) if usage else {}}
+        if usage is not None and self.context.peers is not None:
+            # worker processes: every worker's counters added up, their recent attempts merged by time
+            whole = dict((await self.context.peers.machine()).get("attempt_usage") or answer["usage"])
+            if limit is not None:
+                whole["recent"] = whole["recent"][-limit:] if limit > 0 else []
+            answer["usage"] = whole
         gen, meter = self.context.generation(), self.context.keys
         if gen is not None and meter is not None and gen.config.client_keys:
             answer["client-keys"] = {k.name: meter.report(k) for k in gen.config.client_keys}

@@ -158,6 +158,10 @@ class Headroom:
     source: str = ""
 
 
+#: The failure penalty of a L{Pace} halves in this many seconds.
+PENALTY_HALF_LIFE = 60.0
+
+
 @frozen
 class Pace:
     """
@@ -173,6 +177,12 @@ class Pace:
     penalty: float = 0.0
     penalty_at: float | None = None
     credit: float = 0.0
+
+    def penalty_now(self, now: float) -> float:
+        """The penalty decayed to C{now}."""
+        if not self.penalty or self.penalty_at is None:
+            return 0.0
+        return self.penalty * 0.5 ** (max(0.0, now - self.penalty_at) / PENALTY_HALF_LIFE)
 
 
 @frozen

@@ -41,15 +41,24 @@ What is shared, and each kind's merge rule (L{VALUES}, L{COUNTERS}):
   - C{stats}, C{usage}: the per-credential and per-model request, success
     and failure counts, as deltas. C{last_status}, C{last_error} and the
     timestamps of L{CredentialStats} stay local.
+  - C{limit_windows}, C{key_usage}, C{pacing} (counters per time bucket)
+    and C{headroom}, C{pace}, C{probe_states} (values): the issue 16 kinds
+    and client keys' usage, with their rules in
+    L{cliproxyd.state.sharedkinds}.
+  - reservations (L{RedisStateStore.reserve}): C{SET NX PX}, one holder
+    cluster-wide (reset probes per credential, warmups per provider and
+    credential); taken locally while Redis is unavailable.
   - not shared: routing cursors and alias-pool offsets (each instance
     round-robins on its own; sharing them would cost a round trip per pick
     and buys nothing, the spread evens out).
 
-Adding a kind (the seam for state other parts add, e.g. probe
-reservations, local rpm/tpm/rpd windows, headroom, client-key usage
-windows): give its store methods, then register it once, by appending a
+Adding a kind: give its store methods, then register it once, by appending a
 L{Replicated} (a value per field, with C{to_json}, C{from_json}, C{merge},
-C{keep}) to L{VALUES} or a L{Counted} (integer deltas) to L{COUNTERS}.
+C{keep}) to L{VALUES} or a L{Counted} (integer deltas) to L{COUNTERS}. A
+L{Counted} whose deltas are a difference of records (C{diff}, run before
+the method) may name time buckets in its fields (C{expires}: a bucket that
+is over is dropped from Redis at a flush) and be rebuilt at a reconnect
+from Redis's fields through C{add} alone (C{clear}).
 C{watch} names the store methods that change it and how their arguments
 name the changed fields; the store wraps those methods, so nothing else
 changes::
@@ -66,7 +75,7 @@ uses these through its C{ClusterTokens} protocol).
 Redis keys (all under one hash tag, so Redis Cluster keeps them in one
 slot): C{{prefix}:<kind>} hashes, C{{prefix}:epoch},
 C{{prefix}:batch:<id>} (one day), C{{prefix}:lock:<account>},
-C{{prefix}:tokens:<account>}; channels C{{prefix}:changes} and
+C{{prefix}:tokens:<account>}, C{{prefix}:reserve:<name>}; channels C{{prefix}:changes} and
 C{{prefix}:tokens}.
 """
 
@@ -120,6 +129,7 @@ for _, op in ipairs(b.ops) do
   end
 end
 for _, i in ipairs(b.incr) do redis.call('HINCRBY', i[1], i[2], i[3]) end
+for _, i in ipairs(b.hdel or {}) do redis.call('HDEL', i[1], i[2]) end
 if #changes > 0 or #b.incr > 0 then
   redis.call('PUBLISH', KEYS[2], cjson.encode({src = ARGV[2], set = changes, incr = b.msg_incr}))
 end
@@ -170,6 +180,17 @@ class Counted:
     add: Callable[[Any, str, int], None]
     #: store method -> function of its arguments giving (field, delta) pairs
     watch: Mapping[str, Callable[..., Iterable[tuple[str, int]]]]
+    #: store method -> function of (store, its arguments) giving (field, delta)
+    #: pairs, called I{before} the method runs (for kinds whose deltas are the
+    #: difference between the record held and the one handed in)
+    diff: Mapping[str, Callable[..., Iterable[tuple[str, int]]]] = {}
+    #: a field of a time bucket -> when its bucket is over (it is then dropped
+    #: from Redis); None for a field that lasts
+    expires: Callable[[str], float | None] | None = None
+    #: forget every count of the kind here: with it, a (re)load rebuilds the
+    #: kind from Redis's fields (plus what is not yet sent) through C{add}
+    #: alone, rather than setting each field to Redis's value
+    clear: Callable[[Any], None] | None = None
 
 
 def longer_or_newer(until: str) -> Callable[[Any, Any, float], Any]:
@@ -356,6 +377,18 @@ def _counted() -> list[Counted]:
 COUNTERS: list[Counted] = _counted()
 
 
+def _register_shared_kinds() -> None:
+    """The issue 16 kinds and client keys' usage (L{cliproxyd.state.sharedkinds}: their rules)."""
+    from cliproxyd.state.sharedkinds import kinds
+
+    values, counters = kinds(Replicated, Counted, (_nested_fields, _nested_get, _nested_put))
+    VALUES.extend(values)
+    COUNTERS.extend(counters)
+
+
+_register_shared_kinds()
+
+
 # -- the connection ---------------------------------------------------------------------
 
 
@@ -483,6 +516,10 @@ class RedisStateStore(MemoryStateStore):
         self._unsent: tuple[str, dict[tuple[str, str], int]] | None = None
         #: (kind, field) -> the JSON text Redis has, as far as we know ("" for none)
         self._sent: dict[tuple[str, str], str] = {}
+        #: (kind, field) of a time bucket -> when it is over (then dropped from Redis)
+        self._expiring: dict[tuple[str, str], float] = {}
+        #: the kinds' own bookkeeping (e.g. the key usage last sent), by kind
+        self.scratch: dict[str, Any] = {}
         #: (kind, field) of the flush in flight
         self._in_flight: set[tuple[str, str]] = set()
         self._flush_call: Any = None
@@ -513,6 +550,8 @@ class RedisStateStore(MemoryStateStore):
         for counter in self._counters.values():
             for method, deltas_of in counter.watch.items():
                 self._watch_counter(method, counter.name, deltas_of)
+            for method, diff_of in counter.diff.items():
+                self._watch_diff(method, counter.name, diff_of)
 
     # -- noticing changes (the request path: memory only) ------------------------------
 
@@ -544,6 +583,29 @@ class RedisStateStore(MemoryStateStore):
             return result
 
         setattr(self, method, counted)
+
+    def _watch_diff(self, method: str, kind: str, diff_of: Callable[..., Iterable[tuple[str, int]]]) -> None:
+        inner = getattr(self, method)
+        deltas = self._deltas
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            for name, delta in diff_of(self, *args, **kw):
+                key = (kind, name)
+                deltas[key] = deltas.get(key, 0) + delta
+            result = inner(*args, **kw)
+            if self._flush_call is None:
+                self._schedule()
+            return result
+
+        setattr(self, method, counted)
+
+    def _note_expiry(self, kind: str, name: str) -> None:
+        """Remember when a time bucket's field is over, to drop it from Redis then."""
+        counter = self._counters.get(kind)
+        if counter is not None and counter.expires is not None:
+            at = counter.expires(name)
+            if at is not None:
+                self._expiring[(kind, name)] = at
 
     def _schedule(self) -> None:
         if self.connected and self._flush_call is None and not self._flushing:
@@ -611,8 +673,15 @@ class RedisStateStore(MemoryStateStore):
                 return succeed(None)
             batch_id = uuid.uuid4().hex
             self._unsent = (batch_id, deltas)
+        for kind_name, name in deltas:
+            self._note_expiry(kind_name, name)
+        now = self._clock.seconds()
+        dead = [key for key, at in self._expiring.items() if at <= now]
+        for key in dead:
+            del self._expiring[key]
         payload = {"ops": ops, "incr": [[self._key(k), name, d] for (k, name), d in deltas.items()],
-                   "msg_incr": [[k, name, d] for (k, name), d in deltas.items()]}
+                   "msg_incr": [[k, name, d] for (k, name), d in deltas.items()],
+                   "hdel": [[self._key(k), name] for k, name in dead]}
         self._flushing = True
         self._flush_done = Deferred()
         self._in_flight = {(op[0], op[2]) for op in ops}
@@ -673,6 +742,7 @@ class RedisStateStore(MemoryStateStore):
                 counter = self._counters.get(kind_name)
                 if counter is not None:
                     counter.add(self, name, int(delta))
+                    self._note_expiry(kind_name, name)
         except Exception as e:  # a malformed message must not stop the subscriber
             self.log.warn("state store: a change message could not be applied: {why}", why=e)
 
@@ -764,12 +834,25 @@ class RedisStateStore(MemoryStateStore):
                             self.on_change(kind.name, name)
         for counter in self._counters.values():
             remote = await conn.hgetall(self._key(counter.name)) or {}
-            if created and self.loads and not remote:
+            for name in remote:
+                self._note_expiry(counter.name, name)
+            if created and (self.loads or counter.clear is not None) and not remote:
                 # Redis lost the counters and we are the first back: our view seeds them
                 for name in counter.fields(self):
                     value = counter.get(self, name) - self._unacked(counter.name, name)
                     if value:
                         self._deltas[(counter.name, name)] = self._deltas.get((counter.name, name), 0) + value
+                continue
+            if counter.clear is not None:
+                # rebuilt from Redis's buckets and what is not yet there (adds merge buckets)
+                unacked = {n for k, n in self._deltas if k == counter.name}
+                if self._unsent is not None:
+                    unacked.update(n for k, n in self._unsent[1] if k == counter.name)
+                counter.clear(self)
+                for name in set(remote) | unacked:
+                    total = int(remote.get(name, 0)) + self._unacked(counter.name, name)
+                    if total:
+                        counter.add(self, name, total)
                 continue
             for name in set(remote) | set(counter.fields(self)):
                 unflushed = self._unacked(counter.name, name)
@@ -840,6 +923,30 @@ class RedisStateStore(MemoryStateStore):
                     p.transport.loseConnection()
 
         return d.addBoth(closed)
+
+    # -- reservations: at most one holder cluster-wide (probes, warmups) ---------------
+
+    def reserve(self, name: str, ttl: float, now: float) -> "Deferred[str | None]":
+        """
+        Take C{name} for C{ttl} seconds in Redis (C{SET NX PX}): fires with
+        a token, or None when any instance holds it. Redis unavailable (or
+        failing the command): the reservation is taken locally, as the
+        memory store does.
+        """
+        if not self.connected:
+            return succeed(self._reserve_locally(name, ttl, now))
+        token = uuid.uuid4().hex
+        d = self._conn.set(f"{self._prefix}:reserve:{name}", token, pexpire=max(1, int(ttl * 1000)),
+                           only_if_not_exists=True)
+        return d.addCallbacks(lambda ok: token if ok else None, lambda _: self._reserve_locally(name, ttl, now))
+
+    def unreserve(self, name: str, token: str) -> "Deferred[Any]":
+        """Give C{name} back if C{token} still holds it (compare-and-delete in Redis)."""
+        super().unreserve(name, token)
+        if not self.connected:
+            return succeed(None)
+        return self._conn.eval(RELEASE_SCRIPT, [f"{self._prefix}:reserve:{name}"], [token]).addErrback(
+            lambda _: None)
 
     # -- one token refresher per account (ClusterTokens) ------------------------------
 

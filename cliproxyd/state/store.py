@@ -13,10 +13,12 @@ JSON data and back; L{cliproxyd.state.persist} writes it to disk.
 
 from __future__ import annotations
 
+import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Protocol, TypeVar
 
 from attrs import asdict, define
+from twisted.internet.defer import Deferred, succeed
 
 from cliproxyd.state.records import GroupState, Headroom, KeyUsage, LimitWindow, ModelState, Pace, ProbeState
 
@@ -171,6 +173,8 @@ class StateStore(Protocol):
     def set_probe_state(self, cred_id: str, target: str, state: ProbeState) -> None: ...
     def pacing_counters(self) -> dict[str, int]: ...
     def count_pacing(self, name: str, n: int = 1) -> None: ...
+    def reserve(self, name: str, ttl: float, now: float) -> "Deferred[str | None]": ...
+    def unreserve(self, name: str, token: str) -> "Deferred[Any]": ...
     def snapshot(self, now: float) -> dict[str, Any]: ...
     def restore(self, data: Any, now: float) -> list[str]: ...
     def describe(self) -> dict[str, Any]: ...
@@ -195,6 +199,8 @@ class MemoryStateStore:
         self._pace: dict[str, Pace] = {}
         self._probes: dict[str, dict[str, ProbeState]] = {}
         self._pacing_counters: dict[str, int] = {}
+        #: reservation name -> (token, expiry): probes and warmups (L{reserve})
+        self._reserved: dict[str, tuple[str, float]] = {}
         #: set by every change worth persisting; the persistence service clears it
         self.dirty = False
 
@@ -303,6 +309,35 @@ class MemoryStateStore:
 
     def count_pacing(self, name: str, n: int = 1) -> None:
         self._pacing_counters[name] = self._pacing_counters.get(name, 0) + n
+
+    # -- reservations (probes, warmups) --------------------------------------------
+
+    def reserve(self, name: str, ttl: float, now: float) -> "Deferred[str | None]":
+        """
+        Take the reservation C{name} (e.g. C{probe:<credential>}) for C{ttl}
+        seconds from C{now}: fires with a token for L{unreserve}, or None when
+        it is held (here: by this process; the Redis store holds it
+        cluster-wide). Fires at once here.
+        """
+        return succeed(self._reserve_locally(name, ttl, now))
+
+    def _reserve_locally(self, name: str, ttl: float, now: float) -> str | None:
+        held = self._reserved.get(name)
+        if held is not None and held[1] > now:
+            return None
+        if len(self._reserved) >= MAX_CURSORS:
+            for key in [k for k, (_, until) in self._reserved.items() if until <= now]:
+                del self._reserved[key]
+        token = uuid.uuid4().hex
+        self._reserved[name] = (token, now + ttl)
+        return token
+
+    def unreserve(self, name: str, token: str) -> "Deferred[Any]":
+        """Give the reservation back, if C{token} still holds it."""
+        held = self._reserved.get(name)
+        if held is not None and held[0] == token:
+            del self._reserved[name]
+        return succeed(None)
 
     # -- counters -----------------------------------------------------------------
 

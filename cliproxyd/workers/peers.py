@@ -89,6 +89,25 @@ def _latest(into: dict[str, Any], other: dict[str, Any]) -> None:
         into["last_failed_at"] = other.get("last_failed_at")
 
 
+def _add_attempts(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """One worker's attempt counters (L{cliproxyd.management.usage.Usage.as_json}'s shape) added to C{into}."""
+    for key in ("total_requests", "success_count", "failure_count"):
+        into[key] = into.get(key, 0) + other.get(key, 0)
+    for table in ("by_model", "by_credential"):
+        mine = into.setdefault(table, {})
+        for name, counts in other.get(table, {}).items():
+            entry = mine.setdefault(name, {"success": 0, "failure": 0})
+            entry["success"] += counts.get("success", 0)
+            entry["failure"] += counts.get("failure", 0)
+    statuses = into.setdefault("by_status", {})
+    for status, n in other.get("by_status", {}).items():
+        statuses[status] = statuses.get(status, 0) + n
+    limit = max(into.get("recent_limit") or 0, other.get("recent_limit") or 0)
+    recent = sorted([*into.get("recent", []), *other.get("recent", [])], key=lambda r: r.get("at") or 0)
+    into["recent"] = recent[-limit:] if limit else recent
+    into["recent_limit"] = limit
+
+
 def merge(own: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
     """
     The machine's counts from each worker's: C{in_flight} and, per model
@@ -98,7 +117,10 @@ def merge(own: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
     pid, requests in flight and upstream attempts. C{usage} and
     C{credentials} are left out when the workers do not count them
     themselves (a StateStore that shares its counters already holds the
-    machine's). Nothing in C{own} is changed.
+    machine's); C{latest} (each credential's L{LATEST} fields, sent with
+    such a store) comes from the worker that used it last. C{attempts}
+    (the management usage counters, L{_add_attempts}) add up, their recent
+    attempts merged by time. Nothing in C{own} is changed.
     """
     total: dict[str, Any] = {"in_flight": 0, "workers": []}
     for counts in sorted([own, *peers], key=lambda c: c.get("index", 0)):
@@ -116,6 +138,15 @@ def merge(own: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
                 else:
                     _add(mine, stats)
                     _latest(mine, stats)
+        if "latest" in counts:
+            latest = total.setdefault("latest", {})
+            for cred_id, stats in counts["latest"].items():
+                if cred_id in latest:
+                    _latest(latest[cred_id], stats)
+                else:
+                    latest[cred_id] = dict(stats)
+        if "attempt_usage" in counts:
+            _add_attempts(total.setdefault("attempt_usage", {}), counts["attempt_usage"])
         total["workers"].append({"index": counts.get("index"), "pid": counts.get("pid"),
                                  "in_flight": counts.get("in_flight", 0), "attempts": counts.get("attempts", 0)})
     return total
