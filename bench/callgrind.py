@@ -10,7 +10,7 @@ is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 ``UPSTREAM_PORT`` as there).
 
     python -m bench.callgrind [--metrics on|off] [--stream] [--client openai|claude] [--keys N]
-                              [--requests 300] [--scrape-every 0] [--concurrency 1] [--floor]
+                              [--requests 1000] [--scrape-every 0] [--concurrency 1] [--floor]
 
 --floor counts Twisted's floor instead (the shared harness's ``floor_relay.py``,
 ``FLOOR_RELAY=PATH`` if not at ``../shared/bench/``): the same requests, relayed
@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--metrics", choices=("on", "off"), default="on")
     p.add_argument("--stream", action="store_true")
     p.add_argument("--keys", type=int, default=2)
-    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--scrape-every", type=int, default=0)
     p.add_argument("--port", type=int, default=18419)
