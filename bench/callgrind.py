@@ -10,7 +10,11 @@ is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 ``UPSTREAM_PORT`` as there).
 
     python -m bench.callgrind [--metrics on|off] [--stream] [--client openai|claude] [--keys N]
-                              [--requests 300] [--scrape-every 0]
+                              [--requests 1000] [--scrape-every 0] [--concurrency 1] [--floor]
+
+--floor counts Twisted's floor instead (the shared harness's ``floor_relay.py``,
+``FLOOR_RELAY=PATH`` if not at ``../shared/bench/``): the same requests, relayed
+with no routing, so a ratio to it is taken in one run (it buffers a stream).
 
 CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
 
@@ -27,6 +31,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,13 +59,13 @@ openai-compatibility:
 """
 
 
-def wait_up(port: int, timeout: float = 600) -> None:
+def wait_up(port: int, timeout: float = 600, any_status: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
+            if c.getresponse().status == 200 or any_status:
                 return
         except OSError:
             pass
@@ -73,12 +78,15 @@ def main() -> None:
     p.add_argument("--metrics", choices=("on", "off"), default="on")
     p.add_argument("--stream", action="store_true")
     p.add_argument("--keys", type=int, default=2)
-    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--scrape-every", type=int, default=0)
     p.add_argument("--port", type=int, default=18419)
     p.add_argument("--client", choices=("openai", "claude"), default="openai",
                    help="claude: the request and answer are translated (the upstream speaks OpenAI)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="keep-alive connections sending at once, each one request at a time")
+    p.add_argument("--floor", action="store_true", help="count the floor relay, not cliproxyd")
     args = p.parse_args()
     upstream = int(os.environ.get("UPSTREAM_PORT", "18080"))
     work = tempfile.mkdtemp(prefix="cliproxyd-callgrind-")
@@ -87,13 +95,18 @@ def main() -> None:
         f.write(config(args.port, upstream, args.metrics == "on", args.keys))
     out = os.path.join(work, "callgrind.out")
     python = os.environ.get("PYTHON", os.path.join(HERE, ".venv", "bin", "python"))
+    if args.floor:
+        relay = os.environ.get("FLOOR_RELAY") or os.path.join(os.path.dirname(HERE), "shared", "bench", "floor_relay.py")
+        command = [python, relay, str(args.port), f"http://127.0.0.1:{upstream}/auto/v1/chat/completions"]
+    else:
+        command = [python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "cliproxyd",
+                   "--config", path]
     daemon = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "cliproxyd",
-         "--config", path],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "stderr"), "w"))
     try:
-        wait_up(args.port)
+        wait_up(args.port, any_status=args.floor)
         message = {"role": "user", "content": "Say hello in one short sentence."}
         if args.client == "claude":
             path = "/v1/messages"
@@ -103,29 +116,52 @@ def main() -> None:
             path = "/v1/chat/completions"
             body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "messages": [message]})
         headers = {"Authorization": "Bearer sk-bench-client", "Content-Type": "application/json"}
-        conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
+        conns = [http.client.HTTPConnection("127.0.0.1", args.port, timeout=600) for _ in range(args.concurrency)]
 
-        def one() -> None:
+        def one(conn: http.client.HTTPConnection) -> None:
             conn.request("POST", path, body, headers)
             r = conn.getresponse()
             data = r.read()
             assert r.status == 200, (r.status, data[:200])
 
-        def scrape() -> None:
+        def scrape(conn: http.client.HTTPConnection) -> None:
             conn.request("GET", "/metrics", headers={"Authorization": "Bearer bench-mgmt"})
             r = conn.getresponse()
             r.read()
             assert r.status == 200, r.status
 
-        for _ in range(args.warmup):
-            one()
+        def run(total: int, scrape_every: int = 0) -> None:
+            """total requests over every connection at once, each connection one request at a time"""
+            numbers = iter(range(total))
+            lock = threading.Lock()
+            failures: list[BaseException] = []
+
+            def client(conn: http.client.HTTPConnection) -> None:
+                try:
+                    while True:
+                        with lock:
+                            i = next(numbers, None)
+                        if i is None:
+                            return
+                        one(conn)
+                        if scrape_every and (i + 1) % scrape_every == 0:
+                            scrape(conn)
+                except BaseException as e:  # reported below, in the main thread
+                    failures.append(e)
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in conns]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if failures:
+                raise failures[0]
+
+        run(max(args.warmup, args.concurrency))
         if args.scrape_every:
-            scrape()  # the key's bcrypt check happens once, here
+            scrape(conns[0])  # the key's bcrypt check happens once, here
         subprocess.run(["callgrind_control", "-i", "on", str(daemon.pid)], check=True, capture_output=True)
-        for i in range(args.requests):
-            one()
-            if args.scrape_every and (i + 1) % args.scrape_every == 0:
-                scrape()
+        run(args.requests, args.scrape_every)
         subprocess.run(["callgrind_control", "-d", str(daemon.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-i", "off", str(daemon.pid)], check=True, capture_output=True)
     finally:
@@ -138,7 +174,8 @@ def main() -> None:
             with open(os.path.join(work, name)) as f:
                 m = re.search(r"^totals: (\d+)", f.read(), re.M)
             total += int(m.group(1)) if m else 0
-    print(f"client={args.client} metrics={args.metrics} stream={args.stream} keys={args.keys} scrape_every={args.scrape_every} "
+    what = "floor relay" if args.floor else f"client={args.client} metrics={args.metrics}"
+    print(f"{what} stream={args.stream} keys={args.keys} c={args.concurrency} scrape_every={args.scrape_every} "
           f"requests={args.requests} Ir/request={total / args.requests:,.0f}  ({work})")
 
 

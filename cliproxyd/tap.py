@@ -29,6 +29,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from cliproxyd._version import __version__
+from cliproxyd.collector import CollectorTuning
 from cliproxyd.config import ConfigError, load_config
 from cliproxyd.config.edit import ConfigFile
 from cliproxyd.config.model import Timeouts, TLSConfig
@@ -319,6 +320,7 @@ def build(options: Options, reactor) -> IService:
         listener = AdoptedListener(reactor, factory)
         parent_watch(role, reactor.stop, reactor).setServiceParent(root)
     listener.setServiceParent(root)
+    CollectorTuning(reactor).setServiceParent(root)  # once the reactor runs: start-up frozen, a wider young generation
 
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
     if role is not None:

@@ -15,7 +15,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "cliproxyd"
 
 #: Modules anything may use: they import nothing of cliproxyd's but each other.
-BASE = {"_version", "logging", "fileio", "jsontext", "modelnames", "service", "outbound", "proxies", "metrics"}
+BASE = {"_version", "logging", "fileio", "jsontext", "modelnames", "service", "outbound", "proxies", "metrics",
+        "collector"}
 
 #: layer -> the layers it may import (besides itself and BASE).
 ALLOWED: dict[str, set[str]] = {

@@ -53,7 +53,7 @@ def test_make_service_builds_a_named_tree_that_listens_where_the_config_says():
         ("log-files", ["log-follow", "log-cleaner"]), "panel-update", ("usage-state", ["state-flush"]),
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh",
                        ("reset-probes", ["reset-probe"])]),
-        "in-flight", "web-logins", "frontend"]
+        "in-flight", "web-logins", "frontend", "collector-tuning"]
     assert reactor.tcpServers == []  # building binds nothing
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
@@ -163,7 +163,7 @@ def test_demo_needs_no_config_and_binds_its_upstream_on_loopback():
         "http-pool", "demo-upstream", "runtime",
         ("conductor", ["quota-reaper", ("warmups", ["warmup-prune"]), "token-refresh",
                        ("reset-probes", ["reset-probe"])]),
-        "in-flight", "web-logins", "frontend"]
+        "in-flight", "web-logins", "frontend", "collector-tuning"]
     assert reactor.tcpServers == []  # building binds nothing, not even the demo's upstream
     service.startService()
     servers = [(p, i) for p, _, _, i in reactor.tcpServers]

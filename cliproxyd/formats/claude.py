@@ -417,6 +417,20 @@ def _block_delta(kind: str, text: str) -> dict[str, Any]:
     return {"type": f"{kind}_delta", kind: text}
 
 
+def _delta_envelope(kind: str) -> tuple[bytes, bytes]:
+    """The bytes of a C{content_block_delta} event of C{kind} before and after its index, up to its text."""
+    marker = "\x00"
+    whole = _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": _block_delta(kind, marker)})
+    head, _, rest = whole.partition(b'"index": 0')
+    tail = rest[:rest.index(json.dumps(marker).encode())]
+    return head + b'"index": ', tail
+
+
+_DELTA_ENVELOPES = {kind: _delta_envelope(kind) for kind in ("text", "thinking", "tool")}
+_ascii_json_string = json.encoder.encode_basestring_ascii
+
+
 @define
 class _Held:
     """A content block held back until the end of the stream."""
@@ -474,8 +488,10 @@ class StreamEncoder:
         return _event("content_block_stop", {"type": "content_block_stop", "index": index})
 
     def _delta(self, kind: str, text: str) -> bytes:
-        return _event("content_block_delta", {"type": "content_block_delta", "index": self._block,
-                                              "delta": _block_delta(kind, text)})
+        # The most frequent event: its envelope is written once per block kind
+        # (bytes as json.dumps writes them; only the text is escaped per event).
+        head, tail = _DELTA_ENVELOPES[kind]
+        return b"".join((head, str(self._block).encode(), tail, _ascii_json_string(text).encode(), b"}}\n\n"))
 
     def _hold(self, kind: str) -> _Held:
         if not self._held or self._held[-1].kind != kind:
