@@ -108,6 +108,7 @@ class Metrics:
         self._fingerprint = fingerprint
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._attempt_children: dict[tuple[str, str, int | None], tuple[Any, Any, Any]] = {}
+        self._provider_children: dict[str, tuple[Any, Any]] = {}
         self._overhead_children = {True: self._overhead.labels("translated"),
                                    False: self._overhead.labels("passthrough")}
 
@@ -135,10 +136,13 @@ class Metrics:
         if children is None:
             outcome = "success" if attempt.ok else str(attempt.status) if attempt.status else "no_response"
             provider = attempt.provider
+            timers = self._provider_children.get(provider)
+            if timers is None:  # once per provider, not per credential (a pool may hold 10,000 keys)
+                timers = self._provider_children[provider] = (self._upstream.labels(provider),
+                                                              self._first_byte.labels(provider))
             children = self._attempt_children[key] = (
                 self._attempts.labels(provider, self._fingerprint(attempt.cred_id), attempt.model, outcome),
-                self._upstream.labels(provider),
-                self._first_byte.labels(provider),
+                *timers,
             )
         counter, total, first = children
         counter.inc()

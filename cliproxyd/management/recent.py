@@ -25,6 +25,10 @@ BUCKETS = 20
 MAX_CREDENTIALS = 4096
 
 
+#: A new credential's ring: no window yet (copied, never changed).
+_EMPTY_RING = [-1, 0, 0] * BUCKETS
+
+
 def _label(bucket: int) -> str:
     start = datetime.fromtimestamp(bucket * BUCKET_SECONDS)
     end = datetime.fromtimestamp((bucket + 1) * BUCKET_SECONDS)
@@ -32,26 +36,31 @@ def _label(bucket: int) -> str:
 
 
 class RecentRequests:
-    """Per credential, a ring of L{BUCKETS} windows: C{[window, successes, failures]}."""
+    """
+    Per credential, a ring of L{BUCKETS} windows, flat: C{window, successes,
+    failures} at C{3 * (window % BUCKETS)} (one list made per credential,
+    not one per window: a pool of 10,000 keys makes each ring once, on the
+    request path).
+    """
 
     def __init__(self, clock: Any) -> None:
         self._clock = clock
-        self._rings: OrderedDict[str, list[list[int]]] = OrderedDict()
+        self._rings: OrderedDict[str, list[int]] = OrderedDict()
 
     def record(self, attempt: Attempt) -> None:
         """Count one attempt of C{attempt.cred_id} in the window it ended in."""
         bucket = int(self._clock.seconds() // BUCKET_SECONDS)
         ring = self._rings.get(attempt.cred_id)
         if ring is None:
-            ring = self._rings[attempt.cred_id] = [[-1, 0, 0] for _ in range(BUCKETS)]
+            ring = self._rings[attempt.cred_id] = _EMPTY_RING.copy()
             if len(self._rings) > MAX_CREDENTIALS:
                 self._rings.popitem(last=False)
         else:
             self._rings.move_to_end(attempt.cred_id)
-        slot = ring[bucket % BUCKETS]
-        if slot[0] != bucket:
-            slot[:] = [bucket, 0, 0]
-        slot[1 if attempt.ok else 2] += 1
+        at = 3 * (bucket % BUCKETS)
+        if ring[at] != bucket:
+            ring[at:at + 3] = (bucket, 0, 0)
+        ring[at + (1 if attempt.ok else 2)] += 1
 
     def snapshot(self, cred_id: str) -> list[dict[str, Any]]:
         """The last L{BUCKETS} windows of C{cred_id}, oldest first: C{{"time", "success", "failed"}}."""
@@ -59,8 +68,8 @@ class RecentRequests:
         ring = self._rings.get(cred_id)
         out = []
         for bucket in range(now - BUCKETS + 1, now + 1):
-            slot = ring[bucket % BUCKETS] if ring is not None else None
-            hit = slot is not None and slot[0] == bucket
-            out.append({"time": _label(bucket), "success": slot[1] if hit else 0,
-                        "failed": slot[2] if hit else 0})
+            at = 3 * (bucket % BUCKETS)
+            hit = ring is not None and ring[at] == bucket
+            out.append({"time": _label(bucket), "success": ring[at + 1] if hit else 0,  # type: ignore[index]
+                        "failed": ring[at + 2] if hit else 0})  # type: ignore[index]
         return out
