@@ -49,6 +49,7 @@ from cliproxyd.conductor.keylimits import KeyLimited, KeyMeter, Refusal, Scope, 
 from cliproxyd.config.model import ClientKey
 from cliproxyd.frontend.access import AccessDenied, ClientAccess, RunInThread
 from cliproxyd.frontend.images import ImageRoutes
+from cliproxyd.conductor.images import image_providers
 from cliproxyd.frontend.keys import KeyModels, Metering
 from cliproxyd.frontend.routing import keep_routes
 from cliproxyd.frontend import endpoints
@@ -240,6 +241,8 @@ class _Served:
         self.force_mapped = frozenset(name for name, facts in self.facts.items() if facts.force_mapping)
         #: the providers that serve /v1/responses/compact (L{cliproxyd.frontend.endpoints.compact})
         self.compact_providers = providers_serving(config, gen.creds, COMPACT)
+        #: each model that makes images -> the providers that make them (L{cliproxyd.frontend.images})
+        self.image_providers = image_providers(config, gen.creds)
 
     def lists(self, grant: str | ClientKey | None) -> tuple[bytes, bytes, bytes]:
         """The OpenAI, Claude and Gemini model lists the caller sees."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cliproxyd.conductor.images import image_providers
 from cliproxyd.conductor.keylimits import KeyLimited, estimate_tokens
 from cliproxyd.config.model import ClientKey
 from cliproxyd.formats import images as I
@@ -34,18 +33,10 @@ if TYPE_CHECKING:
 
 
 class ImageRoutes:
-    """The two routes' work, for one L{Frontend}; the image models of its current generation, made once each."""
+    """The two routes' work, for one L{Frontend} (the image models: its generation's view, made once each)."""
 
     def __init__(self, frontend: "Frontend") -> None:
         self._frontend = frontend
-        self._gen: Any = None
-        self._models: dict[str, frozenset[str]] = {}
-
-    def models(self, gen: Any) -> dict[str, frozenset[str]]:
-        if gen is not self._gen:
-            self._models = image_providers(gen.config, gen.creds)
-            self._gen = gen
-        return self._models
 
     async def serve(self, request: "IRequest", endpoint: str) -> bytes:
         from cliproxyd.frontend.app import ClientError, Problem, render_openai
@@ -61,7 +52,7 @@ class ImageRoutes:
         measure = front._measures.get(request)
         if measure is not None:
             measure.model = served.model_label(req.model)
-        table = self.models(served.gen)
+        table = served.image_providers
         providers = table.get(parse_model(req.model).base)
         if providers is None:
             raise render(self._no_model(served, req.model, endpoint, table))
