@@ -316,3 +316,37 @@ def test_a_gemini_stream_without_alt_sse_is_json_and_is_dropped_not_given_an_sse
 def test_the_client_format_of_a_stream_follows_from_its_route(path, name):
     fmt = stream_format(path)
     assert (fmt.NAME if fmt else None) == name
+
+
+# -- what a finished request leaves behind ------------------------------------------------
+
+
+def test_a_finished_request_is_freed_without_the_cycle_collector():
+    """
+    Klein's render keeps the request in a closure that refers to itself, so
+    a request is only ever freed by the cycle collector; what it holds
+    (headers, addresses, adapters) is let go when the answer is done, and so
+    is freed at once by reference counting, not piled up until a collection.
+    """
+    import gc
+
+    from twisted.internet.address import IPv4Address
+    from twisted.web.http_headers import Headers
+
+    from cliproxyd.frontend.site import MemoryRequest
+
+    h = Harness()
+    client = Client(site_for(h, 60))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            client.send(post("/v1/chat/completions", CHAT))
+            h.flush()
+        left = [o for o in gc.get_objects() if isinstance(o, MemoryRequest) and o.finished]
+        held = [value for request in left for value in vars(request).values()
+                if isinstance(value, (Headers, IPv4Address, dict)) and value]
+    finally:
+        gc.enable()
+    assert client.received.count(b"HTTP/1.1 200 ") == 5
+    assert len(left) >= 5 and held == []  # five finished here, waiting for a collection

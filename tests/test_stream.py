@@ -249,3 +249,30 @@ def test_a_held_event_its_format_cannot_read_fails_the_stream_instead_of_the_rel
     failures = []
     relay.first.addErrback(failures.append)
     assert (failures[0].value.kind, failures[0].value.message) == ("broken", "the stream's events are not openai events")
+
+
+def test_a_collected_body_is_freed_by_reference_counting_once_read():
+    """The idle timer and its reader refer to each other only while the body arrives."""
+    import gc
+    import weakref
+
+    from twisted.internet.testing import StringTransport
+
+    from cliproxyd.executors.stream import BodyCollector
+
+    clock = Clock()
+    gc.collect()
+    gc.disable()
+    try:
+        collector = BodyCollector(clock, 30.0)
+        collector.makeConnection(StringTransport())
+        collector.dataReceived(b'{"ok": true}')
+        collector.connectionLost(Failure(ResponseDone()))
+        got = []
+        collector.done.addCallback(got.append)
+        ref = weakref.ref(collector)
+        del collector
+        alive = ref() is not None
+    finally:
+        gc.enable()
+    assert got == [b'{"ok": true}'] and not alive and not clock.getDelayedCalls()

@@ -106,6 +106,7 @@ class _WatchedBody(Protocol):
     def _stop_timer(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
+            self._idle = None
 
     def _on_idle(self) -> None:
         self._timed_out = True
