@@ -8,7 +8,11 @@ Two kinds of figures:
     model, outcome) and three histograms (a stream's upstream time to first
     byte, upstream total time, cliproxyd's own overhead). Each label set's child
     is looked up once and kept, so a request costs a dict look-up and an
-    increment per figure, never a label parse.
+    increment per figure, never a label parse. The attempts family has a
+    series per credential tried (10,000 with a pool that size), so a lone
+    process counts it itself and writes its lines with their labels made
+    once; in multiprocess mode it is prometheus-client's counter, whose
+    files are how the workers are summed.
   - read when Prometheus scrapes (L{Metrics.add_collector}): cooldowns and
     quota-group suspensions from the StateStore, the credentials served,
     token refreshes and warmups from their owners' counts, and the idle
@@ -41,6 +45,36 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: cliproxyd's own time on a request: tens of microseconds to a few milliseconds.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+#: The upstream attempts family (one series per credential, model and outcome tried).
+ATTEMPTS = "cliproxyd_upstream_attempts"
+ATTEMPTS_HELP = "Upstream attempts, by provider, credential fingerprint, upstream model and outcome"
+_ATTEMPTS_HEAD = (f"# HELP {ATTEMPTS}_total {ATTEMPTS_HELP}\n# TYPE {ATTEMPTS}_total counter\n").encode()
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _series(name: str, **labels: str) -> bytes:
+    """A sample line's name and labels, written once for the life of the series."""
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return f"{name}{{{inner}}}".encode()
+
+
+class _AttemptCount:
+    """One series of the attempts family in a lone process: its line's start, written once, and a count."""
+
+    __slots__ = ("series", "value")
+
+    def __init__(self, series: bytes) -> None:
+        self.series = series
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
 
 #: The model label of a request for a model no credential serves (a client may send any name).
 OTHER_MODEL = "other"
@@ -89,9 +123,12 @@ class Metrics:
         r = self.registry
         self._requests = Counter("cliproxyd_requests", "Client requests answered, by route, client format, "
                                  "model and status", ("route", "format", "model", "status"), registry=r)
-        self._attempts = Counter("cliproxyd_upstream_attempts", "Upstream attempts, by provider, credential "
-                                 "fingerprint, upstream model and outcome",
-                                 ("provider", "credential", "model", "outcome"), registry=r)
+        # One series per credential that was tried: with 10,000 keys, prometheus-client's own
+        # children and text cost a scrape half a second. A lone process counts them itself
+        # (L{_AttemptCount}); in multiprocess mode the counter's files are what sums the workers.
+        self._attempts = Counter(ATTEMPTS, ATTEMPTS_HELP, ("provider", "credential", "model", "outcome"),
+                                 registry=r if self.directory else None)
+        self._own_attempts: list[_AttemptCount] | None = None if self.directory else []
         self._first_byte = Histogram("cliproxyd_upstream_first_byte_seconds",
                                      "Successful streamed attempts: time from sending until the first "
                                      "content could be relayed (a JSON answer's is its upstream_seconds)",
@@ -141,7 +178,7 @@ class Metrics:
                 timers = self._provider_children[provider] = (self._upstream.labels(provider),
                                                               self._first_byte.labels(provider))
             children = self._attempt_children[key] = (
-                self._attempts.labels(provider, self._fingerprint(attempt.cred_id), attempt.model, outcome),
+                self._attempt_counter(provider, self._fingerprint(attempt.cred_id), attempt.model, outcome),
                 *timers,
             )
         counter, total, first = children
@@ -158,10 +195,20 @@ class Metrics:
         """C{source} yields metric families whenever Prometheus scrapes."""
         self._scraped.sources.append(source)
 
+    def _attempt_counter(self, provider: str, credential: str, model: str, outcome: str) -> Any:
+        if self._own_attempts is None:
+            return self._attempts.labels(provider, credential, model, outcome)
+        count = _AttemptCount(_series(ATTEMPTS + "_total", provider=provider, credential=credential, model=model,
+                                      outcome=outcome))
+        self._own_attempts.append(count)
+        return count
+
     def render(self) -> bytes:
         """The text of C{GET /metrics}: every process's counted figures, and this one's scraped ones."""
-        if not self.directory:
-            return generate_latest(self.registry)
+        if self._own_attempts is not None:
+            lines = [_ATTEMPTS_HEAD]
+            lines.extend(b"%s %d\n" % (count.series, count.value) for count in self._own_attempts)
+            return generate_latest(self.registry) + b"".join(lines)
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry(auto_describe=False)

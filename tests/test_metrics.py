@@ -298,3 +298,24 @@ async def test_a_client_that_leaves_before_its_answer_is_counted_as_499(reactor)
         await port.stopListening()
         await up_port.stopListening()
         await pool.closeCachedConnections()
+
+
+def test_attempt_labels_are_escaped_as_the_text_format_says():
+    from types import SimpleNamespace
+
+    metrics = Metrics(fingerprint=lambda cred_id: "fp-" + cred_id, directory="")
+    odd = 'a "quoted" \\ model\nwith a newline'
+    for outcome in (True, True, False):
+        metrics.attempt(SimpleNamespace(cred_id="c1", provider="sim", model=odd, ok=outcome, status=429,
+                                        latency=0.01))
+    found = samples(metrics.render().decode())
+    attempts = "cliproxyd_upstream_attempts_total"
+    assert value(found, attempts, provider="sim", credential="fp-c1", model=odd, outcome="success") == 2
+    assert value(found, attempts, provider="sim", credential="fp-c1", model=odd, outcome="429") == 1
+    assert value(found, "cliproxyd_upstream_seconds_count", provider="sim") == 3
+
+
+def test_the_attempts_family_is_described_before_any_attempt():
+    text = Metrics(directory="").render().decode()
+    assert "# TYPE cliproxyd_upstream_attempts_total counter" in text
+    assert [f.name for f in text_string_to_metric_families(text)].count("cliproxyd_upstream_attempts") == 1
