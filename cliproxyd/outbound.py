@@ -53,6 +53,26 @@ def is_closing(transport: object) -> bool:
     return False
 
 
+class _UpstreamProtocol(HTTP11ClientProtocol):
+    """
+    A pooled connection that lets go of each response's parser when the
+    response is done.
+
+    Twisted's parser keeps its body decoder, and the chunked decoder keeps
+    the parser's bound methods for good (the identity decoder drops them once
+    the body is read): a cycle, so every chunked upstream answer (every
+    stream) left its parser, response, request and headers, about thirty
+    objects, for the cycle collector. Dropping the decoder here, once the
+    parser has had its last call, lets reference counting free them at once.
+    """
+
+    def _disconnectParser(self, reason: Failure) -> None:
+        parser = self._parser
+        super()._disconnectParser(reason)
+        if parser is not None:
+            parser.bodyDecoder = None
+
+
 class _QuietClientFactory(_HTTP11ClientFactory):
     """
     Connections for the pool, which it gets back only while they are usable.
@@ -78,6 +98,9 @@ class _QuietClientFactory(_HTTP11ClientFactory):
             quiescentCallback(connection)
 
         super().__init__(quiescent, metadata)
+
+    def buildProtocol(self, addr: object) -> HTTP11ClientProtocol:
+        return _UpstreamProtocol(self._quiescentCallback)
 
 
 class UpstreamPool(HTTPConnectionPool):

@@ -180,3 +180,70 @@ async def test_upstream_sends_go_straight_to_the_agent_keep_no_cookies_and_decod
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+def _read_one_answer(head: bytes, body: bytes):
+    """A pooled connection's protocol answering one request; returns (body read, the parser, the response)."""
+    from twisted.internet.testing import StringTransport
+    from twisted.internet.task import Clock
+    from twisted.web._newclient import Request
+    from twisted.web.http_headers import Headers
+
+    from cliproxyd.executors.stream import BodyCollector
+
+    pooled = []
+    protocol = _QuietClientFactory(pooled.append, "test").buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    answered = protocol.request(Request(b"POST", b"/v1/chat/completions", Headers({b"host": [b"upstream"]}), None,
+                                                persistent=True))
+    protocol.dataReceived(head)
+    responses = []
+    answered.addCallback(responses.append)
+    reader = BodyCollector(Clock(), 30.0)
+    responses[0].deliverBody(reader)
+    protocol.dataReceived(body)
+    got = []
+    reader.done.addCallback(got.append)
+    assert pooled == [protocol] and protocol.state == "QUIESCENT"
+    return got, protocol, responses.pop()
+
+
+def test_a_chunked_answer_is_freed_by_reference_counting_once_read():
+    """
+    Twisted's chunked decoder and its parser refer to each other for good;
+    a pooled connection breaks that once the response is done, so a stream's
+    parser and response are freed at once, not left for the cycle collector.
+    """
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        got, protocol, response = _read_one_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        refs = [weakref.ref(response), weakref.ref(response._bodyProtocol or response)]
+        del response
+        alive = [ref() is not None for ref in refs]
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert got == [b"hello world"] and protocol._parser is None
+    assert alive == [False, False] and garbage == 0
+
+
+def test_a_sized_answer_is_freed_by_reference_counting_too():
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        got, protocol, response = _read_one_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"{}")
+        ref = weakref.ref(response)
+        del response
+        alive = ref() is not None
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert got == [b"{}"] and not alive and garbage == 0
