@@ -276,3 +276,86 @@ def test_a_collected_body_is_freed_by_reference_counting_once_read():
     finally:
         gc.enable()
     assert got == [b'{"ok": true}'] and not alive and not clock.getDelayedCalls()
+
+
+# -- what the held stream reads ------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+_NAMES = ["type", "event_type", "choices", "candidates", "response", "delta", "message", "index", "status",
+          "code", "content_block", "interaction", "usageMetadata", "id", "model", "text", "failed"]
+_TYPES = ["message_start", "ping", "content_block_delta", "response.created", "response.completed",
+          "response.output_text.delta", "interaction.start", "content.delta", "failure", "Error", 3, None]
+_events = st.dictionaries(st.sampled_from(_NAMES), _json_values | st.sampled_from(_TYPES), max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_events)
+def test_no_decoder_reads_an_error_from_an_event_not_shaped_like_one(data):
+    """
+    The held stream asks every format's decoder about an event only when it
+    is shaped like an error (an error member, an error type, response.failed):
+    no decoder may find an error in any other event.
+    """
+    from cliproxyd.executors.stream import _error_in, _read, _shaped_like_error
+    from cliproxyd.formats import FORMATS
+
+    if _shaped_like_error(data):
+        return
+    for fmt in FORMATS.values():
+        assert _error_in(_read(fmt.StreamDecoder(), data) or []) is None, fmt.NAME
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}},
+    {"type": "response.failed", "response": {"error": {"code": "rate_limit_exceeded", "message": "slow down"}}},
+    {"event_type": "error", "error": {"code": "unavailable", "message": "try later"}},
+])
+def test_another_formats_error_in_a_held_stream_still_ends_it(event):
+    """An OpenAI stream that relays another provider's error before any content is still an error."""
+    import json
+
+    relay = StreamRelay(Clock(), 30.0, openai_chat)
+    failures = []
+    relay.first.addErrback(failures.append)
+    relay.makeConnection(FakeTransport())
+    relay.dataReceived(b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+                       b"data: " + json.dumps(event).encode() + b"\n\n")
+    relay.connectionLost(Failure(ResponseDone()))
+    assert failures and failures[0].value.kind == "stream_error" and failures[0].value.status >= 400
+
+
+def test_a_held_stream_is_read_only_up_to_its_first_generated_event():
+    """What follows the first content is relayed as it came, never parsed."""
+    relay = StreamRelay(Clock(), 30.0, openai_chat)
+    parsed = []
+    events = relay._parser.iter_events
+
+    def counted(chunk):
+        for event in events(chunk):
+            parsed.append(event)
+            yield event
+
+    relay._parser.iter_events = counted
+    relay.makeConnection(FakeTransport())
+    body = (b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+            b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+            + b'data: {"choices":[{"index":0,"delta":{"content":" there"}}]}\n\n' * 20 + b"data: [DONE]\n\n")
+    relay.dataReceived(body)
+    assert relay.first.called and len(parsed) == 2
+
+
+def test_the_sse_parser_keeps_what_an_early_stop_left_unread():
+    from cliproxyd.formats.translate import SSEParser
+
+    parser = SSEParser()
+    for name, data in parser.iter_events(b"event: a\ndata: 1\n\ndata: 2\n\nda"):
+        break
+    assert (name, data) == (b"a", b"1")
+    assert parser.feed_events(b"ta: 3\n\n") == [(b"", b"2"), (b"", b"3")]

@@ -270,6 +270,20 @@ def _read(decoder: Any, data: dict[str, Any]) -> list[C.Event] | None:
         return None
 
 
+def _shaped_like_error(data: dict[str, Any]) -> bool:
+    """
+    Whether any format's decoder could read C{data} as an error: they all
+    look for an C{error} member, or a C{type} or C{event_type} of C{error},
+    or Responses' C{response.failed}. Most events before a stream's content
+    (an opening event, a role-only chunk) are none of these, and need not be
+    read by every format's decoder.
+    """
+    return "error" in data or data.get("type") in _ERROR_TYPES or data.get("event_type") == "error"
+
+
+_ERROR_TYPES = ("error", "response.failed")  # a tuple: a type that is no string must not raise
+
+
 def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None) -> C.ErrorEvent | None:
     """
     The error in an event: C{own}, the upstream format's reading, when it
@@ -281,6 +295,8 @@ def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None)
     """
     if own is not None and own.status:
         return own
+    if own is None and not _shaped_like_error(data):
+        return None
     found = [own] if own is not None else []
     for other in FORMATS.values():
         if other is not fmt:
@@ -441,9 +457,9 @@ class StreamRelay(_WatchedBody):
             del tail[:-TAIL]
 
     def _hold(self, data: bytes) -> None:
-        """Read the held events of C{data}: release the stream at a generated one, or give up on it."""
+        """Read the held events of C{data} up to a generated one, which releases the stream (the rest goes unread), or give up on it."""
         active = False
-        for name, payload in self._parser.feed_events(data):
+        for name, payload in self._parser.iter_events(data):
             self._events += 1
             verdict = self.judge(name, payload)
             if verdict == KEEPALIVE:

@@ -6,7 +6,7 @@ format, into the client's format through canonical events.
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -31,21 +31,32 @@ class SSEParser:
 
     def feed_events(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
         """C{(event name, data)} of each complete event with data (the name is C{b""} when it has none)."""
-        events = []
-        lines = (self._pending + chunk).split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if not line:
-                if self._data:
-                    events.append((self._name, b"\n".join(self._data)))
-                    self._data = []
-                self._name = b""
-            elif line.startswith(b"data:"):
-                self._data.append(line[5:].lstrip(b" "))
-            elif line.startswith(b"event:"):
-                self._name = line[6:].strip()
-        return events
+        return list(self.iter_events(chunk))
+
+    def iter_events(self, chunk: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """
+        L{feed_events} one event at a time: a caller that stops early (a
+        stream judged by its first events) leaves the rest of C{chunk}
+        unread, kept for the next call.
+        """
+        buffer = self._pending + chunk
+        start = 0
+        try:
+            while (end := buffer.find(b"\n", start)) >= 0:
+                line = buffer[start:end].rstrip(b"\r")
+                start = end + 1
+                if not line:
+                    if self._data:
+                        data, self._data = self._data, []
+                        name, self._name = self._name, b""
+                        yield name, b"\n".join(data)
+                    self._name = b""
+                elif line.startswith(b"data:"):
+                    self._data.append(line[5:].lstrip(b" "))
+                elif line.startswith(b"event:"):
+                    self._name = line[6:].strip()
+        finally:
+            self._pending = buffer[start:]
 
 
 class Consumer(Protocol):
