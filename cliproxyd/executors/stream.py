@@ -270,6 +270,10 @@ def _read(decoder: Any, data: dict[str, Any]) -> list[C.Event] | None:
         return None
 
 
+#: The event types any format reads as an error (a tuple: a type that is no string must not raise).
+_ERROR_TYPES = ("error", "response.failed")
+
+
 def _shaped_like_error(data: dict[str, Any]) -> bool:
     """
     Whether any format's decoder could read C{data} as an error: they all
@@ -279,9 +283,6 @@ def _shaped_like_error(data: dict[str, Any]) -> bool:
     read by every format's decoder.
     """
     return "error" in data or data.get("type") in _ERROR_TYPES or data.get("event_type") == "error"
-
-
-_ERROR_TYPES = ("error", "response.failed")  # a tuple: a type that is no string must not raise
 
 
 def _best_error(data: dict[str, Any], fmt: ModuleType, own: C.ErrorEvent | None) -> C.ErrorEvent | None:
@@ -457,7 +458,7 @@ class StreamRelay(_WatchedBody):
             del tail[:-TAIL]
 
     def _hold(self, data: bytes) -> None:
-        """Read the held events of C{data} up to a generated one, which releases the stream (the rest goes unread), or give up on it."""
+        """Read the held events of C{data}: release the stream at a generated one (the rest goes unread), or give up on it."""
         active = False
         for name, payload in self._parser.iter_events(data):
             self._events += 1

@@ -46,11 +46,10 @@ class SSEParser:
                 line = buffer[start:end].rstrip(b"\r")
                 start = end + 1
                 if not line:
+                    name, self._name = self._name, b""
                     if self._data:
                         data, self._data = self._data, []
-                        name, self._name = self._name, b""
                         yield name, b"\n".join(data)
-                    self._name = b""
                 elif line.startswith(b"data:"):
                     self._data.append(line[5:].lstrip(b" "))
                 elif line.startswith(b"event:"):
