@@ -8,6 +8,8 @@ missing; CI installs it (C{.ci/run}), so CI never skips.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import select
 import shutil
@@ -110,6 +112,28 @@ async def until(reactor: Any, predicate: Callable[[], bool], timeout: float = 5.
             raise AssertionError(f"not true within {timeout}s")
         await deferLater(reactor, step, lambda: None)
     return reactor.seconds() - started
+
+
+_fences = itertools.count()
+
+
+async def settled(reactor: Any, server: RedisServer, stores: list) -> None:
+    """
+    Every change sent (nothing pending, no flush in flight) and delivered.
+    Nothing pending is not enough: the last flush's change message may still
+    be on its way to the other instances. Redis hands each subscriber its
+    messages in publish order, so once every store has applied a fence
+    published after that, every change before it has been applied too. The
+    fence counts one request on a credential no test uses, dropped once seen.
+    """
+    await until(reactor, lambda: all(s.pending_writes == 0 and not s._flushing for s in stores))
+    name = f"fence-{next(_fences)}"
+    fence = json.dumps({"src": "fence", "incr": [["stats", f"{name}\x1frequests", 1]]})
+    for channel in {s._channel for s in stores}:
+        server.command("PUBLISH", channel, fence)
+    await until(reactor, lambda: all(name in s._stats for s in stores))
+    for s in stores:
+        del s._stats[name]
 
 
 def wait(reactor: Any, d: Deferred, timeout: float = 10.0) -> Deferred:

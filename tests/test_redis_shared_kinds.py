@@ -30,7 +30,7 @@ from cliproxyd.state.redisstore import RedisStateStore
 from cliproxyd.state.sharedkinds import latest_probe, newest_reading, stronger_pace
 from cliproxyd.testing.upstream import SimulatedUpstream
 from tests.conftest import Harness, _now, config_data
-from tests.redis_support import connector, until
+from tests.redis_support import connector, settled, until
 
 SEP = "\x1f"
 
@@ -57,10 +57,6 @@ async def cluster(reactor, data: dict, n: int = 3) -> list[Instance]:
     out = [first] + [Instance(reactor, data, upstream=first.upstream) for _ in range(n - 1)]
     await until(reactor, lambda: all(i.state.connected for i in out))
     return out
-
-
-async def settled(reactor, stores) -> None:
-    await until(reactor, lambda: all(s.pending_writes == 0 and not s._flushing for s in stores))
 
 
 def clock_at(t: float) -> Clock:
@@ -108,7 +104,7 @@ async def test_a_credential_at_its_rpm_on_one_instance_is_skipped_on_the_others(
         for inst in (a, b):
             code, _, body = inst.chat()
             assert code == 200, body
-            await settled(reactor, [i.state for i in three])
+            await settled(reactor, redis_server, [i.state for i in three])
         assert keys_seen(a) == ["sk-up-1", "sk-up-1"]
         await until(reactor, lambda: c.state.limit_window(c.creds[0].id).minute_requests == 2)
         # C has sent nothing to it, yet skips it like a cooling key
@@ -123,7 +119,7 @@ async def test_a_credential_at_its_rpm_on_one_instance_is_skipped_on_the_others(
         code, _, _ = b.chat()
         assert code == 200 and keys_seen(a) == ["sk-up-1"]
         # the skips were counted once each, on every instance alike
-        await settled(reactor, [i.state for i in three])
+        await settled(reactor, redis_server, [i.state for i in three])
         await until(reactor, lambda: len({i.state.pacing_counters()["limit_skips"] for i in three}) == 1)
     finally:
         await stop(three)
@@ -137,7 +133,7 @@ async def test_windows_opened_at_once_on_two_instances_become_one_holding_both_c
         # both open a window before either hears of the other's
         a.set_limit_window("k", count_request(a.limit_window("k"), 1000.0))
         b.set_limit_window("k", count_tokens(count_request(b.limit_window("k"), 1000.5), 40, 1000.5))
-        await settled(reactor, [a, b])
+        await settled(reactor, redis_server, [a, b])
         await until(reactor, lambda: a.limit_window("k") == b.limit_window("k"))
         w = a.limit_window("k")
         assert (w.minute_start, w.minute_requests, w.minute_tokens, w.day_requests) == (1000.0, 2, 40, 2)
@@ -151,7 +147,7 @@ async def test_windows_opened_at_once_on_two_instances_become_one_holding_both_c
         # a bucket that is over leaves Redis at the next flush
         clock.advance(70)
         a.set_limit_window("k", count_request(a.limit_window("k"), clock.seconds()))
-        await settled(reactor, [a, b])
+        await settled(reactor, redis_server, [a, b])
         fields = redis_server.command("HKEYS", "{cliproxyd}:limit_windows").split("\n")
         minutes = sorted(f for f in fields if f.split(SEP)[1] == "m")
         assert minutes == [f"k{SEP}m{SEP}1070.0{SEP}r"]  # the windows of 1000.0 and 1000.5 are gone
@@ -172,12 +168,12 @@ async def test_a_client_keys_quota_used_on_one_instance_counts_on_the_others(rea
         for inst in (a, b):
             code, _, body = inst.chat(headers=auth)
             assert code == 200, body
-        await settled(reactor, [i.state for i in three])
+        await settled(reactor, redis_server, [i.state for i in three])
         await until(reactor, lambda: len(c.state.key_usage("team").starts) == 2)
         code, headers, body = c.chat(headers=auth)
         assert code == 429 and b"rpm" in body
         assert headers.getRawHeaders("retry-after")
-        await settled(reactor, [i.state for i in three])
+        await settled(reactor, redis_server, [i.state for i in three])
         # every instance reports the same use of the key
         reports = []
         for inst in three:
@@ -204,11 +200,11 @@ async def test_a_key_usage_reset_on_one_instance_is_a_reset_everywhere(reactor, 
     try:
         for m in meters:
             m.settle(m.admit(key, 10), 250)
-        await settled(reactor, stores)
+        await settled(reactor, redis_server, stores)
         await until(reactor, lambda: all(m.report(key)["tokens"] == 500 for m in meters))
         assert all(m.report(key)["day-tokens"] == 500 and m.report(key)["last-minute-tokens"] == 500 for m in meters)
         meters[1].reset("t")
-        await settled(reactor, stores)
+        await settled(reactor, redis_server, stores)
         await until(reactor, lambda: stores[0].key_usage("t") is None)
         assert meters[0].report(key)["tokens"] == 0
     finally:
@@ -234,7 +230,7 @@ async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reac
 
     try:
         use(30)
-        await settled(reactor, stores)
+        await settled(reactor, redis_server, stores)
         # every instance has heard of every count (Redis comes back empty: what it
         # held is known again from the instances' views)
         await until(reactor, lambda: all(s.limit_window("cred").minute_requests == 30 for s in stores))
@@ -244,9 +240,9 @@ async def test_redis_killed_and_restarted_counts_windows_and_key_usage_once(reac
         use(21)  # counted locally while Redis is away
         redis_server.start()  # empty, on the same port
         await until(reactor, lambda: all(s.connected for s in stores), timeout=20)
-        await settled(reactor, stores)
+        await settled(reactor, redis_server, stores)
         use(9)
-        await settled(reactor, stores)
+        await settled(reactor, redis_server, stores)
         await until(reactor, lambda: all(s.limit_window("cred").minute_requests == 60 for s in stores))
         for s, m in zip(stores, meters):
             assert s.limit_window("cred").day_requests == 60
@@ -308,7 +304,7 @@ async def test_three_probers_send_one_probe_for_a_long_cooldown(reactor, redis_s
         three[0].state.set_model_state(cred, "gpt-4o", ModelState(
             unavailable=True, next_retry_at=now + 7200, backoff_level=1, quota_exceeded=True, reason="quota",
             last_status=429, updated_at=now - 1000))
-        await settled(reactor, [i.state for i in three])
+        await settled(reactor, redis_server, [i.state for i in three])
         await until(reactor, lambda: all(i.state.model_state(cred, "gpt-4o").blocked(now) for i in three))
         three[0].upstream.script("sk-up-1", "status:429:7000")  # the probe: still limited
         for p in probers:
@@ -323,7 +319,7 @@ async def test_three_probers_send_one_probe_for_a_long_cooldown(reactor, redis_s
 
         await until(reactor, finished)
         assert len(three[0].upstream.seen) == 1  # one probe, from one of the three
-        await settled(reactor, [i.state for i in three])
+        await settled(reactor, redis_server, [i.state for i in three])
         # counted once each, cluster-wide: one sent, two found it held
         await until(reactor, lambda: all(
             (i.state.pacing_counters().get("probes_sent"), i.state.pacing_counters().get("probes_held_elsewhere"))
@@ -389,14 +385,14 @@ async def test_headroom_and_pace_travel_and_the_credit_stays_local(reactor, redi
         a.set_headroom("k", Headroom(0.01, 2000.0, 1000.0, "anthropic-ratelimit"))
         b.set_pace("k", Pace(since=1000.0, penalty=2.0, penalty_at=1000.0, credit=0.7))
         a.set_pace("k2", Pace(since=900.0, credit=0.3))
-        await settled(reactor, [a, b])
+        await settled(reactor, redis_server, [a, b])
         await until(reactor, lambda: b.headroom("k") is not None and a.pace("k") is not None)
         assert b.headroom("k") == Headroom(0.01, 2000.0, 1000.0, "anthropic-ratelimit")
         assert a.pace("k") == Pace(1000.0, 2.0, 1000.0, 0.0)
         # a credit change alone is not sent (it changes on every pick)
         a.set_pace("k", Pace(1000.0, 2.0, 1000.0, 0.5))
         assert a.pending_writes == 1
-        await settled(reactor, [a, b])
+        await settled(reactor, redis_server, [a, b])
         assert b.pace("k").credit == 0.7
         # a cleared reading is cleared everywhere
         a.set_headroom("k", None)

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 
 from cliproxyd.state.records import GroupState, ModelState
 from cliproxyd.state.redisstore import RedisStateStore
-from tests.redis_support import connector, until
+from tests.redis_support import connector, settled, until
 
 
 def make_store(reactor, server, **kw) -> RedisStateStore:
@@ -28,6 +28,7 @@ class Stores:
 
     def __init__(self, reactor, server, n: int) -> None:
         self.reactor = reactor
+        self.server = server
         self.all = [make_store(reactor, server) for _ in range(n)]
 
     async def start(self) -> None:
@@ -40,8 +41,8 @@ class Stores:
             await s.service.stopService()
 
     async def settled(self) -> None:
-        """Every change sent (nothing pending, no flush in flight)."""
-        await until(self.reactor, lambda: all(s.pending_writes == 0 and not s._flushing for s in self.all))
+        """Every change sent and delivered (L{tests.redis_support.settled})."""
+        await settled(self.reactor, self.server, self.all)
 
 
 def cooldown(now: float, until_: float, status: int = 429) -> ModelState:
@@ -149,10 +150,16 @@ async def test_redis_down_keeps_serving_logs_once_and_reconciles_when_it_returns
         await until(reactor, lambda: a.stats("cred-1").requests == 52 and b.stats("cred-1").requests == 52)
         assert a.stats("cred-1").failures == b.stats("cred-1").failures == 1
         assert redis_server.command("HGET", "{cliproxyd}:stats", "cred-1\x1frequests") == "52"
-        # cooldowns: the longer one wins, on both and in Redis
-        for s in (a, b):
-            assert s.model_state("cred-2", "m").next_retry_at == now + 300
-            assert s.model_state("cred-3", "m").next_retry_at == now + 50
+        # cooldowns: the longer one wins, on both and in Redis (waited for, bounded, with
+        # what each instance holds in the message when they do not agree)
+        def ends():
+            return [(s.model_state("cred-2", "m").next_retry_at, s.model_state("cred-3", "m").next_retry_at)
+                    for s in (a, b)]
+
+        try:
+            await until(reactor, lambda: ends() == [(now + 300, now + 50)] * 2)
+        except AssertionError:
+            raise AssertionError(f"cooldown ends {ends()}, wanted {[(now + 300, now + 50)] * 2}") from None
         stored = json.loads(redis_server.command("HGET", "{cliproxyd}:model_states", "cred-2\x1fm"))
         assert stored["next_retry_at"] == now + 300
         downs = [e for e in events if "is unavailable" in str(e.get("log_format", ""))]
