@@ -6,13 +6,18 @@ Two kinds of figures:
   - counted on the request path: client requests (route, client format,
     model, status), upstream attempts (provider, credential fingerprint,
     model, outcome) and three histograms (a stream's upstream time to first
-    byte, upstream total time, cliproxyd's own overhead). Each label set's child
-    is looked up once and kept, so a request costs a dict look-up and an
-    increment per figure, never a label parse. The attempts family has a
-    series per credential tried (10,000 with a pool that size), so a lone
-    process counts it itself and writes its lines with their labels made
-    once; in multiprocess mode it is prometheus-client's counter, whose
-    files are how the workers are summed.
+    byte, upstream total time, cliproxyd's own overhead). Each label set's
+    series is looked up once and kept, so a request costs a dict look-up and
+    an increment per figure, never a label parse. A lone process counts in
+    plain numbers (L{_Count}, L{_Buckets}): the reactor's thread is their only
+    writer, so the lock each of prometheus-client's children takes per
+    increment would be the most of what counting costs (2 % of a request's
+    instructions; ours are under 1 %, docs/benchmarks.rst). prometheus-client
+    still writes them out at scrape time (L{_Counted}), but for the attempts
+    family, which has a series per credential tried (10,000 with a pool that
+    size) and is written with its labels made once. In multiprocess mode
+    every counted figure is prometheus-client's own, whose files are how the
+    workers are summed.
   - read when Prometheus scrapes (L{Metrics.add_collector}): cooldowns and
     quota-group suspensions from the StateStore, the credentials served,
     token refreshes and warmups from their owners' counts, and the idle
@@ -32,11 +37,13 @@ directory at start and calls L{worker_exited} for each worker that ends.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 #: The content type of L{Metrics.render}'s text.
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
@@ -63,17 +70,78 @@ def _series(name: str, **labels: str) -> bytes:
     return f"{name}{{{inner}}}".encode()
 
 
-class _AttemptCount:
-    """One series of the attempts family in a lone process: its line's start, written once, and a count."""
+class _Count:
+    """A counter's series in a lone process: its labels (or its line's start, written once) and a count."""
 
-    __slots__ = ("series", "value")
+    __slots__ = ("labels", "value")
 
-    def __init__(self, series: bytes) -> None:
-        self.series = series
+    def __init__(self, labels: Any) -> None:
+        self.labels = labels
         self.value = 0
 
     def inc(self) -> None:
         self.value += 1
+
+
+class _Buckets:
+    """A histogram's series in a lone process: a count per bucket (the last one +Inf) and the sum."""
+
+    __slots__ = ("labels", "bounds", "counts", "sum")
+
+    def __init__(self, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+        self.labels = labels
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value: Prometheus's "le"
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts):
+            total += n
+            out.append((floatToGoString(bound), total))
+        return out
+
+
+class _Family:
+    """A counted family of a lone process: its series by label values, written out by L{_Counted}."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 buckets: tuple[float, ...] | None = None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.buckets = buckets
+        self.series: list[Any] = []
+
+    def labels(self, *values: str) -> Any:
+        one = _Count(values) if self.buckets is None else _Buckets(values, self.buckets)
+        self.series.append(one)
+        return one
+
+    def collect(self) -> Metric:
+        if self.buckets is None:
+            family: Any = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for one in self.series:
+                family.add_metric(one.labels, one.value)
+        else:
+            family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+            for one in self.series:
+                family.add_metric(one.labels, one.cumulative(), one.sum)
+        return family
+
+
+class _Counted:
+    """The collector of a lone process's counted families."""
+
+    def __init__(self, families: list[_Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return [f.collect() for f in self.families]
 
 
 #: The model label of a request for a model no credential serves (a client may send any name).
@@ -121,25 +189,34 @@ class Metrics:
         self.directory = multiprocess_dir() if directory is None else directory
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self._requests = Counter("cliproxyd_requests", "Client requests answered, by route, client format, "
-                                 "model and status", ("route", "format", "model", "status"), registry=r)
+        shared = bool(self.directory)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Any:
+            return Counter(name, doc, labels, registry=r) if shared else _Family(name, doc, labels)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Any:
+            return (Histogram(name, doc, labels, buckets=buckets, registry=r) if shared
+                    else _Family(name, doc, labels, buckets))
+
+        self._requests = counter("cliproxyd_requests", "Client requests answered, by route, client format, "
+                                 "model and status", ("route", "format", "model", "status"))
         # One series per credential that was tried: with 10,000 keys, prometheus-client's own
-        # children and text cost a scrape half a second. A lone process counts them itself
-        # (L{_AttemptCount}); in multiprocess mode the counter's files are what sums the workers.
+        # families and text cost a scrape half a second. A lone process writes their lines itself
+        # (L{render}); in multiprocess mode the counter's files are what sums the workers.
         self._attempts = Counter(ATTEMPTS, ATTEMPTS_HELP, ("provider", "credential", "model", "outcome"),
-                                 registry=r if self.directory else None)
-        self._own_attempts: list[_AttemptCount] | None = None if self.directory else []
-        self._first_byte = Histogram("cliproxyd_upstream_first_byte_seconds",
+                                 registry=r if shared else None)
+        self._own_attempts: list[_Count] | None = None if shared else []
+        self._first_byte = histogram("cliproxyd_upstream_first_byte_seconds",
                                      "Successful streamed attempts: time from sending until the first "
                                      "content could be relayed (a JSON answer's is its upstream_seconds)",
-                                     ("provider",), buckets=UPSTREAM_BUCKETS, registry=r)
-        self._upstream = Histogram("cliproxyd_upstream_seconds", "Time from sending an attempt until it "
-                                   "ended (a stream's last byte), every attempt", ("provider",),
-                                   buckets=UPSTREAM_BUCKETS, registry=r)
-        self._overhead = Histogram("cliproxyd_overhead_seconds", "cliproxyd's own time on a request: "
+                                     ("provider",), UPSTREAM_BUCKETS)
+        self._upstream = histogram("cliproxyd_upstream_seconds", "Time from sending an attempt until it "
+                                   "ended (a stream's last byte), every attempt", ("provider",), UPSTREAM_BUCKETS)
+        self._overhead = histogram("cliproxyd_overhead_seconds", "cliproxyd's own time on a request: "
                                    "the route's time without the wait for the upstream's answer, by "
-                                   "passthrough or translation", ("path",), buckets=OVERHEAD_BUCKETS,
-                                   registry=r)
+                                   "passthrough or translation", ("path",), OVERHEAD_BUCKETS)
+        if not shared:
+            r.register(_Counted([self._requests, self._first_byte, self._upstream, self._overhead]))
         self._scraped = _Scraped()
         r.register(self._scraped)
         self._fingerprint = fingerprint
@@ -198,7 +275,7 @@ class Metrics:
     def _attempt_counter(self, provider: str, credential: str, model: str, outcome: str) -> Any:
         if self._own_attempts is None:
             return self._attempts.labels(provider, credential, model, outcome)
-        count = _AttemptCount(_series(ATTEMPTS + "_total", provider=provider, credential=credential, model=model,
+        count = _Count(_series(ATTEMPTS + "_total", provider=provider, credential=credential, model=model,
                                       outcome=outcome))
         self._own_attempts.append(count)
         return count
@@ -207,7 +284,7 @@ class Metrics:
         """The text of C{GET /metrics}: every process's counted figures, and this one's scraped ones."""
         if self._own_attempts is not None:
             lines = [_ATTEMPTS_HEAD]
-            lines.extend(b"%s %d\n" % (count.series, count.value) for count in self._own_attempts)
+            lines.extend(b"%s %d\n" % (count.labels, count.value) for count in self._own_attempts)
             return generate_latest(self.registry) + b"".join(lines)
         from prometheus_client import multiprocess
 

@@ -235,6 +235,48 @@ def test_several_processes_are_summed_in_multiprocess_mode(tmp_path):
     assert value(found, "cliproxyd_overhead_seconds_count", path="passthrough") == 2
 
 
+CALLS = textwrap.dedent("""
+    from types import SimpleNamespace
+    from cliproxyd.metrics import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS, Metrics
+
+    def count(m):
+        for status in (200, 200, 429, 502):
+            m.request("/v1/chat/completions", "openai", "gpt-4o", status)
+        m.request("/v1/messages", "claude", "other", 499)
+        # every bound itself (Prometheus's le is <=), between bounds, under the first and past the last
+        for b in OVERHEAD_BUCKETS:
+            m.overhead(b, False)
+            m.overhead(b * 1.5, True)
+        m.overhead(0.0, False)
+        m.overhead(3.0, True)
+        for i, b in enumerate((*UPSTREAM_BUCKETS, 1000.0)):
+            ok = i % 3 != 0
+            m.attempt(SimpleNamespace(cred_id=f"c{i % 2}", provider="gemini" if i % 2 else "codex", model="m",
+                                      ok=ok, status=None if i == 3 else 200 if ok else 429, latency=b,
+                                      first_byte=b / 2 if i % 2 else None))
+""")
+
+
+def test_a_lone_process_shows_what_prometheus_clients_own_counters_show(tmp_path):
+    # the same calls, counted by prometheus-client (multiprocess mode, the library's files) and
+    # by a lone process's own numbers: the same samples, bucket for bucket
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", CALLS + "m = Metrics()\ncount(m)\nprint(m.render().decode())"],
+                         env=env, cwd=cwd, check=True, timeout=60, capture_output=True, text=True).stdout
+    library = samples(out)
+    namespace: dict = {}
+    exec(CALLS, namespace)
+    m = Metrics(directory="")
+    namespace["count"](m)
+    own = samples(m.render().decode())
+    assert own == library
+    assert value(own, "cliproxyd_overhead_seconds_bucket", path="passthrough", le="0.0005") == 4
+    assert value(own, "cliproxyd_upstream_seconds_bucket", provider="codex", le="10.0") == 6
+    assert value(own, "cliproxyd_upstream_seconds_bucket", provider="codex", le="+Inf") == 8
+    assert value(own, "cliproxyd_upstream_first_byte_seconds_count", provider="gemini") == 8
+
+
 def test_one_process_counts_alone_without_the_directory():
     m = Metrics(directory="")
     m.request("/v1/responses", "responses", "gpt-4o", 502)
