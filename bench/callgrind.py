@@ -10,7 +10,8 @@ is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 ``UPSTREAM_PORT`` as there).
 
     python -m bench.callgrind [--metrics on|off] [--stream] [--client openai|claude] [--keys N]
-                              [--requests 1000] [--scrape-every 0] [--concurrency 1] [--floor]
+                              [--requests 1000] [--scrape-every 0] [--concurrency 1] [--floor] [--body-kb N]
+                              [--cache-sim]
 
 --floor counts Twisted's floor instead (the shared harness's ``floor_relay.py``,
 ``FLOOR_RELAY=PATH`` if not at ``../shared/bench/``): the same requests, relayed
@@ -18,7 +19,8 @@ with no routing, so a ratio to it is taken in one run (it buffers a stream).
 
 CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
 
-Prints one line: the settings and instructions per request (Ir/request).
+Prints one line: the settings and instructions per request (Ir/request), and with
+--cache-sim the simulated first- and last-level cache misses per request.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=1,
                    help="keep-alive connections sending at once, each one request at a time")
     p.add_argument("--floor", action="store_true", help="count the floor relay, not cliproxyd")
+    p.add_argument("--cache-sim", action="store_true",
+                   help="simulate the caches too: first- and last-level misses per request")
+    p.add_argument("--body-kb", type=int, default=0,
+                   help="send bench/formats.py's conversation padded to about this many KB")
     args = p.parse_args()
     upstream = int(os.environ.get("UPSTREAM_PORT", "18080"))
     work = tempfile.mkdtemp(prefix="cliproxyd-callgrind-")
@@ -102,7 +108,8 @@ def main() -> None:
         command = [python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "cliproxyd",
                    "--config", path]
     daemon = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command],
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         *(["--cache-sim=yes"] if args.cache_sim else []), *command],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
         stderr=open(os.path.join(work, "stderr"), "w"))
     try:
@@ -115,6 +122,12 @@ def main() -> None:
         else:
             path = "/v1/chat/completions"
             body = json.dumps({"model": "gpt-4o-mini", "stream": args.stream, "messages": [message]})
+        if args.body_kb:  # bench/formats.py's conversation, padded to about that size, in the client's format
+            sys.path.insert(0, HERE)
+            from bench.formats import bodies
+
+            padded = json.loads(bodies(args.body_kb << 10)["translated" if args.client == "claude" else "passthrough"])
+            body = json.dumps({**padded, "stream": args.stream})
         headers = {"Authorization": "Bearer sk-bench-client", "Content-Type": "application/json"}
         conns = [http.client.HTTPConnection("127.0.0.1", args.port, timeout=600) for _ in range(args.concurrency)]
 
@@ -168,15 +181,20 @@ def main() -> None:
         daemon.terminate()
         daemon.wait(timeout=120)
     # The dump holds what was counted from "on" to it; the file written at exit, what came after (nothing).
-    total = 0
+    totals: dict[str, int] = {}
     for name in os.listdir(work):
         if name.startswith("callgrind.out"):
             with open(os.path.join(work, name)) as f:
-                m = re.search(r"^totals: (\d+)", f.read(), re.M)
-            total += int(m.group(1)) if m else 0
+                text = f.read()
+            events, counts = re.search(r"^events: (.*)$", text, re.M), re.search(r"^totals: (.*)$", text, re.M)
+            if events and counts:
+                for event, n in zip(events.group(1).split(), counts.group(1).split()):
+                    totals[event] = totals.get(event, 0) + int(n)
     what = "floor relay" if args.floor else f"client={args.client} metrics={args.metrics}"
-    print(f"{what} stream={args.stream} keys={args.keys} c={args.concurrency} scrape_every={args.scrape_every} "
-          f"requests={args.requests} Ir/request={total / args.requests:,.0f}  ({work})")
+    # with --cache-sim: D1mr/D1mw first-level data misses, DLmr/DLmw last-level (the ones that go to memory)
+    counted = " ".join(f"{event}/request={n / args.requests:,.0f}" for event, n in totals.items())
+    print(f"{what} stream={args.stream} body_kb={args.body_kb} keys={args.keys} c={args.concurrency} "
+          f"scrape_every={args.scrape_every} requests={args.requests} {counted}  ({work})")
 
 
 if __name__ == "__main__":

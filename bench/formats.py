@@ -151,6 +151,13 @@ def main() -> None:
         rate = statistics.median(r for r, _ in runs)
         cpu = statistics.median(c for _, c in runs)
         print(f"{name:<9} {kind:<12} {length:>8} {rate:>8.0f} {cpu:>11.3f}")
+    # paired within a round (one daemon, one after the other): what translation adds
+    print("translation's added CPU ms/req, per round: median [min, max]")
+    for name in builds:
+        for size in (4 << 10, 64 << 10):
+            added = [t - p for (_, p), (_, t) in zip(results[(name, "passthrough", size)],
+                                                     results[(name, "translated", size)])]
+            print(f"{name:<9} {size >> 10:>3} KB  {statistics.median(added):.3f} [{min(added):.3f}, {max(added):.3f}]")
 
 
 if __name__ == "__main__":
