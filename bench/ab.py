@@ -8,12 +8,17 @@ their spread, are what to quote.
 
     python3 bench/ab.py [--rounds 10] [--duration 5] [--connections 32] [--stream] VARIANT...
 
-VARIANT is ``floor`` (the harness's floor relay, ``floor_relay.py``) or
-``cpd`` with options after commas: ``keys=N`` (2), ``metrics=on|off`` (on),
-``scrape=S`` (GET /metrics every S seconds while it is measured; off), e.g.
+VARIANT is ``direct`` (wrk straight to the nginx upstream: the latency
+every proxy adds to), ``floor`` (the harness's floor relay,
+``floor_relay.py``) or ``cpd`` with options after commas: ``keys=N`` (2), ``metrics=on|off`` (on),
+``scrape=S`` (GET /metrics every S seconds while it is measured; off); any
+variant takes ``c=N``, its own number of connections (``--connections``
+otherwise), e.g.
 
     python3 bench/ab.py cpd,metrics=off cpd,scrape=1          # what metrics cost
     python3 bench/ab.py floor cpd cpd,keys=10000              # ratios to the floor
+    python3 bench/ab.py --connections 1 floor cpd direct      # added p50 at c=1
+    python3 bench/ab.py cpd cpd,c=128 floor floor,c=128       # c=128 against c=32
 
 Every cliproxyd is this checkout's (``CLIPROXYD_ROOT`` for another tree),
 one process, on the harness's nginx upstream (``UPSTREAM_PORT``, 18080).
@@ -49,10 +54,22 @@ class Variant:
         self.port = port
         kind, *options = spec.split(",")
         opts = dict(o.split("=", 1) for o in options)
-        unknown = set(opts) - {"keys", "metrics", "scrape"}
-        if kind not in ("floor", "cpd") or unknown or (kind == "floor" and opts):
-            raise SystemExit(f"{spec!r}: a variant is floor, or cpd[,keys=N][,metrics=on|off][,scrape=S]")
+        unknown = set(opts) - {"keys", "metrics", "scrape", "c"}
+        if kind not in ("direct", "floor", "cpd") or unknown or (kind != "cpd" and set(opts) - {"c"}):
+            raise SystemExit(f"{spec!r}: a variant is direct[,c=N], floor[,c=N], or "
+                             "cpd[,keys=N][,metrics=on|off][,scrape=S][,c=N]")
         self.scrape = float(opts.get("scrape", 0))
+        #: its own number of connections (else --connections)
+        self.connections = int(opts["c"]) if "c" in opts else None
+        self.floor = kind == "floor"
+        self.direct = kind == "direct"
+        self.rps: list[float] = []
+        self.cpu: list[float] = []
+        self.p50: list[float] = []
+        self.process: subprocess.Popen | None = None
+        if self.direct:
+            self.port = upstream
+            return
         python = os.environ.get("PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
         if kind == "floor":
             command = [python, os.path.join(HARNESS, "floor_relay.py"), str(port),
@@ -67,20 +84,19 @@ class Variant:
                                         stdout=subprocess.DEVNULL,
                                         stderr=open(os.path.join(work, f"{port}.log"), "w"),
                                         start_new_session=True)
-        self.floor = kind == "floor"
-        self.rps: list[float] = []
-        self.cpu: list[float] = []
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        return f"http://127.0.0.1:{self.port}{'/auto' if self.direct else ''}/v1/chat/completions"
 
     def cpu_seconds(self) -> float:
+        if self.process is None:
+            return 0.0
         fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICK
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(30)
 
@@ -93,8 +109,8 @@ def scraper(port: int, every: float, stop: threading.Event) -> None:
             answer.read()
 
 
-def wrk(url: str, connections: int, seconds: float, stream: bool) -> tuple[int, int, float]:
-    """(answers checked good, answers in all, seconds measured) of one run of the harness's wrk script"""
+def wrk(url: str, connections: int, seconds: float, stream: bool) -> tuple[int, int, float, float]:
+    """(answers checked good, answers in all, seconds measured, p50 ms) of one run of the harness's wrk script"""
     env = {**os.environ, "BENCH_STREAM": "1" if stream else "0", "BENCH_CHECK": "1"}
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
                           "-s", os.path.join(HARNESS, "wrk", "chat.lua"), url],
@@ -103,24 +119,25 @@ def wrk(url: str, connections: int, seconds: float, stream: bool) -> tuple[int, 
     if line is None:
         raise SystemExit(f"wrk printed no BENCH_JSON line:\n{out}")
     result = json.loads(line.group(1))
-    return result["requests"] - result.get("non2xx", 0), result["requests"], result["duration_s"]
+    return (result["requests"] - result.get("non2xx", 0), result["requests"], result["duration_s"],
+            result["lat_p50_ms"])
 
 
-def measure(v: Variant, connections: int, seconds: float, stream: bool) -> tuple[float, float]:
+def measure(v: Variant, connections: int, seconds: float, stream: bool) -> tuple[float, float, float]:
     stop = threading.Event()
     scraping = None
     if v.scrape:
         scraping = threading.Thread(target=scraper, args=(v.port, v.scrape, stop), daemon=True)
         scraping.start()
     before = v.cpu_seconds()
-    good, total, elapsed = wrk(v.url, connections, seconds, stream)
+    good, total, elapsed, p50 = wrk(v.url, connections, seconds, stream)
     used = v.cpu_seconds() - before
     stop.set()
     if scraping is not None:
         scraping.join()
     if good != total or not total:
         raise SystemExit(f"{v.spec}: {total - good} of {total} answers failed the check")
-    return good / elapsed, used * 1000 / good
+    return good / elapsed, used * 1000 / good, p50
 
 
 def main() -> None:
@@ -138,35 +155,47 @@ def main() -> None:
     variants = [Variant(spec, 18430 + i, upstream, work) for i, spec in enumerate(args.variants)]
     try:
         for v in variants:
-            wait_up(v.port, any_status=v.floor)
-            wrk(v.url, args.connections, args.warmup, args.stream)
+            if not v.direct:
+                wait_up(v.port, any_status=v.floor)
+            wrk(v.url, v.connections or args.connections, args.warmup, args.stream)
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             for v in order:
-                rps, cpu = measure(v, args.connections, args.duration, args.stream)
+                rps, cpu, p50 = measure(v, v.connections or args.connections, args.duration, args.stream)
                 v.rps.append(rps)
                 v.cpu.append(cpu)
-            print(f"round {r + 1}: " + "  ".join(f"{v.spec} {v.rps[-1]:.0f} req/s {v.cpu[-1]:.3f} ms"
-                                                 for v in variants), flush=True)
+                v.p50.append(p50)
+            print(f"round {r + 1}: " + "  ".join(f"{v.spec} {v.rps[-1]:.0f} req/s {v.cpu[-1]:.3f} ms "
+                                                 f"p50 {v.p50[-1]:.3f} ms" for v in variants), flush=True)
     finally:
         for v in variants:
             v.stop()
     base = variants[0]
+    direct = next((v for v in variants if v.direct), None)
     mode = "stream" if args.stream else "JSON"
+
+    def spread(xs: list[float]) -> str:
+        return f"{statistics.median(xs):>8.3f} [{min(xs):.3f}, {max(xs):.3f}]"
+
     print(f"\n{mode}, c={args.connections}, {args.rounds} rounds of {args.duration:g} s; "
-          f"ratios to {base.spec} in the same round: median [min, max]")
-    print(f"{'variant':<28} {'req/s':>8} {'CPU ms/req':>11} {'req/s ratio':>22} {'CPU ratio':>22}")
+          f"ratios to {base.spec} in the same round: median [min, max]"
+          + ("; added p50: p50 minus direct's in the same round" if direct else ""))
+    print(f"{'variant':<28} {'req/s':>8} {'CPU ms/req':>11} {'p50 ms':>7} {'req/s ratio':>22} {'CPU ratio':>22}"
+          + (f" {'added p50 ratio':>22}" if direct else ""))
     for v in variants:
-        rr = [a / b for a, b in zip(v.rps, base.rps)]
-        cr = [a / b for a, b in zip(v.cpu, base.cpu)]
-        print(f"{v.spec:<28} {statistics.median(v.rps):>8.0f} {statistics.median(v.cpu):>11.3f} "
-              f"{statistics.median(rr):>8.3f} [{min(rr):.3f}, {max(rr):.3f}] "
-              f"{statistics.median(cr):>8.3f} [{min(cr):.3f}, {max(cr):.3f}]")
+        line = (f"{v.spec:<28} {statistics.median(v.rps):>8.0f} {statistics.median(v.cpu):>11.3f} "
+                f"{statistics.median(v.p50):>7.3f} {spread([a / b for a, b in zip(v.rps, base.rps)])} "
+                + (spread([a / b for a, b in zip(v.cpu, base.cpu)]) if base.cpu[0] and v.cpu[0] else f"{'':>22}"))
+        if direct and not v.direct and not base.direct:
+            added = [(a - d) / (b - d) for a, b, d in zip(v.p50, base.p50, direct.p50)]
+            line += " " + spread(added)
+        print(line)
     if args.csv:
         with open(args.csv, "a") as f:
             for v in variants:
-                for r, (rps, cpu) in enumerate(zip(v.rps, v.cpu)):
-                    f.write(f"{mode},{args.connections},{v.spec.replace(',', ';')},{r + 1},{rps:.1f},{cpu:.4f}\n")
+                for r, (rps, cpu, p50) in enumerate(zip(v.rps, v.cpu, v.p50)):
+                    f.write(f"{mode},{args.connections},{v.spec.replace(',', ';')},{r + 1},{rps:.1f},{cpu:.4f},"
+                            f"{p50:.3f}\n")
 
 
 if __name__ == "__main__":
