@@ -10,7 +10,9 @@ their spread, are what to quote.
 
 VARIANT is ``direct`` (wrk straight to the nginx upstream: the latency
 every proxy adds to), ``floor`` (the harness's floor relay,
-``floor_relay.py``) or ``cpd`` with options after commas: ``keys=N`` (2), ``metrics=on|off`` (on),
+``floor_relay.py``), ``peer=NAME`` (a peer of the harness, started from its
+``peers/NAME.env``, as ``run_all.sh`` does: ``peer=portkey``,
+``peer=litellm-1w`` after ``setup-peers.sh``) or ``cpd`` with options after commas: ``keys=N`` (2), ``metrics=on|off`` (on),
 ``scrape=S`` (GET /metrics every S seconds while it is measured; off); any
 variant takes ``c=N``, its own number of connections (``--connections``
 otherwise), e.g.
@@ -22,7 +24,8 @@ otherwise), e.g.
 
 Every cliproxyd is this checkout's (``CLIPROXYD_ROOT`` for another tree),
 one process, on the harness's nginx upstream (``UPSTREAM_PORT``, 18080).
-CPU is the daemon's own (utime + stime from /proc), per answered request.
+CPU is the daemon's own (utime + stime from /proc), a peer's with every
+process under it, per answered request.
 Prints one line per round and a summary table; ``--csv FILE`` appends rows.
 """
 
@@ -54,6 +57,10 @@ class Variant:
         self.port = port
         kind, *options = spec.split(",")
         opts = dict(o.split("=", 1) for o in options)
+        self.headers = ""
+        if kind.startswith("peer="):  # a peer of the harness: peers/NAME.env's URL, START and HEADERS
+            self._start_peer(kind.split("=", 1)[1], opts)
+            return
         unknown = set(opts) - {"keys", "metrics", "scrape", "c"}
         if kind not in ("direct", "floor", "cpd") or unknown or (kind != "cpd" and set(opts) - {"c"}):
             raise SystemExit(f"{spec!r}: a variant is direct[,c=N], floor[,c=N], or "
@@ -85,20 +92,62 @@ class Variant:
                                         stderr=open(os.path.join(work, f"{port}.log"), "w"),
                                         start_new_session=True)
 
+    def _start_peer(self, name: str, opts: dict[str, str]) -> None:
+        if set(opts) - {"c"}:
+            raise SystemExit(f"{self.spec!r}: a peer takes only c=N")
+        self.scrape, self.floor, self.direct = 0.0, False, False
+        self.connections = int(opts["c"]) if "c" in opts else None
+        self.rps, self.cpu, self.p50 = [], [], []
+        env = subprocess.run(["bash", "-c", f'set -a; . peers/{name}.env; printf "%s\\n%s\\n" "$URL" "$HEADERS"'],
+                             cwd=HARNESS, capture_output=True, text=True, check=True).stdout.split("\n")
+        self.peer_url, self.headers = env[0], env[1]
+        start = subprocess.run(["bash", "-c", f'set -a; . peers/{name}.env; eval "$START"'], cwd=HARNESS,
+                               capture_output=True, text=True, check=True,
+                               env={**os.environ, "CLIPROXYD_VENV": os.path.join(ROOT, ".venv")})
+        self.pid = int(start.stdout.split()[-1])
+        self.process = None
+
     @property
     def url(self) -> str:
+        if getattr(self, "peer_url", ""):
+            return self.peer_url
         return f"http://127.0.0.1:{self.port}{'/auto' if self.direct else ''}/v1/chat/completions"
 
     def cpu_seconds(self) -> float:
-        if self.process is None:
+        """The daemon's own CPU; a peer's, with every process under it (workers)."""
+        pid = self.process.pid if self.process is not None else getattr(self, "pid", None)
+        if pid is None:
             return 0.0
-        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        tree, todo = set(), [pid]
+        while todo:
+            p = todo.pop()
+            tree.add(p)
+            todo.extend(c for c, (parent, _) in stats.items() if parent == p and c not in tree)
+        if self.process is not None:
+            tree = {pid}
+        return sum(stats[p][1] for p in tree if p in stats) / TICK
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(30)
+        elif getattr(self, "pid", None):
+            try:
+                group = os.getpgid(self.pid)
+                if group != os.getpgid(0):  # never this benchmark's own group
+                    os.killpg(group, signal.SIGTERM)
+                else:
+                    os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def scraper(port: int, every: float, stop: threading.Event) -> None:
@@ -109,9 +158,9 @@ def scraper(port: int, every: float, stop: threading.Event) -> None:
             answer.read()
 
 
-def wrk(url: str, connections: int, seconds: float, stream: bool) -> tuple[int, int, float, float]:
+def wrk(url: str, connections: int, seconds: float, stream: bool, headers: str = "") -> tuple[int, int, float, float]:
     """(answers checked good, answers in all, seconds measured, p50 ms) of one run of the harness's wrk script"""
-    env = {**os.environ, "BENCH_STREAM": "1" if stream else "0", "BENCH_CHECK": "1"}
+    env = {**os.environ, "BENCH_STREAM": "1" if stream else "0", "BENCH_CHECK": "1", "BENCH_HEADERS": headers}
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
                           "-s", os.path.join(HARNESS, "wrk", "chat.lua"), url],
                          capture_output=True, text=True, env=env, check=True).stdout
@@ -130,7 +179,7 @@ def measure(v: Variant, connections: int, seconds: float, stream: bool) -> tuple
         scraping = threading.Thread(target=scraper, args=(v.port, v.scrape, stop), daemon=True)
         scraping.start()
     before = v.cpu_seconds()
-    good, total, elapsed, p50 = wrk(v.url, connections, seconds, stream)
+    good, total, elapsed, p50 = wrk(v.url, connections, seconds, stream, v.headers)
     used = v.cpu_seconds() - before
     stop.set()
     if scraping is not None:
@@ -155,9 +204,9 @@ def main() -> None:
     variants = [Variant(spec, 18430 + i, upstream, work) for i, spec in enumerate(args.variants)]
     try:
         for v in variants:
-            if not v.direct:
+            if not v.direct and not hasattr(v, "pid"):
                 wait_up(v.port, any_status=v.floor)
-            wrk(v.url, v.connections or args.connections, args.warmup, args.stream)
+            wrk(v.url, v.connections or args.connections, args.warmup, args.stream, v.headers)
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             for v in order:
