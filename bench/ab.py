@@ -12,8 +12,8 @@ VARIANT is ``direct`` (wrk straight to the nginx upstream: the latency
 every proxy adds to), ``floor`` (the harness's floor relay,
 ``floor_relay.py``), ``peer=NAME`` (a peer of the harness, started from its
 ``peers/NAME.env``, as ``run_all.sh`` does: ``peer=portkey``,
-``peer=litellm-1w`` after ``setup-peers.sh``) or ``cpd`` with options after commas: ``keys=N`` (2), ``metrics=on|off`` (on),
-``scrape=S`` (GET /metrics every S seconds while it is measured; off); any
+``peer=litellm-1w`` after ``setup-peers.sh``) or ``cpd`` with options
+after commas: ``keys=N`` (2), ``metrics=on|off`` (on), ``scrape=S`` (GET /metrics every S seconds while it is measured; off); any
 variant takes ``c=N``, its own number of connections (``--connections``
 otherwise), e.g.
 
@@ -51,95 +51,93 @@ HARNESS = os.environ.get("HARNESS", "/tmp/cliproxyd-bench")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_ticks(pid: int) -> int:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _tree(root: int) -> dict[int, int]:
+    """CPU ticks of C{root} and every process under it."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tree[pid] = _cpu_ticks(pid)
+        except OSError:
+            continue
+        todo.extend(child for child, parent in parents.items() if parent == pid and child not in tree)
+    return tree
+
+
 class Variant:
     def __init__(self, spec: str, port: int, upstream: int, work: str) -> None:
         self.spec = spec
         self.port = port
         kind, *options = spec.split(",")
         opts = dict(o.split("=", 1) for o in options)
-        self.headers = ""
-        if kind.startswith("peer="):  # a peer of the harness: peers/NAME.env's URL, START and HEADERS
-            self._start_peer(kind.split("=", 1)[1], opts)
-            return
-        unknown = set(opts) - {"keys", "metrics", "scrape", "c"}
-        if kind not in ("direct", "floor", "cpd") or unknown or (kind != "cpd" and set(opts) - {"c"}):
-            raise SystemExit(f"{spec!r}: a variant is direct[,c=N], floor[,c=N], or "
-                             "cpd[,keys=N][,metrics=on|off][,scrape=S][,c=N]")
-        self.scrape = float(opts.get("scrape", 0))
-        #: its own number of connections (else --connections)
-        self.connections = int(opts["c"]) if "c" in opts else None
-        self.floor = kind == "floor"
-        self.direct = kind == "direct"
         self.rps: list[float] = []
         self.cpu: list[float] = []
         self.p50: list[float] = []
+        #: its own number of connections (else --connections)
+        self.connections = int(opts.pop("c")) if "c" in opts else None
+        self.scrape = float(opts.pop("scrape", 0))
+        self.floor = kind == "floor"
+        self.direct = kind == "direct"
+        self.peer = kind.startswith("peer=")
+        self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        self.headers = ""
+        #: the process measured (None: direct); a peer's is the root of its tree
+        self.pid: int | None = None
         self.process: subprocess.Popen | None = None
+        if kind not in ("direct", "floor", "cpd") and not self.peer or (kind != "cpd" and (opts or self.scrape)) \
+                or set(opts) - {"keys", "metrics"}:
+            raise SystemExit(f"{spec!r}: a variant is direct, floor, peer=NAME or "
+                             "cpd[,keys=N][,metrics=on|off][,scrape=S], each with [,c=N]")
         if self.direct:
-            self.port = upstream
-            return
-        python = os.environ.get("PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
-        if kind == "floor":
-            command = [python, os.path.join(HARNESS, "floor_relay.py"), str(port),
-                       f"http://127.0.0.1:{upstream}/auto/v1/chat/completions"]
+            self.url = f"http://127.0.0.1:{upstream}/auto/v1/chat/completions"
+        elif self.peer:  # a peer of the harness, as run_all.sh starts it: peers/NAME.env's URL, HEADERS, START
+            out = subprocess.run(["bash", "-c", f'set -a; . "peers/{kind[5:]}.env"; printf "%s\\n%s\\n" "$URL" '
+                                  '"$HEADERS"; eval "$START"'], cwd=HARNESS, capture_output=True, text=True,
+                                 check=True, env={**os.environ, "CLIPROXYD_VENV": os.path.join(ROOT, ".venv")})
+            lines = out.stdout.split("\n")
+            self.url, self.headers, self.pid = lines[0], lines[1], int(out.stdout.split()[-1])
         else:
-            path = os.path.join(work, f"{port}.yaml")
-            with open(path, "w") as f:
-                f.write(config(port, upstream, opts.get("metrics", "on") == "on", int(opts.get("keys", 2))))
-            command = [python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-                       "cliproxyd", "--config", path]
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
-                                        stdout=subprocess.DEVNULL,
-                                        stderr=open(os.path.join(work, f"{port}.log"), "w"),
-                                        start_new_session=True)
-
-    def _start_peer(self, name: str, opts: dict[str, str]) -> None:
-        if set(opts) - {"c"}:
-            raise SystemExit(f"{self.spec!r}: a peer takes only c=N")
-        self.scrape, self.floor, self.direct = 0.0, False, False
-        self.connections = int(opts["c"]) if "c" in opts else None
-        self.rps, self.cpu, self.p50 = [], [], []
-        env = subprocess.run(["bash", "-c", f'set -a; . peers/{name}.env; printf "%s\\n%s\\n" "$URL" "$HEADERS"'],
-                             cwd=HARNESS, capture_output=True, text=True, check=True).stdout.split("\n")
-        self.peer_url, self.headers = env[0], env[1]
-        start = subprocess.run(["bash", "-c", f'set -a; . peers/{name}.env; eval "$START"'], cwd=HARNESS,
-                               capture_output=True, text=True, check=True,
-                               env={**os.environ, "CLIPROXYD_VENV": os.path.join(ROOT, ".venv")})
-        self.pid = int(start.stdout.split()[-1])
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        if getattr(self, "peer_url", ""):
-            return self.peer_url
-        return f"http://127.0.0.1:{self.port}{'/auto' if self.direct else ''}/v1/chat/completions"
+            python = os.environ.get("PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+            if self.floor:
+                command = [python, os.path.join(HARNESS, "floor_relay.py"), str(port),
+                           f"http://127.0.0.1:{upstream}/auto/v1/chat/completions"]
+            else:
+                path = os.path.join(work, f"{port}.yaml")
+                with open(path, "w") as f:
+                    f.write(config(port, upstream, opts.get("metrics", "on") == "on", int(opts.get("keys", 2))))
+                command = [python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+                           "cliproxyd", "--config", path]
+            self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                                            stdout=subprocess.DEVNULL,
+                                            stderr=open(os.path.join(work, f"{port}.log"), "w"),
+                                            start_new_session=True)
+            self.pid = self.process.pid
 
     def cpu_seconds(self) -> float:
         """The daemon's own CPU; a peer's, with every process under it (workers)."""
-        pid = self.process.pid if self.process is not None else getattr(self, "pid", None)
-        if pid is None:
+        if self.pid is None:
             return 0.0
-        stats = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-        tree, todo = set(), [pid]
-        while todo:
-            p = todo.pop()
-            tree.add(p)
-            todo.extend(c for c, (parent, _) in stats.items() if parent == p and c not in tree)
-        if self.process is not None:
-            tree = {pid}
-        return sum(stats[p][1] for p in tree if p in stats) / TICK
+        tree = _tree(self.pid) if self.peer else {self.pid: _cpu_ticks(self.pid)}
+        return sum(tree.values()) / TICK
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
-        elif getattr(self, "pid", None):
+        if self.process is not None:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(30)
+        elif self.pid is not None:
             try:
                 group = os.getpgid(self.pid)
                 if group != os.getpgid(0):  # never this benchmark's own group
@@ -204,7 +202,7 @@ def main() -> None:
     variants = [Variant(spec, 18430 + i, upstream, work) for i, spec in enumerate(args.variants)]
     try:
         for v in variants:
-            if not v.direct and not hasattr(v, "pid"):
+            if v.process is not None:
                 wait_up(v.port, any_status=v.floor)
             wrk(v.url, v.connections or args.connections, args.warmup, args.stream, v.headers)
         for r in range(args.rounds):
