@@ -14,8 +14,8 @@ every proxy adds to), ``floor`` (the harness's floor relay,
 ``peers/NAME.env``, as ``run_all.sh`` does: ``peer=portkey``,
 ``peer=litellm-1w`` after ``setup-peers.sh``) or ``cpd`` with options
 after commas: ``keys=N`` (2), ``metrics=on|off`` (on), ``scrape=S`` (GET
-/metrics every S seconds while it is measured; off); any variant takes ``c=N``, its own number of connections (``--connections``
-otherwise), e.g.
+/metrics every S seconds while it is measured; off). Any variant takes
+``c=N``, its own number of connections (``--connections`` otherwise), e.g.
 
     python3 bench/ab.py cpd,metrics=off cpd,scrape=1          # what metrics cost
     python3 bench/ab.py floor cpd cpd,keys=10000              # ratios to the floor
