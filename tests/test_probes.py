@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cliproxyd.conductor.probes import PROBE_TIMEOUT, Candidate, ProbeSettings, ResetProber, due
 from cliproxyd.state import MemoryStateStore
-from cliproxyd.state.records import ProbeState
+from cliproxyd.state.records import ModelState, ProbeState
 from tests.conftest import Harness, config_data
 
 SETTINGS = ProbeSettings(enabled=True, after=600.0, interval=300.0)
@@ -88,6 +88,26 @@ def test_a_short_cooldown_is_not_probed():
     h.clock.advance(450)
     h.flush()
     assert _probes_seen(h) == []
+    prober.stopService()
+
+
+def test_a_cooldown_left_by_a_credential_no_longer_configured_is_not_probed():
+    """
+    The prober walks the store's states, not the configured credentials: a
+    state a removed key left behind (a snapshot, another instance) is passed
+    over, and the configured keys' cooldowns are still found beside it.
+    """
+    h, prober = _setup()
+    now = h.clock.seconds()
+    gone = ModelState(unavailable=True, next_retry_at=now + 7200, reason="quota", quota_exceeded=True,
+                      last_status=429, updated_at=now)
+    h.state.set_model_state("removed-key", "gpt-4o-mini", gone)
+    h.upstream.script("sk-up-1", "status:429:7200", "ok")
+    h.chat()
+    assert [c.cred_id for c in h.conductor.probe_candidates(h.clock.seconds())] == [h.conductor.creds[0].id]
+    h.clock.advance(330)
+    h.flush()
+    assert [p.key for p in _probes_seen(h)] == ["sk-up-1"]
     prober.stopService()
 
 

@@ -730,14 +730,16 @@ class Conductor:
     def probe_candidates(self, now: float) -> list[Candidate]:
         """Every cooldown and automatic group suspension a probe could end, with the model to probe."""
         out = []
-        for cred in self.creds:
-            if cred.disabled:
+        # The store holds states only where something is wrong: a tick costs
+        # what is cooling, not what is configured (10,000 keys, a handful cooling).
+        for cred_id, key, st in self._state.every_model_state():
+            cred = self._by_id.get(cred_id)
+            if cred is None or cred.disabled or not st.blocked(now) or st.reason not in PROBED_REASONS:
                 continue
-            upstream = self._probe_models.get(cred.id, {})
-            for key, st in self._state.model_states(cred.id).items():
-                if st.blocked(now) and st.reason in PROBED_REASONS and key in upstream:
-                    out.append(Candidate(cred.id, key, upstream[key], st.next_retry_at,
-                                         now if st.updated_at is None else st.updated_at, st.reason))
+            upstream = self._probe_models.get(cred_id, {})
+            if key in upstream:
+                out.append(Candidate(cred_id, key, upstream[key], st.next_retry_at,
+                                     now if st.updated_at is None else st.updated_at, st.reason))
         for cred_id, group_id, g in self._state.group_states():
             keys = self._group_slots.get((cred_id, group_id))
             if not keys or not g.auto_active(now) or g.manual:

@@ -68,10 +68,10 @@ def state_figures(source: GenerationSource, state: StateStore, clock: IReactorTi
         for cred in creds:
             provider_of[cred.id] = cred.provider
             by_provider[cred.provider] = by_provider.get(cred.provider, 0) + 1
-            for model, st in state.model_states(cred.id).items():
-                if st.blocked(now):
-                    key = (cred.provider, model)
-                    by_model[key] = by_model.get(key, 0) + 1
+        for cred_id, model, st in state.every_model_state():
+            provider = provider_of.get(cred_id)
+            if provider is not None and st.blocked(now):
+                by_model[(provider, model)] = by_model.get((provider, model), 0) + 1
         groups: dict[tuple[str, str], int] = {}
         for cred_id, group_id, st in state.group_states():
             provider = provider_of.get(cred_id)
