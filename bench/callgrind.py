@@ -17,6 +17,9 @@ is dumped. The upstream is the shared harness's nginx (``upstream.sh start``;
 ``FLOOR_RELAY=PATH`` if not at ``../shared/bench/``): the same requests, relayed
 with no routing, so a ratio to it is taken in one run (it buffers a stream).
 
+CALLGRIND_ARGS adds valgrind options, e.g. ``--LL=2097152,16,64`` to
+simulate a 2 MB last level (a core's L2 here) instead of the machine's L3.
+
 CLIPROXYD_ROOT=DIR measures the daemon of another tree (``git archive COMMIT | tar -x -C DIR``).
 
 Prints one line: the settings and instructions per request (Ir/request), and with
@@ -109,7 +112,7 @@ def main() -> None:
                    "--config", path]
     daemon = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         *(["--cache-sim=yes"] if args.cache_sim else []), *command],
+         *(["--cache-sim=yes"] if args.cache_sim else []), *os.environ.get("CALLGRIND_ARGS", "").split(), *command],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
         stderr=open(os.path.join(work, "stderr"), "w"))
     try:

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cliproxyd.config import parse_config
 from cliproxyd.metrics import CONTENT_TYPE, Metrics
+from cliproxyd.state.records import ModelState
 from tests.conftest import Harness, config_data
 
 SECRET = "mgmt-secret-1"
@@ -87,6 +88,9 @@ def test_a_thinking_suffix_is_counted_under_its_model():
 
 def test_attempts_show_provider_fingerprint_model_and_outcome_and_never_a_key():
     h = rig()
+    # A cooldown a removed key left in the store (a snapshot, another instance) is no gauge's.
+    h.state.set_model_state("removed-key", "gpt-4o-mini", ModelState(
+        unavailable=True, next_retry_at=h.clock.seconds() + 600, reason="quota", last_status=429))
     h.upstream.script("sk-up-1", "status:429:30")
     assert h.chat()[0] == 200  # sk-up-1's 429, then sk-up-2
     text = h.request("GET", "/metrics", headers=AUTH)[2].decode()
@@ -101,6 +105,7 @@ def test_attempts_show_provider_fingerprint_model_and_outcome_and_never_a_key():
     assert value(found, "cliproxyd_upstream_first_byte_seconds_count", provider="sim") == 0
     # The 429 cooled sk-up-1 down: the gauge says so while it lasts, and not after.
     assert value(found, "cliproxyd_cooldowns", provider="sim", model="gpt-4o-mini") == 1
+    assert sum(v for (name, _), v in found.items() if name == "cliproxyd_cooldowns") == 1
     assert value(found, "cliproxyd_credentials", provider="sim") == 2
     h.clock.advance(31)
     assert value(scrape(h), "cliproxyd_cooldowns", provider="sim", model="gpt-4o-mini") == 0
